@@ -1,0 +1,1 @@
+//! The proxy's own configuration file (see `../shared/design.md`, "Config file").
