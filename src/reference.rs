@@ -1,0 +1,695 @@
+//! Image references: the distribution reference grammar, Docker Hub normalisation and digests.
+//!
+//! A reference is `[domain/]path[:tag][@digest]`. Clients write short forms (`busybox`,
+//! `quay.io/ns/app`); everything inside mirrorgate works on the *normalised* form that
+//! containers/image uses on a node (`docker.io/library/busybox:latest`), because rule matching is
+//! byte-exact on that form. Rewriting a reference onto a mirror must produce a *canonical* string
+//! (one that normalisation would leave unchanged), exactly as containers/image demands.
+//!
+//! The grammar is small and on the hot path of every proxied request, so it is scanned by hand
+//! rather than with regular expressions; the functions mirror the productions of
+//! `distribution/reference` one to one.
+
+use std::fmt;
+use std::str::FromStr;
+
+use thiserror::Error;
+
+/// The registry that names without a domain belong to.
+pub const DEFAULT_DOMAIN: &str = "docker.io";
+/// An alias of [`DEFAULT_DOMAIN`] still found in old references.
+const LEGACY_DEFAULT_DOMAIN: &str = "index.docker.io";
+/// The namespace of Docker Hub's single-component ("official") repositories.
+const OFFICIAL_REPO_NAMESPACE: &str = "library";
+/// The tag a reference without tag and digest gets, as kubelet and CRI-O do.
+pub const DEFAULT_TAG: &str = "latest";
+/// The longest repository name (domain and path) the distribution grammar allows.
+pub const NAME_TOTAL_LENGTH_MAX: usize = 255;
+/// The longest tag the distribution grammar allows.
+const TAG_LENGTH_MAX: usize = 128;
+
+/// Why a string is not a valid image reference or digest.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ReferenceError {
+    /// The input is empty.
+    #[error("invalid reference format: empty reference")]
+    Empty,
+    /// A bare 64-character hex string, which Docker refuses as a repository name because it is
+    /// indistinguishable from an image ID.
+    #[error("invalid repository name \"{0}\": cannot specify 64-byte hexadecimal strings")]
+    HexName(String),
+    /// The domain part is not `host[:port]`.
+    #[error("invalid reference format: invalid registry host \"{0}\"")]
+    InvalidDomain(String),
+    /// A path component breaks the grammar (`[a-z0-9]+` joined by `.`, `_`, `__` or dashes).
+    #[error("invalid reference format: invalid repository path component \"{0}\"")]
+    InvalidPathComponent(String),
+    /// The repository path has upper-case letters.
+    #[error("invalid reference format: repository name must be lowercase")]
+    NotLowercase,
+    /// The repository name is longer than [`NAME_TOTAL_LENGTH_MAX`].
+    #[error("repository name must not be more than {NAME_TOTAL_LENGTH_MAX} characters (got {0})")]
+    NameTooLong(usize),
+    /// The tag breaks `[\w][\w.-]{0,127}`.
+    #[error("invalid reference format: invalid tag \"{0}\"")]
+    InvalidTag(String),
+    /// The digest is malformed or uses an unsupported algorithm.
+    #[error(transparent)]
+    Digest(#[from] DigestError),
+    /// The string is a valid reference but not written in canonical form (e.g. `docker.io/app`
+    /// instead of `docker.io/library/app`), which containers/image refuses for rewritten names.
+    #[error("\"{input}\" is not in canonical form (canonical: \"{canonical}\")")]
+    NotCanonical {
+        /// The input as given.
+        input: String,
+        /// What normalisation makes of it.
+        canonical: String,
+    },
+}
+
+/// Why a string is not a valid content digest.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DigestError {
+    /// There is no `algorithm:` prefix.
+    #[error("invalid digest \"{0}\": expected <algorithm>:<hex>")]
+    Format(String),
+    /// The algorithm is neither sha256 nor sha512.
+    #[error("invalid digest \"{0}\": unsupported algorithm (sha256 and sha512 are supported)")]
+    UnsupportedAlgorithm(String),
+    /// The encoded part has the wrong length or is not lower-case hex.
+    #[error("invalid digest \"{digest}\": {algorithm} needs {expected} lower-case hex characters")]
+    Encoding {
+        /// The digest as given.
+        digest: String,
+        /// The algorithm's name.
+        algorithm: &'static str,
+        /// How many hex characters the algorithm needs.
+        expected: usize,
+    },
+}
+
+/// A content digest algorithm registered by the OCI image specification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Algorithm {
+    /// SHA-256, 64 hex characters.
+    Sha256,
+    /// SHA-512, 128 hex characters.
+    Sha512,
+}
+
+impl Algorithm {
+    /// The algorithm's name as written in digests.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Sha256 => "sha256",
+            Algorithm::Sha512 => "sha512",
+        }
+    }
+
+    /// The number of hex characters of an encoded digest of this algorithm.
+    pub fn hex_len(self) -> usize {
+        match self {
+            Algorithm::Sha256 => 64,
+            Algorithm::Sha512 => 128,
+        }
+    }
+}
+
+/// A validated content digest, `algorithm:hex`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest {
+    algorithm: Algorithm,
+    /// The whole `algorithm:hex` string, kept so that display and comparisons never allocate.
+    value: Box<str>,
+}
+
+impl Digest {
+    /// The digest's algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// The encoded (hex) part.
+    pub fn hex(&self) -> &str {
+        &self.value[self.algorithm.name().len() + 1..]
+    }
+
+    /// The digest as written: `algorithm:hex`.
+    pub fn as_str(&self) -> &str {
+        &self.value
+    }
+}
+
+impl FromStr for Digest {
+    type Err = DigestError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (algorithm, hex) = s
+            .split_once(':')
+            .ok_or_else(|| DigestError::Format(s.to_owned()))?;
+        if !is_digest_algorithm(algorithm) || hex.is_empty() {
+            return Err(DigestError::Format(s.to_owned()));
+        }
+        let algorithm = match algorithm {
+            "sha256" => Algorithm::Sha256,
+            "sha512" => Algorithm::Sha512,
+            _ => return Err(DigestError::UnsupportedAlgorithm(s.to_owned())),
+        };
+        let lower_hex = hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if hex.len() != algorithm.hex_len() || !lower_hex {
+            return Err(DigestError::Encoding {
+                digest: s.to_owned(),
+                algorithm: algorithm.name(),
+                expected: algorithm.hex_len(),
+            });
+        }
+        Ok(Digest {
+            algorithm,
+            value: s.into(),
+        })
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.value)
+    }
+}
+
+/// A parsed image reference: `domain/path[:tag][@digest]`, always with an explicit domain.
+///
+/// A reference with a digest is a *digest reference* whether or not it also carries a tag
+/// (`name:tag@sha256:…`); the tag is then kept only for display, as containers/image does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Reference {
+    /// `domain/path`, the repository name that rules match against.
+    name: String,
+    /// Where the domain ends in `name` (the index of the first `/`).
+    domain_len: usize,
+    tag: Option<String>,
+    digest: Option<Digest>,
+}
+
+impl Reference {
+    /// Parses what a user or client writes, normalised as containers/image and CRI-O do: a
+    /// missing domain becomes `docker.io`, `index.docker.io` becomes `docker.io`, one-component
+    /// Docker Hub names get `library/`, and a reference without tag and digest gets `:latest`.
+    pub fn parse_normalized(s: &str) -> Result<Reference, ReferenceError> {
+        let mut reference = Self::normalize(s)?;
+        if reference.tag.is_none() && reference.digest.is_none() {
+            reference.tag = Some(DEFAULT_TAG.to_owned());
+        }
+        Ok(reference)
+    }
+
+    /// Parses a reference that must already be canonical (what containers/image's
+    /// `reference.ParseNamed` accepts): normalising it must not change it. No tag is added.
+    pub fn parse_canonical(s: &str) -> Result<Reference, ReferenceError> {
+        let reference = Self::normalize(s)?;
+        if reference.len() != s.len() || reference.to_string() != s {
+            return Err(ReferenceError::NotCanonical {
+                input: s.to_owned(),
+                canonical: reference.to_string(),
+            });
+        }
+        Ok(reference)
+    }
+
+    /// Builds a reference from parts that are each validated: a registry host, a repository path
+    /// (normalised for Docker Hub like any other input), and an optional tag or digest.
+    pub fn from_parts(
+        domain: &str,
+        path: &str,
+        tag: Option<&str>,
+        digest: Option<Digest>,
+    ) -> Result<Reference, ReferenceError> {
+        if !is_domain(domain) {
+            return Err(ReferenceError::InvalidDomain(domain.to_owned()));
+        }
+        let mut reference = Self::normalize(&format!("{domain}/{path}"))?;
+        if let Some(tag) = tag {
+            if !is_tag(tag) {
+                return Err(ReferenceError::InvalidTag(tag.to_owned()));
+            }
+            reference.tag = Some(tag.to_owned());
+        }
+        reference.digest = digest;
+        Ok(reference)
+    }
+
+    /// ParseNormalizedNamed: split the domain the Docker way, then check the full grammar.
+    fn normalize(s: &str) -> Result<Reference, ReferenceError> {
+        if s.is_empty() {
+            return Err(ReferenceError::Empty);
+        }
+        if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(ReferenceError::HexName(s.to_owned()));
+        }
+        // The first component is a host only if it looks like one; `foo/bar` is Docker Hub.
+        let (domain, remainder) = match s.find('/') {
+            Some(i) if s[..i].contains(['.', ':']) || &s[..i] == "localhost" => {
+                (&s[..i], &s[i + 1..])
+            }
+            _ => (DEFAULT_DOMAIN, s),
+        };
+        let domain = if domain == LEGACY_DEFAULT_DOMAIN {
+            DEFAULT_DOMAIN
+        } else {
+            domain
+        };
+
+        let (rest, digest) = match remainder.split_once('@') {
+            Some((rest, digest)) => (rest, Some(digest.parse::<Digest>()?)),
+            None => (remainder, None),
+        };
+        // The path never holds `:` (ports live in the domain), so a colon starts the tag.
+        let (path, tag) = match rest.split_once(':') {
+            Some((path, tag)) => (path, Some(tag)),
+            None => (rest, None),
+        };
+        if path.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(ReferenceError::NotLowercase);
+        }
+        if !is_domain(domain) {
+            return Err(ReferenceError::InvalidDomain(domain.to_owned()));
+        }
+        for component in path.split('/') {
+            if !is_path_component(component) {
+                return Err(ReferenceError::InvalidPathComponent(component.to_owned()));
+            }
+        }
+        if let Some(tag) = tag
+            && !is_tag(tag)
+        {
+            return Err(ReferenceError::InvalidTag(tag.to_owned()));
+        }
+
+        let official = domain == DEFAULT_DOMAIN && !path.contains('/');
+        let mut name = String::with_capacity(domain.len() + path.len() + 9);
+        name.push_str(domain);
+        name.push('/');
+        if official {
+            name.push_str(OFFICIAL_REPO_NAMESPACE);
+            name.push('/');
+        }
+        name.push_str(path);
+        if name.len() > NAME_TOTAL_LENGTH_MAX {
+            return Err(ReferenceError::NameTooLong(name.len()));
+        }
+        Ok(Reference {
+            domain_len: domain.len(),
+            name,
+            tag: tag.map(str::to_owned),
+            digest,
+        })
+    }
+
+    /// The repository name, `domain/path`: the key that mirror rules match.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The registry host, with its port if any.
+    pub fn domain(&self) -> &str {
+        &self.name[..self.domain_len]
+    }
+
+    /// The repository path within the registry.
+    pub fn path(&self) -> &str {
+        &self.name[self.domain_len + 1..]
+    }
+
+    /// The tag, if any.
+    pub fn tag(&self) -> Option<&str> {
+        self.tag.as_deref()
+    }
+
+    /// The digest, if any.
+    pub fn digest(&self) -> Option<&Digest> {
+        self.digest.as_ref()
+    }
+
+    /// Whether this reference names content by digest (IDMS/ICSP mirrors apply) rather than by
+    /// tag (ITMS mirrors apply).
+    pub fn is_digest(&self) -> bool {
+        self.digest.is_some()
+    }
+
+    /// The length of the reference's string form, without building it.
+    fn len(&self) -> usize {
+        self.name.len()
+            + self.tag.as_ref().map_or(0, |t| t.len() + 1)
+            + self.digest.as_ref().map_or(0, |d| d.as_str().len() + 1)
+    }
+}
+
+impl FromStr for Reference {
+    type Err = ReferenceError;
+
+    /// The same as [`Reference::parse_normalized`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Reference::parse_normalized(s)
+    }
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)?;
+        if let Some(tag) = &self.tag {
+            write!(f, ":{tag}")?;
+        }
+        if let Some(digest) = &self.digest {
+            write!(f, "@{digest}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `host[:port]`: DNS labels or an IPv6 literal in brackets, then an optional numeric port.
+pub(crate) fn is_domain(s: &str) -> bool {
+    let (host, port) = split_port(s);
+    let host_ok = if let Some(inner) = host.strip_prefix('[') {
+        inner.strip_suffix(']').is_some_and(|addr| {
+            !addr.is_empty() && addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':')
+        })
+    } else {
+        is_host_name(host)
+    };
+    host_ok && port.is_none_or(is_port)
+}
+
+/// Splits `host[:port]` at the port colon, minding the colons inside an IPv6 literal.
+fn split_port(s: &str) -> (&str, Option<&str>) {
+    let search_from = if s.starts_with('[') {
+        s.find(']').unwrap_or(s.len())
+    } else {
+        0
+    };
+    match s[search_from..].find(':') {
+        Some(i) => (&s[..search_from + i], Some(&s[search_from + i + 1..])),
+        None => (s, None),
+    }
+}
+
+/// DNS labels joined by dots, upper case allowed (hosts are not case-folded).
+pub(crate) fn is_host_name(s: &str) -> bool {
+    !s.is_empty() && s.split('.').all(is_domain_label)
+}
+
+/// `[a-zA-Z0-9]` or `[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]`.
+pub(crate) fn is_domain_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-')
+}
+
+/// `[0-9]+`.
+pub(crate) fn is_port(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `[a-z0-9]+` runs joined by exactly one separator: `.`, `_`, `__` or one or more `-`.
+pub(crate) fn is_path_component(s: &str) -> bool {
+    let b = s.as_bytes();
+    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if alnum(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && !alnum(b[i]) {
+            i += 1;
+        }
+        let separator = &s[start..i];
+        let valid = matches!(separator, "." | "_" | "__") || separator.bytes().all(|c| c == b'-');
+        if !valid {
+            return false;
+        }
+    }
+    true
+}
+
+/// `[\w][\w.-]{0,127}`.
+fn is_tag(s: &str) -> bool {
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= TAG_LENGTH_MAX
+        && word(b[0])
+        && b.iter().all(|&c| word(c) || c == b'.' || c == b'-')
+}
+
+/// `[a-z0-9]+(?:[.+_-][a-z0-9]+)*`, the OCI digest algorithm grammar.
+fn is_digest_algorithm(s: &str) -> bool {
+    !s.is_empty()
+        && s.split(['.', '+', '_', '-']).all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEX: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    fn normalized(s: &str) -> String {
+        Reference::parse_normalized(s).unwrap().to_string()
+    }
+
+    fn error(s: &str) -> ReferenceError {
+        Reference::parse_normalized(s).unwrap_err()
+    }
+
+    #[test]
+    fn short_docker_hub_name_gets_domain_library_and_latest() {
+        assert_eq!(normalized("busybox"), "docker.io/library/busybox:latest");
+    }
+
+    #[test]
+    fn docker_hub_name_with_namespace_keeps_it() {
+        assert_eq!(normalized("bitnami/redis:7"), "docker.io/bitnami/redis:7");
+    }
+
+    #[test]
+    fn legacy_index_domain_is_docker_io() {
+        assert_eq!(
+            normalized("index.docker.io/library/busybox:1"),
+            "docker.io/library/busybox:1"
+        );
+    }
+
+    #[test]
+    fn docker_io_single_component_gets_library() {
+        assert_eq!(normalized("docker.io/busybox"), "docker.io/library/busybox:latest");
+    }
+
+    #[test]
+    fn first_component_without_dot_or_colon_is_a_docker_hub_namespace() {
+        assert_eq!(normalized("registry1/ns/app:v1"), "docker.io/registry1/ns/app:v1");
+    }
+
+    #[test]
+    fn localhost_is_a_host() {
+        let r = Reference::parse_normalized("localhost/app:v1").unwrap();
+        assert_eq!((r.domain(), r.path()), ("localhost", "app"));
+    }
+
+    #[test]
+    fn host_with_port_is_kept() {
+        let r = Reference::parse_normalized("localhost:5000/ns/app:v1").unwrap();
+        assert_eq!(
+            (r.domain(), r.path(), r.tag()),
+            ("localhost:5000", "ns/app", Some("v1"))
+        );
+    }
+
+    #[test]
+    fn upper_case_host_is_not_folded() {
+        assert_eq!(normalized("Quay.io/ns/app:v1"), "Quay.io/ns/app:v1");
+    }
+
+    #[test]
+    fn ipv6_host_with_port_is_accepted() {
+        let s = format!("[::1]:5000/ns/app@sha256:{HEX}");
+        assert_eq!(normalized(&s), s);
+    }
+
+    #[test]
+    fn digest_reference_without_tag_gets_no_latest() {
+        let r = Reference::parse_normalized(&format!("quay.io/ns/app@sha256:{HEX}")).unwrap();
+        assert_eq!(r.tag(), None);
+    }
+
+    #[test]
+    fn tag_and_digest_reference_is_a_digest_reference() {
+        let r = Reference::parse_normalized(&format!("quay.io/ns/app:v1@sha256:{HEX}")).unwrap();
+        assert!(r.is_digest() && r.tag() == Some("v1"));
+    }
+
+    #[test]
+    fn path_separators_follow_the_grammar() {
+        assert_eq!(
+            normalized("example.com/a.b/c_d/e__f/g---h:v"),
+            "example.com/a.b/c_d/e__f/g---h:v"
+        );
+    }
+
+    #[test]
+    fn upper_case_path_is_rejected() {
+        assert_eq!(error("quay.io/NS/app"), ReferenceError::NotLowercase);
+    }
+
+    #[test]
+    fn empty_reference_is_rejected() {
+        assert_eq!(error(""), ReferenceError::Empty);
+    }
+
+    #[test]
+    fn double_slash_is_rejected() {
+        assert_eq!(
+            error("quay.io//app"),
+            ReferenceError::InvalidPathComponent(String::new())
+        );
+    }
+
+    #[test]
+    fn trailing_separator_in_component_is_rejected() {
+        assert_eq!(
+            error("quay.io/ns-/app"),
+            ReferenceError::InvalidPathComponent("ns-".into())
+        );
+    }
+
+    #[test]
+    fn triple_underscore_is_rejected() {
+        assert_eq!(
+            error("quay.io/a___b"),
+            ReferenceError::InvalidPathComponent("a___b".into())
+        );
+    }
+
+    #[test]
+    fn bad_port_is_rejected() {
+        assert_eq!(
+            error("quay.io:port/app"),
+            ReferenceError::InvalidDomain("quay.io:port".into())
+        );
+    }
+
+    #[test]
+    fn host_label_ending_in_dash_is_rejected() {
+        assert_eq!(
+            error("quay-.io/app"),
+            ReferenceError::InvalidDomain("quay-.io".into())
+        );
+    }
+
+    #[test]
+    fn tag_starting_with_dot_is_rejected() {
+        assert_eq!(error("quay.io/app:.v1"), ReferenceError::InvalidTag(".v1".into()));
+    }
+
+    #[test]
+    fn tag_longer_than_128_is_rejected() {
+        let tag = "v".repeat(129);
+        assert_eq!(
+            error(&format!("quay.io/app:{tag}")),
+            ReferenceError::InvalidTag(tag)
+        );
+    }
+
+    #[test]
+    fn tag_of_128_is_accepted() {
+        let tag = "v".repeat(128);
+        assert!(Reference::parse_normalized(&format!("quay.io/app:{tag}")).is_ok());
+    }
+
+    #[test]
+    fn name_over_255_characters_is_rejected() {
+        let path = "a".repeat(250);
+        assert_eq!(
+            error(&format!("quay.io/{path}")),
+            ReferenceError::NameTooLong(258)
+        );
+    }
+
+    #[test]
+    fn bare_hex_string_is_rejected() {
+        assert_eq!(error(HEX), ReferenceError::HexName(HEX.into()));
+    }
+
+    #[test]
+    fn sha512_digest_is_accepted() {
+        let d: Digest = format!("sha512:{}", "b".repeat(128)).parse().unwrap();
+        assert_eq!(d.algorithm(), Algorithm::Sha512);
+    }
+
+    #[test]
+    fn short_sha256_digest_is_rejected() {
+        let err = "sha256:abc".parse::<Digest>().unwrap_err();
+        assert!(matches!(err, DigestError::Encoding { expected: 64, .. }));
+    }
+
+    #[test]
+    fn upper_case_hex_digest_is_rejected() {
+        let err = format!("sha256:{}", "A".repeat(64)).parse::<Digest>().unwrap_err();
+        assert!(matches!(err, DigestError::Encoding { .. }));
+    }
+
+    #[test]
+    fn unknown_digest_algorithm_is_rejected() {
+        let err = format!("md5:{HEX}").parse::<Digest>().unwrap_err();
+        assert!(matches!(err, DigestError::UnsupportedAlgorithm(_)));
+    }
+
+    #[test]
+    fn digest_without_algorithm_is_rejected() {
+        assert_eq!(
+            HEX.parse::<Digest>().unwrap_err(),
+            DigestError::Format(HEX.into())
+        );
+    }
+
+    #[test]
+    fn digest_hex_part_is_exposed() {
+        let d: Digest = format!("sha256:{HEX}").parse().unwrap();
+        assert_eq!(d.hex(), HEX);
+    }
+
+    #[test]
+    fn canonical_reference_round_trips() {
+        let s = format!("mirror.example.com/ns/app:v1@sha256:{HEX}");
+        assert_eq!(Reference::parse_canonical(&s).unwrap().to_string(), s);
+    }
+
+    #[test]
+    fn non_canonical_docker_hub_name_is_refused_as_canonical() {
+        let err = Reference::parse_canonical("docker.io/app:v1").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "\"docker.io/app:v1\" is not in canonical form (canonical: \"docker.io/library/app:v1\")"
+        );
+    }
+
+    #[test]
+    fn port_moved_into_path_is_not_a_reference() {
+        assert!(Reference::parse_canonical("mirror.local/ex:5000/ns/x:v1").is_err());
+    }
+
+    #[test]
+    fn from_parts_normalises_docker_hub() {
+        let r = Reference::from_parts("docker.io", "busybox", Some("1"), None).unwrap();
+        assert_eq!(r.to_string(), "docker.io/library/busybox:1");
+    }
+}

@@ -1,0 +1,108 @@
+//! Reading rule files and directories.
+//!
+//! A path is a file (read whatever its name) or a directory, whose `.yaml`, `.yml` and `.json`
+//! files are read in sorted order, descending into subdirectories. Names starting with `.` are
+//! skipped: that is how a Kubernetes ConfigMap volume keeps its `..data` and timestamped
+//! directories, whose files are also reachable through the visible symlinks.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::objects::{Decoded, decode_documents, parse_json_documents, parse_yaml_documents};
+use super::{RuleError, RuleSet};
+
+/// Loads every rule file under `paths` and builds the rule set. Any error fails the whole set.
+pub fn load(paths: &[PathBuf]) -> Result<RuleSet, RuleError> {
+    let mut files = Vec::new();
+    for path in paths {
+        collect_files(path, &mut files, &mut HashSet::new())?;
+    }
+    let mut decoded = Decoded::default();
+    for file in &files {
+        let text = fs::read_to_string(file).map_err(|source| RuleError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        decode_text(&file.display().to_string(), &text, is_json(file), &mut decoded)?;
+    }
+    RuleSet::build(decoded, files)
+}
+
+/// Builds a rule set from YAML (or JSON) text, naming it `file` in messages.
+pub fn load_str(text: &str, file: &str) -> Result<RuleSet, RuleError> {
+    let mut decoded = Decoded::default();
+    decode_text(file, text, false, &mut decoded)?;
+    RuleSet::build(decoded, Vec::new())
+}
+
+fn decode_text(file: &str, text: &str, json: bool, out: &mut Decoded) -> Result<(), RuleError> {
+    let documents = if json {
+        parse_json_documents(text)
+    } else {
+        parse_yaml_documents(text)
+    }
+    .map_err(|message| RuleError::Syntax {
+        file: file.to_owned(),
+        message: format!("invalid {}: {message}", if json { "JSON" } else { "YAML" }),
+    })?;
+    decode_documents(&Arc::from(file), documents, out)
+}
+
+fn is_json(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "json")
+}
+
+fn is_rule_file_name(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+}
+
+fn is_hidden(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+}
+
+/// Appends the files under `path` in sorted order. `visited` guards against symlink loops.
+fn collect_files(
+    path: &Path,
+    files: &mut Vec<PathBuf>,
+    visited: &mut HashSet<PathBuf>,
+) -> Result<(), RuleError> {
+    let io_error = |source| RuleError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let metadata = fs::metadata(path).map_err(io_error)?;
+    if !metadata.is_dir() {
+        files.push(path.to_path_buf());
+        return Ok(());
+    }
+    if !visited.insert(fs::canonicalize(path).map_err(io_error)?) {
+        return Ok(());
+    }
+    let mut entries = fs::read_dir(path)
+        .map_err(io_error)?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io_error)?;
+    entries.sort();
+    for entry in entries {
+        if is_hidden(&entry) {
+            continue;
+        }
+        let is_dir = fs::metadata(&entry)
+            .map_err(|source| RuleError::Io {
+                path: entry.clone(),
+                source,
+            })?
+            .is_dir();
+        if is_dir {
+            collect_files(&entry, files, visited)?;
+        } else if is_rule_file_name(&entry) {
+            files.push(entry);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! Routing a reference: the ordered pull sources for an image, as containers/image computes them
+//! (`PullSourcesFromReference`, then the blocked check of `newDockerClient` for every attempt).
+//!
+//! 1. Exactly one rule applies: the longest matching scope (see [`RuleSet::find`]).
+//! 2. A digest reference (`@sha256:…`, with or without a tag) takes the rule's digest mirrors
+//!    (IDMS, ICSP); a tag reference (including the implicit `:latest`) its tag mirrors (ITMS).
+//! 3. Each mirror replaces the matched scope; the result must be a canonical reference or the
+//!    whole pull fails before anything is contacted.
+//! 4. The source comes last.
+//! 5. Every attempt whose own repository name falls in a blocked scope is dropped: the source of a
+//!    NeverContactSource scope, and any mirror that lies inside a blocked scope.
+//! 6. If nothing is left, the pull is refused as blocked.
+
+use std::fmt;
+
+use thiserror::Error;
+
+use crate::reference::{Reference, ReferenceError};
+
+use super::ruleset::{Match, RuleSet};
+use super::{Scope, Serves};
+
+/// The part an attempt plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A mirror of the matched scope.
+    Mirror,
+    /// The reference itself.
+    Source,
+}
+
+impl Role {
+    /// `mirror` or `source`, as printed by the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Mirror => "mirror",
+            Role::Source => "source",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One place to try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullSource {
+    /// The physical reference to fetch.
+    pub reference: Reference,
+    /// Whether it is a mirror or the source.
+    pub role: Role,
+}
+
+/// An attempt dropped because its repository lies in a blocked scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockedSource {
+    /// The reference that would have been fetched.
+    pub reference: Reference,
+    /// Whether it was a mirror or the source.
+    pub role: Role,
+    /// The blocked scope it falls in.
+    pub blocked_by: Scope,
+}
+
+/// The answer for one reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    /// The scope of the rule that applied, if any.
+    pub matched_scope: Option<Scope>,
+    /// The attempts to make, in order; never empty.
+    pub sources: Vec<PullSource>,
+    /// The attempts dropped because they lie in blocked scopes, in order.
+    pub blocked: Vec<BlockedSource>,
+}
+
+/// Why a reference has no pull source.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ResolveError {
+    /// Every attempt lies in a blocked scope.
+    #[error(
+        "{reference} is blocked: scope \"{scope}\" never contacts its source (mirrorSourcePolicy: NeverContactSource, set by {}) and no usable mirror serves {} references",
+        set_by.join("; "),
+        match serves { Serves::Digest => "digest", Serves::Tag => "tag" }
+    )]
+    Blocked {
+        /// The reference asked for.
+        reference: String,
+        /// The matched, blocked scope.
+        scope: Scope,
+        /// The object entries that set NeverContactSource.
+        set_by: Vec<String>,
+        /// The kind of reference, which decided the mirrors considered.
+        serves: Serves,
+        /// Every dropped attempt.
+        blocked: Vec<BlockedSource>,
+    },
+    /// A mirror rewrite gave an invalid or non-canonical reference, which fails the whole pull.
+    #[error(
+        "{reference}: mirror \"{mirror}\" of scope \"{scope}\" rewrites it to \"{attempted}\", which is not a valid reference: {reason}"
+    )]
+    RewriteFailed {
+        /// The reference asked for.
+        reference: String,
+        /// The matched scope.
+        scope: Scope,
+        /// The mirror whose rewrite failed.
+        mirror: String,
+        /// The string the rewrite produced.
+        attempted: String,
+        /// Why it is not acceptable.
+        reason: ReferenceError,
+    },
+}
+
+impl RuleSet {
+    /// The ordered pull sources for `reference` (which must be normalised, as
+    /// [`Reference::parse_normalized`] makes it), or why there are none.
+    pub fn resolve(&self, reference: &Reference) -> Result<Resolution, ResolveError> {
+        let Some(Match { rule, rewrite_from }) = self.find(reference.name()) else {
+            return Ok(Resolution {
+                matched_scope: None,
+                sources: vec![PullSource {
+                    reference: reference.clone(),
+                    role: Role::Source,
+                }],
+                blocked: Vec::new(),
+            });
+        };
+        let serves = if reference.is_digest() {
+            Serves::Digest
+        } else {
+            Serves::Tag
+        };
+        let mirrors = rule.mirrors(serves);
+
+        // Rewrite every mirror first: one bad rewrite fails the pull, blocked or not.
+        let full = reference.to_string();
+        let rest = &full[rewrite_from..];
+        let mut attempts = Vec::with_capacity(mirrors.len() + 1);
+        for mirror in mirrors {
+            let mut rewritten = String::with_capacity(mirror.as_str().len() + rest.len());
+            rewritten.push_str(mirror.as_str());
+            rewritten.push_str(rest);
+            match Reference::parse_canonical(&rewritten) {
+                Ok(physical) => attempts.push((physical, Role::Mirror)),
+                Err(reason) => {
+                    return Err(ResolveError::RewriteFailed {
+                        reference: full,
+                        scope: rule.scope.clone(),
+                        mirror: mirror.to_string(),
+                        attempted: rewritten,
+                        reason,
+                    });
+                }
+            }
+        }
+        attempts.push((reference.clone(), Role::Source));
+
+        let mut sources = Vec::with_capacity(attempts.len());
+        let mut blocked = Vec::new();
+        for (physical, role) in attempts {
+            // The source's own rule is the matched one; a mirror may fall under any rule.
+            let governing = match role {
+                Role::Source => Some(rule),
+                Role::Mirror => self.find(physical.name()).map(|m| m.rule),
+            };
+            match governing {
+                Some(governing) if governing.blocked => blocked.push(BlockedSource {
+                    reference: physical,
+                    role,
+                    blocked_by: governing.scope.clone(),
+                }),
+                _ => sources.push(PullSource {
+                    reference: physical,
+                    role,
+                }),
+            }
+        }
+        if sources.is_empty() {
+            return Err(ResolveError::Blocked {
+                reference: full,
+                scope: rule.scope.clone(),
+                set_by: rule.blocked_by.clone(),
+                serves,
+                blocked,
+            });
+        }
+        Ok(Resolution {
+            matched_scope: Some(rule.scope.clone()),
+            sources,
+            blocked,
+        })
+    }
+}

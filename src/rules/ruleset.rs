@@ -1,0 +1,241 @@
+//! The override map: one [`Rule`] per source scope, built once from every object and then
+//! immutable, with an index that finds the rule for a repository name by scope rather than by
+//! scanning every rule.
+//!
+//! Building applies the Machine Config Operator's checks across objects (one policy per source
+//! string), drops entries without a real mirror, and merges the mirror lists of each scope
+//! separately for digest and tag mirrors (see `merge`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use super::merge::merge_mirror_lists;
+use super::objects::Decoded;
+use super::scope::{RepoScope, Scope, prefix_ends, wildcard_suffixes};
+use super::{MirrorSet, Policy, Problem, RuleError, Serves, Warning};
+
+/// The merged rule of one source scope: what a `[[registry]]` entry of `registries.conf` holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// The source scope.
+    pub scope: Scope,
+    /// The source must never be contacted (some entry of this scope says NeverContactSource).
+    /// This blocks the scope for tag and digest pulls alike.
+    pub blocked: bool,
+    /// Merged IDMS and ICSP mirrors, tried for digest references.
+    pub digest_mirrors: Vec<RepoScope>,
+    /// Merged ITMS mirrors, tried for tag references.
+    pub tag_mirrors: Vec<RepoScope>,
+    /// The object entries this rule was merged from, as `file: location: field`.
+    pub defined_by: Vec<String>,
+    /// The entries that set NeverContactSource, as `file: location: field`.
+    pub blocked_by: Vec<String>,
+}
+
+impl Rule {
+    /// The mirrors tried for a reference of the given kind, in order.
+    pub fn mirrors(&self, serves: Serves) -> &[RepoScope] {
+        match serves {
+            Serves::Digest => &self.digest_mirrors,
+            Serves::Tag => &self.tag_mirrors,
+        }
+    }
+}
+
+/// A found rule and where, in the matched reference string, the part after the scope begins.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Match<'a> {
+    pub rule: &'a Rule,
+    /// For a wildcard this is the end of the host name, so a `:port` is carried to the mirror.
+    pub rewrite_from: usize,
+}
+
+/// An immutable, validated set of mirror rules. Build it once, share it behind an `Arc`, and
+/// replace it whole on reload.
+#[derive(Debug, Clone)]
+pub struct RuleSet {
+    /// Sorted by scope string, as containers/image sorts its registries.
+    rules: Vec<Rule>,
+    /// Repository scope → index into `rules`.
+    by_scope: HashMap<Box<str>, usize>,
+    /// Wildcard suffix (`.example.com`) → index into `rules`.
+    by_wildcard: HashMap<Box<str>, usize>,
+    objects: BTreeMap<String, usize>,
+    warnings: Vec<Warning>,
+    files: Vec<PathBuf>,
+}
+
+/// What a rule set holds, for `mirrorgate check` and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Files read, in order.
+    pub files: Vec<PathBuf>,
+    /// Objects read per kind (containers such as List and ConfigMap included).
+    pub objects: BTreeMap<String, usize>,
+    /// Number of scopes with rules.
+    pub scopes: usize,
+    /// Scopes whose source is never contacted.
+    pub blocked_scopes: Vec<String>,
+    /// Accepted oddities.
+    pub warnings: Vec<Warning>,
+}
+
+impl RuleSet {
+    /// Validates the decoded entries across objects and merges them into rules.
+    pub(crate) fn build(decoded: Decoded, files: Vec<PathBuf>) -> Result<RuleSet, RuleError> {
+        check_policies(&decoded.sets)?;
+
+        // One group per exact source string; parents and children stay separate rules.
+        let mut groups: BTreeMap<&str, Vec<&MirrorSet>> = BTreeMap::new();
+        for set in decoded.sets.iter().filter(|s| s.has_real_mirror()) {
+            groups.entry(set.source.as_str()).or_default().push(set);
+        }
+
+        let mut rules = Vec::with_capacity(groups.len());
+        for (source, sets) in groups {
+            let merged = |serves: Serves| -> Vec<RepoScope> {
+                let lists: Vec<Vec<&str>> = sets
+                    .iter()
+                    .filter(|s| s.serves == serves)
+                    .map(|s| s.mirrors.iter().map(RepoScope::as_str).collect())
+                    .collect();
+                let by_name: HashMap<&str, &RepoScope> = sets
+                    .iter()
+                    .flat_map(|s| &s.mirrors)
+                    .map(|m| (m.as_str(), m))
+                    .collect();
+                merge_mirror_lists(source, lists.iter().map(Vec::as_slice))
+                    .into_iter()
+                    .map(|name| by_name[name].clone())
+                    .collect()
+            };
+            let entry_name = |s: &&MirrorSet| format!("{}: {}", s.origin, s.field);
+            rules.push(Rule {
+                scope: sets[0].source.clone(),
+                blocked: sets.iter().any(|s| s.policy == Policy::NeverContactSource),
+                digest_mirrors: merged(Serves::Digest),
+                tag_mirrors: merged(Serves::Tag),
+                defined_by: sets.iter().map(entry_name).collect(),
+                blocked_by: sets
+                    .iter()
+                    .filter(|s| s.policy == Policy::NeverContactSource)
+                    .map(entry_name)
+                    .collect(),
+            });
+        }
+
+        let mut by_scope = HashMap::new();
+        let mut by_wildcard = HashMap::new();
+        for (index, rule) in rules.iter().enumerate() {
+            match &rule.scope {
+                Scope::Repo(scope) => by_scope.insert(scope.as_str().into(), index),
+                Scope::Wildcard(pattern) => by_wildcard.insert(pattern[1..].into(), index),
+            };
+        }
+        Ok(RuleSet {
+            rules,
+            by_scope,
+            by_wildcard,
+            objects: decoded.objects,
+            warnings: decoded.warnings,
+            files,
+        })
+    }
+
+    /// An empty rule set: every reference is pulled from its source.
+    pub fn empty() -> RuleSet {
+        RuleSet {
+            rules: Vec::new(),
+            by_scope: HashMap::new(),
+            by_wildcard: HashMap::new(),
+            objects: BTreeMap::new(),
+            warnings: Vec::new(),
+            files: Vec::new(),
+        }
+    }
+
+    /// The rules, sorted by scope string.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Warnings collected while loading.
+    pub fn warnings(&self) -> &[Warning] {
+        &self.warnings
+    }
+
+    /// What the rule set holds.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            files: self.files.clone(),
+            objects: self.objects.clone(),
+            scopes: self.rules.len(),
+            blocked_scopes: self
+                .rules
+                .iter()
+                .filter(|r| r.blocked)
+                .map(|r| r.scope.to_string())
+                .collect(),
+            warnings: self.warnings.clone(),
+        }
+    }
+
+    /// The one rule that applies to a repository name (`host[:port]/path`), as containers/image
+    /// `FindRegistry` picks it: the longest matching scope; a wildcard wins a tie, since `*` sorts
+    /// before every host character.
+    pub(crate) fn find(&self, name: &str) -> Option<Match<'_>> {
+        let exact = prefix_ends(name).find_map(|end| {
+            self.by_scope
+                .get(&name[..end])
+                .map(|&index| (end, Match { rule: &self.rules[index], rewrite_from: end }))
+        });
+        let wildcard = if self.by_wildcard.is_empty() {
+            None
+        } else {
+            wildcard_suffixes(name).find_map(|(suffix, host_end)| {
+                self.by_wildcard.get(suffix).map(|&index| {
+                    // The pattern is `*` plus the suffix.
+                    let length = suffix.len() + 1;
+                    (length, Match { rule: &self.rules[index], rewrite_from: host_end })
+                })
+            })
+        };
+        match (exact, wildcard) {
+            (Some((exact_len, exact)), Some((wild_len, wild))) => {
+                Some(if exact_len > wild_len { exact } else { wild })
+            }
+            (Some((_, m)), None) | (None, Some((_, m))) => Some(m),
+            (None, None) => None,
+        }
+    }
+
+    /// The rule whose scope is exactly `scope`, if any.
+    pub fn rule(&self, scope: &str) -> Option<&Rule> {
+        match scope.strip_prefix('*') {
+            Some(suffix) => self.by_wildcard.get(suffix),
+            None => self.by_scope.get(scope),
+        }
+        .map(|&index| &self.rules[index])
+    }
+}
+
+/// The MCO's rule: every entry for one source string, of any kind and whether or not it has
+/// mirrors, must have the same policy (ICSP and a missing policy count as AllowContactingSource).
+fn check_policies(sets: &[MirrorSet]) -> Result<(), RuleError> {
+    let mut first: HashMap<&str, &MirrorSet> = HashMap::new();
+    for set in sets {
+        let earlier = *first.entry(set.source.as_str()).or_insert(set);
+        if earlier.policy != set.policy {
+            return Err(RuleError::Invalid {
+                at: format!("{}: {}.mirrorSourcePolicy", set.origin, set.field),
+                problem: Problem::ConflictingPolicy {
+                    source_name: set.source.to_string(),
+                    policy: set.policy.as_str(),
+                    other_policy: earlier.policy.as_str(),
+                    other: format!("{}: {}", earlier.origin, earlier.field),
+                },
+            });
+        }
+    }
+    Ok(())
+}
