@@ -1,1 +1,186 @@
-fn main() {}
+//! The `mirrorgate` command: answers rule questions (`resolve`, `check`, `registries-conf`) from
+//! the configured rule files. Errors are reported here, at the top, with their full context.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use mirrorgate::config::{self, Config};
+use mirrorgate::reference::Reference;
+use mirrorgate::rules::{self, ResolveError, RuleSet};
+
+/// A pull-through OCI registry proxy that applies OpenShift image mirror rules
+/// (ImageContentSourcePolicy, ImageDigestMirrorSet, ImageTagMirrorSet) as a node would.
+#[derive(Debug, Parser)]
+#[command(name = "mirrorgate", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the ordered pull sources for IMAGE, one per line as `mirror <ref>` or `source <ref>`.
+    Resolve {
+        #[command(flatten)]
+        rules: RuleArgs,
+        /// Print a JSON array of {"reference", "role"} instead of lines.
+        #[arg(long)]
+        json: bool,
+        /// The image reference, as a client writes it (`busybox`, `quay.io/ns/app:v1`, `…@sha256:…`).
+        image: String,
+    },
+    /// Load and validate the configuration and every rule file, and print a summary.
+    Check {
+        #[command(flatten)]
+        rules: RuleArgs,
+    },
+    /// Print the rules as the containers-registries.conf(5) file the Machine Config Operator writes.
+    RegistriesConf {
+        #[command(flatten)]
+        rules: RuleArgs,
+    },
+}
+
+/// Where the rules come from.
+#[derive(Debug, Args)]
+struct RuleArgs {
+    /// The configuration file [default: config/mirrorgate.yaml, or the built-in defaults when that
+    /// file does not exist].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// A rule file or directory to use instead of the configuration's `rules` (repeatable). Without
+    /// --config, no configuration file is read.
+    #[arg(long = "rules", value_name = "PATH")]
+    rules: Vec<PathBuf>,
+}
+
+impl RuleArgs {
+    /// The configuration in force and where it came from (`None`: built-in defaults).
+    fn config(&self) -> Result<(Config, Option<PathBuf>)> {
+        let path = match &self.config {
+            Some(path) => path.clone(),
+            None if !self.rules.is_empty() => return Ok((Config::default(), None)),
+            None if !Path::new(config::DEFAULT_PATH).exists() => {
+                return Ok((Config::default(), None));
+            }
+            None => PathBuf::from(config::DEFAULT_PATH),
+        };
+        let config = Config::load(&path)?;
+        Ok((config, Some(path)))
+    }
+
+    /// The rule set, with the configuration it was loaded under.
+    fn load(&self) -> Result<(RuleSet, Config, Option<PathBuf>)> {
+        let (config, config_path) = self.config()?;
+        let paths = if self.rules.is_empty() {
+            &config.rules
+        } else {
+            &self.rules
+        };
+        let rule_set = rules::load(paths).context("the rule set is invalid")?;
+        Ok((rule_set, config, config_path))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Resolve { rules, json, image } => resolve(&rules, json, &image),
+        Command::Check { rules } => check(&rules),
+        Command::RegistriesConf { rules } => {
+            let (rule_set, _, _) = rules.load()?;
+            print!("{}", rule_set.to_registries_conf()?);
+            Ok(())
+        }
+    }
+}
+
+fn resolve(args: &RuleArgs, json: bool, image: &str) -> Result<()> {
+    let (rule_set, _, _) = args.load()?;
+    let reference =
+        Reference::parse_normalized(image).with_context(|| format!("invalid image \"{image}\""))?;
+    let resolution = match rule_set.resolve(&reference) {
+        Ok(resolution) => resolution,
+        Err(error @ ResolveError::Blocked { .. }) => {
+            if let ResolveError::Blocked { blocked, .. } = &error {
+                for attempt in blocked {
+                    eprintln!(
+                        "not contacted: {} {} (in blocked scope \"{}\")",
+                        attempt.role, attempt.reference, attempt.blocked_by
+                    );
+                }
+            }
+            bail!(error);
+        }
+        Err(error) => bail!(error),
+    };
+    for attempt in &resolution.blocked {
+        eprintln!(
+            "not contacted: {} {} (in blocked scope \"{}\")",
+            attempt.role, attempt.reference, attempt.blocked_by
+        );
+    }
+    if json {
+        let sources: Vec<_> = resolution
+            .sources
+            .iter()
+            .map(|s| serde_json::json!({"reference": s.reference.to_string(), "role": s.role.as_str()}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&sources)?);
+    } else {
+        for source in &resolution.sources {
+            println!("{} {}", source.role, source.reference);
+        }
+    }
+    Ok(())
+}
+
+fn check(args: &RuleArgs) -> Result<()> {
+    let (rule_set, config, config_path) = args.load()?;
+    let summary = rule_set.summary();
+    match &config_path {
+        Some(path) => println!("config: {} (listen {})", path.display(), config.listen),
+        None => println!("config: built-in defaults (listen {})", config.listen),
+    }
+    println!("files: {}", summary.files.len());
+    for file in &summary.files {
+        println!("  {}", file.display());
+    }
+    let objects: usize = summary.objects.values().sum();
+    println!("objects: {objects}");
+    for (kind, count) in &summary.objects {
+        println!("  {kind}: {count}");
+    }
+    println!("scopes: {}", summary.scopes);
+    for rule in rule_set.rules() {
+        println!(
+            "  {}: {} digest mirror(s), {} tag mirror(s){}",
+            rule.scope,
+            rule.digest_mirrors.len(),
+            rule.tag_mirrors.len(),
+            if rule.blocked { ", source blocked" } else { "" }
+        );
+    }
+    println!("blocked scopes: {}", summary.blocked_scopes.len());
+    for scope in &summary.blocked_scopes {
+        println!("  {scope}");
+    }
+    println!("warnings: {}", summary.warnings.len());
+    for warning in &summary.warnings {
+        println!("  {warning}");
+    }
+    println!("ok");
+    Ok(())
+}

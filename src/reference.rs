@@ -491,12 +491,18 @@ mod tests {
 
     #[test]
     fn docker_io_single_component_gets_library() {
-        assert_eq!(normalized("docker.io/busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(
+            normalized("docker.io/busybox"),
+            "docker.io/library/busybox:latest"
+        );
     }
 
     #[test]
     fn first_component_without_dot_or_colon_is_a_docker_hub_namespace() {
-        assert_eq!(normalized("registry1/ns/app:v1"), "docker.io/registry1/ns/app:v1");
+        assert_eq!(
+            normalized("registry1/ns/app:v1"),
+            "docker.io/registry1/ns/app:v1"
+        );
     }
 
     #[test]
@@ -597,7 +603,10 @@ mod tests {
 
     #[test]
     fn tag_starting_with_dot_is_rejected() {
-        assert_eq!(error("quay.io/app:.v1"), ReferenceError::InvalidTag(".v1".into()));
+        assert_eq!(
+            error("quay.io/app:.v1"),
+            ReferenceError::InvalidTag(".v1".into())
+        );
     }
 
     #[test]
@@ -643,7 +652,9 @@ mod tests {
 
     #[test]
     fn upper_case_hex_digest_is_rejected() {
-        let err = format!("sha256:{}", "A".repeat(64)).parse::<Digest>().unwrap_err();
+        let err = format!("sha256:{}", "A".repeat(64))
+            .parse::<Digest>()
+            .unwrap_err();
         assert!(matches!(err, DigestError::Encoding { .. }));
     }
 

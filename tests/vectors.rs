@@ -44,10 +44,14 @@ struct Attempt {
 }
 
 fn vectors() -> Vec<Vector> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/vectors/mirror-vectors.yaml");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (the vectors live beside the repository)", path.display()));
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/mirror-vectors.yaml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (the vectors live beside the repository)",
+            path.display()
+        )
+    });
     let file: VectorFile = serde_saphyr::from_str(&text).expect("the vector file parses");
     assert!(!file.vectors.is_empty(), "no vectors in {}", path.display());
     file.vectors
@@ -82,9 +86,19 @@ fn check_with_library(vector: &Vector) -> Result<(), String> {
             let blocked = resolution
                 .blocked
                 .iter()
-                .map(|b| attempt(b.reference.to_string(), b.role, Some(b.blocked_by.to_string())))
+                .map(|b| {
+                    attempt(
+                        b.reference.to_string(),
+                        b.role,
+                        Some(b.blocked_by.to_string()),
+                    )
+                })
                 .collect::<Vec<_>>();
-            (resolution.matched_scope.map(|s| s.to_string()), sources, blocked)
+            (
+                resolution.matched_scope.map(|s| s.to_string()),
+                sources,
+                blocked,
+            )
         }
         Err(ResolveError::Blocked { scope, blocked, .. }) => {
             if expect.error.as_deref() != Some("blocked") {
@@ -92,7 +106,13 @@ fn check_with_library(vector: &Vector) -> Result<(), String> {
             }
             let blocked = blocked
                 .iter()
-                .map(|b| attempt(b.reference.to_string(), b.role, Some(b.blocked_by.to_string())))
+                .map(|b| {
+                    attempt(
+                        b.reference.to_string(),
+                        b.role,
+                        Some(b.blocked_by.to_string()),
+                    )
+                })
                 .collect();
             (Some(scope.to_string()), Vec::new(), blocked)
         }
@@ -100,7 +120,10 @@ fn check_with_library(vector: &Vector) -> Result<(), String> {
             scope, attempted, ..
         }) => {
             if expect.error.as_deref() != Some("rewrite_failed") {
-                return Err(format!("rewrite of {attempted} failed, expected {:?}", expect.error));
+                return Err(format!(
+                    "rewrite of {attempted} failed, expected {:?}",
+                    expect.error
+                ));
             }
             if expect.attempted_reference.as_deref() != Some(attempted.as_str()) {
                 return Err(format!(
@@ -112,13 +135,22 @@ fn check_with_library(vector: &Vector) -> Result<(), String> {
         }
     };
     if matched != expect.matched_scope {
-        return Err(format!("matched {matched:?}, expected {:?}", expect.matched_scope));
+        return Err(format!(
+            "matched {matched:?}, expected {:?}",
+            expect.matched_scope
+        ));
     }
     if sources != expect.sources {
-        return Err(format!("sources {sources:#?}, expected {:#?}", expect.sources));
+        return Err(format!(
+            "sources {sources:#?}, expected {:#?}",
+            expect.sources
+        ));
     }
     if blocked != expect.blocked {
-        return Err(format!("blocked {blocked:#?}, expected {:#?}", expect.blocked));
+        return Err(format!(
+            "blocked {blocked:#?}, expected {:#?}",
+            expect.blocked
+        ));
     }
     Ok(())
 }
@@ -150,13 +182,14 @@ fn check_with_cli(vector: &Vector) -> Result<(), String> {
     let check = run(&["check"])?;
     let check_err = String::from_utf8_lossy(&check.stderr);
     match &expect.config_error {
-        Some(wanted) => {
-            if check.status.success() || !check_err.contains(wanted) {
-                return Err(format!("check: {:?} {check_err}, expected {wanted:?}", check.status));
-            }
+        Some(wanted) if check.status.success() || !check_err.contains(wanted) => {
+            return Err(format!(
+                "check: {:?} {check_err}, expected {wanted:?}",
+                check.status
+            ));
         }
         None if !check.status.success() => return Err(format!("check failed: {check_err}")),
-        None => {}
+        _ => {}
     }
 
     let resolve = run(&["resolve", "--json", &vector.image])?;
@@ -169,22 +202,31 @@ fn check_with_cli(vector: &Vector) -> Result<(), String> {
             None => expect.config_error.clone().unwrap_or_default(),
         };
         if resolve.status.success() || !stderr.contains(&wanted) {
-            return Err(format!("resolve: {:?} {stderr}, expected failure naming {wanted:?}", resolve.status));
+            return Err(format!(
+                "resolve: {:?} {stderr}, expected failure naming {wanted:?}",
+                resolve.status
+            ));
         }
         if expect.error.as_deref() == Some("blocked")
             && let Some(scope) = &expect.matched_scope
             && !stderr.contains(scope.as_str())
         {
-            return Err(format!("blocked message does not name scope {scope}: {stderr}"));
+            return Err(format!(
+                "blocked message does not name scope {scope}: {stderr}"
+            ));
         }
         return Ok(());
     }
     if !resolve.status.success() {
         return Err(format!("resolve failed: {stderr}"));
     }
-    let printed: Vec<Attempt> = serde_json::from_str(&stdout).map_err(|e| format!("{e}: {stdout}"))?;
+    let printed: Vec<Attempt> =
+        serde_json::from_str(&stdout).map_err(|e| format!("{e}: {stdout}"))?;
     if printed != expect.sources {
-        return Err(format!("resolve printed {printed:#?}, expected {:#?}", expect.sources));
+        return Err(format!(
+            "resolve printed {printed:#?}, expected {:#?}",
+            expect.sources
+        ));
     }
     Ok(())
 }

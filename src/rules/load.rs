@@ -25,7 +25,12 @@ pub fn load(paths: &[PathBuf]) -> Result<RuleSet, RuleError> {
             path: file.clone(),
             source,
         })?;
-        decode_text(&file.display().to_string(), &text, is_json(file), &mut decoded)?;
+        decode_text(
+            &file.display().to_string(),
+            &text,
+            is_json(file),
+            &mut decoded,
+        )?;
     }
     RuleSet::build(decoded, files)
 }

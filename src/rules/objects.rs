@@ -294,9 +294,7 @@ impl Decoder<'_> {
     ) -> Result<(), RuleError> {
         let list_field = shape.list_field;
         let spec = match object.get("spec") {
-            Some(spec) => {
-                as_map(spec).map_err(|p| self.invalid(&origin.location, "spec", p))?
-            }
+            Some(spec) => as_map(spec).map_err(|p| self.invalid(&origin.location, "spec", p))?,
             None => return Err(self.invalid(&origin.location, "spec", Problem::Required)),
         };
         let entries = match spec.get(list_field) {
@@ -340,9 +338,8 @@ impl Decoder<'_> {
         }
         let entries = match spec.get("imageContentSources") {
             None | Some(Value::Null) => return Ok(()),
-            Some(list) => as_array(list).map_err(|p| {
-                self.invalid(&origin.location, "spec.imageContentSources", p)
-            })?,
+            Some(list) => as_array(list)
+                .map_err(|p| self.invalid(&origin.location, "spec.imageContentSources", p))?,
         };
         if entries.len() > HOSTED_CLUSTER_MAX {
             return Err(self.invalid(
@@ -416,9 +413,8 @@ impl Decoder<'_> {
         }
         if let Some(text) = self.data_key(data, "config", labelled)? {
             found = true;
-            let documents = parse_yaml_documents(text).map_err(|e| {
-                self.invalid(labelled, "data.config", Problem::EmbeddedSyntax(e))
-            })?;
+            let documents = parse_yaml_documents(text)
+                .map_err(|e| self.invalid(labelled, "data.config", Problem::EmbeddedSyntax(e)))?;
             for (i, document) in documents.iter().enumerate() {
                 self.object(
                     document,
@@ -513,9 +509,9 @@ impl Decoder<'_> {
         let mut seen = HashSet::with_capacity(mirror_values.len());
         for (j, mirror) in mirror_values.iter().enumerate() {
             let mirror_field = format!("{mirrors_field}[{j}]");
-            let text = mirror
-                .as_str()
-                .ok_or_else(|| self.invalid(location, &mirror_field, wrong_type("a string", mirror)))?;
+            let text = mirror.as_str().ok_or_else(|| {
+                self.invalid(location, &mirror_field, wrong_type("a string", mirror))
+            })?;
             if rules.max_len.is_some_and(|max| text.len() > max) {
                 return Err(self.invalid(location, &mirror_field, too_many_characters()));
             }
@@ -670,7 +666,9 @@ fn wrong_type(expected: &'static str, found: &Value) -> Problem {
 }
 
 fn as_map(value: &Value) -> Result<&Map<String, Value>, Problem> {
-    value.as_object().ok_or_else(|| wrong_type("an object", value))
+    value
+        .as_object()
+        .ok_or_else(|| wrong_type("an object", value))
 }
 
 fn as_array(value: &Value) -> Result<&[Value], Problem> {

@@ -47,7 +47,11 @@ impl RuleSet {
         let mut registries: Vec<Registry> = Vec::new();
         // Rules are sorted by scope already; digest entries are created first, as the MCO does.
         for serves in [Serves::Digest, Serves::Tag] {
-            for rule in self.rules().iter().filter(|r| !r.mirrors(serves).is_empty()) {
+            for rule in self
+                .rules()
+                .iter()
+                .filter(|r| !r.mirrors(serves).is_empty())
+            {
                 let scope = rule.scope.as_str();
                 let index = match registries.iter().position(|r| r.scope() == scope) {
                     Some(index) => index,

@@ -111,7 +111,7 @@ pub enum ResolveError {
         /// The string the rewrite produced.
         attempted: String,
         /// Why it is not acceptable.
-        reason: ReferenceError,
+        reason: Box<ReferenceError>,
     },
 }
 
@@ -152,7 +152,7 @@ impl RuleSet {
                         scope: rule.scope.clone(),
                         mirror: mirror.to_string(),
                         attempted: rewritten,
-                        reason,
+                        reason: Box::new(reason),
                     });
                 }
             }

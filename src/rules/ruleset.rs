@@ -185,9 +185,15 @@ impl RuleSet {
     /// before every host character.
     pub(crate) fn find(&self, name: &str) -> Option<Match<'_>> {
         let exact = prefix_ends(name).find_map(|end| {
-            self.by_scope
-                .get(&name[..end])
-                .map(|&index| (end, Match { rule: &self.rules[index], rewrite_from: end }))
+            self.by_scope.get(&name[..end]).map(|&index| {
+                (
+                    end,
+                    Match {
+                        rule: &self.rules[index],
+                        rewrite_from: end,
+                    },
+                )
+            })
         });
         let wildcard = if self.by_wildcard.is_empty() {
             None
@@ -196,7 +202,13 @@ impl RuleSet {
                 self.by_wildcard.get(suffix).map(|&index| {
                     // The pattern is `*` plus the suffix.
                     let length = suffix.len() + 1;
-                    (length, Match { rule: &self.rules[index], rewrite_from: host_end })
+                    (
+                        length,
+                        Match {
+                            rule: &self.rules[index],
+                            rewrite_from: host_end,
+                        },
+                    )
                 })
             })
         };

@@ -18,7 +18,9 @@ pub enum ScopeError {
     #[error("must not be empty")]
     Empty,
     /// A `*` that is not the leading `*.` of a wildcard host, or a wildcard where none is allowed.
-    #[error("a wildcard is only allowed as the leading \"*.\" of a source host (\"*.example.com\")")]
+    #[error(
+        "a wildcard is only allowed as the leading \"*.\" of a source host (\"*.example.com\")"
+    )]
     Wildcard,
     /// The host part is not DNS labels with an optional numeric port.
     #[error("invalid registry host \"{0}\"")]
@@ -240,7 +242,10 @@ mod tests {
 
     #[test]
     fn tag_is_rejected() {
-        assert_eq!(RepoScope::parse("quay.io/ns/app:v1"), Err(ScopeError::TagOrDigest));
+        assert_eq!(
+            RepoScope::parse("quay.io/ns/app:v1"),
+            Err(ScopeError::TagOrDigest)
+        );
     }
 
     #[test]
