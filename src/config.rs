@@ -142,7 +142,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.to_owned(),
-            source,
+            cause: source,
         })?;
         Config::from_yaml_str(&text, &path.display().to_string())
     }
@@ -723,12 +723,12 @@ impl<'de> Deserialize<'de> for HumanDuration {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{}: cannot read: {source}", path.display())]
+    #[error("{}: cannot read: {cause}", path.display())]
     Io {
         /// The path as given to [`Config::load`].
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The text is not YAML, or a value has the wrong type or an unknown key.
     #[error("{origin}{location}: {message}", location = location_suffix(*line, *column))]

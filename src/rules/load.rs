@@ -23,7 +23,7 @@ pub fn load(paths: &[PathBuf]) -> Result<RuleSet, RuleError> {
     for file in &files {
         let text = fs::read_to_string(file).map_err(|source| RuleError::Io {
             path: file.clone(),
-            source,
+            cause: source,
         })?;
         decode_text(
             &file.display().to_string(),
@@ -48,9 +48,20 @@ fn decode_text(file: &str, text: &str, json: bool, out: &mut Decoded) -> Result<
     } else {
         parse_yaml_documents(text)
     }
-    .map_err(|message| RuleError::Syntax {
-        file: file.to_owned(),
-        message: format!("invalid {}: {message}", if json { "JSON" } else { "YAML" }),
+    .map_err(|message| {
+        // An unquoted `*.example.com` parses as a YAML alias; say what the user meant.
+        let hint = if message.contains("alias") && text.contains("*.") {
+            "\nhint: quote wildcard sources: source: \"*.example.com\""
+        } else {
+            ""
+        };
+        RuleError::Syntax {
+            file: file.to_owned(),
+            message: format!(
+                "invalid {}: {message}{hint}",
+                if json { "JSON" } else { "YAML" }
+            ),
+        }
     })?;
     decode_documents(&Arc::from(file), documents, out)
 }
@@ -77,7 +88,7 @@ fn collect_files(
 ) -> Result<(), RuleError> {
     let io_error = |source| RuleError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let metadata = fs::metadata(path).map_err(io_error)?;
     if !metadata.is_dir() {
@@ -100,7 +111,7 @@ fn collect_files(
         let is_dir = fs::metadata(&entry)
             .map_err(|source| RuleError::Io {
                 path: entry.clone(),
-                source,
+                cause: source,
             })?
             .is_dir();
         if is_dir {

@@ -156,12 +156,12 @@ impl fmt::Display for Warning {
 #[derive(Debug, Error)]
 pub enum RuleError {
     /// A rule path could not be read.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The path that failed.
         path: PathBuf,
         /// The operating system's error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A file is not valid YAML or JSON.
     #[error("{file}: {message}")]
