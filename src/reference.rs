@@ -206,7 +206,7 @@ impl Reference {
     /// `reference.ParseNamed` accepts): normalising it must not change it. No tag is added.
     pub fn parse_canonical(s: &str) -> Result<Reference, ReferenceError> {
         let reference = Self::normalize(s)?;
-        if reference.len() != s.len() || reference.to_string() != s {
+        if !reference.is_written_as(s) {
             return Err(ReferenceError::NotCanonical {
                 input: s.to_owned(),
                 canonical: reference.to_string(),
@@ -335,11 +335,31 @@ impl Reference {
         self.digest.is_some()
     }
 
-    /// The length of the reference's string form, without building it.
-    fn len(&self) -> usize {
-        self.name.len()
-            + self.tag.as_ref().map_or(0, |t| t.len() + 1)
-            + self.digest.as_ref().map_or(0, |d| d.as_str().len() + 1)
+    /// Whether `s` is exactly this reference's string form; checked piece by piece because
+    /// rewriting onto mirrors does it for every attempt and should not allocate.
+    fn is_written_as(&self, s: &str) -> bool {
+        let Some(mut rest) = s.strip_prefix(self.name.as_str()) else {
+            return false;
+        };
+        if let Some(tag) = &self.tag {
+            match rest
+                .strip_prefix(':')
+                .and_then(|r| r.strip_prefix(tag.as_str()))
+            {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        }
+        if let Some(digest) = &self.digest {
+            match rest
+                .strip_prefix('@')
+                .and_then(|r| r.strip_prefix(digest.as_str()))
+            {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        }
+        rest.is_empty()
     }
 }
 

@@ -591,3 +591,23 @@ fn a_json_file_holds_objects_too() {
     );
     assert_eq!(rules::load(&[file]).unwrap().rules().len(), 1);
 }
+
+#[test]
+fn a_rule_set_is_shared_read_only_across_threads() {
+    let rule_set = std::sync::Arc::new(load(&idms(
+        "x",
+        "  - source: quay.io\n    mirrors: [m.example.com]\n",
+    )));
+    let image = format!("quay.io/a@{DIGEST}");
+    let answers: Vec<Vec<String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let rule_set = rule_set.clone();
+                let image = image.clone();
+                s.spawn(move || sources(&rule_set, &image))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(answers.windows(2).all(|w| w[0] == w[1]));
+}

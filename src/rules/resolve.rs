@@ -165,7 +165,10 @@ impl RuleSet {
             // The source's own rule is the matched one; a mirror may fall under any rule.
             let governing = match role {
                 Role::Source => Some(rule),
-                Role::Mirror => self.find(physical.name()).map(|m| m.rule),
+                Role::Mirror if self.has_blocked_scopes() => {
+                    self.find(physical.name()).map(|m| m.rule)
+                }
+                Role::Mirror => None,
             };
             match governing {
                 Some(governing) if governing.blocked => blocked.push(BlockedSource {

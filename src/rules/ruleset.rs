@@ -60,6 +60,7 @@ pub struct RuleSet {
     by_scope: HashMap<Box<str>, usize>,
     /// Wildcard suffix (`.example.com`) → index into `rules`.
     by_wildcard: HashMap<Box<str>, usize>,
+    any_blocked: bool,
     objects: BTreeMap<String, usize>,
     warnings: Vec<Warning>,
     files: Vec<PathBuf>,
@@ -133,6 +134,7 @@ impl RuleSet {
             };
         }
         Ok(RuleSet {
+            any_blocked: rules.iter().any(|r| r.blocked),
             rules,
             by_scope,
             by_wildcard,
@@ -148,6 +150,7 @@ impl RuleSet {
             rules: Vec::new(),
             by_scope: HashMap::new(),
             by_wildcard: HashMap::new(),
+            any_blocked: false,
             objects: BTreeMap::new(),
             warnings: Vec::new(),
             files: Vec::new(),
@@ -219,6 +222,11 @@ impl RuleSet {
             (Some((_, m)), None) | (None, Some((_, m))) => Some(m),
             (None, None) => None,
         }
+    }
+
+    /// Whether any scope is blocked; when none is, no attempt needs the blocked check.
+    pub(crate) fn has_blocked_scopes(&self) -> bool {
+        self.any_blocked
     }
 
     /// The rule whose scope is exactly `scope`, if any.
