@@ -8,7 +8,7 @@
 //!
 //! The flow is: [`load`] reads files and directories, `objects` decodes each YAML/JSON document
 //! into [`MirrorSet`]s (one per source entry, every field checked and every error located by file,
-//! document, object and field), [`RuleSet::build`] validates across objects and merges per scope,
+//! document, object and field), `RuleSet::build` validates across objects and merges per scope,
 //! and [`RuleSet::resolve`] answers for a reference. [`RuleSet::to_registries_conf`] renders the same rule set
 //! as the TOML a node would get.
 
