@@ -144,30 +144,35 @@ impl FromStr for Digest {
     type Err = DigestError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (algorithm, hex) = s
-            .split_once(':')
-            .ok_or_else(|| DigestError::Format(s.to_owned()))?;
-        if !is_digest_algorithm(algorithm) || hex.is_empty() {
-            return Err(DigestError::Format(s.to_owned()));
-        }
-        let algorithm = match algorithm {
-            "sha256" => Algorithm::Sha256,
-            "sha512" => Algorithm::Sha512,
-            _ => return Err(DigestError::UnsupportedAlgorithm(s.to_owned())),
-        };
-        let lower_hex = hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        if hex.len() != algorithm.hex_len() || !lower_hex {
-            return Err(DigestError::Encoding {
-                digest: s.to_owned(),
-                algorithm: algorithm.name(),
-                expected: algorithm.hex_len(),
-            });
-        }
         Ok(Digest {
-            algorithm,
+            algorithm: validate_digest(s)?,
             value: s.into(),
         })
     }
+}
+
+/// Checks `algorithm:hex` and returns the algorithm.
+fn validate_digest(s: &str) -> Result<Algorithm, DigestError> {
+    let (algorithm, hex) = s
+        .split_once(':')
+        .ok_or_else(|| DigestError::Format(s.to_owned()))?;
+    if !is_digest_algorithm(algorithm) || hex.is_empty() {
+        return Err(DigestError::Format(s.to_owned()));
+    }
+    let algorithm = match algorithm {
+        "sha256" => Algorithm::Sha256,
+        "sha512" => Algorithm::Sha512,
+        _ => return Err(DigestError::UnsupportedAlgorithm(s.to_owned())),
+    };
+    let lower_hex = hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if hex.len() != algorithm.hex_len() || !lower_hex {
+        return Err(DigestError::Encoding {
+            digest: s.to_owned(),
+            algorithm: algorithm.name(),
+            expected: algorithm.hex_len(),
+        });
+    }
+    Ok(algorithm)
 }
 
 impl fmt::Display for Digest {
@@ -180,65 +185,40 @@ impl fmt::Display for Digest {
 ///
 /// A reference with a digest is a *digest reference* whether or not it also carries a tag
 /// (`name:tag@sha256:…`); the tag is then kept only for display, as containers/image does.
+///
+/// The canonical string is kept whole, with the parts as offsets into it: references are parsed,
+/// cloned and printed for every attempt of every pull, and one buffer makes each of those a
+/// single allocation or none.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Reference {
-    /// `domain/path`, the repository name that rules match against.
-    name: String,
-    /// Where the domain ends in `name` (the index of the first `/`).
+    /// The canonical form, `domain/path[:tag][@digest]`.
+    text: Box<str>,
+    /// Where the domain ends (the index of the first `/`).
     domain_len: usize,
-    tag: Option<String>,
-    digest: Option<Digest>,
+    /// Where the repository name `domain/path` ends.
+    name_len: usize,
+    /// Where the tag ends; equal to `name_len` when there is no tag.
+    tag_end: usize,
+    /// The digest's algorithm; the digest itself follows `@` after `tag_end`.
+    digest: Option<Algorithm>,
 }
 
-impl Reference {
-    /// Parses what a user or client writes, normalised as containers/image and CRI-O do: a
-    /// missing domain becomes `docker.io`, `index.docker.io` becomes `docker.io`, one-component
-    /// Docker Hub names get `library/`, and a reference without tag and digest gets `:latest`.
-    pub fn parse_normalized(s: &str) -> Result<Reference, ReferenceError> {
-        let mut reference = Self::normalize(s)?;
-        if reference.tag.is_none() && reference.digest.is_none() {
-            reference.tag = Some(DEFAULT_TAG.to_owned());
-        }
-        Ok(reference)
-    }
+/// The validated pieces of a reference string, before the canonical text is built.
+struct Parts<'a> {
+    domain: &'a str,
+    /// Docker Hub single-component names get `library/` in front of `path`.
+    official: bool,
+    path: &'a str,
+    tag: Option<&'a str>,
+    digest: Option<(Algorithm, &'a str)>,
+    /// The input already is the canonical text: it named its domain (not the legacy alias) and
+    /// needs no `library/`.
+    canonical: bool,
+}
 
-    /// Parses a reference that must already be canonical (what containers/image's
-    /// `reference.ParseNamed` accepts): normalising it must not change it. No tag is added.
-    pub fn parse_canonical(s: &str) -> Result<Reference, ReferenceError> {
-        let reference = Self::normalize(s)?;
-        if !reference.is_written_as(s) {
-            return Err(ReferenceError::NotCanonical {
-                input: s.to_owned(),
-                canonical: reference.to_string(),
-            });
-        }
-        Ok(reference)
-    }
-
-    /// Builds a reference from parts that are each validated: a registry host, a repository path
-    /// (normalised for Docker Hub like any other input), and an optional tag or digest.
-    pub fn from_parts(
-        domain: &str,
-        path: &str,
-        tag: Option<&str>,
-        digest: Option<Digest>,
-    ) -> Result<Reference, ReferenceError> {
-        if !is_domain(domain) {
-            return Err(ReferenceError::InvalidDomain(domain.to_owned()));
-        }
-        let mut reference = Self::normalize(&format!("{domain}/{path}"))?;
-        if let Some(tag) = tag {
-            if !is_tag(tag) {
-                return Err(ReferenceError::InvalidTag(tag.to_owned()));
-            }
-            reference.tag = Some(tag.to_owned());
-        }
-        reference.digest = digest;
-        Ok(reference)
-    }
-
+impl<'a> Parts<'a> {
     /// ParseNormalizedNamed: split the domain the Docker way, then check the full grammar.
-    fn normalize(s: &str) -> Result<Reference, ReferenceError> {
+    fn parse(s: &'a str) -> Result<Parts<'a>, ReferenceError> {
         if s.is_empty() {
             return Err(ReferenceError::Empty);
         }
@@ -246,20 +226,20 @@ impl Reference {
             return Err(ReferenceError::HexName(s.to_owned()));
         }
         // The first component is a host only if it looks like one; `foo/bar` is Docker Hub.
-        let (domain, remainder) = match s.find('/') {
+        let (domain, remainder, named_domain) = match s.find('/') {
             Some(i) if s[..i].contains(['.', ':']) || &s[..i] == "localhost" => {
-                (&s[..i], &s[i + 1..])
+                (&s[..i], &s[i + 1..], true)
             }
-            _ => (DEFAULT_DOMAIN, s),
+            _ => (DEFAULT_DOMAIN, s, false),
         };
-        let domain = if domain == LEGACY_DEFAULT_DOMAIN {
-            DEFAULT_DOMAIN
+        let (domain, legacy) = if domain == LEGACY_DEFAULT_DOMAIN {
+            (DEFAULT_DOMAIN, true)
         } else {
-            domain
+            (domain, false)
         };
 
         let (rest, digest) = match remainder.split_once('@') {
-            Some((rest, digest)) => (rest, Some(digest.parse::<Digest>()?)),
+            Some((rest, digest)) => (rest, Some((validate_digest(digest)?, digest))),
             None => (remainder, None),
         };
         // The path never holds `:` (ports live in the domain), so a colon starts the tag.
@@ -273,93 +253,217 @@ impl Reference {
         if !is_domain(domain) {
             return Err(ReferenceError::InvalidDomain(domain.to_owned()));
         }
-        for component in path.split('/') {
-            if !is_path_component(component) {
-                return Err(ReferenceError::InvalidPathComponent(component.to_owned()));
-            }
-        }
+        check_path(path)?;
         if let Some(tag) = tag
             && !is_tag(tag)
         {
             return Err(ReferenceError::InvalidTag(tag.to_owned()));
         }
-
         let official = domain == DEFAULT_DOMAIN && !path.contains('/');
-        let mut name = String::with_capacity(domain.len() + path.len() + 9);
-        name.push_str(domain);
-        name.push('/');
-        if official {
-            name.push_str(OFFICIAL_REPO_NAMESPACE);
-            name.push('/');
-        }
-        name.push_str(path);
-        if name.len() > NAME_TOTAL_LENGTH_MAX {
-            return Err(ReferenceError::NameTooLong(name.len()));
-        }
-        Ok(Reference {
-            domain_len: domain.len(),
-            name,
-            tag: tag.map(str::to_owned),
+        Ok(Parts {
+            domain,
+            official,
+            path,
+            tag,
             digest,
+            canonical: named_domain && !legacy && !official,
         })
+    }
+
+    /// The reference these parts name, its text built anew.
+    fn build(&self) -> Result<Reference, ReferenceError> {
+        let mut text = String::with_capacity(
+            self.domain.len()
+                + self.path.len()
+                + 10
+                + self.tag.map_or(0, str::len)
+                + self.digest.map_or(0, |(_, d)| d.len() + 1),
+        );
+        text.push_str(self.domain);
+        text.push('/');
+        if self.official {
+            text.push_str(OFFICIAL_REPO_NAMESPACE);
+            text.push('/');
+        }
+        text.push_str(self.path);
+        let name_len = text.len();
+        if let Some(tag) = self.tag {
+            text.push(':');
+            text.push_str(tag);
+        }
+        let tag_end = text.len();
+        if let Some((_, digest)) = self.digest {
+            text.push('@');
+            text.push_str(digest);
+        }
+        Ok(Layout::new(self.domain.len(), name_len, tag_end, self.digest)?.with_text(text))
+    }
+
+    /// Where the parts fall in the input, which is the canonical text when `canonical`.
+    fn layout(&self) -> Result<Layout, ReferenceError> {
+        let name_len = self.domain.len() + 1 + self.path.len();
+        Layout::new(
+            self.domain.len(),
+            name_len,
+            name_len + self.tag.map_or(0, |t| t.len() + 1),
+            self.digest,
+        )
+    }
+}
+
+/// The offsets of a reference's parts in its text, checked against the name length limit.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    domain_len: usize,
+    name_len: usize,
+    tag_end: usize,
+    digest: Option<Algorithm>,
+}
+
+impl Layout {
+    fn new(
+        domain_len: usize,
+        name_len: usize,
+        tag_end: usize,
+        digest: Option<(Algorithm, &str)>,
+    ) -> Result<Layout, ReferenceError> {
+        if name_len > NAME_TOTAL_LENGTH_MAX {
+            return Err(ReferenceError::NameTooLong(name_len));
+        }
+        Ok(Layout {
+            domain_len,
+            name_len,
+            tag_end,
+            digest: digest.map(|(algorithm, _)| algorithm),
+        })
+    }
+
+    fn with_text(self, text: String) -> Reference {
+        Reference {
+            text: text.into_boxed_str(),
+            domain_len: self.domain_len,
+            name_len: self.name_len,
+            tag_end: self.tag_end,
+            digest: self.digest,
+        }
+    }
+}
+
+impl Reference {
+    /// Parses what a user or client writes, normalised as containers/image and CRI-O do: a
+    /// missing domain becomes `docker.io`, `index.docker.io` becomes `docker.io`, one-component
+    /// Docker Hub names get `library/`, and a reference without tag and digest gets `:latest`.
+    pub fn parse_normalized(s: &str) -> Result<Reference, ReferenceError> {
+        let mut parts = Parts::parse(s)?;
+        if parts.tag.is_none() && parts.digest.is_none() {
+            parts.tag = Some(DEFAULT_TAG);
+            parts.canonical = false;
+        }
+        if parts.canonical {
+            Ok(parts.layout()?.with_text(s.to_owned()))
+        } else {
+            parts.build()
+        }
+    }
+
+    /// Parses a reference that must already be canonical (what containers/image's
+    /// `reference.ParseNamed` accepts): normalising it must not change it. No tag is added.
+    pub fn parse_canonical(s: &str) -> Result<Reference, ReferenceError> {
+        Self::parse_canonical_owned(s.to_owned())
+    }
+
+    /// [`Reference::parse_canonical`] on an owned string, which becomes the reference's text.
+    pub fn parse_canonical_owned(s: String) -> Result<Reference, ReferenceError> {
+        let parts = Parts::parse(&s)?;
+        if !parts.canonical {
+            return Err(ReferenceError::NotCanonical {
+                canonical: parts.build()?.to_string(),
+                input: s,
+            });
+        }
+        let layout = parts.layout()?;
+        Ok(layout.with_text(s))
+    }
+
+    /// Builds a reference from parts that are each validated: a registry host, a repository path
+    /// (normalised for Docker Hub like any other input), and an optional tag or digest.
+    pub fn from_parts(
+        domain: &str,
+        path: &str,
+        tag: Option<&str>,
+        digest: Option<&Digest>,
+    ) -> Result<Reference, ReferenceError> {
+        if !is_domain(domain) {
+            return Err(ReferenceError::InvalidDomain(domain.to_owned()));
+        }
+        if path.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(ReferenceError::NotLowercase);
+        }
+        check_path(path)?;
+        if let Some(tag) = tag
+            && !is_tag(tag)
+        {
+            return Err(ReferenceError::InvalidTag(tag.to_owned()));
+        }
+        let domain = if domain == LEGACY_DEFAULT_DOMAIN {
+            DEFAULT_DOMAIN
+        } else {
+            domain
+        };
+        Parts {
+            domain,
+            official: domain == DEFAULT_DOMAIN && !path.contains('/'),
+            path,
+            tag,
+            digest: digest.map(|d| (d.algorithm, d.as_str())),
+            canonical: false,
+        }
+        .build()
+    }
+
+    /// The canonical string form, `domain/path[:tag][@digest]`.
+    pub fn as_str(&self) -> &str {
+        &self.text
     }
 
     /// The repository name, `domain/path`: the key that mirror rules match.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.text[..self.name_len]
     }
 
     /// The registry host, with its port if any.
     pub fn domain(&self) -> &str {
-        &self.name[..self.domain_len]
+        &self.text[..self.domain_len]
     }
 
     /// The repository path within the registry.
     pub fn path(&self) -> &str {
-        &self.name[self.domain_len + 1..]
+        &self.text[self.domain_len + 1..self.name_len]
     }
 
     /// The tag, if any.
     pub fn tag(&self) -> Option<&str> {
-        self.tag.as_deref()
+        (self.tag_end > self.name_len).then(|| &self.text[self.name_len + 1..self.tag_end])
+    }
+
+    /// The digest as written (`sha256:…`), if any.
+    pub fn digest_str(&self) -> Option<&str> {
+        self.digest.map(|_| &self.text[self.tag_end + 1..])
     }
 
     /// The digest, if any.
-    pub fn digest(&self) -> Option<&Digest> {
-        self.digest.as_ref()
+    pub fn digest(&self) -> Option<Digest> {
+        let algorithm = self.digest?;
+        Some(Digest {
+            algorithm,
+            value: self.text[self.tag_end + 1..].into(),
+        })
     }
 
     /// Whether this reference names content by digest (IDMS/ICSP mirrors apply) rather than by
     /// tag (ITMS mirrors apply).
     pub fn is_digest(&self) -> bool {
         self.digest.is_some()
-    }
-
-    /// Whether `s` is exactly this reference's string form; checked piece by piece because
-    /// rewriting onto mirrors does it for every attempt and should not allocate.
-    fn is_written_as(&self, s: &str) -> bool {
-        let Some(mut rest) = s.strip_prefix(self.name.as_str()) else {
-            return false;
-        };
-        if let Some(tag) = &self.tag {
-            match rest
-                .strip_prefix(':')
-                .and_then(|r| r.strip_prefix(tag.as_str()))
-            {
-                Some(r) => rest = r,
-                None => return false,
-            }
-        }
-        if let Some(digest) = &self.digest {
-            match rest
-                .strip_prefix('@')
-                .and_then(|r| r.strip_prefix(digest.as_str()))
-            {
-                Some(r) => rest = r,
-                None => return false,
-            }
-        }
-        rest.is_empty()
     }
 }
 
@@ -374,14 +478,15 @@ impl FromStr for Reference {
 
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.name)?;
-        if let Some(tag) = &self.tag {
-            write!(f, ":{tag}")?;
-        }
-        if let Some(digest) = &self.digest {
-            write!(f, "@{digest}")?;
-        }
-        Ok(())
+        f.write_str(&self.text)
+    }
+}
+
+/// Every `/`-separated component of a repository path follows the component grammar.
+fn check_path(path: &str) -> Result<(), ReferenceError> {
+    match path.split('/').find(|c| !is_path_component(c)) {
+        Some(bad) => Err(ReferenceError::InvalidPathComponent(bad.to_owned())),
+        None => Ok(()),
     }
 }
 
@@ -716,6 +821,47 @@ mod tests {
     #[test]
     fn port_moved_into_path_is_not_a_reference() {
         assert!(Reference::parse_canonical("mirror.local/ex:5000/ns/x:v1").is_err());
+    }
+
+    #[test]
+    fn parts_are_exposed_for_a_tag_and_digest_reference() {
+        let r =
+            Reference::parse_normalized(&format!("localhost:5000/ns/app:v1@sha256:{HEX}")).unwrap();
+        assert_eq!(
+            (r.domain(), r.path(), r.tag(), r.digest_str()),
+            (
+                "localhost:5000",
+                "ns/app",
+                Some("v1"),
+                Some(format!("sha256:{HEX}").as_str())
+            )
+        );
+    }
+
+    #[test]
+    fn digest_accessor_returns_a_validated_digest() {
+        let r = Reference::parse_normalized(&format!("quay.io/app@sha256:{HEX}")).unwrap();
+        assert_eq!(r.digest().unwrap().hex(), HEX);
+    }
+
+    #[test]
+    fn official_image_path_includes_library() {
+        let r = Reference::parse_normalized("busybox:1").unwrap();
+        assert_eq!(
+            (r.name(), r.path()),
+            ("docker.io/library/busybox", "library/busybox")
+        );
+    }
+
+    #[test]
+    fn legacy_index_domain_is_not_canonical() {
+        assert!(Reference::parse_canonical("index.docker.io/library/busybox:1").is_err());
+    }
+
+    #[test]
+    fn from_parts_keeps_a_single_label_host() {
+        let r = Reference::from_parts("registry1:5000", "ns/app", Some("v1"), None).unwrap();
+        assert_eq!(r.to_string(), "registry1:5000/ns/app:v1");
     }
 
     #[test]

@@ -611,3 +611,48 @@ fn a_rule_set_is_shared_read_only_across_threads() {
     });
     assert!(answers.windows(2).all(|w| w[0] == w[1]));
 }
+
+#[test]
+fn mirror_whose_rewrite_falls_into_a_deeper_blocked_scope_is_dropped() {
+    let yaml = format!(
+        "{}---\n{}",
+        idms(
+            "a",
+            "  - source: quay.io\n    mirrors: [internal.example.com, m.example.com]\n"
+        ),
+        idms(
+            "b",
+            "  - source: internal.example.com/ns\n    mirrors: [backup.example.com/ns]\n    mirrorSourcePolicy: NeverContactSource\n"
+        )
+    );
+    let rule_set = load(&yaml);
+    assert_eq!(
+        sources(&rule_set, &format!("quay.io/ns/app@{DIGEST}")),
+        [
+            format!("mirror m.example.com/ns/app@{DIGEST}"),
+            format!("source quay.io/ns/app@{DIGEST}")
+        ]
+    );
+}
+
+#[test]
+fn mirror_on_a_host_under_a_blocked_wildcard_is_dropped() {
+    let yaml = format!(
+        "{}---\n{}",
+        idms(
+            "a",
+            "  - source: quay.io\n    mirrors: [a.internal.example.com/quay, m.example.com/quay]\n"
+        ),
+        idms(
+            "b",
+            "  - source: \"*.internal.example.com\"\n    mirrors: [backup.example.com]\n    mirrorSourcePolicy: NeverContactSource\n"
+        )
+    );
+    assert_eq!(
+        sources(&load(&yaml), &format!("quay.io/app@{DIGEST}")),
+        [
+            format!("mirror m.example.com/quay/app@{DIGEST}"),
+            format!("source quay.io/app@{DIGEST}")
+        ]
+    );
+}

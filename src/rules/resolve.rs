@@ -137,37 +137,35 @@ impl RuleSet {
         let mirrors = rule.mirrors(serves);
 
         // Rewrite every mirror first: one bad rewrite fails the pull, blocked or not.
-        let full = reference.to_string();
+        let full = reference.as_str();
         let rest = &full[rewrite_from..];
         let mut attempts = Vec::with_capacity(mirrors.len() + 1);
         for mirror in mirrors {
             let mut rewritten = String::with_capacity(mirror.as_str().len() + rest.len());
             rewritten.push_str(mirror.as_str());
             rewritten.push_str(rest);
-            match Reference::parse_canonical(&rewritten) {
-                Ok(physical) => attempts.push((physical, Role::Mirror)),
+            match Reference::parse_canonical_owned(rewritten) {
+                Ok(physical) => attempts.push((physical, Role::Mirror, self.is_exposed(mirror))),
                 Err(reason) => {
                     return Err(ResolveError::RewriteFailed {
-                        reference: full,
+                        reference: full.to_owned(),
                         scope: rule.scope.clone(),
                         mirror: mirror.to_string(),
-                        attempted: rewritten,
+                        attempted: format!("{mirror}{rest}"),
                         reason: Box::new(reason),
                     });
                 }
             }
         }
-        attempts.push((reference.clone(), Role::Source));
+        attempts.push((reference.clone(), Role::Source, rule.blocked));
 
         let mut sources = Vec::with_capacity(attempts.len());
         let mut blocked = Vec::new();
-        for (physical, role) in attempts {
+        for (physical, role, exposed) in attempts {
             // The source's own rule is the matched one; a mirror may fall under any rule.
             let governing = match role {
                 Role::Source => Some(rule),
-                Role::Mirror if self.has_blocked_scopes() => {
-                    self.find(physical.name()).map(|m| m.rule)
-                }
+                Role::Mirror if exposed => self.find(physical.name()).map(|m| m.rule),
                 Role::Mirror => None,
             };
             match governing {
@@ -184,7 +182,7 @@ impl RuleSet {
         }
         if sources.is_empty() {
             return Err(ResolveError::Blocked {
-                reference: full,
+                reference: full.to_owned(),
                 scope: rule.scope.clone(),
                 set_by: rule.blocked_by.clone(),
                 serves,

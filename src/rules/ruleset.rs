@@ -7,6 +7,8 @@
 //! separately for digest and tag mirrors (see `merge`).
 
 use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::path::PathBuf;
 
 use super::merge::merge_mirror_lists;
@@ -56,11 +58,15 @@ pub(crate) struct Match<'a> {
 pub struct RuleSet {
     /// Sorted by scope string, as containers/image sorts its registries.
     rules: Vec<Rule>,
-    /// Repository scope → index into `rules`.
-    by_scope: HashMap<Box<str>, usize>,
+    /// Repository scope → index into `rules`. FxHash: the keys come from the trusted rule files,
+    /// so lookups of client-chosen names cannot lengthen probe sequences, and resolve does several
+    /// lookups per attempt.
+    by_scope: FxHashMap<Box<str>, usize>,
     /// Wildcard suffix (`.example.com`) → index into `rules`.
-    by_wildcard: HashMap<Box<str>, usize>,
-    any_blocked: bool,
+    by_wildcard: FxHashMap<Box<str>, usize>,
+    /// Mirror locations under which a rewritten reference could fall in a blocked scope; only
+    /// those need the blocked check of every attempt (usually none do).
+    exposed_mirrors: FxHashSet<Box<str>>,
     objects: BTreeMap<String, usize>,
     warnings: Vec<Warning>,
     files: Vec<PathBuf>,
@@ -125,32 +131,64 @@ impl RuleSet {
             });
         }
 
-        let mut by_scope = HashMap::new();
-        let mut by_wildcard = HashMap::new();
+        let mut by_scope = FxHashMap::default();
+        let mut by_wildcard = FxHashMap::default();
         for (index, rule) in rules.iter().enumerate() {
             match &rule.scope {
                 Scope::Repo(scope) => by_scope.insert(scope.as_str().into(), index),
                 Scope::Wildcard(pattern) => by_wildcard.insert(pattern[1..].into(), index),
             };
         }
-        Ok(RuleSet {
-            any_blocked: rules.iter().any(|r| r.blocked),
+        let mut rule_set = RuleSet {
+            exposed_mirrors: FxHashSet::default(),
             rules,
             by_scope,
             by_wildcard,
             objects: decoded.objects,
             warnings: decoded.warnings,
             files,
-        })
+        };
+        rule_set.exposed_mirrors = rule_set.find_exposed_mirrors();
+        Ok(rule_set)
+    }
+
+    /// The mirrors `M` for which some blocked scope could govern `M` + the rest of a name: a
+    /// blocked scope that contains `M`, one nested under `M`, or a blocked wildcard on `M`'s host.
+    fn find_exposed_mirrors(&self) -> FxHashSet<Box<str>> {
+        let blocked = || self.rules.iter().filter(|r| r.blocked);
+        if blocked().next().is_none() {
+            return FxHashSet::default();
+        }
+        let mut under_blocked: FxHashSet<&str> = FxHashSet::default();
+        for rule in blocked() {
+            if let Scope::Repo(scope) = &rule.scope {
+                let scope = scope.as_str();
+                under_blocked.extend(prefix_ends(scope).map(|end| &scope[..end]));
+            }
+        }
+        let is_blocked = |index: &usize| self.rules[*index].blocked;
+        self.rules
+            .iter()
+            .flat_map(|r| r.digest_mirrors.iter().chain(&r.tag_mirrors))
+            .map(RepoScope::as_str)
+            .filter(|&mirror| {
+                under_blocked.contains(mirror)
+                    || prefix_ends(mirror)
+                        .any(|end| self.by_scope.get(&mirror[..end]).is_some_and(is_blocked))
+                    || wildcard_suffixes(mirror)
+                        .any(|(suffix, _)| self.by_wildcard.get(suffix).is_some_and(is_blocked))
+            })
+            .map(Box::from)
+            .collect()
     }
 
     /// An empty rule set: every reference is pulled from its source.
     pub fn empty() -> RuleSet {
         RuleSet {
             rules: Vec::new(),
-            by_scope: HashMap::new(),
-            by_wildcard: HashMap::new(),
-            any_blocked: false,
+            by_scope: FxHashMap::default(),
+            by_wildcard: FxHashMap::default(),
+            exposed_mirrors: FxHashSet::default(),
             objects: BTreeMap::new(),
             warnings: Vec::new(),
             files: Vec::new(),
@@ -224,9 +262,9 @@ impl RuleSet {
         }
     }
 
-    /// Whether any scope is blocked; when none is, no attempt needs the blocked check.
-    pub(crate) fn has_blocked_scopes(&self) -> bool {
-        self.any_blocked
+    /// Whether an attempt on this mirror needs the blocked check (see `exposed_mirrors`).
+    pub(crate) fn is_exposed(&self, mirror: &RepoScope) -> bool {
+        !self.exposed_mirrors.is_empty() && self.exposed_mirrors.contains(mirror.as_str())
     }
 
     /// The rule whose scope is exactly `scope`, if any.

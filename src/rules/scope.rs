@@ -6,6 +6,7 @@
 //! follows containers/image (`refMatchingPrefix`, `refMatchingSubdomainPrefix`), not HyperShift.
 
 use std::fmt;
+use std::sync::Arc;
 
 use thiserror::Error;
 
@@ -36,11 +37,12 @@ pub enum ScopeError {
 }
 
 /// A repository scope, `host[:port][/path…]`: what a non-wildcard source or any mirror names.
+/// Shared (`Arc`) because resolutions hand scopes out for every pull.
 ///
 /// The host keeps its case (containers/image compares hosts byte for byte); the path is lower case
 /// by construction.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RepoScope(Box<str>);
+pub struct RepoScope(Arc<str>);
 
 impl RepoScope {
     /// Parses and validates `host[:port][/path…]`.
@@ -99,7 +101,7 @@ impl fmt::Display for RepoScope {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
     /// `*.example.com`: every subdomain of the domain (not the apex), with any port.
-    Wildcard(Box<str>),
+    Wildcard(Arc<str>),
     /// `host[:port][/path…]`: that registry, namespace or repository and everything below it.
     Repo(RepoScope),
 }
