@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use mirrorgate::reference::Reference;
-use mirrorgate::rules::{self, ResolveError, Role};
+use mirrorgate::rules::{self, BlockedSource, ResolveError, Role};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -83,17 +83,7 @@ fn check_with_library(vector: &Vector) -> Result<(), String> {
                 .iter()
                 .map(|s| attempt(s.reference.to_string(), s.role, None))
                 .collect::<Vec<_>>();
-            let blocked = resolution
-                .blocked
-                .iter()
-                .map(|b| {
-                    attempt(
-                        b.reference.to_string(),
-                        b.role,
-                        Some(b.blocked_by.to_string()),
-                    )
-                })
-                .collect::<Vec<_>>();
+            let blocked = blocked_attempts(&resolution.blocked);
             (
                 resolution.matched_scope.map(|s| s.to_string()),
                 sources,
@@ -104,16 +94,7 @@ fn check_with_library(vector: &Vector) -> Result<(), String> {
             if expect.error.as_deref() != Some("blocked") {
                 return Err(format!("blocked by {scope}, expected {:?}", expect.error));
             }
-            let blocked = blocked
-                .iter()
-                .map(|b| {
-                    attempt(
-                        b.reference.to_string(),
-                        b.role,
-                        Some(b.blocked_by.to_string()),
-                    )
-                })
-                .collect();
+            let blocked = blocked_attempts(&blocked);
             (Some(scope.to_string()), Vec::new(), blocked)
         }
         Err(ResolveError::RewriteFailed {
@@ -153,6 +134,19 @@ fn check_with_library(vector: &Vector) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+fn blocked_attempts(blocked: &[BlockedSource]) -> Vec<Attempt> {
+    blocked
+        .iter()
+        .map(|b| {
+            attempt(
+                b.reference.to_string(),
+                b.role,
+                Some(b.blocked_by.to_string()),
+            )
+        })
+        .collect()
 }
 
 fn attempt(reference: String, role: Role, blocked_by: Option<String>) -> Attempt {

@@ -476,8 +476,8 @@ impl Decoder<'_> {
         let source = optional_str(entry, "source")
             .map_err(|p| self.invalid(location, &source_field, p))?
             .ok_or_else(|| self.invalid(location, &source_field, Problem::Required))?;
-        if rules.max_len.is_some_and(|max| source.len() > max) {
-            return Err(self.invalid(location, &source_field, too_many_characters()));
+        if let Some(problem) = rules.too_long(source.len(), "characters") {
+            return Err(self.invalid(location, &source_field, problem));
         }
         let source_scope = Scope::parse(source).map_err(|reason| {
             self.invalid(
@@ -495,15 +495,8 @@ impl Decoder<'_> {
             None | Some(Value::Null) => &[],
             Some(list) => as_array(list).map_err(|p| self.invalid(location, &mirrors_field, p))?,
         };
-        if rules.max_len.is_some_and(|max| mirror_values.len() > max) {
-            return Err(self.invalid(
-                location,
-                &mirrors_field,
-                Problem::TooLong {
-                    max: HOSTED_CLUSTER_MAX,
-                    what: "items",
-                },
-            ));
+        if let Some(problem) = rules.too_long(mirror_values.len(), "items") {
+            return Err(self.invalid(location, &mirrors_field, problem));
         }
         let mut mirrors = Vec::with_capacity(mirror_values.len());
         let mut seen = HashSet::with_capacity(mirror_values.len());
@@ -512,8 +505,8 @@ impl Decoder<'_> {
             let text = mirror.as_str().ok_or_else(|| {
                 self.invalid(location, &mirror_field, wrong_type("a string", mirror))
             })?;
-            if rules.max_len.is_some_and(|max| text.len() > max) {
-                return Err(self.invalid(location, &mirror_field, too_many_characters()));
+            if let Some(problem) = rules.too_long(text.len(), "characters") {
+                return Err(self.invalid(location, &mirror_field, problem));
             }
             let scope = RepoScope::parse(text).map_err(|reason| {
                 self.invalid(
@@ -634,17 +627,17 @@ impl EntryRules {
         mirrors_are_a_set: true,
         max_len: Some(HOSTED_CLUSTER_MAX),
     };
+
+    /// The problem with a string or list of `len` characters or items, if it is over the limit.
+    fn too_long(self, len: usize, what: &'static str) -> Option<Problem> {
+        self.max_len
+            .filter(|&max| len > max)
+            .map(|max| Problem::TooLong { max, what })
+    }
 }
 
 fn count(out: &mut Decoded, kind: &str) {
     *out.objects.entry(kind.to_owned()).or_default() += 1;
-}
-
-fn too_many_characters() -> Problem {
-    Problem::TooLong {
-        max: HOSTED_CLUSTER_MAX,
-        what: "characters",
-    }
 }
 
 fn type_name(value: &Value) -> &'static str {
