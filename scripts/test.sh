@@ -9,6 +9,33 @@ if [ ! -f ../shared/vectors/mirror-vectors.yaml ]; then
     exit 1
 fi
 
+# The integration tests run real registries and clients: Debian's docker-registry (CNCF
+# Distribution) and skopeo. Install whichever is missing; nothing happens when both are present.
+missing=()
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        as_root=()
+    elif command -v sudo >/dev/null 2>&1; then
+        as_root=(sudo)
+    else
+        echo "error: the integration tests need ${missing[*]}; install them as root (apt-get install ${missing[*]}) or make sudo available" >&2
+        exit 1
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "error: the integration tests need ${missing[*]}, and apt-get is not available to install them" >&2
+        exit 1
+    fi
+    echo "installing ${missing[*]} for the integration tests" >&2
+    if ! "${as_root[@]}" apt-get update -q ||
+        ! "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -q --no-install-recommends "${missing[@]}"; then
+        echo "error: could not install ${missing[*]} with apt-get (needed by the integration tests)" >&2
+        exit 1
+    fi
+fi
+
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet

@@ -4,10 +4,16 @@
 //! The crate is a library with a thin binary on top (`src/main.rs`). Each module is one concept:
 //! - [`reference`](mod@reference): the image reference grammar, Docker Hub normalisation and digests;
 //! - [`rules`]: the mirror objects, their validation, the merged override map and `resolve`;
-//! - [`config`]: the proxy's own configuration file.
+//! - [`config`]: the proxy's own configuration file;
+//! - [`upstream`]: the client for upstream registries (endpoints, TLS, credentials, tokens);
+//! - [`http`]: the OCI distribution API surface (routing of paths, addressing, error bodies);
+//! - [`proxy`]: serving each request from the pull sources the rules give, verifying content.
 
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod http;
+pub mod proxy;
 pub mod reference;
 pub mod rules;
+pub mod upstream;

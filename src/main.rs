@@ -1,14 +1,20 @@
-//! The `mirrorgate` command: answers rule questions (`resolve`, `check`, `registries-conf`) from
-//! the configured rule files. Errors are reported here, at the top, with their full context.
+//! The `mirrorgate` command: the proxy (`serve`), and answers to rule questions (`resolve`,
+//! `check`, `registries-conf`) from the configured rule files. Errors are reported here, at the
+//! top, with their full context.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use mirrorgate::config::{self, Config};
+use mirrorgate::http;
+use mirrorgate::proxy::Proxy;
 use mirrorgate::reference::Reference;
 use mirrorgate::rules::{self, ResolveError, RuleSet};
+use mirrorgate::upstream::Upstream;
+use tokio::net::TcpListener;
 
 /// A pull-through OCI registry proxy that applies OpenShift image mirror rules
 /// (ImageContentSourcePolicy, ImageDigestMirrorSet, ImageTagMirrorSet) as a node would.
@@ -21,6 +27,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the OCI distribution API as a pull-through proxy that applies the rules.
+    Serve {
+        /// The configuration file [default: config/mirrorgate.yaml, or the built-in defaults when
+        /// that file does not exist].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Print the ordered pull sources for IMAGE, one per line as `mirror <ref>` or `source <ref>`.
     Resolve {
         #[command(flatten)]
@@ -97,6 +110,10 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<()> {
     match command {
+        Command::Serve { config } => serve(&RuleArgs {
+            config,
+            rules: Vec::new(),
+        }),
         Command::Resolve { rules, json, image } => resolve(&rules, json, &image),
         Command::Check { rules } => check(&rules),
         Command::RegistriesConf { rules } => {
@@ -105,6 +122,73 @@ fn run(command: Command) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn serve(args: &RuleArgs) -> Result<()> {
+    init_tracing();
+    let (rule_set, config, config_path) = args.load()?;
+    let source = config_path.map_or("built-in defaults".to_owned(), |p| p.display().to_string());
+    let summary = rule_set.summary();
+    tracing::info!(
+        config = %source,
+        files = summary.files.len(),
+        scopes = summary.scopes,
+        blocked_scopes = summary.blocked_scopes.len(),
+        "rules loaded"
+    );
+    for warning in rule_set.warnings() {
+        tracing::warn!(%warning, "rule warning");
+    }
+    let upstream = Upstream::new(&config).context("cannot set up the upstream client")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        tracing::info!(listen = %listener.local_addr()?, "serving");
+        let proxy = Arc::new(Proxy::new(
+            Arc::new(rule_set),
+            upstream,
+            config.default_registry.clone(),
+            config.cache.dir.clone(),
+        ));
+        http::serve(listener, proxy, shutdown_signal()).await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("stopping: letting in-flight requests finish");
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn resolve(args: &RuleArgs, json: bool, image: &str) -> Result<()> {

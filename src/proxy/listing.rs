@@ -1,0 +1,184 @@
+//! Listings no mirror rule speaks of, routed by the most faithful reading of the rules: tag lists
+//! along the tag route (ITMS mirrors, then the source), referrers along the digest route (IDMS and
+//! ICSP mirrors, then the source). A tag list is answered under the name the client asked for,
+//! with its pagination link leading back through the proxy.
+
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use serde_json::Value;
+
+use super::manifest::{MAX_MANIFEST_BYTES, read_bounded};
+use super::{AttemptFailure, Failure, Proxy, bytes_response, exhausted, resolve_error, summary};
+use crate::http::{ApiError, Body, ErrorCode, Repository};
+use crate::reference::{Digest, Reference};
+use crate::upstream::UpstreamRequest;
+
+/// The largest listing accepted from an upstream.
+const MAX_LISTING_BYTES: usize = MAX_MANIFEST_BYTES;
+
+impl Proxy {
+    /// `GET /v2/<name>/tags/list[?n=…&last=…]`.
+    pub(super) async fn tags_list(
+        &self,
+        repository: &Repository,
+        n: Option<usize>,
+        last: Option<&str>,
+        head: bool,
+    ) -> Result<Response<Body>, ApiError> {
+        let logical = &repository.reference;
+        let query = page_query(n, last, None);
+        let (physical, upstream) = self
+            .first_listing(logical, "tag list", "tags/list", query, None)
+            .await?;
+        let has_next = upstream.headers().get(header::LINK).is_some();
+        let bytes = read_bounded(upstream, MAX_LISTING_BYTES)
+            .await
+            .map_err(|e| listing_error(&physical, e))?;
+        let mut list: Value = serde_json::from_slice(&bytes).map_err(|e| {
+            listing_error(
+                &physical,
+                AttemptFailure::Body(format!("invalid tag list: {e}")),
+            )
+        })?;
+        // The upstream names its own (physical) repository; the client asked for the logical one.
+        list["name"] = Value::String(repository.client_name.clone());
+        let last_tag = list["tags"]
+            .as_array()
+            .and_then(|tags| tags.last())
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let body = bytes::Bytes::from(list.to_string());
+        let mut response = bytes_response(StatusCode::OK, "application/json", body, head);
+        if has_next && let Some(last_tag) = last_tag {
+            let next = page_query(n, Some(&last_tag), repository.ns.as_deref()).unwrap_or_default();
+            let link = format!(
+                "</v2/{}/tags/list?{next}>; rel=\"next\"",
+                repository.client_name
+            );
+            if let Ok(link) = HeaderValue::from_str(&link) {
+                response.headers_mut().insert(header::LINK, link);
+            }
+        }
+        Ok(response)
+    }
+
+    /// `GET /v2/<name>/referrers/<digest>[?artifactType=…]`.
+    pub(super) async fn referrers(
+        &self,
+        repository: &Repository,
+        digest: &Digest,
+        artifact_type: Option<&str>,
+        head: bool,
+    ) -> Result<Response<Body>, ApiError> {
+        let logical = repository.with_digest(digest);
+        let query = artifact_type.map(|t| {
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("artifactType", t)
+                .finish()
+        });
+        let (physical, upstream) = self
+            .first_listing(
+                &logical,
+                "referrers of",
+                &format!("referrers/{digest}"),
+                query,
+                Some(HeaderValue::from_static(
+                    "application/vnd.oci.image.index.v1+json",
+                )),
+            )
+            .await?;
+        let filters = upstream.headers().get("oci-filters-applied").cloned();
+        let content_type = upstream
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/vnd.oci.image.index.v1+json")
+            .to_owned();
+        let bytes = read_bounded(upstream, MAX_LISTING_BYTES)
+            .await
+            .map_err(|e| listing_error(&physical, e))?;
+        let mut response = bytes_response(StatusCode::OK, &content_type, bytes, head);
+        if let Some(filters) = filters {
+            response
+                .headers_mut()
+                .insert("oci-filters-applied", filters);
+        }
+        Ok(response)
+    }
+
+    /// Tries the pull sources of `logical` for `/v2/<path>/<endpoint>` and returns the first
+    /// answer.
+    async fn first_listing(
+        &self,
+        logical: &Reference,
+        what: &str,
+        endpoint: &str,
+        query: Option<String>,
+        accept: Option<HeaderValue>,
+    ) -> Result<(Reference, reqwest::Response), ApiError> {
+        let resolution = self.rules().resolve(logical).map_err(resolve_error)?;
+        let mut failures = Vec::new();
+        for source in &resolution.sources {
+            let physical = &source.reference;
+            let mut headers = HeaderMap::new();
+            if let Some(accept) = &accept {
+                headers.insert(header::ACCEPT, accept.clone());
+            }
+            let request = UpstreamRequest {
+                method: Method::GET,
+                registry: physical.domain().to_owned(),
+                repository: physical.path().to_owned(),
+                path: format!("/v2/{}/{endpoint}", physical.path()),
+                query: query.clone(),
+                headers,
+                follow_redirects: false,
+            };
+            match self.upstream.send(request).await {
+                Ok(response) => {
+                    tracing::info!(
+                        reference = %logical,
+                        served_by = %physical,
+                        role = %source.role,
+                        failed = %summary(&failures),
+                        "{what} served"
+                    );
+                    return Ok((physical.clone(), response));
+                }
+                Err(error) => failures.push(Failure {
+                    reference: physical.clone(),
+                    role: source.role,
+                    reason: AttemptFailure::Upstream(error),
+                }),
+            }
+        }
+        let code = if endpoint == "tags/list" {
+            ErrorCode::NameUnknown
+        } else {
+            ErrorCode::ManifestUnknown
+        };
+        Err(exhausted(what, logical.name(), &failures, code))
+    }
+}
+
+/// The query of a tag list page (`n`, `last`, and `ns` for links back to the client).
+fn page_query(n: Option<usize>, last: Option<&str>, ns: Option<&str>) -> Option<String> {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    if let Some(n) = n {
+        query.append_pair("n", &n.to_string());
+    }
+    if let Some(last) = last {
+        query.append_pair("last", last);
+    }
+    if let Some(ns) = ns {
+        query.append_pair("ns", ns);
+    }
+    Some(query.finish()).filter(|q| !q.is_empty())
+}
+
+/// A listing that answered but could not be read.
+fn listing_error(physical: &Reference, failure: AttemptFailure) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        ErrorCode::Unknown,
+        format!("{}: {failure}", physical.name()),
+    )
+}

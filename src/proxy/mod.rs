@@ -1,0 +1,330 @@
+//! Serving each request from the pull sources the rules give.
+//!
+//! Every request names a *logical* image (what the client asked for). The rule set turns it into
+//! ordered pull sources (`RuleSet::resolve`), and the proxy tries them in order until one
+//! answers: a manifest by digest along the digest route, by tag along the tag route (`manifest`);
+//! a blob from the source that recently served this repository's manifest, then the digest route,
+//! then the tag route's mirrors, since content addressing makes each of them safe (`blob`); tag
+//! lists along the tag route and referrers along the digest route (`listing`). A blocked source is
+//! never contacted. Everything fetched by digest is verified (`verify`).
+
+mod blob;
+mod listing;
+mod manifest;
+pub mod verify;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use serde_json::json;
+
+use crate::http::{ApiError, ApiRequest, Body, ErrorCode, empty_body, full_body};
+use crate::reference::Reference;
+use crate::rules::{ResolveError, Role, RuleSet};
+use crate::upstream::{AttemptError, Upstream};
+
+/// How long a repository keeps pulling its blobs from the source that served its manifest.
+const AFFINITY_TTL: Duration = Duration::from_secs(600);
+/// At most this many repositories remember their serving source.
+const AFFINITY_CAPACITY: usize = 10_000;
+/// How long a source that served corrupt bytes for a blob is skipped for that blob.
+const CORRUPT_TTL: Duration = Duration::from_secs(600);
+/// At most this many (source, blob) pairs are remembered as corrupt.
+const CORRUPT_CAPACITY: usize = 10_000;
+
+/// The proxy: the current rules, the upstream client and what it remembers between requests.
+pub struct Proxy {
+    rules: ArcSwap<RuleSet>,
+    upstream: Upstream,
+    default_registry: String,
+    cache_dir: PathBuf,
+    /// Logical repository name → the physical repository that last served one of its manifests.
+    affinity: Mutex<HashMap<String, Affinity>>,
+    /// Physical blob references (`repo@digest`) whose source served bytes that did not match the
+    /// digest; they are skipped for a while, so the next pull goes to the next source. Shared
+    /// with the streams that discover the corruption.
+    corrupt: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+#[derive(Debug, Clone)]
+struct Affinity {
+    /// The physical repository, as a reference with a placeholder tag.
+    repository: Reference,
+    at: Instant,
+}
+
+impl Proxy {
+    /// A proxy serving `rules` through `upstream`.
+    pub fn new(
+        rules: Arc<RuleSet>,
+        upstream: Upstream,
+        default_registry: String,
+        cache_dir: PathBuf,
+    ) -> Proxy {
+        Proxy {
+            rules: ArcSwap::new(rules),
+            upstream,
+            default_registry,
+            cache_dir,
+            affinity: Mutex::new(HashMap::new()),
+            corrupt: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The registry of names that do not name one.
+    pub fn default_registry(&self) -> &str {
+        &self.default_registry
+    }
+
+    /// Replaces the rule set; requests already routed keep the set they started with.
+    pub fn replace_rules(&self, rules: Arc<RuleSet>) {
+        self.rules.store(rules);
+    }
+
+    /// The rule set in force.
+    pub fn rules(&self) -> Arc<RuleSet> {
+        self.rules.load_full()
+    }
+
+    /// Answers one parsed request.
+    pub async fn handle(
+        &self,
+        request: ApiRequest,
+        head: bool,
+        headers: &HeaderMap,
+    ) -> Result<Response<Body>, ApiError> {
+        match request {
+            ApiRequest::Base => Ok(json_response(Bytes::from_static(b"{}"), head)),
+            ApiRequest::Healthz => Ok(text_response(StatusCode::OK, "ok\n", head)),
+            ApiRequest::Readyz => Ok(match self.cache_writable() {
+                Ok(()) => text_response(StatusCode::OK, "ready\n", head),
+                Err(reason) => text_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("not ready: {reason}\n"),
+                    head,
+                ),
+            }),
+            ApiRequest::Manifest { reference, .. } => {
+                self.manifest(&reference, head, headers.get_all(header::ACCEPT))
+                    .await
+            }
+            ApiRequest::Blob { repository, digest } => {
+                self.blob(&repository, &digest, head, headers.get(header::RANGE))
+                    .await
+            }
+            ApiRequest::TagsList {
+                repository,
+                n,
+                last,
+            } => self.tags_list(&repository, n, last.as_deref(), head).await,
+            ApiRequest::Referrers {
+                repository,
+                digest,
+                artifact_type,
+            } => {
+                self.referrers(&repository, &digest, artifact_type.as_deref(), head)
+                    .await
+            }
+        }
+    }
+
+    /// Ready means the cache directory can be written (the rules are loaded before serving).
+    fn cache_writable(&self) -> Result<(), String> {
+        std::fs::create_dir_all(&self.cache_dir)
+            .and_then(|()| tempfile_probe(&self.cache_dir))
+            .map_err(|e| format!("cache directory {}: {e}", self.cache_dir.display()))
+    }
+
+    fn remember_source(&self, logical: &Reference, physical: &Reference) {
+        let Ok(mut affinity) = self.affinity.lock() else {
+            return;
+        };
+        if affinity.len() >= AFFINITY_CAPACITY {
+            affinity.retain(|_, a| a.at.elapsed() < AFFINITY_TTL);
+            if affinity.len() >= AFFINITY_CAPACITY {
+                affinity.clear();
+            }
+        }
+        affinity.insert(
+            logical.name().to_owned(),
+            Affinity {
+                repository: physical.clone(),
+                at: Instant::now(),
+            },
+        );
+    }
+
+    /// Records that `physical` (a blob reference) served corrupt bytes.
+    fn corrupt_recorder(&self) -> impl Fn(&Reference) + Send + 'static {
+        let corrupt = self.corrupt.clone();
+        move |physical: &Reference| {
+            let Ok(mut corrupt) = corrupt.lock() else {
+                return;
+            };
+            if corrupt.len() >= CORRUPT_CAPACITY {
+                corrupt.retain(|_, at| at.elapsed() < CORRUPT_TTL);
+                if corrupt.len() >= CORRUPT_CAPACITY {
+                    corrupt.clear();
+                }
+            }
+            corrupt.insert(physical.as_str().to_owned(), Instant::now());
+        }
+    }
+
+    /// Whether `physical` (a blob reference) recently served corrupt bytes.
+    fn is_corrupt(&self, physical: &Reference) -> bool {
+        self.corrupt.lock().is_ok_and(|corrupt| {
+            corrupt
+                .get(physical.as_str())
+                .is_some_and(|at| at.elapsed() < CORRUPT_TTL)
+        })
+    }
+
+    fn remembered_source(&self, logical_name: &str) -> Option<Reference> {
+        let affinity = self.affinity.lock().ok()?;
+        affinity
+            .get(logical_name)
+            .filter(|a| a.at.elapsed() < AFFINITY_TTL)
+            .map(|a| a.repository.clone())
+    }
+}
+
+/// Writes and removes a probe file: the only sure test that a directory is writable.
+fn tempfile_probe(dir: &std::path::Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".ready-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
+}
+
+/// One pull source tried without success, and why.
+#[derive(Debug)]
+struct Failure {
+    reference: Reference,
+    role: Role,
+    reason: AttemptFailure,
+}
+
+/// Why one pull source did not serve.
+#[derive(Debug, thiserror::Error)]
+enum AttemptFailure {
+    /// The upstream request failed.
+    #[error(transparent)]
+    Upstream(#[from] AttemptError),
+    /// The bytes do not match the digest asked for.
+    #[error("served wrong content (digest {actual})")]
+    DigestMismatch {
+        /// The digest of what was served.
+        actual: String,
+    },
+    /// The response is larger than the bound for its kind.
+    #[error("response larger than {0} bytes")]
+    TooLarge(usize),
+    /// The response body could not be read or parsed.
+    #[error("{0}")]
+    Body(String),
+}
+
+impl AttemptFailure {
+    fn is_not_found(&self) -> bool {
+        matches!(self, AttemptFailure::Upstream(AttemptError::NotFound))
+    }
+}
+
+/// The refusal for a reference the rules give no pull source.
+fn resolve_error(error: ResolveError) -> ApiError {
+    match &error {
+        ResolveError::Blocked { scope, set_by, .. } => {
+            ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Denied, error.to_string())
+                .with_detail(json!({"scope": scope.to_string(), "blocked_by": set_by}))
+        }
+        ResolveError::RewriteFailed {
+            scope, attempted, ..
+        } => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            ErrorCode::Unknown,
+            error.to_string(),
+        )
+        .with_detail(json!({"scope": scope.to_string(), "attempted": attempted})),
+    }
+}
+
+/// The answer when no pull source served: 404 when every one said not found, 502 otherwise;
+/// the message and the detail list every source tried and why it failed.
+fn exhausted(what: &str, logical: &str, failures: &[Failure], not_found: ErrorCode) -> ApiError {
+    let tried: Vec<String> = failures
+        .iter()
+        .map(|f| format!("{} {}: {}", f.role, f.reference, f.reason))
+        .collect();
+    let detail = json!({
+        "tried": failures
+            .iter()
+            .map(|f| json!({
+                "reference": f.reference.to_string(),
+                "role": f.role.as_str(),
+                "error": f.reason.to_string(),
+            }))
+            .collect::<Vec<_>>()
+    });
+    if !failures.is_empty() && failures.iter().all(|f| f.reason.is_not_found()) {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            not_found,
+            format!("{what} {logical} not found; tried {}", tried.join("; ")),
+        )
+        .with_detail(detail)
+    } else {
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            ErrorCode::Unknown,
+            format!(
+                "no source served {what} {logical}; tried {}",
+                tried.join("; ")
+            ),
+        )
+        .with_detail(detail)
+    }
+}
+
+fn summary(failures: &[Failure]) -> String {
+    failures
+        .iter()
+        .map(|f| format!("{} {}: {}", f.role, f.reference, f.reason))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn json_response(body: Bytes, head: bool) -> Response<Body> {
+    bytes_response(StatusCode::OK, "application/json", body, head)
+}
+
+fn text_response(status: StatusCode, text: &str, head: bool) -> Response<Body> {
+    bytes_response(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::copy_from_slice(text.as_bytes()),
+        head,
+    )
+}
+
+/// A response with a known body; HEAD gets the same headers and no body.
+fn bytes_response(
+    status: StatusCode,
+    content_type: &str,
+    body: Bytes,
+    head: bool,
+) -> Response<Body> {
+    let length = body.len();
+    let mut response = Response::new(if head { empty_body() } else { full_body(body) });
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(content_type) {
+        headers.insert(header::CONTENT_TYPE, value);
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    response
+}

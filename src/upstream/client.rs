@@ -1,0 +1,241 @@
+//! The `reqwest` clients behind [`Upstream`](super::Upstream), and turning their errors into
+//! short, secret-free [`AttemptError`]s.
+//!
+//! A client owns its connection pool and TLS configuration, so one is built per distinct TLS
+//! setting (system roots; system roots plus a registry's `ca_file`; no verification for
+//! `insecure`), never per request. Each setting gets two clients that differ only in their
+//! redirect policy, because reqwest fixes the policy per client: blob downloads follow
+//! redirects to blob storage, everything else must see the 3xx.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::redirect::Policy;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use super::{AttemptError, UpstreamError};
+use crate::config::UpstreamConfig;
+
+/// The `User-Agent` of every upstream request, so registry operators can tell who is pulling.
+pub const USER_AGENT: &str = concat!("mirrorgate/", env!("CARGO_PKG_VERSION"));
+
+/// At most this many redirects are followed for one blob request (reqwest's default too).
+const MAX_REDIRECTS: usize = 10;
+
+/// How to verify a registry's TLS certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum TlsMode {
+    /// The system roots.
+    System,
+    /// The system roots plus the PEM roots of this file.
+    ExtraRoots(std::path::PathBuf),
+    /// No verification; plain http is allowed too.
+    Insecure,
+}
+
+/// The two clients of one TLS setting.
+#[derive(Debug, Clone)]
+pub(crate) struct Clients {
+    /// Follows up to 10 redirects, dropping `Authorization` when one leaves the host.
+    pub(crate) follow: reqwest::Client,
+    /// Returns 3xx responses as they are.
+    pub(crate) direct: reqwest::Client,
+}
+
+impl Clients {
+    /// Builds both clients for `mode`; `registry` names the registry that needs it in errors.
+    pub(crate) fn build(
+        mode: &TlsMode,
+        timeouts: &UpstreamConfig,
+        registry: Option<&str>,
+    ) -> Result<Clients, UpstreamError> {
+        let roots = match mode {
+            TlsMode::ExtraRoots(path) => load_roots(path, registry.unwrap_or("?"))?,
+            TlsMode::System | TlsMode::Insecure => Vec::new(),
+        };
+        let build = |policy: Policy| {
+            let mut builder = reqwest::Client::builder()
+                .user_agent(USER_AGENT)
+                .connect_timeout(timeouts.connect_timeout)
+                // Before the headers this bounds the exchange; on the body it is an idle
+                // timeout, so a large blob may take as long as it needs while it keeps flowing.
+                .read_timeout(timeouts.timeout)
+                .redirect(policy)
+                // A Referer would tell blob storage which registry path asked; nobody needs it.
+                .referer(false)
+                // Proxies are not configured by the environment (the `system-proxy` feature is
+                // off); say so explicitly so that enabling the feature cannot change behaviour.
+                .no_proxy()
+                // A registry that is not insecure is only spoken to over TLS, redirects included.
+                .https_only(*mode != TlsMode::Insecure);
+            match mode {
+                TlsMode::Insecure => builder = builder.tls_danger_accept_invalid_certs(true),
+                TlsMode::ExtraRoots(_) => builder = builder.tls_certs_merge(roots.clone()),
+                TlsMode::System => {}
+            }
+            builder.build().map_err(|err| UpstreamError::Client {
+                registry: registry.map(str::to_owned),
+                reason: error_chain(&err),
+            })
+        };
+        Ok(Clients {
+            follow: build(Policy::limited(MAX_REDIRECTS))?,
+            direct: build(Policy::none())?,
+        })
+    }
+}
+
+/// Reads a `ca_file`: one or more PEM certificates, each checked to be usable as a trust anchor
+/// so that a bad file fails at startup, naming itself, rather than at the first pull.
+fn load_roots(path: &Path, registry: &str) -> Result<Vec<reqwest::Certificate>, UpstreamError> {
+    let error = |reason: String| UpstreamError::CaFile {
+        registry: registry.to_owned(),
+        path: path.to_owned(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|err| error(format!("cannot read the file: {err}")))?;
+    let mut roots = Vec::new();
+    let mut store = rustls::RootCertStore::empty();
+    for (index, der) in CertificateDer::pem_slice_iter(&bytes).enumerate() {
+        let der = der.map_err(|err| error(format!("invalid PEM: {err}")))?;
+        store
+            .add(der.clone())
+            .map_err(|err| error(format!("certificate {} is invalid: {err}", index + 1)))?;
+        roots.push(
+            reqwest::Certificate::from_der(&der)
+                .map_err(|err| error(format!("certificate {}: {err}", index + 1)))?,
+        );
+    }
+    if roots.is_empty() {
+        return Err(error(
+            "no PEM certificate (BEGIN CERTIFICATE) found".to_owned(),
+        ));
+    }
+    Ok(roots)
+}
+
+/// Turns a failed exchange into an [`AttemptError`].
+///
+/// `timeouts` gives the numbers for the message; a timeout while connecting (TCP or TLS) is told
+/// apart from one while waiting for the response.
+pub(crate) fn attempt_error(err: &reqwest::Error, timeouts: &UpstreamConfig) -> AttemptError {
+    if err.is_timeout() {
+        let connecting = err.is_connect();
+        return AttemptError::Timeout {
+            connecting,
+            after: if connecting {
+                timeouts.connect_timeout
+            } else {
+                timeouts.timeout
+            },
+        };
+    }
+    if err.is_redirect() {
+        return AttemptError::Protocol(format!("bad redirect: {}", innermost(err)));
+    }
+    if err.is_builder() {
+        return AttemptError::Protocol(format!("invalid request: {}", innermost(err)));
+    }
+    AttemptError::Connect(with_host(err, &connect_reason(err)))
+}
+
+/// Appends `(host:port)` of the URL that failed — never its path or query, which for a
+/// redirect to blob storage hold a pre-signed signature.
+fn with_host(err: &reqwest::Error, reason: &str) -> String {
+    match err
+        .url()
+        .and_then(|url| Some((url.host_str()?, url.port_or_known_default()?)))
+    {
+        Some((host, port)) => format!("{reason} ({host}:{port})"),
+        None => reason.to_owned(),
+    }
+}
+
+/// A short reason for a connection-level failure, from the most telling error in the chain.
+fn connect_reason(err: &reqwest::Error) -> String {
+    for current in chain(err) {
+        if let Some(tls) = current.downcast_ref::<rustls::Error>() {
+            return format!("TLS handshake failed: {tls}");
+        }
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            let reason = match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused",
+                std::io::ErrorKind::ConnectionReset => "connection reset",
+                std::io::ErrorKind::ConnectionAborted => "connection aborted",
+                std::io::ErrorKind::UnexpectedEof => "connection closed",
+                std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable => {
+                    "host unreachable"
+                }
+                _ => continue,
+            };
+            return reason.to_owned();
+        }
+        if let Some(hyper) = current.downcast_ref::<hyper::Error>()
+            && hyper.is_incomplete_message()
+        {
+            return "connection closed before the response".to_owned();
+        }
+    }
+    if err.is_dns() {
+        return format!("DNS lookup failed: {}", innermost(err));
+    }
+    innermost(err)
+}
+
+/// The error and its causes, outermost first.
+///
+/// Unlike `source()`, this descends into `io::Error`s that wrap another error (how hyper-util
+/// and tokio-rustls report TLS failures): `io::Error::source` skips the wrapped error itself.
+fn chain(err: &reqwest::Error) -> Vec<&(dyn std::error::Error + 'static)> {
+    let mut errors: Vec<&(dyn std::error::Error + 'static)> = Vec::new();
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    // Bounded, in case some error type's source() ever cycles.
+    while let Some(error) = current
+        && errors.len() < 32
+    {
+        errors.push(error);
+        current = match error
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            Some(inner) => Some(inner),
+            None => error.source(),
+        };
+    }
+    errors
+}
+
+/// The display of the innermost error: the outer layers only add "error sending request for
+/// url (…)", and the URL may carry a pre-signed query.
+fn innermost(err: &reqwest::Error) -> String {
+    let errors = chain(err);
+    match errors.last() {
+        Some(last) if errors.len() > 1 => last.to_string(),
+        _ => {
+            // reqwest's own message; it appends " for url (<url>)", which is cut.
+            let mut text = err.to_string();
+            if let Some(at) = text.find(" for url (") {
+                text.truncate(at);
+            }
+            text
+        }
+    }
+}
+
+/// The whole chain of a builder error, for startup messages (no URL or secret is involved).
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(next) = source {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        source = next.source();
+    }
+    text
+}
+
+/// A short form of a duration for messages (`5s`, `300ms`).
+pub(crate) fn short_duration(duration: Duration) -> String {
+    humantime::format_duration(duration).to_string()
+}

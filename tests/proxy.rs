@@ -1,0 +1,623 @@
+//! `mirrorgate serve` between real clients (skopeo, oci-client) and real Distribution registries:
+//! a source and two mirrors, each holding what the test pushed, named in the rules by hosts that
+//! the configuration maps to their loopback ports.
+
+mod support;
+
+use std::path::Path;
+
+use support::{
+    Image, Mirrorgate, Registry, copy_to_layout, http_request, layouts_identical, multi_arch, push,
+    single_arch,
+};
+
+const SOURCE: &str = "source.test";
+const MIRROR_A: &str = "mirror-a.test";
+const MIRROR_B: &str = "mirror-b.test";
+
+/// A source and two mirrors.
+struct Registries {
+    source: Registry,
+    mirror_a: Registry,
+    mirror_b: Registry,
+}
+
+impl Registries {
+    fn start() -> Registries {
+        Registries {
+            source: Registry::start(),
+            mirror_a: Registry::start(),
+            mirror_b: Registry::start(),
+        }
+    }
+
+    fn endpoints(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (SOURCE, self.source.endpoint()),
+            (MIRROR_A, self.mirror_a.endpoint()),
+            (MIRROR_B, self.mirror_b.endpoint()),
+        ]
+    }
+
+    fn proxy(&self, rules: &str) -> Mirrorgate {
+        let endpoints = self.endpoints();
+        let registries: Vec<(&str, &str)> =
+            endpoints.iter().map(|(h, e)| (*h, e.as_str())).collect();
+        Mirrorgate::start(rules, &registries, "")
+    }
+
+    /// Requests made to the source since `mark`, readiness probes excluded.
+    fn source_requests_since(&self, mark: usize) -> usize {
+        self.source
+            .requests_since(mark)
+            .iter()
+            .filter(|r| r.path != "/v2/")
+            .count()
+    }
+}
+
+fn idms(source: &str, mirrors: &[&str], policy: &str) -> String {
+    mirror_set(
+        "ImageDigestMirrorSet",
+        "imageDigestMirrors",
+        source,
+        mirrors,
+        policy,
+    )
+}
+
+fn itms(source: &str, mirrors: &[&str], policy: &str) -> String {
+    mirror_set(
+        "ImageTagMirrorSet",
+        "imageTagMirrors",
+        source,
+        mirrors,
+        policy,
+    )
+}
+
+fn mirror_set(kind: &str, field: &str, source: &str, mirrors: &[&str], policy: &str) -> String {
+    let mirrors: String = mirrors.iter().map(|m| format!("    - {m}\n")).collect();
+    let policy = if policy.is_empty() {
+        String::new()
+    } else {
+        format!("    mirrorSourcePolicy: {policy}\n")
+    };
+    format!(
+        "---\napiVersion: config.openshift.io/v1\nkind: {kind}\nmetadata:\n  name: {}\nspec:\n  {field}:\n  - source: {source}\n    mirrors:\n{mirrors}{policy}",
+        kind.to_lowercase()
+    )
+}
+
+/// `skopeo copy --all` from `docker://<reference>` into a new OCI layout; the output on failure.
+fn pull(reference: &str, dir: &Path) -> Result<(), String> {
+    let output = copy_to_layout(reference, dir, &[]);
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+/// Pulls `image_ref` (as `registry/path…`) through the proxy and directly from `direct`, and checks
+/// that both OCI layouts are identical.
+fn pull_through_matches_direct(proxy: &Mirrorgate, image_ref: &str, direct: &str) {
+    let through = tempfile::tempdir().unwrap();
+    let straight = tempfile::tempdir().unwrap();
+    pull(
+        &format!("{}/{image_ref}", proxy.addr()),
+        &through.path().join("l"),
+    )
+    .unwrap_or_else(|e| panic!("pull through mirrorgate failed: {e}\n{}", proxy.log()));
+    pull(direct, &straight.path().join("l")).expect("direct pull");
+    layouts_identical(&through.path().join("l"), &straight.path().join("l")).unwrap();
+}
+
+fn image(seed: &str) -> Image {
+    single_arch(seed, &[2048, 70_000])
+}
+
+#[test]
+fn digest_pull_is_served_by_the_idms_mirror_without_touching_the_source() {
+    let registries = Registries::start();
+    let image = image("digest-via-mirror");
+    push(
+        &image,
+        &format!("{}/quay/ns/app:v1", registries.mirror_a.addr()),
+    );
+    push(&image, &format!("{}/ns/app:v1", registries.source.addr()));
+    let proxy = registries.proxy(&idms(
+        &format!("{SOURCE}/ns"),
+        &[&format!("{MIRROR_A}/quay/ns")],
+        "",
+    ));
+    let mark = registries.source.mark();
+    pull_through_matches_direct(
+        &proxy,
+        &format!("{SOURCE}/ns/app@{}", image.manifest_digest),
+        &format!(
+            "{}/quay/ns/app@{}",
+            registries.mirror_a.addr(),
+            image.manifest_digest
+        ),
+    );
+    assert_eq!(registries.source_requests_since(mark), 0);
+}
+
+#[test]
+fn tag_pull_is_served_by_the_itms_mirror() {
+    let registries = Registries::start();
+    let image = image("tag-via-mirror");
+    push(&image, &format!("{}/ns/app:v1", registries.mirror_a.addr()));
+    let proxy = registries.proxy(&itms(
+        &format!("{SOURCE}/ns"),
+        &[&format!("{MIRROR_A}/ns")],
+        "",
+    ));
+    pull_through_matches_direct(
+        &proxy,
+        &format!("{SOURCE}/ns/app:v1"),
+        &format!("{}/ns/app:v1", registries.mirror_a.addr()),
+    );
+}
+
+#[test]
+fn idms_mirror_is_not_used_for_tag_pulls() {
+    let registries = Registries::start();
+    let image = image("idms-not-for-tags");
+    push(&image, &format!("{}/ns/app:v1", registries.mirror_a.addr()));
+    let proxy = registries.proxy(&idms(
+        &format!("{SOURCE}/ns"),
+        &[&format!("{MIRROR_A}/ns")],
+        "",
+    ));
+    let mark = registries.mirror_a.mark();
+    let response = proxy.get(&format!("/v2/{SOURCE}/ns/app/manifests/v1"), &[]);
+    assert_eq!(
+        (
+            response.status,
+            registries.mirror_a.requests_since(mark).len()
+        ),
+        (404, 0)
+    );
+}
+
+#[test]
+fn itms_mirror_is_not_used_for_digest_pulls() {
+    let registries = Registries::start();
+    let image = image("itms-not-for-digests");
+    push(&image, &format!("{}/ns/app:v1", registries.mirror_a.addr()));
+    let proxy = registries.proxy(&itms(
+        &format!("{SOURCE}/ns"),
+        &[&format!("{MIRROR_A}/ns")],
+        "",
+    ));
+    let mark = registries.mirror_a.mark();
+    let response = proxy.get(
+        &format!("/v2/{SOURCE}/ns/app/manifests/{}", image.manifest_digest),
+        &[],
+    );
+    assert_eq!(
+        (
+            response.status,
+            registries.mirror_a.requests_since(mark).len()
+        ),
+        (404, 0)
+    );
+}
+
+#[test]
+fn mirrors_are_tried_in_rule_order() {
+    let registries = Registries::start();
+    let image = image("mirror-order");
+    push(&image, &format!("{}/ns/app:v1", registries.mirror_a.addr()));
+    push(&image, &format!("{}/ns/app:v1", registries.mirror_b.addr()));
+    // Two objects with disjoint lists merge in byte order: mirror-a before mirror-b.
+    let rules = format!(
+        "{}{}",
+        idms(&format!("{SOURCE}/ns"), &[&format!("{MIRROR_B}/ns")], ""),
+        idms(&format!("{SOURCE}/ns"), &[&format!("{MIRROR_A}/ns")], "")
+            .replace("name: imagedigestmirrorset", "name: second")
+    );
+    let proxy = registries.proxy(&rules);
+    let mark_b = registries.mirror_b.mark();
+    let response = proxy.get(
+        &format!("/v2/{SOURCE}/ns/app/manifests/{}", image.manifest_digest),
+        &[],
+    );
+    assert_eq!(
+        (
+            response.status,
+            registries.mirror_b.requests_since(mark_b).len()
+        ),
+        (200, 0)
+    );
+}
+
+#[test]
+fn missing_on_the_mirror_falls_back_to_the_source() {
+    let registries = Registries::start();
+    let image = image("fallback");
+    push(&image, &format!("{}/ns/app:v1", registries.source.addr()));
+    let proxy = registries.proxy(&idms(
+        &format!("{SOURCE}/ns"),
+        &[&format!("{MIRROR_A}/ns")],
+        "",
+    ));
+    pull_through_matches_direct(
+        &proxy,
+        &format!("{SOURCE}/ns/app@{}", image.manifest_digest),
+        &format!(
+            "{}/ns/app@{}",
+            registries.source.addr(),
+            image.manifest_digest
+        ),
+    );
+}
+
+#[test]
+fn never_contact_source_leaves_the_source_untouched_when_the_mirror_lacks_the_image() {
+    let registries = Registries::start();
+    let image = image("ncs");
+    push(&image, &format!("{}/ns/app:v1", registries.source.addr()));
+    let proxy = registries.proxy(&idms(
+        &format!("{SOURCE}/ns"),
+        &[&format!("{MIRROR_A}/ns")],
+        "NeverContactSource",
+    ));
+    let mark = registries.source.mark();
+    let by_digest = proxy.get(
+        &format!("/v2/{SOURCE}/ns/app/manifests/{}", image.manifest_digest),
+        &[],
+    );
+    let by_tag = proxy.get(&format!("/v2/{SOURCE}/ns/app/manifests/v1"), &[]);
+    let blob = proxy.get(
+        &format!("/v2/{SOURCE}/ns/app/blobs/{}", image.layers[0]),
+        &[],
+    );
+    assert_eq!(
+        (
+            by_digest.status,
+            by_tag.status,
+            blob.status,
+            registries.source_requests_since(mark)
+        ),
+        (404, 403, 404, 0)
+    );
+}
+
+#[test]
+fn blocked_tag_pull_is_denied_naming_the_scope_and_the_object() {
+    let registries = Registries::start();
+    let proxy = registries.proxy(&idms(
+        &format!("{SOURCE}/ns"),
+        &[&format!("{MIRROR_A}/ns")],
+        "NeverContactSource",
+    ));
+    let response = proxy.get(&format!("/v2/{SOURCE}/ns/app/manifests/v1"), &[]);
+    let error = &response.json()["errors"][0];
+    assert!(
+        response.status == 403
+            && error["code"] == "DENIED"
+            && error["message"]
+                .as_str()
+                .unwrap()
+                .contains("scope \"source.test/ns\"")
+            && error["message"]
+                .as_str()
+                .unwrap()
+                .contains("ImageDigestMirrorSet/imagedigestmirrorset"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_stopped_mirror_is_skipped() {
+    let mut registries = Registries::start();
+    let image = image("stopped-mirror");
+    push(&image, &format!("{}/ns/app:v1", registries.mirror_b.addr()));
+    registries.mirror_a.stop();
+    let proxy = registries.proxy(&idms(
+        &format!("{SOURCE}/ns"),
+        &[&format!("{MIRROR_A}/ns"), &format!("{MIRROR_B}/ns")],
+        "NeverContactSource",
+    ));
+    pull_through_matches_direct(
+        &proxy,
+        &format!("{SOURCE}/ns/app@{}", image.manifest_digest),
+        &format!(
+            "{}/ns/app@{}",
+            registries.mirror_b.addr(),
+            image.manifest_digest
+        ),
+    );
+}
+
+#[test]
+fn a_mirror_serving_a_wrong_manifest_for_a_digest_is_never_served() {
+    let registries = Registries::start();
+    let image = image("wrong-manifest");
+    push(&image, &format!("{}/ns/app:v1", registries.mirror_a.addr()));
+    push(&image, &format!("{}/ns/app:v1", registries.mirror_b.addr()));
+    let tampered = String::from_utf8(image.manifest_bytes.clone())
+        .unwrap()
+        .replace("schemaVersion\":2", "schemaVersion\": 2");
+    std::fs::write(
+        registries.mirror_a.blob_data_path(&image.manifest_digest),
+        tampered,
+    )
+    .unwrap();
+    let proxy = registries.proxy(&idms(
+        &format!("{SOURCE}/ns"),
+        &[&format!("{MIRROR_A}/ns"), &format!("{MIRROR_B}/ns")],
+        "NeverContactSource",
+    ));
+    let response = proxy.get(
+        &format!("/v2/{SOURCE}/ns/app/manifests/{}", image.manifest_digest),
+        &[],
+    );
+    assert_eq!(
+        (response.status, response.body),
+        (200, image.manifest_bytes.clone())
+    );
+}
+
+#[test]
+fn a_mirror_serving_a_wrong_blob_is_aborted_and_skipped_on_the_next_pull() {
+    let registries = Registries::start();
+    let image = image("wrong-blob");
+    push(&image, &format!("{}/ns/app:v1", registries.mirror_a.addr()));
+    push(&image, &format!("{}/ns/app:v1", registries.mirror_b.addr()));
+    let layer = &image.layers[1];
+    let mut bytes = image.blob(layer);
+    bytes[100] ^= 0xff;
+    std::fs::write(registries.mirror_a.blob_data_path(layer), bytes).unwrap();
+    let proxy = registries.proxy(&idms(
+        &format!("{SOURCE}/ns"),
+        &[&format!("{MIRROR_A}/ns"), &format!("{MIRROR_B}/ns")],
+        "NeverContactSource",
+    ));
+    let path = format!("/v2/{SOURCE}/ns/app/blobs/{layer}");
+    let first = support::try_http_request("GET", &proxy.addr(), &path, &[], b"");
+    let second = proxy.get(&path, &[]);
+    assert!(
+        first.is_err() && second.status == 200 && second.body == image.blob(layer),
+        "first: {:?}",
+        first.map(|r| r.status)
+    );
+}
+
+#[test]
+fn image_mirror_config_map_routes_tags_and_digests() {
+    let registries = Registries::start();
+    let image = image("configmap");
+    push(&image, &format!("{}/ns/app:v1", registries.mirror_a.addr()));
+    let rules = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: mirrors\ndata:\n  idms.yaml: |\n{}  itms.yaml: |\n{}",
+        indent(&idms(
+            &format!("{SOURCE}/ns"),
+            &[&format!("{MIRROR_A}/ns")],
+            "NeverContactSource"
+        )),
+        indent(&itms(
+            &format!("{SOURCE}/ns"),
+            &[&format!("{MIRROR_A}/ns")],
+            "NeverContactSource"
+        )),
+    );
+    let proxy = registries.proxy(&rules);
+    let by_tag = proxy.get(&format!("/v2/{SOURCE}/ns/app/manifests/v1"), &[]);
+    let by_digest = proxy.get(
+        &format!("/v2/{SOURCE}/ns/app/manifests/{}", image.manifest_digest),
+        &[],
+    );
+    assert_eq!((by_tag.status, by_digest.status), (200, 200));
+}
+
+fn indent(yaml: &str) -> String {
+    yaml.lines()
+        .filter(|l| *l != "---")
+        .map(|l| format!("    {l}\n"))
+        .collect()
+}
+
+#[test]
+fn containerd_ns_query_names_the_registry() {
+    let registries = Registries::start();
+    let image = image("containerd-ns");
+    push(&image, &format!("{}/ns/app:v1", registries.mirror_a.addr()));
+    let proxy = registries.proxy(&itms(
+        &format!("{SOURCE}/ns"),
+        &[&format!("{MIRROR_A}/ns")],
+        "",
+    ));
+    let response = proxy.get(
+        &format!("/v2/ns/app/manifests/v1?ns={SOURCE}"),
+        &[("Accept", support::OCI_MANIFEST_MEDIA_TYPE)],
+    );
+    assert_eq!(
+        (response.status, response.header("docker-content-digest")),
+        (200, Some(image.manifest_digest.as_str()))
+    );
+}
+
+#[test]
+fn multi_arch_image_copied_through_the_proxy_is_byte_identical_to_a_direct_copy() {
+    let registries = Registries::start();
+    let image = multi_arch("multi-arch", &[3000, 50_000, 120_000]);
+    push(&image, &format!("{}/ns/app:v1", registries.mirror_a.addr()));
+    let proxy = registries.proxy(&format!(
+        "{}{}",
+        idms(
+            &format!("{SOURCE}/ns"),
+            &[&format!("{MIRROR_A}/ns")],
+            "NeverContactSource"
+        ),
+        itms(
+            &format!("{SOURCE}/ns"),
+            &[&format!("{MIRROR_A}/ns")],
+            "NeverContactSource"
+        )
+    ));
+    pull_through_matches_direct(
+        &proxy,
+        &format!("{SOURCE}/ns/app:v1"),
+        &format!("{}/ns/app:v1", registries.mirror_a.addr()),
+    );
+}
+
+#[test]
+fn manifest_head_has_the_headers_of_the_get() {
+    let registries = Registries::start();
+    let image = image("head");
+    push(&image, &format!("{}/ns/app:v1", registries.source.addr()));
+    let proxy = registries.proxy("");
+    let path = format!("/v2/{SOURCE}/ns/app/manifests/v1");
+    let head = http_request("HEAD", &proxy.addr(), &path, &[], b"");
+    assert_eq!(
+        (
+            head.status,
+            head.header("content-type"),
+            head.header("docker-content-digest"),
+            head.header("content-length").map(str::to_owned),
+            head.body.len()
+        ),
+        (
+            200,
+            Some(image.media_type),
+            Some(image.manifest_digest.as_str()),
+            Some(image.manifest_bytes.len().to_string()),
+            0
+        )
+    );
+}
+
+#[test]
+fn blob_range_requests_are_answered_with_the_part() {
+    let registries = Registries::start();
+    let image = image("range");
+    push(&image, &format!("{}/ns/app:v1", registries.source.addr()));
+    let proxy = registries.proxy("");
+    let layer = &image.layers[1];
+    let response = proxy.get(
+        &format!("/v2/{SOURCE}/ns/app/blobs/{layer}"),
+        &[("Range", "bytes=10-19")],
+    );
+    assert_eq!(
+        (response.status, response.body),
+        (206, image.blob(layer)[10..20].to_vec())
+    );
+}
+
+#[test]
+fn tag_list_follows_the_tag_route_under_the_clients_name() {
+    let registries = Registries::start();
+    let image = image("tags");
+    push(&image, &format!("{}/ns/app:v1", registries.mirror_a.addr()));
+    push(&image, &format!("{}/ns/app:v2", registries.mirror_a.addr()));
+    let proxy = registries.proxy(&itms(
+        &format!("{SOURCE}/ns"),
+        &[&format!("{MIRROR_A}/ns")],
+        "",
+    ));
+    let response = proxy.get(&format!("/v2/{SOURCE}/ns/app/tags/list"), &[]);
+    assert_eq!(
+        response.json(),
+        serde_json::json!({"name": format!("{SOURCE}/ns/app"), "tags": ["v1", "v2"]})
+    );
+}
+
+#[test]
+fn api_base_answers_with_the_version_header() {
+    let registries = Registries::start();
+    let proxy = registries.proxy("");
+    let response = proxy.get("/v2/", &[]);
+    assert_eq!(
+        (
+            response.status,
+            response.header("docker-distribution-api-version"),
+            response.text()
+        ),
+        (200, Some("registry/2.0"), "{}".to_owned())
+    );
+}
+
+/// The OCI error of a request: status, code.
+fn error_of(response: &support::HttpResponse) -> (u16, String) {
+    (
+        response.status,
+        response.json()["errors"][0]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+#[test]
+fn bad_digest_gets_digest_invalid() {
+    let registries = Registries::start();
+    let proxy = registries.proxy("");
+    let response = proxy.get(&format!("/v2/{SOURCE}/ns/app/blobs/sha256:1234"), &[]);
+    assert_eq!(error_of(&response), (400, "DIGEST_INVALID".to_owned()));
+}
+
+#[test]
+fn dot_dot_in_a_name_gets_name_invalid() {
+    let registries = Registries::start();
+    let proxy = registries.proxy("");
+    let response = proxy.get(&format!("/v2/{SOURCE}/../ns/manifests/v1"), &[]);
+    assert_eq!(error_of(&response), (400, "NAME_INVALID".to_owned()));
+}
+
+#[test]
+fn writes_get_unsupported() {
+    let registries = Registries::start();
+    let proxy = registries.proxy("");
+    let response = http_request(
+        "PUT",
+        &proxy.addr(),
+        &format!("/v2/{SOURCE}/ns/app/manifests/v1"),
+        &[("Content-Type", "application/json")],
+        b"{}",
+    );
+    assert_eq!(error_of(&response), (405, "UNSUPPORTED".to_owned()));
+}
+
+#[test]
+fn unknown_manifest_gets_manifest_unknown_listing_what_was_tried() {
+    let registries = Registries::start();
+    let proxy = registries.proxy(&itms(
+        &format!("{SOURCE}/ns"),
+        &[&format!("{MIRROR_A}/ns")],
+        "",
+    ));
+    let response = proxy.get(&format!("/v2/{SOURCE}/ns/app/manifests/nope"), &[]);
+    let tried = response.json()["errors"][0]["detail"]["tried"].clone();
+    assert_eq!(
+        (error_of(&response), tried.as_array().map(Vec::len)),
+        ((404, "MANIFEST_UNKNOWN".to_owned()), Some(2))
+    );
+}
+
+#[test]
+fn failing_sources_get_a_bad_gateway_listing_each_reason() {
+    let mut registries = Registries::start();
+    registries.source.stop();
+    registries.mirror_a.stop();
+    let proxy = registries.proxy(&itms(
+        &format!("{SOURCE}/ns"),
+        &[&format!("{MIRROR_A}/ns")],
+        "",
+    ));
+    let response = proxy.get(&format!("/v2/{SOURCE}/ns/app/manifests/v1"), &[]);
+    let message = response.json()["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        response.status == 502
+            && message.contains("mirror mirror-a.test/ns/app:v1")
+            && message.contains("source source.test/ns/app:v1"),
+        "{message}"
+    );
+}

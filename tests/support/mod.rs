@@ -1,0 +1,32 @@
+//! Test harness for integration tests: real registries, real images, real clients.
+//!
+//! Integration tests include it with `mod support;` and get:
+//! - [`Registry`]: a CNCF Distribution registry (Debian's `docker-registry`) on a free loopback
+//!   port, optionally behind htpasswd auth, with request accounting read from its access log;
+//! - [`Image`], [`single_arch`], [`multi_arch`]: images generated in Rust as OCI image layouts
+//!   (real gzip'd tar layers, valid configs, manifests and indexes);
+//! - [`push`], [`skopeo`], [`copy_to_layout`], [`layouts_identical`]: `skopeo` as the real client;
+//! - [`Mirrorgate`]: the proxy binary of this crate, configured for a test;
+//! - [`http_get`], [`http_request`]: a minimal HTTP/1.1 client over `std::net::TcpStream`.
+//!
+//! Every process runs on 127.0.0.1 and is killed (and reaped) when its guard is dropped, also when
+//! the test panics. Each guard owns its own temporary directory and port, so tests run in
+//! parallel.
+
+// Not every integration test uses every helper.
+#![allow(dead_code, unused_imports)]
+
+mod http;
+mod image;
+mod mirrorgate;
+mod process;
+mod registry;
+
+pub use http::{HttpResponse, http_get, http_request, try_http_request};
+pub use image::{
+    Image, LAYER_MEDIA_TYPE, OCI_INDEX_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE, copy_to_layout,
+    layouts_identical, multi_arch, push, push_with_creds, sha256_digest, single_arch, skopeo,
+};
+pub use mirrorgate::Mirrorgate;
+pub use process::{PROBE_USER_AGENT, free_port};
+pub use registry::{LoggedRequest, Registry, parse_access_line};
