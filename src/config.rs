@@ -87,7 +87,8 @@ pub struct CacheConfig {
 pub struct UpstreamConfig {
     /// Bound on establishing a connection (TCP and TLS) to an upstream registry.
     pub connect_timeout: Duration,
-    /// Bound on one whole upstream request.
+    /// Bound on an upstream request until its response headers arrive (auth round trips
+    /// included), and on any pause while its body streams; a large blob may take longer in all.
     pub timeout: Duration,
 }
 
