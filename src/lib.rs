@@ -7,10 +7,12 @@
 //! - [`config`]: the proxy's own configuration file;
 //! - [`upstream`]: the client for upstream registries (endpoints, TLS, credentials, tokens);
 //! - [`http`]: the OCI distribution API surface (routing of paths, addressing, error bodies);
-//! - [`proxy`]: serving each request from the pull sources the rules give, verifying content.
+//! - [`proxy`]: serving each request from the pull sources the rules give, verifying content;
+//! - [`cache`]: manifests, tag answers and blobs kept so that repeated pulls cost nothing.
 
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod config;
 pub mod http;
 pub mod proxy;

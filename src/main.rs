@@ -150,12 +150,11 @@ fn serve(args: &RuleArgs) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         tracing::info!(listen = %listener.local_addr()?, "serving");
-        let proxy = Arc::new(Proxy::new(
-            Arc::new(rule_set),
-            upstream,
-            config.default_registry.clone(),
-            config.cache.dir.clone(),
-        ));
+        let proxy = Arc::new(
+            Proxy::new(Arc::new(rule_set), upstream, &config).with_context(|| {
+                format!("cannot open the cache in {}", config.cache.dir.display())
+            })?,
+        );
         http::serve(listener, proxy, shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())

@@ -1,33 +1,55 @@
-//! Blobs: digest-addressed and tag-less, so any source holding the bytes is right. They are tried
-//! from the source that served this repository's manifest recently (as containers/image keeps
-//! pulling from the endpoint that gave it the manifest), then the digest route, then the tag
-//! route's mirrors. The body streams to the client as it arrives and is hashed on the way; if it
-//! does not match the digest, the response is aborted rather than completed.
+//! Blobs: digest-addressed and tag-less, so any source holding the bytes is right. They are
+//! served from the store when present; otherwise they are tried from the source that served this
+//! repository's manifest recently (as containers/image keeps pulling from the endpoint that gave
+//! it the manifest), then the digest route, then the tag route's mirrors.
+//!
+//! A miss starts one download per digest, however many clients ask: it writes a temporary file
+//! while hashing, and every client — the first included — streams from that file as it grows.
+//! The last byte is only released once the digest is verified, and the file only enters the store
+//! then; a mismatch aborts every response and marks the source as corrupt for that blob.
 
 use std::collections::HashSet;
+use std::io::{Seek, SeekFrom};
+use std::sync::Arc;
 
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
 
-use super::verify::{Outcome, Verified};
+use super::verify::{Hasher, Outcome, Verified};
 use super::{AttemptFailure, Failure, Proxy, exhausted, resolve_error, summary};
+use crate::cache::blobs::{BlobFile, DownloadState, READ_CHUNK, follow};
+use crate::cache::stats::CacheStats;
 use crate::http::{ApiError, Body, ErrorCode, Repository, empty_body};
 use crate::reference::{Digest, Reference};
 use crate::rules::Role;
 use crate::upstream::UpstreamRequest;
 
 impl Proxy {
-    /// `GET|HEAD /v2/<name>/blobs/<digest>`, with `Range` passed through.
+    /// `GET|HEAD /v2/<name>/blobs/<digest>`, with `Range`.
     pub(super) async fn blob(
-        &self,
+        self: &Arc<Self>,
         repository: &Repository,
         digest: &Digest,
         head: bool,
         range: Option<&HeaderValue>,
     ) -> Result<Response<Body>, ApiError> {
         let logical = repository.with_digest(digest);
+        // The rules decide first: a stored blob is only served where they allow a pull.
         let candidates = self.blob_candidates(repository, &logical)?;
+        if let Some(blob) = self.cache.blobs.open_blob(digest) {
+            CacheStats::count(&self.cache.stats.blob_hits);
+            tracing::info!(reference = %logical, served_by = "cache", "blob served");
+            return Ok(stored_blob_response(
+                blob,
+                digest,
+                range,
+                head,
+                &self.cache.stats,
+            ));
+        }
         if candidates.is_empty() {
             return Err(ApiError::new(
                 StatusCode::BAD_GATEWAY,
@@ -37,33 +59,266 @@ impl Proxy {
                 ),
             ));
         }
+        if head || range.is_some() {
+            return self
+                .blob_passthrough(&logical, digest, candidates, head, range)
+                .await;
+        }
+        CacheStats::count(&self.cache.stats.blob_misses);
+        let mut state = self.join_download(&logical, digest, candidates);
+        loop {
+            let current = state.borrow_and_update().clone();
+            match current {
+                DownloadState::Connecting => {
+                    if state.changed().await.is_err() {
+                        return Err(download_lost());
+                    }
+                }
+                DownloadState::Streaming { temp, len, .. } => {
+                    let body = follow(temp, self.cache.blobs.path(digest), state)
+                        .map_ok(hyper::body::Frame::data);
+                    return Ok(blob_response(
+                        StatusCode::OK,
+                        len,
+                        digest,
+                        None,
+                        StreamBody::new(body).boxed_unsync(),
+                    ));
+                }
+                DownloadState::Complete { .. } => {
+                    return match self.cache.blobs.open_blob(digest) {
+                        Some(blob) => Ok(stored_blob_response(
+                            blob,
+                            digest,
+                            None,
+                            false,
+                            &self.cache.stats,
+                        )),
+                        None => Err(download_lost()),
+                    };
+                }
+                DownloadState::Failed { reason, not_found } => {
+                    return Err(if not_found {
+                        ApiError::new(StatusCode::NOT_FOUND, ErrorCode::BlobUnknown, &*reason)
+                    } else {
+                        ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::Unknown, &*reason)
+                    });
+                }
+                DownloadState::Uncacheable => {
+                    return self
+                        .blob_passthrough(
+                            &logical,
+                            digest,
+                            self.blob_candidates(repository, &logical)?,
+                            false,
+                            None,
+                        )
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Joins the download of `digest` under way, or starts one.
+    fn join_download(
+        self: &Arc<Self>,
+        logical: &Reference,
+        digest: &Digest,
+        candidates: Vec<(Reference, Role)>,
+    ) -> watch::Receiver<DownloadState> {
+        let mut downloads = self.downloads.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(state) = downloads.get(digest.as_str()) {
+            CacheStats::count(&self.cache.stats.coalesced);
+            return state.clone();
+        }
+        let (sender, receiver) = watch::channel(DownloadState::Connecting);
+        downloads.insert(digest.as_str().to_owned(), receiver.clone());
+        let this = self.clone();
+        let logical = logical.clone();
+        let digest = digest.clone();
+        tokio::spawn(async move {
+            let outcome = this.download(&logical, &digest, candidates, &sender).await;
+            // Leave the map before announcing the end: later requests find the store.
+            this.downloads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(digest.as_str());
+            sender.send_replace(outcome);
+        });
+        receiver
+    }
+
+    /// Downloads a blob into the store from the first candidate that has it, publishing the
+    /// progress; returns the final state.
+    async fn download(
+        &self,
+        logical: &Reference,
+        digest: &Digest,
+        candidates: Vec<(Reference, Role)>,
+        state: &watch::Sender<DownloadState>,
+    ) -> DownloadState {
         let mut failures = Vec::new();
         for (physical, role) in candidates {
-            let mut headers = HeaderMap::new();
-            if let Some(range) = range {
-                headers.insert(header::RANGE, range.clone());
-            }
-            let request = UpstreamRequest {
-                method: if head { Method::HEAD } else { Method::GET },
-                registry: physical.domain().to_owned(),
-                repository: physical.path().to_owned(),
-                path: format!("/v2/{}/blobs/{digest}", physical.path()),
-                query: None,
-                headers,
-                follow_redirects: true,
+            let response = match self
+                .upstream
+                .send(blob_request(&physical, digest, Method::GET, None))
+                .await
+            {
+                Ok(response) if response.status() == StatusCode::OK => response,
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    failures.push(Failure {
+                        reference: physical,
+                        role,
+                        reason: AttemptFailure::Upstream(crate::upstream::AttemptError::Status {
+                            status,
+                        }),
+                    });
+                    continue;
+                }
+                Err(error) => {
+                    failures.push(Failure {
+                        reference: physical,
+                        role,
+                        reason: AttemptFailure::Upstream(error),
+                    });
+                    continue;
+                }
             };
+            let len = response.content_length();
+            let (temp, mut file) = match self.cache.blobs.temp_file().await {
+                Ok(temp) => temp,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot write to the blob store; serving uncached");
+                    return DownloadState::Uncacheable;
+                }
+            };
+            let temp = Arc::new(temp);
+            state.send_replace(DownloadState::Streaming {
+                temp: temp.clone(),
+                len,
+                written: 0,
+            });
+            let mut hasher = Hasher::new(digest.algorithm());
+            let mut written: u64 = 0;
+            let mut body = response.bytes_stream();
+            let ending = loop {
+                match body.next().await {
+                    Some(Ok(chunk)) => {
+                        // tokio's file completes a write in the background; followers may
+                        // only be told about bytes the OS has.
+                        let stored = async {
+                            file.write_all(&chunk).await?;
+                            file.flush().await
+                        };
+                        if let Err(error) = stored.await {
+                            break Outcome::Broken(format!("writing the blob store: {error}"));
+                        }
+                        hasher.update(&chunk);
+                        written += chunk.len() as u64;
+                        if len.is_some_and(|len| written > len) {
+                            break Outcome::Corrupt(format!(
+                                "upstream sent more than the {} bytes it announced",
+                                len.unwrap_or_default()
+                            ));
+                        }
+                        state.send_modify(|s| {
+                            if let DownloadState::Streaming { written: w, .. } = s {
+                                *w = written;
+                            }
+                        });
+                    }
+                    Some(Err(error)) => {
+                        break Outcome::Broken(format!("upstream body failed: {error}"));
+                    }
+                    None => {
+                        let actual = hasher.finish();
+                        break if len.is_some_and(|len| len != written) {
+                            Outcome::Broken(format!(
+                                "upstream sent {written} of {} bytes",
+                                len.unwrap_or_default()
+                            ))
+                        } else if actual != digest.as_str() {
+                            Outcome::Corrupt(format!(
+                                "digest mismatch: expected {digest}, got {actual}"
+                            ))
+                        } else {
+                            Outcome::Complete(written)
+                        };
+                    }
+                }
+            };
+            let committed = match ending {
+                Outcome::Complete(size) => match file
+                    .sync_data()
+                    .await
+                    .and_then(|()| self.cache.blobs.commit(&temp, digest, size))
+                {
+                    Ok(()) => Ok(size),
+                    Err(error) => Err(format!("storing the blob: {error}")),
+                },
+                Outcome::Corrupt(reason) => {
+                    tracing::warn!(served_by = %physical, %reason, "blob aborted: corrupt; the source is skipped for this blob for a while");
+                    self.corrupt_recorder()(&physical);
+                    Err(reason)
+                }
+                Outcome::Broken(reason) => Err(reason),
+            };
+            return match committed {
+                Ok(size) => {
+                    CacheStats::add(&self.cache.stats.bytes_fetched, size);
+                    tracing::info!(reference = %logical, served_by = %physical, %role, size, failed = %summary(&failures), "blob fetched");
+                    DownloadState::Complete { len: size }
+                }
+                Err(reason) => {
+                    let _ = tokio::fs::remove_file(temp.as_path()).await;
+                    tracing::warn!(reference = %logical, served_by = %physical, %reason, "blob download failed");
+                    DownloadState::Failed {
+                        reason: format!("blob {logical} from {physical}: {reason}").into(),
+                        not_found: false,
+                    }
+                }
+            };
+        }
+        let error = exhausted("blob", logical.as_str(), &failures, ErrorCode::BlobUnknown);
+        tracing::info!(reference = %logical, status = error.status.as_u16(), failed = %summary(&failures), "blob not served");
+        DownloadState::Failed {
+            reason: error.message.into(),
+            not_found: error.status == StatusCode::NOT_FOUND,
+        }
+    }
+
+    /// Serves a blob straight from the first candidate that has it, without storing it: HEAD,
+    /// `Range` requests on blobs not stored, and a store that cannot take the blob.
+    async fn blob_passthrough(
+        &self,
+        logical: &Reference,
+        digest: &Digest,
+        candidates: Vec<(Reference, Role)>,
+        head: bool,
+        range: Option<&HeaderValue>,
+    ) -> Result<Response<Body>, ApiError> {
+        let method = if head { Method::HEAD } else { Method::GET };
+        let mut failures = Vec::new();
+        for (physical, role) in candidates {
+            let request = blob_request(&physical, digest, method.clone(), range);
             match self.upstream.send(request).await {
                 Ok(upstream) => {
                     tracing::info!(
-                        method = if head { "HEAD" } else { "GET" },
+                        method = %method,
                         reference = %logical,
                         served_by = %physical,
                         %role,
                         failed = %summary(&failures),
                         "blob served"
                     );
-                    let on_corrupt = self.corrupt_recorder();
-                    return Ok(blob_response(upstream, digest, physical, head, on_corrupt));
+                    return Ok(passthrough_response(
+                        upstream,
+                        digest,
+                        physical,
+                        head,
+                        self.corrupt_recorder(),
+                    ));
                 }
                 Err(error) => failures.push(Failure {
                     reference: physical,
@@ -79,7 +334,8 @@ impl Proxy {
 
     /// The physical blob references to try, in order, without repeats: the digest route, then
     /// the tag route's mirrors, with the source that recently served this repository's manifest
-    /// moved to the front — if the current rules still route there at all.
+    /// moved to the front — if the current rules still route there at all. Sources that recently
+    /// served corrupt bytes for this blob are left out.
     fn blob_candidates(
         &self,
         repository: &Repository,
@@ -111,6 +367,11 @@ impl Proxy {
                 }
             }
         }
+        if candidates.is_empty()
+            && let Err(error) = digest_route
+        {
+            return Err(resolve_error(error));
+        }
         let mut seen = HashSet::new();
         candidates.retain(|(physical, _)| {
             seen.insert(physical.name().to_owned()) && !self.is_corrupt(physical)
@@ -123,14 +384,185 @@ impl Proxy {
             let preferred = candidates.remove(position);
             candidates.insert(0, preferred);
         }
-        match (candidates.is_empty(), digest_route) {
-            (true, Err(error)) => Err(resolve_error(error)),
-            _ => Ok(candidates),
-        }
+        Ok(candidates)
     }
 }
 
+/// `GET|HEAD /v2/<path>/blobs/<digest>` for a physical reference, following redirects (blob
+/// storage).
+fn blob_request(
+    physical: &Reference,
+    digest: &Digest,
+    method: Method,
+    range: Option<&HeaderValue>,
+) -> UpstreamRequest {
+    let mut headers = HeaderMap::new();
+    if let Some(range) = range {
+        headers.insert(header::RANGE, range.clone());
+    }
+    UpstreamRequest {
+        method,
+        registry: physical.domain().to_owned(),
+        repository: physical.path().to_owned(),
+        path: format!("/v2/{}/blobs/{digest}", physical.path()),
+        query: None,
+        headers,
+        follow_redirects: true,
+    }
+}
+
+fn download_lost() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        ErrorCode::Unknown,
+        "the blob download ended without an outcome; try again",
+    )
+}
+
+/// Response headers of a blob, with the body given.
 fn blob_response(
+    status: StatusCode,
+    len: Option<u64>,
+    digest: &Digest,
+    content_range: Option<HeaderValue>,
+    body: Body,
+) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Some(len) = len {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    if let Ok(value) = HeaderValue::from_str(digest.as_str()) {
+        headers.insert("docker-content-digest", value);
+    }
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(range) = content_range {
+        headers.insert(header::CONTENT_RANGE, range);
+    }
+    response
+}
+
+/// A stored blob, whole or the part a single `Range` asks for.
+fn stored_blob_response(
+    blob: BlobFile,
+    digest: &Digest,
+    range: Option<&HeaderValue>,
+    head: bool,
+    stats: &Arc<crate::cache::stats::CacheStats>,
+) -> Response<Body> {
+    let size = blob.size;
+    let (status, start, len, content_range) = match range.map(|r| parse_range(r, size)) {
+        None | Some(RangeAnswer::Whole) => (StatusCode::OK, 0, size, None),
+        Some(RangeAnswer::Part { start, end }) => (
+            StatusCode::PARTIAL_CONTENT,
+            start,
+            end - start + 1,
+            HeaderValue::from_str(&format!("bytes {start}-{end}/{size}")).ok(),
+        ),
+        Some(RangeAnswer::Unsatisfiable) => {
+            let mut response = blob_response(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                Some(0),
+                digest,
+                HeaderValue::from_str(&format!("bytes */{size}")).ok(),
+                empty_body(),
+            );
+            response.headers_mut().remove("docker-content-digest");
+            return response;
+        }
+    };
+    if head {
+        return blob_response(status, Some(len), digest, content_range, empty_body());
+    }
+    let BlobFile {
+        mut file, guard, ..
+    } = blob;
+    if start > 0
+        && let Err(error) = file.seek(SeekFrom::Start(start))
+    {
+        tracing::warn!(%error, "cannot seek in a stored blob");
+    }
+    let stats = stats.clone();
+    let reader = tokio::fs::File::from_std(file).take(len);
+    let body = tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK).map(move |chunk| {
+        // The guard lives as long as the body: the blob cannot be evicted under a reader.
+        let _ = &guard;
+        if let Ok(chunk) = &chunk {
+            CacheStats::add(&stats.bytes_from_cache, chunk.len() as u64);
+        }
+        chunk.map(hyper::body::Frame::data)
+    });
+    blob_response(
+        status,
+        Some(len),
+        digest,
+        content_range,
+        StreamBody::new(body).boxed_unsync(),
+    )
+}
+
+/// What a `Range` header asks of a blob of `size` bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum RangeAnswer {
+    /// Serve it whole (no usable range, or several ranges: the whole is a valid answer).
+    Whole,
+    /// Bytes `start..=end`.
+    Part { start: u64, end: u64 },
+    /// The range lies outside the blob.
+    Unsatisfiable,
+}
+
+fn parse_range(header: &HeaderValue, size: u64) -> RangeAnswer {
+    let Some(spec) = header
+        .to_str()
+        .ok()
+        .and_then(|h| h.trim().strip_prefix("bytes="))
+    else {
+        return RangeAnswer::Whole;
+    };
+    if spec.contains(',') {
+        return RangeAnswer::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeAnswer::Whole;
+    };
+    let (first, last) = (first.trim(), last.trim());
+    let parsed = match (first.is_empty(), last.is_empty()) {
+        // bytes=-N: the last N bytes.
+        (true, false) => last.parse::<u64>().ok().map(|n| {
+            if n == 0 {
+                None
+            } else {
+                Some((size.saturating_sub(n), size.saturating_sub(1)))
+            }
+        }),
+        (false, true) => first
+            .parse::<u64>()
+            .ok()
+            .map(|a| Some((a, size.saturating_sub(1)))),
+        (false, false) => match (first.parse::<u64>(), last.parse::<u64>()) {
+            (Ok(a), Ok(b)) if a <= b => Some(Some((a, b.min(size.saturating_sub(1))))),
+            _ => None,
+        },
+        (true, true) => None,
+    };
+    match parsed {
+        None => RangeAnswer::Whole,
+        Some(None) => RangeAnswer::Unsatisfiable,
+        Some(Some((start, end))) if size == 0 || start >= size || start > end => {
+            RangeAnswer::Unsatisfiable
+        }
+        Some(Some((start, end))) => RangeAnswer::Part { start, end },
+    }
+}
+
+/// A blob streamed straight from an upstream; a whole blob is verified on the way.
+fn passthrough_response(
     upstream: reqwest::Response,
     digest: &Digest,
     physical: Reference,
@@ -139,26 +571,12 @@ fn blob_response(
 ) -> Response<Body> {
     let status = upstream.status();
     let length = upstream.content_length();
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    if let Some(length) = length {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    }
-    if let Ok(value) = HeaderValue::from_str(digest.as_str()) {
-        headers.insert("docker-content-digest", value);
-    }
-    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Some(range) = upstream.headers().get(header::CONTENT_RANGE) {
-        headers.insert(header::CONTENT_RANGE, range.clone());
-    }
-
+    let content_range = upstream.headers().get(header::CONTENT_RANGE).cloned();
+    let partial = status == StatusCode::PARTIAL_CONTENT;
     let body = if head {
         empty_body()
-    } else if status == StatusCode::PARTIAL_CONTENT {
-        // A range cannot be checked against the digest of the whole blob; it is passed through.
+    } else if partial {
+        // A part cannot be checked against the digest of the whole blob; it is passed through.
         StreamBody::new(
             upstream
                 .bytes_stream()
@@ -184,12 +602,66 @@ fn blob_response(
         );
         StreamBody::new(verified.map_ok(hyper::body::Frame::data)).boxed_unsync()
     };
-    let mut response = Response::new(body);
-    *response.status_mut() = if status == StatusCode::PARTIAL_CONTENT {
+    let status = if partial {
         StatusCode::PARTIAL_CONTENT
     } else {
         StatusCode::OK
     };
-    *response.headers_mut() = headers;
-    response
+    blob_response(status, length, digest, content_range, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(spec: &str, size: u64) -> RangeAnswer {
+        parse_range(&HeaderValue::from_str(spec).unwrap(), size)
+    }
+
+    #[test]
+    fn closed_range_is_a_part() {
+        assert_eq!(
+            range("bytes=10-19", 100),
+            RangeAnswer::Part { start: 10, end: 19 }
+        );
+    }
+
+    #[test]
+    fn open_range_runs_to_the_end() {
+        assert_eq!(
+            range("bytes=90-", 100),
+            RangeAnswer::Part { start: 90, end: 99 }
+        );
+    }
+
+    #[test]
+    fn suffix_range_is_the_last_bytes() {
+        assert_eq!(
+            range("bytes=-10", 100),
+            RangeAnswer::Part { start: 90, end: 99 }
+        );
+    }
+
+    #[test]
+    fn range_past_the_end_is_clamped() {
+        assert_eq!(
+            range("bytes=95-200", 100),
+            RangeAnswer::Part { start: 95, end: 99 }
+        );
+    }
+
+    #[test]
+    fn range_starting_past_the_end_is_unsatisfiable() {
+        assert_eq!(range("bytes=100-", 100), RangeAnswer::Unsatisfiable);
+    }
+
+    #[test]
+    fn several_ranges_get_the_whole_blob() {
+        assert_eq!(range("bytes=0-1,5-6", 100), RangeAnswer::Whole);
+    }
+
+    #[test]
+    fn garbage_range_gets_the_whole_blob() {
+        assert_eq!(range("items=1-2", 100), RangeAnswer::Whole);
+    }
 }

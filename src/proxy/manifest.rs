@@ -1,5 +1,11 @@
 //! Manifests: tried along the route of the reference's kind (digest or tag), read whole (they are
-//! small and bounded), and verified against the digest asked for before a byte is sent.
+//! small and bounded), and verified against the digest asked for before a byte is sent. By digest
+//! they are cached for good; by tag the answer (tag → digest) is reused for `cache.tag_ttl`, then
+//! revalidated with a HEAD.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -8,8 +14,12 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use super::verify::digest_of;
 use super::{AttemptFailure, Failure, Proxy, bytes_response, exhausted, resolve_error, summary};
+use crate::cache::manifests::StoredManifest;
+use crate::cache::stats::CacheStats;
+use crate::cache::tags::TagAnswer;
 use crate::http::{ApiError, Body, ErrorCode};
-use crate::reference::{Algorithm, Reference};
+use crate::reference::{Algorithm, Digest, Reference};
+use crate::rules::{PullSource, Resolution};
 use crate::upstream::UpstreamRequest;
 
 /// The largest manifest accepted, as the Distribution registry bounds them.
@@ -24,32 +34,213 @@ const STANDARD_MANIFEST_TYPES: [&str; 4] = [
     "application/vnd.docker.distribution.manifest.list.v2+json",
 ];
 
-/// A manifest as an upstream served it, verified.
-pub(super) struct Manifest {
-    pub bytes: Bytes,
-    pub media_type: String,
-    pub digest: String,
-}
-
 impl Proxy {
     /// `GET|HEAD /v2/<name>/manifests/<reference>`.
     pub(super) async fn manifest(
-        &self,
+        self: &Arc<Self>,
         logical: &Reference,
         head: bool,
         accept: GetAll<'_, HeaderValue>,
     ) -> Result<Response<Body>, ApiError> {
+        // The rules decide first: cached content is only served where they allow a pull.
         let resolution = self.rules().resolve(logical).map_err(|e| {
             tracing::info!(reference = %logical, error = %e, "manifest refused");
             resolve_error(e)
         })?;
         let accept = accept_header(accept);
+        let manifest = match logical.digest() {
+            Some(digest) => {
+                self.manifest_by_digest(logical, &digest, resolution, accept)
+                    .await?
+            }
+            None => self.manifest_by_tag(logical, resolution, accept).await?,
+        };
+        Ok(manifest_response(&manifest, head))
+    }
+
+    /// A manifest by digest: from the cache, else fetched along the digest route (one fetch
+    /// for any number of concurrent requests).
+    async fn manifest_by_digest(
+        self: &Arc<Self>,
+        logical: &Reference,
+        digest: &Digest,
+        resolution: Resolution,
+        accept: HeaderValue,
+    ) -> Result<Arc<StoredManifest>, ApiError> {
+        if let Some(manifest) = self.cache.manifests.get(digest) {
+            CacheStats::count(&self.cache.stats.manifest_hits);
+            tracing::info!(reference = %logical, served_by = "cache", "manifest served");
+            return Ok(manifest);
+        }
+        CacheStats::count(&self.cache.stats.manifest_misses);
+        let this = self.clone();
+        let owned = logical.clone();
+        let (result, joined) = self
+            .manifest_flights
+            .run(logical.as_str(), move || async move {
+                let (manifest, _) = this
+                    .fetch_along(&owned, &resolution.sources, &accept)
+                    .await?;
+                this.cache.manifests.put(manifest.clone());
+                Ok(manifest)
+            })
+            .await;
+        if joined {
+            CacheStats::count(&self.cache.stats.coalesced);
+        }
+        result.unwrap_or_else(|| Err(interrupted()))
+    }
+
+    /// A manifest by tag: the cached answer within its TTL, else revalidated (one revalidation
+    /// for any number of concurrent requests).
+    async fn manifest_by_tag(
+        self: &Arc<Self>,
+        logical: &Reference,
+        resolution: Resolution,
+        accept: HeaderValue,
+    ) -> Result<Arc<StoredManifest>, ApiError> {
+        let route = route_fingerprint(&resolution);
+        // An answer found on another route is not an answer for this one.
+        let answer = self
+            .cache
+            .tags
+            .get(logical.as_str())
+            .filter(|answer| answer.route == route);
+        if let Some(answer) = &answer
+            && answer.confirmed_at.elapsed() < self.cache.tag_ttl
+            && let Some(manifest) = self.cached_manifest(&answer.digest)
+        {
+            CacheStats::count(&self.cache.stats.tag_hits);
+            tracing::info!(reference = %logical, served_by = "cache", digest = %answer.digest, "manifest served");
+            return Ok(manifest);
+        }
+        let this = self.clone();
+        let owned = logical.clone();
+        let key = format!("tag {logical}");
+        let (result, joined) = self
+            .manifest_flights
+            .run(&key, move || async move {
+                this.refresh_tag(&owned, resolution, route, answer, accept)
+                    .await
+            })
+            .await;
+        if joined {
+            CacheStats::count(&self.cache.stats.coalesced);
+        }
+        result.unwrap_or_else(|| Err(interrupted()))
+    }
+
+    /// Asks the route what a tag points to now. With an earlier answer whose manifest is still
+    /// cached, a HEAD suffices unless the tag moved; when every source fails, an earlier answer
+    /// younger than `stale_if_error` is served.
+    async fn refresh_tag(
+        &self,
+        logical: &Reference,
+        resolution: Resolution,
+        route: u64,
+        answer: Option<TagAnswer>,
+        accept: HeaderValue,
+    ) -> Result<Arc<StoredManifest>, ApiError> {
+        let known = answer
+            .as_ref()
+            .and_then(|a| Some((a, self.cached_manifest(&a.digest)?)));
+        if known.is_some() {
+            CacheStats::count(&self.cache.stats.tag_revalidations);
+        }
         let mut failures = Vec::new();
         for source in &resolution.sources {
+            if let Some((answer, cached)) = &known {
+                match self.head_digest(&source.reference, &accept).await {
+                    Ok(Some(digest)) if digest == answer.digest => {
+                        self.record_tag(logical, &digest, source, route);
+                        tracing::info!(reference = %logical, served_by = "cache", confirmed_by = %source.reference, "manifest served");
+                        return Ok(cached.clone());
+                    }
+                    // Moved, or no digest announced: fetch it from this source.
+                    Ok(_) => {}
+                    Err(reason) => {
+                        failures.push(Failure {
+                            reference: source.reference.clone(),
+                            role: source.role,
+                            reason,
+                        });
+                        continue;
+                    }
+                }
+            }
             match self.fetch_manifest(&source.reference, &accept).await {
                 Ok(manifest) => {
+                    let manifest = Arc::new(manifest);
+                    self.cache.manifests.put(manifest.clone());
+                    self.record_tag(logical, &manifest.digest, source, route);
+                    self.remember_source(logical, &source.reference);
                     tracing::info!(
-                        method = if head { "HEAD" } else { "GET" },
+                        reference = %logical,
+                        served_by = %source.reference,
+                        role = %source.role,
+                        digest = %manifest.digest,
+                        failed = %summary(&failures),
+                        "manifest served"
+                    );
+                    return Ok(manifest);
+                }
+                Err(reason) => failures.push(Failure {
+                    reference: source.reference.clone(),
+                    role: source.role,
+                    reason,
+                }),
+            }
+        }
+        let all_not_found = failures.iter().all(|f| f.reason.is_not_found());
+        if let Some((answer, cached)) = known
+            && !all_not_found
+            && answer.confirmed_at.elapsed() < self.cache.stale_if_error
+        {
+            CacheStats::count(&self.cache.stats.stale_served);
+            tracing::warn!(reference = %logical, digest = %answer.digest, failed = %summary(&failures), "every source failed; serving the last known answer");
+            return Ok(cached);
+        }
+        if all_not_found {
+            self.cache.tags.remove(logical.as_str());
+        }
+        let error = exhausted(
+            "manifest",
+            logical.as_str(),
+            &failures,
+            ErrorCode::ManifestUnknown,
+        );
+        tracing::info!(reference = %logical, status = error.status.as_u16(), failed = %summary(&failures), "manifest not served");
+        Err(error)
+    }
+
+    fn record_tag(&self, logical: &Reference, digest: &str, source: &PullSource, route: u64) {
+        self.cache.tags.put(
+            logical.as_str(),
+            TagAnswer {
+                digest: digest.to_owned(),
+                source: source.reference.to_string(),
+                route,
+                confirmed_at: Instant::now(),
+            },
+        );
+    }
+
+    fn cached_manifest(&self, digest: &str) -> Option<Arc<StoredManifest>> {
+        self.cache.manifests.get(&digest.parse().ok()?)
+    }
+
+    /// Tries `sources` in order for the manifest `logical` names.
+    async fn fetch_along(
+        &self,
+        logical: &Reference,
+        sources: &[PullSource],
+        accept: &HeaderValue,
+    ) -> Result<(Arc<StoredManifest>, PullSource), ApiError> {
+        let mut failures = Vec::new();
+        for source in sources {
+            match self.fetch_manifest(&source.reference, accept).await {
+                Ok(manifest) => {
+                    tracing::info!(
                         reference = %logical,
                         served_by = %source.reference,
                         role = %source.role,
@@ -58,7 +249,7 @@ impl Proxy {
                         "manifest served"
                     );
                     self.remember_source(logical, &source.reference);
-                    return Ok(manifest_response(manifest, head));
+                    return Ok((Arc::new(manifest), source.clone()));
                 }
                 Err(reason) => {
                     tracing::debug!(reference = %source.reference, %reason, "pull source failed");
@@ -80,30 +271,32 @@ impl Proxy {
         Err(error)
     }
 
+    /// The digest a source announces for a manifest, from a HEAD.
+    async fn head_digest(
+        &self,
+        physical: &Reference,
+        accept: &HeaderValue,
+    ) -> Result<Option<String>, AttemptFailure> {
+        let mut request = manifest_request(physical, accept);
+        request.method = Method::HEAD;
+        let response = self.upstream.send(request).await?;
+        Ok(response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned))
+    }
+
     /// Fetches one manifest from one pull source. HEAD requests are answered from a GET too:
     /// manifests are small, and only the bytes prove the digest a HEAD would report.
     async fn fetch_manifest(
         &self,
         physical: &Reference,
         accept: &HeaderValue,
-    ) -> Result<Manifest, AttemptFailure> {
-        let target = physical
-            .digest_str()
-            .or(physical.tag())
-            .unwrap_or(crate::reference::DEFAULT_TAG);
-        let mut headers = HeaderMap::new();
-        headers.insert(header::ACCEPT, accept.clone());
+    ) -> Result<StoredManifest, AttemptFailure> {
         let response = self
             .upstream
-            .send(UpstreamRequest {
-                method: Method::GET,
-                registry: physical.domain().to_owned(),
-                repository: physical.path().to_owned(),
-                path: format!("/v2/{}/manifests/{target}", physical.path()),
-                query: None,
-                headers,
-                follow_redirects: false,
-            })
+            .send(manifest_request(physical, accept))
             .await?;
         if response
             .content_length()
@@ -143,12 +336,51 @@ impl Proxy {
             .filter(|t| !t.is_empty() && t != "application/octet-stream")
             .or_else(|| media_type_field(&bytes))
             .unwrap_or_else(|| STANDARD_MANIFEST_TYPES[0].to_owned());
-        Ok(Manifest {
+        Ok(StoredManifest {
             bytes,
             media_type,
             digest,
         })
     }
+}
+
+/// `GET /v2/<path>/manifests/<digest or tag>` for a physical reference.
+fn manifest_request(physical: &Reference, accept: &HeaderValue) -> UpstreamRequest {
+    let target = physical
+        .digest_str()
+        .or(physical.tag())
+        .unwrap_or(crate::reference::DEFAULT_TAG);
+    let mut headers = HeaderMap::new();
+    headers.insert(header::ACCEPT, accept.clone());
+    UpstreamRequest {
+        method: Method::GET,
+        registry: physical.domain().to_owned(),
+        repository: physical.path().to_owned(),
+        path: format!("/v2/{}/manifests/{target}", physical.path()),
+        query: None,
+        headers,
+        follow_redirects: false,
+    }
+}
+
+/// What identifies a route: the pull sources in order. A tag answer is only reused on the
+/// route it was found on.
+fn route_fingerprint(resolution: &Resolution) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for source in &resolution.sources {
+        source.role.as_str().hash(&mut hasher);
+        source.reference.as_str().hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// The answer for waiters of a fetch that ended without a result (its task died).
+fn interrupted() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        ErrorCode::Unknown,
+        "the upstream fetch was interrupted; try again",
+    )
 }
 
 /// The client's `Accept` values, plus every standard manifest type they lack.
@@ -196,8 +428,13 @@ pub(super) async fn read_bounded(
     Ok(body.freeze())
 }
 
-fn manifest_response(manifest: Manifest, head: bool) -> Response<Body> {
-    let mut response = bytes_response(StatusCode::OK, &manifest.media_type, manifest.bytes, head);
+fn manifest_response(manifest: &StoredManifest, head: bool) -> Response<Body> {
+    let mut response = bytes_response(
+        StatusCode::OK,
+        &manifest.media_type,
+        manifest.bytes.clone(),
+        head,
+    );
     if let Ok(digest) = HeaderValue::from_str(&manifest.digest) {
         response
             .headers_mut()

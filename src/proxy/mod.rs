@@ -14,7 +14,7 @@ mod manifest;
 pub mod verify;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,14 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use serde_json::json;
+use tokio::sync::watch;
+
+use crate::cache::Cache;
+use crate::cache::blobs::DownloadState;
+use crate::cache::flights::Flights;
+use crate::cache::manifests::StoredManifest;
+use crate::cache::stats::CacheStats;
+use crate::config::Config;
 
 use crate::http::{ApiError, ApiRequest, Body, ErrorCode, empty_body, full_body};
 use crate::reference::Reference;
@@ -37,12 +45,17 @@ const CORRUPT_TTL: Duration = Duration::from_secs(600);
 /// At most this many (source, blob) pairs are remembered as corrupt.
 const CORRUPT_CAPACITY: usize = 10_000;
 
-/// The proxy: the current rules, the upstream client and what it remembers between requests.
+/// The proxy: the current rules, the upstream client, the caches and what it remembers between
+/// requests.
 pub struct Proxy {
     rules: ArcSwap<RuleSet>,
     upstream: Upstream,
     default_registry: String,
-    cache_dir: PathBuf,
+    cache: Cache,
+    /// Manifest fetches and tag revalidations under way.
+    manifest_flights: Flights<Result<Arc<StoredManifest>, ApiError>>,
+    /// Blob downloads under way, by digest.
+    downloads: Mutex<HashMap<String, watch::Receiver<DownloadState>>>,
     /// Logical repository name → the physical repository that last served one of its manifests.
     affinity: Mutex<HashMap<String, Affinity>>,
     /// Physical blob references (`repo@digest`) whose source served bytes that did not match the
@@ -59,21 +72,24 @@ struct Affinity {
 }
 
 impl Proxy {
-    /// A proxy serving `rules` through `upstream`.
-    pub fn new(
-        rules: Arc<RuleSet>,
-        upstream: Upstream,
-        default_registry: String,
-        cache_dir: PathBuf,
-    ) -> Proxy {
-        Proxy {
+    /// A proxy serving `rules` through `upstream`, with the caches and default registry of
+    /// `config`. Opening the cache removes leftover temporary files and indexes stored blobs.
+    pub fn new(rules: Arc<RuleSet>, upstream: Upstream, config: &Config) -> io::Result<Proxy> {
+        Ok(Proxy {
             rules: ArcSwap::new(rules),
             upstream,
-            default_registry,
-            cache_dir,
+            default_registry: config.default_registry.clone(),
+            cache: Cache::open(&config.cache)?,
+            manifest_flights: Flights::default(),
+            downloads: Mutex::new(HashMap::new()),
             affinity: Mutex::new(HashMap::new()),
             corrupt: Arc::new(Mutex::new(HashMap::new())),
-        }
+        })
+    }
+
+    /// What the caches did so far.
+    pub fn cache_stats(&self) -> &CacheStats {
+        &self.cache.stats
     }
 
     /// The registry of names that do not name one.
@@ -93,7 +109,7 @@ impl Proxy {
 
     /// Answers one parsed request.
     pub async fn handle(
-        &self,
+        self: &Arc<Self>,
         request: ApiRequest,
         head: bool,
         headers: &HeaderMap,
@@ -135,9 +151,10 @@ impl Proxy {
 
     /// Ready means the cache directory can be written (the rules are loaded before serving).
     fn cache_writable(&self) -> Result<(), String> {
-        std::fs::create_dir_all(&self.cache_dir)
-            .and_then(|()| tempfile_probe(&self.cache_dir))
-            .map_err(|e| format!("cache directory {}: {e}", self.cache_dir.display()))
+        let dir = self.cache.dir();
+        std::fs::create_dir_all(dir)
+            .and_then(|()| tempfile_probe(dir))
+            .map_err(|e| format!("cache directory {}: {e}", dir.display()))
     }
 
     fn remember_source(&self, logical: &Reference, physical: &Reference) {

@@ -1,0 +1,359 @@
+//! The blob store: content-addressed files under `<cache.dir>/blobs/<algorithm>/<hex>`, bounded
+//! by `cache.max_size` with the least recently used evicted first (never one being read).
+//!
+//! A blob is written to a temporary file under `<cache.dir>/tmp` while it streams, and renamed
+//! into place only once its digest is verified, so nothing partial or unverified is ever visible
+//! in the store; temporary files left by a crash are removed when the store opens. While a blob
+//! downloads, any number of readers can [`follow`] the temporary file as it grows.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
+
+use super::lru::Lru;
+use super::stats::CacheStats;
+use crate::reference::{Algorithm, Digest};
+
+/// How often (at most) a blob's file time is refreshed when it is read: that time is the LRU
+/// order a restart rebuilds.
+const TOUCH_INTERVAL: Duration = Duration::from_secs(600);
+/// The size of the reads that feed response bodies.
+pub const READ_CHUNK: usize = 256 * 1024;
+
+#[derive(Debug, Clone)]
+struct BlobEntry {
+    size: u64,
+    /// Open readers; an entry with readers is never evicted.
+    readers: Arc<AtomicUsize>,
+}
+
+/// The blob store.
+pub struct BlobStore {
+    dir: PathBuf,
+    tmp: PathBuf,
+    index: Mutex<Lru<String, BlobEntry>>,
+    stats: Arc<CacheStats>,
+    next_temp: AtomicU64,
+}
+
+/// An open blob from the store; the blob cannot be evicted while its guard lives.
+pub struct BlobFile {
+    /// The open file.
+    pub file: std::fs::File,
+    /// Its size.
+    pub size: u64,
+    /// Keep this as long as the file is read.
+    pub guard: ReaderGuard,
+}
+
+/// Marks a stored blob as being read, which protects it from eviction.
+pub struct ReaderGuard(Arc<AtomicUsize>);
+
+impl Drop for ReaderGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl BlobStore {
+    /// Opens the store: removes leftover temporary files and indexes the blobs present, oldest
+    /// file time first, evicting down to `max_size` if the bound shrank.
+    pub fn open(
+        dir: PathBuf,
+        tmp: PathBuf,
+        max_size: u64,
+        stats: Arc<CacheStats>,
+    ) -> io::Result<BlobStore> {
+        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(&tmp)?;
+        for entry in std::fs::read_dir(&tmp)? {
+            let path = entry?.path();
+            if let Err(error) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), %error, "cannot remove a leftover temporary file");
+            }
+        }
+        let mut found = Vec::new();
+        for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
+            let algorithm_dir = dir.join(algorithm.name());
+            let Ok(entries) = std::fs::read_dir(&algorithm_dir) else {
+                continue;
+            };
+            for entry in entries {
+                let entry = entry?;
+                let name = entry.file_name();
+                let Some(hex) = name.to_str() else { continue };
+                let key = format!("{}:{hex}", algorithm.name());
+                // Anything that is not a blob name is not ours to index.
+                if key.parse::<Digest>().is_err() {
+                    continue;
+                }
+                let metadata = entry.metadata()?;
+                if metadata.is_file() {
+                    let time = metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                    found.push((time, key, metadata.len()));
+                }
+            }
+        }
+        found.sort();
+        let store = BlobStore {
+            dir,
+            tmp,
+            index: Mutex::new(Lru::new(max_size)),
+            stats,
+            next_temp: AtomicU64::new(0),
+        };
+        {
+            let mut index = store.lock();
+            for (_, key, size) in found {
+                let entry = BlobEntry {
+                    size,
+                    readers: Arc::new(AtomicUsize::new(0)),
+                };
+                let evicted = index.insert(key, entry, size, |_, _| false);
+                store.delete_evicted(evicted);
+            }
+        }
+        Ok(store)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lru<String, BlobEntry>> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where the blob `digest` lives once stored.
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join(digest.algorithm().name()).join(digest.hex())
+    }
+
+    /// The size of a stored blob, counting as a use.
+    pub fn size(&self, digest: &Digest) -> Option<u64> {
+        self.lock()
+            .get(&digest.as_str().to_owned())
+            .map(|entry| entry.size)
+    }
+
+    /// Opens a stored blob for reading, counting as a use.
+    pub fn open_blob(&self, digest: &Digest) -> Option<BlobFile> {
+        let key = digest.as_str().to_owned();
+        let entry = {
+            let mut index = self.lock();
+            let entry = index.get(&key)?.clone();
+            entry.readers.fetch_add(1, Ordering::AcqRel);
+            entry
+        };
+        let guard = ReaderGuard(entry.readers.clone());
+        match std::fs::File::open(self.path(digest)) {
+            Ok(file) => {
+                let stale = file
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > TOUCH_INTERVAL);
+                if stale {
+                    let _ = file.set_modified(SystemTime::now());
+                }
+                Some(BlobFile {
+                    file,
+                    size: entry.size,
+                    guard,
+                })
+            }
+            Err(error) => {
+                // Removed behind our back: forget it, and fetch it again.
+                tracing::warn!(digest = %digest, %error, "indexed blob cannot be opened; forgotten");
+                drop(guard);
+                self.lock().remove(&key);
+                None
+            }
+        }
+    }
+
+    /// A new temporary file for a blob that is about to stream in.
+    pub async fn temp_file(&self) -> io::Result<(PathBuf, tokio::fs::File)> {
+        let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
+        let path = self.tmp.join(format!("blob-{}-{n}", std::process::id()));
+        let file = tokio::fs::File::create(&path).await?;
+        Ok((path, file))
+    }
+
+    /// Moves a verified temporary file into the store, then evicts down to the bound.
+    pub fn commit(&self, temp: &Path, digest: &Digest, size: u64) -> io::Result<()> {
+        let path = self.path(digest);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        // Renaming and indexing under the lock: an eviction of an older copy of the same blob
+        // cannot delete the new file.
+        let mut index = self.lock();
+        std::fs::rename(temp, &path)?;
+        let entry = BlobEntry {
+            size,
+            readers: Arc::new(AtomicUsize::new(0)),
+        };
+        let evicted = index.insert(digest.as_str().to_owned(), entry, size, |_, entry| {
+            entry.readers.load(Ordering::Acquire) > 0
+        });
+        self.delete_evicted(evicted);
+        Ok(())
+    }
+
+    /// Deletes the files of evicted entries (called with the index locked).
+    fn delete_evicted(&self, evicted: Vec<(String, BlobEntry)>) {
+        for (key, _) in evicted {
+            CacheStats::count(&self.stats.evictions);
+            if let Ok(digest) = key.parse::<Digest>() {
+                let path = self.path(&digest);
+                if let Err(error) = std::fs::remove_file(&path) {
+                    tracing::warn!(path = %path.display(), %error, "cannot remove an evicted blob");
+                }
+            }
+        }
+    }
+
+    /// The bytes held in the store.
+    pub fn stored_bytes(&self) -> u64 {
+        self.lock().weight()
+    }
+
+    /// The number of blobs in the store.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether the store is empty.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+}
+
+/// The progress of a blob download shared by everyone reading it.
+#[derive(Debug, Clone)]
+pub enum DownloadState {
+    /// Pull sources are being tried.
+    Connecting,
+    /// Bytes are arriving in `temp`; `written` of them are on disk.
+    Streaming {
+        /// The temporary file.
+        temp: Arc<PathBuf>,
+        /// The length the upstream announced.
+        len: Option<u64>,
+        /// Bytes written so far.
+        written: u64,
+    },
+    /// All `len` bytes arrived, were verified, and are in the store.
+    Complete {
+        /// The blob's size.
+        len: u64,
+    },
+    /// The download failed; the message says why, and whether every source said not found.
+    Failed {
+        /// What was tried and why it failed.
+        reason: Arc<str>,
+        /// Every source tried answered "not found".
+        not_found: bool,
+    },
+    /// The store cannot take the blob (the cache directory is unusable): each reader fetches it
+    /// for itself, uncached.
+    Uncacheable,
+}
+
+/// A body that reads a blob's temporary file as the download writes it. It never yields the
+/// last byte before the download is verified, and fails rather than ends if the download fails,
+/// so a reader never takes a broken blob for a whole one.
+///
+/// `stored` is where the blob lands once verified: a reader that opens the file only after the
+/// download completed finds it there.
+pub fn follow(
+    temp: Arc<PathBuf>,
+    stored: PathBuf,
+    state: watch::Receiver<DownloadState>,
+) -> impl Stream<Item = io::Result<Bytes>> + Send {
+    struct Follower {
+        temp: Arc<PathBuf>,
+        stored: PathBuf,
+        file: Option<tokio::fs::File>,
+        position: u64,
+        state: watch::Receiver<DownloadState>,
+        done: bool,
+    }
+    let follower = Follower {
+        temp,
+        stored,
+        file: None,
+        position: 0,
+        state,
+        done: false,
+    };
+    futures_util::stream::unfold(follower, |mut f| async move {
+        if f.done {
+            return None;
+        }
+        loop {
+            let snapshot = f.state.borrow_and_update().clone();
+            let (readable, complete) = match snapshot {
+                DownloadState::Streaming { written, .. } => (written.saturating_sub(1), false),
+                DownloadState::Complete { len } => (len, true),
+                DownloadState::Failed { reason, .. } => {
+                    f.done = true;
+                    return Some((Err(io::Error::other(reason.to_string())), f));
+                }
+                DownloadState::Uncacheable => {
+                    f.done = true;
+                    let error = io::Error::other("the blob could not be cached");
+                    return Some((Err(error), f));
+                }
+                DownloadState::Connecting => (0, false),
+            };
+            if f.position < readable {
+                let want = usize::try_from(readable - f.position)
+                    .unwrap_or(READ_CHUNK)
+                    .min(READ_CHUNK);
+                let file = match &mut f.file {
+                    Some(file) => file,
+                    None => {
+                        let opened = match tokio::fs::File::open(f.temp.as_path()).await {
+                            Err(e) if complete && e.kind() == io::ErrorKind::NotFound => {
+                                tokio::fs::File::open(&f.stored).await
+                            }
+                            opened => opened,
+                        };
+                        match opened {
+                            Ok(file) => f.file.insert(file),
+                            Err(error) => {
+                                f.done = true;
+                                return Some((Err(error), f));
+                            }
+                        }
+                    }
+                };
+                let mut buffer = BytesMut::zeroed(want);
+                return match file.read_exact(&mut buffer).await {
+                    Ok(_) => {
+                        f.position += want as u64;
+                        Some((Ok(buffer.freeze()), f))
+                    }
+                    Err(error) => {
+                        f.done = true;
+                        Some((Err(error), f))
+                    }
+                };
+            }
+            if complete {
+                return None;
+            }
+            if f.state.changed().await.is_err() {
+                f.done = true;
+                let error = io::Error::other("the download ended without an outcome");
+                return Some((Err(error), f));
+            }
+        }
+    })
+}

@@ -1,0 +1,99 @@
+//! Caching that makes repeated pulls free: manifests in memory and on disk ([`manifests`]), tag
+//! answers with a TTL ([`tags`]), blobs in a content-addressed disk store ([`blobs`]), and one
+//! upstream fetch per key however many clients ask at once ([`flights`]).
+//!
+//! Only verified content is ever stored: manifests after their digest is checked, blobs renamed
+//! into the store only once the bytes hash to their digest. The cache knows nothing of routing;
+//! the proxy decides what may be served and from where.
+
+pub mod blobs;
+pub mod flights;
+pub mod lru;
+pub mod manifests;
+pub mod stats;
+pub mod tags;
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::config::CacheConfig;
+use blobs::BlobStore;
+use manifests::ManifestStore;
+use stats::CacheStats;
+use tags::TagStore;
+
+/// Every cache tier, opened from the `cache` configuration.
+pub struct Cache {
+    /// Manifests by digest.
+    pub manifests: ManifestStore,
+    /// Tag answers.
+    pub tags: TagStore,
+    /// Blobs.
+    pub blobs: BlobStore,
+    /// What the caches did.
+    pub stats: Arc<CacheStats>,
+    /// How long a tag answer is reused without asking upstream.
+    pub tag_ttl: Duration,
+    /// How long an expired tag answer may be served when every source fails.
+    pub stale_if_error: Duration,
+    dir: PathBuf,
+}
+
+impl Cache {
+    /// Opens (creating) the cache under `config.dir`: removes leftover temporary files and
+    /// indexes the stored blobs.
+    pub fn open(config: &CacheConfig) -> io::Result<Cache> {
+        let stats = Arc::new(CacheStats::default());
+        let tmp = config.dir.join("tmp");
+        let blobs = BlobStore::open(
+            config.dir.join("blobs"),
+            tmp.clone(),
+            config.max_size.bytes(),
+            stats.clone(),
+        )?;
+        let manifests = ManifestStore::open(
+            config.dir.join("manifests"),
+            tmp,
+            config.memory.bytes(),
+            stats.clone(),
+        )?;
+        Ok(Cache {
+            manifests,
+            tags: TagStore::default(),
+            blobs,
+            stats,
+            tag_ttl: config.tag_ttl,
+            stale_if_error: config.stale_if_error,
+            dir: config.dir.clone(),
+        })
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in `tmp`, so the file appears whole or not
+/// at all.
+pub(crate) fn write_atomically(tmp: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let temp = tmp.join(format!(
+        "write-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut file = std::fs::File::create(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_data()?;
+        std::fs::rename(&temp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
