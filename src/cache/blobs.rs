@@ -319,8 +319,11 @@ pub fn follow(
                 let file = match &mut f.file {
                     Some(file) => file,
                     None => {
+                        // A temporary file that is gone was committed (or the download failed,
+                        // and then there is no stored file either, unless an earlier verified
+                        // copy of the same content).
                         let opened = match tokio::fs::File::open(f.temp.as_path()).await {
-                            Err(e) if complete && e.kind() == io::ErrorKind::NotFound => {
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {
                                 tokio::fs::File::open(&f.stored).await
                             }
                             opened => opened,

@@ -1,0 +1,471 @@
+//! Caching between real clients and real Distribution registries: repeated pulls cost the
+//! upstream nothing, concurrent pulls cost one fetch, and nothing unverified is ever stored.
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::{Mirrorgate, Registry, http_get, push, single_arch};
+
+const SOURCE: &str = "source.test";
+const MIRROR: &str = "mirror.test";
+const MIRROR_B: &str = "mirror-b.test";
+
+fn rules(mirrors: &[&str]) -> String {
+    let list: String = mirrors.iter().map(|m| format!("    - {m}/ns\n")).collect();
+    let set = |kind: &str, field: &str| {
+        format!(
+            "---\napiVersion: config.openshift.io/v1\nkind: {kind}\nmetadata:\n  name: m\nspec:\n  {field}:\n  - source: {SOURCE}/ns\n    mirrors:\n{list}    mirrorSourcePolicy: NeverContactSource\n"
+        )
+    };
+    set("ImageDigestMirrorSet", "imageDigestMirrors") + &set("ImageTagMirrorSet", "imageTagMirrors")
+}
+
+/// Requests the registry saw since `mark`, the `/v2/` version checks left out.
+fn requests_since(registry: &Registry, mark: usize) -> Vec<String> {
+    registry
+        .requests_since(mark)
+        .into_iter()
+        .filter(|r| r.path != "/v2/")
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
+fn files_in(dir: &Path) -> Vec<(String, u64)> {
+    let mut files = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                files.extend(files_in(&path));
+            } else {
+                let size = entry.metadata().map(|m| m.len()).unwrap_or_default();
+                files.push((path.display().to_string(), size));
+            }
+        }
+    }
+    files
+}
+
+#[test]
+fn a_second_pull_succeeds_with_every_upstream_stopped() {
+    let mut mirror = Registry::start();
+    let image = single_arch("offline", &[2000, 50_000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let proxy = Mirrorgate::start(&rules(&[MIRROR]), &[(MIRROR, &mirror.endpoint())], "");
+    let first = tempfile::tempdir().unwrap();
+    let second = tempfile::tempdir().unwrap();
+    let by_digest = format!("{}/{SOURCE}/ns/app@{}", proxy.addr(), image.manifest_digest);
+    let by_tag = format!("{}/{SOURCE}/ns/app:v1", proxy.addr());
+    assert!(
+        support::copy_to_layout(&by_digest, &first.path().join("d"), &[])
+            .status
+            .success()
+    );
+    assert!(
+        support::copy_to_layout(&by_tag, &first.path().join("t"), &[])
+            .status
+            .success()
+    );
+    mirror.stop();
+    let digest_again = support::copy_to_layout(&by_digest, &second.path().join("d"), &[]);
+    let tag_again = support::copy_to_layout(&by_tag, &second.path().join("t"), &[]);
+    assert!(
+        digest_again.status.success() && tag_again.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&digest_again.stderr),
+        String::from_utf8_lossy(&tag_again.stderr)
+    );
+}
+
+#[test]
+fn repeated_tag_pulls_within_the_ttl_make_no_upstream_request() {
+    let mirror = Registry::start();
+    let image = single_arch("tag-ttl", &[2000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let proxy = Mirrorgate::start(
+        &rules(&[MIRROR]),
+        &[(MIRROR, &mirror.endpoint())],
+        "cache:\n  tag_ttl: 1h\n",
+    );
+    let path = format!("/v2/{SOURCE}/ns/app/manifests/v1");
+    assert_eq!(proxy.get(&path, &[]).status, 200);
+    let mark = mirror.mark();
+    let statuses: Vec<u16> = (0..10).map(|_| proxy.get(&path, &[]).status).collect();
+    assert_eq!(
+        (statuses, requests_since(&mirror, mark)),
+        (vec![200; 10], Vec::<String>::new())
+    );
+}
+
+#[test]
+fn a_moved_tag_is_seen_after_the_ttl() {
+    let mirror = Registry::start();
+    let old = single_arch("moved-old", &[2000]);
+    let new = single_arch("moved-new", &[2000]);
+    push(&old, &format!("{}/ns/app:v1", mirror.addr()));
+    let proxy = Mirrorgate::start(
+        &rules(&[MIRROR]),
+        &[(MIRROR, &mirror.endpoint())],
+        "cache:\n  tag_ttl: 1s\n",
+    );
+    let path = format!("/v2/{SOURCE}/ns/app/manifests/v1");
+    let before = proxy.get(&path, &[]);
+    push(&new, &format!("{}/ns/app:v1", mirror.addr()));
+    let within_ttl = proxy.get(&path, &[]);
+    std::thread::sleep(Duration::from_millis(1200));
+    let after = proxy.get(&path, &[]);
+    let digest = |r: &support::HttpResponse| {
+        r.header("docker-content-digest")
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(
+        (digest(&before), digest(&within_ttl), digest(&after)),
+        (
+            old.manifest_digest.clone(),
+            old.manifest_digest.clone(),
+            new.manifest_digest.clone()
+        )
+    );
+}
+
+#[test]
+fn an_unchanged_tag_is_revalidated_with_a_head_only() {
+    let mirror = Registry::start();
+    let image = single_arch("revalidate", &[2000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let proxy = Mirrorgate::start(
+        &rules(&[MIRROR]),
+        &[(MIRROR, &mirror.endpoint())],
+        "cache:\n  tag_ttl: 0s\n",
+    );
+    let path = format!("/v2/{SOURCE}/ns/app/manifests/v1");
+    assert_eq!(proxy.get(&path, &[]).status, 200);
+    let mark = mirror.mark();
+    assert_eq!(proxy.get(&path, &[]).status, 200);
+    assert_eq!(
+        requests_since(&mirror, mark),
+        vec!["HEAD /v2/ns/app/manifests/v1".to_owned()]
+    );
+}
+
+#[test]
+fn an_expired_tag_answer_is_served_when_every_source_fails() {
+    let mut mirror = Registry::start();
+    let image = single_arch("stale", &[2000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let proxy = Mirrorgate::start(
+        &rules(&[MIRROR]),
+        &[(MIRROR, &mirror.endpoint())],
+        "cache:\n  tag_ttl: 1s\n  stale_if_error: 1h\n",
+    );
+    let path = format!("/v2/{SOURCE}/ns/app/manifests/v1");
+    assert_eq!(proxy.get(&path, &[]).status, 200);
+    mirror.stop();
+    std::thread::sleep(Duration::from_millis(1200));
+    let stale = proxy.get(&path, &[]);
+    assert_eq!(
+        (stale.status, stale.header("docker-content-digest")),
+        (200, Some(image.manifest_digest.as_str()))
+    );
+}
+
+#[test]
+fn cached_manifests_survive_a_restart() {
+    let mut mirror = Registry::start();
+    let image = single_arch("restart", &[2000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let mut proxy = Mirrorgate::start(&rules(&[MIRROR]), &[(MIRROR, &mirror.endpoint())], "");
+    let path = format!("/v2/{SOURCE}/ns/app/manifests/{}", image.manifest_digest);
+    assert_eq!(proxy.get(&path, &[]).status, 200);
+    mirror.stop();
+    proxy.restart();
+    let again = proxy.get(&path, &[]);
+    assert_eq!(
+        (again.status, again.body),
+        (200, image.manifest_bytes.clone())
+    );
+}
+
+#[test]
+fn a_cached_manifest_head_has_the_headers_of_the_first_answer() {
+    let mirror = Registry::start();
+    let image = single_arch("head-cached", &[2000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let proxy = Mirrorgate::start(&rules(&[MIRROR]), &[(MIRROR, &mirror.endpoint())], "");
+    let path = format!("/v2/{SOURCE}/ns/app/manifests/{}", image.manifest_digest);
+    let first = proxy.get(&path, &[]);
+    let mark = mirror.mark();
+    let head = support::http_request("HEAD", &proxy.addr(), &path, &[], b"");
+    let pick = |r: &support::HttpResponse| {
+        ["content-type", "content-length", "docker-content-digest"]
+            .map(|h| r.header(h).map(str::to_owned))
+    };
+    assert_eq!(
+        (pick(&head), requests_since(&mirror, mark)),
+        (pick(&first), Vec::<String>::new())
+    );
+}
+
+#[test]
+fn a_stored_blob_is_served_with_ranges_and_head_without_upstream_contact() {
+    let mirror = Registry::start();
+    let image = single_arch("blob-store", &[80_000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let proxy = Mirrorgate::start(&rules(&[MIRROR]), &[(MIRROR, &mirror.endpoint())], "");
+    let layer = &image.layers[0];
+    let path = format!("/v2/{SOURCE}/ns/app/blobs/{layer}");
+    assert_eq!(proxy.get(&path, &[]).body, image.blob(layer));
+    let mark = mirror.mark();
+    let whole = proxy.get(&path, &[]);
+    let part = proxy.get(&path, &[("Range", "bytes=100-199")]);
+    let head = support::http_request("HEAD", &proxy.addr(), &path, &[], b"");
+    assert_eq!(
+        (
+            whole.body == image.blob(layer),
+            part.status,
+            part.body,
+            head.header("content-length").map(str::to_owned),
+            requests_since(&mirror, mark)
+        ),
+        (
+            true,
+            206,
+            image.blob(layer)[100..200].to_vec(),
+            Some(image.blob(layer).len().to_string()),
+            Vec::<String>::new()
+        )
+    );
+}
+
+#[test]
+fn concurrent_pulls_of_an_uncached_blob_make_one_upstream_fetch() {
+    let mirror = Registry::start();
+    let image = single_arch("coalesce", &[32 << 20]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let proxy = Mirrorgate::start(&rules(&[MIRROR]), &[(MIRROR, &mirror.endpoint())], "");
+    let layer = image.layers[0].clone();
+    let expected = image.blob(&layer);
+    let path = format!("/v2/{SOURCE}/ns/app/blobs/{layer}");
+    let mark = mirror.mark();
+    let bodies: Vec<bool> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..24)
+            .map(|_| s.spawn(|| http_get(&proxy.addr(), &path, &[]).body == expected))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let fetches = requests_since(&mirror, mark)
+        .into_iter()
+        .filter(|r| r.starts_with("GET") && r.contains("/blobs/"))
+        .count();
+    assert_eq!((bodies, fetches), (vec![true; 24], 1));
+}
+
+#[test]
+fn a_corrupt_blob_is_never_served_or_cached_and_the_next_pull_uses_the_next_source() {
+    let mirror = Registry::start();
+    let mirror_b = Registry::start();
+    let image = single_arch("corrupt-cache", &[60_000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    push(&image, &format!("{}/ns/app:v1", mirror_b.addr()));
+    let layer = image.layers[0].clone();
+    let mut bytes = image.blob(&layer);
+    bytes[5000] ^= 0x55;
+    std::fs::write(mirror.blob_data_path(&layer), bytes).unwrap();
+    let proxy = Mirrorgate::start(
+        &rules(&[MIRROR, MIRROR_B]),
+        &[
+            (MIRROR, &mirror.endpoint()),
+            (MIRROR_B, &mirror_b.endpoint()),
+        ],
+        "",
+    );
+    let path = format!("/v2/{SOURCE}/ns/app/blobs/{layer}");
+    let first = support::try_http_request("GET", &proxy.addr(), &path, &[], b"");
+    let stored_after_first = files_in(&proxy.cache_dir().join("blobs"));
+    let second = proxy.get(&path, &[]);
+    assert!(
+        first.is_err()
+            && stored_after_first.is_empty()
+            && second.status == 200
+            && second.body == image.blob(&layer),
+        "first: {:?}, stored: {stored_after_first:?}",
+        first.map(|r| r.status)
+    );
+}
+
+#[test]
+fn eviction_keeps_the_store_under_max_size() {
+    let mirror = Registry::start();
+    let image = single_arch("evict", &[60_000, 60_000, 60_000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let proxy = Mirrorgate::start(
+        &rules(&[MIRROR]),
+        &[(MIRROR, &mirror.endpoint())],
+        "cache:\n  max_size: 150KiB\n",
+    );
+    for layer in &image.layers {
+        assert_eq!(
+            proxy
+                .get(&format!("/v2/{SOURCE}/ns/app/blobs/{layer}"), &[])
+                .status,
+            200
+        );
+    }
+    let stored: u64 = files_in(&proxy.cache_dir().join("blobs"))
+        .iter()
+        .map(|(_, size)| size)
+        .sum();
+    assert!(stored > 0 && stored <= 150 * 1024, "stored {stored} bytes");
+}
+
+/// A forwarder to a real registry that sends blob bodies slowly, so a test can act while a
+/// download is under way.
+struct Throttle {
+    addr: SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Throttle {
+    fn start(backend: String) -> Throttle {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let backend = Arc::new(backend);
+        runtime.spawn(async move {
+            let client = reqwest::Client::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (backend, client) = (backend.clone(), client.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        throttled(backend.clone(), client.clone(), request)
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Throttle {
+            addr,
+            runtime: Some(runtime),
+        }
+    }
+}
+
+impl Drop for Throttle {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+type ThrottledBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+async fn throttled(
+    backend: Arc<String>,
+    client: reqwest::Client,
+    request: Request<Incoming>,
+) -> Result<Response<ThrottledBody>, Infallible> {
+    let url = format!(
+        "{backend}{}",
+        request.uri().path_and_query().map_or("/", |p| p.as_str())
+    );
+    let mut forward = client.request(request.method().clone(), url);
+    if let Some(accept) = request.headers().get(http::header::ACCEPT) {
+        forward = forward.header(http::header::ACCEPT, accept.clone());
+    }
+    let Ok(upstream) = forward.send().await else {
+        let mut response =
+            Response::new(http_body_util::Empty::new().map_err(|n| match n {}).boxed());
+        *response.status_mut() = StatusCode::BAD_GATEWAY;
+        return Ok(response);
+    };
+    let mut builder = Response::builder().status(upstream.status());
+    for name in ["content-type", "content-length", "docker-content-digest"] {
+        if let Some(value) = upstream.headers().get(name) {
+            builder = builder.header(name, value.clone());
+        }
+    }
+    let slow = request.uri().path().contains("/blobs/");
+    let body = upstream
+        .bytes_stream()
+        .flat_map(|chunk| {
+            let pieces: Vec<Result<Bytes, reqwest::Error>> = match chunk {
+                Ok(chunk) => chunk
+                    .chunks(16 * 1024)
+                    .map(|c| Ok(Bytes::copy_from_slice(c)))
+                    .collect(),
+                Err(error) => vec![Err(error)],
+            };
+            futures_util::stream::iter(pieces)
+        })
+        .then(move |piece| async move {
+            if slow {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            piece.map(Frame::data).map_err(std::io::Error::other)
+        });
+    Ok(builder.body(BodyExt::boxed(StreamBody::new(body))).unwrap())
+}
+
+#[test]
+fn a_download_killed_mid_way_leaves_nothing_behind_and_the_next_pull_is_whole() {
+    let mirror = Registry::start();
+    let image = single_arch("kill-9", &[2 << 20]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let throttle = Throttle::start(mirror.endpoint());
+    let mut proxy = Mirrorgate::start(
+        &rules(&[MIRROR]),
+        &[(MIRROR, &format!("http://{}", throttle.addr))],
+        "",
+    );
+    let layer = image.layers[0].clone();
+    let path = format!("/v2/{SOURCE}/ns/app/blobs/{layer}");
+    let addr = proxy.addr();
+    let reader = std::thread::spawn({
+        let path = path.clone();
+        move || support::try_http_request("GET", &addr, &path, &[], b"")
+    });
+    // Let the download get going (it takes over a second), then kill -9 the proxy mid-way.
+    std::thread::sleep(Duration::from_millis(500));
+    proxy.stop();
+    let cut = reader.join().unwrap();
+    let tmp_before_restart = files_in(&proxy.cache_dir().join("tmp"));
+    proxy.restart();
+    let leftovers = files_in(&proxy.cache_dir().join("tmp"));
+    let stored = files_in(&proxy.cache_dir().join("blobs"));
+    let whole = proxy.get(&path, &[]);
+    assert!(
+        cut.as_ref()
+            .map_or(true, |r| r.body.len() < image.blob(&layer).len())
+            && !tmp_before_restart.is_empty()
+            && leftovers.is_empty()
+            && stored.is_empty()
+            && whole.body == image.blob(&layer),
+        "cut: {:?}, tmp before: {tmp_before_restart:?}, leftovers: {leftovers:?}, stored: {stored:?}",
+        cut.map(|r| r.status)
+    );
+}
