@@ -469,3 +469,64 @@ fn a_download_killed_mid_way_leaves_nothing_behind_and_the_next_pull_is_whole() 
         cut.map(|r| r.status)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_answer_is_not_reused_once_the_rules_route_the_tag_elsewhere() {
+    use mirrorgate::config::{Config, RegistrySettings};
+    use mirrorgate::proxy::Proxy;
+    use mirrorgate::upstream::Upstream;
+
+    let mirror_a = Registry::start();
+    let mirror_b = Registry::start();
+    let old = single_arch("route-old", &[2000]);
+    let new = single_arch("route-new", &[2000]);
+    push(&old, &format!("{}/ns/app:v1", mirror_a.addr()));
+    push(&new, &format!("{}/ns/app:v1", mirror_b.addr()));
+    let cache = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.cache.dir = cache.path().to_path_buf();
+    config.cache.tag_ttl = Duration::from_secs(3600);
+    for (host, registry) in [(MIRROR, &mirror_a), (MIRROR_B, &mirror_b)] {
+        config.registries.insert(
+            host.to_owned(),
+            RegistrySettings {
+                endpoint: Some(registry.endpoint().parse().unwrap()),
+                insecure: true,
+                ca_file: None,
+            },
+        );
+    }
+    let routed_to =
+        |mirror: &str| mirrorgate::rules::load_str(&rules(&[mirror]), "rules.yaml").unwrap();
+    let proxy = Arc::new(
+        Proxy::new(
+            Arc::new(routed_to(MIRROR)),
+            Upstream::new(&config).unwrap(),
+            &config,
+        )
+        .unwrap(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(mirrorgate::http::serve(
+        listener,
+        proxy.clone(),
+        std::future::pending(),
+    ));
+    let digest_of_tag = || {
+        let addr = addr.clone();
+        tokio::task::spawn_blocking(move || {
+            http_get(&addr, &format!("/v2/{SOURCE}/ns/app/manifests/v1"), &[])
+                .header("docker-content-digest")
+                .unwrap_or_default()
+                .to_owned()
+        })
+    };
+    let before = digest_of_tag().await.unwrap();
+    proxy.replace_rules(Arc::new(routed_to(MIRROR_B)));
+    let after = digest_of_tag().await.unwrap();
+    assert_eq!(
+        (before, after),
+        (old.manifest_digest.clone(), new.manifest_digest.clone())
+    );
+}
