@@ -126,7 +126,7 @@ fn run(command: Command) -> Result<()> {
 }
 
 fn serve(args: &RuleArgs) -> Result<()> {
-    init_tracing();
+    let _log_guard = init_tracing();
     let (rule_set, config, config_path) = args.load()?;
     let source = config_path.map_or("built-in defaults".to_owned(), |p| p.display().to_string());
     let summary = rule_set.summary();
@@ -181,15 +181,19 @@ async fn shutdown_signal() {
     tracing::info!("stopping: letting in-flight requests finish");
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
-fn init_tracing() {
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`). Lines are written by a background
+/// thread, so a request never waits for the terminal or the log collector; the guard flushes
+/// what is queued when `serve` returns.
+fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    guard
 }
 
 fn resolve(args: &RuleArgs, json: bool, image: &str) -> Result<()> {

@@ -1,0 +1,804 @@
+#!/usr/bin/env bash
+# Side-by-side load comparison on one machine, in one run: mirrorgate, CNCF Distribution in proxy
+# mode and nginx serving static files, all in front of (or holding) the same image bytes, loaded
+# with the same wrk command; then a memory/concurrency check of mirrorgate with a 1 GiB blob.
+# See benches/load/README.md. Everything listens on 127.0.0.1; every process started here is
+# stopped when the script exits, also on failure or Ctrl-C.
+#
+#   bash benches/load/run.sh                     # full run (DURATION=10s, BIG=1)
+#   DURATION=3s BIG=0 bash benches/load/run.sh   # quick run, no 1 GiB part
+#
+# The report goes to stdout (Markdown, paste-able), progress to stderr.
+set -euo pipefail
+
+DURATION=${DURATION:-10s}          # wrk -d for every run
+THREADS=${THREADS:-2}              # wrk -t
+CONNECTIONS=${CONNECTIONS:-32}     # wrk -c
+INFO=${INFO:-1}                    # 1: also measure mirrorgate with RUST_LOG=info (a note under the table)
+BIG=${BIG:-1}                      # 1: the 1 GiB memory/concurrency check (needs 4 GiB free disk)
+BIG_CLIENTS=${BIG_CLIENTS:-32}     # concurrent GETs of the uncached 1 GiB blob
+BIG_MEMORY_MIB=${BIG_MEMORY_MIB:-64}  # cache.memory of the fresh mirrorgate in the 1 GiB check
+KEEP=${KEEP:-0}                    # 1: keep the work directory (logs, configs) after the run
+
+READY_TIMEOUT=30     # seconds for a server to answer its readiness URL
+START_ATTEMPTS=3     # a free port can be taken between choosing it and binding it
+MANIFEST_TYPE=application/vnd.oci.image.manifest.v1+json
+ACCEPT="Accept: $MANIFEST_TYPE"
+BIG_SIZE=$((1024 * 1024 * 1024))
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+MG="$REPO/target/release/mirrorgate"
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+case "$BIG$INFO$KEEP" in *[!01]*) die "BIG, INFO and KEEP are 0 or 1" ;; esac
+for n in THREADS CONNECTIONS BIG_CLIENTS BIG_MEMORY_MIB; do
+    [[ ${!n} =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer (got '${!n}')"
+done
+# wrk's duration: a number with an optional s/m/h suffix. Its value in seconds bounds each run.
+if [[ $DURATION =~ ^([1-9][0-9]*)([smh]?)$ ]]; then
+    case "${BASH_REMATCH[2]}" in
+        m) DURATION_S=$((BASH_REMATCH[1] * 60)) ;;
+        h) DURATION_S=$((BASH_REMATCH[1] * 3600)) ;;
+        *) DURATION_S=${BASH_REMATCH[1]} ;;
+    esac
+else
+    die "DURATION must look like 10s, 1m or 10 (got '$DURATION')"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Tools: install what is missing (Debian packages).
+# ---------------------------------------------------------------------------------------------
+need_packages=()
+for pair in nginx:nginx wrk:wrk skopeo:skopeo docker-registry:docker-registry curl:curl \
+    python3:python3 cargo:; do
+    cmd=${pair%%:*} pkg=${pair#*:}
+    if ! command -v "$cmd" >/dev/null 2>&1; then
+        [ -n "$pkg" ] || die "$cmd is missing (install the Rust toolchain)"
+        need_packages+=("$pkg")
+    fi
+done
+if [ "${#need_packages[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then
+        as_root=()
+    elif command -v sudo >/dev/null 2>&1; then
+        as_root=(sudo)
+    else
+        die "missing ${need_packages[*]}: install them as root (apt-get install ${need_packages[*]})"
+    fi
+    command -v apt-get >/dev/null 2>&1 || die "missing ${need_packages[*]}, and apt-get is not available"
+    log "installing ${need_packages[*]}"
+    "${as_root[@]}" apt-get update -q >&2 || die "apt-get update failed"
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        "${need_packages[@]}" >&2 || die "apt-get install ${need_packages[*]} failed"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Work directory and cleanup.
+# ---------------------------------------------------------------------------------------------
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/mirrorgate-load.XXXXXX")
+# nginx workers run as an unprivileged user when the script runs as root: they must read the files.
+chmod 755 "$WORK"
+mkdir -p "$WORK/logs"
+PIDS=() # processes started by this script and still running
+
+forget_pid() {
+    local pid=$1 kept=() p
+    for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
+    PIDS=("${kept[@]}")
+}
+
+# Stops one process started here: SIGTERM, up to 5 s, then SIGKILL; reaps it.
+stop_pid() {
+    local pid=$1 i
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < 50; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+    forget_pid "$pid"
+}
+
+cleanup() {
+    local rc=$? pid f
+    trap - EXIT INT TERM
+    set +e
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+    if [ "$rc" -ne 0 ]; then
+        echo "--- the run failed (exit $rc); last lines of the logs ---" >&2
+        for f in "$WORK"/logs/*.log; do
+            [ -s "$f" ] || continue
+            echo "--- $f" >&2
+            tail -n 15 "$f" >&2
+        done
+    fi
+    if [ "$KEEP" = 1 ]; then
+        echo "work directory kept: $WORK" >&2
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_ready NAME PID URL: until URL answers 200 (true), PID exits or READY_TIMEOUT passes (false).
+wait_ready() {
+    local name=$1 pid=$2 url=$3 deadline code
+    deadline=$((SECONDS + READY_TIMEOUT))
+    while ((SECONDS < deadline)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            log "$name exited while starting"
+            return 1
+        fi
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true)
+        if [ "$code" = 200 ]; then
+            # Another process holding the port would answer while ours failed to bind.
+            sleep 0.2
+            kill -0 "$pid" 2>/dev/null && return 0
+            log "$name exited after its port answered (port taken?)"
+            return 1
+        fi
+        sleep 0.1
+    done
+    log "$name did not answer 200 on $url within ${READY_TIMEOUT}s"
+    return 1
+}
+
+# start NAME LAUNCHER READY_PATH: runs `LAUNCHER PORT` on a fresh free port (the launcher writes
+# its configuration, starts the process in the background and sets LAUNCHED_PID) until the
+# server is ready; sets STARTED_PORT and STARTED_PID.
+start() {
+    local name=$1 launcher=$2 path=$3 attempt port
+    for ((attempt = 1; attempt <= START_ATTEMPTS; attempt++)); do
+        port=$(free_port)
+        "$launcher" "$port"
+        if wait_ready "$name" "$LAUNCHED_PID" "http://127.0.0.1:$port$path"; then
+            STARTED_PORT=$port
+            STARTED_PID=$LAUNCHED_PID
+            log "$name ready on 127.0.0.1:$port (pid $STARTED_PID)"
+            return 0
+        fi
+        stop_pid "$LAUNCHED_PID"
+    done
+    die "$name did not start in $START_ATTEMPTS attempts (logs below)"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Python glue: image layouts, wrk output, the report.
+# ---------------------------------------------------------------------------------------------
+HELPER="$WORK/helper.py"
+cat >"$HELPER" <<'PYEOF'
+import hashlib, json, os, re, sys
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(1 << 20)
+            if not chunk:
+                return h.hexdigest()
+            h.update(chunk)
+
+def make_image(layout, tag, layer_file):
+    """An OCI image layout: config + one layer (moved from layer_file) + manifest, index.json
+    naming it `tag`. The layer is declared uncompressed (its digest is its diff_id), so nothing
+    needs to be a real tar for registries to store and serve it; skopeo copies it with
+    --preserve-digests. Prints: manifest digest, manifest size, layer digest, layer size."""
+    blobs = os.path.join(layout, "blobs", "sha256")
+    os.makedirs(blobs, exist_ok=True)
+    layer_hex = sha256_file(layer_file)
+    layer_size = os.path.getsize(layer_file)
+    os.replace(layer_file, os.path.join(blobs, layer_hex))
+
+    def put(data):
+        hexd = hashlib.sha256(data).hexdigest()
+        with open(os.path.join(blobs, hexd), "wb") as f:
+            f.write(data)
+        return "sha256:" + hexd, len(data)
+
+    config = json.dumps({
+        "architecture": "amd64", "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + layer_hex]},
+    }, separators=(",", ":")).encode()
+    config_digest, config_size = put(config)
+    manifest = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": "sha256:" + layer_hex, "size": layer_size}],
+    }, separators=(",", ":")).encode()
+    manifest_digest, manifest_size = put(manifest)
+    with open(os.path.join(layout, "index.json"), "w") as f:
+        json.dump({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                   "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                  "digest": manifest_digest, "size": manifest_size,
+                                  "annotations": {"org.opencontainers.image.ref.name": tag}}]}, f)
+    with open(os.path.join(layout, "oci-layout"), "w") as f:
+        json.dump({"imageLayoutVersion": "1.0.0"}, f)
+    print(manifest_digest, manifest_size, "sha256:" + layer_hex, layer_size)
+
+UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+TIME = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4, "h": 3.6e6}
+
+def parse_wrk(path):
+    """wrk's text output -> one TSV line: rps, bytes/s, non-2xx/3xx, socket errors, p50 ms, p99 ms,
+    requests."""
+    text = open(path).read()
+    m = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
+    t = re.search(r"^Transfer/sec:\s+([\d.]+)([KMGT]?B)", text, re.M)
+    if not m or not t:
+        sys.exit("cannot read wrk output " + path + ":\n" + text)
+    rps = float(m.group(1))
+    bps = float(t.group(1)) * UNITS[t.group(2)]
+    n = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    non2xx = int(n.group(1)) if n else 0
+    s = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    sockerr = "%s/%s/%s/%s" % s.groups() if s else "0/0/0/0"
+    def pct(p):
+        q = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s|m|h)" % p, text, re.M)
+        return "%.2f" % (float(q.group(1)) * TIME[q.group(2)]) if q else "?"
+    r = re.search(r"^\s+(\d+) requests in", text, re.M)
+    print("\t".join([f"{rps:.2f}", f"{bps:.0f}", str(non2xx), sockerr, pct(50), pct(99),
+                     r.group(1) if r else "?"]))
+
+def upstream_breakdown(path, start, end):
+    """The upstream's access-log lines start+1..end summarised: total (method path-kind xN, ...)."""
+    counts = {}
+    with open(path, errors="replace") as f:
+        for i, line in enumerate(f, 1):
+            if i <= start:
+                continue
+            if i > end:
+                break
+            m = re.search(r'"(\w+) (/v2/\S*) HTTP', line)
+            if not m:
+                continue
+            method, p = m.groups()
+            kind = ("/v2/" if p.split("?")[0] == "/v2/" else
+                    "manifests" if "/manifests/" in p else
+                    "blobs" if "/blobs/" in p else "other")
+            key = method + " " + kind
+            counts[key] = counts.get(key, 0) + 1
+    total = sum(counts.values())
+    detail = ", ".join("%s ×%d" % kv for kv in sorted(counts.items()))
+    print(str(total) + (" (" + detail + ")" if detail else ""))
+
+def fmt_rps(x):
+    return f"{x:,.0f}"
+
+def table(results, blob_size):
+    """The report table from results.tsv (kind, server, parse_wrk fields, upstream summary)."""
+    rows = {}
+    for line in open(results):
+        f = line.rstrip("\n").split("\t")
+        rows[(f[0], f[1])] = f
+    kinds = [("digest", "manifest by digest"), ("tag", "manifest by tag"),
+             ("blob", "blob %d MiB" % (blob_size >> 20))]
+    def cell(kind, server):
+        f = rows.get((kind, server))
+        if not f:
+            return "–", None
+        rps = float(f[2])
+        text = fmt_rps(rps)
+        if kind == "blob":
+            text += " (%.2f GiB/s)" % (float(f[3]) / (1 << 30))
+        return text, rps
+    def ratio(a, b):
+        return "%.2f×" % (a / b) if a is not None and b else "–"
+    print("| request | mirrorgate req/s | distribution-proxy req/s | nginx req/s "
+          "| mirrorgate / distribution | mirrorgate / nginx |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for kind, label in kinds:
+        mg, mgr = cell(kind, "mirrorgate")
+        di, dir_ = cell(kind, "distribution")
+        ng, ngr = cell(kind, "nginx")
+        print(f"| {label} | {mg} | {di} | {ng} | {ratio(mgr, dir_)} | {ratio(mgr, ngr)} |")
+
+def details(results):
+    """Every run: wrk figures, errors, latency, upstream requests during the run."""
+    print("| request | server | req/s | transfer/s | p50 ms | p99 ms | requests | non-2xx "
+          "| socket errors c/r/w/t | upstream requests during the run |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+    for line in open(results):
+        f = line.rstrip("\n").split("\t")
+        kind, server, rps, bps, non2xx, sockerr, p50, p99, n, up = f
+        bps = float(bps)
+        tr = ("%.2f GiB" % (bps / (1 << 30)) if bps >= 1 << 30 else "%.1f MiB" % (bps / (1 << 20)))
+        print(f"| {kind} | {server} | {fmt_rps(float(rps))} | {tr} | {p50} | {p99} | {n} "
+              f"| {non2xx} | {sockerr} | {up} |")
+
+def info_note(results):
+    rows = {}
+    for line in open(results):
+        f = line.rstrip("\n").split("\t")
+        rows[(f[0], f[1])] = float(f[2])
+    parts = []
+    for kind in ("digest", "tag", "blob"):
+        w, i = rows.get((kind, "mirrorgate")), rows.get((kind, "mirrorgate-info"))
+        if w and i:
+            parts.append("%s %s req/s (%.2f× of RUST_LOG=warn)" % (kind, fmt_rps(i), i / w))
+    print("; ".join(parts))
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "make-image":
+        make_image(args[0], args[1], args[2])
+    elif cmd == "parse-wrk":
+        parse_wrk(args[0])
+    elif cmd == "upstream":
+        upstream_breakdown(args[0], int(args[1]), int(args[2]))
+    elif cmd == "table":
+        table(args[0], int(args[1]))
+    elif cmd == "details":
+        details(args[0])
+    elif cmd == "info-note":
+        info_note(args[0])
+    else:
+        sys.exit("unknown helper command " + cmd)
+PYEOF
+helper() { python3 "$HELPER" "$@"; }
+
+# ---------------------------------------------------------------------------------------------
+# Launchers: `launch_X PORT` writes X's configuration, starts it in the background, sets
+# LAUNCHED_PID and records it in PIDS.
+# ---------------------------------------------------------------------------------------------
+UPSTREAM_STORAGE="$WORK/upstream/data"
+
+launch_upstream() {
+    local port=$1 dir="$WORK/upstream"
+    mkdir -p "$UPSTREAM_STORAGE"
+    # The access log (stdout) counts the requests that reach the upstream during each run.
+    cat >"$dir/config.yml" <<EOF
+version: 0.1
+log:
+  level: error
+  formatter: text
+  accesslog:
+    disabled: false
+storage:
+  filesystem:
+    rootdirectory: $UPSTREAM_STORAGE
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: 127.0.0.1:$port
+  secret: mirrorgate-load
+EOF
+    docker-registry serve "$dir/config.yml" >>"$WORK/logs/upstream.access.log" \
+        2>>"$WORK/logs/upstream.log" &
+    LAUNCHED_PID=$!
+    PIDS+=("$LAUNCHED_PID")
+}
+
+launch_distribution() {
+    local port=$1 dir="$WORK/distribution"
+    mkdir -p "$dir/data"
+    cat >"$dir/config.yml" <<EOF
+version: 0.1
+log:
+  level: error
+  formatter: text
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: 127.0.0.1:$port
+  secret: mirrorgate-load
+proxy:
+  remoteurl: http://127.0.0.1:$UPSTREAM_PORT
+EOF
+    docker-registry serve "$dir/config.yml" >>"$WORK/logs/distribution.log" 2>&1 &
+    LAUNCHED_PID=$!
+    PIDS+=("$LAUNCHED_PID")
+}
+
+NGINX_ROOT="$WORK/nginx/root"
+launch_nginx() {
+    local port=$1 dir="$WORK/nginx"
+    mkdir -p "$dir/tmp"
+    # keepalive_requests: nginx's default (1000) closes each connection after 1000 requests;
+    # mirrorgate and Distribution never do, so nginx gets the same persistent connections.
+    cat >"$dir/nginx.conf" <<EOF
+worker_processes 2;
+pid $dir/nginx.pid;
+error_log $WORK/logs/nginx.log warn;
+events {
+    worker_connections 1024;
+}
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000000;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    server {
+        listen 127.0.0.1:$port;
+        root $NGINX_ROOT;
+        location = /v2/ {
+            default_type application/json;
+            return 200 '{}';
+        }
+        location /v2/ns/app/manifests/ {
+            types {}
+            default_type $MANIFEST_TYPE;
+        }
+        location /v2/ns/app/blobs/ {
+            types {}
+            default_type application/octet-stream;
+        }
+    }
+}
+EOF
+    nginx -p "$dir" -e "$WORK/logs/nginx.log" -c "$dir/nginx.conf" -g 'daemon off;' \
+        >>"$WORK/logs/nginx.log" 2>&1 &
+    LAUNCHED_PID=$!
+    PIDS+=("$LAUNCHED_PID")
+}
+
+RULES_DIR="$WORK/rules"
+write_rules() {
+    mkdir -p "$RULES_DIR"
+    cat >"$RULES_DIR/mirrors.yaml" <<'EOF'
+apiVersion: config.openshift.io/v1
+kind: ImageDigestMirrorSet
+metadata:
+  name: load-digest
+spec:
+  imageDigestMirrors:
+    - source: source.test/ns
+      mirrors: [mirror.test/ns]
+      mirrorSourcePolicy: NeverContactSource
+---
+apiVersion: config.openshift.io/v1
+kind: ImageTagMirrorSet
+metadata:
+  name: load-tag
+spec:
+  imageTagMirrors:
+    - source: source.test/ns
+      mirrors: [mirror.test/ns]
+      mirrorSourcePolicy: NeverContactSource
+EOF
+}
+
+# MG_NAME, MG_LOG_LEVEL and MG_EXTRA_CACHE (extra lines under `cache:`) choose the instance.
+launch_mirrorgate() {
+    local port=$1 dir="$WORK/$MG_NAME"
+    mkdir -p "$dir/cache"
+    cat >"$dir/config.yaml" <<EOF
+listen: 127.0.0.1:$port
+rules: [$RULES_DIR]
+registries:
+  mirror.test:
+    endpoint: http://127.0.0.1:$UPSTREAM_PORT
+    insecure: true
+cache:
+  dir: $dir/cache
+  tag_ttl: 1h
+$MG_EXTRA_CACHE
+EOF
+    (cd "$dir" && RUST_LOG=$MG_LOG_LEVEL exec "$MG" serve --config "$dir/config.yaml") \
+        >>"$WORK/logs/$MG_NAME.log" 2>&1 &
+    LAUNCHED_PID=$!
+    PIDS+=("$LAUNCHED_PID")
+}
+
+start_mirrorgate() {
+    MG_NAME=$1 MG_LOG_LEVEL=$2 MG_EXTRA_CACHE=${3:-}
+    start "$MG_NAME" launch_mirrorgate /v2/
+    "$MG" check --config "$WORK/$MG_NAME/config.yaml" >"$WORK/logs/$MG_NAME.check.log" 2>&1 ||
+        die "mirrorgate check rejects $WORK/$MG_NAME/config.yaml: $(cat "$WORK/logs/$MG_NAME.check.log")"
+}
+
+# kib FIELD PID: a VmXXX field of /proc/PID/status in KiB.
+kib() { awk -v f="$1:" '$1 == f { print $2 }' "/proc/$2/status"; }
+
+lines() { wc -l <"$1" | tr -d ' '; }
+
+# check_get NAME URL SHA256 [CONTENT-TYPE]: GET answers 200, the body hashes to SHA256 and, if
+# given, Content-Type is CONTENT-TYPE; dies with what differed otherwise.
+check_get() {
+    local name=$1 url=$2 want=$3 want_type=${4:-} out code type got
+    out=$(curl -s -H "$ACCEPT" --max-time 60 -o "$WORK/body" -w '%{http_code} %{content_type}' "$url" || true)
+    code=${out%% *} type=${out#* }
+    [ "$code" = 200 ] || die "$name: GET $url answered '$code', not 200 (body: $(head -c 300 "$WORK/body" 2>/dev/null))"
+    got=$(sha256sum "$WORK/body" | cut -d' ' -f1)
+    [ "$got" = "$want" ] || die "$name: GET $url: body sha256 $got, expected $want"
+    if [ -n "$want_type" ] && [ "$type" != "$want_type" ]; then
+        die "$name: GET $url: Content-Type '$type', expected '$want_type'"
+    fi
+    rm -f "$WORK/body"
+}
+
+# ---------------------------------------------------------------------------------------------
+# 0. The machine and the command.
+# ---------------------------------------------------------------------------------------------
+cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+command_line="cd $REPO && DURATION=$DURATION THREADS=$THREADS CONNECTIONS=$CONNECTIONS INFO=$INFO BIG=$BIG BIG_CLIENTS=$BIG_CLIENTS BIG_MEMORY_MIB=$BIG_MEMORY_MIB bash benches/load/run.sh"
+echo "# mirrorgate load comparison"
+echo
+echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+echo "- machine: $(nproc) CPUs, ${cpu_model:-unknown CPU}, Linux $(uname -r), $(awk '/^MemTotal/ { printf "%.1f GiB RAM", $2 / 1048576 }' /proc/meminfo)"
+echo "- command: \`$command_line\`"
+echo "- mirrorgate: $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo unknown) ($(rustc --version 2>/dev/null || echo 'rustc ?'))"
+echo "- distribution: $(docker-registry --version 2>/dev/null | awk '{ print $NF }'); nginx: $(nginx -v 2>&1 | sed 's/.*nginx\///'); $(wrk --version 2>&1 | head -n 1 | awk '{ print $1, $2 }'); skopeo $(skopeo --version | awk '{ print $3 }')"
+echo "- load: \`wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency [-H '$ACCEPT'] URL\` per server and request, on the same machine as the servers"
+echo
+
+# ---------------------------------------------------------------------------------------------
+# 1. Build.
+# ---------------------------------------------------------------------------------------------
+log "building mirrorgate (release)"
+(cd "$REPO" && cargo build --release --locked) >&2 || die "cargo build --release --locked failed"
+[ -x "$MG" ] || die "$MG was not built"
+
+# ---------------------------------------------------------------------------------------------
+# 2. The upstream and the 1 MiB image.
+# ---------------------------------------------------------------------------------------------
+start upstream launch_upstream /v2/
+UPSTREAM_PORT=$STARTED_PORT
+UPSTREAM_PID=$STARTED_PID
+
+log "generating the 1 MiB image"
+mkdir -p "$WORK/image"
+head -c $((1024 * 1024)) /dev/urandom >"$WORK/layer-small"
+read -r MANIFEST_DIGEST MANIFEST_SIZE BLOB_DIGEST BLOB_SIZE < <(helper make-image "$WORK/image" v1 "$WORK/layer-small")
+[ "$BLOB_SIZE" = 1048576 ] || die "the layer is $BLOB_SIZE bytes, not 1 MiB"
+log "pushing ns/app:v1 (manifest $MANIFEST_DIGEST, layer $BLOB_DIGEST)"
+timeout 300 skopeo --insecure-policy copy --quiet --preserve-digests --dest-tls-verify=false \
+    "oci:$WORK/image:v1" "docker://127.0.0.1:$UPSTREAM_PORT/ns/app:v1" >&2 ||
+    die "skopeo copy to the upstream failed"
+check_get upstream "http://127.0.0.1:$UPSTREAM_PORT/v2/ns/app/manifests/v1" "${MANIFEST_DIGEST#sha256:}" "$MANIFEST_TYPE"
+check_get upstream "http://127.0.0.1:$UPSTREAM_PORT/v2/ns/app/blobs/$BLOB_DIGEST" "${BLOB_DIGEST#sha256:}"
+
+# nginx's files: the very bytes pushed.
+mkdir -p "$NGINX_ROOT/v2/ns/app/manifests" "$NGINX_ROOT/v2/ns/app/blobs"
+cp "$WORK/image/blobs/sha256/${MANIFEST_DIGEST#sha256:}" "$NGINX_ROOT/v2/ns/app/manifests/$MANIFEST_DIGEST"
+cp "$WORK/image/blobs/sha256/${MANIFEST_DIGEST#sha256:}" "$NGINX_ROOT/v2/ns/app/manifests/v1"
+cp "$WORK/image/blobs/sha256/${BLOB_DIGEST#sha256:}" "$NGINX_ROOT/v2/ns/app/blobs/$BLOB_DIGEST"
+chmod -R a+rX "$WORK/nginx"
+
+# ---------------------------------------------------------------------------------------------
+# 3. The servers under test.
+# ---------------------------------------------------------------------------------------------
+write_rules
+start distribution launch_distribution /v2/
+DIST_PORT=$STARTED_PORT
+start nginx launch_nginx /v2/
+NGINX_PORT=$STARTED_PORT
+start_mirrorgate mirrorgate warn
+MG_PORT=$STARTED_PORT MG_PID=$STARTED_PID
+SERVERS=(mirrorgate distribution nginx)
+if [ "$INFO" = 1 ]; then
+    start_mirrorgate mirrorgate-info info
+    MGI_PORT=$STARTED_PORT MGI_PID=$STARTED_PID
+    SERVERS+=(mirrorgate-info)
+fi
+
+# url SERVER KIND
+url() {
+    local base name
+    case "$1" in
+        mirrorgate) base="http://127.0.0.1:$MG_PORT" name=source.test/ns/app ;;
+        mirrorgate-info) base="http://127.0.0.1:$MGI_PORT" name=source.test/ns/app ;;
+        distribution) base="http://127.0.0.1:$DIST_PORT" name=ns/app ;;
+        nginx) base="http://127.0.0.1:$NGINX_PORT" name=ns/app ;;
+    esac
+    case "$2" in
+        digest) echo "$base/v2/$name/manifests/$MANIFEST_DIGEST" ;;
+        tag) echo "$base/v2/$name/manifests/v1" ;;
+        blob) echo "$base/v2/$name/blobs/$BLOB_DIGEST" ;;
+    esac
+}
+want() { case "$1" in digest | tag) echo "${MANIFEST_DIGEST#sha256:}" ;; blob) echo "${BLOB_DIGEST#sha256:}" ;; esac; }
+want_type() { case "$1" in digest | tag) echo "$MANIFEST_TYPE" ;; blob) echo "" ;; esac; }
+
+# ---------------------------------------------------------------------------------------------
+# 4. Warm every cache, then check every answer.
+# ---------------------------------------------------------------------------------------------
+KINDS=(digest tag blob)
+log "warming the caches"
+for server in "${SERVERS[@]}"; do
+    for kind in "${KINDS[@]}"; do
+        for _ in 1 2 3; do check_get "$server" "$(url "$server" "$kind")" "$(want "$kind")" "$(want_type "$kind")"; done
+    done
+done
+log "every server answers 200 with the right bytes for every URL"
+
+# ---------------------------------------------------------------------------------------------
+# 5. The load: for each request kind, each server in turn (interleaved, so drift hits all alike).
+# ---------------------------------------------------------------------------------------------
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+DEAD=""
+for kind in "${KINDS[@]}"; do
+    for server in "${SERVERS[@]}"; do
+        target=$(url "$server" "$kind")
+        header=()
+        [ "$kind" = blob ] || header=(-H "$ACCEPT")
+        log "wrk $kind $server ($DURATION)"
+        mark=$(lines "$WORK/logs/upstream.access.log")
+        out="$WORK/logs/wrk.$kind.$server.txt"
+        timeout $((DURATION_S + 60)) wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
+            "${header[@]}" "$target" >"$out" 2>&1 || die "wrk failed against $server: $(cat "$out")"
+        end=$(lines "$WORK/logs/upstream.access.log")
+        printf '%s\t%s\t%s\t%s\n' "$kind" "$server" "$(helper parse-wrk "$out")" \
+            "$(helper upstream "$WORK/logs/upstream.access.log" "$mark" "$end")" >>"$RESULTS"
+        case "$server" in
+            mirrorgate) pid=$MG_PID ;; mirrorgate-info) pid=$MGI_PID ;; *) pid="" ;;
+        esac
+        if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+            DEAD+="$server died during the $kind run; "
+            break 2
+        fi
+        # The answer is still right after the load.
+        check_get "$server" "$target" "$(want "$kind")" "$(want_type "$kind")"
+    done
+done
+[ -z "$DEAD" ] || die "$DEAD see $WORK/logs"
+
+# ---------------------------------------------------------------------------------------------
+# 6. The report.
+# ---------------------------------------------------------------------------------------------
+echo "## Throughput (wrk -t$THREADS -c$CONNECTIONS -d$DURATION, warm caches)"
+echo
+helper table "$RESULTS" "$BLOB_SIZE"
+echo
+if [ "$INFO" = 1 ]; then
+    info_lines=$(lines "$WORK/logs/mirrorgate-info.log")
+    info_bytes=$(stat -c %s "$WORK/logs/mirrorgate-info.log")
+    echo "With the default \`RUST_LOG=info\` (one log line per request, stderr to a file) instead of \`warn\`:"
+    echo "$(helper info-note "$RESULTS"); $info_lines log lines, $((info_bytes / 1048576)) MiB written."
+    echo
+fi
+echo "### Every run"
+echo
+helper details "$RESULTS"
+echo
+echo "### mirrorgate after the load"
+echo
+report_mirrorgate() {
+    local name=$1 pid=$2 logf="$WORK/logs/$1.log" warns
+    warns=$(grep -cE ' (WARN|ERROR) ' "$logf" || true)
+    echo "- $name (pid $pid): alive, VmRSS $(($(kib VmRSS "$pid") / 1024)) MiB, peak VmHWM $(($(kib VmHWM "$pid") / 1024)) MiB, threads $(kib Threads "$pid"); WARN/ERROR log lines: $warns"
+    if [ "$warns" -gt 0 ]; then
+        grep -E ' (WARN|ERROR) ' "$logf" | head -n 5 | sed 's/^/    /'
+    fi
+}
+report_mirrorgate mirrorgate "$MG_PID"
+if [ "$INFO" = 1 ]; then report_mirrorgate mirrorgate-info "$MGI_PID"; fi
+echo
+
+# ---------------------------------------------------------------------------------------------
+# 7. Memory and coalescing: BIG_CLIENTS concurrent GETs of an uncached 1 GiB blob.
+# ---------------------------------------------------------------------------------------------
+echo "## One uncached 1 GiB blob, $BIG_CLIENTS concurrent GETs through a fresh mirrorgate (cache.memory: ${BIG_MEMORY_MIB}MiB)"
+echo
+if [ "$BIG" != 1 ]; then
+    echo "Skipped (BIG=0)."
+    exit 0
+fi
+free_kib=$(df -Pk "$WORK" | awk 'NR == 2 { print $4 }')
+if [ "$free_kib" -lt $((4 * 1024 * 1024)) ]; then
+    echo "Skipped: $((free_kib / 1024)) MiB free under $WORK, the check needs 4 GiB (BIG=0 to skip silently)."
+    exit 0
+fi
+
+# The servers of the throughput part are done: stop them, so they neither take CPU nor disk.
+for pid in "${PIDS[@]}"; do [ "$pid" = "$UPSTREAM_PID" ] || stop_pid "$pid"; done
+rm -rf "$WORK/distribution" "$WORK/mirrorgate" "$WORK/mirrorgate-info" "$WORK/nginx"
+
+log "generating the 1 GiB layer"
+mkdir -p "$WORK/big-image"
+head -c "$BIG_SIZE" /dev/urandom >"$WORK/layer-big"
+read -r BIG_MANIFEST_DIGEST _ BIG_DIGEST BIG_LAYER_SIZE < <(helper make-image "$WORK/big-image" v1 "$WORK/layer-big")
+[ "$BIG_LAYER_SIZE" = "$BIG_SIZE" ] || die "the big layer is $BIG_LAYER_SIZE bytes"
+log "pushing ns/big:v1 (layer $BIG_DIGEST)"
+timeout 600 skopeo --insecure-policy copy --quiet --preserve-digests --dest-tls-verify=false \
+    "oci:$WORK/big-image:v1" "docker://127.0.0.1:$UPSTREAM_PORT/ns/big:v1" >&2 ||
+    die "skopeo copy of the 1 GiB image failed"
+rm -rf "$WORK/big-image"
+
+start_mirrorgate mirrorgate-big info "  memory: ${BIG_MEMORY_MIB}MiB"
+BIG_PORT=$STARTED_PORT BIG_PID=$STARTED_PID
+big_url="http://127.0.0.1:$BIG_PORT/v2/source.test/ns/big/blobs/$BIG_DIGEST"
+rss_before=$(kib VmRSS "$BIG_PID")
+mark=$(lines "$WORK/logs/upstream.access.log")
+
+log "$BIG_CLIENTS concurrent GETs of the 1 GiB blob"
+mkdir -p "$WORK/big"
+curl_pids=()
+t0=$(date +%s.%N)
+for ((i = 1; i <= BIG_CLIENTS; i++)); do
+    curl -s -o /dev/null --max-time 600 -w '%{http_code} %{size_download} %{time_total}\n' \
+        "$big_url" >"$WORK/big/curl.$i" 2>&1 &
+    curl_pids+=("$!")
+    PIDS+=("$!")
+done
+# Peak RSS sampled while the clients run (VmHWM below is the kernel's exact peak).
+rss_peak_sampled=0
+while :; do
+    running=0
+    for pid in "${curl_pids[@]}"; do kill -0 "$pid" 2>/dev/null && running=1 && break; done
+    [ "$running" = 1 ] || break
+    kill -0 "$BIG_PID" 2>/dev/null || break
+    r=$(kib VmRSS "$BIG_PID" || echo 0)
+    [ "${r:-0}" -le "$rss_peak_sampled" ] || rss_peak_sampled=$r
+    sleep 0.1 # bounded: every curl has --max-time 600
+done
+for pid in "${curl_pids[@]}"; do
+    wait "$pid" || true
+    forget_pid "$pid"
+done
+t1=$(date +%s.%N)
+kill -0 "$BIG_PID" 2>/dev/null || die "mirrorgate died during the 1 GiB GETs (see $WORK/logs/mirrorgate-big.log)"
+hwm=$(kib VmHWM "$BIG_PID")
+rss_after=$(kib VmRSS "$BIG_PID")
+
+# The upstream logs a request when its handler returns: let the count settle (at most 5 s).
+prev=-1
+for ((i = 0; i < 25; i++)); do
+    now=$(lines "$WORK/logs/upstream.access.log")
+    [ "$now" = "$prev" ] && break
+    prev=$now
+    sleep 0.2
+done
+end=$(lines "$WORK/logs/upstream.access.log")
+upstream_gets=$(awk -v s="$mark" -v p="\"GET /v2/ns/big/blobs/$BIG_DIGEST " 'NR > s && index($0, p) { n++ } END { print n + 0 }' "$WORK/logs/upstream.access.log")
+upstream_all=$(helper upstream "$WORK/logs/upstream.access.log" "$mark" "$end")
+fetched=$(grep -c 'blob fetched' "$WORK/logs/mirrorgate-big.log" || true)
+ok=$(awk -v size="$BIG_SIZE" '$1 == 200 && $2 == size { n++ } END { print n + 0 }' "$WORK"/big/curl.*)
+codes=$(awk '{ print $1 }' "$WORK"/big/curl.* | sort | uniq -c | awk '{ printf "%s×%s ", $2, $1 }')
+slowest=$(awk '{ if ($3 > m) m = $3 } END { printf "%.1f", m }' "$WORK"/big/curl.*)
+wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
+
+# The stored blob is the right one (a 33rd GET, now from the cache).
+log "checking the 1 GiB blob's sha256 through mirrorgate"
+got=$(curl -s --max-time 600 "$big_url" | sha256sum | cut -d' ' -f1)
+
+target_kib=$(((64 + BIG_MEMORY_MIB) * 1024))
+verdict=within
+[ "$hwm" -le "$target_kib" ] || verdict=OVER
+gets_verdict=ok
+[ "$upstream_gets" = 1 ] || gets_verdict="NOT 1"
+echo "| check | result |"
+echo "| --- | --- |"
+echo "| client answers | $ok of $BIG_CLIENTS complete (200, $BIG_SIZE bytes); statuses: ${codes% } |"
+echo "| time | ${wall} s wall for all $BIG_CLIENTS; slowest client ${slowest} s |"
+echo "| upstream GETs of the blob | $upstream_gets ($gets_verdict; every upstream request: $upstream_all) |"
+echo "| mirrorgate \"blob fetched\" log lines | $fetched |"
+echo "| mirrorgate peak RSS (VmHWM) | $((hwm / 1024)) MiB: $verdict the target 64 MiB + cache.memory ${BIG_MEMORY_MIB} MiB = $(((64 + BIG_MEMORY_MIB))) MiB |"
+echo "| mirrorgate RSS | $((rss_before / 1024)) MiB before, $((rss_peak_sampled / 1024)) MiB highest sampled (every 0.1 s), $((rss_after / 1024)) MiB after |"
+echo "| sha256 of a later GET (from the cache) | $([ "$got" = "${BIG_DIGEST#sha256:}" ] && echo "matches the digest" || echo "MISMATCH: $got") |"
+warns=$(grep -cE ' (WARN|ERROR) ' "$WORK/logs/mirrorgate-big.log" || true)
+echo "| mirrorgate WARN/ERROR log lines | $warns |"
+if [ "$warns" -gt 0 ]; then
+    echo
+    grep -E ' (WARN|ERROR) ' "$WORK/logs/mirrorgate-big.log" | head -n 5 | sed 's/^/    /'
+fi
