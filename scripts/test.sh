@@ -36,6 +36,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
 fi
 
+bash deploy/validate.sh
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet

@@ -188,12 +188,33 @@ fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    watch_dropped_log_lines(writer.error_counter());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     guard
+}
+
+/// The log writer drops lines rather than stall requests when stderr cannot keep up; say how many,
+/// from a thread of its own, so that a gap in the log is never silent.
+fn watch_dropped_log_lines(dropped: tracing_appender::non_blocking::ErrorCounter) {
+    std::thread::spawn(move || {
+        let mut reported = 0;
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(10));
+            let now = dropped.dropped_lines();
+            if now > reported {
+                tracing::warn!(
+                    dropped = now - reported,
+                    total = now,
+                    "log lines dropped: stderr is not read fast enough"
+                );
+                reported = now;
+            }
+        }
+    });
 }
 
 fn resolve(args: &RuleArgs, json: bool, image: &str) -> Result<()> {
@@ -238,6 +259,8 @@ fn resolve(args: &RuleArgs, json: bool, image: &str) -> Result<()> {
 
 fn check(args: &RuleArgs) -> Result<()> {
     let (rule_set, config, config_path) = args.load()?;
+    // The files the proxy reads at start (pull secret, CA bundles) must be good too.
+    Upstream::new(&config).context("the upstream settings are invalid")?;
     let summary = rule_set.summary();
     match &config_path {
         Some(path) => println!("config: {} (listen {})", path.display(), config.listen),
