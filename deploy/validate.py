@@ -800,6 +800,11 @@ def check_config(
         return
     config_file = tmp / "config" / PurePosixPath(config_path).name
     config_file.parent.mkdir(parents=True, exist_ok=True)
+    if config.get("pull_secret"):
+        # `check` reads the pull secret; the Secret's file stands in as an empty one.
+        secret = tmp / "check-pull-secret.json"
+        secret.write_text('{"auths": {}}\n', encoding="utf-8")
+        text = text.replace(str(config["pull_secret"]), str(secret))
     config_file.write_text(text, encoding="utf-8")
     command = [mirrorgate, "check", "--config", str(config_file)]
     for directory in rules_dirs:

@@ -8,13 +8,15 @@
 //! - [`upstream`]: the client for upstream registries (endpoints, TLS, credentials, tokens);
 //! - [`http`]: the OCI distribution API surface (routing of paths, addressing, error bodies);
 //! - [`proxy`]: serving each request from the pull sources the rules give, verifying content;
-//! - [`cache`]: manifests, tag answers and blobs kept so that repeated pulls cost nothing.
+//! - [`cache`]: manifests, tag answers and blobs kept so that repeated pulls cost nothing;
+//! - [`metrics`]: what every part did, for Prometheus.
 
 #![warn(missing_docs)]
 
 pub mod cache;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod proxy;
 pub mod reference;
 pub mod rules;

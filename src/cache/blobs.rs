@@ -119,6 +119,7 @@ impl BlobStore {
                 let evicted = index.insert(key, entry, size, |_, _| false);
                 store.delete_evicted(evicted);
             }
+            CacheStats::set(&store.stats.blob_bytes, index.weight());
         }
         Ok(store)
     }
@@ -202,6 +203,7 @@ impl BlobStore {
             entry.readers.load(Ordering::Acquire) > 0
         });
         self.delete_evicted(evicted);
+        CacheStats::set(&self.stats.blob_bytes, index.weight());
         Ok(())
     }
 

@@ -73,10 +73,10 @@ impl ManifestStore {
 
     fn remember(&self, manifest: Arc<StoredManifest>) {
         let weight = manifest.bytes.len() as u64;
-        let evicted = self
-            .lock()
-            .insert(manifest.digest.clone(), manifest, weight, |_, _| false);
+        let mut memory = self.lock();
+        let evicted = memory.insert(manifest.digest.clone(), manifest, weight, |_, _| false);
         CacheStats::add(&self.stats.evictions, evicted.len() as u64);
+        CacheStats::set(&self.stats.manifest_memory_bytes, memory.weight());
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Lru<String, Arc<StoredManifest>>> {

@@ -27,6 +27,10 @@ pub struct CacheStats {
     pub bytes_from_cache: AtomicU64,
     /// Bytes of blobs fetched from upstreams into the store.
     pub bytes_fetched: AtomicU64,
+    /// Bytes held in the blob store now (a gauge).
+    pub blob_bytes: AtomicU64,
+    /// Bytes of manifests held in memory now (a gauge).
+    pub manifest_memory_bytes: AtomicU64,
 }
 
 impl CacheStats {
@@ -38,6 +42,11 @@ impl CacheStats {
     /// Adds `n` to `counter`.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets a gauge.
+    pub fn set(gauge: &AtomicU64, value: u64) {
+        gauge.store(value, Ordering::Relaxed);
     }
 
     /// The current value of `counter`.

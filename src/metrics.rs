@@ -1,0 +1,459 @@
+//! Prometheus metrics, served as OpenMetrics text on `/metrics`.
+//!
+//! `prometheus-client` (the Prometheus organisation's crate, typed label sets) rather than the
+//! older `prometheus` crate: label sets are structs, so a label can only take the values the code
+//! gives it. Every registry label is bounded: it names a registry known from the configuration or
+//! the rules, and `other` for anything else, so a client cannot grow the series count by naming
+//! hosts.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::cache::stats::CacheStats;
+use crate::config::Config;
+use crate::rules::{RuleSet, Scope};
+
+/// Latency buckets, in seconds: from cache hits (tens of µs) to slow upstreams.
+const BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
+];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    method: &'static str,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteMethodLabels {
+    route: &'static str,
+    method: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    registry: String,
+    role: &'static str,
+    route: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamTimingLabels {
+    registry: String,
+    role: &'static str,
+    route: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: &'static str,
+}
+
+/// Every metric mirrorgate exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<RouteMethodLabels, Histogram>,
+    upstream_requests: Family<UpstreamLabels, Counter>,
+    upstream_duration: Family<UpstreamTimingLabels, Histogram>,
+    fallbacks: Family<RouteLabels, Counter>,
+    blocked: Family<RouteLabels, Counter>,
+    rules_loaded: Family<KindLabels, Gauge>,
+    reloads: Family<ResultLabels, Counter>,
+    last_reload: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Registries that may appear as label values.
+    known_registries: ArcSwap<HashSet<String>>,
+    /// Wildcard suffixes (`.example.com`) of rule scopes, for hosts under them.
+    known_wildcards: ArcSwap<Vec<String>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// Reads the cache counters at scrape time.
+#[derive(Debug)]
+struct CacheCollector(Arc<CacheStats>);
+
+impl Collector for CacheCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.0;
+        let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 11] = [
+            (
+                "cache_manifest_hits",
+                "Manifests served from the cache.",
+                &s.manifest_hits,
+            ),
+            (
+                "cache_manifest_misses",
+                "Manifests that had to be fetched.",
+                &s.manifest_misses,
+            ),
+            (
+                "cache_tag_hits",
+                "Tag answers reused within their TTL.",
+                &s.tag_hits,
+            ),
+            (
+                "cache_tag_revalidations",
+                "Tag answers checked upstream after their TTL.",
+                &s.tag_revalidations,
+            ),
+            (
+                "cache_stale_answers",
+                "Expired tag answers served because every source failed.",
+                &s.stale_served,
+            ),
+            (
+                "cache_blob_hits",
+                "Blobs served from the store.",
+                &s.blob_hits,
+            ),
+            (
+                "cache_blob_misses",
+                "Blobs that had to be fetched.",
+                &s.blob_misses,
+            ),
+            (
+                "cache_coalesced",
+                "Requests that joined a fetch already under way.",
+                &s.coalesced,
+            ),
+            (
+                "cache_evictions",
+                "Entries evicted from memory or disk.",
+                &s.evictions,
+            ),
+            (
+                "bytes_served_from_cache",
+                "Blob bytes served from the store.",
+                &s.bytes_from_cache,
+            ),
+            (
+                "bytes_fetched",
+                "Blob bytes fetched from upstreams into the store.",
+                &s.bytes_fetched,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(CacheStats::get(value));
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        let gauges: [(&str, &str, &std::sync::atomic::AtomicU64); 2] = [
+            (
+                "cache_blob_bytes",
+                "Bytes held in the blob store.",
+                &s.blob_bytes,
+            ),
+            (
+                "cache_manifest_memory_bytes",
+                "Bytes of manifests held in memory.",
+                &s.manifest_memory_bytes,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(i64::try_from(CacheStats::get(value)).unwrap_or(i64::MAX));
+            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            gauge.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+impl Metrics {
+    /// The metrics of a proxy whose caches count into `cache`.
+    pub fn new(cache: Arc<CacheStats>) -> Metrics {
+        let mut root = Registry::with_prefix("mirrorgate");
+        let histogram = || Histogram::new(BUCKETS);
+        let metrics = Metrics {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(histogram),
+            upstream_requests: Family::default(),
+            upstream_duration: Family::new_with_constructor(histogram),
+            fallbacks: Family::default(),
+            blocked: Family::default(),
+            rules_loaded: Family::default(),
+            reloads: Family::default(),
+            last_reload: Gauge::default(),
+            known_registries: ArcSwap::from_pointee(HashSet::new()),
+            known_wildcards: ArcSwap::from_pointee(Vec::new()),
+            registry: Registry::default(),
+        };
+        root.register(
+            "http_requests",
+            "Client requests by route, method and status.",
+            metrics.requests.clone(),
+        );
+        root.register(
+            "http_request_duration_seconds",
+            "Time to the response headers, by route and method.",
+            metrics.request_duration.clone(),
+        );
+        root.register(
+            "upstream_requests",
+            "Requests to upstream registries by registry, role (mirror/source), route and outcome.",
+            metrics.upstream_requests.clone(),
+        );
+        root.register(
+            "upstream_request_duration_seconds",
+            "Time to an upstream's response headers, by registry, role and route.",
+            metrics.upstream_duration.clone(),
+        );
+        root.register(
+            "fallbacks",
+            "Requests served by another than the first pull source, by route.",
+            metrics.fallbacks.clone(),
+        );
+        root.register(
+            "blocked",
+            "Requests refused because the source is blocked and no mirror applies, by route.",
+            metrics.blocked.clone(),
+        );
+        root.register(
+            "rules_loaded",
+            "Objects in the rule set in force, by kind.",
+            metrics.rules_loaded.clone(),
+        );
+        root.register(
+            "reloads",
+            "Rule and configuration reloads by result (success, failure).",
+            metrics.reloads.clone(),
+        );
+        root.register(
+            "last_reload_success_timestamp_seconds",
+            "When the rules in force were loaded (Unix time).",
+            metrics.last_reload.clone(),
+        );
+        let build = Family::<VersionLabels, Gauge>::default();
+        build
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        root.register("build_info", "The running version (value 1).", build);
+        root.register_collector(Box::new(CacheCollector(cache)));
+        Metrics {
+            registry: root,
+            ..metrics
+        }
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Records the rule set in force: objects per kind, the load time, and the registries that
+    /// may appear as label values (with those of the configuration).
+    pub fn rules_loaded(&self, rules: &RuleSet, config: &Config) {
+        self.rules_loaded.clear();
+        for (kind, count) in rules.summary().objects {
+            self.rules_loaded
+                .get_or_create(&KindLabels { kind })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        self.last_reload.set(now.as_secs_f64());
+        let mut known: HashSet<String> = config.registries.keys().cloned().collect();
+        known.insert(config.default_registry.clone());
+        let mut wildcards = Vec::new();
+        let host = |s: &str| s.split('/').next().unwrap_or(s).to_owned();
+        for rule in rules.rules() {
+            match &rule.scope {
+                Scope::Wildcard(pattern) => wildcards.push(pattern[1..].to_owned()),
+                Scope::Repo(scope) => {
+                    known.insert(host(scope.as_str()));
+                }
+            }
+            for mirror in rule.digest_mirrors.iter().chain(&rule.tag_mirrors) {
+                known.insert(host(mirror.as_str()));
+            }
+        }
+        self.known_registries.store(Arc::new(known));
+        self.known_wildcards.store(Arc::new(wildcards));
+    }
+
+    /// Counts a reload attempt.
+    pub fn reload(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.reloads.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// Counts one answered client request.
+    pub fn request(&self, route: &'static str, method: &'static str, status: u16, took: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route,
+                method,
+                status,
+            })
+            .inc();
+        self.request_duration
+            .get_or_create(&RouteMethodLabels { route, method })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts one attempt at an upstream registry.
+    pub fn upstream(
+        &self,
+        registry: &str,
+        role: &'static str,
+        route: &'static str,
+        outcome: &'static str,
+        took: Duration,
+    ) {
+        let registry = self.registry_label(registry);
+        self.upstream_duration
+            .get_or_create(&UpstreamTimingLabels {
+                registry: registry.clone(),
+                role,
+                route,
+            })
+            .observe(took.as_secs_f64());
+        self.upstream_requests
+            .get_or_create(&UpstreamLabels {
+                registry,
+                role,
+                route,
+                outcome,
+            })
+            .inc();
+    }
+
+    /// Counts a request served by another than the first pull source.
+    pub fn fallback(&self, route: &'static str) {
+        self.fallbacks.get_or_create(&RouteLabels { route }).inc();
+    }
+
+    /// Counts a request refused because the source is blocked.
+    pub fn blocked(&self, route: &'static str) {
+        self.blocked.get_or_create(&RouteLabels { route }).inc();
+    }
+
+    /// The label value for a registry: itself if known, the wildcard scope it falls under, or
+    /// `other`.
+    fn registry_label(&self, registry: &str) -> String {
+        if self.known_registries.load().contains(registry) {
+            return registry.to_owned();
+        }
+        let host = registry.split(':').next().unwrap_or(registry);
+        self.known_wildcards
+            .load()
+            .iter()
+            .find(|suffix| host.ends_with(suffix.as_str()))
+            .map_or_else(|| "other".to_owned(), |suffix| format!("*{suffix}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics_with_rules() -> Metrics {
+        let metrics = Metrics::new(Arc::new(CacheStats::default()));
+        let rules = crate::rules::load_str(
+            "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: x\nspec:\n  imageDigestMirrors:\n  - source: quay.io/ns\n    mirrors: [mirror.example.com/ns]\n  - source: \"*.corp.example.com\"\n    mirrors: [mirror.example.com/corp]\n",
+            "rules.yaml",
+        )
+        .unwrap();
+        metrics.rules_loaded(&rules, &Config::default());
+        metrics
+    }
+
+    #[test]
+    fn unknown_registries_are_labelled_other() {
+        let metrics = metrics_with_rules();
+        metrics.upstream(
+            "evil.example.net",
+            "mirror",
+            "manifest",
+            "ok",
+            Duration::ZERO,
+        );
+        assert!(metrics.encode().contains("registry=\"other\""));
+    }
+
+    #[test]
+    fn registries_of_the_rules_are_their_own_label() {
+        let metrics = metrics_with_rules();
+        metrics.upstream(
+            "mirror.example.com",
+            "mirror",
+            "manifest",
+            "ok",
+            Duration::ZERO,
+        );
+        assert!(metrics.encode().contains(
+            "mirrorgate_upstream_requests_total{registry=\"mirror.example.com\",role=\"mirror\",route=\"manifest\",outcome=\"ok\"} 1"
+        ));
+    }
+
+    #[test]
+    fn hosts_under_a_wildcard_scope_are_labelled_with_it() {
+        let metrics = metrics_with_rules();
+        metrics.upstream(
+            "a.corp.example.com:5000",
+            "source",
+            "blob",
+            "ok",
+            Duration::ZERO,
+        );
+        assert!(metrics.encode().contains("registry=\"*.corp.example.com\""));
+    }
+
+    #[test]
+    fn rules_loaded_counts_objects_per_kind() {
+        assert!(
+            metrics_with_rules()
+                .encode()
+                .contains("mirrorgate_rules_loaded{kind=\"ImageDigestMirrorSet\"} 1")
+        );
+    }
+
+    #[test]
+    fn cache_counters_are_exported() {
+        let stats = Arc::new(CacheStats::default());
+        CacheStats::count(&stats.blob_hits);
+        let metrics = Metrics::new(stats);
+        assert!(
+            metrics
+                .encode()
+                .contains("mirrorgate_cache_blob_hits_total 1")
+        );
+    }
+}
