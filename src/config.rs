@@ -54,6 +54,22 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// Reload the rule files and this file when they change (SIGHUP always reloads).
     pub watch: bool,
+    /// Serve HTTPS with this certificate instead of plain HTTP (`None`, the default: plain HTTP,
+    /// meant for a loopback listener or a TLS-terminating front).
+    pub tls: Option<TlsConfig>,
+}
+
+/// The `tls` section: the certificate and key the proxy serves HTTPS with.
+///
+/// Both files are PEM and are read at start (a bad one fails `serve` and `check`, naming it) and
+/// again whenever they change on disk, so a renewed certificate is picked up without a restart;
+/// see [`crate::http::tls`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The certificate chain: the server's certificate first, then any intermediates.
+    pub cert_file: PathBuf,
+    /// The private key of the first certificate (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key_file: PathBuf,
 }
 
 /// How to reach one registry. A registry with no entry uses [`RegistrySettings::default`].
@@ -111,6 +127,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             upstream: UpstreamConfig::default(),
             watch: true,
+            tls: None,
         }
     }
 }
@@ -247,6 +264,14 @@ impl Config {
                 "upstream.timeout",
                 "must be greater than 0s".to_owned(),
             ));
+        }
+        if let Some(tls) = &self.tls {
+            if tls.cert_file.as_os_str().is_empty() {
+                return Err(invalid("tls.cert_file", "empty path".to_owned()));
+            }
+            if tls.key_file.as_os_str().is_empty() {
+                return Err(invalid("tls.key_file", "empty path".to_owned()));
+            }
         }
         Ok(())
     }
@@ -808,6 +833,7 @@ struct RawConfig {
     cache: Option<RawCache>,
     upstream: Option<RawUpstream>,
     watch: Option<bool>,
+    tls: Option<RawTls>,
 }
 
 #[derive(Deserialize, Default)]
@@ -826,6 +852,14 @@ struct RawCache {
     memory: Option<ByteSize>,
     tag_ttl: Option<HumanDuration>,
     stale_if_error: Option<HumanDuration>,
+}
+
+// No `default` here: a `tls` section must name both files (serde reports the one missing).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
 }
 
 #[derive(Deserialize, Default)]
@@ -853,6 +887,10 @@ impl RawConfig {
             cache: self.cache.unwrap_or_default().into_cache(),
             upstream: self.upstream.unwrap_or_default().into_upstream(),
             watch: self.watch.unwrap_or(default.watch),
+            tls: self.tls.map(|raw| TlsConfig {
+                cert_file: raw.cert_file,
+                key_file: raw.key_file,
+            }),
         }
     }
 }
@@ -966,6 +1004,7 @@ watch: true                     # reload rule files and this file on change (als
                 timeout: Duration::from_secs(30),
             },
             watch: true,
+            tls: None,
         };
         assert_eq!(Config::default(), expected);
     }
@@ -1366,5 +1405,45 @@ watch: true                     # reload rule files and this file on change (als
             other => panic!("expected a parse error, got {other:?}"),
         };
         assert!(snippet.contains("config/mirrorgate.yaml:2:3"), "{snippet}");
+    }
+
+    #[test]
+    fn tls_section_parses() {
+        let config = parse("tls:\n  cert_file: /etc/mirrorgate/tls.crt\n  key_file: tls.key\n")
+            .expect("valid tls section");
+        assert_eq!(
+            config.tls,
+            Some(TlsConfig {
+                cert_file: PathBuf::from("/etc/mirrorgate/tls.crt"),
+                key_file: PathBuf::from("tls.key"),
+            })
+        );
+    }
+
+    #[test]
+    fn null_tls_means_plain_http() {
+        assert_eq!(parse("tls:\n").ok(), Some(Config::default()));
+    }
+
+    #[test]
+    fn tls_without_key_file_is_rejected_with_location() {
+        let err = error_text("watch: false\ntls:\n  cert_file: tls.crt\n");
+        assert!(
+            err.starts_with("config/mirrorgate.yaml:") && err.contains("`key_file`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_tls_key_is_rejected() {
+        let err =
+            error_text("tls:\n  cert_file: tls.crt\n  key_file: tls.key\n  ca_file: ca.crt\n");
+        assert!(err.contains("unknown field `ca_file`"), "{err}");
+    }
+
+    #[test]
+    fn empty_tls_path_is_rejected() {
+        let err = error_text("tls:\n  cert_file: tls.crt\n  key_file: \"\"\n");
+        assert!(err.ends_with(": tls.key_file: empty path"), "{err}");
     }
 }

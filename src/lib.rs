@@ -9,7 +9,8 @@
 //! - [`http`]: the OCI distribution API surface (routing of paths, addressing, error bodies);
 //! - [`proxy`]: serving each request from the pull sources the rules give, verifying content;
 //! - [`cache`]: manifests, tag answers and blobs kept so that repeated pulls cost nothing;
-//! - [`metrics`]: what every part did, for Prometheus.
+//! - [`metrics`]: what every part did, for Prometheus;
+//! - [`reload`]: picking up changed rules and settings without a restart.
 
 #![warn(missing_docs)]
 
@@ -19,5 +20,6 @@ pub mod http;
 pub mod metrics;
 pub mod proxy;
 pub mod reference;
+pub mod reload;
 pub mod rules;
 pub mod upstream;

@@ -13,6 +13,7 @@ use mirrorgate::config::{self, Config};
 use mirrorgate::http;
 use mirrorgate::proxy::Proxy;
 use mirrorgate::reference::Reference;
+use mirrorgate::reload;
 use mirrorgate::rules::{self, ResolveError, RuleSet};
 use mirrorgate::upstream::Upstream;
 use tokio::net::TcpListener;
@@ -34,6 +35,9 @@ enum Command {
         /// that file does not exist].
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Log lines as plain text or as JSON objects (one per line, for log collectors).
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Print the ordered pull sources for IMAGE, one per line as `mirror <ref>` or `source <ref>`.
     Resolve {
@@ -55,6 +59,15 @@ enum Command {
         #[command(flatten)]
         rules: RuleArgs,
     },
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Where the rules come from.
@@ -111,10 +124,13 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<()> {
     match command {
-        Command::Serve { config } => serve(&RuleArgs {
-            config,
-            rules: Vec::new(),
-        }),
+        Command::Serve { config, log_format } => serve(
+            &RuleArgs {
+                config,
+                rules: Vec::new(),
+            },
+            log_format,
+        ),
         Command::Resolve { rules, json, image } => resolve(&rules, json, &image),
         Command::Check { rules } => check(&rules),
         Command::RegistriesConf { rules } => {
@@ -125,10 +141,12 @@ fn run(command: Command) -> Result<()> {
     }
 }
 
-fn serve(args: &RuleArgs) -> Result<()> {
-    let _log_guard = init_tracing();
+fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
+    let _log_guard = init_tracing(log_format);
     let (rule_set, config, config_path) = args.load()?;
-    let source = config_path.map_or("built-in defaults".to_owned(), |p| p.display().to_string());
+    let source = config_path
+        .as_ref()
+        .map_or("built-in defaults".to_owned(), |p| p.display().to_string());
     let summary = rule_set.summary();
     tracing::info!(
         config = %source,
@@ -141,6 +159,7 @@ fn serve(args: &RuleArgs) -> Result<()> {
         tracing::warn!(%warning, "rule warning");
     }
     let upstream = Upstream::new(&config).context("cannot set up the upstream client")?;
+    let tls = http::ServerTls::from_config(&config).context("the tls settings are invalid")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -149,13 +168,21 @@ fn serve(args: &RuleArgs) -> Result<()> {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        tracing::info!(listen = %listener.local_addr()?, "serving");
+        tracing::info!(listen = %listener.local_addr()?, tls = tls.is_some(), "serving");
         let proxy = Arc::new(
             Proxy::new(Arc::new(rule_set), upstream, &config).with_context(|| {
                 format!("cannot open the cache in {}", config.cache.dir.display())
             })?,
         );
-        http::serve(listener, proxy, shutdown_signal()).await?;
+        reload::spawn(proxy.clone(), config_path.clone(), config.clone());
+        if let Some(address) = config.metrics_listen {
+            let listener = TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} for metrics"))?;
+            tracing::info!(metrics_listen = %listener.local_addr()?, "serving metrics");
+            tokio::spawn(http::serve_metrics(listener, proxy.clone()));
+        }
+        http::serve(listener, proxy, tls, shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())
     })
@@ -184,16 +211,18 @@ async fn shutdown_signal() {
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`). Lines are written by a background
 /// thread, so a request never waits for the terminal or the log collector; the guard flushes
 /// what is queued when `serve` returns.
-fn init_tracing() -> tracing_appender::non_blocking::WorkerGuard {
+fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     watch_dropped_log_lines(writer.error_counter());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
     guard
 }
 
@@ -261,6 +290,7 @@ fn check(args: &RuleArgs) -> Result<()> {
     let (rule_set, config, config_path) = args.load()?;
     // The files the proxy reads at start (pull secret, CA bundles) must be good too.
     Upstream::new(&config).context("the upstream settings are invalid")?;
+    http::ServerTls::from_config(&config).context("the tls settings are invalid")?;
     let summary = rule_set.summary();
     match &config_path {
         Some(path) => println!("config: {} (listen {})", path.display(), config.listen),

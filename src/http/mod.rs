@@ -1,17 +1,21 @@
 //! The OCI distribution API surface: the server loop, request routing and addressing ([`route`]),
-//! and OCI error bodies ([`error`]). What each request gets is decided by [`crate::proxy`]; this
-//! module only speaks HTTP.
+//! OCI error bodies ([`error`]), and HTTPS with a certificate reloaded on change ([`tls`]). What
+//! each request gets is decided by [`crate::proxy`]; this module only speaks HTTP.
 
 pub mod error;
+mod metrics_endpoint;
 pub mod route;
 mod server;
+pub mod tls;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
 
 pub use error::{ApiError, ErrorCode};
+pub use metrics_endpoint::serve_metrics;
 pub use route::{ApiRequest, Repository};
 pub use server::serve;
+pub use tls::ServerTls;
 
 /// The response body type: whole buffers and streamed blobs alike. A stream that fails mid-body
 /// makes the server abort the connection, so a client never takes a cut body for a whole one.

@@ -103,6 +103,24 @@ pub enum ApiRequest {
     Healthz,
     /// `/readyz`: rules loaded and cache writable.
     Readyz,
+    /// `/metrics`: Prometheus metrics.
+    Metrics,
+}
+
+impl ApiRequest {
+    /// A short name of the endpoint, for metrics and logs.
+    pub fn route(&self) -> &'static str {
+        match self {
+            ApiRequest::Base => "base",
+            ApiRequest::Manifest { .. } => "manifest",
+            ApiRequest::Blob { .. } => "blob",
+            ApiRequest::TagsList { .. } => "tags",
+            ApiRequest::Referrers { .. } => "referrers",
+            ApiRequest::Healthz => "healthz",
+            ApiRequest::Readyz => "readyz",
+            ApiRequest::Metrics => "metrics",
+        }
+    }
 }
 
 /// Parses a request. `default_registry` is the registry of names that do not name one.
@@ -115,6 +133,7 @@ pub fn parse(
     match path {
         "/healthz" => return Ok(ApiRequest::Healthz),
         "/readyz" => return Ok(ApiRequest::Readyz),
+        "/metrics" => return Ok(ApiRequest::Metrics),
         _ => {}
     }
     if !matches!(*method, Method::GET | Method::HEAD) {

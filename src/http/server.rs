@@ -1,34 +1,48 @@
-//! The server loop: HTTP/1.1 and HTTP/2 (hyper-util's auto builder) on a TCP listener, each
-//! request parsed by [`route`](super::route) and answered by the [`Proxy`], with a graceful stop.
+//! The server loop: HTTP/1.1 and HTTP/2 (hyper-util's auto builder) on a TCP listener, in plain
+//! text or over TLS ([`ServerTls`]), each request parsed by [`route`](super::route) and answered
+//! by the [`Proxy`], with a graceful stop.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Method, Request, Response};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
-use super::{API_VERSION_HEADER, Body, route};
+use super::{API_VERSION_HEADER, Body, ServerTls};
 use crate::proxy::Proxy;
 
 /// How long in-flight requests may take to finish once a stop is asked for.
 const GRACE_PERIOD: Duration = Duration::from_secs(30);
 
+/// How long a client may take over the TLS handshake, so that a connection that never finishes it
+/// does not hold a task forever.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves the registry API on `listener` until `shutdown` completes, then lets in-flight requests
 /// finish (up to a grace period).
+///
+/// With `tls`, every connection first completes a TLS handshake (within [`HANDSHAKE_TIMEOUT`];
+/// a failed one is logged at debug level and the connection dropped), and is then served as
+/// HTTP/2 or HTTP/1.1, whichever the client speaks (the one it negotiated by ALPN). Handshakes
+/// still in progress when the server stops are abandoned.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
+    tls: Option<Arc<ServerTls>>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let builder = Builder::new(TokioExecutor::new());
+    let builder = Arc::new(Builder::new(TokioExecutor::new()));
     let graceful = GracefulShutdown::new();
+    // Dropped when the server stops, which ends every handshake still in progress.
+    let (stop_handshakes, handshakes_stopped) = watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
@@ -45,20 +59,57 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let proxy = proxy.clone();
                 let service = service_fn(move |request| handle(proxy.clone(), request));
-                let connection = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%peer, %error, "connection ended with an error");
+                match &tls {
+                    None => {
+                        let connection = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .into_owned();
+                        let connection = graceful.watch(connection);
+                        tokio::spawn(async move {
+                            if let Err(error) = connection.await {
+                                tracing::debug!(%peer, %error, "connection ended with an error");
+                            }
+                        });
                     }
-                });
+                    Some(tls) => {
+                        let acceptor = tls.acceptor().clone();
+                        let builder = builder.clone();
+                        // Taken now, before any stop: a connection watched after the stop began
+                        // is told at once to finish, and the stop waits for this watcher.
+                        let watcher = graceful.watcher();
+                        let mut stopped = handshakes_stopped.clone();
+                        tokio::spawn(async move {
+                            let handshake =
+                                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                            let stream = tokio::select! {
+                                result = handshake => match result {
+                                    Ok(Ok(stream)) => stream,
+                                    Ok(Err(error)) => {
+                                        tracing::debug!(%peer, %error, "TLS handshake failed");
+                                        return;
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(%peer, "TLS handshake timed out");
+                                        return;
+                                    }
+                                },
+                                _ = stopped.changed() => return,
+                            };
+                            let connection = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .into_owned();
+                            if let Err(error) = watcher.watch(connection).await {
+                                tracing::debug!(%peer, %error, "connection ended with an error");
+                            }
+                        });
+                    }
+                }
             }
             () = &mut shutdown => break,
         }
     }
     drop(listener);
+    drop(stop_handshakes);
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(GRACE_PERIOD) => {
@@ -72,29 +123,15 @@ async fn handle(
     proxy: Arc<Proxy>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let head = request.method() == Method::HEAD;
-    let parsed = route::parse(
-        request.method(),
-        request.uri().path(),
-        request.uri().query(),
-        proxy.default_registry(),
-    );
-    let mut response = match parsed {
-        Ok(api) => match proxy.handle(api, head, request.headers()).await {
-            Ok(response) => response,
-            Err(error) => error.into_response(head),
-        },
-        Err(error) => {
-            tracing::info!(
-                method = %request.method(),
-                path = request.uri().path(),
-                status = error.status.as_u16(),
-                code = error.code.as_str(),
-                "refused"
-            );
-            error.into_response(head)
-        }
-    };
+    // Routing, serving and counting are the proxy's; this layer only speaks HTTP.
+    let mut response = proxy
+        .respond(
+            request.method(),
+            request.uri().path(),
+            request.uri().query(),
+            request.headers(),
+        )
+        .await;
     response
         .headers_mut()
         .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));

@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::verify::{Hasher, Outcome, Verified};
-use super::{AttemptFailure, Failure, Proxy, exhausted, resolve_error, summary};
+use super::{AttemptFailure, Failure, Proxy, exhausted, summary};
 use crate::cache::blobs::{BlobFile, DownloadState, READ_CHUNK, follow};
 use crate::cache::stats::CacheStats;
 use crate::http::{ApiError, Body, ErrorCode, Repository, empty_body};
@@ -160,8 +160,11 @@ impl Proxy {
         let mut failures = Vec::new();
         for (physical, role) in candidates {
             let response = match self
-                .upstream
-                .send(blob_request(&physical, digest, Method::GET, None))
+                .attempt(
+                    blob_request(&physical, digest, Method::GET, None),
+                    role,
+                    "blob",
+                )
                 .await
             {
                 Ok(response) if response.status() == StatusCode::OK => response,
@@ -260,6 +263,7 @@ impl Proxy {
                 Outcome::Corrupt(reason) => {
                     tracing::warn!(served_by = %physical, %reason, "blob aborted: corrupt; the source is skipped for this blob for a while");
                     self.corrupt_recorder()(&physical);
+                    self.count_attempt(physical.domain(), role, "blob", "digest_mismatch");
                     Err(reason)
                 }
                 Outcome::Broken(reason) => Err(reason),
@@ -267,6 +271,9 @@ impl Proxy {
             return match committed {
                 Ok(size) => {
                     CacheStats::add(&self.cache.stats.bytes_fetched, size);
+                    if !failures.is_empty() {
+                        self.metrics.fallback("blob");
+                    }
                     tracing::info!(reference = %logical, served_by = %physical, %role, size, failed = %summary(&failures), "blob fetched");
                     DownloadState::Complete { len: size }
                 }
@@ -302,8 +309,11 @@ impl Proxy {
         let mut failures = Vec::new();
         for (physical, role) in candidates {
             let request = blob_request(&physical, digest, method.clone(), range);
-            match self.upstream.send(request).await {
+            match self.attempt(request, role, "blob").await {
                 Ok(upstream) => {
+                    if !failures.is_empty() {
+                        self.metrics.fallback("blob");
+                    }
                     tracing::info!(
                         method = %method,
                         reference = %logical,
@@ -370,7 +380,7 @@ impl Proxy {
         if candidates.is_empty()
             && let Err(error) = digest_route
         {
-            return Err(resolve_error(error));
+            return Err(self.refuse("blob", error));
         }
         let mut seen = HashSet::new();
         candidates.retain(|(physical, _)| {

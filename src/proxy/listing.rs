@@ -7,7 +7,7 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use serde_json::Value;
 
 use super::manifest::{MAX_MANIFEST_BYTES, read_bounded};
-use super::{AttemptFailure, Failure, Proxy, bytes_response, exhausted, resolve_error, summary};
+use super::{AttemptFailure, Failure, Proxy, bytes_response, exhausted, summary};
 use crate::http::{ApiError, Body, ErrorCode, Repository};
 use crate::reference::{Digest, Reference};
 use crate::upstream::UpstreamRequest;
@@ -115,7 +115,15 @@ impl Proxy {
         query: Option<String>,
         accept: Option<HeaderValue>,
     ) -> Result<(Reference, reqwest::Response), ApiError> {
-        let resolution = self.rules().resolve(logical).map_err(resolve_error)?;
+        let route = if endpoint == "tags/list" {
+            "tags"
+        } else {
+            "referrers"
+        };
+        let resolution = self
+            .rules()
+            .resolve(logical)
+            .map_err(|e| self.refuse(route, e))?;
         let mut failures = Vec::new();
         for source in &resolution.sources {
             let physical = &source.reference;
@@ -132,8 +140,11 @@ impl Proxy {
                 headers,
                 follow_redirects: false,
             };
-            match self.upstream.send(request).await {
+            match self.attempt(request, source.role, route).await {
                 Ok(response) => {
+                    if !failures.is_empty() {
+                        self.metrics.fallback(route);
+                    }
                     tracing::info!(
                         reference = %logical,
                         served_by = %physical,

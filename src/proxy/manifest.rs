@@ -13,13 +13,13 @@ use http::header::{self, GetAll};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use super::verify::digest_of;
-use super::{AttemptFailure, Failure, Proxy, bytes_response, exhausted, resolve_error, summary};
+use super::{AttemptFailure, Failure, Proxy, bytes_response, exhausted, summary};
 use crate::cache::manifests::StoredManifest;
 use crate::cache::stats::CacheStats;
 use crate::cache::tags::TagAnswer;
 use crate::http::{ApiError, Body, ErrorCode};
 use crate::reference::{Algorithm, Digest, Reference};
-use crate::rules::{PullSource, Resolution};
+use crate::rules::{PullSource, Resolution, Role};
 use crate::upstream::UpstreamRequest;
 
 /// The largest manifest accepted, as the Distribution registry bounds them.
@@ -45,7 +45,7 @@ impl Proxy {
         // The rules decide first: cached content is only served where they allow a pull.
         let resolution = self.rules().resolve(logical).map_err(|e| {
             tracing::info!(reference = %logical, error = %e, "manifest refused");
-            resolve_error(e)
+            self.refuse("manifest", e)
         })?;
         let accept = accept_header(accept);
         let manifest = match logical.digest() {
@@ -150,7 +150,10 @@ impl Proxy {
         let mut failures = Vec::new();
         for source in &resolution.sources {
             if let Some((answer, cached)) = &known {
-                match self.head_digest(&source.reference, &accept).await {
+                match self
+                    .head_digest(&source.reference, source.role, &accept)
+                    .await
+                {
                     Ok(Some(digest)) if digest == answer.digest => {
                         self.record_tag(logical, &digest, source, route);
                         tracing::info!(reference = %logical, served_by = "cache", confirmed_by = %source.reference, "manifest served");
@@ -168,12 +171,18 @@ impl Proxy {
                     }
                 }
             }
-            match self.fetch_manifest(&source.reference, &accept).await {
+            match self
+                .fetch_manifest(&source.reference, source.role, &accept)
+                .await
+            {
                 Ok(manifest) => {
                     let manifest = Arc::new(manifest);
                     self.cache.manifests.put(manifest.clone());
                     self.record_tag(logical, &manifest.digest, source, route);
                     self.remember_source(logical, &source.reference);
+                    if !failures.is_empty() {
+                        self.metrics.fallback("manifest");
+                    }
                     tracing::info!(
                         reference = %logical,
                         served_by = %source.reference,
@@ -238,7 +247,10 @@ impl Proxy {
     ) -> Result<(Arc<StoredManifest>, PullSource), ApiError> {
         let mut failures = Vec::new();
         for source in sources {
-            match self.fetch_manifest(&source.reference, accept).await {
+            match self
+                .fetch_manifest(&source.reference, source.role, accept)
+                .await
+            {
                 Ok(manifest) => {
                     tracing::info!(
                         reference = %logical,
@@ -249,6 +261,9 @@ impl Proxy {
                         "manifest served"
                     );
                     self.remember_source(logical, &source.reference);
+                    if !failures.is_empty() {
+                        self.metrics.fallback("manifest");
+                    }
                     return Ok((Arc::new(manifest), source.clone()));
                 }
                 Err(reason) => {
@@ -275,11 +290,12 @@ impl Proxy {
     async fn head_digest(
         &self,
         physical: &Reference,
+        role: Role,
         accept: &HeaderValue,
     ) -> Result<Option<String>, AttemptFailure> {
         let mut request = manifest_request(physical, accept);
         request.method = Method::HEAD;
-        let response = self.upstream.send(request).await?;
+        let response = self.attempt(request, role, "manifest").await?;
         Ok(response
             .headers()
             .get("docker-content-digest")
@@ -292,11 +308,11 @@ impl Proxy {
     async fn fetch_manifest(
         &self,
         physical: &Reference,
+        role: Role,
         accept: &HeaderValue,
     ) -> Result<StoredManifest, AttemptFailure> {
         let response = self
-            .upstream
-            .send(manifest_request(physical, accept))
+            .attempt(manifest_request(physical, accept), role, "manifest")
             .await?;
         if response
             .content_length()
@@ -330,6 +346,7 @@ impl Proxy {
             && expected != digest
         {
             tracing::warn!(reference = %physical, expected, actual = digest, "manifest digest mismatch");
+            self.count_attempt(physical.domain(), role, "manifest", "digest_mismatch");
             return Err(AttemptFailure::DigestMismatch { actual: digest });
         }
         let media_type = content_type

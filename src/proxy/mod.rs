@@ -30,6 +30,8 @@ use crate::cache::flights::Flights;
 use crate::cache::manifests::StoredManifest;
 use crate::cache::stats::CacheStats;
 use crate::config::Config;
+use crate::http::route;
+use crate::metrics::Metrics;
 
 use crate::http::{ApiError, ApiRequest, Body, ErrorCode, empty_body, full_body};
 use crate::reference::Reference;
@@ -49,13 +51,17 @@ const CORRUPT_CAPACITY: usize = 10_000;
 /// requests.
 pub struct Proxy {
     rules: ArcSwap<RuleSet>,
-    upstream: Upstream,
+    /// Replaced whole when the upstream settings are reloaded.
+    upstream: ArcSwap<Upstream>,
     default_registry: String,
     cache: Cache,
     /// Manifest fetches and tag revalidations under way.
     manifest_flights: Flights<Result<Arc<StoredManifest>, ApiError>>,
     /// Blob downloads under way, by digest.
     downloads: Mutex<HashMap<String, watch::Receiver<DownloadState>>>,
+    metrics: Arc<Metrics>,
+    /// `/metrics` is served on `metrics_listen`, not on the API address.
+    metrics_elsewhere: bool,
     /// Logical repository name → the physical repository that last served one of its manifests.
     affinity: Mutex<HashMap<String, Affinity>>,
     /// Physical blob references (`repo@digest`) whose source served bytes that did not match the
@@ -75,11 +81,16 @@ impl Proxy {
     /// A proxy serving `rules` through `upstream`, with the caches and default registry of
     /// `config`. Opening the cache removes leftover temporary files and indexes stored blobs.
     pub fn new(rules: Arc<RuleSet>, upstream: Upstream, config: &Config) -> io::Result<Proxy> {
+        let cache = Cache::open(&config.cache)?;
+        let metrics = Arc::new(Metrics::new(cache.stats.clone()));
+        metrics.rules_loaded(&rules, config);
         Ok(Proxy {
             rules: ArcSwap::new(rules),
-            upstream,
+            upstream: ArcSwap::from_pointee(upstream),
             default_registry: config.default_registry.clone(),
-            cache: Cache::open(&config.cache)?,
+            cache,
+            metrics,
+            metrics_elsewhere: config.metrics_listen.is_some(),
             manifest_flights: Flights::default(),
             downloads: Mutex::new(HashMap::new()),
             affinity: Mutex::new(HashMap::new()),
@@ -98,8 +109,52 @@ impl Proxy {
     }
 
     /// Replaces the rule set; requests already routed keep the set they started with.
-    pub fn replace_rules(&self, rules: Arc<RuleSet>) {
+    pub fn replace_rules(&self, rules: Arc<RuleSet>, config: &Config) {
+        self.metrics.rules_loaded(&rules, config);
         self.rules.store(rules);
+    }
+
+    /// Replaces the upstream client (new endpoints, TLS settings or credentials); attempts
+    /// under way finish with the client they started with.
+    pub fn replace_upstream(&self, upstream: Upstream) {
+        self.upstream.store(Arc::new(upstream));
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Answers one request: routes it, serves it, and counts it.
+    pub async fn respond(
+        self: &Arc<Self>,
+        method: &http::Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let head = method == http::Method::HEAD;
+        let (route, response) = match route::parse(method, path, query, &self.default_registry) {
+            Ok(request) => {
+                let route = request.route();
+                match self.handle(request, head, headers).await {
+                    Ok(response) => (route, response),
+                    Err(error) => (route, error.into_response(head)),
+                }
+            }
+            Err(error) => {
+                tracing::info!(%method, path, status = error.status.as_u16(), code = error.code.as_str(), "refused");
+                ("invalid", error.into_response(head))
+            }
+        };
+        self.metrics.request(
+            route,
+            method_label(method),
+            response.status().as_u16(),
+            started.elapsed(),
+        );
+        response
     }
 
     /// The rule set in force.
@@ -116,8 +171,19 @@ impl Proxy {
     ) -> Result<Response<Body>, ApiError> {
         match request {
             ApiRequest::Base => Ok(json_response(Bytes::from_static(b"{}"), head)),
+            ApiRequest::Metrics if self.metrics_elsewhere => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NameUnknown,
+                "metrics are served on metrics_listen",
+            )),
+            ApiRequest::Metrics => Ok(bytes_response(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                Bytes::from(self.metrics.encode()),
+                head,
+            )),
             ApiRequest::Healthz => Ok(text_response(StatusCode::OK, "ok\n", head)),
-            ApiRequest::Readyz => Ok(match self.cache_writable() {
+            ApiRequest::Readyz => Ok(match self.readiness() {
                 Ok(()) => text_response(StatusCode::OK, "ready\n", head),
                 Err(reason) => text_response(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -149,8 +215,9 @@ impl Proxy {
         }
     }
 
-    /// Ready means the cache directory can be written (the rules are loaded before serving).
-    fn cache_writable(&self) -> Result<(), String> {
+    /// Ready means the cache directory can be written (the rules are loaded before serving, and
+    /// a failed reload keeps the last good ones).
+    pub fn readiness(&self) -> Result<(), String> {
         let dir = self.cache.dir();
         std::fs::create_dir_all(dir)
             .and_then(|()| tempfile_probe(dir))
@@ -211,6 +278,19 @@ impl Proxy {
     }
 }
 
+/// A bounded label value for a request method.
+fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::PUT => "PUT",
+        http::Method::POST => "POST",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        _ => "OTHER",
+    }
+}
+
 /// Writes and removes a probe file: the only sure test that a directory is writable.
 fn tempfile_probe(dir: &std::path::Path) -> std::io::Result<()> {
     let probe = dir.join(format!(".ready-probe-{}", std::process::id()));
@@ -252,8 +332,54 @@ impl AttemptFailure {
     }
 }
 
+impl Proxy {
+    /// Sends one attempt to an upstream, counting it by registry, role, route and outcome. A
+    /// success is counted `ok` when the answer arrives; what its body turns out to be is counted
+    /// by the caller (`count_attempt`).
+    async fn attempt(
+        &self,
+        request: crate::upstream::UpstreamRequest,
+        role: Role,
+        route: &'static str,
+    ) -> Result<reqwest::Response, AttemptError> {
+        let registry = request.registry.clone();
+        let started = Instant::now();
+        let upstream = self.upstream.load_full();
+        let result = upstream.send(request).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(error) => error.outcome(),
+        };
+        self.metrics
+            .upstream(&registry, role.as_str(), route, outcome, started.elapsed());
+        result
+    }
+
+    /// Counts an attempt whose outcome is known only after its body was read.
+    fn count_attempt(
+        &self,
+        registry: &str,
+        role: Role,
+        route: &'static str,
+        outcome: &'static str,
+    ) {
+        self.metrics
+            .upstream(registry, role.as_str(), route, outcome, Duration::ZERO);
+    }
+
+    /// The refusal of a request whose reference the rules give no pull source; blocked ones are
+    /// counted.
+    fn refuse(&self, route: &'static str, error: ResolveError) -> ApiError {
+        if matches!(error, ResolveError::Blocked { .. }) {
+            self.metrics.blocked(route);
+        }
+        resolve_error(error)
+    }
+}
+
 /// The refusal for a reference the rules give no pull source.
 fn resolve_error(error: ResolveError) -> ApiError {
+    // Blocked refusals are counted by route where they are raised (`Proxy::refuse`).
     match &error {
         ResolveError::Blocked { scope, set_by, .. } => {
             ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Denied, error.to_string())

@@ -21,6 +21,7 @@ mod image;
 mod mirrorgate;
 mod process;
 mod registry;
+mod throttle;
 
 pub use http::{HttpResponse, http_get, http_request, try_http_request};
 pub use image::{
@@ -30,3 +31,4 @@ pub use image::{
 pub use mirrorgate::Mirrorgate;
 pub use process::{PROBE_USER_AGENT, free_port};
 pub use registry::{LoggedRequest, Registry, parse_access_line};
+pub use throttle::Throttle;

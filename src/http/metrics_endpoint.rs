@@ -1,0 +1,82 @@
+//! The second listener of `metrics_listen`: `/metrics`, `/healthz` and `/readyz` only, so that
+//! scraping and probes can stay off the address clients pull from.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use tokio::net::TcpListener;
+
+use super::{Body, full_body};
+use crate::proxy::Proxy;
+
+/// Serves the metrics endpoints on `listener` until the process ends.
+pub async fn serve_metrics(listener: TcpListener, proxy: Arc<Proxy>) {
+    let builder = Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "metrics accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let proxy = proxy.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| answer(proxy.clone(), request));
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn answer(
+    proxy: Arc<Proxy>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let (status, content_type, body) = match request.uri().path() {
+        "/metrics" => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            proxy.metrics().encode(),
+        ),
+        "/healthz" => (
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "ok\n".to_owned(),
+        ),
+        "/readyz" => match proxy.readiness() {
+            Ok(()) => (
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                "ready\n".to_owned(),
+            ),
+            Err(reason) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain; charset=utf-8",
+                format!("not ready: {reason}\n"),
+            ),
+        },
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "not found\n".to_owned(),
+        ),
+    };
+    let mut response = Response::new(full_body(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    Ok(response)
+}
