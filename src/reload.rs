@@ -284,6 +284,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.watch != new.watch {
         changed.push("watch");
     }
+    // New certificate files are picked up by themselves; other paths need a restart.
+    if old.tls != new.tls {
+        changed.push("tls");
+    }
     changed
 }
 

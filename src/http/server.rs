@@ -29,10 +29,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Serves the registry API on `listener` until `shutdown` completes, then lets in-flight requests
 /// finish (up to a grace period).
 ///
-/// With `tls`, every connection first completes a TLS handshake (within [`HANDSHAKE_TIMEOUT`];
-/// a failed one is logged at debug level and the connection dropped), and is then served as
-/// HTTP/2 or HTTP/1.1, whichever the client speaks (the one it negotiated by ALPN). Handshakes
-/// still in progress when the server stops are abandoned.
+/// With `tls`, every connection first completes a TLS handshake (within 10 s; a failed one is
+/// logged at debug level and the connection dropped), and is then served as HTTP/2 or HTTP/1.1,
+/// whichever the client speaks (the one it negotiated by ALPN). Handshakes still in progress when
+/// the server stops are abandoned.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
