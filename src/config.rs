@@ -54,6 +54,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// Reload the rule files and this file when they change (SIGHUP always reloads).
     pub watch: bool,
+    /// The log filter (`info`, `warn`, `mirrorgate=debug`, …) unless `RUST_LOG` is set.
+    pub log_level: String,
     /// Serve HTTPS with this certificate instead of plain HTTP (`None`, the default: plain HTTP,
     /// meant for a loopback listener or a TLS-terminating front).
     pub tls: Option<TlsConfig>,
@@ -127,6 +129,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             upstream: UpstreamConfig::default(),
             watch: true,
+            log_level: "info".to_owned(),
             tls: None,
         }
     }
@@ -185,6 +188,12 @@ impl Config {
             key: key.to_owned(),
             message,
         };
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return Err(invalid(
+                "log_level",
+                format!("invalid log filter \"{}\": {error}", self.log_level),
+            ));
+        }
 
         if let Some(metrics) = self.metrics_listen
             && let Some(why) = listeners_conflict(self.listen, metrics)
@@ -833,6 +842,7 @@ struct RawConfig {
     cache: Option<RawCache>,
     upstream: Option<RawUpstream>,
     watch: Option<bool>,
+    log_level: Option<String>,
     tls: Option<RawTls>,
 }
 
@@ -887,6 +897,7 @@ impl RawConfig {
             cache: self.cache.unwrap_or_default().into_cache(),
             upstream: self.upstream.unwrap_or_default().into_upstream(),
             watch: self.watch.unwrap_or(default.watch),
+            log_level: self.log_level.unwrap_or(default.log_level),
             tls: self.tls.map(|raw| TlsConfig {
                 cert_file: raw.cert_file,
                 key_file: raw.key_file,
@@ -1004,6 +1015,7 @@ watch: true                     # reload rule files and this file on change (als
                 timeout: Duration::from_secs(30),
             },
             watch: true,
+            log_level: "info".to_owned(),
             tls: None,
         };
         assert_eq!(Config::default(), expected);
@@ -1292,6 +1304,20 @@ watch: true                     # reload rule files and this file on change (als
     fn bad_default_registry_is_rejected() {
         let err = error_text("default_registry: docker.io/library\n");
         assert!(err.contains(": default_registry: "), "{err}");
+    }
+
+    #[test]
+    fn invalid_log_level_is_rejected() {
+        let err = error_text("log_level: \"mirrorgate=loud\"\n");
+        assert!(err.contains("log_level: invalid log filter"), "{err}");
+    }
+
+    #[test]
+    fn log_level_filter_is_kept() {
+        assert_eq!(
+            parse("log_level: mirrorgate=debug\n").unwrap().log_level,
+            "mirrorgate=debug"
+        );
     }
 
     #[test]

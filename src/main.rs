@@ -142,8 +142,8 @@ fn run(command: Command) -> Result<()> {
 }
 
 fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
-    let _log_guard = init_tracing(log_format);
     let (rule_set, config, config_path) = args.load()?;
+    let _log_guard = init_tracing(log_format, &config.log_level);
     let source = config_path
         .as_ref()
         .map_or("built-in defaults".to_owned(), |p| p.display().to_string());
@@ -208,12 +208,12 @@ async fn shutdown_signal() {
     tracing::info!("stopping: letting in-flight requests finish");
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`). Lines are written by a background
+/// Logs to stderr, filtered by `RUST_LOG` or else the configuration's `log_level`. Lines are written by a background
 /// thread, so a request never waits for the terminal or the log collector; the guard flushes
 /// what is queued when `serve` returns.
-fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+fn init_tracing(format: LogFormat, level: &str) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     watch_dropped_log_lines(writer.error_counter());
     let builder = tracing_subscriber::fmt()
