@@ -85,6 +85,7 @@ pub struct Metrics {
     upstream_duration: Family<UpstreamTimingLabels, Histogram>,
     fallbacks: Family<RouteLabels, Counter>,
     blocked: Family<RouteLabels, Counter>,
+    source_after_mirrors: Family<RouteLabels, Counter>,
     rules_loaded: Family<KindLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
     last_reload: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -202,6 +203,7 @@ impl Metrics {
             upstream_duration: Family::new_with_constructor(histogram),
             fallbacks: Family::default(),
             blocked: Family::default(),
+            source_after_mirrors: Family::default(),
             rules_loaded: Family::default(),
             reloads: Family::default(),
             last_reload: Gauge::default(),
@@ -238,6 +240,11 @@ impl Metrics {
             "blocked",
             "Requests refused because the source is blocked and no mirror applies, by route.",
             metrics.blocked.clone(),
+        );
+        root.register(
+            "source_after_mirrors",
+            "Source attempts made because every mirror attempt before them failed, by route.",
+            metrics.source_after_mirrors.clone(),
         );
         root.register(
             "rules_loaded",
@@ -358,6 +365,13 @@ impl Metrics {
     /// Counts a request served by another than the first pull source.
     pub fn fallback(&self, route: &'static str) {
         self.fallbacks.get_or_create(&RouteLabels { route }).inc();
+    }
+
+    /// Counts a source attempt made after mirror attempts failed.
+    pub fn source_after_mirrors(&self, route: &'static str) {
+        self.source_after_mirrors
+            .get_or_create(&RouteLabels { route })
+            .inc();
     }
 
     /// Counts a request refused because the source is blocked.

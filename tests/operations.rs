@@ -112,6 +112,10 @@ fn metrics_count_mirror_hits_fallbacks_blocked_requests_and_cache_hits() {
             "mirrorgate_upstream_requests_total{registry=\"source.test\",role=\"source\",route=\"manifest\",outcome=\"ok\"}",
         ),
         metric(&proxy, "mirrorgate_fallbacks_total{route=\"manifest\"}"),
+        metric(
+            &proxy,
+            "mirrorgate_source_after_mirrors_total{route=\"manifest\"}",
+        ),
         metric(&proxy, "mirrorgate_blocked_total{route=\"manifest\"}"),
         metric(&proxy, "mirrorgate_cache_manifest_hits_total"),
         metric(
@@ -121,7 +125,7 @@ fn metrics_count_mirror_hits_fallbacks_blocked_requests_and_cache_hits() {
     ];
     assert_eq!(
         (served, counts),
-        ([200, 200, 200, 403], [1.0, 1.0, 1.0, 1.0, 1.0, 3.0])
+        ([200, 200, 200, 403], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 3.0])
     );
 }
 

@@ -159,6 +159,7 @@ impl Proxy {
     ) -> DownloadState {
         let mut failures = Vec::new();
         for (physical, role) in candidates {
+            self.note_attempt(role, &failures, "blob");
             let response = match self
                 .attempt(
                     blob_request(&physical, digest, Method::GET, None),
@@ -308,6 +309,7 @@ impl Proxy {
         let method = if head { Method::HEAD } else { Method::GET };
         let mut failures = Vec::new();
         for (physical, role) in candidates {
+            self.note_attempt(role, &failures, "blob");
             let request = blob_request(&physical, digest, method.clone(), range);
             match self.attempt(request, role, "blob").await {
                 Ok(upstream) => {

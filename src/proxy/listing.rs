@@ -126,6 +126,7 @@ impl Proxy {
             .map_err(|e| self.refuse(route, e))?;
         let mut failures = Vec::new();
         for source in &resolution.sources {
+            self.note_attempt(source.role, &failures, route);
             let physical = &source.reference;
             let mut headers = HeaderMap::new();
             if let Some(accept) = &accept {

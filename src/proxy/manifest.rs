@@ -149,6 +149,7 @@ impl Proxy {
         }
         let mut failures = Vec::new();
         for source in &resolution.sources {
+            self.note_attempt(source.role, &failures, "manifest");
             if let Some((answer, cached)) = &known {
                 match self
                     .head_digest(&source.reference, source.role, &accept)
@@ -247,6 +248,7 @@ impl Proxy {
     ) -> Result<(Arc<StoredManifest>, PullSource), ApiError> {
         let mut failures = Vec::new();
         for source in sources {
+            self.note_attempt(source.role, &failures, "manifest");
             match self
                 .fetch_manifest(&source.reference, source.role, accept)
                 .await

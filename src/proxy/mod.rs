@@ -355,6 +355,13 @@ impl Proxy {
         result
     }
 
+    /// Counts a source attempt that only happens because mirror attempts failed.
+    fn note_attempt(&self, role: Role, failures: &[Failure], route: &'static str) {
+        if role == Role::Source && failures.iter().any(|f| f.role == Role::Mirror) {
+            self.metrics.source_after_mirrors(route);
+        }
+    }
+
     /// Counts an attempt whose outcome is known only after its body was read.
     fn count_attempt(
         &self,
