@@ -17,6 +17,9 @@ CONNECTIONS=${CONNECTIONS:-32}     # wrk -c
 ROUNDS=${ROUNDS:-1}                # repeat the whole interleaved sequence; the table shows medians
 INFO=${INFO:-1}                    # 1: also measure mirrorgate with RUST_LOG=info (a note under the table)
 BIG=${BIG:-1}                      # 1: the 1 GiB memory/concurrency check (needs 4 GiB free disk)
+COLD=${COLD:-1}                    # 1: cold pull of a 3-layer image, through mirrorgate vs direct
+COLD_LAYER_MIB=${COLD_LAYER_MIB:-64}  # size of each of the 3 layers of the cold-pull image
+COLD_ROUNDS=${COLD_ROUNDS:-3}      # cold pulls of each kind (medians are reported)
 BIG_CLIENTS=${BIG_CLIENTS:-32}     # concurrent GETs of the uncached 1 GiB blob
 BIG_MEMORY_MIB=${BIG_MEMORY_MIB:-64}  # cache.memory of the fresh mirrorgate in the 1 GiB check
 KEEP=${KEEP:-0}                    # 1: keep the work directory (logs, configs) after the run
@@ -36,10 +39,10 @@ die() {
     exit 1
 }
 
-for n in BIG INFO KEEP; do
+for n in BIG COLD INFO KEEP; do
     [[ ${!n} =~ ^[01]$ ]] || die "$n must be 0 or 1 (got '${!n}')"
 done
-for n in THREADS CONNECTIONS ROUNDS BIG_CLIENTS BIG_MEMORY_MIB; do
+for n in THREADS CONNECTIONS ROUNDS BIG_CLIENTS BIG_MEMORY_MIB COLD_LAYER_MIB COLD_ROUNDS; do
     [[ ${!n} =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer (got '${!n}')"
 done
 # wrk's duration: a number with an optional s/m/h suffix. Its value in seconds bounds each run.
@@ -198,16 +201,19 @@ def sha256_file(path):
                 return h.hexdigest()
             h.update(chunk)
 
-def make_image(layout, tag, layer_file):
-    """An OCI image layout: config + one layer (moved from layer_file) + manifest, index.json
-    naming it `tag`. The layer is declared uncompressed (its digest is its diff_id), so nothing
-    needs to be a real tar for registries to store and serve it; skopeo copies it with
-    --preserve-digests. Prints: manifest digest, manifest size, layer digest, layer size."""
+def make_image(layout, tag, *layer_files):
+    """An OCI image layout: config + the layers (moved from layer_files) + manifest, index.json
+    naming it `tag`. The layers are declared uncompressed (their digest is their diff_id), so
+    nothing needs to be a real tar for registries to store and serve them; skopeo copies them with
+    --preserve-digests. Prints: manifest digest, manifest size, first layer digest and size."""
     blobs = os.path.join(layout, "blobs", "sha256")
     os.makedirs(blobs, exist_ok=True)
-    layer_hex = sha256_file(layer_file)
-    layer_size = os.path.getsize(layer_file)
-    os.replace(layer_file, os.path.join(blobs, layer_hex))
+    layers = []
+    for layer_file in layer_files:
+        hexd = sha256_file(layer_file)
+        layers.append((hexd, os.path.getsize(layer_file)))
+        os.replace(layer_file, os.path.join(blobs, hexd))
+    layer_hex, layer_size = layers[0]
 
     def put(data):
         hexd = hashlib.sha256(data).hexdigest()
@@ -218,7 +224,7 @@ def make_image(layout, tag, layer_file):
     config = json.dumps({
         "architecture": "amd64", "os": "linux",
         "config": {},
-        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + layer_hex]},
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + h for h, _ in layers]},
     }, separators=(",", ":")).encode()
     config_digest, config_size = put(config)
     manifest = json.dumps({
@@ -227,7 +233,7 @@ def make_image(layout, tag, layer_file):
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
                    "digest": config_digest, "size": config_size},
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": "sha256:" + layer_hex, "size": layer_size}],
+                    "digest": "sha256:" + h, "size": n} for h, n in layers],
     }, separators=(",", ":")).encode()
     manifest_digest, manifest_size = put(manifest)
     with open(os.path.join(layout, "index.json"), "w") as f:
@@ -352,7 +358,7 @@ def info_note(results):
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "make-image":
-        make_image(args[0], args[1], args[2])
+        make_image(args[0], args[1], *args[2:])
     elif cmd == "parse-wrk":
         parse_wrk(args[0])
     elif cmd == "upstream":
@@ -555,7 +561,7 @@ check_get() {
 # 0. The machine and the command.
 # ---------------------------------------------------------------------------------------------
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-command_line="cd $REPO && DURATION=$DURATION THREADS=$THREADS CONNECTIONS=$CONNECTIONS ROUNDS=$ROUNDS INFO=$INFO BIG=$BIG BIG_CLIENTS=$BIG_CLIENTS BIG_MEMORY_MIB=$BIG_MEMORY_MIB bash benches/load/run.sh"
+command_line="cd $REPO && DURATION=$DURATION THREADS=$THREADS CONNECTIONS=$CONNECTIONS ROUNDS=$ROUNDS INFO=$INFO BIG=$BIG BIG_CLIENTS=$BIG_CLIENTS BIG_MEMORY_MIB=$BIG_MEMORY_MIB COLD=$COLD COLD_LAYER_MIB=$COLD_LAYER_MIB COLD_ROUNDS=$COLD_ROUNDS bash benches/load/run.sh"
 echo "# mirrorgate load comparison"
 echo
 echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
@@ -716,6 +722,56 @@ report_mirrorgate() {
 }
 report_mirrorgate mirrorgate "$MG_PID" "$MG_RSS_BEFORE"
 if [ "$INFO" = 1 ]; then report_mirrorgate mirrorgate-info "$MGI_PID" "$MGI_RSS_BEFORE"; fi
+echo
+
+# ---------------------------------------------------------------------------------------------
+# 6b. Cold pull: a 3-layer image copied by skopeo through a fresh (empty-cache) mirrorgate, against
+#     the same copy straight from the upstream; alternated, medians of COLD_ROUNDS each.
+# ---------------------------------------------------------------------------------------------
+echo "## Cold pull of a 3-layer image (3 × ${COLD_LAYER_MIB} MiB): through a fresh mirrorgate vs direct"
+echo
+if [ "$COLD" != 1 ]; then
+    echo "Skipped (COLD=0)."
+else
+    log "generating the 3-layer image"
+    for i in 1 2 3; do head -c $((COLD_LAYER_MIB * 1024 * 1024)) /dev/urandom >"$WORK/layer-cold-$i"; done
+    read -r COLD_MANIFEST_DIGEST _ < <(helper make-image "$WORK/cold-image" v1 "$WORK/layer-cold-1" "$WORK/layer-cold-2" "$WORK/layer-cold-3")
+    timeout 300 skopeo --insecure-policy copy --quiet --preserve-digests --dest-tls-verify=false \
+        "oci:$WORK/cold-image:v1" "docker://127.0.0.1:$UPSTREAM_PORT/ns/cold:v1" >&2 ||
+        die "skopeo copy of the cold image to the upstream failed"
+    # skopeo copy into a directory, timed in seconds.
+    cold_copy() {
+        local src=$1 dest=$2 t0 t1
+        rm -rf "$dest"
+        t0=$(date +%s.%N)
+        timeout 300 skopeo --insecure-policy copy --quiet --src-tls-verify=false "docker://$src" "dir:$dest" >&2 ||
+            die "skopeo copy of $src failed"
+        t1=$(date +%s.%N)
+        awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'
+    }
+    # One direct copy first, so that the upstream's page cache is warm for both kinds.
+    cold_copy "127.0.0.1:$UPSTREAM_PORT/ns/cold:v1" "$WORK/cold-out" >/dev/null
+    direct_times=() through_times=()
+    for ((r = 1; r <= COLD_ROUNDS; r++)); do
+        log "cold pull round $r of $COLD_ROUNDS"
+        direct_times+=("$(cold_copy "127.0.0.1:$UPSTREAM_PORT/ns/cold:v1" "$WORK/cold-out")")
+        start_mirrorgate "mirrorgate-cold-$r" warn
+        through_times+=("$(cold_copy "127.0.0.1:$STARTED_PORT/source.test/ns/cold:v1" "$WORK/cold-out")")
+        stop_pid "$STARTED_PID"
+        rm -rf "$WORK/mirrorgate-cold-$r/cache"
+    done
+    median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+    direct_median=$(median "${direct_times[@]}")
+    through_median=$(median "${through_times[@]}")
+    ratio=$(awk -v a="$through_median" -v b="$direct_median" 'BEGIN { printf "%.2f", a / b }')
+    verdict=$(awk -v r="$ratio" 'BEGIN { print (r <= 1.10) ? "within" : "OVER" }')
+    echo "| pull | median s | every round (s) |"
+    echo "| --- | ---: | --- |"
+    echo "| direct from the upstream | $direct_median | ${direct_times[*]} |"
+    echo "| through a fresh mirrorgate | $through_median | ${through_times[*]} |"
+    echo
+    echo "mirrorgate / direct: ${ratio}× ($verdict the 1.10× target)"
+fi
 echo
 
 # ---------------------------------------------------------------------------------------------
