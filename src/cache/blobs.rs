@@ -250,10 +250,13 @@ pub enum DownloadState {
         /// Bytes written so far.
         written: u64,
     },
-    /// All `len` bytes arrived, were verified, and are in the store.
+    /// All `len` bytes arrived and were verified; they are in `temp` until the store takes them
+    /// (a reader that finds `temp` gone finds the stored blob).
     Complete {
         /// The blob's size.
         len: u64,
+        /// The temporary file, until it is renamed into the store.
+        temp: Arc<PathBuf>,
     },
     /// The download failed; the message says why, and whether every source said not found.
     Failed {
@@ -302,7 +305,7 @@ pub fn follow(
             let snapshot = f.state.borrow_and_update().clone();
             let (readable, complete) = match snapshot {
                 DownloadState::Streaming { written, .. } => (written.saturating_sub(1), false),
-                DownloadState::Complete { len } => (len, true),
+                DownloadState::Complete { len, .. } => (len, true),
                 DownloadState::Failed { reason, .. } => {
                     f.done = true;
                     return Some((Err(io::Error::other(reason.to_string())), f));

@@ -27,6 +27,9 @@ use crate::reference::{Digest, Reference};
 use crate::rules::Role;
 use crate::upstream::UpstreamRequest;
 
+/// How many bytes a download writes between two announcements of its progress to readers.
+const PUBLISH_EVERY: u64 = 1 << 20;
+
 impl Proxy {
     /// `GET|HEAD /v2/<name>/blobs/<digest>`, with `Range`.
     pub(super) async fn blob(
@@ -85,17 +88,26 @@ impl Proxy {
                         StreamBody::new(body).boxed_unsync(),
                     ));
                 }
-                DownloadState::Complete { .. } => {
-                    return match self.cache.blobs.open_blob(digest) {
-                        Some(blob) => Ok(stored_blob_response(
+                DownloadState::Complete { len, temp } => {
+                    if let Some(blob) = self.cache.blobs.open_blob(digest) {
+                        return Ok(stored_blob_response(
                             blob,
                             digest,
                             None,
                             false,
                             &self.cache.stats,
-                        )),
-                        None => Err(download_lost()),
-                    };
+                        ));
+                    }
+                    // Verified but not yet in the store: read it where it is.
+                    let body = follow(temp, self.cache.blobs.path(digest), state)
+                        .map_ok(hyper::body::Frame::data);
+                    return Ok(blob_response(
+                        StatusCode::OK,
+                        Some(len),
+                        digest,
+                        None,
+                        StreamBody::new(body).boxed_unsync(),
+                    ));
                 }
                 DownloadState::Failed { reason, not_found } => {
                     return Err(if not_found {
@@ -205,17 +217,12 @@ impl Proxy {
             });
             let mut hasher = Hasher::new(digest.algorithm());
             let mut written: u64 = 0;
+            let mut published: u64 = 0;
             let mut body = response.bytes_stream();
             let ending = loop {
                 match body.next().await {
                     Some(Ok(chunk)) => {
-                        // tokio's file completes a write in the background; followers may
-                        // only be told about bytes the OS has.
-                        let stored = async {
-                            file.write_all(&chunk).await?;
-                            file.flush().await
-                        };
-                        if let Err(error) = stored.await {
+                        if let Err(error) = file.write_all(&chunk).await {
                             break Outcome::Broken(format!("writing the blob store: {error}"));
                         }
                         hasher.update(&chunk);
@@ -226,11 +233,20 @@ impl Proxy {
                                 len.unwrap_or_default()
                             ));
                         }
-                        state.send_modify(|s| {
-                            if let DownloadState::Streaming { written: w, .. } = s {
-                                *w = written;
+                        // tokio's file completes writes in the background: readers may only be
+                        // told about bytes the OS has, so progress is published after a flush,
+                        // every MiB rather than every chunk (each flush is a thread hop).
+                        if written - published >= PUBLISH_EVERY {
+                            if let Err(error) = file.flush().await {
+                                break Outcome::Broken(format!("writing the blob store: {error}"));
                             }
-                        });
+                            published = written;
+                            state.send_modify(|s| {
+                                if let DownloadState::Streaming { written: w, .. } = s {
+                                    *w = published;
+                                }
+                            });
+                        }
                     }
                     Some(Err(error)) => {
                         break Outcome::Broken(format!("upstream body failed: {error}"));
@@ -253,13 +269,25 @@ impl Proxy {
                 }
             };
             let committed = match ending {
-                Outcome::Complete(size) => match file
-                    .sync_data()
-                    .await
-                    .and_then(|()| self.cache.blobs.commit(&temp, digest, size))
-                {
-                    Ok(()) => Ok(size),
-                    Err(error) => Err(format!("storing the blob: {error}")),
+                Outcome::Complete(size) => match file.flush().await {
+                    Ok(()) => {
+                        // The bytes are verified: readers may finish now, while the store
+                        // makes them durable and takes them in.
+                        state.send_replace(DownloadState::Complete {
+                            len: size,
+                            temp: temp.clone(),
+                        });
+                        let stored = file
+                            .sync_data()
+                            .await
+                            .and_then(|()| self.cache.blobs.commit(&temp, digest, size));
+                        if let Err(error) = stored {
+                            tracing::warn!(digest = %digest, %error, "verified blob served but not stored");
+                            let _ = tokio::fs::remove_file(temp.as_path()).await;
+                        }
+                        Ok(size)
+                    }
+                    Err(error) => Err(format!("writing the blob store: {error}")),
                 },
                 Outcome::Corrupt(reason) => {
                     tracing::warn!(served_by = %physical, %reason, "blob aborted: corrupt; the source is skipped for this blob for a while");
@@ -276,7 +304,10 @@ impl Proxy {
                         self.metrics.fallback("blob");
                     }
                     tracing::info!(reference = %logical, served_by = %physical, %role, size, failed = %summary(&failures), "blob fetched");
-                    DownloadState::Complete { len: size }
+                    DownloadState::Complete {
+                        len: size,
+                        temp: temp.clone(),
+                    }
                 }
                 Err(reason) => {
                     let _ = tokio::fs::remove_file(temp.as_path()).await;
