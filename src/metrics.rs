@@ -108,7 +108,7 @@ struct CacheCollector(Arc<CacheStats>);
 impl Collector for CacheCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.0;
-        let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 11] = [
+        let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 12] = [
             (
                 "cache_manifest_hits",
                 "Manifests served from the cache.",
@@ -163,6 +163,11 @@ impl Collector for CacheCollector {
                 "bytes_fetched",
                 "Blob bytes fetched from upstreams into the store.",
                 &s.bytes_fetched,
+            ),
+            (
+                "bytes_served_from_upstream",
+                "Blob bytes served as they arrived from upstreams.",
+                &s.bytes_from_upstream,
             ),
         ];
         for (name, help, value) in counters {

@@ -27,6 +27,8 @@ pub struct CacheStats {
     pub bytes_from_cache: AtomicU64,
     /// Bytes of blobs fetched from upstreams into the store.
     pub bytes_fetched: AtomicU64,
+    /// Blob bytes served to clients as they arrived from an upstream (downloads and pass-through).
+    pub bytes_from_upstream: AtomicU64,
     /// Bytes held in the blob store now (a gauge).
     pub blob_bytes: AtomicU64,
     /// Bytes of manifests held in memory now (a gauge).

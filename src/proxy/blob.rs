@@ -78,8 +78,12 @@ impl Proxy {
                     }
                 }
                 DownloadState::Streaming { temp, len, .. } => {
-                    let body = follow(temp, self.cache.blobs.path(digest), state)
-                        .map_ok(hyper::body::Frame::data);
+                    let stats = self.cache.stats.clone();
+                    let body =
+                        follow(temp, self.cache.blobs.path(digest), state).map_ok(move |chunk| {
+                            CacheStats::add(&stats.bytes_from_upstream, chunk.len() as u64);
+                            hyper::body::Frame::data(chunk)
+                        });
                     return Ok(blob_response(
                         StatusCode::OK,
                         len,
@@ -99,8 +103,12 @@ impl Proxy {
                         ));
                     }
                     // Verified but not yet in the store: read it where it is.
-                    let body = follow(temp, self.cache.blobs.path(digest), state)
-                        .map_ok(hyper::body::Frame::data);
+                    let stats = self.cache.stats.clone();
+                    let body =
+                        follow(temp, self.cache.blobs.path(digest), state).map_ok(move |chunk| {
+                            CacheStats::add(&stats.bytes_from_upstream, chunk.len() as u64);
+                            hyper::body::Frame::data(chunk)
+                        });
                     return Ok(blob_response(
                         StatusCode::OK,
                         Some(len),
@@ -357,6 +365,7 @@ impl Proxy {
                     );
                     return Ok(passthrough_response(
                         upstream,
+                        self.cache.stats.clone(),
                         digest,
                         physical,
                         head,
@@ -607,6 +616,7 @@ fn parse_range(header: &HeaderValue, size: u64) -> RangeAnswer {
 /// A blob streamed straight from an upstream; a whole blob is verified on the way.
 fn passthrough_response(
     upstream: reqwest::Response,
+    stats: Arc<CacheStats>,
     digest: &Digest,
     physical: Reference,
     head: bool,
@@ -643,7 +653,11 @@ fn passthrough_response(
                 }
             },
         );
-        StreamBody::new(verified.map_ok(hyper::body::Frame::data)).boxed_unsync()
+        StreamBody::new(verified.map_ok(move |chunk| {
+            CacheStats::add(&stats.bytes_from_upstream, chunk.len() as u64);
+            hyper::body::Frame::data(chunk)
+        }))
+        .boxed_unsync()
     };
     let status = if partial {
         StatusCode::PARTIAL_CONTENT
