@@ -328,7 +328,6 @@ impl Proxy {
             };
         }
         let error = exhausted("blob", logical.as_str(), &failures, ErrorCode::BlobUnknown);
-        tracing::info!(reference = %logical, status = error.status.as_u16(), failed = %summary(&failures), "blob not served");
         DownloadState::Failed {
             reason: error.message.into(),
             not_found: error.status == StatusCode::NOT_FOUND,
@@ -380,7 +379,6 @@ impl Proxy {
             }
         }
         let error = exhausted("blob", logical.as_str(), &failures, ErrorCode::BlobUnknown);
-        tracing::info!(reference = %logical, status = error.status.as_u16(), failed = %summary(&failures), "blob not served");
         Err(error)
     }
 

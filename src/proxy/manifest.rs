@@ -219,7 +219,6 @@ impl Proxy {
             &failures,
             ErrorCode::ManifestUnknown,
         );
-        tracing::info!(reference = %logical, status = error.status.as_u16(), failed = %summary(&failures), "manifest not served");
         Err(error)
     }
 
@@ -284,7 +283,6 @@ impl Proxy {
             &failures,
             ErrorCode::ManifestUnknown,
         );
-        tracing::info!(reference = %logical, status = error.status.as_u16(), failed = %summary(&failures), "manifest not served");
         Err(error)
     }
 

@@ -72,7 +72,7 @@ pub struct Proxy {
 
 #[derive(Debug, Clone)]
 struct Affinity {
-    /// The physical repository, as a reference with a placeholder tag.
+    /// The physical repository that served (the reference it was fetched by).
     repository: Reference,
     at: Instant,
 }
@@ -404,8 +404,19 @@ fn resolve_error(error: ResolveError) -> ApiError {
 }
 
 /// The answer when no pull source served: 404 when every one said not found, 502 otherwise;
-/// the message and the detail list every source tried and why it failed.
+/// the message and the detail list every source tried and why it failed. Logged here, once.
 fn exhausted(what: &str, logical: &str, failures: &[Failure], not_found: ErrorCode) -> ApiError {
+    let error = exhausted_error(what, logical, failures, not_found);
+    tracing::info!(reference = logical, status = error.status.as_u16(), failed = %summary(failures), "{what} not served");
+    error
+}
+
+fn exhausted_error(
+    what: &str,
+    logical: &str,
+    failures: &[Failure],
+    not_found: ErrorCode,
+) -> ApiError {
     let tried: Vec<String> = failures
         .iter()
         .map(|f| format!("{} {}: {}", f.role, f.reference, f.reason))
