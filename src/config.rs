@@ -56,6 +56,10 @@ pub struct Config {
     pub watch: bool,
     /// The log filter (`info`, `warn`, `mirrorgate=debug`, …) unless `RUST_LOG` is set.
     pub log_level: String,
+    /// Contact any registry a client names, not only those of the rules, `registries` and
+    /// `default_registry`. Unsafe: it makes mirrorgate an open proxy for its credentials and
+    /// network position.
+    pub allow_any_registry: bool,
     /// Serve HTTPS with this certificate instead of plain HTTP (`None`, the default: plain HTTP,
     /// meant for a loopback listener or a TLS-terminating front).
     pub tls: Option<TlsConfig>,
@@ -130,6 +134,7 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             watch: true,
             log_level: "info".to_owned(),
+            allow_any_registry: false,
             tls: None,
         }
     }
@@ -843,6 +848,7 @@ struct RawConfig {
     upstream: Option<RawUpstream>,
     watch: Option<bool>,
     log_level: Option<String>,
+    allow_any_registry: Option<bool>,
     tls: Option<RawTls>,
 }
 
@@ -898,6 +904,9 @@ impl RawConfig {
             upstream: self.upstream.unwrap_or_default().into_upstream(),
             watch: self.watch.unwrap_or(default.watch),
             log_level: self.log_level.unwrap_or(default.log_level),
+            allow_any_registry: self
+                .allow_any_registry
+                .unwrap_or(default.allow_any_registry),
             tls: self.tls.map(|raw| TlsConfig {
                 cert_file: raw.cert_file,
                 key_file: raw.key_file,
@@ -1016,6 +1025,7 @@ watch: true                     # reload rule files and this file on change (als
             },
             watch: true,
             log_level: "info".to_owned(),
+            allow_any_registry: false,
             tls: None,
         };
         assert_eq!(Config::default(), expected);

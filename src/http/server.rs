@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -18,6 +18,9 @@ use tokio::sync::watch;
 
 use super::{API_VERSION_HEADER, Body, ServerTls};
 use crate::proxy::Proxy;
+
+/// How long a client may take to send its request headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long in-flight requests may take to finish once a stop is asked for.
 const GRACE_PERIOD: Duration = Duration::from_secs(30);
@@ -39,7 +42,13 @@ pub async fn serve(
     tls: Option<Arc<ServerTls>>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let builder = Arc::new(Builder::new(TokioExecutor::new()));
+    let mut builder = Builder::new(TokioExecutor::new());
+    // A client that does not finish its request headers in time is disconnected (slowloris).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     // Dropped when the server stops, which ends every handshake still in progress.
     let (stop_handshakes, handshakes_stopped) = watch::channel(());

@@ -422,6 +422,7 @@ impl Proxy {
         {
             return Err(self.refuse("blob", error));
         }
+        self.reachable_only(logical, &mut candidates, |(physical, _)| physical.domain())?;
         let mut seen = HashSet::new();
         candidates.retain(|(physical, _)| {
             seen.insert(physical.name().to_owned()) && !self.is_corrupt(physical)

@@ -120,10 +120,11 @@ impl Proxy {
         } else {
             "referrers"
         };
-        let resolution = self
+        let mut resolution = self
             .rules()
             .resolve(logical)
             .map_err(|e| self.refuse(route, e))?;
+        self.reachable_only(logical, &mut resolution.sources, |s| s.reference.domain())?;
         let mut failures = Vec::new();
         for source in &resolution.sources {
             self.note_attempt(source.role, &failures, route);

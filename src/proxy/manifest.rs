@@ -43,10 +43,11 @@ impl Proxy {
         accept: GetAll<'_, HeaderValue>,
     ) -> Result<Response<Body>, ApiError> {
         // The rules decide first: cached content is only served where they allow a pull.
-        let resolution = self.rules().resolve(logical).map_err(|e| {
+        let mut resolution = self.rules().resolve(logical).map_err(|e| {
             tracing::info!(reference = %logical, error = %e, "manifest refused");
             self.refuse("manifest", e)
         })?;
+        self.reachable_only(logical, &mut resolution.sources, |s| s.reference.domain())?;
         let accept = accept_header(accept);
         let manifest = match logical.digest() {
             Some(digest) => {

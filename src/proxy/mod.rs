@@ -11,6 +11,7 @@
 mod blob;
 mod listing;
 mod manifest;
+mod reach;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ use crate::cache::stats::CacheStats;
 use crate::config::Config;
 use crate::http::route;
 use crate::metrics::Metrics;
+use reach::Reachable;
 
 use crate::http::{ApiError, ApiRequest, Body, ErrorCode, empty_body, full_body};
 use crate::reference::Reference;
@@ -51,6 +53,8 @@ const CORRUPT_CAPACITY: usize = 10_000;
 /// requests.
 pub struct Proxy {
     rules: ArcSwap<RuleSet>,
+    /// The registries that may be contacted, from the rules and configuration in force.
+    reachable: ArcSwap<Reachable>,
     /// Replaced whole when the upstream settings are reloaded.
     upstream: ArcSwap<Upstream>,
     default_registry: String,
@@ -85,6 +89,7 @@ impl Proxy {
         let metrics = Arc::new(Metrics::new(cache.stats.clone()));
         metrics.rules_loaded(&rules, config);
         Ok(Proxy {
+            reachable: ArcSwap::from_pointee(Reachable::new(&rules, config)),
             rules: ArcSwap::new(rules),
             upstream: ArcSwap::from_pointee(upstream),
             default_registry: config.default_registry.clone(),
@@ -111,7 +116,34 @@ impl Proxy {
     /// Replaces the rule set; requests already routed keep the set they started with.
     pub fn replace_rules(&self, rules: Arc<RuleSet>, config: &Config) {
         self.metrics.rules_loaded(&rules, config);
+        self.reachable
+            .store(Arc::new(Reachable::new(&rules, config)));
         self.rules.store(rules);
+    }
+
+    /// Keeps the pull sources mirrorgate may contact; refuses (403, before any connection) a
+    /// request none of whose sources may be contacted.
+    fn reachable_only<T>(
+        &self,
+        logical: &Reference,
+        sources: &mut Vec<T>,
+        registry: impl Fn(&T) -> &str,
+    ) -> Result<(), ApiError> {
+        let reachable = self.reachable.load();
+        let before = sources.len();
+        sources.retain(|source| reachable.allows(registry(source)));
+        if before > 0 && sources.is_empty() {
+            tracing::info!(reference = %logical, "refused: registry not configured");
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Denied,
+                format!(
+                    "mirrorgate does not contact {}: it is not named by the rules, `registries` or `default_registry`",
+                    logical.domain()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Replaces the upstream client (new endpoints, TLS settings or credentials); attempts

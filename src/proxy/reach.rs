@@ -1,0 +1,144 @@
+//! Which registries mirrorgate may contact: those the rules name (sources and mirrors, hosts
+//! under a wildcard source included), those of `registries`, and `default_registry`. Anything else
+//! a client names is refused before a connection is made — otherwise the proxy would lend its
+//! pull secret and its network position to anyone (an open proxy, an SSRF gadget). IP literals and
+//! `localhost` are reachable only when `registries` names them explicitly.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use crate::config::Config;
+use crate::rules::{RuleSet, Scope};
+
+/// The registries mirrorgate may contact.
+#[derive(Debug, Default)]
+pub(crate) struct Reachable {
+    any: bool,
+    /// `registries` keys and `default_registry`: always reachable, IP literals included.
+    explicit: HashSet<String>,
+    /// Hosts (with their port, if written) of rule sources and mirrors.
+    named: HashSet<String>,
+    /// Wildcard suffixes (`.example.com`) of rule sources.
+    wildcards: Vec<String>,
+}
+
+impl Reachable {
+    /// What `rules` and `config` allow.
+    pub(crate) fn new(rules: &RuleSet, config: &Config) -> Reachable {
+        let mut explicit: HashSet<String> = config.registries.keys().cloned().collect();
+        explicit.insert(config.default_registry.clone());
+        let host = |scope: &str| scope.split('/').next().unwrap_or(scope).to_owned();
+        let mut named = HashSet::new();
+        let mut wildcards = Vec::new();
+        for rule in rules.rules() {
+            match &rule.scope {
+                Scope::Wildcard(pattern) => wildcards.push(pattern[1..].to_owned()),
+                Scope::Repo(scope) => {
+                    named.insert(host(scope.as_str()));
+                }
+            }
+            for mirror in rule.digest_mirrors.iter().chain(&rule.tag_mirrors) {
+                named.insert(host(mirror.as_str()));
+            }
+        }
+        Reachable {
+            any: config.allow_any_registry,
+            explicit,
+            named,
+            wildcards,
+        }
+    }
+
+    /// Whether `registry` (`host[:port]` as in a reference) may be contacted.
+    pub(crate) fn allows(&self, registry: &str) -> bool {
+        if self.any || self.explicit.contains(registry) {
+            return true;
+        }
+        let host = host_of(registry);
+        if host == "localhost" || host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok() {
+            return false;
+        }
+        // A host-only rule matches its host on any port (containers/image's prefix match).
+        self.named.contains(registry)
+            || (host != registry && self.named.contains(host))
+            || self
+                .wildcards
+                .iter()
+                .any(|suffix| host.ends_with(suffix.as_str()))
+    }
+}
+
+/// The host of `host[:port]`, brackets of an IPv6 literal kept.
+fn host_of(registry: &str) -> &str {
+    if registry.starts_with('[') {
+        return registry.find(']').map_or(registry, |end| &registry[..=end]);
+    }
+    registry.split(':').next().unwrap_or(registry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reachable(allow_any: bool) -> Reachable {
+        let rules = crate::rules::load_str(
+            "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: x\nspec:\n  imageDigestMirrors:\n  - source: quay.io/ns\n    mirrors: [mirror.example.com/ns, 10.0.0.5:5000/ns]\n  - source: \"*.corp.example.com\"\n    mirrors: [mirror.example.com/corp]\n",
+            "rules.yaml",
+        )
+        .unwrap();
+        let mut config = Config {
+            allow_any_registry: allow_any,
+            ..Config::default()
+        };
+        config
+            .registries
+            .insert("127.0.0.1:5001".to_owned(), Default::default());
+        Reachable::new(&rules, &config)
+    }
+
+    #[test]
+    fn rule_sources_and_mirrors_are_reachable() {
+        let r = reachable(false);
+        assert!(r.allows("quay.io") && r.allows("mirror.example.com"));
+    }
+
+    #[test]
+    fn a_host_only_scope_covers_its_ports() {
+        assert!(reachable(false).allows("quay.io:443"));
+    }
+
+    #[test]
+    fn hosts_under_a_wildcard_source_are_reachable() {
+        assert!(reachable(false).allows("a.corp.example.com"));
+    }
+
+    #[test]
+    fn the_default_registry_is_reachable() {
+        assert!(reachable(false).allows("docker.io"));
+    }
+
+    #[test]
+    fn an_unnamed_host_is_not_reachable() {
+        assert!(!reachable(false).allows("evil.example.net"));
+    }
+
+    #[test]
+    fn an_ip_literal_named_only_by_the_rules_is_not_reachable() {
+        assert!(!reachable(false).allows("10.0.0.5:5000"));
+    }
+
+    #[test]
+    fn an_ip_literal_of_registries_is_reachable() {
+        assert!(reachable(false).allows("127.0.0.1:5001"));
+    }
+
+    #[test]
+    fn localhost_is_not_reachable_unless_configured() {
+        assert!(!reachable(false).allows("localhost:5000"));
+    }
+
+    #[test]
+    fn allow_any_registry_lifts_the_limit() {
+        assert!(reachable(true).allows("evil.example.net"));
+    }
+}

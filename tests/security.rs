@@ -1,0 +1,141 @@
+//! mirrorgate is no open proxy: it contacts only the registries the rules, `registries` and
+//! `default_registry` name, and a client naming any other host is refused before a connection is
+//! made. A client that never finishes its request headers is disconnected.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use support::Mirrorgate;
+
+/// A listener on a free loopback port that counts the connections it gets.
+struct CountingListener {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl CountingListener {
+    fn start() -> CountingListener {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (count, done) = (accepted.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok(_) => {
+                        count.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        CountingListener {
+            port,
+            accepted,
+            stop,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        // Give a connection in flight the time to be accepted.
+        std::thread::sleep(Duration::from_millis(100));
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for CountingListener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn error_code(response: &support::HttpResponse) -> String {
+    response.json()["errors"][0]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn a_client_naming_an_unconfigured_host_is_refused_before_any_connection() {
+    let listener = CountingListener::start();
+    let proxy = Mirrorgate::start("", &[], "");
+    let host = format!("127.0.0.1:{}", listener.port);
+    let manifest = proxy.get(&format!("/v2/{host}/ns/app/manifests/v1"), &[]);
+    let blob = proxy.get(
+        &format!("/v2/ns/app/blobs/sha256:{}?ns={host}", "a".repeat(64)),
+        &[],
+    );
+    let tags = proxy.get(&format!("/v2/{host}/ns/app/tags/list"), &[]);
+    assert_eq!(
+        (
+            (manifest.status, error_code(&manifest)),
+            (blob.status, error_code(&blob)),
+            tags.status,
+            listener.connections()
+        ),
+        (
+            (403, "DENIED".to_owned()),
+            (403, "DENIED".to_owned()),
+            403,
+            0
+        )
+    );
+}
+
+#[test]
+fn a_host_name_outside_the_rules_is_refused() {
+    let proxy = Mirrorgate::start("", &[], "");
+    let response = proxy.get("/v2/internal.corp.test/ns/app/manifests/v1", &[]);
+    assert_eq!(
+        (response.status, error_code(&response)),
+        (403, "DENIED".to_owned())
+    );
+}
+
+#[test]
+fn allow_any_registry_lets_a_client_name_any_host() {
+    let listener = CountingListener::start();
+    let proxy = Mirrorgate::start("", &[], "allow_any_registry: true\n");
+    let host = format!("127.0.0.1:{}", listener.port);
+    let response = proxy.get(&format!("/v2/{host}/ns/app/manifests/v1"), &[]);
+    assert!(
+        response.status == 502 && listener.connections() >= 1,
+        "{}",
+        response.text()
+    );
+}
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let proxy = Mirrorgate::start("", &[], "");
+    let mut stream = TcpStream::connect(proxy.addr()).unwrap();
+    stream
+        .write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buffer = [0u8; 1024];
+    // The server closes the connection (perhaps after a 408) once its header timeout passes.
+    let mut closed = false;
+    while started.elapsed() < Duration::from_secs(25) {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => continue,
+        }
+    }
+    assert!(closed, "still open after {:?}", started.elapsed());
+}
