@@ -139,3 +139,29 @@ fn a_client_that_never_finishes_its_headers_is_disconnected() {
     }
     assert!(closed, "still open after {:?}", started.elapsed());
 }
+
+#[test]
+fn a_mirror_that_cannot_be_reached_is_skipped_for_a_while() {
+    let source = support::Registry::start();
+    let image = support::single_arch("backoff", &[1000]);
+    support::push(&image, &format!("{}/ns/app:v1", source.addr()));
+    // A mirror that accepts connections and closes them at once.
+    let dead = CountingListener::start();
+    let rules = "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: d\nspec:\n  imageDigestMirrors:\n  - source: source.test/ns\n    mirrors: [dead.test/ns]\n";
+    let proxy = Mirrorgate::start(
+        rules,
+        &[
+            ("source.test", source.endpoint().as_str()),
+            ("dead.test", &format!("http://127.0.0.1:{}", dead.port)),
+        ],
+        "",
+    );
+    let path = format!("/v2/source.test/ns/app/manifests/{}", image.manifest_digest);
+    let first = proxy.get(&path, &[]).status;
+    let after_first = dead.connections();
+    let second = proxy.get(&path, &[]).status;
+    assert_eq!(
+        (first, second, dead.connections() - after_first),
+        (200, 200, 0)
+    );
+}

@@ -46,6 +46,8 @@ const AFFINITY_TTL: Duration = Duration::from_secs(600);
 const AFFINITY_CAPACITY: usize = 10_000;
 /// How long a source that served corrupt bytes for a blob is skipped for that blob.
 const CORRUPT_TTL: Duration = Duration::from_secs(600);
+/// How long a registry that could not be reached is skipped.
+const BACKOFF: Duration = Duration::from_secs(5);
 /// At most this many (source, blob) pairs are remembered as corrupt.
 const CORRUPT_CAPACITY: usize = 10_000;
 
@@ -72,6 +74,8 @@ pub struct Proxy {
     /// digest; they are skipped for a while, so the next pull goes to the next source. Shared
     /// with the streams that discover the corruption.
     corrupt: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Registries that could not be reached, skipped until the given time.
+    backoff: Mutex<HashMap<String, Instant>>,
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +104,7 @@ impl Proxy {
             downloads: Mutex::new(HashMap::new()),
             affinity: Mutex::new(HashMap::new()),
             corrupt: Arc::new(Mutex::new(HashMap::new())),
+            backoff: Mutex::new(HashMap::new()),
         })
     }
 
@@ -376,8 +381,17 @@ impl Proxy {
     ) -> Result<reqwest::Response, AttemptError> {
         let registry = request.registry.clone();
         let started = Instant::now();
+        if let Some(remaining) = self.backing_off(&registry) {
+            self.metrics
+                .upstream(&registry, role.as_str(), route, "error", Duration::ZERO);
+            return Err(AttemptError::Connect(format!(
+                "not contacted: unreachable moments ago, retried in {}s",
+                remaining.as_secs() + 1
+            )));
+        }
         let upstream = self.upstream.load_full();
         let result = upstream.send(request).await;
+        self.note_reachability(&registry, &result);
         let outcome = match &result {
             Ok(_) => "ok",
             Err(error) => error.outcome(),
@@ -385,6 +399,33 @@ impl Proxy {
         self.metrics
             .upstream(&registry, role.as_str(), route, outcome, started.elapsed());
         result
+    }
+
+    /// How much longer `registry` is skipped after it could not be reached, if it is.
+    fn backing_off(&self, registry: &str) -> Option<Duration> {
+        let backoff = self.backoff.lock().ok()?;
+        let until = *backoff.get(registry)?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    /// A registry that cannot be connected to (refused, unroutable, timed out) is skipped for a
+    /// short while, so that a dead mirror does not cost every request its timeout; any answer
+    /// ends the back-off.
+    fn note_reachability(&self, registry: &str, result: &Result<reqwest::Response, AttemptError>) {
+        let Ok(mut backoff) = self.backoff.lock() else {
+            return;
+        };
+        match result {
+            Err(AttemptError::Connect(_) | AttemptError::Timeout { .. }) => {
+                if backoff.len() >= AFFINITY_CAPACITY {
+                    backoff.retain(|_, until| *until > Instant::now());
+                }
+                backoff.insert(registry.to_owned(), Instant::now() + BACKOFF);
+            }
+            _ => {
+                backoff.remove(registry);
+            }
+        }
     }
 
     /// Counts a source attempt that only happens because mirror attempts failed.
