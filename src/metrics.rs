@@ -108,7 +108,7 @@ struct CacheCollector(Arc<CacheStats>);
 impl Collector for CacheCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.0;
-        let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 12] = [
+        let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 13] = [
             (
                 "cache_manifest_hits",
                 "Manifests served from the cache.",
@@ -163,6 +163,11 @@ impl Collector for CacheCollector {
                 "bytes_fetched",
                 "Blob bytes fetched from upstreams into the store.",
                 &s.bytes_fetched,
+            ),
+            (
+                "cache_store_failures",
+                "Blobs or manifests that could not be stored and were served without caching.",
+                &s.store_failures,
             ),
             (
                 "bytes_served_from_upstream",

@@ -422,3 +422,24 @@ async fn a_tag_answer_is_not_reused_once_the_rules_route_the_tag_elsewhere() {
         (old.manifest_digest.clone(), new.manifest_digest.clone())
     );
 }
+
+#[test]
+fn a_cache_directory_that_cannot_be_written_still_serves_pulls() {
+    let mirror = Registry::start();
+    let image = single_arch("no-cache-dir", &[40_000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    // A directory below a regular file can never be created, not even by root.
+    let blocker = tempfile::NamedTempFile::new().unwrap();
+    let proxy = Mirrorgate::start(
+        &rules(&[MIRROR]),
+        &[(MIRROR, &mirror.endpoint())],
+        &format!("cache:\n  dir: {}/cache\n", blocker.path().display()),
+    );
+    let manifest = proxy.get(&format!("/v2/{SOURCE}/ns/app/manifests/v1"), &[]);
+    let layer = &image.layers[0];
+    let blob = proxy.get(&format!("/v2/{SOURCE}/ns/app/blobs/{layer}"), &[]);
+    assert_eq!(
+        (manifest.status, blob.status, blob.body == image.blob(layer)),
+        (200, 200, true)
+    );
+}

@@ -71,12 +71,22 @@ impl BlobStore {
         max_size: u64,
         stats: Arc<CacheStats>,
     ) -> io::Result<BlobStore> {
-        std::fs::create_dir_all(&dir)?;
-        std::fs::create_dir_all(&tmp)?;
-        for entry in std::fs::read_dir(&tmp)? {
-            let path = entry?.path();
-            if let Err(error) = std::fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), %error, "cannot remove a leftover temporary file");
+        // A cache directory that cannot be written degrades to pass-through serving (every
+        // download finds it cannot store), never to a proxy that does not start.
+        let prepared = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::create_dir_all(&tmp))
+            .and_then(|()| std::fs::read_dir(&tmp));
+        match prepared {
+            Ok(leftovers) => {
+                for entry in leftovers.flatten() {
+                    let path = entry.path();
+                    if let Err(error) = std::fs::remove_file(&path) {
+                        tracing::warn!(path = %path.display(), %error, "cannot remove a leftover temporary file");
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(dir = %dir.display(), %error, "the blob store cannot be used; blobs are served without caching");
             }
         }
         let mut found = Vec::new();

@@ -42,7 +42,10 @@ impl ManifestStore {
         memory: u64,
         stats: Arc<CacheStats>,
     ) -> io::Result<ManifestStore> {
-        std::fs::create_dir_all(&dir)?;
+        if let Err(error) = std::fs::create_dir_all(&dir) {
+            // Memory still caches; only persistence across restarts is lost.
+            tracing::warn!(dir = %dir.display(), %error, "manifests cannot be stored on disk");
+        }
         Ok(ManifestStore {
             memory: Mutex::new(Lru::new(memory)),
             dir,
@@ -67,6 +70,7 @@ impl ManifestStore {
             && let Err(error) = self.write_disk(&digest, &manifest)
         {
             tracing::warn!(digest = %digest, %error, "cannot store the manifest on disk");
+            CacheStats::count(&self.stats.store_failures);
         }
         self.remember(manifest);
     }

@@ -29,6 +29,9 @@ pub struct CacheStats {
     pub bytes_fetched: AtomicU64,
     /// Blob bytes served to clients as they arrived from an upstream (downloads and pass-through).
     pub bytes_from_upstream: AtomicU64,
+    /// Blobs or manifests that could not be stored (disk full or not writable) and were served
+    /// without caching.
+    pub store_failures: AtomicU64,
     /// Bytes held in the blob store now (a gauge).
     pub blob_bytes: AtomicU64,
     /// Bytes of manifests held in memory now (a gauge).

@@ -214,6 +214,7 @@ impl Proxy {
                 Ok(temp) => temp,
                 Err(error) => {
                     tracing::warn!(%error, "cannot write to the blob store; serving uncached");
+                    CacheStats::count(&self.cache.stats.store_failures);
                     return DownloadState::Uncacheable;
                 }
             };
