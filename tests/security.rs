@@ -165,3 +165,25 @@ fn a_mirror_that_cannot_be_reached_is_skipped_for_a_while() {
         (200, 200, 0)
     );
 }
+
+#[test]
+fn an_upstream_reset_mid_blob_fails_that_response_and_the_retry_succeeds() {
+    let mirror = support::Registry::start();
+    let image = support::single_arch("reset-mid-blob", &[300_000]);
+    support::push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let front = support::Throttle::start_cutting_first_blob(mirror.endpoint());
+    let rules = "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: d\nspec:\n  imageDigestMirrors:\n  - source: source.test/ns\n    mirrors: [mirror.test/ns]\n    mirrorSourcePolicy: NeverContactSource\n";
+    let proxy = Mirrorgate::start(rules, &[("mirror.test", &front.endpoint())], "");
+    let layer = &image.layers[0];
+    let path = format!("/v2/source.test/ns/app/blobs/{layer}");
+    let first = support::try_http_request("GET", &proxy.addr(), &path, &[], b"");
+    let second = proxy.get(&path, &[]);
+    let first_whole = first
+        .as_ref()
+        .is_ok_and(|r| r.status == 200 && r.body == image.blob(layer));
+    assert!(
+        !first_whole && second.status == 200 && second.body == image.blob(layer),
+        "second: {}",
+        second.status
+    );
+}

@@ -24,6 +24,17 @@ pub struct Throttle {
 impl Throttle {
     /// Forwards to `backend` (an `http://` URL).
     pub fn start(backend: String) -> Throttle {
+        Throttle::launch(backend, false)
+    }
+
+    /// Like [`Throttle::start`], but the first blob answer breaks off after 64 KiB (the
+    /// connection is reset mid-body); later ones are whole.
+    pub fn start_cutting_first_blob(backend: String) -> Throttle {
+        Throttle::launch(backend, true)
+    }
+
+    fn launch(backend: String, cut_first_blob: bool) -> Throttle {
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(cut_first_blob));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -40,10 +51,10 @@ impl Throttle {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (backend, client) = (backend.clone(), client.clone());
+                let (backend, client, cut) = (backend.clone(), client.clone(), cut.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
-                        throttled(backend.clone(), client.clone(), request)
+                        throttled(backend.clone(), client.clone(), cut.clone(), request)
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
@@ -71,6 +82,7 @@ type ThrottledBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>
 async fn throttled(
     backend: Arc<String>,
     client: reqwest::Client,
+    cut: Arc<std::sync::atomic::AtomicBool>,
     request: Request<Incoming>,
 ) -> Result<Response<ThrottledBody>, Infallible> {
     let url = format!(
@@ -94,6 +106,10 @@ async fn throttled(
         }
     }
     let slow = request.uri().path().contains("/blobs/");
+    let cut_this = slow
+        && request.method() == http::Method::GET
+        && cut.swap(false, std::sync::atomic::Ordering::SeqCst);
+    let mut sent = 0usize;
     let body = upstream
         .bytes_stream()
         .flat_map(|chunk| {
@@ -106,11 +122,20 @@ async fn throttled(
             };
             futures_util::stream::iter(pieces)
         })
+        .map(move |piece| {
+            if let Ok(bytes) = &piece {
+                sent += bytes.len();
+                if cut_this && sent > 64 * 1024 {
+                    return Err(std::io::Error::other("connection reset by the test"));
+                }
+            }
+            piece.map_err(std::io::Error::other)
+        })
         .then(move |piece| async move {
             if slow {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            piece.map(Frame::data).map_err(std::io::Error::other)
+            piece.map(Frame::data)
         });
     Ok(builder.body(BodyExt::boxed(StreamBody::new(body))).unwrap())
 }
