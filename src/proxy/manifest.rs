@@ -79,7 +79,7 @@ impl Proxy {
         let (result, joined) = self
             .manifest_flights
             .run(logical.as_str(), move || async move {
-                let (manifest, _) = this
+                let manifest = this
                     .fetch_along(&owned, &resolution.sources, &accept)
                     .await?;
                 this.cache.manifests.put(manifest.clone());
@@ -245,7 +245,7 @@ impl Proxy {
         logical: &Reference,
         sources: &[PullSource],
         accept: &HeaderValue,
-    ) -> Result<(Arc<StoredManifest>, PullSource), ApiError> {
+    ) -> Result<Arc<StoredManifest>, ApiError> {
         let mut failures = Vec::new();
         for source in sources {
             self.note_attempt(source.role, &failures, "manifest");
@@ -266,7 +266,7 @@ impl Proxy {
                     if !failures.is_empty() {
                         self.metrics.fallback("manifest");
                     }
-                    return Ok((Arc::new(manifest), source.clone()));
+                    return Ok(Arc::new(manifest));
                 }
                 Err(reason) => {
                     tracing::debug!(reference = %source.reference, %reason, "pull source failed");
