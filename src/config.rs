@@ -63,6 +63,40 @@ pub struct Config {
     /// Serve HTTPS with this certificate instead of plain HTTP (`None`, the default: plain HTTP,
     /// meant for a loopback listener or a TLS-terminating front).
     pub tls: Option<TlsConfig>,
+    /// Who may pull through the proxy: anonymous (the default), htpasswd users or bearer tokens,
+    /// each limited to repository scopes; see [`crate::access`].
+    pub clients: ClientsConfig,
+}
+
+/// The `clients` section: how clients authenticate and which repositories each may pull.
+///
+/// The files it names are read when the proxy starts (a bad one fails `serve`, naming the file
+/// and the line or key) and again on every reload; a reload whose files are bad keeps the access
+/// in force. See [`crate::access`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientsConfig {
+    /// How requests are authenticated.
+    pub mode: ClientMode,
+    /// Mode `htpasswd`: the file of `user:bcrypt-hash` lines (`htpasswd -B`).
+    pub htpasswd_file: Option<PathBuf>,
+    /// Mode `token`: the YAML file `tokens: [{name, token, scopes}]`.
+    pub tokens_file: Option<PathBuf>,
+    /// Mode `htpasswd`: the repository scopes of each user; a user not listed may pull
+    /// everything.
+    pub scopes: BTreeMap<String, Vec<crate::access::Scope>>,
+}
+
+/// The `clients.mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientMode {
+    /// No credentials: everyone may pull everything.
+    #[default]
+    Anonymous,
+    /// `Authorization: Basic`, checked against `htpasswd_file`.
+    Htpasswd,
+    /// `Authorization: Bearer <token>`, looked up in `tokens_file`.
+    Token,
 }
 
 /// The `tls` section: the certificate and key the proxy serves HTTPS with.
@@ -136,6 +170,7 @@ impl Default for Config {
             log_level: "info".to_owned(),
             allow_any_registry: false,
             tls: None,
+            clients: ClientsConfig::default(),
         }
     }
 }
@@ -287,6 +322,7 @@ impl Config {
                 return Err(invalid("tls.key_file", "empty path".to_owned()));
             }
         }
+        self.clients.validate(&invalid)?;
         Ok(())
     }
 
@@ -850,6 +886,16 @@ struct RawConfig {
     log_level: Option<String>,
     allow_any_registry: Option<bool>,
     tls: Option<RawTls>,
+    clients: Option<RawClients>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawClients {
+    mode: Option<ClientMode>,
+    htpasswd_file: Option<PathBuf>,
+    tokens_file: Option<PathBuf>,
+    scopes: Option<BTreeMap<String, Vec<crate::access::Scope>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -911,7 +957,79 @@ impl RawConfig {
                 cert_file: raw.cert_file,
                 key_file: raw.key_file,
             }),
+            clients: self
+                .clients
+                .map_or_else(ClientsConfig::default, |raw| ClientsConfig {
+                    mode: raw.mode.unwrap_or_default(),
+                    htpasswd_file: raw.htpasswd_file,
+                    tokens_file: raw.tokens_file,
+                    scopes: raw.scopes.unwrap_or_default(),
+                }),
         }
+    }
+}
+
+impl ClientsConfig {
+    /// Checks that the mode has its file and that keys of other modes are not set.
+    fn validate(&self, invalid: &dyn Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
+        let empty = |p: &Option<PathBuf>| p.as_ref().is_some_and(|p| p.as_os_str().is_empty());
+        if empty(&self.htpasswd_file) {
+            return Err(invalid("clients.htpasswd_file", "empty path".to_owned()));
+        }
+        if empty(&self.tokens_file) {
+            return Err(invalid("clients.tokens_file", "empty path".to_owned()));
+        }
+        let (needed, unused): (Option<&str>, &[&str]) = match self.mode {
+            ClientMode::Anonymous => (None, &["htpasswd_file", "tokens_file", "scopes"]),
+            ClientMode::Htpasswd => (Some("htpasswd_file"), &["tokens_file"]),
+            ClientMode::Token => (Some("tokens_file"), &["htpasswd_file", "scopes"]),
+        };
+        let mode = match self.mode {
+            ClientMode::Anonymous => "anonymous",
+            ClientMode::Htpasswd => "htpasswd",
+            ClientMode::Token => "token",
+        };
+        let set = |key: &str| match key {
+            "htpasswd_file" => self.htpasswd_file.is_some(),
+            "tokens_file" => self.tokens_file.is_some(),
+            _ => !self.scopes.is_empty(),
+        };
+        if let Some(key) = needed
+            && !set(key)
+        {
+            return Err(invalid(
+                &format!("clients.{key}"),
+                format!("mode {mode} needs {key}"),
+            ));
+        }
+        if let Some(key) = unused.iter().find(|key| set(key)) {
+            let hint = if *key == "scopes" && self.mode == ClientMode::Token {
+                "; the scopes of a token are given in tokens_file"
+            } else {
+                ""
+            };
+            return Err(invalid(
+                &format!("clients.{key}"),
+                format!("not used with mode {mode}{hint}"),
+            ));
+        }
+        for (user, scopes) in &self.scopes {
+            if user.is_empty() || user.contains(':') {
+                return Err(invalid(
+                    &format!("clients.scopes.{user:?}"),
+                    "not a user name (empty or has ':')".to_owned(),
+                ));
+            }
+            if scopes.is_empty() {
+                return Err(invalid(
+                    &format!("clients.scopes.{user:?}"),
+                    "empty list: the user could pull nothing; remove the user from \
+                     htpasswd_file instead"
+                        .to_owned(),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1027,6 +1145,12 @@ watch: true                     # reload rule files and this file on change (als
             log_level: "info".to_owned(),
             allow_any_registry: false,
             tls: None,
+            clients: ClientsConfig {
+                mode: ClientMode::Anonymous,
+                htpasswd_file: None,
+                tokens_file: None,
+                scopes: BTreeMap::new(),
+            },
         };
         assert_eq!(Config::default(), expected);
     }
@@ -1481,5 +1605,111 @@ watch: true                     # reload rule files and this file on change (als
     fn empty_tls_path_is_rejected() {
         let err = error_text("tls:\n  cert_file: tls.crt\n  key_file: \"\"\n");
         assert!(err.ends_with(": tls.key_file: empty path"), "{err}");
+    }
+
+    #[test]
+    fn clients_htpasswd_section_parses() {
+        let text = "clients:\n  mode: htpasswd\n  htpasswd_file: /etc/mirrorgate/htpasswd\n  \
+                    scopes:\n    alice: [\"quay.io/openshift-release-dev/*\", \"*\"]\n";
+        let clients = parse(text).expect("valid clients section").clients;
+        assert_eq!(
+            clients,
+            ClientsConfig {
+                mode: ClientMode::Htpasswd,
+                htpasswd_file: Some(PathBuf::from("/etc/mirrorgate/htpasswd")),
+                tokens_file: None,
+                scopes: BTreeMap::from([(
+                    "alice".to_owned(),
+                    vec![
+                        crate::access::Scope::Under("quay.io/openshift-release-dev".to_owned()),
+                        crate::access::Scope::All,
+                    ]
+                )]),
+            }
+        );
+    }
+
+    #[test]
+    fn clients_token_section_parses() {
+        let clients = parse("clients:\n  mode: token\n  tokens_file: tokens.yaml\n")
+            .expect("valid clients section")
+            .clients;
+        assert_eq!(
+            (clients.mode, clients.tokens_file),
+            (ClientMode::Token, Some(PathBuf::from("tokens.yaml")))
+        );
+    }
+
+    #[test]
+    fn null_clients_means_anonymous() {
+        assert_eq!(parse("clients:\n").ok(), Some(Config::default()));
+    }
+
+    #[test]
+    fn unknown_clients_mode_is_rejected_with_location() {
+        let err = error_text("watch: false\nclients:\n  mode: ldap\n");
+        assert!(
+            err.starts_with("config/mirrorgate.yaml:3:") && err.contains("ldap"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_clients_key_is_rejected() {
+        let err = error_text("clients:\n  mode: token\n  token_file: t.yaml\n");
+        assert!(err.contains("unknown field `token_file`"), "{err}");
+    }
+
+    #[test]
+    fn clients_mode_without_its_file_is_rejected() {
+        let errors = [
+            error_text("clients:\n  mode: htpasswd\n"),
+            error_text("clients:\n  mode: token\n"),
+        ];
+        assert_eq!(
+            errors,
+            [
+                "config/mirrorgate.yaml: clients.htpasswd_file: mode htpasswd needs htpasswd_file",
+                "config/mirrorgate.yaml: clients.tokens_file: mode token needs tokens_file",
+            ]
+        );
+    }
+
+    #[test]
+    fn clients_keys_of_another_mode_are_rejected() {
+        let errors = [
+            error_text("clients:\n  htpasswd_file: h\n"),
+            error_text("clients:\n  mode: token\n  tokens_file: t\n  scopes:\n    a: [\"*\"]\n"),
+            error_text("clients:\n  mode: htpasswd\n  htpasswd_file: h\n  tokens_file: t\n"),
+        ];
+        assert!(
+            errors[0].ends_with("clients.htpasswd_file: not used with mode anonymous")
+                && errors[1].contains("clients.scopes: not used with mode token; the scopes")
+                && errors[2].ends_with("clients.tokens_file: not used with mode htpasswd"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn bad_client_scope_is_rejected_with_location() {
+        let err = error_text(
+            "clients:\n  mode: htpasswd\n  htpasswd_file: h\n  scopes:\n    alice: [busybox]\n",
+        );
+        assert!(
+            err.starts_with("config/mirrorgate.yaml:5:")
+                && err.contains("starts with the registry"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn empty_client_scope_list_is_rejected() {
+        let err = error_text(
+            "clients:\n  mode: htpasswd\n  htpasswd_file: h\n  scopes:\n    alice: []\n",
+        );
+        assert!(
+            err.contains("clients.scopes.\"alice\": empty list"),
+            "{err}"
+        );
     }
 }

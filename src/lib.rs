@@ -5,6 +5,7 @@
 //! - [`reference`](mod@reference): the image reference grammar, Docker Hub normalisation and digests;
 //! - [`rules`]: the mirror objects, their validation, the merged override map and `resolve`;
 //! - [`config`]: the proxy's own configuration file;
+//! - [`access`]: who may pull: client credentials (htpasswd, tokens) and repository scopes;
 //! - [`upstream`]: the client for upstream registries (endpoints, TLS, credentials, tokens);
 //! - [`http`]: the OCI distribution API surface (routing of paths, addressing, error bodies);
 //! - [`proxy`]: serving each request from the pull sources the rules give, verifying content;
@@ -14,6 +15,7 @@
 
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod cache;
 pub mod config;
 pub mod http;

@@ -159,6 +159,8 @@ fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
         tracing::warn!(%warning, "rule warning");
     }
     let upstream = Upstream::new(&config).context("cannot set up the upstream client")?;
+    mirrorgate::access::Access::load(&config.clients)
+        .context("the clients settings are invalid")?;
     let tls = http::ServerTls::from_config(&config).context("the tls settings are invalid")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -288,8 +290,10 @@ fn resolve(args: &RuleArgs, json: bool, image: &str) -> Result<()> {
 
 fn check(args: &RuleArgs) -> Result<()> {
     let (rule_set, config, config_path) = args.load()?;
-    // The files the proxy reads at start (pull secret, CA bundles) must be good too.
+    // The files the proxy reads at start (pull secret, CA bundles, clients) must be good too.
     Upstream::new(&config).context("the upstream settings are invalid")?;
+    mirrorgate::access::Access::load(&config.clients)
+        .context("the clients settings are invalid")?;
     http::ServerTls::from_config(&config).context("the tls settings are invalid")?;
     let summary = rule_set.summary();
     match &config_path {

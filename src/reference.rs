@@ -393,7 +393,10 @@ impl Reference {
         tag: Option<&str>,
         digest: Option<&Digest>,
     ) -> Result<Reference, ReferenceError> {
-        if !is_domain(domain) {
+        // A domain that normalisation would not read as one (no `.` or `:`, not `localhost`)
+        // has no canonical form: `registry1/ns/app` means `docker.io/registry1/ns/app`.
+        let looks_like_a_host = domain.contains(['.', ':']) || domain == "localhost";
+        if !is_domain(domain) || !looks_like_a_host {
             return Err(ReferenceError::InvalidDomain(domain.to_owned()));
         }
         if path.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -856,6 +859,14 @@ mod tests {
     #[test]
     fn legacy_index_domain_is_not_canonical() {
         assert!(Reference::parse_canonical("index.docker.io/library/busybox:1").is_err());
+    }
+
+    #[test]
+    fn from_parts_refuses_a_domain_normalisation_would_not_read_as_one() {
+        assert_eq!(
+            Reference::from_parts("registry1", "ns/app", Some("v1"), None),
+            Err(ReferenceError::InvalidDomain("registry1".into()))
+        );
     }
 
     #[test]

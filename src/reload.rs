@@ -79,13 +79,7 @@ fn watched_directories(
             directories.insert((parent(path), false));
         }
     }
-    let files = config.pull_secret.iter().chain(
-        config
-            .registries
-            .values()
-            .filter_map(|settings| settings.ca_file.as_ref()),
-    );
-    for file in files {
+    for file in secondary_files(config) {
         directories.insert((parent(file), false));
     }
     // A directory watched with what is under it needs no second, shallow watch.
@@ -96,6 +90,22 @@ fn watched_directories(
         .collect();
     directories.retain(|(d, is_deep)| *is_deep || !deep.contains(d));
     directories
+}
+
+/// The files besides the configuration and the rules that a reload reads: the pull secret, CA
+/// bundles, and the clients' htpasswd or tokens file.
+fn secondary_files(config: &Config) -> impl Iterator<Item = &PathBuf> {
+    config
+        .pull_secret
+        .iter()
+        .chain(
+            config
+                .registries
+                .values()
+                .filter_map(|settings| settings.ca_file.as_ref()),
+        )
+        .chain(config.clients.htpasswd_file.iter())
+        .chain(config.clients.tokens_file.iter())
 }
 
 /// What a file event must touch to be worth a reload: one of the files read (the configuration,
@@ -116,13 +126,7 @@ impl Interest {
         let files = config_path
             .iter()
             .chain(config.rules.iter().filter(|p| !p.is_dir()))
-            .chain(config.pull_secret.iter())
-            .chain(
-                config
-                    .registries
-                    .values()
-                    .filter_map(|r| r.ca_file.as_ref()),
-            );
+            .chain(secondary_files(config));
         interest.files = files.map(|f| absolute(f)).collect();
         for (directory, deep) in watched_directories(config_path, config) {
             if deep {

@@ -656,3 +656,21 @@ fn mirror_on_a_host_under_a_blocked_wildcard_is_dropped() {
         ]
     );
 }
+
+#[test]
+fn a_cycle_broken_at_the_source_keeps_the_source_as_a_mirror_as_runtime_utils_does() {
+    let yaml = format!(
+        "{}---\n{}",
+        idms("one", "  - source: a.io\n    mirrors: [b.io/x, c.io/x]\n"),
+        idms("two", "  - source: a.io\n    mirrors: [c.io/x, b.io/x]\n")
+    );
+    assert_eq!(
+        sources(&load(&yaml), &format!("a.io/app@{DIGEST}")),
+        [
+            format!("mirror a.io/app@{DIGEST}"),
+            format!("mirror b.io/x/app@{DIGEST}"),
+            format!("mirror c.io/x/app@{DIGEST}"),
+            format!("source a.io/app@{DIGEST}")
+        ]
+    );
+}

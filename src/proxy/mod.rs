@@ -25,6 +25,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 use tokio::sync::watch;
 
+use crate::access::Access;
 use crate::cache::Cache;
 use crate::cache::blobs::DownloadState;
 use crate::cache::flights::Flights;
@@ -76,6 +77,8 @@ pub struct Proxy {
     corrupt: Arc<Mutex<HashMap<String, Instant>>>,
     /// Registries that could not be reached, skipped until the given time.
     backoff: Mutex<HashMap<String, Instant>>,
+    /// Who may pull what (the `clients` section and its files).
+    access: ArcSwap<Access>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +92,7 @@ impl Proxy {
     /// A proxy serving `rules` through `upstream`, with the caches and default registry of
     /// `config`. Opening the cache removes leftover temporary files and indexes stored blobs.
     pub fn new(rules: Arc<RuleSet>, upstream: Upstream, config: &Config) -> io::Result<Proxy> {
+        let access = Access::load(&config.clients).map_err(io::Error::other)?;
         let cache = Cache::open(&config.cache)?;
         let metrics = Arc::new(Metrics::new(cache.stats.clone()));
         metrics.rules_loaded(&rules, config);
@@ -105,6 +109,7 @@ impl Proxy {
             affinity: Mutex::new(HashMap::new()),
             corrupt: Arc::new(Mutex::new(HashMap::new())),
             backoff: Mutex::new(HashMap::new()),
+            access: ArcSwap::from_pointee(access),
         })
     }
 
@@ -119,7 +124,14 @@ impl Proxy {
     }
 
     /// Replaces the rule set; requests already routed keep the set they started with.
+    /// The `clients` files are read again; if that fails the access in force is kept.
     pub fn replace_rules(&self, rules: Arc<RuleSet>, config: &Config) {
+        match Access::load(&config.clients) {
+            Ok(access) => self.access.store(Arc::new(access)),
+            Err(error) => {
+                tracing::error!(%error, "cannot reload the clients files; the access in force is kept");
+            }
+        }
         self.metrics.rules_loaded(&rules, config);
         self.reachable
             .store(Arc::new(Reachable::new(&rules, config)));
@@ -172,10 +184,25 @@ impl Proxy {
     ) -> Response<Body> {
         let started = Instant::now();
         let head = method == http::Method::HEAD;
+        let access = self.access.load_full();
+        let client = match access.authenticate(path, headers).await {
+            Ok(client) => client,
+            Err(refusal) => {
+                let status = StatusCode::UNAUTHORIZED.as_u16();
+                let method = method_label(method);
+                self.metrics
+                    .request("unauthorized", method, status, started.elapsed());
+                return refusal.into_response(head);
+            }
+        };
         let (route, response) = match route::parse(method, path, query, &self.default_registry) {
             Ok(request) => {
                 let route = request.route();
-                match self.handle(request, head, headers).await {
+                let result = match client.authorize(&request) {
+                    Ok(()) => self.handle(request, head, headers).await,
+                    Err(error) => Err(error),
+                };
+                match result {
                     Ok(response) => (route, response),
                     Err(error) => (route, error.into_response(head)),
                 }

@@ -111,9 +111,22 @@ impl RuleSet {
                     .flat_map(|s| &s.mirrors)
                     .map(|m| (m.as_str(), m))
                     .collect();
+                // A broken cycle can leave the source itself inside the list (runtime-utils
+                // keeps it there too): it is then tried as a mirror, where it stands. A wildcard
+                // source names no location and is left out.
+                let source_location = match &sets[0].source {
+                    Scope::Repo(location) => Some(location),
+                    Scope::Wildcard(_) => None,
+                };
                 merge_mirror_lists(source, lists.iter().map(Vec::as_slice))
                     .into_iter()
-                    .map(|name| by_name[name].clone())
+                    .filter_map(|name| {
+                        by_name
+                            .get(name)
+                            .copied()
+                            .or(source_location.filter(|s| s.as_str() == name))
+                            .cloned()
+                    })
                     .collect()
             };
             let entry_name = |s: &&MirrorSet| format!("{}: {}", s.origin, s.field);

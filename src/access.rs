@@ -1,0 +1,888 @@
+//! Who may pull through mirrorgate: client authentication and repository scopes (the `clients`
+//! section of the configuration).
+//!
+//! Three modes:
+//! - `anonymous` (the default): every request is served, as before this section existed;
+//! - `htpasswd`: `Authorization: Basic` is checked against the bcrypt hashes of an htpasswd file,
+//!   and each user may be limited to repository scopes (`clients.scopes`);
+//! - `token`: `Authorization: Bearer <token>` is looked up in a YAML file of named tokens, each
+//!   with its own scopes.
+//!
+//! A request without valid credentials gets `401 UNAUTHORIZED` with a `WWW-Authenticate`
+//! challenge (so that skopeo, podman and containerd log in as with any registry); a valid client
+//! naming a repository outside its scopes gets `403 DENIED`. Both checks run before the proxy
+//! looks at its cache, so cached content is only ever served to a client allowed its
+//! repository. `/healthz`, `/readyz` and `/metrics` need no credentials.
+//!
+//! Credentials are never logged, counted or echoed: errors name users and tokens by name, and
+//! the `Debug` of every type here redacts hashes and tokens.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use serde::Deserialize;
+use serde_saphyr::{DefaultMessageFormatter, MessageFormatter};
+use sha2::{Digest as _, Sha256};
+
+use crate::config::{ClientMode, ClientsConfig};
+use crate::http::{ApiError, ApiRequest, Body, ErrorCode, full_body};
+
+/// The realm named in `WWW-Authenticate` challenges.
+pub const REALM: &str = "mirrorgate";
+/// How long a successful password verification is reused without running bcrypt again.
+const VERIFIED_TTL: Duration = Duration::from_secs(120);
+/// At most this many verified `Authorization` headers are remembered.
+const VERIFIED_CAPACITY: usize = 10_000;
+/// Tokens shorter than this are refused when the tokens file is read: they can be guessed.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// A repository scope: `*` (everything), `<prefix>/*` (every repository under the prefix) or an
+/// exact logical repository name such as `quay.io/openshift-release-dev/ocp-release`.
+///
+/// Names are logical and normalised, registry first: `docker.io/library/busybox`, not `busybox`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// `*`: every repository.
+    All,
+    /// `<prefix>/*`: every repository whose name starts with `<prefix>/`.
+    Under(String),
+    /// An exact repository name.
+    Exact(String),
+}
+
+impl Scope {
+    /// Whether the logical repository `name` is in this scope.
+    pub fn allows(&self, name: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Under(prefix) => name
+                .strip_prefix(prefix.as_str())
+                .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1),
+            Scope::Exact(exact) => name == exact,
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::All => f.write_str("*"),
+            Scope::Under(prefix) => write!(f, "{prefix}/*"),
+            Scope::Exact(name) => f.write_str(name),
+        }
+    }
+}
+
+/// Why a string is not a [`Scope`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid scope {input:?}: {reason}")]
+pub struct ScopeError {
+    input: String,
+    reason: &'static str,
+}
+
+impl FromStr for Scope {
+    type Err = ScopeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let fail = |reason: &'static str| ScopeError {
+            input: s.to_owned(),
+            reason,
+        };
+        if s == "*" {
+            return Ok(Scope::All);
+        }
+        let (name, under) = match s.strip_suffix("/*") {
+            Some(prefix) => (prefix, true),
+            None => (s, false),
+        };
+        if name.is_empty() {
+            return Err(fail("empty"));
+        }
+        if name.contains('*') {
+            return Err(fail(
+                "`*` is only allowed alone or as a trailing `/*` (everything under a prefix)",
+            ));
+        }
+        if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(fail("contains whitespace"));
+        }
+        if name.contains(['@', '?', '#']) || name.contains("://") {
+            return Err(fail(
+                "a scope is a repository name, without scheme, tag or digest",
+            ));
+        }
+        if name.split('/').any(str::is_empty) {
+            return Err(fail(
+                "empty path component (leading, trailing or double `/`)",
+            ));
+        }
+        let first = name.split('/').next().unwrap_or_default();
+        if !(first.contains(['.', ':']) || first == "localhost") {
+            return Err(fail(
+                "a scope starts with the registry, e.g. docker.io/library/busybox or quay.io/ns/*",
+            ));
+        }
+        let name = name.to_owned();
+        Ok(if under {
+            Scope::Under(name)
+        } else {
+            Scope::Exact(name)
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Scope {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The repositories a client may pull: `None` is everything.
+fn allowed(scopes: Option<&[Scope]>, name: &str) -> bool {
+    scopes.is_none_or(|scopes| scopes.iter().any(|scope| scope.allows(name)))
+}
+
+/// An authenticated client (or, in `anonymous` mode, anyone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    /// The user or token name; `None` for anonymous access. Never a secret.
+    name: Option<String>,
+    /// The repository scopes; `None` is every repository.
+    scopes: Option<Vec<Scope>>,
+}
+
+impl Client {
+    fn anyone() -> Arc<Client> {
+        Arc::new(Client {
+            name: None,
+            scopes: None,
+        })
+    }
+
+    /// The user or token name, or `None` for anonymous access.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// Whether this client may pull from the logical repository `name`.
+    pub fn allows(&self, name: &str) -> bool {
+        allowed(self.scopes.as_deref(), name)
+    }
+
+    /// Refuses (403 DENIED) a request for a repository outside this client's scopes.
+    pub fn authorize(&self, request: &ApiRequest) -> Result<(), ApiError> {
+        let repository = match request {
+            ApiRequest::Manifest { repository, .. }
+            | ApiRequest::Blob { repository, .. }
+            | ApiRequest::TagsList { repository, .. }
+            | ApiRequest::Referrers { repository, .. } => repository,
+            ApiRequest::Base | ApiRequest::Healthz | ApiRequest::Readyz | ApiRequest::Metrics => {
+                return Ok(());
+            }
+        };
+        let name = repository.name();
+        if self.allows(name) {
+            return Ok(());
+        }
+        let who = self.name.as_deref().unwrap_or("anonymous");
+        tracing::info!(
+            client = who,
+            repository = name,
+            "refused: outside the client's scopes"
+        );
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Denied,
+            format!("client {who:?} may not pull from {name}"),
+        ))
+    }
+}
+
+/// A bcrypt hash from an htpasswd file; its `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+struct Hash(String);
+
+impl fmt::Debug for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// One htpasswd user.
+#[derive(Debug)]
+struct User {
+    hash: Hash,
+    client: Arc<Client>,
+}
+
+/// SHA-256 of an `Authorization` header that verified → the client and when.
+type Verified = Mutex<HashMap<[u8; 32], (Arc<Client>, Instant)>>;
+
+/// How requests are authenticated.
+enum Mode {
+    Anonymous,
+    Htpasswd {
+        users: HashMap<String, User>,
+        /// SHA-256 of an `Authorization` header that verified → the client and when.
+        verified: Verified,
+    },
+    Token {
+        /// SHA-256 of the token → the client.
+        tokens: HashMap<[u8; 32], Arc<Client>>,
+    },
+}
+
+/// Who may pull: the credentials and scopes loaded from the `clients` section and its files.
+pub struct Access {
+    mode: Mode,
+    anyone: Arc<Client>,
+}
+
+impl fmt::Debug for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (mode, clients): (&str, Vec<&str>) = match &self.mode {
+            Mode::Anonymous => ("anonymous", Vec::new()),
+            Mode::Htpasswd { users, .. } => {
+                ("htpasswd", users.keys().map(String::as_str).collect())
+            }
+            Mode::Token { tokens } => (
+                "token",
+                tokens.values().filter_map(|c| c.name.as_deref()).collect(),
+            ),
+        };
+        f.debug_struct("Access")
+            .field("mode", &mode)
+            .field("clients", &clients)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the files of the `clients` section could not be loaded. Messages name the file and the
+/// line or key, never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// A file could not be read.
+    #[error("{}: cannot read: {cause}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        cause: std::io::Error,
+    },
+    /// A line or key of a file is not acceptable.
+    #[error("{}:{location}: {message}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// The line (`12`), line and column (`3:5`), or key path (`tokens[1].token`).
+        location: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The configuration lacks the file its mode needs (normally caught by validation).
+    #[error("clients: {0}")]
+    Config(String),
+}
+
+impl Access {
+    /// Everyone may pull everything.
+    pub fn anonymous() -> Access {
+        Access {
+            mode: Mode::Anonymous,
+            anyone: Client::anyone(),
+        }
+    }
+
+    /// Reads the files the `clients` section names.
+    pub fn load(config: &ClientsConfig) -> Result<Access, AccessError> {
+        let mode = match config.mode {
+            ClientMode::Anonymous => Mode::Anonymous,
+            ClientMode::Htpasswd => {
+                let path = config.htpasswd_file.as_deref().ok_or_else(|| {
+                    AccessError::Config("mode htpasswd needs htpasswd_file".to_owned())
+                })?;
+                let text = read(path)?;
+                let users = parse_htpasswd(&text, path, config)?;
+                for user in config.scopes.keys() {
+                    if !users.contains_key(user) {
+                        tracing::warn!(user = %user, file = %path.display(), "clients.scopes names a user the htpasswd file does not have");
+                    }
+                }
+                Mode::Htpasswd {
+                    users,
+                    verified: Mutex::new(HashMap::new()),
+                }
+            }
+            ClientMode::Token => {
+                let path = config.tokens_file.as_deref().ok_or_else(|| {
+                    AccessError::Config("mode token needs tokens_file".to_owned())
+                })?;
+                let text = read(path)?;
+                Mode::Token {
+                    tokens: parse_tokens(&text, path)?,
+                }
+            }
+        };
+        Ok(Access {
+            mode,
+            anyone: Client::anyone(),
+        })
+    }
+
+    /// Whether requests are served without credentials.
+    pub fn is_anonymous(&self) -> bool {
+        matches!(self.mode, Mode::Anonymous)
+    }
+
+    /// The client behind a request to `path`, or the 401 refusal. `/healthz`, `/readyz` and
+    /// `/metrics` need no credentials; in `anonymous` mode nothing does.
+    pub async fn authenticate(
+        &self,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Result<Arc<Client>, Unauthorized> {
+        if matches!(path, "/healthz" | "/readyz" | "/metrics") {
+            return Ok(self.anyone.clone());
+        }
+        let result = match &self.mode {
+            Mode::Anonymous => return Ok(self.anyone.clone()),
+            Mode::Htpasswd { users, verified } => basic(users, verified, headers).await,
+            Mode::Token { tokens } => bearer(tokens, headers),
+        };
+        result.map_err(|reason| {
+            tracing::info!(path, reason, "refused: no valid credentials");
+            Unauthorized {
+                scheme: match self.mode {
+                    Mode::Token { .. } => "Bearer",
+                    _ => "Basic",
+                },
+            }
+        })
+    }
+}
+
+fn read(path: &Path) -> Result<String, AccessError> {
+    std::fs::read_to_string(path).map_err(|cause| AccessError::Io {
+        path: path.to_owned(),
+        cause,
+    })
+}
+
+/// Checks `Authorization: Basic`; `Err` says why it failed (never with the password).
+async fn basic(
+    users: &HashMap<String, User>,
+    verified: &Verified,
+    headers: &HeaderMap,
+) -> Result<Arc<Client>, &'static str> {
+    let value = credentials(headers, "Basic")?;
+    let key: [u8; 32] = Sha256::digest(value.as_bytes()).into();
+    if let Ok(cache) = verified.lock()
+        && let Some((client, at)) = cache.get(&key)
+        && at.elapsed() < VERIFIED_TTL
+    {
+        return Ok(client.clone());
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .map_err(|_| "Basic credentials are not base64")?;
+    let decoded = String::from_utf8(decoded).map_err(|_| "Basic credentials are not UTF-8")?;
+    let (user, password) = decoded
+        .split_once(':')
+        .ok_or("Basic credentials have no ':'")?;
+    let entry = users.get(user).ok_or("unknown user")?;
+    let (password, hash) = (password.to_owned(), entry.hash.0.clone());
+    // bcrypt is slow by design: keep it off the threads serving other requests.
+    let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+        .await
+        .unwrap_or(false);
+    if !ok {
+        return Err("wrong password");
+    }
+    if let Ok(mut cache) = verified.lock() {
+        if cache.len() >= VERIFIED_CAPACITY {
+            cache.retain(|_, (_, at)| at.elapsed() < VERIFIED_TTL);
+            if cache.len() >= VERIFIED_CAPACITY {
+                cache.clear();
+            }
+        }
+        cache.insert(key, (entry.client.clone(), Instant::now()));
+    }
+    Ok(entry.client.clone())
+}
+
+/// Checks `Authorization: Bearer`.
+fn bearer(
+    tokens: &HashMap<[u8; 32], Arc<Client>>,
+    headers: &HeaderMap,
+) -> Result<Arc<Client>, &'static str> {
+    let token = credentials(headers, "Bearer")?;
+    let key: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+    tokens.get(&key).cloned().ok_or("unknown token")
+}
+
+/// The credentials of `Authorization: <scheme> <credentials>` (scheme case-insensitive).
+fn credentials<'h>(headers: &'h HeaderMap, scheme: &str) -> Result<&'h str, &'static str> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or("no Authorization header")?
+        .to_str()
+        .map_err(|_| "Authorization header is not text")?;
+    let (given, rest) = value
+        .split_once(' ')
+        .ok_or("Authorization header has no scheme")?;
+    if !given.eq_ignore_ascii_case(scheme) {
+        return Err("Authorization header uses another scheme");
+    }
+    Ok(rest)
+}
+
+/// The 401 answer to a request without valid credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unauthorized {
+    scheme: &'static str,
+}
+
+impl Unauthorized {
+    /// 401 with `WWW-Authenticate: <scheme> realm="mirrorgate"` and an OCI `UNAUTHORIZED` body;
+    /// a HEAD response carries the headers but no body.
+    pub fn into_response(self, head: bool) -> Response<Body> {
+        let body = serde_json::json!({"errors": [{
+            "code": "UNAUTHORIZED",
+            "message": "authentication required",
+            "detail": null,
+        }]})
+        .to_string();
+        let length = body.len();
+        let mut response = Response::new(full_body(if head {
+            Bytes::new()
+        } else {
+            Bytes::from(body)
+        }));
+        *response.status_mut() = StatusCode::UNAUTHORIZED;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        if let Ok(challenge) = HeaderValue::from_str(&format!("{} realm=\"{REALM}\"", self.scheme))
+        {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        headers.insert(
+            "Docker-Distribution-API-Version",
+            HeaderValue::from_static("registry/2.0"),
+        );
+        response
+    }
+}
+
+fn invalid(path: &Path, location: impl fmt::Display, message: impl Into<String>) -> AccessError {
+    AccessError::Invalid {
+        path: path.to_owned(),
+        location: location.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Parses `user:bcrypt-hash` lines; blank lines and `#` comments are skipped.
+fn parse_htpasswd(
+    text: &str,
+    path: &Path,
+    config: &ClientsConfig,
+) -> Result<HashMap<String, User>, AccessError> {
+    let mut users = HashMap::new();
+    for (index, line) in text.lines().enumerate() {
+        let number = index + 1;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((user, hash)) = line.split_once(':') else {
+            return Err(invalid(path, number, "expected user:bcrypt-hash"));
+        };
+        if user.is_empty() {
+            return Err(invalid(path, number, "empty user name"));
+        }
+        check_bcrypt(hash).map_err(|why| invalid(path, number, format!("user {user:?}: {why}")))?;
+        let client = Arc::new(Client {
+            name: Some(user.to_owned()),
+            scopes: config.scopes.get(user).cloned(),
+        });
+        let user_entry = User {
+            hash: Hash(hash.to_owned()),
+            client,
+        };
+        if users.insert(user.to_owned(), user_entry).is_some() {
+            return Err(invalid(
+                path,
+                number,
+                format!("user {user:?} appears twice"),
+            ));
+        }
+    }
+    Ok(users)
+}
+
+/// Checks the shape of a bcrypt hash (`$2y$NN$` + 53 characters) without running bcrypt.
+fn check_bcrypt(hash: &str) -> Result<(), &'static str> {
+    let bcrypt_prefix = ["$2y$", "$2b$", "$2a$"]
+        .iter()
+        .any(|prefix| hash.starts_with(prefix));
+    if !bcrypt_prefix {
+        return Err(
+            "only bcrypt hashes ($2y$ or $2b$) are supported; create them with `htpasswd -B`",
+        );
+    }
+    let cost = hash.get(4..6).and_then(|c| c.parse::<u32>().ok());
+    let well_formed = hash.len() == 60
+        && hash.as_bytes().get(6) == Some(&b'$')
+        && cost.is_some_and(|c| (4..=31).contains(&c))
+        && hash[7..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/');
+    if !well_formed {
+        return Err("malformed bcrypt hash");
+    }
+    Ok(())
+}
+
+/// The tokens file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokens {
+    tokens: Vec<RawToken>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: String,
+    token: String,
+    #[serde(default)]
+    scopes: Option<Vec<Scope>>,
+}
+
+/// Parses the tokens file: `tokens: [{name, token, scopes?}]`.
+fn parse_tokens(text: &str, path: &Path) -> Result<HashMap<[u8; 32], Arc<Client>>, AccessError> {
+    let raw: RawTokens = serde_saphyr::from_str(text).map_err(|err| {
+        let location = err
+            .location()
+            .filter(|loc| loc.line() > 0)
+            .map_or_else(String::new, |loc| {
+                format!("{}:{}", loc.line(), loc.column())
+            });
+        // The parser's message may quote the offending value, which can be a token: only
+        // messages known not to are passed on.
+        let message = DefaultMessageFormatter.format_message(err.without_snippet());
+        let safe = ["unknown field", "missing field", "invalid scope"]
+            .iter()
+            .any(|known| message.contains(known));
+        let message = if safe {
+            message.into_owned()
+        } else {
+            "not a tokens file: expected `tokens:` with a list of {name, token, scopes}".to_owned()
+        };
+        invalid(path, location, message)
+    })?;
+    let mut tokens = HashMap::new();
+    let mut names = std::collections::HashSet::new();
+    for (i, entry) in raw.tokens.into_iter().enumerate() {
+        if entry.name.trim().is_empty() {
+            return Err(invalid(path, format!("tokens[{i}].name"), "empty name"));
+        }
+        let name = entry.name;
+        if !names.insert(name.clone()) {
+            return Err(invalid(
+                path,
+                format!("tokens[{i}].name"),
+                format!("{name:?} appears twice"),
+            ));
+        }
+        let token = entry.token.trim();
+        if token.len() < MIN_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(
+                path,
+                format!("tokens[{i}].token"),
+                format!(
+                    "token of {name:?} must be at least {MIN_TOKEN_LEN} printable characters without spaces"
+                ),
+            ));
+        }
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let client = Arc::new(Client {
+            name: Some(name.clone()),
+            scopes: entry.scopes,
+        });
+        if tokens.insert(key, client).is_some() {
+            return Err(invalid(
+                path,
+                format!("tokens[{i}].token"),
+                format!("token of {name:?} is also another entry's token"),
+            ));
+        }
+    }
+    Ok(tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(s: &str) -> Scope {
+        s.parse().expect("valid scope")
+    }
+
+    #[test]
+    fn scope_forms_and_matching() {
+        let under = scope("quay.io/openshift-release-dev/*");
+        let exact = scope("quay.io/openshift-release-dev/ocp-release");
+        assert_eq!(
+            (
+                under.allows("quay.io/openshift-release-dev/ocp-release"),
+                under.allows("quay.io/openshift-release-dev/a/b"),
+                under.allows("quay.io/openshift-release-dev"),
+                under.allows("quay.io/openshift-release-devil/x"),
+                exact.allows("quay.io/openshift-release-dev/ocp-release"),
+                exact.allows("quay.io/openshift-release-dev/ocp-release-art"),
+                scope("*").allows("docker.io/library/busybox"),
+            ),
+            (true, true, false, false, true, false, true)
+        );
+    }
+
+    #[test]
+    fn bad_scopes_are_rejected() {
+        let bad = [
+            "",
+            "/*",
+            "quay.io/*/x",
+            "quay.io/ns*",
+            "library/busybox",
+            "quay.io//x",
+            "quay.io/x/",
+            "quay.io/x:v1@sha256:00",
+            "https://quay.io/x",
+            "quay.io/a b",
+        ];
+        let accepted: Vec<&str> = bad
+            .iter()
+            .copied()
+            .filter(|s| s.parse::<Scope>().is_ok())
+            .collect();
+        assert_eq!(accepted, Vec::<&str>::new());
+    }
+
+    #[test]
+    fn scope_display_round_trips() {
+        for text in ["*", "quay.io/ns/*", "localhost:5000/app"] {
+            assert_eq!(scope(text).to_string(), text);
+        }
+    }
+
+    fn htpasswd_config(scopes: &[(&str, &[&str])]) -> ClientsConfig {
+        ClientsConfig {
+            mode: ClientMode::Htpasswd,
+            htpasswd_file: Some(PathBuf::from("htpasswd")),
+            tokens_file: None,
+            scopes: scopes
+                .iter()
+                .map(|(u, s)| ((*u).to_owned(), s.iter().map(|s| scope(s)).collect()))
+                .collect(),
+        }
+    }
+
+    const HASH: &str = "$2y$04$abcdefghijklmnopqrstuu5Tgv3Ma3bcn7B/nc3Cc0Oh4dR1VmyLS";
+
+    #[test]
+    fn htpasswd_lines_are_parsed_with_scopes() {
+        let text = format!("# users\n\nalice:{HASH}\nbob:{HASH}\n");
+        let config = htpasswd_config(&[("alice", &["quay.io/ns/*"])]);
+        let users = parse_htpasswd(&text, Path::new("htpasswd"), &config).expect("valid");
+        assert_eq!(
+            (
+                users["alice"].client.allows("quay.io/ns/app"),
+                users["alice"].client.allows("quay.io/other/app"),
+                users["bob"].client.allows("quay.io/other/app"),
+            ),
+            (true, false, true)
+        );
+    }
+
+    #[test]
+    fn htpasswd_errors_name_file_and_line() {
+        let config = htpasswd_config(&[]);
+        let errors: Vec<String> = [
+            format!("alice:{HASH}\nbob\n"),
+            format!("alice:{HASH}\n\nbob:{{SHA}}abc=\n"),
+            format!("alice:{HASH}\nalice:{HASH}\n"),
+            "alice:$2y$04$short\n".to_owned(),
+        ]
+        .iter()
+        .map(|text| {
+            parse_htpasswd(text, Path::new("/etc/htpasswd"), &config)
+                .expect_err("invalid")
+                .to_string()
+        })
+        .collect();
+        assert_eq!(
+            errors,
+            vec![
+                "/etc/htpasswd:2: expected user:bcrypt-hash".to_owned(),
+                "/etc/htpasswd:3: user \"bob\": only bcrypt hashes ($2y$ or $2b$) are supported; \
+                 create them with `htpasswd -B`"
+                    .to_owned(),
+                "/etc/htpasswd:2: user \"alice\" appears twice".to_owned(),
+                "/etc/htpasswd:1: user \"alice\": malformed bcrypt hash".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn tokens_file_is_parsed() {
+        let text = "tokens:\n  - name: ci\n    token: 0123456789abcdef-ci\n    scopes: [\"quay.io/ns/*\"]\n  - name: admin\n    token: 0123456789abcdef-admin\n";
+        let tokens = parse_tokens(text, Path::new("tokens.yaml")).expect("valid");
+        let get = |t: &str| tokens[&<[u8; 32]>::from(Sha256::digest(t.as_bytes()))].clone();
+        let (ci, admin) = (get("0123456789abcdef-ci"), get("0123456789abcdef-admin"));
+        assert_eq!(
+            (
+                ci.name(),
+                ci.allows("quay.io/ns/app"),
+                ci.allows("docker.io/library/busybox"),
+                admin.allows("docker.io/library/busybox"),
+            ),
+            (Some("ci"), true, false, true)
+        );
+    }
+
+    #[test]
+    fn token_errors_name_file_and_key_without_the_token() {
+        let errors: Vec<String> = [
+            "tokens:\n  - name: ci\n    token: short-secret\n",
+            "tokens:\n  - name: a\n    token: 0123456789abcdef\n  - name: a\n    token: 0123456789abcdefg\n",
+            "tokens:\n  - name: a\n    token: 0123456789abcdef\n  - name: b\n    token: 0123456789abcdef\n",
+            "tokens:\n  - name: a\n    token: 0123456789abcdef\n    scope: [\"*\"]\n",
+            "tokens:\n  - name: a\n    token: 0123456789abcdef\n    scopes: [busybox]\n",
+        ]
+        .iter()
+        .map(|text| {
+            parse_tokens(text, Path::new("tokens.yaml"))
+                .expect_err("invalid")
+                .to_string()
+        })
+        .collect();
+        assert!(
+            errors[0].starts_with("tokens.yaml:tokens[0].token: ")
+                && !errors[0].contains("short-secret"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1] == "tokens.yaml:tokens[1].name: \"a\" appears twice"
+                && errors[2].starts_with("tokens.yaml:tokens[1].token: ")
+                && !errors[2].contains("0123456789abcdef")
+                && errors[3].starts_with("tokens.yaml:4:")
+                && errors[3].contains("unknown field `scope`")
+                && errors[4].starts_with("tokens.yaml:4:")
+                && errors[4].contains("starts with the registry"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let config = htpasswd_config(&[]);
+        let users =
+            parse_htpasswd(&format!("alice:{HASH}\n"), Path::new("h"), &config).expect("valid");
+        let access = Access {
+            mode: Mode::Htpasswd {
+                users,
+                verified: Mutex::new(HashMap::new()),
+            },
+            anyone: Client::anyone(),
+        };
+        let shown = format!(
+            "{access:?} {:?}",
+            parse_htpasswd(&format!("alice:{HASH}\n"), Path::new("h"), &config)
+        );
+        assert!(
+            shown.contains("alice") && !shown.contains(HASH) && !shown.contains("$2y$"),
+            "{shown}"
+        );
+    }
+
+    fn headers(authorization: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(authorization).expect("header"),
+        );
+        headers
+    }
+
+    #[tokio::test]
+    async fn basic_credentials_are_verified_and_cached() {
+        let hash = bcrypt::hash("s3cret", 4).expect("bcrypt");
+        let config = htpasswd_config(&[]);
+        let access = Access {
+            mode: Mode::Htpasswd {
+                users: parse_htpasswd(&format!("alice:{hash}\n"), Path::new("h"), &config)
+                    .expect("valid"),
+                verified: Mutex::new(HashMap::new()),
+            },
+            anyone: Client::anyone(),
+        };
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let good = headers(&format!("Basic {}", b64("alice:s3cret")));
+        let bad = headers(&format!("basic {}", b64("alice:wrong")));
+        let results = (
+            access
+                .authenticate("/v2/", &good)
+                .await
+                .ok()
+                .map(|c| c.name.clone()),
+            access.authenticate("/v2/", &good).await.is_ok(),
+            access.authenticate("/v2/", &bad).await.is_err(),
+            access
+                .authenticate("/v2/", &HeaderMap::new())
+                .await
+                .is_err(),
+            access
+                .authenticate("/healthz", &HeaderMap::new())
+                .await
+                .is_ok(),
+        );
+        let cached = match &access.mode {
+            Mode::Htpasswd { verified, .. } => verified.lock().map(|c| c.len()).unwrap_or(0),
+            _ => 0,
+        };
+        assert_eq!(
+            results,
+            (Some(Some("alice".to_owned())), true, true, true, true)
+        );
+        assert_eq!(cached, 1);
+    }
+
+    #[test]
+    fn unauthorized_response_has_challenge_and_oci_body() {
+        let response = Unauthorized { scheme: "Basic" }.into_response(false);
+        assert_eq!(
+            (
+                response.status(),
+                response.headers().get(header::WWW_AUTHENTICATE).cloned(),
+            ),
+            (
+                StatusCode::UNAUTHORIZED,
+                Some(HeaderValue::from_static("Basic realm=\"mirrorgate\""))
+            )
+        );
+    }
+}
