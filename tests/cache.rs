@@ -443,3 +443,28 @@ fn a_cache_directory_that_cannot_be_written_still_serves_pulls() {
         (200, 200, true)
     );
 }
+
+#[test]
+fn a_cached_blob_is_not_served_for_a_repository_that_does_not_hold_it() {
+    let mirror = Registry::start();
+    let image = single_arch("other-repo", &[20_000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let other = single_arch("other-repo-b", &[1000]);
+    push(&other, &format!("{}/ns/other:v1", mirror.addr()));
+    let proxy = Mirrorgate::start(&rules(&[MIRROR]), &[(MIRROR, &mirror.endpoint())], "");
+    let layer = &image.layers[0];
+    let held = proxy.get(&format!("/v2/{SOURCE}/ns/app/blobs/{layer}"), &[]);
+    // The registry answers 404 for a blob of ns/app asked under ns/other; so must the proxy.
+    let elsewhere = proxy.get(&format!("/v2/{SOURCE}/ns/other/blobs/{layer}"), &[]);
+    let mark = mirror.mark();
+    let again = proxy.get(&format!("/v2/{SOURCE}/ns/app/blobs/{layer}"), &[]);
+    assert_eq!(
+        (
+            held.status,
+            elsewhere.status,
+            again.status,
+            requests_since(&mirror, mark)
+        ),
+        (200, 404, 200, Vec::<String>::new())
+    );
+}

@@ -42,6 +42,9 @@ impl Proxy {
         let logical = repository.with_digest(digest);
         // The rules decide first: a stored blob is only served where they allow a pull.
         let candidates = self.blob_candidates(repository, &logical)?;
+        if self.cache.blobs.size(digest).is_some() {
+            self.may_serve_cached(&logical, &candidates, "blob").await?;
+        }
         if let Some(blob) = self.cache.blobs.open_blob(digest) {
             CacheStats::count(&self.cache.stats.blob_hits);
             tracing::info!(reference = %logical, served_by = "cache", "blob served");
@@ -68,6 +71,15 @@ impl Proxy {
                 .await;
         }
         CacheStats::count(&self.cache.stats.blob_misses);
+        // A download started for another repository may only be shared once this repository
+        // is known to hold the blob too.
+        let started_elsewhere = self.downloads.lock().is_ok_and(|d| {
+            d.get(digest.as_str())
+                .is_some_and(|(_, repo)| repo != logical.name())
+        });
+        if started_elsewhere {
+            self.may_serve_cached(&logical, &candidates, "blob").await?;
+        }
         let mut state = self.join_download(&logical, digest, candidates);
         loop {
             let current = state.borrow_and_update().clone();
@@ -147,12 +159,15 @@ impl Proxy {
         candidates: Vec<(Reference, Role)>,
     ) -> watch::Receiver<DownloadState> {
         let mut downloads = self.downloads.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(state) = downloads.get(digest.as_str()) {
+        if let Some((state, _)) = downloads.get(digest.as_str()) {
             CacheStats::count(&self.cache.stats.coalesced);
             return state.clone();
         }
         let (sender, receiver) = watch::channel(DownloadState::Connecting);
-        downloads.insert(digest.as_str().to_owned(), receiver.clone());
+        downloads.insert(
+            digest.as_str().to_owned(),
+            (receiver.clone(), logical.name().to_owned()),
+        );
         let this = self.clone();
         let logical = logical.clone();
         let digest = digest.clone();
@@ -309,6 +324,7 @@ impl Proxy {
             return match committed {
                 Ok(size) => {
                     CacheStats::add(&self.cache.stats.bytes_fetched, size);
+                    self.remember_content(logical.name(), digest.as_str());
                     if !failures.is_empty() {
                         self.metrics.fallback("blob");
                     }
@@ -352,6 +368,7 @@ impl Proxy {
             let request = blob_request(&physical, digest, method.clone(), range);
             match self.attempt(request, role, "blob").await {
                 Ok(upstream) => {
+                    self.remember_content(logical.name(), digest.as_str());
                     if !failures.is_empty() {
                         self.metrics.fallback("blob");
                     }
@@ -442,7 +459,7 @@ impl Proxy {
 
 /// `GET|HEAD /v2/<path>/blobs/<digest>` for a physical reference, following redirects (blob
 /// storage).
-fn blob_request(
+pub(super) fn blob_request(
     physical: &Reference,
     digest: &Digest,
     method: Method,

@@ -69,6 +69,12 @@ impl Proxy {
         accept: HeaderValue,
     ) -> Result<Arc<StoredManifest>, ApiError> {
         if let Some(manifest) = self.cache.manifests.get(digest) {
+            let sources: Vec<(Reference, Role)> = resolution
+                .sources
+                .iter()
+                .map(|s| (s.reference.clone(), s.role))
+                .collect();
+            self.may_serve_cached(logical, &sources, "manifest").await?;
             CacheStats::count(&self.cache.stats.manifest_hits);
             tracing::info!(reference = %logical, served_by = "cache", "manifest served");
             return Ok(manifest);
@@ -182,6 +188,7 @@ impl Proxy {
                     self.cache.manifests.put(manifest.clone());
                     self.record_tag(logical, &manifest.digest, source, route);
                     self.remember_source(logical, &source.reference);
+                    self.remember_content(logical.name(), &manifest.digest);
                     if !failures.is_empty() {
                         self.metrics.fallback("manifest");
                     }
@@ -263,6 +270,7 @@ impl Proxy {
                         "manifest served"
                     );
                     self.remember_source(logical, &source.reference);
+                    self.remember_content(logical.name(), &manifest.digest);
                     if !failures.is_empty() {
                         self.metrics.fallback("manifest");
                     }
@@ -363,7 +371,7 @@ impl Proxy {
 }
 
 /// `GET /v2/<path>/manifests/<digest or tag>` for a physical reference.
-fn manifest_request(physical: &Reference, accept: &HeaderValue) -> UpstreamRequest {
+pub(super) fn manifest_request(physical: &Reference, accept: &HeaderValue) -> UpstreamRequest {
     let target = physical
         .digest_str()
         .or(physical.tag())

@@ -47,6 +47,8 @@ const AFFINITY_TTL: Duration = Duration::from_secs(600);
 const AFFINITY_CAPACITY: usize = 10_000;
 /// How long a source that served corrupt bytes for a blob is skipped for that blob.
 const CORRUPT_TTL: Duration = Duration::from_secs(600);
+/// How many (repository, digest) pairs are remembered as confirmed by an upstream.
+const KNOWN_CAPACITY: u64 = 1_000_000;
 /// How long a registry that could not be reached is skipped.
 const BACKOFF: Duration = Duration::from_secs(5);
 /// At most this many (source, blob) pairs are remembered as corrupt.
@@ -64,8 +66,8 @@ pub struct Proxy {
     cache: Cache,
     /// Manifest fetches and tag revalidations under way.
     manifest_flights: Flights<Result<Arc<StoredManifest>, ApiError>>,
-    /// Blob downloads under way, by digest.
-    downloads: Mutex<HashMap<String, watch::Receiver<DownloadState>>>,
+    /// Blob downloads under way, by digest, with the logical repository that started each.
+    downloads: Mutex<HashMap<String, (watch::Receiver<DownloadState>, String)>>,
     metrics: Arc<Metrics>,
     /// `/metrics` is served on `metrics_listen`, not on the API address.
     metrics_elsewhere: bool,
@@ -79,6 +81,10 @@ pub struct Proxy {
     backoff: Mutex<HashMap<String, Instant>>,
     /// Who may pull what (the `clients` section and its files).
     access: ArcSwap<Access>,
+    /// `repository@digest` pairs an upstream served or confirmed. The stores are
+    /// content-addressed; this is what keeps a digest cached for one repository from being
+    /// served for another that does not hold it (an upstream would answer 404 there).
+    known: Mutex<crate::cache::lru::Lru<String, ()>>,
 }
 
 #[derive(Debug, Clone)]
@@ -110,6 +116,7 @@ impl Proxy {
             corrupt: Arc::new(Mutex::new(HashMap::new())),
             backoff: Mutex::new(HashMap::new()),
             access: ArcSwap::from_pointee(access),
+            known: Mutex::new(crate::cache::lru::Lru::new(KNOWN_CAPACITY)),
         })
     }
 
@@ -305,6 +312,76 @@ impl Proxy {
                 at: Instant::now(),
             },
         );
+    }
+
+    /// Records that an upstream served or confirmed `digest` in the logical `repository`.
+    fn remember_content(&self, repository: &str, digest: &str) {
+        if let Ok(mut known) = self.known.lock() {
+            known.insert(format!("{repository}@{digest}"), (), 1, |_, _| false);
+        }
+    }
+
+    /// Whether cached content `digest` may be served for `logical` (a reference by digest):
+    /// an upstream served or confirmed it there before, or a HEAD along `sources` confirms it
+    /// now. If every source says "not found", it is not this repository's content; if they fail
+    /// otherwise, the cache answers, as it would for a repository it knows.
+    async fn may_serve_cached(
+        &self,
+        logical: &Reference,
+        sources: &[(Reference, Role)],
+        route: &'static str,
+    ) -> Result<(), ApiError> {
+        let Some(digest) = logical.digest_str() else {
+            return Ok(());
+        };
+        let key = format!("{}@{digest}", logical.name());
+        if self
+            .known
+            .lock()
+            .is_ok_and(|mut known| known.get(&key).is_some())
+        {
+            return Ok(());
+        }
+        let mut failures = Vec::new();
+        for (physical, role) in sources {
+            let mut request = match route {
+                "blob" => blob::blob_request(
+                    physical,
+                    &digest.parse().map_err(|_| {
+                        ApiError::digest_invalid(format!("invalid digest {digest}"))
+                    })?,
+                    http::Method::HEAD,
+                    None,
+                ),
+                _ => manifest::manifest_request(
+                    physical,
+                    &HeaderValue::from_static(
+                        "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json",
+                    ),
+                ),
+            };
+            request.method = http::Method::HEAD;
+            match self.attempt(request, *role, route).await {
+                Ok(_) => {
+                    self.remember_content(logical.name(), digest);
+                    return Ok(());
+                }
+                Err(error) => failures.push(Failure {
+                    reference: physical.clone(),
+                    role: *role,
+                    reason: AttemptFailure::Upstream(error),
+                }),
+            }
+        }
+        if !failures.is_empty() && failures.iter().all(|f| f.reason.is_not_found()) {
+            let code = if route == "blob" {
+                ErrorCode::BlobUnknown
+            } else {
+                ErrorCode::ManifestUnknown
+            };
+            return Err(exhausted(route, logical.as_str(), &failures, code));
+        }
+        Ok(())
     }
 
     /// Records that `physical` (a blob reference) served corrupt bytes.
