@@ -21,7 +21,7 @@ use prometheus_client::registry::Registry;
 
 use crate::cache::stats::CacheStats;
 use crate::config::Config;
-use crate::rules::{RuleSet, Scope};
+use crate::rules::RuleSet;
 
 /// Latency buckets, in seconds: from cache hits (tens of µs) to slow upstreams.
 const BUCKETS: [f64; 14] = [
@@ -306,21 +306,9 @@ impl Metrics {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         self.last_reload.set(now.as_secs_f64());
-        let mut known: HashSet<String> = config.registries.keys().cloned().collect();
+        let (mut known, wildcards) = rules.registries();
+        known.extend(config.registries.keys().cloned());
         known.insert(config.default_registry.clone());
-        let mut wildcards = Vec::new();
-        let host = |s: &str| s.split('/').next().unwrap_or(s).to_owned();
-        for rule in rules.rules() {
-            match &rule.scope {
-                Scope::Wildcard(pattern) => wildcards.push(pattern[1..].to_owned()),
-                Scope::Repo(scope) => {
-                    known.insert(host(scope.as_str()));
-                }
-            }
-            for mirror in rule.digest_mirrors.iter().chain(&rule.tag_mirrors) {
-                known.insert(host(mirror.as_str()));
-            }
-        }
         self.known_registries.store(Arc::new(known));
         self.known_wildcards.store(Arc::new(wildcards));
     }

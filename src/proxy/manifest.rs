@@ -85,11 +85,7 @@ impl Proxy {
         let (result, joined) = self
             .manifest_flights
             .run(logical.as_str(), move || async move {
-                let manifest = this
-                    .fetch_along(&owned, &resolution.sources, &accept)
-                    .await?;
-                this.cache.manifests.put(manifest.clone());
-                Ok(manifest)
+                this.fetch_along(&owned, &resolution.sources, &accept).await
             })
             .await;
         if joined {
@@ -184,22 +180,8 @@ impl Proxy {
                 .await
             {
                 Ok(manifest) => {
-                    let manifest = Arc::new(manifest);
-                    self.cache.manifests.put(manifest.clone());
+                    let manifest = self.fetched(logical, source, manifest, &failures);
                     self.record_tag(logical, &manifest.digest, source, route);
-                    self.remember_source(logical, &source.reference);
-                    self.remember_content(logical.name(), &manifest.digest);
-                    if !failures.is_empty() {
-                        self.metrics.fallback("manifest");
-                    }
-                    tracing::info!(
-                        reference = %logical,
-                        served_by = %source.reference,
-                        role = %source.role,
-                        digest = %manifest.digest,
-                        failed = %summary(&failures),
-                        "manifest served"
-                    );
                     return Ok(manifest);
                 }
                 Err(reason) => failures.push(Failure {
@@ -228,6 +210,33 @@ impl Proxy {
             ErrorCode::ManifestUnknown,
         );
         Err(error)
+    }
+
+    /// What follows a manifest fetched from `source` for `logical`: it is cached, the source is
+    /// remembered for the repository's blobs, a fallback is counted, and the request is logged.
+    fn fetched(
+        &self,
+        logical: &Reference,
+        source: &PullSource,
+        manifest: StoredManifest,
+        failures: &[Failure],
+    ) -> Arc<StoredManifest> {
+        let manifest = Arc::new(manifest);
+        self.cache.manifests.put(manifest.clone());
+        self.remember_source(logical, &source.reference);
+        self.remember_content(logical.name(), &manifest.digest);
+        if !failures.is_empty() {
+            self.metrics.fallback("manifest");
+        }
+        tracing::info!(
+            reference = %logical,
+            served_by = %source.reference,
+            role = %source.role,
+            digest = %manifest.digest,
+            failed = %summary(failures),
+            "manifest served"
+        );
+        manifest
     }
 
     fn record_tag(&self, logical: &Reference, digest: &str, source: &PullSource, route: u64) {
@@ -260,22 +269,7 @@ impl Proxy {
                 .fetch_manifest(&source.reference, source.role, accept)
                 .await
             {
-                Ok(manifest) => {
-                    tracing::info!(
-                        reference = %logical,
-                        served_by = %source.reference,
-                        role = %source.role,
-                        digest = %manifest.digest,
-                        failed = %summary(&failures),
-                        "manifest served"
-                    );
-                    self.remember_source(logical, &source.reference);
-                    self.remember_content(logical.name(), &manifest.digest);
-                    if !failures.is_empty() {
-                        self.metrics.fallback("manifest");
-                    }
-                    return Ok(Arc::new(manifest));
-                }
+                Ok(manifest) => return Ok(self.fetched(logical, source, manifest, &failures)),
                 Err(reason) => {
                     tracing::debug!(reference = %source.reference, %reason, "pull source failed");
                     failures.push(Failure {
@@ -407,6 +401,12 @@ fn interrupted() -> ApiError {
         ErrorCode::Unknown,
         "the upstream fetch was interrupted; try again",
     )
+}
+
+/// An `Accept` of the standard manifest types alone (for requests no client asked for).
+pub(super) fn standard_accept() -> HeaderValue {
+    HeaderValue::from_str(&STANDARD_MANIFEST_TYPES.join(", "))
+        .unwrap_or_else(|_| HeaderValue::from_static(STANDARD_MANIFEST_TYPES[0]))
 }
 
 /// The client's `Accept` values, plus every standard manifest type they lack.

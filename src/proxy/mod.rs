@@ -353,12 +353,7 @@ impl Proxy {
                     http::Method::HEAD,
                     None,
                 ),
-                _ => manifest::manifest_request(
-                    physical,
-                    &HeaderValue::from_static(
-                        "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json",
-                    ),
-                ),
+                _ => manifest::manifest_request(physical, &manifest::standard_accept()),
             };
             request.method = http::Method::HEAD;
             match self.attempt(request, *role, route).await {

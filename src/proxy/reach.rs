@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 
 use crate::config::Config;
-use crate::rules::{RuleSet, Scope};
+use crate::rules::RuleSet;
 
 /// The registries mirrorgate may contact.
 #[derive(Debug, Default)]
@@ -27,20 +27,7 @@ impl Reachable {
     pub(crate) fn new(rules: &RuleSet, config: &Config) -> Reachable {
         let mut explicit: HashSet<String> = config.registries.keys().cloned().collect();
         explicit.insert(config.default_registry.clone());
-        let host = |scope: &str| scope.split('/').next().unwrap_or(scope).to_owned();
-        let mut named = HashSet::new();
-        let mut wildcards = Vec::new();
-        for rule in rules.rules() {
-            match &rule.scope {
-                Scope::Wildcard(pattern) => wildcards.push(pattern[1..].to_owned()),
-                Scope::Repo(scope) => {
-                    named.insert(host(scope.as_str()));
-                }
-            }
-            for mirror in rule.digest_mirrors.iter().chain(&rule.tag_mirrors) {
-                named.insert(host(mirror.as_str()));
-            }
-        }
+        let (named, wildcards) = rules.registries();
         Reachable {
             any: config.allow_any_registry,
             explicit,

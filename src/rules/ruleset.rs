@@ -6,7 +6,7 @@
 //! string), drops entries without a real mirror, and merges the mirror lists of each scope
 //! separately for digest and tag mirrors (see `merge`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::path::PathBuf;
@@ -278,6 +278,26 @@ impl RuleSet {
     /// Whether an attempt on this mirror needs the blocked check (see `exposed_mirrors`).
     pub(crate) fn is_exposed(&self, mirror: &RepoScope) -> bool {
         !self.exposed_mirrors.is_empty() && self.exposed_mirrors.contains(mirror.as_str())
+    }
+
+    /// The registries the rules name: the hosts (`host[:port]` as written) of every repository
+    /// source and every mirror, and the suffixes (`.example.com`) of wildcard sources.
+    pub fn registries(&self) -> (HashSet<String>, Vec<String>) {
+        let host = |scope: &str| scope.split('/').next().unwrap_or(scope).to_owned();
+        let mut hosts = HashSet::new();
+        let mut wildcards = Vec::new();
+        for rule in &self.rules {
+            match &rule.scope {
+                Scope::Wildcard(pattern) => wildcards.push(pattern[1..].to_owned()),
+                Scope::Repo(scope) => {
+                    hosts.insert(host(scope.as_str()));
+                }
+            }
+            for mirror in rule.digest_mirrors.iter().chain(&rule.tag_mirrors) {
+                hosts.insert(host(mirror.as_str()));
+            }
+        }
+        (hosts, wildcards)
     }
 
     /// The rule whose scope is exactly `scope`, if any.
