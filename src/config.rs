@@ -66,6 +66,28 @@ pub struct Config {
     /// Who may pull through the proxy: anonymous (the default), htpasswd users or bearer tokens,
     /// each limited to repository scopes; see [`crate::access`].
     pub clients: ClientsConfig,
+    /// Bounds on what clients may hold: connections, header size and time, upstream fetches.
+    pub limits: LimitsConfig,
+}
+
+/// The `limits` section: the bounds that keep one client, or a crowd of them, from taking the
+/// service or the upstreams down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Connections served at once on the API address; further ones wait in the listen backlog
+    /// until one closes.
+    pub max_connections: usize,
+    /// How long a client may take to send its request headers before it is disconnected.
+    pub header_read_timeout: Duration,
+    /// The largest request head (request line and headers) accepted; a larger one is answered
+    /// `431`.
+    pub max_header_size: ByteSize,
+    /// Upstream fetches (manifest, blob, tag revalidation, listing) under way at once. A request
+    /// that needs one more waits up to `upstream_queue_timeout`, then gets `429
+    /// TOOMANYREQUESTS` with `Retry-After`. Cached content never waits.
+    pub max_upstream_fetches: usize,
+    /// How long a request waits for an upstream fetch slot.
+    pub upstream_queue_timeout: Duration,
 }
 
 /// The `clients` section: how clients authenticate and which repositories each may pull.
@@ -146,6 +168,10 @@ pub struct UpstreamConfig {
     /// Bound on an upstream request until its response headers arrive (auth round trips
     /// included), and on any pause while its body streams; a large blob may take longer in all.
     pub timeout: Duration,
+    /// Networks a blob redirect may lead to although they are loopback, link-local or a cloud
+    /// metadata address (refused by default: an upstream must not be able to point mirrorgate
+    /// at its own host or at the instance's credentials).
+    pub redirect_allowed_networks: Vec<ipnet::IpNet>,
 }
 
 /// The registry settings used for a host with no `registries` entry.
@@ -171,6 +197,19 @@ impl Default for Config {
             allow_any_registry: false,
             tls: None,
             clients: ClientsConfig::default(),
+            limits: LimitsConfig::default(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_size: ByteSize::kib(64),
+            max_upstream_fetches: 64,
+            upstream_queue_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -192,6 +231,7 @@ impl Default for UpstreamConfig {
         UpstreamConfig {
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(30),
+            redirect_allowed_networks: Vec::new(),
         }
     }
 }
@@ -323,6 +363,7 @@ impl Config {
             }
         }
         self.clients.validate(&invalid)?;
+        self.limits.validate(&invalid)?;
         Ok(())
     }
 
@@ -887,6 +928,17 @@ struct RawConfig {
     allow_any_registry: Option<bool>,
     tls: Option<RawTls>,
     clients: Option<RawClients>,
+    limits: Option<RawLimits>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    max_connections: Option<usize>,
+    header_read_timeout: Option<HumanDuration>,
+    max_header_size: Option<ByteSize>,
+    max_upstream_fetches: Option<usize>,
+    upstream_queue_timeout: Option<HumanDuration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -929,6 +981,28 @@ struct RawTls {
 struct RawUpstream {
     connect_timeout: Option<HumanDuration>,
     timeout: Option<HumanDuration>,
+    redirect_allowed_networks: Option<Vec<Network>>,
+}
+
+/// An IP network written `10.0.0.0/8` or `fd00::/8`, or one address (`127.0.0.1`).
+struct Network(ipnet::IpNet);
+
+impl<'de> Deserialize<'de> for Network {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let network = match text.parse::<ipnet::IpNet>() {
+            Ok(network) => network,
+            Err(_) => text
+                .parse::<std::net::IpAddr>()
+                .map(ipnet::IpNet::from)
+                .map_err(|_| {
+                    de::Error::custom(format!(
+                        "\"{text}\" is not an IP network (10.0.0.0/8, fd00::/8) or address"
+                    ))
+                })?,
+        };
+        Ok(Network(network.trunc()))
+    }
 }
 
 impl RawConfig {
@@ -965,7 +1039,61 @@ impl RawConfig {
                     tokens_file: raw.tokens_file,
                     scopes: raw.scopes.unwrap_or_default(),
                 }),
+            limits: self.limits.unwrap_or_default().into_limits(),
         }
+    }
+}
+
+impl RawLimits {
+    fn into_limits(self) -> LimitsConfig {
+        let default = LimitsConfig::default();
+        LimitsConfig {
+            max_connections: self.max_connections.unwrap_or(default.max_connections),
+            header_read_timeout: self
+                .header_read_timeout
+                .map_or(default.header_read_timeout, |d| d.0),
+            max_header_size: self.max_header_size.unwrap_or(default.max_header_size),
+            max_upstream_fetches: self
+                .max_upstream_fetches
+                .unwrap_or(default.max_upstream_fetches),
+            upstream_queue_timeout: self
+                .upstream_queue_timeout
+                .map_or(default.upstream_queue_timeout, |d| d.0),
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The smallest `max_header_size`: hyper cannot parse a request head in less.
+    pub const MIN_HEADER_SIZE: ByteSize = ByteSize::kib(8);
+
+    /// Checks that every bound lets something through.
+    fn validate(&self, invalid: &dyn Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
+        if self.max_connections == 0 {
+            return Err(invalid(
+                "limits.max_connections",
+                "must be greater than 0".to_owned(),
+            ));
+        }
+        if self.header_read_timeout.is_zero() {
+            return Err(invalid(
+                "limits.header_read_timeout",
+                "must be greater than 0s".to_owned(),
+            ));
+        }
+        if self.max_header_size.0 < Self::MIN_HEADER_SIZE.0 {
+            return Err(invalid(
+                "limits.max_header_size",
+                format!("must be at least {}", Self::MIN_HEADER_SIZE),
+            ));
+        }
+        if self.max_upstream_fetches == 0 {
+            return Err(invalid(
+                "limits.max_upstream_fetches",
+                "must be greater than 0".to_owned(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -1064,6 +1192,11 @@ impl RawUpstream {
                 .connect_timeout
                 .map_or(default.connect_timeout, |d| d.0),
             timeout: self.timeout.map_or(default.timeout, |d| d.0),
+            redirect_allowed_networks: self
+                .redirect_allowed_networks
+                .map_or(default.redirect_allowed_networks, |networks| {
+                    networks.into_iter().map(|n| n.0).collect()
+                }),
         }
     }
 }
@@ -1140,6 +1273,7 @@ watch: true                     # reload rule files and this file on change (als
             upstream: UpstreamConfig {
                 connect_timeout: Duration::from_secs(5),
                 timeout: Duration::from_secs(30),
+                redirect_allowed_networks: Vec::new(),
             },
             watch: true,
             log_level: "info".to_owned(),
@@ -1150,6 +1284,13 @@ watch: true                     # reload rule files and this file on change (als
                 htpasswd_file: None,
                 tokens_file: None,
                 scopes: BTreeMap::new(),
+            },
+            limits: LimitsConfig {
+                max_connections: 4096,
+                header_read_timeout: Duration::from_secs(10),
+                max_header_size: ByteSize(64 * 1024),
+                max_upstream_fetches: 64,
+                upstream_queue_timeout: Duration::from_secs(10),
             },
         };
         assert_eq!(Config::default(), expected);
@@ -1711,5 +1852,80 @@ watch: true                     # reload rule files and this file on change (als
             err.contains("clients.scopes.\"alice\": empty list"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn limits_section_parses() {
+        let config = parse(
+            "limits:\n  max_connections: 10\n  header_read_timeout: 2s\n  max_header_size: 16KiB\n  max_upstream_fetches: 3\n  upstream_queue_timeout: 500ms\n",
+        )
+        .expect("valid limits");
+        assert_eq!(
+            config.limits,
+            LimitsConfig {
+                max_connections: 10,
+                header_read_timeout: Duration::from_secs(2),
+                max_header_size: ByteSize::kib(16),
+                max_upstream_fetches: 3,
+                upstream_queue_timeout: Duration::from_millis(500),
+            }
+        );
+    }
+
+    #[test]
+    fn zero_limits_are_rejected_naming_the_key() {
+        let errors: Vec<String> = [
+            "limits:\n  max_connections: 0\n",
+            "limits:\n  max_upstream_fetches: 0\n",
+            "limits:\n  header_read_timeout: 0s\n",
+        ]
+        .iter()
+        .map(|text| error_text(text))
+        .collect();
+        assert!(
+            errors[0].contains("limits.max_connections: must be greater than 0")
+                && errors[1].contains("limits.max_upstream_fetches: must be greater than 0")
+                && errors[2].contains("limits.header_read_timeout: must be greater than 0s"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_header_size_below_what_hyper_needs_is_rejected() {
+        let err = error_text("limits:\n  max_header_size: 1KiB\n");
+        assert!(
+            err.contains("limits.max_header_size: must be at least 8KiB"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn redirect_networks_accept_networks_and_single_addresses() {
+        let config = parse(
+            "upstream:\n  redirect_allowed_networks: [127.0.0.0/8, \"::1\", 169.254.10.7/16]\n",
+        )
+        .expect("valid networks");
+        let networks: Vec<String> = config
+            .upstream
+            .redirect_allowed_networks
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(networks, ["127.0.0.0/8", "::1/128", "169.254.0.0/16"]);
+    }
+
+    #[test]
+    fn a_bad_redirect_network_is_rejected_with_location() {
+        let err = error_text("upstream:\n  redirect_allowed_networks: [10.0.0.0/33]\n");
+        assert!(
+            err.starts_with("config/mirrorgate.yaml:2:") && err.contains("is not an IP network"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_shipped_example_file_states_the_defaults() {
+        let shipped = include_str!("../config/mirrorgate.yaml");
+        assert_eq!(parse(shipped).ok(), Some(Config::default()));
     }
 }

@@ -184,7 +184,14 @@ fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
             tracing::info!(metrics_listen = %listener.local_addr()?, "serving metrics");
             tokio::spawn(http::serve_metrics(listener, proxy.clone()));
         }
-        http::serve(listener, proxy, tls, shutdown_signal()).await?;
+        http::serve(
+            listener,
+            proxy,
+            tls,
+            config.limits.clone(),
+            shutdown_signal(),
+        )
+        .await?;
         tracing::info!("stopped");
         Ok(())
     })

@@ -89,6 +89,10 @@ pub struct Metrics {
     rules_loaded: Family<KindLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
     last_reload: Gauge<f64, std::sync::atomic::AtomicU64>,
+    connections: Gauge,
+    fetches_in_flight: Gauge,
+    fetches_queued: Gauge,
+    fetches_refused: Counter,
     /// Registries that may appear as label values.
     known_registries: ArcSwap<HashSet<String>>,
     /// Wildcard suffixes (`.example.com`) of rule scopes, for hosts under them.
@@ -217,6 +221,10 @@ impl Metrics {
             rules_loaded: Family::default(),
             reloads: Family::default(),
             last_reload: Gauge::default(),
+            connections: Gauge::default(),
+            fetches_in_flight: Gauge::default(),
+            fetches_queued: Gauge::default(),
+            fetches_refused: Counter::default(),
             known_registries: ArcSwap::from_pointee(HashSet::new()),
             known_wildcards: ArcSwap::from_pointee(Vec::new()),
             registry: Registry::default(),
@@ -271,6 +279,26 @@ impl Metrics {
             "When the rules in force were loaded (Unix time).",
             metrics.last_reload.clone(),
         );
+        root.register(
+            "connections",
+            "Client connections open on the API address.",
+            metrics.connections.clone(),
+        );
+        root.register(
+            "upstream_fetches_in_flight",
+            "Upstream fetches under way (bounded by limits.max_upstream_fetches).",
+            metrics.fetches_in_flight.clone(),
+        );
+        root.register(
+            "upstream_fetches_queued",
+            "Requests waiting for an upstream fetch slot.",
+            metrics.fetches_queued.clone(),
+        );
+        root.register(
+            "upstream_fetches_refused",
+            "Requests answered 429 because no upstream fetch slot freed up in time.",
+            metrics.fetches_refused.clone(),
+        );
         let build = Family::<VersionLabels, Gauge>::default();
         build
             .get_or_create(&VersionLabels {
@@ -311,6 +339,20 @@ impl Metrics {
         known.insert(config.default_registry.clone());
         self.known_registries.store(Arc::new(known));
         self.known_wildcards.store(Arc::new(wildcards));
+    }
+
+    /// The gauge of open client connections.
+    pub fn connections(&self) -> Gauge {
+        self.connections.clone()
+    }
+
+    /// The gauges of upstream fetches under way and waiting, and the counter of those refused.
+    pub fn fetch_slots(&self) -> (Gauge, Gauge, Counter) {
+        (
+            self.fetches_in_flight.clone(),
+            self.fetches_queued.clone(),
+            self.fetches_refused.clone(),
+        )
     }
 
     /// Counts a reload attempt.

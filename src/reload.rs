@@ -292,6 +292,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.tls != new.tls {
         changed.push("tls");
     }
+    if old.limits != new.limits {
+        changed.push("limits");
+    }
     changed
 }
 

@@ -403,6 +403,7 @@ async fn a_tag_answer_is_not_reused_once_the_rules_route_the_tag_elsewhere() {
         listener,
         proxy.clone(),
         None,
+        config.limits.clone(),
         std::future::pending(),
     ));
     let digest_of_tag = || {

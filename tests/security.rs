@@ -116,7 +116,7 @@ fn allow_any_registry_lets_a_client_name_any_host() {
 
 #[test]
 fn a_client_that_never_finishes_its_headers_is_disconnected() {
-    let proxy = Mirrorgate::start("", &[], "");
+    let proxy = Mirrorgate::start("", &[], "limits:\n  header_read_timeout: 2s\n");
     let mut stream = TcpStream::connect(proxy.addr()).unwrap();
     stream
         .write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n")
@@ -185,5 +185,58 @@ fn an_upstream_reset_mid_blob_fails_that_response_and_the_retry_succeeds() {
         !first_whole && second.status == 200 && second.body == image.blob(layer),
         "second: {}",
         second.status
+    );
+}
+
+const REDIRECT_RULES: &str = "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: d\nspec:\n  imageDigestMirrors:\n  - source: source.test/ns\n    mirrors: [mirror.test/ns]\n    mirrorSourcePolicy: NeverContactSource\n";
+
+/// Blob GETs the registry saw since `mark`.
+fn blob_gets_since(registry: &support::Registry, mark: usize) -> usize {
+    registry
+        .requests_since(mark)
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/blobs/"))
+        .count()
+}
+
+#[test]
+fn a_blob_redirect_to_a_loopback_address_is_refused_before_connecting() {
+    let mirror = support::Registry::start();
+    let image = support::single_arch("redirect-refused", &[2000]);
+    support::push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    // The front answers blob GETs with a redirect to the registry's own (loopback) address.
+    let front = support::Throttle::start_redirecting_blobs(mirror.endpoint());
+    let proxy = Mirrorgate::start(REDIRECT_RULES, &[("mirror.test", &front.endpoint())], "");
+    let mark = mirror.requests().len();
+    let layer = &image.layers[0];
+    let response = proxy.get(&format!("/v2/source.test/ns/app/blobs/{layer}"), &[]);
+    assert!(
+        response.status == 502
+            && response.text().contains("refused")
+            && blob_gets_since(&mirror, mark) == 0,
+        "{} {}",
+        response.status,
+        response.text()
+    );
+}
+
+#[test]
+fn a_blob_redirect_into_an_allowed_network_is_followed() {
+    let mirror = support::Registry::start();
+    let image = support::single_arch("redirect-allowed", &[2000]);
+    support::push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let front = support::Throttle::start_redirecting_blobs(mirror.endpoint());
+    let proxy = Mirrorgate::start(
+        REDIRECT_RULES,
+        &[("mirror.test", &front.endpoint())],
+        "upstream:\n  redirect_allowed_networks: [127.0.0.0/8]\n",
+    );
+    let layer = &image.layers[0];
+    let response = proxy.get(&format!("/v2/source.test/ns/app/blobs/{layer}"), &[]);
+    assert!(
+        response.status == 200 && response.body == image.blob(layer),
+        "{} {}",
+        response.status,
+        response.text()
     );
 }

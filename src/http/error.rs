@@ -62,6 +62,9 @@ pub struct ApiError {
     pub message: String,
     /// Structured detail (e.g. every source tried and why it failed).
     pub detail: Option<Value>,
+    /// Seconds after which the client may try again (`Retry-After`), for a refusal that is
+    /// about load rather than the request.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -72,6 +75,7 @@ impl ApiError {
             code,
             message: message.into(),
             detail: None,
+            retry_after: None,
         }
     }
 
@@ -79,6 +83,18 @@ impl ApiError {
     pub fn with_detail(mut self, detail: Value) -> ApiError {
         self.detail = Some(detail);
         self
+    }
+
+    /// 429 TOOMANYREQUESTS: come back in `retry_after` seconds.
+    pub fn too_many_requests(message: impl Into<String>, retry_after: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TooManyRequests,
+                message,
+            )
+        }
     }
 
     /// 400 NAME_INVALID.
@@ -123,6 +139,9 @@ impl ApiError {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
             headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        }
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -18,6 +18,8 @@ use http_body_util::{BodyExt, StreamBody};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
+use super::admission::FetchSlot;
+use super::sizes;
 use super::verify::{Hasher, Outcome, Verified};
 use super::{AttemptFailure, Failure, Proxy, exhausted, summary};
 use crate::cache::blobs::{BlobFile, DownloadState, READ_CHUNK, follow};
@@ -42,6 +44,7 @@ impl Proxy {
         let logical = repository.with_digest(digest);
         // The rules decide first: a stored blob is only served where they allow a pull.
         let candidates = self.blob_candidates(repository, &logical)?;
+        self.wait_for_commit(digest).await;
         if self.cache.blobs.size(digest).is_some() {
             self.may_serve_cached(&logical, &candidates, "blob").await?;
         }
@@ -80,7 +83,14 @@ impl Proxy {
         if started_elsewhere {
             self.may_serve_cached(&logical, &candidates, "blob").await?;
         }
-        let mut state = self.join_download(&logical, digest, candidates);
+        // Joining a download under way takes no slot; starting one does, before it starts, so
+        // that a refusal reaches this client alone.
+        let slot = if self.download_under_way(digest) {
+            None
+        } else {
+            Some(self.fetch_slots.acquire(logical.as_str()).await?)
+        };
+        let mut state = self.join_download(&logical, digest, candidates, slot);
         loop {
             let current = state.borrow_and_update().clone();
             match current {
@@ -151,12 +161,39 @@ impl Proxy {
         }
     }
 
-    /// Joins the download of `digest` under way, or starts one.
+    /// Waits while a download of `digest` whose bytes are all verified is being made durable
+    /// and moved into the store (a moment), so that a request right after a pull — a `Range`
+    /// or `HEAD` especially, which would otherwise go upstream — finds the blob stored.
+    async fn wait_for_commit(&self, digest: &Digest) {
+        let state = self
+            .downloads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(digest.as_str())
+            .map(|(state, _)| state.clone());
+        let Some(mut state) = state else { return };
+        if !matches!(*state.borrow_and_update(), DownloadState::Complete { .. }) {
+            return;
+        }
+        // The download's sender is dropped once the blob is stored (or could not be).
+        while state.changed().await.is_ok() {}
+    }
+
+    /// Whether a download of `digest` is under way.
+    fn download_under_way(&self, digest: &Digest) -> bool {
+        self.downloads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(digest.as_str())
+    }
+
+    /// Joins the download of `digest` under way, or starts one holding `slot` until it ends.
     fn join_download(
         self: &Arc<Self>,
         logical: &Reference,
         digest: &Digest,
         candidates: Vec<(Reference, Role)>,
+        slot: Option<FetchSlot>,
     ) -> watch::Receiver<DownloadState> {
         let mut downloads = self.downloads.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((state, _)) = downloads.get(digest.as_str()) {
@@ -173,6 +210,7 @@ impl Proxy {
         let digest = digest.clone();
         tokio::spawn(async move {
             let outcome = this.download(&logical, &digest, candidates, &sender).await;
+            drop(slot);
             // Leave the map before announcing the end: later requests find the store.
             this.downloads
                 .lock()
@@ -192,6 +230,7 @@ impl Proxy {
         candidates: Vec<(Reference, Role)>,
         state: &watch::Sender<DownloadState>,
     ) -> DownloadState {
+        let expected = self.sizes.get(logical.name(), digest);
         let mut failures = Vec::new();
         for (physical, role) in candidates {
             self.note_attempt(role, &failures, "blob");
@@ -224,7 +263,17 @@ impl Proxy {
                     continue;
                 }
             };
-            let len = response.content_length();
+            if let Some(reason) = sizes::size_mismatch(expected, response.content_length()) {
+                self.count_attempt(physical.domain(), role, "blob", "size_mismatch");
+                failures.push(Failure {
+                    reference: physical,
+                    role,
+                    reason: AttemptFailure::SizeMismatch(reason),
+                });
+                continue;
+            }
+            // Without a length announced, the manifest's size bounds the body.
+            let len = response.content_length().or(expected);
             let (temp, mut file) = match self.cache.blobs.temp_file().await {
                 Ok(temp) => temp,
                 Err(error) => {
@@ -362,11 +411,25 @@ impl Proxy {
         range: Option<&HeaderValue>,
     ) -> Result<Response<Body>, ApiError> {
         let method = if head { Method::HEAD } else { Method::GET };
+        let slot = self.fetch_slots.acquire(logical.as_str()).await?;
+        let expected = self.sizes.get(logical.name(), digest);
         let mut failures = Vec::new();
         for (physical, role) in candidates {
             self.note_attempt(role, &failures, "blob");
             let request = blob_request(&physical, digest, method.clone(), range);
             match self.attempt(request, role, "blob").await {
+                Ok(upstream)
+                    if upstream.status() == StatusCode::OK
+                        && let Some(reason) =
+                            sizes::size_mismatch(expected, announced_length(&upstream)) =>
+                {
+                    self.count_attempt(physical.domain(), role, "blob", "size_mismatch");
+                    failures.push(Failure {
+                        reference: physical,
+                        role,
+                        reason: AttemptFailure::SizeMismatch(reason),
+                    });
+                }
                 Ok(upstream) => {
                     self.remember_content(logical.name(), digest.as_str());
                     if !failures.is_empty() {
@@ -380,14 +443,9 @@ impl Proxy {
                         failed = %summary(&failures),
                         "blob served"
                     );
-                    return Ok(passthrough_response(
-                        upstream,
-                        self.cache.stats.clone(),
-                        digest,
-                        physical,
-                        head,
-                        self.corrupt_recorder(),
-                    ));
+                    return Ok(
+                        self.passthrough_response(upstream, slot, expected, digest, physical, head)
+                    );
                 }
                 Err(error) => failures.push(Failure {
                     reference: physical,
@@ -630,58 +688,84 @@ fn parse_range(header: &HeaderValue, size: u64) -> RangeAnswer {
     }
 }
 
-/// A blob streamed straight from an upstream; a whole blob is verified on the way.
-fn passthrough_response(
-    upstream: reqwest::Response,
-    stats: Arc<CacheStats>,
-    digest: &Digest,
-    physical: Reference,
-    head: bool,
-    on_corrupt: impl Fn(&Reference) + Send + 'static,
-) -> Response<Body> {
-    let status = upstream.status();
-    let length = upstream.content_length();
-    let content_range = upstream.headers().get(header::CONTENT_RANGE).cloned();
-    let partial = status == StatusCode::PARTIAL_CONTENT;
-    let body = if head {
-        empty_body()
-    } else if partial {
-        // A part cannot be checked against the digest of the whole blob; it is passed through.
-        StreamBody::new(
-            upstream
-                .bytes_stream()
-                .map_ok(hyper::body::Frame::data)
-                .map_err(std::io::Error::other),
-        )
-        .boxed_unsync()
-    } else {
-        let verified = Verified::new(
-            upstream.bytes_stream(),
-            digest.clone(),
-            length,
-            move |outcome| match outcome {
-                Outcome::Complete(_) => {}
-                Outcome::Corrupt(reason) => {
-                    tracing::warn!(served_by = %physical, %reason, "blob aborted: corrupt; the source is skipped for this blob for a while");
-                    on_corrupt(&physical);
-                }
-                Outcome::Broken(reason) => {
-                    tracing::warn!(served_by = %physical, %reason, "blob aborted");
-                }
-            },
-        );
-        StreamBody::new(verified.map_ok(move |chunk| {
-            CacheStats::add(&stats.bytes_from_upstream, chunk.len() as u64);
-            hyper::body::Frame::data(chunk)
-        }))
-        .boxed_unsync()
-    };
-    let status = if partial {
-        StatusCode::PARTIAL_CONTENT
-    } else {
-        StatusCode::OK
-    };
-    blob_response(status, length, digest, content_range, body)
+impl Proxy {
+    /// A blob streamed straight from an upstream, holding `slot` until its body is done; a whole
+    /// blob is verified on the way, and bounded by the `expected` size if its length is not
+    /// announced.
+    fn passthrough_response(
+        &self,
+        upstream: reqwest::Response,
+        slot: FetchSlot,
+        expected: Option<u64>,
+        digest: &Digest,
+        physical: Reference,
+        head: bool,
+    ) -> Response<Body> {
+        let stats = self.cache.stats.clone();
+        let on_corrupt = self.corrupt_recorder();
+        let status = upstream.status();
+        let partial = status == StatusCode::PARTIAL_CONTENT;
+        let announced = announced_length(&upstream);
+        // A whole blob without a length announced is bounded by its manifest's size.
+        let length = if partial {
+            announced
+        } else {
+            announced.or(expected)
+        };
+        let content_range = upstream.headers().get(header::CONTENT_RANGE).cloned();
+        // The slot is held until the body is consumed or dropped.
+        let bytes = upstream.bytes_stream().map(move |chunk| {
+            let _held = &slot;
+            chunk
+        });
+        let body = if head {
+            empty_body()
+        } else if partial {
+            // A part cannot be checked against the digest of the whole blob; it is passed through.
+            StreamBody::new(
+                bytes
+                    .map_ok(hyper::body::Frame::data)
+                    .map_err(std::io::Error::other),
+            )
+            .boxed_unsync()
+        } else {
+            let verified = Verified::new(
+                bytes,
+                digest.clone(),
+                length,
+                move |outcome| match outcome {
+                    Outcome::Complete(_) => {}
+                    Outcome::Corrupt(reason) => {
+                        tracing::warn!(served_by = %physical, %reason, "blob aborted: corrupt; the source is skipped for this blob for a while");
+                        on_corrupt(&physical);
+                    }
+                    Outcome::Broken(reason) => {
+                        tracing::warn!(served_by = %physical, %reason, "blob aborted");
+                    }
+                },
+            );
+            StreamBody::new(verified.map_ok(move |chunk| {
+                CacheStats::add(&stats.bytes_from_upstream, chunk.len() as u64);
+                hyper::body::Frame::data(chunk)
+            }))
+            .boxed_unsync()
+        };
+        let status = if partial {
+            StatusCode::PARTIAL_CONTENT
+        } else {
+            StatusCode::OK
+        };
+        blob_response(status, length, digest, content_range, body)
+    }
+}
+
+/// The length an upstream announces (`Content-Length`), also for a `HEAD` answer, whose body is
+/// empty whatever the header says.
+fn announced_length(response: &reqwest::Response) -> Option<u64> {
+    response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
 }
 
 #[cfg(test)]

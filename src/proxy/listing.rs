@@ -6,6 +6,7 @@
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use serde_json::Value;
 
+use super::admission::FetchSlot;
 use super::manifest::{MAX_MANIFEST_BYTES, read_bounded};
 use super::{AttemptFailure, Failure, Proxy, bytes_response, exhausted, summary};
 use crate::http::{ApiError, Body, ErrorCode, Repository};
@@ -26,7 +27,7 @@ impl Proxy {
     ) -> Result<Response<Body>, ApiError> {
         let logical = &repository.reference;
         let query = page_query(n, last, None);
-        let (physical, upstream) = self
+        let (physical, upstream, _slot) = self
             .first_listing(logical, "tag list", "tags/list", query, None)
             .await?;
         let has_next = upstream.headers().get(header::LINK).is_some();
@@ -75,7 +76,7 @@ impl Proxy {
                 .append_pair("artifactType", t)
                 .finish()
         });
-        let (physical, upstream) = self
+        let (physical, upstream, _slot) = self
             .first_listing(
                 &logical,
                 "referrers of",
@@ -106,7 +107,7 @@ impl Proxy {
     }
 
     /// Tries the pull sources of `logical` for `/v2/<path>/<endpoint>` and returns the first
-    /// answer.
+    /// answer, with the fetch slot to hold while its body is read.
     async fn first_listing(
         &self,
         logical: &Reference,
@@ -114,7 +115,7 @@ impl Proxy {
         endpoint: &str,
         query: Option<String>,
         accept: Option<HeaderValue>,
-    ) -> Result<(Reference, reqwest::Response), ApiError> {
+    ) -> Result<(Reference, reqwest::Response, FetchSlot), ApiError> {
         let route = if endpoint == "tags/list" {
             "tags"
         } else {
@@ -125,6 +126,7 @@ impl Proxy {
             .resolve(logical)
             .map_err(|e| self.refuse(route, e))?;
         self.reachable_only(logical, &mut resolution.sources, |s| s.reference.domain())?;
+        let slot = self.fetch_slots.acquire(logical.as_str()).await?;
         let mut failures = Vec::new();
         for source in &resolution.sources {
             self.note_attempt(source.role, &failures, route);
@@ -154,7 +156,7 @@ impl Proxy {
                         failed = %summary(&failures),
                         "{what} served"
                     );
-                    return Ok((physical.clone(), response));
+                    return Ok((physical.clone(), response, slot));
                 }
                 Err(error) => failures.push(Failure {
                     reference: physical.clone(),

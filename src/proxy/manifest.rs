@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use http::header::{self, GetAll};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
+use super::sizes;
 use super::verify::digest_of;
 use super::{AttemptFailure, Failure, Proxy, bytes_response, exhausted, summary};
 use crate::cache::manifests::StoredManifest;
@@ -147,6 +148,7 @@ impl Proxy {
         let known = answer
             .as_ref()
             .and_then(|a| Some((a, self.cached_manifest(&a.digest)?)));
+        let _slot = self.fetch_slots.acquire(logical.as_str()).await?;
         if known.is_some() {
             CacheStats::count(&self.cache.stats.tag_revalidations);
         }
@@ -176,7 +178,7 @@ impl Proxy {
                 }
             }
             match self
-                .fetch_manifest(&source.reference, source.role, &accept)
+                .fetch_manifest(&source.reference, source.role, &accept, None)
                 .await
             {
                 Ok(manifest) => {
@@ -222,6 +224,7 @@ impl Proxy {
         failures: &[Failure],
     ) -> Arc<StoredManifest> {
         let manifest = Arc::new(manifest);
+        self.sizes.learn(logical.name(), &manifest.bytes);
         self.cache.manifests.put(manifest.clone());
         self.remember_source(logical, &source.reference);
         self.remember_content(logical.name(), &manifest.digest);
@@ -262,11 +265,16 @@ impl Proxy {
         sources: &[PullSource],
         accept: &HeaderValue,
     ) -> Result<Arc<StoredManifest>, ApiError> {
+        let _slot = self.fetch_slots.acquire(logical.as_str()).await?;
+        // A child of an index fetched before has a declared size.
+        let expected = logical
+            .digest()
+            .and_then(|digest| self.sizes.get(logical.name(), &digest));
         let mut failures = Vec::new();
         for source in sources {
             self.note_attempt(source.role, &failures, "manifest");
             match self
-                .fetch_manifest(&source.reference, source.role, accept)
+                .fetch_manifest(&source.reference, source.role, accept, expected)
                 .await
             {
                 Ok(manifest) => return Ok(self.fetched(logical, source, manifest, &failures)),
@@ -306,22 +314,31 @@ impl Proxy {
             .map(str::to_owned))
     }
 
-    /// Fetches one manifest from one pull source. HEAD requests are answered from a GET too:
-    /// manifests are small, and only the bytes prove the digest a HEAD would report.
+    /// Fetches one manifest from one pull source, of the `expected` size if a descriptor gave
+    /// one. HEAD requests are answered from a GET too: manifests are small, and only the bytes
+    /// prove the digest a HEAD would report.
     async fn fetch_manifest(
         &self,
         physical: &Reference,
         role: Role,
         accept: &HeaderValue,
+        expected: Option<u64>,
     ) -> Result<StoredManifest, AttemptFailure> {
         let response = self
             .attempt(manifest_request(physical, accept), role, "manifest")
             .await?;
+        if let Some(reason) = sizes::size_mismatch(expected, response.content_length()) {
+            self.count_attempt(physical.domain(), role, "manifest", "size_mismatch");
+            return Err(AttemptFailure::SizeMismatch(reason));
+        }
+        let limit = expected.map_or(MAX_MANIFEST_BYTES, |size| {
+            usize::try_from(size).map_or(MAX_MANIFEST_BYTES, |size| size.min(MAX_MANIFEST_BYTES))
+        });
         if response
             .content_length()
-            .is_some_and(|len| len > MAX_MANIFEST_BYTES as u64)
+            .is_some_and(|len| len > limit as u64)
         {
-            return Err(AttemptFailure::TooLarge(MAX_MANIFEST_BYTES));
+            return Err(AttemptFailure::TooLarge(limit));
         }
         let content_type = response
             .headers()
@@ -333,7 +350,7 @@ impl Proxy {
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let bytes = read_bounded(response, MAX_MANIFEST_BYTES).await?;
+        let bytes = read_bounded(response, limit).await?;
 
         let algorithm = physical
             .digest()

@@ -8,10 +8,12 @@
 //! lists along the tag route and referrers along the digest route (`listing`). A blocked source is
 //! never contacted. Everything fetched by digest is verified (`verify`).
 
+mod admission;
 mod blob;
 mod listing;
 mod manifest;
 mod reach;
+mod sizes;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -34,7 +36,9 @@ use crate::cache::stats::CacheStats;
 use crate::config::Config;
 use crate::http::route;
 use crate::metrics::Metrics;
+use admission::FetchSlots;
 use reach::Reachable;
+use sizes::DescriptorSizes;
 
 use crate::http::{ApiError, ApiRequest, Body, ErrorCode, empty_body, full_body};
 use crate::reference::Reference;
@@ -85,6 +89,10 @@ pub struct Proxy {
     /// content-addressed; this is what keeps a digest cached for one repository from being
     /// served for another that does not hold it (an upstream would answer 404 there).
     known: Mutex<crate::cache::lru::Lru<String, ()>>,
+    /// Upstream fetches under way, bounded (`limits.max_upstream_fetches`).
+    fetch_slots: FetchSlots,
+    /// The sizes the manifests fetched declare for the content they reference.
+    sizes: DescriptorSizes,
 }
 
 #[derive(Debug, Clone)]
@@ -108,7 +116,6 @@ impl Proxy {
             upstream: ArcSwap::from_pointee(upstream),
             default_registry: config.default_registry.clone(),
             cache,
-            metrics,
             metrics_elsewhere: config.metrics_listen.is_some(),
             manifest_flights: Flights::default(),
             downloads: Mutex::new(HashMap::new()),
@@ -117,6 +124,13 @@ impl Proxy {
             backoff: Mutex::new(HashMap::new()),
             access: ArcSwap::from_pointee(access),
             known: Mutex::new(crate::cache::lru::Lru::new(KNOWN_CAPACITY)),
+            fetch_slots: FetchSlots::new(
+                config.limits.max_upstream_fetches,
+                config.limits.upstream_queue_timeout,
+                &metrics,
+            ),
+            metrics,
+            sizes: DescriptorSizes::new(),
         })
     }
 
@@ -181,13 +195,15 @@ impl Proxy {
         &self.metrics
     }
 
-    /// Answers one request: routes it, serves it, and counts it.
+    /// Answers one request: routes it, serves it, and counts it. `carries_body` says whether
+    /// the request has a body: a read carries none, and one that does is refused unread.
     pub async fn respond(
         self: &Arc<Self>,
         method: &http::Method,
         path: &str,
         query: Option<&str>,
         headers: &HeaderMap,
+        carries_body: bool,
     ) -> Response<Body> {
         let started = Instant::now();
         let head = method == http::Method::HEAD;
@@ -202,7 +218,19 @@ impl Proxy {
                 return refusal.into_response(head);
             }
         };
-        let (route, response) = match route::parse(method, path, query, &self.default_registry) {
+        let parsed =
+            route::parse(method, path, query, &self.default_registry).and_then(|request| {
+                let read = matches!(*method, http::Method::GET | http::Method::HEAD);
+                if read && carries_body {
+                    return Err(ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        ErrorCode::Unsupported,
+                        format!("{method} requests carry no body: mirrorgate accepts none"),
+                    ));
+                }
+                Ok(request)
+            });
+        let (route, response) = match parsed {
             Ok(request) => {
                 let route = request.route();
                 let result = match client.authorize(&request) {
@@ -342,6 +370,7 @@ impl Proxy {
         {
             return Ok(());
         }
+        let _slot = self.fetch_slots.acquire(logical.as_str()).await?;
         let mut failures = Vec::new();
         for (physical, role) in sources {
             let mut request = match route {
@@ -457,6 +486,9 @@ enum AttemptFailure {
     /// The response is larger than the bound for its kind.
     #[error("response larger than {0} bytes")]
     TooLarge(usize),
+    /// The response's length is not the size the manifest declares for the content.
+    #[error("{0}")]
+    SizeMismatch(String),
     /// The response body could not be read or parsed.
     #[error("{0}")]
     Body(String),

@@ -3,25 +3,26 @@
 //!
 //! A client owns its connection pool and TLS configuration, so one is built per distinct TLS
 //! setting (system roots; system roots plus a registry's `ca_file`; no verification for
-//! `insecure`), never per request. Each setting gets two clients that differ only in their
-//! redirect policy, because reqwest fixes the policy per client: blob downloads follow
-//! redirects to blob storage, everything else must see the 3xx.
+//! `insecure`), never per request. Each setting gets two clients, neither of which follows
+//! redirects by itself (blob redirects are followed hop by hop, see [`super::redirect`]): one
+//! for the registries themselves, and a guarded one, whose resolver refuses internal
+//! addresses, for redirect hops to anywhere else.
 
 use std::path::Path;
 use std::time::Duration;
+
+use std::sync::Arc;
 
 use reqwest::redirect::Policy;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
+use super::redirect::{AddressPolicy, GuardedResolver};
 use super::{AttemptError, UpstreamError};
 use crate::config::UpstreamConfig;
 
 /// The `User-Agent` of every upstream request, so registry operators can tell who is pulling.
 pub const USER_AGENT: &str = concat!("mirrorgate/", env!("CARGO_PKG_VERSION"));
-
-/// At most this many redirects are followed for one blob request (reqwest's default too).
-const MAX_REDIRECTS: usize = 10;
 
 /// How to verify a registry's TLS certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -34,13 +35,16 @@ pub(crate) enum TlsMode {
     Insecure,
 }
 
-/// The two clients of one TLS setting.
+/// The two clients of one TLS setting; both return 3xx responses as they are.
 #[derive(Debug, Clone)]
 pub(crate) struct Clients {
-    /// Follows up to 10 redirects, dropping `Authorization` when one leaves the host.
-    pub(crate) follow: reqwest::Client,
-    /// Returns 3xx responses as they are.
+    /// For the registries (and redirect hops to them).
     pub(crate) direct: reqwest::Client,
+    /// For redirect hops elsewhere: never connects to a loopback, link-local or metadata
+    /// address unless the policy allows it.
+    pub(crate) guarded: reqwest::Client,
+    /// The policy of `guarded`, for hops to IP literals (which no resolver sees).
+    pub(crate) redirects: Arc<AddressPolicy>,
 }
 
 impl Clients {
@@ -49,19 +53,20 @@ impl Clients {
         mode: &TlsMode,
         timeouts: &UpstreamConfig,
         registry: Option<&str>,
+        redirects: &Arc<AddressPolicy>,
     ) -> Result<Clients, UpstreamError> {
         let roots = match mode {
             TlsMode::ExtraRoots(path) => load_roots(path, registry.unwrap_or("?"))?,
             TlsMode::System | TlsMode::Insecure => Vec::new(),
         };
-        let build = |policy: Policy| {
+        let build = |guarded: bool| {
             let mut builder = reqwest::Client::builder()
                 .user_agent(USER_AGENT)
                 .connect_timeout(timeouts.connect_timeout)
                 // Before the headers this bounds the exchange; on the body it is an idle
                 // timeout, so a large blob may take as long as it needs while it keeps flowing.
                 .read_timeout(timeouts.timeout)
-                .redirect(policy)
+                .redirect(Policy::none())
                 // A Referer would tell blob storage which registry path asked; nobody needs it.
                 .referer(false)
                 // Proxies are not configured by the environment (the `system-proxy` feature is
@@ -74,14 +79,18 @@ impl Clients {
                 TlsMode::ExtraRoots(_) => builder = builder.tls_certs_merge(roots.clone()),
                 TlsMode::System => {}
             }
+            if guarded {
+                builder = builder.dns_resolver(Arc::new(GuardedResolver::new(redirects.clone())));
+            }
             builder.build().map_err(|err| UpstreamError::Client {
                 registry: registry.map(str::to_owned),
                 reason: error_chain(&err),
             })
         };
         Ok(Clients {
-            follow: build(Policy::limited(MAX_REDIRECTS))?,
-            direct: build(Policy::none())?,
+            direct: build(false)?,
+            guarded: build(true)?,
+            redirects: redirects.clone(),
         })
     }
 }
@@ -131,8 +140,12 @@ pub(crate) fn attempt_error(err: &reqwest::Error, timeouts: &UpstreamConfig) -> 
             },
         };
     }
-    if err.is_redirect() {
-        return AttemptError::Protocol(format!("bad redirect: {}", innermost(err)));
+    if let Some(refused) = chain(err).iter().find_map(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .filter(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+    }) {
+        // The guarded resolver's refusal: a policy decision, not a connection failure.
+        return AttemptError::Protocol(refused.to_string());
     }
     if err.is_builder() {
         return AttemptError::Protocol(format!("invalid request: {}", innermost(err)));

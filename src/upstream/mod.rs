@@ -15,8 +15,8 @@
 //!
 //! Credentials are looked up by the registry actually contacted (a mirror's credentials are the
 //! mirror's, not the source's), are only ever sent to that registry's endpoint and its token
-//! realm, and are dropped by the HTTP client when a redirect leaves the host (reqwest removes
-//! `Authorization` whenever host, port or scheme change). They never appear in logs, `Debug`
+//! realm, and are dropped when a blob redirect leaves the origin (scheme, host and port); the
+//! redirect hops themselves are checked by [`redirect`]. They never appear in logs, `Debug`
 //! output or error messages.
 //!
 //! Timeouts: `upstream.connect_timeout` bounds TCP connect plus TLS handshake; `upstream.timeout`
@@ -26,6 +26,7 @@
 mod auth;
 mod client;
 mod credentials;
+mod redirect;
 #[cfg(test)]
 mod tests;
 
@@ -42,6 +43,7 @@ use crate::config::{Config, Endpoint, Scheme, UpstreamConfig};
 use auth::{Challenge, TokenCache, parse_challenges, parse_token_response, token_scopes};
 use client::{Clients, TlsMode, attempt_error, short_duration};
 use credentials::{BasicAuth, Credentials};
+use redirect::{AddressPolicy, Hop};
 
 pub use client::USER_AGENT;
 
@@ -52,6 +54,8 @@ const MAX_TOKEN_RESPONSE: usize = 1 << 20;
 const MAX_DRAINED_BODY: u64 = 64 << 10;
 /// How long draining a 401 body may take; the retry is more important than the connection.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
+/// At most this many redirects are followed for one blob request (as reqwest and Go's client).
+const MAX_REDIRECTS: usize = 10;
 
 /// Sends read requests to upstream registries with the right endpoint, TLS, credentials and
 /// timeouts.
@@ -75,6 +79,8 @@ struct Inner {
     basic_registries: Mutex<HashSet<String>>,
     /// Insecure registries without an endpoint that were last reached over plain http.
     plain_http: Mutex<HashSet<String>>,
+    /// The origins of the `registries` endpoints: a redirect there goes to a named registry.
+    configured: Vec<url::Origin>,
 }
 
 /// How to reach one configured registry.
@@ -292,7 +298,10 @@ impl Upstream {
         let _ = rustls::crypto::ring::default_provider().install_default();
 
         let timeouts = config.upstream.clone();
-        let default_clients = Clients::build(&TlsMode::System, &timeouts, None)?;
+        let redirects = Arc::new(AddressPolicy::new(
+            config.upstream.redirect_allowed_networks.clone(),
+        ));
+        let default_clients = Clients::build(&TlsMode::System, &timeouts, None, &redirects)?;
         let mut by_mode: HashMap<TlsMode, Clients> =
             HashMap::from([(TlsMode::System, default_clients.clone())]);
         let mut registries = HashMap::new();
@@ -314,7 +323,7 @@ impl Upstream {
             let clients = match by_mode.get(&mode) {
                 Some(clients) => clients.clone(),
                 None => {
-                    let clients = Clients::build(&mode, &timeouts, Some(host))?;
+                    let clients = Clients::build(&mode, &timeouts, Some(host), &redirects)?;
                     by_mode.insert(mode, clients.clone());
                     clients
                 }
@@ -332,6 +341,14 @@ impl Upstream {
             Some(path) => Credentials::load(path)?,
             None => Credentials::default(),
         };
+        let configured = config
+            .registries
+            .iter()
+            .filter_map(|(host, settings)| {
+                let endpoint = settings.endpoint_for(host);
+                Some(reqwest::Url::parse(&endpoint.to_string()).ok()?.origin())
+            })
+            .collect();
         Ok(Upstream {
             inner: Arc::new(Inner {
                 timeouts,
@@ -341,6 +358,7 @@ impl Upstream {
                 tokens: TokenCache::default(),
                 basic_registries: Mutex::new(HashSet::new()),
                 plain_http: Mutex::new(HashSet::new()),
+                configured,
             }),
         })
     }
@@ -449,11 +467,7 @@ impl Upstream {
         headers: &HeaderMap,
         authorization: Option<&HeaderValue>,
     ) -> Result<reqwest::Response, AttemptError> {
-        let client = if request.follow_redirects {
-            &target.clients.follow
-        } else {
-            &target.clients.direct
-        };
+        let client = &target.clients.direct;
         let mut last_error = None;
         for endpoint in &target.endpoints {
             let url = request_url(endpoint, &request.path, request.query.as_deref())?;
@@ -468,6 +482,11 @@ impl Upstream {
                     if target.endpoints.len() > 1 {
                         self.inner
                             .remember_scheme(target.registry, endpoint.scheme());
+                    }
+                    if request.follow_redirects && response.status().is_redirection() {
+                        return self
+                            .follow_redirects(target, request, response, headers, authorization)
+                            .await;
                     }
                     return Ok(response);
                 }
@@ -487,6 +506,58 @@ impl Upstream {
         }
         Err(last_error
             .unwrap_or_else(|| AttemptError::Protocol("no endpoint to connect to".to_owned())))
+    }
+
+    /// Follows the redirects of a blob request hop by hop (at most [`MAX_REDIRECTS`]), each
+    /// checked by [`redirect::next_hop`] before any connection: `Authorization` only goes back
+    /// to the origin that redirected, and hops outside the configured registries go through the
+    /// guarded client.
+    async fn follow_redirects(
+        &self,
+        target: &Target<'_>,
+        request: &UpstreamRequest,
+        mut response: reqwest::Response,
+        headers: &HeaderMap,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<reqwest::Response, AttemptError> {
+        let origin = response.url().origin();
+        for _ in 0..MAX_REDIRECTS {
+            let next = redirect::next_hop(
+                response.url(),
+                &origin,
+                response.headers().get(header::LOCATION),
+                &self.inner.configured,
+                &target.clients.redirects,
+            )?;
+            drain(response).await;
+            let client = match next.hop {
+                Hop::SameOrigin | Hop::Configured => &target.clients.direct,
+                Hop::Guarded => &target.clients.guarded,
+            };
+            tracing::debug!(
+                registry = %target.registry,
+                host = next.url.host_str().unwrap_or_default(),
+                hop = ?next.hop,
+                "following a blob redirect"
+            );
+            let same_origin = next.url.origin() == origin;
+            let mut builder = client
+                .request(request.method.clone(), next.url)
+                .headers(headers.clone());
+            if same_origin && let Some(authorization) = authorization {
+                builder = builder.header(header::AUTHORIZATION, authorization.clone());
+            }
+            response = builder
+                .send()
+                .await
+                .map_err(|err| attempt_error(&err, &self.inner.timeouts))?;
+            if !response.status().is_redirection() {
+                return Ok(response);
+            }
+        }
+        Err(AttemptError::Protocol(format!(
+            "more than {MAX_REDIRECTS} redirects"
+        )))
     }
 
     /// Fetches a bearer token for `scope` from the challenge's realm, caches it, and returns
@@ -528,7 +599,7 @@ impl Upstream {
                 query.append_pair("scope", &scope);
             }
         }
-        let mut builder = target.clients.follow.get(url);
+        let mut builder = target.clients.direct.get(url);
         if let Some(basic) = credentials {
             builder = builder.header(header::AUTHORIZATION, basic.authorization().clone());
         }

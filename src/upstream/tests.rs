@@ -53,6 +53,7 @@ fn config(
         upstream: UpstreamConfig {
             connect_timeout,
             timeout,
+            redirect_allowed_networks: Vec::new(),
         },
         ..Config::default()
     }
@@ -549,13 +550,12 @@ async fn malformed_challenge_is_a_protocol_error() {
     );
 }
 
-#[tokio::test]
-async fn cross_host_redirect_drops_authorization_and_still_fetches_the_blob() {
+/// A registry that answers the blob with a redirect to `storage` (with Basic auth from a pull
+/// secret), and a storage that serves it.
+async fn redirecting_registry(storage: &MockServer) -> (MockServer, tempfile::NamedTempFile) {
     let registry = MockServer::start().await;
-    let storage = MockServer::start().await;
-    let blob_path = "/v2/ns/app/blobs/sha256:abc";
     Mock::given(method("GET"))
-        .and(path(blob_path))
+        .and(path(REDIRECTED_BLOB))
         .and(basic_auth("dave", "pw-d"))
         .respond_with(
             ResponseTemplate::new(307)
@@ -574,11 +574,34 @@ async fn cross_host_redirect_drops_authorization_and_still_fetches_the_blob() {
     Mock::given(method("GET"))
         .and(path("/bucket/blob"))
         .respond_with(ResponseTemplate::new(200).set_body_string("blob-bytes"))
-        .mount(&storage)
+        .mount(storage)
         .await;
     let secret = pull_secret(&[(&name_of(&registry), "dave", "pw-d")]);
-    let upstream = upstream_for(&[&registry], Some(secret.path()));
-    let mut request = get(&name_of(&registry), blob_path);
+    (registry, secret)
+}
+
+const REDIRECTED_BLOB: &str = "/v2/ns/app/blobs/sha256:abc";
+
+/// An `Upstream` for `registry` whose redirects may lead to `allowed` networks.
+fn upstream_allowing(registry: &MockServer, secret: &Path, allowed: &[&str]) -> Upstream {
+    let mut config = config(
+        vec![(name_of(registry), insecure_at(&registry.uri()))],
+        Some(secret),
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+    );
+    config.upstream.redirect_allowed_networks =
+        allowed.iter().map(|n| n.parse().unwrap()).collect();
+    Upstream::new(&config).expect("upstream")
+}
+
+#[tokio::test]
+async fn cross_host_redirect_drops_authorization_and_still_fetches_the_blob() {
+    let storage = MockServer::start().await;
+    let (registry, secret) = redirecting_registry(&storage).await;
+    // The storage is on loopback, like everything in tests: it has to be allowed.
+    let upstream = upstream_allowing(&registry, secret.path(), &["127.0.0.0/8"]);
+    let mut request = get(&name_of(&registry), REDIRECTED_BLOB);
     request.follow_redirects = true;
     let body = upstream
         .send(request)
@@ -593,6 +616,49 @@ async fn cross_host_redirect_drops_authorization_and_still_fetches_the_blob() {
         .map(authorization_of)
         .collect();
     assert_eq!((body.as_str(), storage_saw), ("blob-bytes", vec![None]));
+}
+
+#[tokio::test]
+async fn a_redirect_to_a_loopback_address_is_refused_without_contacting_it() {
+    let storage = MockServer::start().await;
+    let (registry, secret) = redirecting_registry(&storage).await;
+    let upstream = upstream_allowing(&registry, secret.path(), &[]);
+    let mut request = get(&name_of(&registry), REDIRECTED_BLOB);
+    request.follow_redirects = true;
+    let result = upstream.send(request).await.map(|_| ());
+    let storage_requests = received_on(&storage, "/bucket/blob").await.len();
+    assert!(
+        matches!(&result, Err(AttemptError::Protocol(reason)) if reason.contains("refused") && !reason.contains("sig="))
+            && storage_requests == 0,
+        "{result:?}, storage saw {storage_requests} requests"
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_to_a_name_resolving_to_loopback_is_refused() {
+    let storage = MockServer::start().await;
+    let (registry, secret) = redirecting_registry(&storage).await;
+    // Same server, named `localhost`: the name is not checked, the addresses it resolves to are.
+    let port = storage.address().port();
+    Mock::given(method("GET"))
+        .and(path("/v2/ns/app/blobs/sha256:def"))
+        .respond_with(ResponseTemplate::new(302).insert_header(
+            "Location",
+            format!("http://localhost:{port}/bucket/blob?sig=y"),
+        ))
+        .with_priority(1)
+        .mount(&registry)
+        .await;
+    let upstream = upstream_allowing(&registry, secret.path(), &[]);
+    let mut request = get(&name_of(&registry), "/v2/ns/app/blobs/sha256:def");
+    request.follow_redirects = true;
+    let result = upstream.send(request).await.map(|_| ());
+    let storage_requests = received_on(&storage, "/bucket/blob").await.len();
+    assert!(
+        matches!(&result, Err(AttemptError::Protocol(reason)) if reason.contains("redirect to localhost refused"))
+            && storage_requests == 0,
+        "{result:?}, storage saw {storage_requests} requests"
+    );
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
-//! A forwarder to a real registry that sends blob bodies slowly (16 KiB every 10 ms), so a test
-//! can act while a download is under way.
+//! A forwarder to a real registry that misbehaves on blobs in one chosen way: it sends their
+//! bodies slowly (16 KiB every 10 ms, so a test can act while a download is under way), breaks
+//! the first one off, stalls them, pads them, or redirects them to the registry itself.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -14,6 +15,21 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
+/// How the forwarder treats blob requests.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Behaviour {
+    /// Slow bodies.
+    Slow,
+    /// Slow bodies; the first GET breaks off after 64 KiB.
+    CutFirst,
+    /// 64 KiB of the body, then nothing more (the connection stays open).
+    Stall,
+    /// The whole body at full speed plus 1 KiB of zeros, with a matching Content-Length.
+    Pad,
+    /// `307` to the same path on the backend.
+    Redirect,
+}
+
 /// The throttling forwarder; stopped when dropped.
 pub struct Throttle {
     /// Where it listens.
@@ -24,17 +40,34 @@ pub struct Throttle {
 impl Throttle {
     /// Forwards to `backend` (an `http://` URL).
     pub fn start(backend: String) -> Throttle {
-        Throttle::launch(backend, false)
+        Throttle::launch(backend, Behaviour::Slow)
     }
 
     /// Like [`Throttle::start`], but the first blob answer breaks off after 64 KiB (the
     /// connection is reset mid-body); later ones are whole.
     pub fn start_cutting_first_blob(backend: String) -> Throttle {
-        Throttle::launch(backend, true)
+        Throttle::launch(backend, Behaviour::CutFirst)
     }
 
-    fn launch(backend: String, cut_first_blob: bool) -> Throttle {
-        let cut = Arc::new(std::sync::atomic::AtomicBool::new(cut_first_blob));
+    /// Sends the first 64 KiB of every blob, then stalls with the connection open.
+    pub fn start_stalling_blobs(backend: String) -> Throttle {
+        Throttle::launch(backend, Behaviour::Stall)
+    }
+
+    /// Sends every blob with 1 KiB of zeros appended (and announces that length).
+    pub fn start_padding_blobs(backend: String) -> Throttle {
+        Throttle::launch(backend, Behaviour::Pad)
+    }
+
+    /// Answers every blob GET with a `307` to the same path on `backend` itself.
+    pub fn start_redirecting_blobs(backend: String) -> Throttle {
+        Throttle::launch(backend, Behaviour::Redirect)
+    }
+
+    fn launch(backend: String, behaviour: Behaviour) -> Throttle {
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(
+            behaviour == Behaviour::CutFirst,
+        ));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -54,7 +87,13 @@ impl Throttle {
                 let (backend, client, cut) = (backend.clone(), client.clone(), cut.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
-                        throttled(backend.clone(), client.clone(), cut.clone(), request)
+                        throttled(
+                            backend.clone(),
+                            client.clone(),
+                            cut.clone(),
+                            behaviour,
+                            request,
+                        )
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
@@ -77,18 +116,31 @@ impl Drop for Throttle {
     }
 }
 
+/// What [`Throttle::start_padding_blobs`] appends.
+const PAD: u64 = 1024;
+
 type ThrottledBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 async fn throttled(
     backend: Arc<String>,
     client: reqwest::Client,
     cut: Arc<std::sync::atomic::AtomicBool>,
+    behaviour: Behaviour,
     request: Request<Incoming>,
 ) -> Result<Response<ThrottledBody>, Infallible> {
     let url = format!(
         "{backend}{}",
         request.uri().path_and_query().map_or("/", |p| p.as_str())
     );
+    let blob = request.uri().path().contains("/blobs/");
+    if blob && behaviour == Behaviour::Redirect && request.method() == http::Method::GET {
+        let response = Response::builder()
+            .status(StatusCode::TEMPORARY_REDIRECT)
+            .header(http::header::LOCATION, url)
+            .body(http_body_util::Empty::new().map_err(|n| match n {}).boxed())
+            .unwrap();
+        return Ok(response);
+    }
     let mut forward = client.request(request.method().clone(), url);
     if let Some(accept) = request.headers().get(http::header::ACCEPT) {
         forward = forward.header(http::header::ACCEPT, accept.clone());
@@ -100,12 +152,43 @@ async fn throttled(
         return Ok(response);
     };
     let mut builder = Response::builder().status(upstream.status());
+    let pad = blob && behaviour == Behaviour::Pad && upstream.status() == StatusCode::OK;
     for name in ["content-type", "content-length", "docker-content-digest"] {
         if let Some(value) = upstream.headers().get(name) {
-            builder = builder.header(name, value.clone());
+            let value = match value.to_str().ok().and_then(|v| v.parse::<u64>().ok()) {
+                Some(length) if pad && name == "content-length" => {
+                    http::HeaderValue::from(length + PAD)
+                }
+                _ => value.clone(),
+            };
+            builder = builder.header(name, value);
         }
     }
-    let slow = request.uri().path().contains("/blobs/");
+    if pad && request.method() == http::Method::GET {
+        let padding = futures_util::stream::once(async {
+            Ok::<_, std::io::Error>(Frame::data(Bytes::from(vec![0u8; PAD as usize])))
+        });
+        let body = upstream
+            .bytes_stream()
+            .map(|chunk| chunk.map(Frame::data).map_err(std::io::Error::other))
+            .chain(padding);
+        return Ok(builder.body(BodyExt::boxed(StreamBody::new(body))).unwrap());
+    }
+    if blob && behaviour == Behaviour::Stall && request.method() == http::Method::GET {
+        let mut sent = 0usize;
+        let body = upstream
+            .bytes_stream()
+            .map(|chunk| chunk.map_err(std::io::Error::other))
+            .take_while(move |chunk| {
+                let more = sent < 64 * 1024;
+                sent += chunk.as_ref().map_or(0, Bytes::len);
+                std::future::ready(more)
+            })
+            .map(|chunk| chunk.map(Frame::data))
+            .chain(futures_util::stream::pending());
+        return Ok(builder.body(BodyExt::boxed(StreamBody::new(body))).unwrap());
+    }
+    let slow = blob && matches!(behaviour, Behaviour::Slow | Behaviour::CutFirst);
     let cut_this = slow
         && request.method() == http::Method::GET
         && cut.swap(false, std::sync::atomic::Ordering::SeqCst);

@@ -1,0 +1,200 @@
+//! Everything a client or an upstream can make mirrorgate hold is bounded: connections, request
+//! heads, request bodies, upstream fetches, upstream silence, and bytes beyond what a manifest
+//! declares.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use support::{Mirrorgate, Registry, Throttle};
+
+const RULES: &str = "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: d\nspec:\n  imageDigestMirrors:\n  - source: source.test/ns\n    mirrors: [mirror.test/ns]\n";
+
+fn error_code(response: &support::HttpResponse) -> String {
+    response.json()["errors"][0]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Sends `request` on `stream` and reads until a whole response head has arrived, or the
+/// stream's read timeout passes; returns what was read.
+fn exchange(stream: &mut TcpStream, request: &[u8]) -> String {
+    stream.write_all(request).unwrap();
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buffer[..n]),
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+const BASE: &[u8] = b"GET /v2/ HTTP/1.1\r\nHost: mirrorgate\r\n\r\n";
+
+#[test]
+fn a_connection_beyond_max_connections_waits_until_one_closes() {
+    let proxy = Mirrorgate::start("", &[], "limits:\n  max_connections: 1\n");
+    let mut first = TcpStream::connect(proxy.addr()).unwrap();
+    let first_answer = exchange(&mut first, BASE);
+    let mut second = TcpStream::connect(proxy.addr()).unwrap();
+    second
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let while_first_open = exchange(&mut second, BASE);
+    drop(first);
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let after_first_closed = exchange(&mut second, b"");
+    assert_eq!(
+        (
+            first_answer.starts_with("HTTP/1.1 200"),
+            while_first_open.is_empty(),
+            after_first_closed.starts_with("HTTP/1.1 200")
+        ),
+        (true, true, true),
+        "{first_answer:?} / {while_first_open:?} / {after_first_closed:?}"
+    );
+}
+
+#[test]
+fn a_request_head_larger_than_max_header_size_gets_431() {
+    let proxy = Mirrorgate::start("", &[], "limits:\n  max_header_size: 16KiB\n");
+    let mut stream = TcpStream::connect(proxy.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let request = format!(
+        "GET /v2/ HTTP/1.1\r\nHost: mirrorgate\r\nX-Filler: {}\r\n\r\n",
+        "a".repeat(32 * 1024)
+    );
+    let answer = exchange(&mut stream, request.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+}
+
+#[test]
+fn a_read_with_a_body_is_refused_unread() {
+    let proxy = Mirrorgate::start("", &[], "");
+    let response = support::http_request("GET", &proxy.addr(), "/v2/", &[], b"surprise");
+    assert_eq!(
+        (response.status, error_code(&response)),
+        (413, "UNSUPPORTED".to_owned())
+    );
+}
+
+#[test]
+fn upstream_fetches_beyond_the_bound_wait_then_get_429_with_retry_after() {
+    let mirror = Registry::start();
+    let image = support::single_arch("fetch-slots", &[2 * 1024 * 1024, 1000]);
+    support::push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    // Slow bodies keep the first fetch under way for more than a second.
+    let front = Throttle::start(mirror.endpoint());
+    let proxy = Mirrorgate::start(
+        RULES
+            .replace(
+                "\n    mirrors",
+                "\n    mirrorSourcePolicy: NeverContactSource\n    mirrors",
+            )
+            .as_str(),
+        &[("mirror.test", &front.endpoint())],
+        "limits:\n  max_upstream_fetches: 1\n  upstream_queue_timeout: 200ms\n",
+    );
+    let (big, small) = (&image.layers[0], &image.layers[1]);
+    let addr = proxy.addr();
+    let big_path = format!("/v2/source.test/ns/app/blobs/{big}");
+    let first = std::thread::spawn(move || support::http_get(&addr, &big_path, &[]).status);
+    // Until the first fetch holds the only slot.
+    let gauge = "mirrorgate_upstream_fetches_in_flight 1";
+    for _ in 0..100 {
+        if proxy.get("/metrics", &[]).text().contains(gauge) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let small_path = format!("/v2/source.test/ns/app/blobs/{small}");
+    let refused = proxy.get(&small_path, &[]);
+    let first_status = first.join().unwrap();
+    let later = proxy.get(&small_path, &[]);
+    assert_eq!(
+        (
+            refused.status,
+            error_code(&refused),
+            refused.header("retry-after").map(str::to_owned),
+            first_status,
+            later.status
+        ),
+        (
+            429,
+            "TOOMANYREQUESTS".to_owned(),
+            Some("2".to_owned()),
+            200,
+            200
+        )
+    );
+}
+
+#[test]
+fn a_stalled_upstream_blob_is_aborted_after_the_idle_timeout() {
+    let mirror = Registry::start();
+    let image = support::single_arch("stalled", &[1024 * 1024]);
+    support::push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let front = Throttle::start_stalling_blobs(mirror.endpoint());
+    let proxy = Mirrorgate::start(
+        RULES,
+        &[("mirror.test", &front.endpoint())],
+        "upstream:\n  timeout: 1s\n",
+    );
+    let layer = &image.layers[0];
+    let path = format!("/v2/source.test/ns/app/blobs/{layer}");
+    // The client reads until the proxy gives up: an error or a short body, never a hang.
+    let response = support::try_http_request("GET", &proxy.addr(), &path, &[], b"");
+    let whole = response
+        .as_ref()
+        .is_ok_and(|r| r.status == 200 && r.body == image.blob(layer));
+    assert!(!whole && proxy.log().contains("blob download failed"));
+}
+
+#[test]
+fn a_mirror_announcing_another_size_than_the_manifest_is_skipped_for_the_source() {
+    let (source, mirror) = (Registry::start(), Registry::start());
+    let image = support::single_arch("padded", &[300_000]);
+    for registry in [&source, &mirror] {
+        support::push(&image, &format!("{}/ns/app:v1", registry.addr()));
+    }
+    let front = Throttle::start_padding_blobs(mirror.endpoint());
+    let proxy = Mirrorgate::start(
+        RULES,
+        &[
+            ("source.test", &source.endpoint()),
+            ("mirror.test", &front.endpoint()),
+        ],
+        "",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pulled = support::copy_to_layout(
+        &format!(
+            "{}/source.test/ns/app@{}",
+            proxy.addr(),
+            image.manifest_digest
+        ),
+        dir.path(),
+        &[],
+    );
+    let metrics = proxy.get("/metrics", &[]).text();
+    let mismatch = metrics.lines().any(|line| {
+        line.starts_with("mirrorgate_upstream_requests_total{")
+            && line.contains("registry=\"mirror.test\"")
+            && line.contains("route=\"blob\"")
+            && line.contains("outcome=\"size_mismatch\"")
+    });
+    assert!(
+        pulled.status.success() && mismatch,
+        "{}\n{metrics}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
+}
