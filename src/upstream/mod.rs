@@ -16,7 +16,7 @@
 //! Credentials are looked up by the registry actually contacted (a mirror's credentials are the
 //! mirror's, not the source's), are only ever sent to that registry's endpoint and its token
 //! realm, and are dropped when a blob redirect leaves the origin (scheme, host and port); the
-//! redirect hops themselves are checked by [`redirect`]. They never appear in logs, `Debug`
+//! redirect hops themselves are checked by the `redirect` module. They never appear in logs, `Debug`
 //! output or error messages.
 //!
 //! Timeouts: `upstream.connect_timeout` bounds TCP connect plus TLS handshake; `upstream.timeout`
