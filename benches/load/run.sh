@@ -751,12 +751,18 @@ else
     }
     # One direct copy first, so that the upstream's page cache is warm for both kinds.
     cold_copy "127.0.0.1:$UPSTREAM_PORT/ns/cold:v1" "$WORK/cold-out" >/dev/null
-    direct_times=() through_times=()
+    # cpu_seconds PID: user + system CPU time the process used so far.
+    cpu_seconds() {
+        awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.3f", ($12 + $13) / hz }' "/proc/$1/stat"
+    }
+    direct_times=() through_times=() cpu_times=()
     for ((r = 1; r <= COLD_ROUNDS; r++)); do
         log "cold pull round $r of $COLD_ROUNDS"
         direct_times+=("$(cold_copy "127.0.0.1:$UPSTREAM_PORT/ns/cold:v1" "$WORK/cold-out")")
         start_mirrorgate "mirrorgate-cold-$r" warn
+        cpu_before=$(cpu_seconds "$STARTED_PID")
         through_times+=("$(cold_copy "127.0.0.1:$STARTED_PORT/source.test/ns/cold:v1" "$WORK/cold-out")")
+        cpu_times+=("$(awk -v a="$cpu_before" -v b="$(cpu_seconds "$STARTED_PID")" 'BEGIN { printf "%.3f", b - a }')")
         stop_pid "$STARTED_PID"
         rm -rf "$WORK/mirrorgate-cold-$r/cache"
     done
@@ -769,6 +775,7 @@ else
     echo "| --- | ---: | --- |"
     echo "| direct from the upstream | $direct_median | ${direct_times[*]} |"
     echo "| through a fresh mirrorgate | $through_median | ${through_times[*]} |"
+    echo "| (mirrorgate's own CPU time during the pull) | $(median "${cpu_times[@]}") | ${cpu_times[*]} |"
     echo
     echo "mirrorgate / direct: ${ratio}× ($verdict the 1.10× target)"
 fi

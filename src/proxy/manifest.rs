@@ -162,6 +162,9 @@ impl Proxy {
                 {
                     Ok(Some(digest)) if digest == answer.digest => {
                         self.record_tag(logical, &digest, source, route);
+                        if !failures.is_empty() {
+                            self.metrics.fallback("manifest");
+                        }
                         tracing::info!(reference = %logical, served_by = "cache", confirmed_by = %source.reference, "manifest served");
                         return Ok(cached.clone());
                     }

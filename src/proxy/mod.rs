@@ -514,7 +514,7 @@ impl Proxy {
         let started = Instant::now();
         if let Some(remaining) = self.backing_off(&registry) {
             self.metrics
-                .upstream(&registry, role.as_str(), route, "error", Duration::ZERO);
+                .upstream(&registry, role.as_str(), route, "skipped", Duration::ZERO);
             return Err(AttemptError::Connect(format!(
                 "not contacted: unreachable moments ago, retried in {}s",
                 remaining.as_secs() + 1
