@@ -35,6 +35,7 @@ fn index_at_start(c: &mut Criterion) {
                 blobs.clone(),
                 dir.path().join("tmp"),
                 u64::MAX,
+                0,
                 Arc::new(CacheStats::default()),
             )
             .expect("open");

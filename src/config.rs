@@ -158,6 +158,9 @@ pub struct CacheConfig {
     pub tag_ttl: Duration,
     /// How long past its TTL a tag answer may still be served when every upstream fails.
     pub stale_if_error: Duration,
+    /// Free space the blob store leaves on its filesystem: a blob that would eat into it is
+    /// served straight from the upstream, uncached, rather than failing half-way on a full disk.
+    pub min_free_space: ByteSize,
 }
 
 /// The `upstream` section.
@@ -222,6 +225,7 @@ impl Default for CacheConfig {
             memory: ByteSize::mib(256),
             tag_ttl: Duration::from_secs(5 * 60),
             stale_if_error: Duration::from_secs(24 * 60 * 60),
+            min_free_space: ByteSize::mib(512),
         }
     }
 }
@@ -966,6 +970,7 @@ struct RawCache {
     memory: Option<ByteSize>,
     tag_ttl: Option<HumanDuration>,
     stale_if_error: Option<HumanDuration>,
+    min_free_space: Option<ByteSize>,
 }
 
 // No `default` here: a `tls` section must name both files (serde reports the one missing).
@@ -1180,6 +1185,7 @@ impl RawCache {
             memory: self.memory.unwrap_or(default.memory),
             tag_ttl: self.tag_ttl.map_or(default.tag_ttl, |d| d.0),
             stale_if_error: self.stale_if_error.map_or(default.stale_if_error, |d| d.0),
+            min_free_space: self.min_free_space.unwrap_or(default.min_free_space),
         }
     }
 }
@@ -1269,6 +1275,7 @@ watch: true                     # reload rule files and this file on change (als
                 memory: ByteSize(256 * 1024 * 1024),
                 tag_ttl: Duration::from_secs(300),
                 stale_if_error: Duration::from_secs(86_400),
+                min_free_space: ByteSize(512 * 1024 * 1024),
             },
             upstream: UpstreamConfig {
                 connect_timeout: Duration::from_secs(5),

@@ -469,3 +469,37 @@ fn a_cached_blob_is_not_served_for_a_repository_that_does_not_hold_it() {
         (200, 404, 200, Vec::<String>::new())
     );
 }
+
+#[test]
+fn a_blob_is_passed_through_uncached_when_the_disk_is_short_of_min_free_space() {
+    let mirror = Registry::start();
+    let image = single_arch("disk-full", &[200_000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    // No disk has a petabyte free: to the store, the disk is full.
+    let proxy = Mirrorgate::start(
+        &rules(&[MIRROR]),
+        &[(MIRROR, &mirror.endpoint())],
+        "cache:\n  min_free_space: 1048576GiB\n",
+    );
+    let layer = &image.layers[0];
+    let path = format!("/v2/{SOURCE}/ns/app/blobs/{layer}");
+    let first = proxy.get(&path, &[]);
+    let second = proxy.get(&path, &[]);
+    let stored = files_in(&proxy.cache_dir().join("blobs"));
+    let failures = proxy
+        .get("/metrics", &[])
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("mirrorgate_cache_store_failures_total "))
+        .map(str::to_owned);
+    assert_eq!(
+        (
+            first.status,
+            first.body == image.blob(layer),
+            second.body == image.blob(layer),
+            stored,
+            failures
+        ),
+        (200, true, true, Vec::new(), Some("2".to_owned()))
+    );
+}

@@ -156,7 +156,16 @@ fn a_stalled_upstream_blob_is_aborted_after_the_idle_timeout() {
     let whole = response
         .as_ref()
         .is_ok_and(|r| r.status == 200 && r.body == image.blob(layer));
-    assert!(!whole && proxy.log().contains("blob download failed"));
+    // Log lines are written by a background thread: give it a moment.
+    let mut log = proxy.log();
+    for _ in 0..50 {
+        if log.contains("blob download failed") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        log = proxy.log();
+    }
+    assert!(!whole && log.contains("blob download failed"), "{log}");
 }
 
 #[test]

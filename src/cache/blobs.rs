@@ -41,6 +41,8 @@ pub struct BlobStore {
     index: Mutex<Lru<String, BlobEntry>>,
     stats: Arc<CacheStats>,
     next_temp: AtomicU64,
+    /// Free space to leave on the filesystem (`cache.min_free_space`).
+    min_free: u64,
 }
 
 /// An open blob from the store; the blob cannot be evicted while its guard lives.
@@ -69,6 +71,7 @@ impl BlobStore {
         dir: PathBuf,
         tmp: PathBuf,
         max_size: u64,
+        min_free: u64,
         stats: Arc<CacheStats>,
     ) -> io::Result<BlobStore> {
         // A cache directory that cannot be written degrades to pass-through serving (every
@@ -118,6 +121,7 @@ impl BlobStore {
             index: Mutex::new(Lru::new(max_size)),
             stats,
             next_temp: AtomicU64::new(0),
+            min_free,
         };
         {
             let mut index = store.lock();
@@ -187,6 +191,13 @@ impl BlobStore {
         }
     }
 
+    /// Whether `len` more bytes fit on the store's filesystem with `cache.min_free_space` to
+    /// spare. Eviction only bounds the store itself; the disk may be shared, or full of
+    /// something else. When the free space cannot be read, the write is left to tell.
+    pub fn has_room(&self, len: u64) -> bool {
+        free_space(&self.tmp).is_none_or(|free| free >= len.saturating_add(self.min_free))
+    }
+
     /// A new temporary file for a blob that is about to stream in.
     pub async fn temp_file(&self) -> io::Result<(PathBuf, tokio::fs::File)> {
         let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
@@ -244,6 +255,24 @@ impl BlobStore {
     pub fn is_empty(&self) -> bool {
         self.lock().is_empty()
     }
+}
+
+/// The bytes an unprivileged process may still write on the filesystem holding `path`.
+fn free_space(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string and `stat` a buffer statvfs fills on success.
+    let stat = unsafe {
+        if libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stat.assume_init()
+    };
+    // Both are u64 on 64-bit Linux but narrower elsewhere; the conversions are for the others.
+    #[allow(clippy::useless_conversion)]
+    let (blocks, size) = (u64::from(stat.f_bavail), u64::from(stat.f_frsize));
+    Some(blocks.saturating_mul(size))
 }
 
 /// The progress of a blob download shared by everyone reading it.

@@ -52,6 +52,7 @@ impl Cache {
             config.dir.join("blobs"),
             tmp.clone(),
             config.max_size.bytes(),
+            config.min_free_space.bytes(),
             stats.clone(),
         )?;
         let manifests = ManifestStore::open(

@@ -179,6 +179,13 @@ impl Proxy {
         while state.changed().await.is_ok() {}
     }
 
+    /// The outcome of a download the store has no room for.
+    fn no_room(&self, digest: &Digest) -> DownloadState {
+        tracing::warn!(digest = %digest, "the cache's filesystem is short of cache.min_free_space; serving the blob uncached");
+        CacheStats::count(&self.cache.stats.store_failures);
+        DownloadState::Uncacheable
+    }
+
     /// Whether a download of `digest` is under way.
     fn download_under_way(&self, digest: &Digest) -> bool {
         self.downloads
@@ -231,6 +238,10 @@ impl Proxy {
         state: &watch::Sender<DownloadState>,
     ) -> DownloadState {
         let expected = self.sizes.get(logical.name(), digest);
+        // A full disk must cost the cache, not the pull: the readers fetch it for themselves.
+        if !self.cache.blobs.has_room(expected.unwrap_or(0)) {
+            return self.no_room(digest);
+        }
         let mut failures = Vec::new();
         for (physical, role) in candidates {
             self.note_attempt(role, &failures, "blob");
@@ -274,6 +285,9 @@ impl Proxy {
             }
             // Without a length announced, the manifest's size bounds the body.
             let len = response.content_length().or(expected);
+            if !self.cache.blobs.has_room(len.unwrap_or(0)) {
+                return self.no_room(digest);
+            }
             let (temp, mut file) = match self.cache.blobs.temp_file().await {
                 Ok(temp) => temp,
                 Err(error) => {
