@@ -31,13 +31,10 @@ ACCEPT="Accept: $MANIFEST_TYPE"
 BIG_SIZE=$((1024 * 1024 * 1024))
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# Shared helpers: log, die, free_port, start/wait_ready, stop_pid.
+# shellcheck source=benches/common.sh
+source "$REPO/benches/common.sh"
 MG="$REPO/target/release/mirrorgate"
-
-log() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf 'error: %s\n' "$*" >&2
-    exit 1
-}
 
 for n in BIG COLD INFO KEEP; do
     [[ ${!n} =~ ^[01]$ ]] || die "$n must be 0 or 1 (got '${!n}')"
@@ -92,27 +89,6 @@ chmod 755 "$WORK"
 mkdir -p "$WORK/logs"
 PIDS=() # processes started by this script and still running
 
-forget_pid() {
-    local pid=$1 kept=() p
-    for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
-    PIDS=("${kept[@]}")
-}
-
-# Stops one process started here: SIGTERM, up to 5 s, then SIGKILL; reaps it.
-stop_pid() {
-    local pid=$1 i
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-    forget_pid "$pid"
-}
-
 cleanup() {
     local rc=$? pid f
     trap - EXIT INT TERM
@@ -138,52 +114,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-# wait_ready NAME PID URL: until URL answers 200 (true), PID exits or READY_TIMEOUT passes (false).
-wait_ready() {
-    local name=$1 pid=$2 url=$3 deadline code
-    deadline=$((SECONDS + READY_TIMEOUT))
-    while ((SECONDS < deadline)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            log "$name exited while starting"
-            return 1
-        fi
-        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true)
-        if [ "$code" = 200 ]; then
-            # Another process holding the port would answer while ours failed to bind.
-            sleep 0.2
-            kill -0 "$pid" 2>/dev/null && return 0
-            log "$name exited after its port answered (port taken?)"
-            return 1
-        fi
-        sleep 0.1
-    done
-    log "$name did not answer 200 on $url within ${READY_TIMEOUT}s"
-    return 1
-}
-
-# start NAME LAUNCHER READY_PATH: runs `LAUNCHER PORT` on a fresh free port (the launcher writes
-# its configuration, starts the process in the background and sets LAUNCHED_PID) until the
-# server is ready; sets STARTED_PORT and STARTED_PID.
-start() {
-    local name=$1 launcher=$2 path=$3 attempt port
-    for ((attempt = 1; attempt <= START_ATTEMPTS; attempt++)); do
-        port=$(free_port)
-        "$launcher" "$port"
-        if wait_ready "$name" "$LAUNCHED_PID" "http://127.0.0.1:$port$path"; then
-            STARTED_PORT=$port
-            STARTED_PID=$LAUNCHED_PID
-            log "$name ready on 127.0.0.1:$port (pid $STARTED_PID)"
-            return 0
-        fi
-        stop_pid "$LAUNCHED_PID"
-    done
-    die "$name did not start in $START_ATTEMPTS attempts (logs below)"
-}
 
 # ---------------------------------------------------------------------------------------------
 # Python glue: image layouts, wrk output, the report.

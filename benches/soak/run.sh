@@ -36,13 +36,10 @@ SKOPEO_TIMEOUT=300   # timeout(1) of one client skopeo copy
 STOP_GRACE=30        # seconds the clients get to finish their operation at the end
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# Shared helpers: log, die, free_port, start/wait_ready, stop_pid.
+# shellcheck source=benches/common.sh
+source "$REPO/benches/common.sh"
 MG="$REPO/target/release/mirrorgate"
-
-log() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf 'error: %s\n' "$*" >&2
-    exit 1
-}
 
 for n in KEEP MULTI; do
     [[ ${!n} =~ ^[01]$ ]] || die "$n must be 0 or 1 (got '${!n}')"
@@ -101,27 +98,6 @@ SAMPLES="$WORK/samples.tsv"
 PIDS=()    # processes started by this script and still running
 GROUPS_=() # process groups of the loops (clients, flapper): each stopped as a whole
 
-forget_pid() {
-    local pid=$1 kept=() p
-    for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
-    PIDS=("${kept[@]}")
-}
-
-# Stops one process started here: SIGTERM, up to 5 s, then SIGKILL; reaps it.
-stop_pid() {
-    local pid=$1 i
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-    forget_pid "$pid"
-}
-
 # Stops a loop's process group (the loop, its curl/skopeo, the flapper's registry): SIGTERM, up
 # to 5 s, SIGKILL. The group's leader is a child of this shell; it is reaped.
 stop_group() {
@@ -174,52 +150,6 @@ spawn_group() {
     SPAWNED=$!
     set +m
     GROUPS_+=("$SPAWNED")
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-# wait_ready NAME PID URL: until URL answers 200 (true), PID exits or READY_TIMEOUT passes (false).
-wait_ready() {
-    local name=$1 pid=$2 url=$3 deadline code
-    deadline=$((SECONDS + READY_TIMEOUT))
-    while ((SECONDS < deadline)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            log "$name exited while starting"
-            return 1
-        fi
-        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true)
-        if [ "$code" = 200 ]; then
-            # Another process holding the port would answer while ours failed to bind.
-            sleep 0.2
-            kill -0 "$pid" 2>/dev/null && return 0
-            log "$name exited after its port answered (port taken?)"
-            return 1
-        fi
-        sleep 0.1
-    done
-    log "$name did not answer 200 on $url within ${READY_TIMEOUT}s"
-    return 1
-}
-
-# start NAME LAUNCHER READY_PATH: runs `LAUNCHER PORT` on a fresh free port (the launcher writes
-# its configuration, starts the process in the background and sets LAUNCHED_PID) until the
-# server is ready; sets STARTED_PORT and STARTED_PID.
-start() {
-    local name=$1 launcher=$2 path=$3 attempt port
-    for ((attempt = 1; attempt <= START_ATTEMPTS; attempt++)); do
-        port=$(free_port)
-        "$launcher" "$port"
-        if wait_ready "$name" "$LAUNCHED_PID" "http://127.0.0.1:$port$path"; then
-            STARTED_PORT=$port
-            STARTED_PID=$LAUNCHED_PID
-            log "$name ready on 127.0.0.1:$port (pid $STARTED_PID)"
-            return 0
-        fi
-        stop_pid "$LAUNCHED_PID"
-    done
-    die "$name did not start in $START_ATTEMPTS attempts (logs below)"
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,79 @@
+# shellcheck shell=bash
+# Shell helpers shared by the benchmark scripts (benches/load/run.sh, benches/soak/run.sh):
+# logging, starting servers on free loopback ports until they answer, stopping them.
+# The sourcing script sets READY_TIMEOUT, START_ATTEMPTS and the array PIDS (every process it
+# started, for its cleanup).
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+forget_pid() {
+    local pid=$1 kept=() p
+    for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || kept+=("$p"); done
+    PIDS=("${kept[@]}")
+}
+
+# Stops one process started here: SIGTERM, up to 5 s, then SIGKILL; reaps it.
+stop_pid() {
+    local pid=$1 i
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < 50; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+    forget_pid "$pid"
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_ready NAME PID URL: until URL answers 200 (true), PID exits or READY_TIMEOUT passes (false).
+wait_ready() {
+    local name=$1 pid=$2 url=$3 deadline code
+    deadline=$((SECONDS + READY_TIMEOUT))
+    while ((SECONDS < deadline)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            log "$name exited while starting"
+            return 1
+        fi
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true)
+        if [ "$code" = 200 ]; then
+            # Another process holding the port would answer while ours failed to bind.
+            sleep 0.2
+            kill -0 "$pid" 2>/dev/null && return 0
+            log "$name exited after its port answered (port taken?)"
+            return 1
+        fi
+        sleep 0.1
+    done
+    log "$name did not answer 200 on $url within ${READY_TIMEOUT}s"
+    return 1
+}
+
+# start NAME LAUNCHER READY_PATH: runs `LAUNCHER PORT` on a fresh free port (the launcher writes
+# its configuration, starts the process in the background and sets LAUNCHED_PID) until the
+# server is ready; sets STARTED_PORT and STARTED_PID.
+start() {
+    local name=$1 launcher=$2 path=$3 attempt port
+    for ((attempt = 1; attempt <= START_ATTEMPTS; attempt++)); do
+        port=$(free_port)
+        "$launcher" "$port"
+        if wait_ready "$name" "$LAUNCHED_PID" "http://127.0.0.1:$port$path"; then
+            STARTED_PORT=$port
+            STARTED_PID=$LAUNCHED_PID
+            log "$name ready on 127.0.0.1:$port (pid $STARTED_PID)"
+            return 0
+        fi
+        stop_pid "$LAUNCHED_PID"
+    done
+    die "$name did not start in $START_ATTEMPTS attempts (logs below)"
+}
