@@ -44,7 +44,9 @@ impl Proxy {
         let logical = repository.with_digest(digest);
         // The rules decide first: a stored blob is only served where they allow a pull.
         let candidates = self.blob_candidates(repository, &logical)?;
-        self.wait_for_commit(digest).await;
+        if self.cache.blobs.size(digest).is_none() {
+            self.wait_for_commit(digest).await;
+        }
         if self.cache.blobs.size(digest).is_some() {
             self.may_serve_cached(&logical, &candidates, "blob").await?;
         }
@@ -527,6 +529,75 @@ impl Proxy {
         }
         Ok(candidates)
     }
+
+    /// A blob streamed straight from an upstream, holding `slot` until its body is done; a whole
+    /// blob is verified on the way, and bounded by the `expected` size if its length is not
+    /// announced.
+    fn passthrough_response(
+        &self,
+        upstream: reqwest::Response,
+        slot: FetchSlot,
+        expected: Option<u64>,
+        digest: &Digest,
+        physical: Reference,
+        head: bool,
+    ) -> Response<Body> {
+        let stats = self.cache.stats.clone();
+        let on_corrupt = self.corrupt_recorder();
+        let status = upstream.status();
+        let partial = status == StatusCode::PARTIAL_CONTENT;
+        let announced = announced_length(&upstream);
+        // A whole blob without a length announced is bounded by its manifest's size.
+        let length = if partial {
+            announced
+        } else {
+            announced.or(expected)
+        };
+        let content_range = upstream.headers().get(header::CONTENT_RANGE).cloned();
+        // The slot is held until the body is consumed or dropped.
+        let bytes = upstream.bytes_stream().map(move |chunk| {
+            let _held = &slot;
+            chunk
+        });
+        let body = if head {
+            empty_body()
+        } else if partial {
+            // A part cannot be checked against the digest of the whole blob; it is passed through.
+            StreamBody::new(
+                bytes
+                    .map_ok(hyper::body::Frame::data)
+                    .map_err(std::io::Error::other),
+            )
+            .boxed_unsync()
+        } else {
+            let verified = Verified::new(
+                bytes,
+                digest.clone(),
+                length,
+                move |outcome| match outcome {
+                    Outcome::Complete(_) => {}
+                    Outcome::Corrupt(reason) => {
+                        tracing::warn!(served_by = %physical, %reason, "blob aborted: corrupt; the source is skipped for this blob for a while");
+                        on_corrupt(&physical);
+                    }
+                    Outcome::Broken(reason) => {
+                        tracing::warn!(served_by = %physical, %reason, "blob aborted");
+                    }
+                },
+            );
+            StreamBody::new(verified.map_ok(move |chunk| {
+                CacheStats::add(&stats.bytes_from_upstream, chunk.len() as u64);
+                hyper::body::Frame::data(chunk)
+            }))
+            .boxed_unsync()
+        };
+        let status = if partial {
+            StatusCode::PARTIAL_CONTENT
+        } else {
+            StatusCode::OK
+        };
+        blob_response(status, length, digest, content_range, body)
+    }
 }
 
 /// `GET|HEAD /v2/<path>/blobs/<digest>` for a physical reference, following redirects (blob
@@ -699,77 +770,6 @@ fn parse_range(header: &HeaderValue, size: u64) -> RangeAnswer {
             RangeAnswer::Unsatisfiable
         }
         Some(Some((start, end))) => RangeAnswer::Part { start, end },
-    }
-}
-
-impl Proxy {
-    /// A blob streamed straight from an upstream, holding `slot` until its body is done; a whole
-    /// blob is verified on the way, and bounded by the `expected` size if its length is not
-    /// announced.
-    fn passthrough_response(
-        &self,
-        upstream: reqwest::Response,
-        slot: FetchSlot,
-        expected: Option<u64>,
-        digest: &Digest,
-        physical: Reference,
-        head: bool,
-    ) -> Response<Body> {
-        let stats = self.cache.stats.clone();
-        let on_corrupt = self.corrupt_recorder();
-        let status = upstream.status();
-        let partial = status == StatusCode::PARTIAL_CONTENT;
-        let announced = announced_length(&upstream);
-        // A whole blob without a length announced is bounded by its manifest's size.
-        let length = if partial {
-            announced
-        } else {
-            announced.or(expected)
-        };
-        let content_range = upstream.headers().get(header::CONTENT_RANGE).cloned();
-        // The slot is held until the body is consumed or dropped.
-        let bytes = upstream.bytes_stream().map(move |chunk| {
-            let _held = &slot;
-            chunk
-        });
-        let body = if head {
-            empty_body()
-        } else if partial {
-            // A part cannot be checked against the digest of the whole blob; it is passed through.
-            StreamBody::new(
-                bytes
-                    .map_ok(hyper::body::Frame::data)
-                    .map_err(std::io::Error::other),
-            )
-            .boxed_unsync()
-        } else {
-            let verified = Verified::new(
-                bytes,
-                digest.clone(),
-                length,
-                move |outcome| match outcome {
-                    Outcome::Complete(_) => {}
-                    Outcome::Corrupt(reason) => {
-                        tracing::warn!(served_by = %physical, %reason, "blob aborted: corrupt; the source is skipped for this blob for a while");
-                        on_corrupt(&physical);
-                    }
-                    Outcome::Broken(reason) => {
-                        tracing::warn!(served_by = %physical, %reason, "blob aborted");
-                    }
-                },
-            );
-            StreamBody::new(verified.map_ok(move |chunk| {
-                CacheStats::add(&stats.bytes_from_upstream, chunk.len() as u64);
-                hyper::body::Frame::data(chunk)
-            }))
-            .boxed_unsync()
-        };
-        let status = if partial {
-            StatusCode::PARTIAL_CONTENT
-        } else {
-            StatusCode::OK
-        };
-        blob_response(status, length, digest, content_range, body)
     }
 }
 
