@@ -87,28 +87,42 @@ fn a_read_with_a_body_is_refused_unread() {
     );
 }
 
-#[test]
-fn upstream_fetches_beyond_the_bound_wait_then_get_429_with_retry_after() {
+/// A mirrorgate with one upstream fetch slot (and a 200 ms queue) in front of a slow mirror (an
+/// ITMS and IDMS NeverContactSource route) holding `image` as `ns/app:v1`.
+fn one_slot_proxy(image: &support::Image, extra_yaml: &str) -> (Registry, Throttle, Mirrorgate) {
     let mirror = Registry::start();
-    let image = support::single_arch("fetch-slots", &[2 * 1024 * 1024, 1000]);
-    support::push(&image, &format!("{}/ns/app:v1", mirror.addr()));
-    // Slow bodies keep the first fetch under way for more than a second.
+    support::push(image, &format!("{}/ns/app:v1", mirror.addr()));
+    // Slow bodies keep a fetch under way for more than a second.
     let front = Throttle::start(mirror.endpoint());
+    let never = |rules: &str| {
+        rules.replace(
+            "\n    mirrors",
+            "\n    mirrorSourcePolicy: NeverContactSource\n    mirrors",
+        )
+    };
+    let rules = never(RULES)
+        + "---\n"
+        + &never(
+            &RULES
+                .replace("ImageDigestMirrorSet", "ImageTagMirrorSet")
+                .replace("imageDigestMirrors", "imageTagMirrors"),
+        );
     let proxy = Mirrorgate::start(
-        RULES
-            .replace(
-                "\n    mirrors",
-                "\n    mirrorSourcePolicy: NeverContactSource\n    mirrors",
-            )
-            .as_str(),
+        &rules,
         &[("mirror.test", &front.endpoint())],
-        "limits:\n  max_upstream_fetches: 1\n  upstream_queue_timeout: 200ms\n",
+        &format!(
+            "limits:\n  max_upstream_fetches: 1\n  upstream_queue_timeout: 200ms\n{extra_yaml}"
+        ),
     );
-    let (big, small) = (&image.layers[0], &image.layers[1]);
+    (mirror, front, proxy)
+}
+
+/// Starts a GET of the blob `digest` (slow: it holds the only fetch slot) and returns once the
+/// slot is taken; the thread answers the GET's status.
+fn hold_the_only_slot(proxy: &Mirrorgate, digest: &str) -> std::thread::JoinHandle<u16> {
     let addr = proxy.addr();
-    let big_path = format!("/v2/source.test/ns/app/blobs/{big}");
-    let first = std::thread::spawn(move || support::http_get(&addr, &big_path, &[]).status);
-    // Until the first fetch holds the only slot.
+    let path = format!("/v2/source.test/ns/app/blobs/{digest}");
+    let holder = std::thread::spawn(move || support::http_get(&addr, &path, &[]).status);
     let gauge = "mirrorgate_upstream_fetches_in_flight 1";
     for _ in 0..100 {
         if proxy.get("/metrics", &[]).text().contains(gauge) {
@@ -116,6 +130,15 @@ fn upstream_fetches_beyond_the_bound_wait_then_get_429_with_retry_after() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    holder
+}
+
+#[test]
+fn upstream_fetches_beyond_the_bound_wait_then_get_429_with_retry_after() {
+    let image = support::single_arch("fetch-slots", &[2 * 1024 * 1024, 1000]);
+    let (_mirror, _front, proxy) = one_slot_proxy(&image, "");
+    let (big, small) = (&image.layers[0], &image.layers[1]);
+    let first = hold_the_only_slot(&proxy, big);
     let small_path = format!("/v2/source.test/ns/app/blobs/{small}");
     let refused = proxy.get(&small_path, &[]);
     let first_status = first.join().unwrap();
@@ -135,6 +158,26 @@ fn upstream_fetches_beyond_the_bound_wait_then_get_429_with_retry_after() {
             200,
             200
         )
+    );
+}
+
+#[test]
+fn a_known_tag_is_answered_from_the_cache_when_no_fetch_slot_is_free() {
+    let image = support::single_arch("busy-tag", &[2 * 1024 * 1024]);
+    // tag_ttl 0s: every tag pull wants to revalidate.
+    let (_mirror, _front, proxy) = one_slot_proxy(&image, "cache:\n  tag_ttl: 0s\n");
+    let tag_path = "/v2/source.test/ns/app/manifests/v1";
+    let first = proxy.get(tag_path, &[]);
+    let holder = hold_the_only_slot(&proxy, &image.layers[0]);
+    let busy = proxy.get(tag_path, &[]);
+    holder.join().unwrap();
+    assert_eq!(
+        (
+            first.status,
+            busy.status,
+            busy.header("docker-content-digest").map(str::to_owned)
+        ),
+        (200, 200, Some(image.manifest_digest.clone()))
     );
 }
 

@@ -148,7 +148,22 @@ impl Proxy {
         let known = answer
             .as_ref()
             .and_then(|a| Some((a, self.cached_manifest(&a.digest)?)));
-        let _slot = self.fetch_slots.acquire(logical.as_str()).await?;
+        let _slot = match self.fetch_slots.acquire(logical.as_str()).await {
+            Ok(slot) => slot,
+            // Too busy to ask: like an upstream failure, a recent enough answer is served.
+            Err(busy) => {
+                return match known {
+                    Some((answer, cached))
+                        if answer.confirmed_at.elapsed() < self.cache.stale_if_error =>
+                    {
+                        CacheStats::count(&self.cache.stats.stale_served);
+                        tracing::warn!(reference = %logical, digest = %answer.digest, "no upstream fetch slot free; serving the last known answer");
+                        Ok(cached)
+                    }
+                    _ => Err(busy),
+                };
+            }
+        };
         if known.is_some() {
             CacheStats::count(&self.cache.stats.tag_revalidations);
         }
