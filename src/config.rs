@@ -257,8 +257,24 @@ impl Config {
     pub fn from_yaml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig =
             serde_saphyr::from_str(text).map_err(|err| parse_error(&err, origin))?;
+        let clients_stated = raw.clients.is_some();
         let config = raw.into_config();
         config.validate(origin)?;
+        // Anonymous access is the default only where nobody else can connect: on any other
+        // address it would lend the pull secret and the network position to whoever reaches it,
+        // so the file has to say so.
+        if !clients_stated && !config.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid {
+                origin: origin.to_owned(),
+                key: "clients".to_owned(),
+                message: format!(
+                    "listen {} is not a loopback address: say who may pull (clients.mode htpasswd \
+                     or token, or anonymous to let everyone who reaches it pull with mirrorgate's \
+                     credentials and network position)",
+                    config.listen
+                ),
+            });
+        }
         Ok(config)
     }
 
@@ -1934,5 +1950,20 @@ watch: true                     # reload rule files and this file on change (als
     fn the_shipped_example_file_states_the_defaults() {
         let shipped = include_str!("../config/mirrorgate.yaml");
         assert_eq!(parse(shipped).ok(), Some(Config::default()));
+    }
+
+    #[test]
+    fn a_non_loopback_listen_needs_the_clients_section() {
+        let err = error_text("listen: 0.0.0.0:5000\n");
+        assert!(
+            err.contains("clients: listen 0.0.0.0:5000 is not a loopback address"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_non_loopback_listen_with_explicit_anonymous_clients_is_accepted() {
+        let config = parse("listen: \"[::]:5000\"\nclients:\n  mode: anonymous\n");
+        assert!(config.is_ok(), "{config:?}");
     }
 }
