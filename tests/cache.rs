@@ -503,3 +503,34 @@ fn a_blob_is_passed_through_uncached_when_the_disk_is_short_of_min_free_space() 
         (200, true, true, Vec::new(), Some("2".to_owned()))
     );
 }
+
+#[test]
+fn a_first_client_that_falls_behind_its_download_still_gets_every_byte() {
+    let mirror = Registry::start();
+    let image = single_arch("slow-leader", &[24 * 1024 * 1024]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let proxy = Mirrorgate::start(&rules(&[MIRROR]), &[(MIRROR, &mirror.endpoint())], "");
+    let layer = &image.layers[0];
+    let mut stream = std::net::TcpStream::connect(proxy.addr()).unwrap();
+    std::io::Write::write_all(
+        &mut stream,
+        format!(
+            "GET /v2/{SOURCE}/ns/app/blobs/{layer} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    // Not reading: the download runs ahead of this client, which then reads the rest from the file.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut answer = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut answer).unwrap();
+    let body_at = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(answer.len(), |p| p + 4);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200") && answer[body_at..] == image.blob(layer)[..],
+        "{} bytes of body",
+        answer.len() - body_at
+    );
+}

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::watch;
 
 use super::lru::Lru;
@@ -199,11 +199,11 @@ impl BlobStore {
     }
 
     /// A new temporary file for a blob that is about to stream in.
-    pub async fn temp_file(&self) -> io::Result<(PathBuf, tokio::fs::File)> {
+    pub async fn temp_file(&self) -> io::Result<(PathBuf, TempWriter)> {
         let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
         let path = self.tmp.join(format!("blob-{}-{n}", std::process::id()));
-        let file = tokio::fs::File::create(&path).await?;
-        Ok((path, file))
+        let file = tokio::fs::File::create(&path).await?.into_std().await;
+        Ok((path, TempWriter::new(file)))
     }
 
     /// Moves a verified temporary file into the store, then evicts down to the bound.
@@ -254,6 +254,114 @@ impl BlobStore {
     /// Whether the store is empty.
     pub fn is_empty(&self) -> bool {
         self.lock().is_empty()
+    }
+}
+
+/// Writes a downloading blob to its temporary file without holding up the download.
+///
+/// File writes block, so they run on tokio's blocking pool. Awaiting each one before taking
+/// the next network chunk would make the download as slow as network, hash and disk in a row;
+/// instead chunks are collected (not copied) into batches of [`WRITE_BATCH`] bytes, and a batch
+/// is written while the next one fills. The download only waits when the disk is slower than the
+/// network.
+pub struct TempWriter {
+    /// `None` while a batch is being written.
+    file: Option<std::fs::File>,
+    in_flight: Option<tokio::task::JoinHandle<(std::fs::File, io::Result<u64>)>>,
+    pending: Vec<Bytes>,
+    pending_len: usize,
+    /// Bytes known to be in the file.
+    written: u64,
+}
+
+/// How many bytes a [`TempWriter`] collects before it writes them.
+pub const WRITE_BATCH: usize = 1 << 20;
+
+impl TempWriter {
+    fn new(file: std::fs::File) -> TempWriter {
+        TempWriter {
+            file: Some(file),
+            in_flight: None,
+            pending: Vec::new(),
+            pending_len: 0,
+            written: 0,
+        }
+    }
+
+    /// Adds a chunk. When a batch is full it is handed to the blocking pool (after the previous
+    /// batch is done); returns the bytes known to be in the file when that changed.
+    pub async fn push(&mut self, chunk: Bytes) -> io::Result<Option<u64>> {
+        self.pending_len += chunk.len();
+        self.pending.push(chunk);
+        if self.pending_len < WRITE_BATCH {
+            return Ok(None);
+        }
+        let before = self.written;
+        self.finish_in_flight().await?;
+        self.start_batch();
+        Ok((self.written != before).then_some(self.written))
+    }
+
+    /// Writes everything pushed; returns the bytes in the file.
+    pub async fn flush(&mut self) -> io::Result<u64> {
+        self.finish_in_flight().await?;
+        self.start_batch();
+        self.finish_in_flight().await?;
+        Ok(self.written)
+    }
+
+    /// Writes everything pushed and makes the file's data durable.
+    pub async fn sync_data(&mut self) -> io::Result<()> {
+        self.flush().await?;
+        let file = self.take_file()?;
+        let (file, result) = tokio::task::spawn_blocking(move || {
+            let result = file.sync_data();
+            (file, result)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        self.file = Some(file);
+        result
+    }
+
+    fn take_file(&mut self) -> io::Result<std::fs::File> {
+        self.file
+            .take()
+            .ok_or_else(|| io::Error::other("an earlier write of this file failed"))
+    }
+
+    fn start_batch(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let Ok(mut file) = self.take_file() else {
+            return;
+        };
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_len = 0;
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let result = batch
+                .iter()
+                .try_for_each(|chunk| file.write_all(chunk))
+                .map(|()| batch.iter().map(|c| c.len() as u64).sum());
+            (file, result)
+        }));
+    }
+
+    async fn finish_in_flight(&mut self) -> io::Result<()> {
+        let Some(in_flight) = self.in_flight.take() else {
+            // A file lost to an earlier failure stays lost.
+            return self
+                .file
+                .as_ref()
+                .map(|_| ())
+                .ok_or_else(|| io::Error::other("an earlier write of this file failed"));
+        };
+        let (file, result) = in_flight.await.map_err(io::Error::other)?;
+        self.file = Some(file);
+        self.written += result?;
+        Ok(())
     }
 }
 
@@ -319,6 +427,7 @@ pub fn follow(
     temp: Arc<PathBuf>,
     stored: PathBuf,
     state: watch::Receiver<DownloadState>,
+    start: u64,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send {
     struct Follower {
         temp: Arc<PathBuf>,
@@ -332,7 +441,7 @@ pub fn follow(
         temp,
         stored,
         file: None,
-        position: 0,
+        position: start,
         state,
         done: false,
     };
@@ -370,6 +479,13 @@ pub fn follow(
                             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                                 tokio::fs::File::open(&f.stored).await
                             }
+                            opened => opened,
+                        };
+                        let opened = match opened {
+                            Ok(mut file) if f.position > 0 => file
+                                .seek(io::SeekFrom::Start(f.position))
+                                .await
+                                .map(|_| file),
                             opened => opened,
                         };
                         match opened {

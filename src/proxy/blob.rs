@@ -12,11 +12,12 @@ use std::collections::HashSet;
 use std::io::{Seek, SeekFrom};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, watch};
 
 use super::admission::FetchSlot;
 use super::sizes;
@@ -29,8 +30,62 @@ use crate::reference::{Digest, Reference};
 use crate::rules::Role;
 use crate::upstream::UpstreamRequest;
 
-/// How many bytes a download writes between two announcements of its progress to readers.
-const PUBLISH_EVERY: u64 = 1 << 20;
+/// Chunks queued for the client that started a download before it counts as lagging.
+const LEADER_QUEUE: usize = 64;
+
+/// What a download hands the client that started it.
+#[derive(Debug)]
+pub(super) enum Piece {
+    /// The next bytes (never the last ones before the digest is verified).
+    Data(Bytes),
+    /// Every byte was sent and verified.
+    Done,
+}
+
+/// The body of the client that started a download: bytes from memory as they arrive, then, if
+/// the queue was dropped before `Done` (the client lagged, or the download failed), the rest
+/// from the file, where [`follow`] applies the same rules as for every other reader.
+fn lead(
+    leader: mpsc::Receiver<Piece>,
+    temp: Arc<std::path::PathBuf>,
+    stored: std::path::PathBuf,
+    state: watch::Receiver<DownloadState>,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send {
+    type Rest = futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>;
+    enum Source {
+        Memory(
+            mpsc::Receiver<Piece>,
+            u64,
+            Box<(
+                Arc<std::path::PathBuf>,
+                std::path::PathBuf,
+                watch::Receiver<DownloadState>,
+            )>,
+        ),
+        File(Rest),
+    }
+    futures_util::stream::unfold(
+        Source::Memory(leader, 0, Box::new((temp, stored, state))),
+        |source| async move {
+            let mut rest = match source {
+                Source::Memory(mut leader, position, file) => match leader.recv().await {
+                    Some(Piece::Data(bytes)) => {
+                        let position = position + bytes.len() as u64;
+                        return Some((Ok(bytes), Source::Memory(leader, position, file)));
+                    }
+                    Some(Piece::Done) => return None,
+                    None => {
+                        let (temp, stored, state) = *file;
+                        follow(temp, stored, state, position).boxed()
+                    }
+                },
+                Source::File(rest) => rest,
+            };
+            let next = rest.next().await?;
+            Some((next, Source::File(rest)))
+        },
+    )
+}
 
 impl Proxy {
     /// `GET|HEAD /v2/<name>/blobs/<digest>`, with `Range`.
@@ -92,7 +147,7 @@ impl Proxy {
         } else {
             Some(self.fetch_slots.acquire(logical.as_str()).await?)
         };
-        let mut state = self.join_download(&logical, digest, candidates, slot);
+        let (mut state, leader) = self.join_download(&logical, digest, candidates, slot);
         loop {
             let current = state.borrow_and_update().clone();
             match current {
@@ -103,11 +158,15 @@ impl Proxy {
                 }
                 DownloadState::Streaming { temp, len, .. } => {
                     let stats = self.cache.stats.clone();
-                    let body =
-                        follow(temp, self.cache.blobs.path(digest), state).map_ok(move |chunk| {
-                            CacheStats::add(&stats.bytes_from_upstream, chunk.len() as u64);
-                            hyper::body::Frame::data(chunk)
-                        });
+                    let stored = self.cache.blobs.path(digest);
+                    let bytes = match leader {
+                        Some(leader) => lead(leader, temp, stored, state).boxed(),
+                        None => follow(temp, stored, state, 0).boxed(),
+                    };
+                    let body = bytes.map_ok(move |chunk| {
+                        CacheStats::add(&stats.bytes_from_upstream, chunk.len() as u64);
+                        hyper::body::Frame::data(chunk)
+                    });
                     return Ok(blob_response(
                         StatusCode::OK,
                         len,
@@ -128,11 +187,12 @@ impl Proxy {
                     }
                     // Verified but not yet in the store: read it where it is.
                     let stats = self.cache.stats.clone();
-                    let body =
-                        follow(temp, self.cache.blobs.path(digest), state).map_ok(move |chunk| {
+                    let body = follow(temp, self.cache.blobs.path(digest), state, 0).map_ok(
+                        move |chunk| {
                             CacheStats::add(&stats.bytes_from_upstream, chunk.len() as u64);
                             hyper::body::Frame::data(chunk)
-                        });
+                        },
+                    );
                     return Ok(blob_response(
                         StatusCode::OK,
                         Some(len),
@@ -203,13 +263,17 @@ impl Proxy {
         digest: &Digest,
         candidates: Vec<(Reference, Role)>,
         slot: Option<FetchSlot>,
-    ) -> watch::Receiver<DownloadState> {
+    ) -> (
+        watch::Receiver<DownloadState>,
+        Option<mpsc::Receiver<Piece>>,
+    ) {
         let mut downloads = self.downloads.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((state, _)) = downloads.get(digest.as_str()) {
             CacheStats::count(&self.cache.stats.coalesced);
-            return state.clone();
+            return (state.clone(), None);
         }
         let (sender, receiver) = watch::channel(DownloadState::Connecting);
+        let (leader, leader_receiver) = mpsc::channel(LEADER_QUEUE);
         downloads.insert(
             digest.as_str().to_owned(),
             (receiver.clone(), logical.name().to_owned()),
@@ -218,7 +282,9 @@ impl Proxy {
         let logical = logical.clone();
         let digest = digest.clone();
         tokio::spawn(async move {
-            let outcome = this.download(&logical, &digest, candidates, &sender).await;
+            let outcome = this
+                .download(&logical, &digest, candidates, &sender, leader)
+                .await;
             drop(slot);
             // Leave the map before announcing the end: later requests find the store.
             this.downloads
@@ -227,7 +293,7 @@ impl Proxy {
                 .remove(digest.as_str());
             sender.send_replace(outcome);
         });
-        receiver
+        (receiver, Some(leader_receiver))
     }
 
     /// Downloads a blob into the store from the first candidate that has it, publishing the
@@ -238,7 +304,9 @@ impl Proxy {
         digest: &Digest,
         candidates: Vec<(Reference, Role)>,
         state: &watch::Sender<DownloadState>,
+        leader: mpsc::Sender<Piece>,
     ) -> DownloadState {
+        let mut leader = Some(leader);
         let expected = self.sizes.get(logical.name(), digest);
         // A full disk must cost the cache, not the pull: the readers fetch it for themselves.
         if !self.cache.blobs.has_room(expected.unwrap_or(0)) {
@@ -305,16 +373,22 @@ impl Proxy {
                 written: 0,
             });
             let mut hasher = Hasher::new(digest.algorithm());
+            // The newest chunk, held back from the leader until the next one (or the verdict).
+            let mut held: Option<Bytes> = None;
             let mut written: u64 = 0;
-            let mut published: u64 = 0;
             let mut body = response.bytes_stream();
             let ending = loop {
                 match body.next().await {
                     Some(Ok(chunk)) => {
-                        if let Err(error) = file.write_all(&chunk).await {
-                            break Outcome::Broken(format!("writing the blob store: {error}"));
-                        }
                         hasher.update(&chunk);
+                        // The client that started the download gets the bytes from memory while
+                        // it keeps up; once it lags (or leaves) it reads the file like the rest.
+                        if let Some(sender) = &leader
+                            && let Some(previous) = held.replace(chunk.clone())
+                            && sender.try_send(Piece::Data(previous)).is_err()
+                        {
+                            leader = None;
+                        }
                         written += chunk.len() as u64;
                         if len.is_some_and(|len| written > len) {
                             break Outcome::Corrupt(format!(
@@ -322,19 +396,19 @@ impl Proxy {
                                 len.unwrap_or_default()
                             ));
                         }
-                        // tokio's file completes writes in the background: readers may only be
-                        // told about bytes the OS has, so progress is published after a flush,
-                        // every MiB rather than every chunk (each flush is a thread hop).
-                        if written - published >= PUBLISH_EVERY {
-                            if let Err(error) = file.flush().await {
+                        // Readers are told about bytes once they are in the file.
+                        match file.push(chunk).await {
+                            Ok(Some(in_file)) => {
+                                state.send_modify(|s| {
+                                    if let DownloadState::Streaming { written: w, .. } = s {
+                                        *w = in_file;
+                                    }
+                                });
+                            }
+                            Ok(None) => {}
+                            Err(error) => {
                                 break Outcome::Broken(format!("writing the blob store: {error}"));
                             }
-                            published = written;
-                            state.send_modify(|s| {
-                                if let DownloadState::Streaming { written: w, .. } = s {
-                                    *w = published;
-                                }
-                            });
                         }
                     }
                     Some(Err(error)) => {
@@ -359,13 +433,19 @@ impl Proxy {
             };
             let committed = match ending {
                 Outcome::Complete(size) => match file.flush().await {
-                    Ok(()) => {
+                    Ok(_) => {
                         // The bytes are verified: readers may finish now, while the store
                         // makes them durable and takes them in.
                         state.send_replace(DownloadState::Complete {
                             len: size,
                             temp: temp.clone(),
                         });
+                        if let Some(sender) = leader.take() {
+                            let last = held.take().map(Piece::Data);
+                            if last.is_none_or(|last| sender.try_send(last).is_ok()) {
+                                let _ = sender.try_send(Piece::Done);
+                            }
+                        }
                         let stored = file
                             .sync_data()
                             .await
