@@ -212,19 +212,30 @@ impl BlobStore {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        // Renaming and indexing under the lock: an eviction of an older copy of the same blob
-        // cannot delete the new file.
+        // Indexing, evicting and renaming under the lock: an eviction of an older copy of the
+        // same blob cannot delete the new file. The evicted files go first, so that the store
+        // on disk never holds more than its bound, not even for a moment.
+        let key = digest.as_str().to_owned();
         let mut index = self.lock();
-        std::fs::rename(temp, &path)?;
         let entry = BlobEntry {
             size,
             readers: Arc::new(AtomicUsize::new(0)),
         };
-        let evicted = index.insert(digest.as_str().to_owned(), entry, size, |_, entry| {
+        let evicted = index.insert(key.clone(), entry, size, |_, entry| {
             entry.readers.load(Ordering::Acquire) > 0
         });
+        // A blob larger than the whole bound is evicted at once: it is not kept.
+        let kept = !evicted.iter().any(|(evicted, _)| *evicted == key);
         self.delete_evicted(evicted);
         CacheStats::set(&self.stats.blob_bytes, index.weight());
+        if !kept {
+            return std::fs::remove_file(temp);
+        }
+        if let Err(error) = std::fs::rename(temp, &path) {
+            index.remove(&key);
+            CacheStats::set(&self.stats.blob_bytes, index.weight());
+            return Err(error);
+        }
         Ok(())
     }
 
