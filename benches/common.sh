@@ -77,3 +77,27 @@ start() {
     done
     die "$name did not start in $START_ATTEMPTS attempts (logs below)"
 }
+
+# require_tools CMD:PACKAGE...: installs with apt-get (as root, or through sudo) the Debian
+# PACKAGE of every CMD that is missing; a CMD with an empty PACKAGE must be installed by hand.
+require_tools() {
+    local pair cmd pkg need_packages=() as_root=()
+    for pair in "$@"; do
+        cmd=${pair%%:*} pkg=${pair#*:}
+        if ! command -v "$cmd" >/dev/null 2>&1; then
+            [ -n "$pkg" ] || die "$cmd is missing (install the Rust toolchain)"
+            need_packages+=("$pkg")
+        fi
+    done
+    [ "${#need_packages[@]}" -gt 0 ] || return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 ||
+            die "missing ${need_packages[*]}: install them as root (apt-get install ${need_packages[*]})"
+        as_root=(sudo)
+    fi
+    command -v apt-get >/dev/null 2>&1 || die "missing ${need_packages[*]}, and apt-get is not available"
+    log "installing ${need_packages[*]}"
+    "${as_root[@]}" apt-get update -q >&2 || die "apt-get update failed"
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        "${need_packages[@]}" >&2 || die "apt-get install ${need_packages[*]} failed"
+}

@@ -31,7 +31,7 @@ ACCEPT="Accept: $MANIFEST_TYPE"
 BIG_SIZE=$((1024 * 1024 * 1024))
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-# Shared helpers: log, die, free_port, start/wait_ready, stop_pid.
+# Shared helpers: log, die, require_tools, free_port, start/wait_ready, stop_pid.
 # shellcheck source=benches/common.sh
 source "$REPO/benches/common.sh"
 MG="$REPO/target/release/mirrorgate"
@@ -56,29 +56,7 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Tools: install what is missing (Debian packages).
 # ---------------------------------------------------------------------------------------------
-need_packages=()
-for pair in nginx:nginx wrk:wrk skopeo:skopeo docker-registry:docker-registry curl:curl \
-    python3:python3 cargo:; do
-    cmd=${pair%%:*} pkg=${pair#*:}
-    if ! command -v "$cmd" >/dev/null 2>&1; then
-        [ -n "$pkg" ] || die "$cmd is missing (install the Rust toolchain)"
-        need_packages+=("$pkg")
-    fi
-done
-if [ "${#need_packages[@]}" -gt 0 ]; then
-    if [ "$(id -u)" -eq 0 ]; then
-        as_root=()
-    elif command -v sudo >/dev/null 2>&1; then
-        as_root=(sudo)
-    else
-        die "missing ${need_packages[*]}: install them as root (apt-get install ${need_packages[*]})"
-    fi
-    command -v apt-get >/dev/null 2>&1 || die "missing ${need_packages[*]}, and apt-get is not available"
-    log "installing ${need_packages[*]}"
-    "${as_root[@]}" apt-get update -q >&2 || die "apt-get update failed"
-    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        "${need_packages[@]}" >&2 || die "apt-get install ${need_packages[*]} failed"
-fi
+require_tools nginx:nginx wrk:wrk skopeo:skopeo docker-registry:docker-registry curl:curl python3:python3 cargo:
 
 # ---------------------------------------------------------------------------------------------
 # Work directory and cleanup.
