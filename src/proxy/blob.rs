@@ -99,10 +99,10 @@ impl Proxy {
         let logical = repository.with_digest(digest);
         // The rules decide first: a stored blob is only served where they allow a pull.
         let candidates = self.blob_candidates(repository, &logical)?;
-        if self.cache.blobs.size(digest).is_none() {
-            self.wait_for_commit(digest).await;
-        }
-        if self.cache.blobs.size(digest).is_some() {
+        // A hit costs one look at the index; only a miss checks for a commit under way.
+        let stored = self.cache.blobs.size(digest).is_some()
+            || (self.wait_for_commit(digest).await && self.cache.blobs.size(digest).is_some());
+        if stored {
             self.may_serve_cached(&logical, &candidates, "blob").await?;
         }
         if let Some(blob) = self.cache.blobs.open_blob(digest) {
@@ -225,20 +225,24 @@ impl Proxy {
 
     /// Waits while a download of `digest` whose bytes are all verified is being made durable
     /// and moved into the store (a moment), so that a request right after a pull — a `Range`
-    /// or `HEAD` especially, which would otherwise go upstream — finds the blob stored.
-    async fn wait_for_commit(&self, digest: &Digest) {
+    /// or `HEAD` especially, which would otherwise go upstream — finds the blob stored. Returns
+    /// whether it waited.
+    async fn wait_for_commit(&self, digest: &Digest) -> bool {
         let state = self
             .downloads
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(digest.as_str())
             .map(|(state, _)| state.clone());
-        let Some(mut state) = state else { return };
+        let Some(mut state) = state else {
+            return false;
+        };
         if !matches!(*state.borrow_and_update(), DownloadState::Complete { .. }) {
-            return;
+            return false;
         }
         // The download's sender is dropped once the blob is stored (or could not be).
         while state.changed().await.is_ok() {}
+        true
     }
 
     /// The outcome of a download the store has no room for.
