@@ -9,21 +9,19 @@
 //! then; a mismatch aborts every response and marks the source as corrupt for that blob.
 
 use std::collections::HashSet;
-use std::io::{Seek, SeekFrom};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
-use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 
 use super::admission::FetchSlot;
 use super::sizes;
 use super::verify::{Hasher, Outcome, Verified};
 use super::{AttemptFailure, Failure, Proxy, exhausted, summary};
-use crate::cache::blobs::{BlobFile, DownloadState, READ_CHUNK, follow};
+use crate::cache::blobs::{BlobFile, DownloadState, follow, read_range};
 use crate::cache::stats::CacheStats;
 use crate::http::{ApiError, Body, ErrorCode, Repository, empty_body};
 use crate::reference::{Digest, Reference};
@@ -362,7 +360,7 @@ impl Proxy {
             if !self.cache.blobs.has_room(len.unwrap_or(0)) {
                 return self.no_room(digest);
             }
-            let (temp, mut file) = match self.cache.blobs.temp_file().await {
+            let (temp, mut file) = match self.cache.blobs.temp_file(len).await {
                 Ok(temp) => temp,
                 Err(error) => {
                     tracing::warn!(%error, "cannot write to the blob store; serving uncached");
@@ -775,17 +773,9 @@ fn stored_blob_response(
     if head {
         return blob_response(status, Some(len), digest, content_range, empty_body());
     }
-    let BlobFile {
-        mut file, guard, ..
-    } = blob;
-    if start > 0
-        && let Err(error) = file.seek(SeekFrom::Start(start))
-    {
-        tracing::warn!(%error, "cannot seek in a stored blob");
-    }
+    let BlobFile { file, guard, .. } = blob;
     let stats = stats.clone();
-    let reader = tokio::fs::File::from_std(file).take(len);
-    let body = tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK).map(move |chunk| {
+    let body = read_range(file, start, len).map(move |chunk| {
         // The guard lives as long as the body: the blob cannot be evicted under a reader.
         let _ = &guard;
         if let Ok(chunk) = &chunk {
