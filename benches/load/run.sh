@@ -19,7 +19,7 @@ INFO=${INFO:-1}                    # 1: also measure mirrorgate with RUST_LOG=in
 BIG=${BIG:-1}                      # 1: the 1 GiB memory/concurrency check (needs 4 GiB free disk)
 COLD=${COLD:-1}                    # 1: cold pull of a 3-layer image, through mirrorgate vs direct
 COLD_LAYER_MIB=${COLD_LAYER_MIB:-64}  # size of each of the 3 layers of the cold-pull image
-COLD_ROUNDS=${COLD_ROUNDS:-7}      # cold pulls of each kind (medians are reported; a pull is noisy)
+COLD_ROUNDS=${COLD_ROUNDS:-11}     # cold pulls of each kind (medians are reported; a pull is noisy)
 BIG_CLIENTS=${BIG_CLIENTS:-32}     # concurrent GETs of the uncached 1 GiB blob
 BIG_MEMORY_MIB=${BIG_MEMORY_MIB:-64}  # cache.memory of the fresh mirrorgate in the 1 GiB check
 KEEP=${KEEP:-0}                    # 1: keep the work directory (logs, configs) after the run
