@@ -101,3 +101,29 @@ require_tools() {
     "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
         "${need_packages[@]}" >&2 || die "apt-get install ${need_packages[*]} failed"
 }
+
+# registry_config STORAGE PORT SECRET ACCESSLOG [PROXY_URL]: prints a Distribution registry
+# configuration on 127.0.0.1:PORT storing in STORAGE; ACCESSLOG is `true` to log every request (to
+# stdout), and PROXY_URL makes it a pull-through proxy of that registry.
+registry_config() {
+    local storage=$1 port=$2 secret=$3 accesslog=$4 proxy=${5:-}
+    cat <<EOF
+version: 0.1
+log:
+  level: error
+  formatter: text
+  accesslog:
+    disabled: $([ "$accesslog" = true ] && echo false || echo true)
+storage:
+  filesystem:
+    rootdirectory: $storage
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: 127.0.0.1:$port
+  secret: $secret
+EOF
+    if [ -n "$proxy" ]; then
+        printf 'proxy:\n  remoteurl: %s\n' "$proxy"
+    fi
+}

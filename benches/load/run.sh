@@ -292,22 +292,7 @@ launch_upstream() {
     local port=$1 dir="$WORK/upstream"
     mkdir -p "$UPSTREAM_STORAGE"
     # The access log (stdout) counts the requests that reach the upstream during each run.
-    cat >"$dir/config.yml" <<EOF
-version: 0.1
-log:
-  level: error
-  formatter: text
-  accesslog:
-    disabled: false
-storage:
-  filesystem:
-    rootdirectory: $UPSTREAM_STORAGE
-  cache:
-    blobdescriptor: inmemory
-http:
-  addr: 127.0.0.1:$port
-  secret: mirrorgate-load
-EOF
+    registry_config "$UPSTREAM_STORAGE" "$port" mirrorgate-load true >"$dir/config.yml"
     docker-registry serve "$dir/config.yml" >>"$WORK/logs/upstream.access.log" \
         2>>"$WORK/logs/upstream.log" &
     LAUNCHED_PID=$!
@@ -317,24 +302,8 @@ EOF
 launch_distribution() {
     local port=$1 dir="$WORK/distribution"
     mkdir -p "$dir/data"
-    cat >"$dir/config.yml" <<EOF
-version: 0.1
-log:
-  level: error
-  formatter: text
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $dir/data
-  cache:
-    blobdescriptor: inmemory
-http:
-  addr: 127.0.0.1:$port
-  secret: mirrorgate-load
-proxy:
-  remoteurl: http://127.0.0.1:$UPSTREAM_PORT
-EOF
+    registry_config "$dir/data" "$port" mirrorgate-load false "http://127.0.0.1:$UPSTREAM_PORT" \
+        >"$dir/config.yml"
     docker-registry serve "$dir/config.yml" >>"$WORK/logs/distribution.log" 2>&1 &
     LAUNCHED_PID=$!
     PIDS+=("$LAUNCHED_PID")

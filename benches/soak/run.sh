@@ -584,22 +584,7 @@ helper() { python3 "$HELPER" "$@"; }
 launch_registry() {
     local name=$1 port=$2 dir="$WORK/$1"
     mkdir -p "$dir/data"
-    cat >"$dir/config.yml" <<EOF
-version: 0.1
-log:
-  level: error
-  formatter: text
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $dir/data
-  cache:
-    blobdescriptor: inmemory
-http:
-  addr: 127.0.0.1:$port
-  secret: mirrorgate-soak
-EOF
+    registry_config "$dir/data" "$port" mirrorgate-soak false >"$dir/config.yml"
     docker-registry serve "$dir/config.yml" >>"$WORK/logs/$name.log" 2>&1 &
     LAUNCHED_PID=$!
     PIDS+=("$LAUNCHED_PID")
