@@ -127,3 +127,28 @@ EOF
         printf 'proxy:\n  remoteurl: %s\n' "$proxy"
     fi
 }
+
+# show_log FILE: the lines of FILE worth seeing when a run failed; a script may redefine it.
+show_log() { tail -n 15 "$1"; }
+
+# end_run RC: stops every process in PIDS; when RC is not 0 prints what show_log keeps of each log
+# in $WORK/logs; removes $WORK unless KEEP=1; exits with RC. Called from a script's EXIT trap.
+end_run() {
+    local rc=$1 pid f lines
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+    if [ "$rc" -ne 0 ]; then
+        echo "--- the run failed (exit $rc); last lines of the logs ---" >&2
+        for f in "$WORK"/logs/*.log; do
+            lines=$(show_log "$f")
+            [ -n "$lines" ] || continue
+            printf -- '--- %s\n%s\n' "$f" "$lines" >&2
+        done
+    fi
+    if [ "$KEEP" = 1 ]; then
+        echo "work directory kept: $WORK" >&2
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}

@@ -67,27 +67,14 @@ chmod 755 "$WORK"
 mkdir -p "$WORK/logs"
 PIDS=() # processes started by this script and still running
 
+# The upstream's access log is one line per request: no diagnosis there.
+show_log() { [ "${1##*/}" = upstream.access.log ] || tail -n 15 "$1"; }
+
 cleanup() {
-    local rc=$? pid f
+    local rc=$?
     trap - EXIT INT TERM
     set +e
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
-    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    if [ "$rc" -ne 0 ]; then
-        echo "--- the run failed (exit $rc); last lines of the logs ---" >&2
-        for f in "$WORK"/logs/*.log; do
-            # The upstream's access log is one line per request: no diagnosis there.
-            [ -s "$f" ] && [ "${f##*/}" != upstream.access.log ] || continue
-            echo "--- $f" >&2
-            tail -n 15 "$f" >&2
-        done
-    fi
-    if [ "$KEEP" = 1 ]; then
-        echo "work directory kept: $WORK" >&2
-    else
-        rm -rf "$WORK"
-    fi
-    exit "$rc"
+    end_run "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT

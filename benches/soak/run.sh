@@ -92,29 +92,16 @@ stop_group() {
     wait "$pgid" 2>/dev/null || true
 }
 
+# The registries log every 404 (the not-found operations) as an error: not news.
+show_log() { grep -v 'msg="response completed with error"' "$1" | tail -n 15; }
+
 cleanup() {
-    local rc=$? pid pgid f
+    local rc=$? pgid
     trap - EXIT INT TERM
     set +e
     touch "$STOP"
     for pgid in "${GROUPS_[@]}"; do stop_group "$pgid"; done
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
-    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
-    if [ "$rc" -ne 0 ]; then
-        echo "--- the run failed (exit $rc); last lines of the logs ---" >&2
-        for f in "$WORK"/logs/*.log; do
-            [ -s "$f" ] || continue
-            echo "--- $f" >&2
-            # The registries log every 404 (the not-found operations) as an error: not news.
-            grep -v 'msg="response completed with error"' "$f" | tail -n 15 >&2
-        done
-    fi
-    if [ "$KEEP" = 1 ]; then
-        echo "work directory kept: $WORK" >&2
-    else
-        rm -rf "$WORK"
-    fi
-    exit "$rc"
+    end_run "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
