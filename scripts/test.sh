@@ -1,13 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine with the Rust toolchain: style, lints, unit and
-# integration tests. The rule vectors are read from ../shared/vectors, beside the repository.
+# integration tests. The rule vectors are the project's own test data (tests/data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-if [ ! -f ../shared/vectors/mirror-vectors.yaml ]; then
-    echo "error: ../shared/vectors/mirror-vectors.yaml is missing (the shared directory sits beside the repository)" >&2
-    exit 1
-fi
 
 # The integration tests run real registries and clients: Debian's docker-registry (CNCF
 # Distribution) and skopeo. Install whichever is missing; nothing happens when both are present.

@@ -1,5 +1,5 @@
 //! `registries-conf` renders what the Machine Config Operator writes: every example in
-//! `../shared/vectors/registries-conf-examples.md` is rendered from its objects and compared, as
+//! `tests/data/registries-conf-examples.md` is rendered from its objects and compared, as
 //! parsed TOML, with the file shown there.
 
 use std::path::PathBuf;
@@ -22,8 +22,8 @@ fn fenced_block<'a>(section: &'a str, language: &str) -> Option<&'a str> {
 }
 
 fn examples() -> Vec<Example> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/vectors/registries-conf-examples.md");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/registries-conf-examples.md");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let examples: Vec<Example> = text
         .split("\n## ")

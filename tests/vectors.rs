@@ -1,4 +1,4 @@
-//! The shared rule-resolution vectors (`../shared/vectors/mirror-vectors.yaml`), run through the
+//! The rule-resolution vectors (`tests/data/mirror-vectors.yaml`), run through the
 //! library and through the `resolve --json` and `check` commands; all three must agree with every
 //! vector. (`management_vectors` describe HyperShift's management side, which mirrorgate
 //! deliberately does not copy, so they are not run.)
@@ -44,11 +44,10 @@ struct Attempt {
 }
 
 fn vectors() -> Vec<Vector> {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/mirror-vectors.yaml");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/mirror-vectors.yaml");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "{}: {e} (the vectors live beside the repository)",
+            "{}: {e} (the vectors are the project's own test data)",
             path.display()
         )
     });
