@@ -17,7 +17,7 @@
 //! Credentials are never logged, counted or echoed: errors name users and tokens by name, and
 //! the `Debug` of every type here redacts hashes and tokens.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -31,8 +31,9 @@ use serde::Deserialize;
 use serde_saphyr::{DefaultMessageFormatter, MessageFormatter};
 use sha2::{Digest as _, Sha256};
 
-use crate::config::{ClientMode, ClientsConfig};
 use crate::http::{ApiError, ApiRequest, Body, ErrorCode, full_body};
+use crate::reference::Host;
+use crate::settings::Invalid;
 
 /// The realm named in `WWW-Authenticate` challenges.
 pub const REALM: &str = "mirrorgate";
@@ -42,6 +43,115 @@ const VERIFIED_TTL: Duration = Duration::from_secs(120);
 const VERIFIED_CAPACITY: usize = 10_000;
 /// Tokens shorter than this are refused when the tokens file is read: they can be guessed.
 pub const MIN_TOKEN_LEN: usize = 16;
+
+/// The `clients` section: how clients authenticate and which repositories each may pull.
+///
+/// The files it names are read when the proxy starts (a bad one fails `serve`, naming the file
+/// and the line or key) and again on every reload; a reload whose files are bad keeps the access
+/// in force.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(from = "RawClients")]
+pub struct ClientsConfig {
+    /// How requests are authenticated.
+    pub mode: ClientMode,
+    /// Mode `htpasswd`: the file of `user:bcrypt-hash` lines (`htpasswd -B`).
+    pub htpasswd_file: Option<PathBuf>,
+    /// Mode `token`: the YAML file `tokens: [{name, token, scopes}]`.
+    pub tokens_file: Option<PathBuf>,
+    /// Mode `htpasswd`: the repository scopes of each user; a user not listed may pull
+    /// everything.
+    pub scopes: BTreeMap<String, Vec<Scope>>,
+}
+
+/// The `clients.mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientMode {
+    /// No credentials: everyone may pull everything.
+    #[default]
+    Anonymous,
+    /// `Authorization: Basic`, checked against `htpasswd_file`.
+    Htpasswd,
+    /// `Authorization: Bearer <token>`, looked up in `tokens_file`.
+    Token,
+}
+
+/// The section as written: every key optional, `null` meaning the default.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawClients {
+    mode: Option<ClientMode>,
+    htpasswd_file: Option<PathBuf>,
+    tokens_file: Option<PathBuf>,
+    scopes: Option<BTreeMap<String, Vec<Scope>>>,
+}
+
+impl From<RawClients> for ClientsConfig {
+    fn from(raw: RawClients) -> Self {
+        ClientsConfig {
+            mode: raw.mode.unwrap_or_default(),
+            htpasswd_file: raw.htpasswd_file,
+            tokens_file: raw.tokens_file,
+            scopes: raw.scopes.unwrap_or_default(),
+        }
+    }
+}
+
+impl ClientsConfig {
+    /// Checks that the mode has its file and that keys of other modes are not set; keys are
+    /// relative to the section.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        Invalid::empty_path("htpasswd_file", self.htpasswd_file.as_ref())?;
+        Invalid::empty_path("tokens_file", self.tokens_file.as_ref())?;
+        let (needed, unused): (Option<&str>, &[&str]) = match self.mode {
+            ClientMode::Anonymous => (None, &["htpasswd_file", "tokens_file", "scopes"]),
+            ClientMode::Htpasswd => (Some("htpasswd_file"), &["tokens_file"]),
+            ClientMode::Token => (Some("tokens_file"), &["htpasswd_file", "scopes"]),
+        };
+        let mode = match self.mode {
+            ClientMode::Anonymous => "anonymous",
+            ClientMode::Htpasswd => "htpasswd",
+            ClientMode::Token => "token",
+        };
+        let set = |key: &str| match key {
+            "htpasswd_file" => self.htpasswd_file.is_some(),
+            "tokens_file" => self.tokens_file.is_some(),
+            _ => !self.scopes.is_empty(),
+        };
+        if let Some(key) = needed
+            && !set(key)
+        {
+            return Err(Invalid::new(key, format!("mode {mode} needs {key}")));
+        }
+        if let Some(key) = unused.iter().find(|key| set(key)) {
+            let hint = if *key == "scopes" && self.mode == ClientMode::Token {
+                "; the scopes of a token are given in tokens_file"
+            } else {
+                ""
+            };
+            return Err(Invalid::new(
+                *key,
+                format!("not used with mode {mode}{hint}"),
+            ));
+        }
+        for (user, scopes) in &self.scopes {
+            if user.is_empty() || user.contains(':') {
+                return Err(Invalid::new(
+                    format!("scopes.{user:?}"),
+                    "not a user name (empty or has ':')",
+                ));
+            }
+            if scopes.is_empty() {
+                return Err(Invalid::new(
+                    format!("scopes.{user:?}"),
+                    "empty list: the user could pull nothing; remove the user from \
+                     htpasswd_file instead",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// A repository scope: `*` (everything), `<prefix>/*` (every repository under the prefix) or an
 /// exact logical repository name such as `quay.io/openshift-release-dev/ocp-release`.
@@ -125,7 +235,7 @@ impl FromStr for Scope {
             ));
         }
         let first = name.split('/').next().unwrap_or_default();
-        if !(first.contains(['.', ':']) || first == "localhost") {
+        if !Host::is_registry_component(first) {
             return Err(fail(
                 "a scope starts with the registry, e.g. docker.io/library/busybox or quay.io/ns/*",
             ));

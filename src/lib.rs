@@ -24,4 +24,6 @@ pub mod proxy;
 pub mod reference;
 pub mod reload;
 pub mod rules;
+pub mod settings;
+pub mod tls;
 pub mod upstream;

@@ -204,7 +204,8 @@ fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
     let upstream = Upstream::new(&config).context("cannot set up the upstream client")?;
     mirrorgate::access::Access::load(&config.clients)
         .context("the clients settings are invalid")?;
-    let tls = http::ServerTls::from_config(&config).context("the tls settings are invalid")?;
+    let tls = http::ServerTls::from_config(config.tls.as_ref())
+        .context("the tls settings are invalid")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -214,11 +215,7 @@ fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         tracing::info!(listen = %listener.local_addr()?, tls = tls.is_some(), "serving");
-        let proxy = Arc::new(
-            Proxy::new(Arc::new(rule_set), upstream, &config).with_context(|| {
-                format!("cannot open the cache in {}", config.cache.dir.display())
-            })?,
-        );
+        let proxy = Arc::new(Proxy::new(Arc::new(rule_set), upstream, &config)?);
         reload::spawn(proxy.clone(), config_path.clone(), config.clone());
         if let Some(address) = config.metrics_listen {
             let listener = TcpListener::bind(address)
@@ -344,7 +341,7 @@ fn check(args: &RuleArgs) -> Result<()> {
     Upstream::new(&config).context("the upstream settings are invalid")?;
     mirrorgate::access::Access::load(&config.clients)
         .context("the clients settings are invalid")?;
-    http::ServerTls::from_config(&config).context("the tls settings are invalid")?;
+    http::ServerTls::from_config(config.tls.as_ref()).context("the tls settings are invalid")?;
     let summary = rule_set.summary();
     match &config_path {
         Some(path) => println!("config: {} (listen {})", path.display(), config.listen),

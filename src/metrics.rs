@@ -20,7 +20,6 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::cache::stats::CacheStats;
-use crate::config::Config;
 use crate::rules::RuleSet;
 
 /// Latency buckets, in seconds: from cache hits (tens of µs) to slow upstreams.
@@ -323,7 +322,7 @@ impl Metrics {
 
     /// Records the rule set in force: objects per kind, the load time, and the registries that
     /// may appear as label values (with those of the configuration).
-    pub fn rules_loaded(&self, rules: &RuleSet, config: &Config) {
+    pub fn rules_loaded<'a>(&self, rules: &RuleSet, configured: impl Iterator<Item = &'a str>) {
         self.rules_loaded.clear();
         for (kind, count) in rules.summary().objects {
             self.rules_loaded
@@ -335,8 +334,7 @@ impl Metrics {
             .unwrap_or_default();
         self.last_reload.set(now.as_secs_f64());
         let (mut known, wildcards) = rules.registries();
-        known.extend(config.registries.keys().cloned());
-        known.insert(config.default_registry.clone());
+        known.extend(configured.map(str::to_owned));
         self.known_registries.store(Arc::new(known));
         self.known_wildcards.store(Arc::new(wildcards));
     }
@@ -445,7 +443,7 @@ mod tests {
             "rules.yaml",
         )
         .unwrap();
-        metrics.rules_loaded(&rules, &Config::default());
+        metrics.rules_loaded(&rules, ["docker.io"].into_iter());
         metrics
     }
 

@@ -15,6 +15,9 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
+mod host;
+pub use host::{Host, HostError};
+
 /// The registry that names without a domain belong to.
 pub const DEFAULT_DOMAIN: &str = "docker.io";
 /// An alias of [`DEFAULT_DOMAIN`] still found in old references.
@@ -227,9 +230,7 @@ impl<'a> Parts<'a> {
         }
         // The first component is a host only if it looks like one; `foo/bar` is Docker Hub.
         let (domain, remainder, named_domain) = match s.find('/') {
-            Some(i) if s[..i].contains(['.', ':']) || &s[..i] == "localhost" => {
-                (&s[..i], &s[i + 1..], true)
-            }
+            Some(i) if Host::is_registry_component(&s[..i]) => (&s[..i], &s[i + 1..], true),
             _ => (DEFAULT_DOMAIN, s, false),
         };
         let (domain, legacy) = if domain == LEGACY_DEFAULT_DOMAIN {
@@ -395,7 +396,7 @@ impl Reference {
     ) -> Result<Reference, ReferenceError> {
         // A domain that normalisation would not read as one (no `.` or `:`, not `localhost`)
         // has no canonical form: `registry1/ns/app` means `docker.io/registry1/ns/app`.
-        let looks_like_a_host = domain.contains(['.', ':']) || domain == "localhost";
+        let looks_like_a_host = Host::is_registry_component(domain);
         if !is_domain(domain) || !looks_like_a_host {
             return Err(ReferenceError::InvalidDomain(domain.to_owned()));
         }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
+use crate::access::Access;
 use crate::config::Config;
 use crate::proxy::Proxy;
 use crate::rules;
@@ -260,6 +261,13 @@ async fn reload(
         tracing::warn!(%warning, "rule warning");
     }
     proxy.replace_upstream(upstream);
+    // The clients files are read again with everything else; bad ones keep the access in force.
+    match Access::load(&config.clients) {
+        Ok(access) => proxy.replace_access(access),
+        Err(error) => {
+            tracing::error!(%error, "cannot reload the clients files; the access in force is kept");
+        }
+    }
     proxy.replace_rules(Arc::new(rule_set), &config);
     tracing::info!(
         files = summary.files.len(),

@@ -7,6 +7,7 @@
 //! the proxy decides what may be served and from where.
 
 pub mod blobs;
+mod config;
 pub mod flights;
 pub mod lru;
 pub mod manifests;
@@ -19,8 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::config::CacheConfig;
 use blobs::BlobStore;
+pub use config::CacheConfig;
 use manifests::ManifestStore;
 use stats::CacheStats;
 use tags::TagStore;

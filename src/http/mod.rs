@@ -1,21 +1,22 @@
 //! The OCI distribution API surface: the server loop, request routing and addressing ([`route`]),
-//! OCI error bodies ([`error`]), and HTTPS with a certificate reloaded on change ([`tls`]). What
+//! OCI error bodies ([`error`]), and HTTPS with a certificate reloaded on change ([`crate::tls`]). What
 //! each request gets is decided by [`crate::proxy`]; this module only speaks HTTP.
 
 pub mod error;
+mod limits;
 mod metrics_endpoint;
 pub mod route;
 mod server;
-pub mod tls;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
 
+pub use crate::tls::ServerTls;
 pub use error::{ApiError, ErrorCode};
+pub use limits::LimitsConfig;
 pub use metrics_endpoint::serve_metrics;
 pub use route::{ApiRequest, Repository};
 pub use server::serve;
-pub use tls::ServerTls;
 
 /// The response body type: whole buffers and streamed blobs alike. A stream that fails mid-body
 /// makes the server abort the connection, so a client never takes a cut body for a whole one.

@@ -13,7 +13,7 @@
 use http::Method;
 
 use super::error::{ApiError, ErrorCode};
-use crate::reference::{Digest, Reference};
+use crate::reference::{Digest, Host, Reference};
 
 /// A repository as the client addressed it, resolved to its logical upstream name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,9 +216,7 @@ fn repository(name: &str, params: &Params, default_registry: &str) -> Result<Rep
     let (domain, path) = match params.get("ns") {
         Some(ns) => (ns, name),
         None => match name.split_once('/') {
-            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
-                (first, rest)
-            }
+            Some((first, rest)) if Host::is_registry_component(first) => (first, rest),
             _ => (default_registry, name),
         },
     };

@@ -20,8 +20,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+use super::LimitsConfig;
 use super::{API_VERSION_HEADER, Body, ServerTls};
-use crate::config::LimitsConfig;
 use crate::proxy::Proxy;
 
 /// How long in-flight requests may take to finish once a stop is asked for.

@@ -16,7 +16,7 @@ mod reach;
 mod sizes;
 pub mod verify;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,13 +27,12 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::access::Access;
-use crate::cache::Cache;
+use crate::access::{Access, AccessError, ClientsConfig};
 use crate::cache::blobs::DownloadState;
 use crate::cache::flights::Flights;
 use crate::cache::manifests::StoredManifest;
 use crate::cache::stats::CacheStats;
-use crate::config::Config;
+use crate::cache::{Cache, CacheConfig};
 use crate::http::route;
 use crate::metrics::Metrics;
 use admission::FetchSlots;
@@ -43,7 +42,7 @@ use sizes::DescriptorSizes;
 use crate::http::{ApiError, ApiRequest, Body, ErrorCode, empty_body, full_body};
 use crate::reference::Reference;
 use crate::rules::{ResolveError, Role, RuleSet};
-use crate::upstream::{AttemptError, Upstream};
+use crate::upstream::{AttemptError, RegistrySettings, Upstream};
 
 /// How long a repository keeps pulling its blobs from the source that served its manifest.
 const AFFINITY_TTL: Duration = Duration::from_secs(600);
@@ -102,21 +101,77 @@ struct Affinity {
     at: Instant,
 }
 
+/// What the proxy is built from: the parts of the configuration it uses (the configuration
+/// converts into it).
+#[derive(Debug, Clone, Copy)]
+pub struct ProxySettings<'a> {
+    /// Who may pull (the `clients` section).
+    pub clients: &'a ClientsConfig,
+    /// The `cache` section.
+    pub cache: &'a CacheConfig,
+    /// The registry of names that do not name one.
+    pub default_registry: &'a str,
+    /// The registries configured by host (they may be contacted).
+    pub registries: &'a BTreeMap<String, RegistrySettings>,
+    /// Contact any registry a client names.
+    pub allow_any_registry: bool,
+    /// `/metrics` is served on another listener, not on the API address.
+    pub metrics_elsewhere: bool,
+    /// Upstream fetches under way at once (`limits.max_upstream_fetches`).
+    pub max_upstream_fetches: usize,
+    /// How long a request waits for an upstream fetch slot (`limits.upstream_queue_timeout`).
+    pub upstream_queue_timeout: Duration,
+}
+
+impl ProxySettings<'_> {
+    /// The registries the configuration names: `registries` and `default_registry`.
+    fn configured_registries(&self) -> impl Iterator<Item = &str> {
+        self.registries
+            .keys()
+            .map(String::as_str)
+            .chain(std::iter::once(self.default_registry))
+    }
+}
+
+/// Why a proxy could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The files of the `clients` section are bad.
+    #[error("the clients settings are invalid: {0}")]
+    Access(#[from] AccessError),
+    /// The cache directory cannot be opened.
+    #[error("cannot open the cache in {}: {cause}", dir.display())]
+    Cache {
+        /// The `cache.dir`.
+        dir: std::path::PathBuf,
+        /// The underlying error.
+        cause: io::Error,
+    },
+}
+
 impl Proxy {
     /// A proxy serving `rules` through `upstream`, with the caches and default registry of
-    /// `config`. Opening the cache removes leftover temporary files and indexes stored blobs.
-    pub fn new(rules: Arc<RuleSet>, upstream: Upstream, config: &Config) -> io::Result<Proxy> {
-        let access = Access::load(&config.clients).map_err(io::Error::other)?;
-        let cache = Cache::open(&config.cache)?;
+    /// `settings`. Opening the cache removes leftover temporary files and indexes stored blobs.
+    pub fn new<'a>(
+        rules: Arc<RuleSet>,
+        upstream: Upstream,
+        settings: impl Into<ProxySettings<'a>>,
+    ) -> Result<Proxy, OpenError> {
+        let settings: ProxySettings<'a> = settings.into();
+        let access = Access::load(settings.clients)?;
+        let cache = Cache::open(settings.cache).map_err(|cause| OpenError::Cache {
+            dir: settings.cache.dir.clone(),
+            cause,
+        })?;
         let metrics = Arc::new(Metrics::new(cache.stats.clone()));
-        metrics.rules_loaded(&rules, config);
+        metrics.rules_loaded(&rules, settings.configured_registries());
         Ok(Proxy {
-            reachable: ArcSwap::from_pointee(Reachable::new(&rules, config)),
+            reachable: ArcSwap::from_pointee(Reachable::new(&rules, &settings)),
             rules: ArcSwap::new(rules),
             upstream: ArcSwap::from_pointee(upstream),
-            default_registry: config.default_registry.clone(),
+            default_registry: settings.default_registry.to_owned(),
             cache,
-            metrics_elsewhere: config.metrics_listen.is_some(),
+            metrics_elsewhere: settings.metrics_elsewhere,
             manifest_flights: Flights::default(),
             downloads: Mutex::new(HashMap::new()),
             affinity: Mutex::new(HashMap::new()),
@@ -125,8 +180,8 @@ impl Proxy {
             access: ArcSwap::from_pointee(access),
             known: Mutex::new(crate::cache::lru::Lru::new(KNOWN_CAPACITY)),
             fetch_slots: FetchSlots::new(
-                config.limits.max_upstream_fetches,
-                config.limits.upstream_queue_timeout,
+                settings.max_upstream_fetches,
+                settings.upstream_queue_timeout,
                 &metrics,
             ),
             metrics,
@@ -145,18 +200,19 @@ impl Proxy {
     }
 
     /// Replaces the rule set; requests already routed keep the set they started with.
-    /// The `clients` files are read again; if that fails the access in force is kept.
-    pub fn replace_rules(&self, rules: Arc<RuleSet>, config: &Config) {
-        match Access::load(&config.clients) {
-            Ok(access) => self.access.store(Arc::new(access)),
-            Err(error) => {
-                tracing::error!(%error, "cannot reload the clients files; the access in force is kept");
-            }
-        }
-        self.metrics.rules_loaded(&rules, config);
+    /// `settings` gives the registries the configuration names (they stay reachable).
+    pub fn replace_rules<'a>(&self, rules: Arc<RuleSet>, settings: impl Into<ProxySettings<'a>>) {
+        let settings: ProxySettings<'a> = settings.into();
+        self.metrics
+            .rules_loaded(&rules, settings.configured_registries());
         self.reachable
-            .store(Arc::new(Reachable::new(&rules, config)));
+            .store(Arc::new(Reachable::new(&rules, &settings)));
         self.rules.store(rules);
+    }
+
+    /// Replaces who may pull; requests already authenticated keep the access they started with.
+    pub fn replace_access(&self, access: Access) {
+        self.access.store(Arc::new(access));
     }
 
     /// Keeps the pull sources mirrorgate may contact; refuses (403, before any connection) a

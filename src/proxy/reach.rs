@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use crate::config::Config;
+use super::ProxySettings;
 use crate::rules::RuleSet;
 
 /// The registries mirrorgate may contact.
@@ -23,13 +23,15 @@ pub(crate) struct Reachable {
 }
 
 impl Reachable {
-    /// What `rules` and `config` allow.
-    pub(crate) fn new(rules: &RuleSet, config: &Config) -> Reachable {
-        let mut explicit: HashSet<String> = config.registries.keys().cloned().collect();
-        explicit.insert(config.default_registry.clone());
+    /// What `rules` and `settings` allow.
+    pub(crate) fn new(rules: &RuleSet, settings: &ProxySettings<'_>) -> Reachable {
+        let explicit: HashSet<String> = settings
+            .configured_registries()
+            .map(str::to_owned)
+            .collect();
         let (named, wildcards) = rules.registries();
         Reachable {
-            any: config.allow_any_registry,
+            any: settings.allow_any_registry,
             explicit,
             named,
             wildcards,
@@ -66,6 +68,7 @@ fn host_of(registry: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     fn reachable(allow_any: bool) -> Reachable {
         let rules = crate::rules::load_str(
@@ -80,7 +83,7 @@ mod tests {
         config
             .registries
             .insert("127.0.0.1:5001".to_owned(), Default::default());
-        Reachable::new(&rules, &config)
+        Reachable::new(&rules, &(&config).into())
     }
 
     #[test]

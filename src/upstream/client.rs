@@ -17,9 +17,9 @@ use reqwest::redirect::Policy;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
+use super::UpstreamConfig;
 use super::redirect::{AddressPolicy, GuardedResolver};
 use super::{AttemptError, UpstreamError};
-use crate::config::UpstreamConfig;
 
 /// The `User-Agent` of every upstream request, so registry operators can tell who is pulling.
 pub const USER_AGENT: &str = concat!("mirrorgate/", env!("CARGO_PKG_VERSION"));

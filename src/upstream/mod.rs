@@ -30,18 +30,20 @@ mod redirect;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
-use crate::config::{Config, Endpoint, Scheme, UpstreamConfig};
+mod config;
+
 use auth::{Challenge, TokenCache, parse_challenges, parse_token_response, token_scopes};
 use client::{Clients, TlsMode, attempt_error, short_duration};
+pub use config::{Endpoint, EndpointError, NO_SETTINGS, RegistrySettings, Scheme, UpstreamConfig};
 use credentials::{BasicAuth, Credentials};
 use redirect::{AddressPolicy, Hop};
 
@@ -286,6 +288,18 @@ impl fmt::Debug for Upstream {
     }
 }
 
+/// What the upstream client is built from: the `upstream` section, the `registries` entries
+/// and the pull secret (the configuration converts into it).
+#[derive(Debug, Clone, Copy)]
+pub struct Settings<'a> {
+    /// Timeouts and the redirect guard.
+    pub upstream: &'a UpstreamConfig,
+    /// How to reach each registry, by host.
+    pub registries: &'a BTreeMap<String, RegistrySettings>,
+    /// The dockerconfigjson / `auth.json` file of credentials.
+    pub pull_secret: Option<&'a Path>,
+}
+
 impl Upstream {
     /// Builds from the configuration: per-registry `endpoint`, `insecure` and `ca_file`;
     /// `pull_secret`; `upstream.connect_timeout` and `upstream.timeout`.
@@ -293,7 +307,8 @@ impl Upstream {
     /// Reads the CA files and the pull secret now, so that a bad file fails at startup naming
     /// itself. Installs rustls' `ring` provider as the process default if none is installed
     /// yet (both ring and aws-lc may be compiled in, and reqwest needs the choice made).
-    pub fn new(config: &Config) -> Result<Upstream, UpstreamError> {
+    pub fn new<'a>(config: impl Into<Settings<'a>>) -> Result<Upstream, UpstreamError> {
+        let config: Settings<'a> = config.into();
         // Err means a provider is already installed (by main, or an earlier call): fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
 
@@ -305,7 +320,7 @@ impl Upstream {
         let mut by_mode: HashMap<TlsMode, Clients> =
             HashMap::from([(TlsMode::System, default_clients.clone())]);
         let mut registries = HashMap::new();
-        for (host, settings) in &config.registries {
+        for (host, settings) in config.registries {
             let mode = if settings.insecure {
                 if let Some(path) = &settings.ca_file {
                     tracing::warn!(
@@ -337,7 +352,7 @@ impl Upstream {
                 },
             );
         }
-        let credentials = match &config.pull_secret {
+        let credentials = match config.pull_secret {
             Some(path) => Credentials::load(path)?,
             None => Credentials::default(),
         };

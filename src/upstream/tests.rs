@@ -17,8 +17,26 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use wiremock::matchers::{basic_auth, bearer_token, header, method, path, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
+use super::RegistrySettings;
 use super::*;
-use crate::config::RegistrySettings;
+
+/// The parts of the configuration the upstream client is built from.
+#[derive(Default)]
+struct Config {
+    registries: BTreeMap<String, RegistrySettings>,
+    pull_secret: Option<std::path::PathBuf>,
+    upstream: UpstreamConfig,
+}
+
+impl<'a> From<&'a Config> for Settings<'a> {
+    fn from(config: &'a Config) -> Self {
+        Settings {
+            upstream: &config.upstream,
+            registries: &config.registries,
+            pull_secret: config.pull_secret.as_deref(),
+        }
+    }
+}
 
 const CA_PEM: &[u8] = include_bytes!("testdata/ca.pem");
 const LEAF_PEM: &[u8] = include_bytes!("testdata/leaf.pem");
@@ -55,7 +73,6 @@ fn config(
             timeout,
             redirect_allowed_networks: Vec::new(),
         },
-        ..Config::default()
     }
 }
 

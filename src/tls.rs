@@ -32,7 +32,36 @@ use rustls::sign::CertifiedKey;
 use rustls::{InconsistentKeys, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{Config, TlsConfig};
+use serde::Deserialize;
+
+use crate::settings::Invalid;
+
+/// The `tls` section: the certificate and key the proxy serves HTTPS with.
+///
+/// Both files are PEM and are read at start (a bad one fails `serve` and `check`, naming it) and
+/// again whenever they change on disk, so a renewed certificate is picked up without a restart.
+// No `default`: a `tls` section must name both files (serde reports the one missing).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain: the server's certificate first, then any intermediates.
+    pub cert_file: PathBuf,
+    /// The private key of the first certificate (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key_file: PathBuf,
+}
+
+impl TlsConfig {
+    /// Checks the section; keys are relative to it.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.cert_file.as_os_str().is_empty() {
+            return Err(Invalid::new("cert_file", "empty path"));
+        }
+        if self.key_file.as_os_str().is_empty() {
+            return Err(Invalid::new("key_file", "empty path"));
+        }
+        Ok(())
+    }
+}
 
 /// How often, at most, a handshake checks whether the certificate files changed.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -98,15 +127,13 @@ impl fmt::Debug for ServerTls {
 }
 
 impl ServerTls {
-    /// The TLS setting of `config`: `None` when it has no `tls` section (plain HTTP).
+    /// The TLS setting of the `tls` section: `None` when there is none (plain HTTP).
     ///
     /// Reads and checks both files now, so that `serve` fails at start, and `check` fails,
     /// naming the file and the reason, when one is unreadable, not PEM, or the key does not
     /// belong to the certificate.
-    pub fn from_config(config: &Config) -> Result<Option<Arc<ServerTls>>, TlsError> {
+    pub fn from_config(config: Option<&TlsConfig>) -> Result<Option<Arc<ServerTls>>, TlsError> {
         config
-            .tls
-            .as_ref()
             .map(|tls| ServerTls::load(tls).map(Arc::new))
             .transpose()
     }
@@ -471,10 +498,7 @@ mod tests {
 
     #[test]
     fn no_tls_section_means_none() {
-        assert!(matches!(
-            ServerTls::from_config(&Config::default()),
-            Ok(None)
-        ));
+        assert!(matches!(ServerTls::from_config(None), Ok(None)));
     }
 
     #[test]

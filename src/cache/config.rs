@@ -1,0 +1,85 @@
+//! The `cache` section: where and how much the caches keep.
+//!
+//! Principal type: [`CacheConfig`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::settings::{ByteSize, HumanDuration, Invalid};
+
+/// The `cache` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "RawCache")]
+pub struct CacheConfig {
+    /// Directory holding cached blobs and manifests.
+    pub dir: PathBuf,
+    /// Disk bound; least recently used entries are evicted first.
+    pub max_size: ByteSize,
+    /// Bound of the in-memory manifest cache.
+    pub memory: ByteSize,
+    /// How long a tag → digest answer is reused without asking upstream (`0s`: always ask).
+    pub tag_ttl: Duration,
+    /// How long past its TTL a tag answer may still be served when every upstream fails.
+    pub stale_if_error: Duration,
+    /// Free space the blob store leaves on its filesystem: a blob that would eat into it is
+    /// served straight from the upstream, uncached, rather than failing half-way on a full disk.
+    pub min_free_space: ByteSize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            dir: PathBuf::from("var/cache"),
+            max_size: ByteSize::gib(10),
+            memory: ByteSize::mib(256),
+            tag_ttl: Duration::from_secs(5 * 60),
+            stale_if_error: Duration::from_secs(24 * 60 * 60),
+            min_free_space: ByteSize::mib(512),
+        }
+    }
+}
+
+impl CacheConfig {
+    /// Checks the section; keys are relative to it.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.dir.as_os_str().is_empty() {
+            return Err(Invalid::new("dir", "empty path"));
+        }
+        // A zero bound would make every insertion an eviction: a cache that never hits.
+        if self.max_size.0 == 0 {
+            return Err(Invalid::new("max_size", "must be greater than 0"));
+        }
+        if self.memory.0 == 0 {
+            return Err(Invalid::new("memory", "must be greater than 0"));
+        }
+        Ok(())
+    }
+}
+
+/// The section as written: every key optional, `null` meaning the default.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawCache {
+    dir: Option<PathBuf>,
+    max_size: Option<ByteSize>,
+    memory: Option<ByteSize>,
+    tag_ttl: Option<HumanDuration>,
+    stale_if_error: Option<HumanDuration>,
+    min_free_space: Option<ByteSize>,
+}
+
+impl From<RawCache> for CacheConfig {
+    fn from(raw: RawCache) -> Self {
+        let default = CacheConfig::default();
+        CacheConfig {
+            dir: raw.dir.unwrap_or(default.dir),
+            max_size: raw.max_size.unwrap_or(default.max_size),
+            memory: raw.memory.unwrap_or(default.memory),
+            tag_ttl: raw.tag_ttl.map_or(default.tag_ttl, |d| d.0),
+            stale_if_error: raw.stale_if_error.map_or(default.stale_if_error, |d| d.0),
+            min_free_space: raw.min_free_space.unwrap_or(default.min_free_space),
+        }
+    }
+}
