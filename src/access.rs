@@ -25,13 +25,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, header};
 use serde::Deserialize;
 use serde_saphyr::{DefaultMessageFormatter, MessageFormatter};
 use sha2::{Digest as _, Sha256};
 
-use crate::http::{ApiError, ApiRequest, Body, ErrorCode, full_body};
 use crate::reference::Host;
 use crate::settings::Invalid;
 
@@ -288,18 +286,12 @@ impl Client {
         allowed(self.scopes.as_deref(), name)
     }
 
-    /// Refuses (403 DENIED) a request for a repository outside this client's scopes.
-    pub fn authorize(&self, request: &ApiRequest) -> Result<(), ApiError> {
-        let repository = match request {
-            ApiRequest::Manifest { repository, .. }
-            | ApiRequest::Blob { repository, .. }
-            | ApiRequest::TagsList { repository, .. }
-            | ApiRequest::Referrers { repository, .. } => repository,
-            ApiRequest::Base | ApiRequest::Healthz | ApiRequest::Readyz | ApiRequest::Metrics => {
-                return Ok(());
-            }
+    /// Refuses a request for the logical repository `name` (`None`: a request naming no
+    /// repository, always allowed) when it is outside this client's scopes.
+    pub fn authorize(&self, name: Option<&str>) -> Result<(), Denied> {
+        let Some(name) = name else {
+            return Ok(());
         };
-        let name = repository.name();
         if self.allows(name) {
             return Ok(());
         }
@@ -309,12 +301,21 @@ impl Client {
             repository = name,
             "refused: outside the client's scopes"
         );
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            ErrorCode::Denied,
-            format!("client {who:?} may not pull from {name}"),
-        ))
+        Err(Denied {
+            client: who.to_owned(),
+            repository: name.to_owned(),
+        })
     }
+}
+
+/// A client asked for a repository outside its scopes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("client {client:?} may not pull from {repository}")]
+pub struct Denied {
+    /// The user or token name (`anonymous` for none).
+    pub client: String,
+    /// The logical repository asked for.
+    pub repository: String,
 }
 
 /// A bcrypt hash from an htpasswd file; its `Debug` does not show it.
@@ -470,11 +471,9 @@ impl Access {
         };
         result.map_err(|reason| {
             tracing::info!(path, reason, "refused: no valid credentials");
-            Unauthorized {
-                scheme: match self.mode {
-                    Mode::Token { .. } => "Bearer",
-                    _ => "Basic",
-                },
+            match self.mode {
+                Mode::Token { .. } => Unauthorized::BEARER,
+                _ => Unauthorized::BASIC,
             }
         })
     }
@@ -555,44 +554,21 @@ fn credentials<'h>(headers: &'h HeaderMap, scheme: &str) -> Result<&'h str, &'st
     Ok(rest)
 }
 
-/// The 401 answer to a request without valid credentials.
+/// A request without valid credentials: the answer is a challenge in this scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unauthorized {
     scheme: &'static str,
 }
 
 impl Unauthorized {
-    /// 401 with `WWW-Authenticate: <scheme> realm="mirrorgate"` and an OCI `UNAUTHORIZED` body;
-    /// a HEAD response carries the headers but no body.
-    pub fn into_response(self, head: bool) -> Response<Body> {
-        let body = serde_json::json!({"errors": [{
-            "code": "UNAUTHORIZED",
-            "message": "authentication required",
-            "detail": null,
-        }]})
-        .to_string();
-        let length = body.len();
-        let mut response = Response::new(full_body(if head {
-            Bytes::new()
-        } else {
-            Bytes::from(body)
-        }));
-        *response.status_mut() = StatusCode::UNAUTHORIZED;
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-        if let Ok(challenge) = HeaderValue::from_str(&format!("{} realm=\"{REALM}\"", self.scheme))
-        {
-            headers.insert(header::WWW_AUTHENTICATE, challenge);
-        }
-        headers.insert(
-            "Docker-Distribution-API-Version",
-            HeaderValue::from_static("registry/2.0"),
-        );
-        response
+    /// The refusal where `Authorization: Basic` is expected.
+    pub const BASIC: Unauthorized = Unauthorized { scheme: "Basic" };
+    /// The refusal where `Authorization: Bearer` is expected.
+    pub const BEARER: Unauthorized = Unauthorized { scheme: "Bearer" };
+
+    /// The `WWW-Authenticate` challenge: `<scheme> realm="mirrorgate"`.
+    pub fn challenge(&self) -> String {
+        format!("{} realm=\"{REALM}\"", self.scheme)
     }
 }
 
@@ -747,6 +723,7 @@ fn parse_tokens(text: &str, path: &Path) -> Result<HashMap<[u8; 32], Arc<Client>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn scope(s: &str) -> Scope {
         s.parse().expect("valid scope")
@@ -979,20 +956,5 @@ mod tests {
             (Some(Some("alice".to_owned())), true, true, true, true)
         );
         assert_eq!(cached, 1);
-    }
-
-    #[test]
-    fn unauthorized_response_has_challenge_and_oci_body() {
-        let response = Unauthorized { scheme: "Basic" }.into_response(false);
-        assert_eq!(
-            (
-                response.status(),
-                response.headers().get(header::WWW_AUTHENTICATE).cloned(),
-            ),
-            (
-                StatusCode::UNAUTHORIZED,
-                Some(HeaderValue::from_static("Basic realm=\"mirrorgate\""))
-            )
-        );
     }
 }

@@ -15,7 +15,9 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
+mod hash;
 mod host;
+pub use hash::{Hasher, digest_of};
 pub use host::{Host, HostError};
 
 /// The registry that names without a domain belong to.

@@ -11,8 +11,7 @@ use bytes::Bytes;
 use super::lru::Lru;
 use super::stats::CacheStats;
 use super::write_atomically;
-use crate::proxy::verify::digest_of;
-use crate::reference::Digest;
+use crate::reference::{Digest, digest_of};
 
 /// A manifest as it is served: the exact bytes, their media type and digest.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,11 +1,19 @@
 //! OCI error responses: `{"errors":[{"code":…,"message":…,"detail":…}]}` with the status the
 //! distribution specification gives each code.
+//!
+//! Principal types: [`ApiError`] (status, OCI code, message, detail) and [`ErrorCode`]. This is
+//! the one place where errors become HTTP: domain code returns its own errors
+//! ([`proxy::Error`](crate::proxy::Error), [`Denied`] and [`Unauthorized`] from
+//! [`crate::access`]), and the `From` conversions here give each its status and code.
 
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
-use super::{Body, full_body};
+use super::{API_VERSION_HEADER, Body, full_body};
+use crate::access::{Denied, Unauthorized};
+use crate::proxy::{Error, Missing};
+use crate::rules::ResolveError;
 
 /// An error code of the OCI distribution specification (plus `UNKNOWN`, as the Distribution
 /// registry uses for failures no other code describes).
@@ -25,6 +33,8 @@ pub enum ErrorCode {
     NameUnknown,
     /// Access is refused (here: the source is blocked and no mirror applies).
     Denied,
+    /// The request carries no valid credentials.
+    Unauthorized,
     /// The operation is not supported (every write: the proxy is read-only).
     Unsupported,
     /// Too many requests.
@@ -44,6 +54,7 @@ impl ErrorCode {
             ErrorCode::NameInvalid => "NAME_INVALID",
             ErrorCode::NameUnknown => "NAME_UNKNOWN",
             ErrorCode::Denied => "DENIED",
+            ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
             ErrorCode::Unknown => "UNKNOWN",
@@ -65,6 +76,8 @@ pub struct ApiError {
     /// Seconds after which the client may try again (`Retry-After`), for a refusal that is
     /// about load rather than the request.
     pub retry_after: Option<u64>,
+    /// The `WWW-Authenticate` challenge of a 401.
+    pub challenge: Option<String>,
 }
 
 impl ApiError {
@@ -76,6 +89,7 @@ impl ApiError {
             message: message.into(),
             detail: None,
             retry_after: None,
+            challenge: None,
         }
     }
 
@@ -143,6 +157,114 @@ impl ApiError {
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        if let Some(challenge) = self.challenge
+            && let Ok(challenge) = HeaderValue::from_str(&challenge)
+        {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+            headers.insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
+        }
         response
+    }
+
+    /// 401 UNAUTHORIZED with the challenge, so that clients log in as with any registry.
+    pub fn unauthorized(refusal: Unauthorized) -> ApiError {
+        ApiError {
+            detail: Some(Value::Null),
+            challenge: Some(refusal.challenge()),
+            ..ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                "authentication required",
+            )
+        }
+    }
+}
+
+/// 403 DENIED: the repository is outside the client's scopes.
+impl From<Denied> for ApiError {
+    fn from(denied: Denied) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Denied, denied.to_string())
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> ApiError {
+        let message = error.to_string();
+        match error {
+            Error::Resolve(ResolveError::Blocked { scope, set_by, .. }) => {
+                ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Denied, message)
+                    .with_detail(json!({"scope": scope.to_string(), "blocked_by": set_by}))
+            }
+            Error::Resolve(ResolveError::RewriteFailed {
+                scope, attempted, ..
+            }) => ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::Unknown, message)
+                .with_detail(json!({"scope": scope.to_string(), "attempted": attempted})),
+            Error::NotConfigured { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Denied, message)
+            }
+            Error::Exhausted {
+                missing,
+                all_not_found,
+                tried,
+                ..
+            } => {
+                let detail = json!({
+                    "tried": tried
+                        .iter()
+                        .map(|t| json!({
+                            "reference": t.reference,
+                            "role": t.role.as_str(),
+                            "error": t.error,
+                        }))
+                        .collect::<Vec<_>>()
+                });
+                if all_not_found {
+                    ApiError::new(StatusCode::NOT_FOUND, unknown(missing), message)
+                } else {
+                    ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::Unknown, message)
+                }
+                .with_detail(detail)
+            }
+            Error::NotFound { missing, .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, unknown(missing), message)
+            }
+            Error::Upstream(_) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::Unknown, message)
+            }
+            Error::Busy { retry_after, .. } => ApiError::too_many_requests(message, retry_after),
+            Error::InvalidDigest(_) => ApiError::digest_invalid(message),
+            Error::InvalidTag { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::ManifestInvalid, message)
+            }
+        }
+    }
+}
+
+/// The code for content every source said is not there.
+fn unknown(missing: Missing) -> ErrorCode {
+    match missing {
+        Missing::Manifest => ErrorCode::ManifestUnknown,
+        Missing::Blob => ErrorCode::BlobUnknown,
+        Missing::Repository => ErrorCode::NameUnknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unauthorized_response_has_challenge_and_oci_body() {
+        let response = ApiError::unauthorized(Unauthorized::BASIC).into_response(false);
+        assert_eq!(
+            (
+                response.status(),
+                response.headers().get(header::WWW_AUTHENTICATE).cloned(),
+            ),
+            (
+                StatusCode::UNAUTHORIZED,
+                Some(HeaderValue::from_static("Basic realm=\"mirrorgate\""))
+            )
+        );
     }
 }

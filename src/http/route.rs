@@ -13,54 +13,8 @@
 use http::Method;
 
 use super::error::{ApiError, ErrorCode};
+pub use crate::proxy::Repository;
 use crate::reference::{Digest, Host, Reference};
-
-/// A repository as the client addressed it, resolved to its logical upstream name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Repository {
-    /// The logical repository with the tag `latest`, normalised (`docker.io/library/busybox:latest`);
-    /// routes are resolved from it.
-    pub reference: Reference,
-    /// `<name>` exactly as the client wrote it in the path, for links that lead back here.
-    pub client_name: String,
-    /// The `ns` query parameter, if the client used one.
-    pub ns: Option<String>,
-}
-
-impl Repository {
-    /// The logical reference of `tag` in this repository.
-    pub fn with_tag(&self, tag: &str) -> Result<Reference, ApiError> {
-        Reference::from_parts(
-            self.reference.domain(),
-            self.reference.path(),
-            Some(tag),
-            None,
-        )
-        .map_err(|e| {
-            ApiError::new(
-                http::StatusCode::BAD_REQUEST,
-                ErrorCode::ManifestInvalid,
-                format!("invalid tag \"{tag}\": {e}"),
-            )
-        })
-    }
-
-    /// The logical reference of `digest` in this repository.
-    pub fn with_digest(&self, digest: &Digest) -> Reference {
-        Reference::from_parts(
-            self.reference.domain(),
-            self.reference.path(),
-            None,
-            Some(digest),
-        )
-        .expect("a repository that parsed takes any valid digest")
-    }
-
-    /// The logical repository name, `domain/path`.
-    pub fn name(&self) -> &str {
-        self.reference.name()
-    }
-}
 
 /// What a request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +62,19 @@ pub enum ApiRequest {
 }
 
 impl ApiRequest {
+    /// The repository the request names, if any.
+    pub fn repository(&self) -> Option<&Repository> {
+        match self {
+            ApiRequest::Manifest { repository, .. }
+            | ApiRequest::Blob { repository, .. }
+            | ApiRequest::TagsList { repository, .. }
+            | ApiRequest::Referrers { repository, .. } => Some(repository),
+            ApiRequest::Base | ApiRequest::Healthz | ApiRequest::Readyz | ApiRequest::Metrics => {
+                None
+            }
+        }
+    }
+
     /// A short name of the endpoint, for metrics and logs.
     pub fn route(&self) -> &'static str {
         match self {
@@ -176,7 +143,7 @@ pub fn parse(
         let reference = if reference.contains(':') {
             repository.with_digest(&parse_digest(reference)?)
         } else {
-            repository.with_tag(reference)?
+            repository.with_tag(reference).map_err(ApiError::from)?
         };
         return Ok(ApiRequest::Manifest {
             repository,

@@ -168,15 +168,15 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     // Routing, serving and counting are the proxy's; this layer only speaks HTTP.
-    let mut response = proxy
-        .respond(
-            request.method(),
-            request.uri().path(),
-            request.uri().query(),
-            request.headers(),
-            !request.body().is_end_stream(),
-        )
-        .await;
+    let mut response = super::answer::respond(
+        &proxy,
+        request.method(),
+        request.uri().path(),
+        request.uri().query(),
+        request.headers(),
+        !request.body().is_end_stream(),
+    )
+    .await;
     response
         .headers_mut()
         .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));

@@ -16,7 +16,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::http::ApiError;
+use super::Error;
 use crate::metrics::Metrics;
 
 /// The `Retry-After` of a refusal, in seconds: long enough for a fetch or two to finish, short
@@ -63,7 +63,7 @@ impl FetchSlots {
 
     /// A slot for fetching `what` (for the refusal message), or 429 once none freed up within
     /// the wait.
-    pub(crate) async fn acquire(&self, what: &str) -> Result<FetchSlot, ApiError> {
+    pub(crate) async fn acquire(&self, what: &str) -> Result<FetchSlot, Error> {
         let permit = match self.semaphore.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
@@ -82,13 +82,13 @@ impl FetchSlots {
                             waited = ?self.wait,
                             "no upstream fetch slot free; answered 429"
                         );
-                        return Err(ApiError::too_many_requests(
-                            format!(
+                        return Err(Error::Busy {
+                            message: format!(
                                 "mirrorgate is fetching {} things upstream already; {what} is not cached: try again later",
                                 self.size
                             ),
-                            RETRY_AFTER_SECONDS,
-                        ));
+                            retry_after: RETRY_AFTER_SECONDS,
+                        });
                     }
                 }
             }
@@ -114,7 +114,8 @@ mod tests {
     async fn a_request_beyond_the_slots_waits_then_gets_429_with_retry_after() {
         let slots = slots(1, Duration::from_millis(50));
         let _held = slots.acquire("first").await.expect("a free slot");
-        let refused = slots.acquire("second").await.expect_err("no slot");
+        let refused =
+            crate::http::ApiError::from(slots.acquire("second").await.expect_err("no slot"));
         assert_eq!(
             (refused.status.as_u16(), refused.retry_after),
             (429, Some(RETRY_AFTER_SECONDS))

@@ -20,10 +20,12 @@ use tokio::sync::{mpsc, watch};
 use super::admission::FetchSlot;
 use super::sizes;
 use super::verify::{Hasher, Outcome, Verified};
-use super::{AttemptFailure, Failure, Proxy, exhausted, summary};
+use super::{
+    AttemptFailure, Body, Error, Failure, Missing, Proxy, Repository, empty_body, exhausted,
+    summary,
+};
 use crate::cache::blobs::{BlobFile, DownloadState, follow, read_range};
 use crate::cache::stats::CacheStats;
-use crate::http::{ApiError, Body, ErrorCode, Repository, empty_body};
 use crate::reference::{Digest, Reference};
 use crate::rules::Role;
 use crate::upstream::UpstreamRequest;
@@ -87,13 +89,13 @@ fn lead(
 
 impl Proxy {
     /// `GET|HEAD /v2/<name>/blobs/<digest>`, with `Range`.
-    pub(super) async fn blob(
+    pub async fn blob(
         self: &Arc<Self>,
         repository: &Repository,
         digest: &Digest,
         head: bool,
         range: Option<&HeaderValue>,
-    ) -> Result<Response<Body>, ApiError> {
+    ) -> Result<Response<Body>, Error> {
         let logical = repository.with_digest(digest);
         // The rules decide first: a stored blob is only served where they allow a pull.
         let candidates = self.blob_candidates(repository, &logical)?;
@@ -115,13 +117,9 @@ impl Proxy {
             ));
         }
         if candidates.is_empty() {
-            return Err(ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                ErrorCode::Unknown,
-                format!(
-                    "no source can serve blob {logical}: every source recently served bytes that do not match the digest"
-                ),
-            ));
+            return Err(Error::Upstream(format!(
+                "no source can serve blob {logical}: every source recently served bytes that do not match the digest"
+            )));
         }
         if head || range.is_some() {
             return self
@@ -201,9 +199,12 @@ impl Proxy {
                 }
                 DownloadState::Failed { reason, not_found } => {
                     return Err(if not_found {
-                        ApiError::new(StatusCode::NOT_FOUND, ErrorCode::BlobUnknown, &*reason)
+                        Error::NotFound {
+                            missing: Missing::Blob,
+                            message: reason.to_string(),
+                        }
                     } else {
-                        ApiError::new(StatusCode::BAD_GATEWAY, ErrorCode::Unknown, &*reason)
+                        Error::Upstream(reason.to_string())
                     });
                 }
                 DownloadState::Uncacheable => {
@@ -491,10 +492,17 @@ impl Proxy {
                 }
             };
         }
-        let error = exhausted("blob", logical.as_str(), &failures, ErrorCode::BlobUnknown);
+        let error = exhausted("blob", logical.as_str(), &failures, Missing::Blob);
+        let not_found = matches!(
+            error,
+            Error::Exhausted {
+                all_not_found: true,
+                ..
+            }
+        );
         DownloadState::Failed {
-            reason: error.message.into(),
-            not_found: error.status == StatusCode::NOT_FOUND,
+            reason: error.to_string().into(),
+            not_found,
         }
     }
 
@@ -507,7 +515,7 @@ impl Proxy {
         candidates: Vec<(Reference, Role)>,
         head: bool,
         range: Option<&HeaderValue>,
-    ) -> Result<Response<Body>, ApiError> {
+    ) -> Result<Response<Body>, Error> {
         let method = if head { Method::HEAD } else { Method::GET };
         let slot = self.fetch_slots.acquire(logical.as_str()).await?;
         let expected = self.sizes.get(logical.name(), digest);
@@ -552,7 +560,7 @@ impl Proxy {
                 }),
             }
         }
-        let error = exhausted("blob", logical.as_str(), &failures, ErrorCode::BlobUnknown);
+        let error = exhausted("blob", logical.as_str(), &failures, Missing::Blob);
         Err(error)
     }
 
@@ -564,7 +572,7 @@ impl Proxy {
         &self,
         repository: &Repository,
         logical: &Reference,
-    ) -> Result<Vec<(Reference, Role)>, ApiError> {
+    ) -> Result<Vec<(Reference, Role)>, Error> {
         let digest = logical.digest();
         let rules = self.rules();
         let mut candidates: Vec<(Reference, Role)> = Vec::new();
@@ -705,12 +713,8 @@ pub(super) fn blob_request(
     }
 }
 
-fn download_lost() -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_GATEWAY,
-        ErrorCode::Unknown,
-        "the blob download ended without an outcome; try again",
-    )
+fn download_lost() -> Error {
+    Error::Upstream("the blob download ended without an outcome; try again".to_owned())
 }
 
 /// Response headers of a blob, with the body given.

@@ -8,8 +8,10 @@ use serde_json::Value;
 
 use super::admission::FetchSlot;
 use super::manifest::{MAX_MANIFEST_BYTES, read_bounded};
-use super::{AttemptFailure, Failure, Proxy, bytes_response, exhausted, summary};
-use crate::http::{ApiError, Body, ErrorCode, Repository};
+use super::{
+    AttemptFailure, Body, Error, Failure, Missing, Proxy, Repository, bytes_response, exhausted,
+    summary,
+};
 use crate::reference::{Digest, Reference};
 use crate::upstream::UpstreamRequest;
 
@@ -18,13 +20,13 @@ const MAX_LISTING_BYTES: usize = MAX_MANIFEST_BYTES;
 
 impl Proxy {
     /// `GET /v2/<name>/tags/list[?n=…&last=…]`.
-    pub(super) async fn tags_list(
+    pub async fn tags_list(
         &self,
         repository: &Repository,
         n: Option<usize>,
         last: Option<&str>,
         head: bool,
-    ) -> Result<Response<Body>, ApiError> {
+    ) -> Result<Response<Body>, Error> {
         let logical = &repository.reference;
         let query = page_query(n, last, None);
         let (physical, upstream, _slot) = self
@@ -63,13 +65,13 @@ impl Proxy {
     }
 
     /// `GET /v2/<name>/referrers/<digest>[?artifactType=…]`.
-    pub(super) async fn referrers(
+    pub async fn referrers(
         &self,
         repository: &Repository,
         digest: &Digest,
         artifact_type: Option<&str>,
         head: bool,
-    ) -> Result<Response<Body>, ApiError> {
+    ) -> Result<Response<Body>, Error> {
         let logical = repository.with_digest(digest);
         let query = artifact_type.map(|t| {
             form_urlencoded::Serializer::new(String::new())
@@ -115,7 +117,7 @@ impl Proxy {
         endpoint: &str,
         query: Option<String>,
         accept: Option<HeaderValue>,
-    ) -> Result<(Reference, reqwest::Response, FetchSlot), ApiError> {
+    ) -> Result<(Reference, reqwest::Response, FetchSlot), Error> {
         let route = if endpoint == "tags/list" {
             "tags"
         } else {
@@ -165,12 +167,12 @@ impl Proxy {
                 }),
             }
         }
-        let code = if endpoint == "tags/list" {
-            ErrorCode::NameUnknown
+        let missing = if endpoint == "tags/list" {
+            Missing::Repository
         } else {
-            ErrorCode::ManifestUnknown
+            Missing::Manifest
         };
-        Err(exhausted(what, logical.name(), &failures, code))
+        Err(exhausted(what, logical.name(), &failures, missing))
     }
 }
 
@@ -190,10 +192,6 @@ fn page_query(n: Option<usize>, last: Option<&str>, ns: Option<&str>) -> Option<
 }
 
 /// A listing that answered but could not be read.
-fn listing_error(physical: &Reference, failure: AttemptFailure) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_GATEWAY,
-        ErrorCode::Unknown,
-        format!("{}: {failure}", physical.name()),
-    )
+fn listing_error(physical: &Reference, failure: AttemptFailure) -> Error {
+    Error::Upstream(format!("{}: {failure}", physical.name()))
 }

@@ -14,11 +14,12 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use super::sizes;
 use super::verify::digest_of;
-use super::{AttemptFailure, Failure, Proxy, bytes_response, exhausted, summary};
+use super::{
+    AttemptFailure, Body, Error, Failure, Missing, Proxy, bytes_response, exhausted, summary,
+};
 use crate::cache::manifests::StoredManifest;
 use crate::cache::stats::CacheStats;
 use crate::cache::tags::TagAnswer;
-use crate::http::{ApiError, Body, ErrorCode};
 use crate::reference::{Algorithm, Digest, Reference};
 use crate::rules::{PullSource, Resolution, Role};
 use crate::upstream::UpstreamRequest;
@@ -37,12 +38,12 @@ const STANDARD_MANIFEST_TYPES: [&str; 4] = [
 
 impl Proxy {
     /// `GET|HEAD /v2/<name>/manifests/<reference>`.
-    pub(super) async fn manifest(
+    pub async fn manifest(
         self: &Arc<Self>,
         logical: &Reference,
         head: bool,
         accept: GetAll<'_, HeaderValue>,
-    ) -> Result<Response<Body>, ApiError> {
+    ) -> Result<Response<Body>, Error> {
         // The rules decide first: cached content is only served where they allow a pull.
         let mut resolution = self.rules().resolve(logical).map_err(|e| {
             tracing::info!(reference = %logical, error = %e, "manifest refused");
@@ -68,7 +69,7 @@ impl Proxy {
         digest: &Digest,
         resolution: Resolution,
         accept: HeaderValue,
-    ) -> Result<Arc<StoredManifest>, ApiError> {
+    ) -> Result<Arc<StoredManifest>, Error> {
         if let Some(manifest) = self.cache.manifests.get(digest) {
             let sources: Vec<(Reference, Role)> = resolution
                 .sources
@@ -102,7 +103,7 @@ impl Proxy {
         logical: &Reference,
         resolution: Resolution,
         accept: HeaderValue,
-    ) -> Result<Arc<StoredManifest>, ApiError> {
+    ) -> Result<Arc<StoredManifest>, Error> {
         let route = route_fingerprint(&resolution);
         // An answer found on another route is not an answer for this one.
         let answer = self
@@ -144,7 +145,7 @@ impl Proxy {
         route: u64,
         answer: Option<TagAnswer>,
         accept: HeaderValue,
-    ) -> Result<Arc<StoredManifest>, ApiError> {
+    ) -> Result<Arc<StoredManifest>, Error> {
         let known = answer
             .as_ref()
             .and_then(|a| Some((a, self.cached_manifest(&a.digest)?)));
@@ -223,12 +224,7 @@ impl Proxy {
         if all_not_found {
             self.cache.tags.remove(logical.as_str());
         }
-        let error = exhausted(
-            "manifest",
-            logical.as_str(),
-            &failures,
-            ErrorCode::ManifestUnknown,
-        );
+        let error = exhausted("manifest", logical.as_str(), &failures, Missing::Manifest);
         Err(error)
     }
 
@@ -282,7 +278,7 @@ impl Proxy {
         logical: &Reference,
         sources: &[PullSource],
         accept: &HeaderValue,
-    ) -> Result<Arc<StoredManifest>, ApiError> {
+    ) -> Result<Arc<StoredManifest>, Error> {
         let _slot = self.fetch_slots.acquire(logical.as_str()).await?;
         // A child of an index fetched before has a declared size.
         let expected = logical
@@ -306,12 +302,7 @@ impl Proxy {
                 }
             }
         }
-        let error = exhausted(
-            "manifest",
-            logical.as_str(),
-            &failures,
-            ErrorCode::ManifestUnknown,
-        );
+        let error = exhausted("manifest", logical.as_str(), &failures, Missing::Manifest);
         Err(error)
     }
 
@@ -430,12 +421,8 @@ fn route_fingerprint(resolution: &Resolution) -> u64 {
 }
 
 /// The answer for waiters of a fetch that ended without a result (its task died).
-fn interrupted() -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_GATEWAY,
-        ErrorCode::Unknown,
-        "the upstream fetch was interrupted; try again",
-    )
+fn interrupted() -> Error {
+    Error::Upstream("the upstream fetch was interrupted; try again".to_owned())
 }
 
 /// An `Accept` of the standard manifest types alone (for requests no client asked for).

@@ -10,9 +10,12 @@
 
 mod admission;
 mod blob;
+mod body;
+mod error;
 mod listing;
 mod manifest;
 mod reach;
+mod repository;
 mod sizes;
 pub mod verify;
 
@@ -22,9 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
-use serde_json::json;
+
 use tokio::sync::watch;
 
 use crate::access::{Access, AccessError, ClientsConfig};
@@ -33,16 +34,17 @@ use crate::cache::flights::Flights;
 use crate::cache::manifests::StoredManifest;
 use crate::cache::stats::CacheStats;
 use crate::cache::{Cache, CacheConfig};
-use crate::http::route;
 use crate::metrics::Metrics;
 use admission::FetchSlots;
 use reach::Reachable;
 use sizes::DescriptorSizes;
 
-use crate::http::{ApiError, ApiRequest, Body, ErrorCode, empty_body, full_body};
 use crate::reference::Reference;
 use crate::rules::{ResolveError, Role, RuleSet};
 use crate::upstream::{AttemptError, RegistrySettings, Upstream};
+pub use body::{Body, bytes_response, empty_body, full_body};
+pub use error::{Error, Missing, Tried};
+pub use repository::Repository;
 
 /// How long a repository keeps pulling its blobs from the source that served its manifest.
 const AFFINITY_TTL: Duration = Duration::from_secs(600);
@@ -68,7 +70,7 @@ pub struct Proxy {
     default_registry: String,
     cache: Cache,
     /// Manifest fetches and tag revalidations under way.
-    manifest_flights: Flights<Result<Arc<StoredManifest>, ApiError>>,
+    manifest_flights: Flights<Result<Arc<StoredManifest>, Error>>,
     /// Blob downloads under way, by digest, with the logical repository that started each.
     downloads: Mutex<HashMap<String, (watch::Receiver<DownloadState>, String)>>,
     metrics: Arc<Metrics>,
@@ -215,27 +217,22 @@ impl Proxy {
         self.access.store(Arc::new(access));
     }
 
-    /// Keeps the pull sources mirrorgate may contact; refuses (403, before any connection) a
+    /// Keeps the pull sources mirrorgate may contact; refuses (before any connection) a
     /// request none of whose sources may be contacted.
     fn reachable_only<T>(
         &self,
         logical: &Reference,
         sources: &mut Vec<T>,
         registry: impl Fn(&T) -> &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         let reachable = self.reachable.load();
         let before = sources.len();
         sources.retain(|source| reachable.allows(registry(source)));
         if before > 0 && sources.is_empty() {
             tracing::info!(reference = %logical, "refused: registry not configured");
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                ErrorCode::Denied,
-                format!(
-                    "mirrorgate does not contact {}: it is not named by the rules, `registries` or `default_registry`",
-                    logical.domain()
-                ),
-            ));
+            return Err(Error::NotConfigured {
+                registry: logical.domain().to_owned(),
+            });
         }
         Ok(())
     }
@@ -251,123 +248,19 @@ impl Proxy {
         &self.metrics
     }
 
-    /// Answers one request: routes it, serves it, and counts it. `carries_body` says whether
-    /// the request has a body: a read carries none, and one that does is refused unread.
-    pub async fn respond(
-        self: &Arc<Self>,
-        method: &http::Method,
-        path: &str,
-        query: Option<&str>,
-        headers: &HeaderMap,
-        carries_body: bool,
-    ) -> Response<Body> {
-        let started = Instant::now();
-        let head = method == http::Method::HEAD;
-        let access = self.access.load_full();
-        let client = match access.authenticate(path, headers).await {
-            Ok(client) => client,
-            Err(refusal) => {
-                let status = StatusCode::UNAUTHORIZED.as_u16();
-                let method = method_label(method);
-                self.metrics
-                    .request("unauthorized", method, status, started.elapsed());
-                return refusal.into_response(head);
-            }
-        };
-        let parsed =
-            route::parse(method, path, query, &self.default_registry).and_then(|request| {
-                let read = matches!(*method, http::Method::GET | http::Method::HEAD);
-                if read && carries_body {
-                    return Err(ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        ErrorCode::Unsupported,
-                        format!("{method} requests carry no body: mirrorgate accepts none"),
-                    ));
-                }
-                Ok(request)
-            });
-        let (route, response) = match parsed {
-            Ok(request) => {
-                let route = request.route();
-                let result = match client.authorize(&request) {
-                    Ok(()) => self.handle(request, head, headers).await,
-                    Err(error) => Err(error),
-                };
-                match result {
-                    Ok(response) => (route, response),
-                    Err(error) => (route, error.into_response(head)),
-                }
-            }
-            Err(error) => {
-                tracing::info!(%method, path, status = error.status.as_u16(), code = error.code.as_str(), "refused");
-                ("invalid", error.into_response(head))
-            }
-        };
-        self.metrics.request(
-            route,
-            method_label(method),
-            response.status().as_u16(),
-            started.elapsed(),
-        );
-        response
-    }
-
     /// The rule set in force.
     pub fn rules(&self) -> Arc<RuleSet> {
         self.rules.load_full()
     }
 
-    /// Answers one parsed request.
-    pub async fn handle(
-        self: &Arc<Self>,
-        request: ApiRequest,
-        head: bool,
-        headers: &HeaderMap,
-    ) -> Result<Response<Body>, ApiError> {
-        match request {
-            ApiRequest::Base => Ok(json_response(Bytes::from_static(b"{}"), head)),
-            ApiRequest::Metrics if self.metrics_elsewhere => Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                ErrorCode::NameUnknown,
-                "metrics are served on metrics_listen",
-            )),
-            ApiRequest::Metrics => Ok(bytes_response(
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                Bytes::from(self.metrics.encode()),
-                head,
-            )),
-            ApiRequest::Healthz => Ok(text_response(StatusCode::OK, "ok\n", head)),
-            ApiRequest::Readyz => Ok(match self.readiness() {
-                Ok(()) => text_response(StatusCode::OK, "ready\n", head),
-                Err(reason) => text_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &format!("not ready: {reason}\n"),
-                    head,
-                ),
-            }),
-            ApiRequest::Manifest { reference, .. } => {
-                self.manifest(&reference, head, headers.get_all(header::ACCEPT))
-                    .await
-            }
-            ApiRequest::Blob { repository, digest } => {
-                self.blob(&repository, &digest, head, headers.get(header::RANGE))
-                    .await
-            }
-            ApiRequest::TagsList {
-                repository,
-                n,
-                last,
-            } => self.tags_list(&repository, n, last.as_deref(), head).await,
-            ApiRequest::Referrers {
-                repository,
-                digest,
-                artifact_type,
-            } => {
-                self.referrers(&repository, &digest, artifact_type.as_deref(), head)
-                    .await
-            }
-        }
+    /// Who may pull, as loaded last.
+    pub fn access(&self) -> Arc<Access> {
+        self.access.load_full()
+    }
+
+    /// Whether `/metrics` is served on another listener rather than the API address.
+    pub fn metrics_elsewhere(&self) -> bool {
+        self.metrics_elsewhere
     }
 
     /// Ready means the cache directory can be written (the rules are loaded before serving, and
@@ -414,7 +307,7 @@ impl Proxy {
         logical: &Reference,
         sources: &[(Reference, Role)],
         route: &'static str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Error> {
         let Some(digest) = logical.digest_str() else {
             return Ok(());
         };
@@ -432,9 +325,9 @@ impl Proxy {
             let mut request = match route {
                 "blob" => blob::blob_request(
                     physical,
-                    &digest.parse().map_err(|_| {
-                        ApiError::digest_invalid(format!("invalid digest {digest}"))
-                    })?,
+                    &digest
+                        .parse()
+                        .map_err(|_| Error::InvalidDigest(format!("invalid digest {digest}")))?,
                     http::Method::HEAD,
                     None,
                 ),
@@ -454,12 +347,12 @@ impl Proxy {
             }
         }
         if !failures.is_empty() && failures.iter().all(|f| f.reason.is_not_found()) {
-            let code = if route == "blob" {
-                ErrorCode::BlobUnknown
+            let missing = if route == "blob" {
+                Missing::Blob
             } else {
-                ErrorCode::ManifestUnknown
+                Missing::Manifest
             };
-            return Err(exhausted(route, logical.as_str(), &failures, code));
+            return Err(exhausted(route, logical.as_str(), &failures, missing));
         }
         Ok(())
     }
@@ -496,19 +389,6 @@ impl Proxy {
             .get(logical_name)
             .filter(|a| a.at.elapsed() < AFFINITY_TTL)
             .map(|a| a.repository.clone())
-    }
-}
-
-/// A bounded label value for a request method.
-fn method_label(method: &http::Method) -> &'static str {
-    match *method {
-        http::Method::GET => "GET",
-        http::Method::HEAD => "HEAD",
-        http::Method::PUT => "PUT",
-        http::Method::POST => "POST",
-        http::Method::PATCH => "PATCH",
-        http::Method::DELETE => "DELETE",
-        _ => "OTHER",
     }
 }
 
@@ -636,78 +516,42 @@ impl Proxy {
 
     /// The refusal of a request whose reference the rules give no pull source; blocked ones are
     /// counted.
-    fn refuse(&self, route: &'static str, error: ResolveError) -> ApiError {
+    fn refuse(&self, route: &'static str, error: ResolveError) -> Error {
         if matches!(error, ResolveError::Blocked { .. }) {
             self.metrics.blocked(route);
         }
-        resolve_error(error)
+        Error::Resolve(error)
     }
 }
 
-/// The refusal for a reference the rules give no pull source.
-fn resolve_error(error: ResolveError) -> ApiError {
-    // Blocked refusals are counted by route where they are raised (`Proxy::refuse`).
-    match &error {
-        ResolveError::Blocked { scope, set_by, .. } => {
-            ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Denied, error.to_string())
-                .with_detail(json!({"scope": scope.to_string(), "blocked_by": set_by}))
-        }
-        ResolveError::RewriteFailed {
-            scope, attempted, ..
-        } => ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            ErrorCode::Unknown,
-            error.to_string(),
-        )
-        .with_detail(json!({"scope": scope.to_string(), "attempted": attempted})),
-    }
-}
-
-/// The answer when no pull source served: 404 when every one said not found, 502 otherwise;
-/// the message and the detail list every source tried and why it failed. Logged here, once.
-fn exhausted(what: &str, logical: &str, failures: &[Failure], not_found: ErrorCode) -> ApiError {
-    let error = exhausted_error(what, logical, failures, not_found);
-    tracing::info!(reference = logical, status = error.status.as_u16(), failed = %summary(failures), "{what} not served");
-    error
-}
-
-fn exhausted_error(
-    what: &str,
-    logical: &str,
-    failures: &[Failure],
-    not_found: ErrorCode,
-) -> ApiError {
-    let tried: Vec<String> = failures
+/// The answer when no pull source served: not found when every one said so, a failure
+/// otherwise; the message lists every source tried and why it failed. Logged here, once.
+fn exhausted(what: &str, logical: &str, failures: &[Failure], missing: Missing) -> Error {
+    let tried: Vec<Tried> = failures
         .iter()
-        .map(|f| format!("{} {}: {}", f.role, f.reference, f.reason))
+        .map(|f| Tried {
+            reference: f.reference.to_string(),
+            role: f.role,
+            error: f.reason.to_string(),
+        })
         .collect();
-    let detail = json!({
-        "tried": failures
-            .iter()
-            .map(|f| json!({
-                "reference": f.reference.to_string(),
-                "role": f.role.as_str(),
-                "error": f.reason.to_string(),
-            }))
-            .collect::<Vec<_>>()
-    });
-    if !failures.is_empty() && failures.iter().all(|f| f.reason.is_not_found()) {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            not_found,
-            format!("{what} {logical} not found; tried {}", tried.join("; ")),
-        )
-        .with_detail(detail)
+    let listed = tried
+        .iter()
+        .map(|t| format!("{} {}: {}", t.role, t.reference, t.error))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let all_not_found = !failures.is_empty() && failures.iter().all(|f| f.reason.is_not_found());
+    let message = if all_not_found {
+        format!("{what} {logical} not found; tried {listed}")
     } else {
-        ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            ErrorCode::Unknown,
-            format!(
-                "no source served {what} {logical}; tried {}",
-                tried.join("; ")
-            ),
-        )
-        .with_detail(detail)
+        format!("no source served {what} {logical}; tried {listed}")
+    };
+    tracing::info!(reference = logical, not_found = all_not_found, failed = %listed, "{what} not served");
+    Error::Exhausted {
+        missing,
+        all_not_found,
+        message,
+        tried,
     }
 }
 
@@ -717,35 +561,4 @@ fn summary(failures: &[Failure]) -> String {
         .map(|f| format!("{} {}: {}", f.role, f.reference, f.reason))
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-fn json_response(body: Bytes, head: bool) -> Response<Body> {
-    bytes_response(StatusCode::OK, "application/json", body, head)
-}
-
-fn text_response(status: StatusCode, text: &str, head: bool) -> Response<Body> {
-    bytes_response(
-        status,
-        "text/plain; charset=utf-8",
-        Bytes::copy_from_slice(text.as_bytes()),
-        head,
-    )
-}
-
-/// A response with a known body; HEAD gets the same headers and no body.
-fn bytes_response(
-    status: StatusCode,
-    content_type: &str,
-    body: Bytes,
-    head: bool,
-) -> Response<Body> {
-    let length = body.len();
-    let mut response = Response::new(if head { empty_body() } else { full_body(body) });
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(content_type) {
-        headers.insert(header::CONTENT_TYPE, value);
-    }
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    response
 }

@@ -7,61 +7,9 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use sha2::{Digest as _, Sha256, Sha512};
 
-use crate::reference::{Algorithm, Digest};
-
-/// A running hash in the algorithm of some digest.
-#[derive(Clone)]
-pub enum Hasher {
-    /// SHA-256.
-    Sha256(Sha256),
-    /// SHA-512.
-    Sha512(Sha512),
-}
-
-impl Hasher {
-    /// A new hash for `algorithm`.
-    pub fn new(algorithm: Algorithm) -> Hasher {
-        match algorithm {
-            Algorithm::Sha256 => Hasher::Sha256(Sha256::new()),
-            Algorithm::Sha512 => Hasher::Sha512(Sha512::new()),
-        }
-    }
-
-    /// Feeds bytes.
-    pub fn update(&mut self, bytes: &[u8]) {
-        match self {
-            Hasher::Sha256(h) => h.update(bytes),
-            Hasher::Sha512(h) => h.update(bytes),
-        }
-    }
-
-    /// The digest of everything fed, as `algorithm:hex`.
-    pub fn finish(self) -> String {
-        let (name, bytes) = match self {
-            Hasher::Sha256(h) => ("sha256", h.finalize().to_vec()),
-            Hasher::Sha512(h) => ("sha512", h.finalize().to_vec()),
-        };
-        let mut out = String::with_capacity(name.len() + 1 + bytes.len() * 2);
-        out.push_str(name);
-        out.push(':');
-        for byte in bytes {
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0xf)]));
-        }
-        out
-    }
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// The digest of `bytes` in `algorithm`.
-pub fn digest_of(algorithm: Algorithm, bytes: &[u8]) -> String {
-    let mut hasher = Hasher::new(algorithm);
-    hasher.update(bytes);
-    hasher.finish()
-}
+use crate::reference::Digest;
+pub use crate::reference::{Hasher, digest_of};
 
 /// How a verified stream ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +132,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reference::Algorithm;
     use futures_util::stream;
 
     const EMPTY_SHA256: &str =

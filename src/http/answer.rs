@@ -1,0 +1,165 @@
+//! One request, answered: authenticate, parse, authorise, hand to the proxy, and turn its
+//! answer or error into the response, counted by route.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, Response, StatusCode, header};
+
+use super::Body;
+use super::error::{ApiError, ErrorCode};
+use super::route::{self, ApiRequest};
+use crate::proxy::Proxy;
+use crate::proxy::bytes_response;
+
+/// Answers one request: routes it, serves it, and counts it. `carries_body` says whether the
+/// request has a body: a read carries none, and one that does is refused unread.
+pub async fn respond(
+    proxy: &Arc<Proxy>,
+    method: &http::Method,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    carries_body: bool,
+) -> Response<Body> {
+    let started = Instant::now();
+    let head = method == http::Method::HEAD;
+    let access = proxy.access();
+    let client = match access.authenticate(path, headers).await {
+        Ok(client) => client,
+        Err(refusal) => {
+            let status = StatusCode::UNAUTHORIZED.as_u16();
+            proxy.metrics().request(
+                "unauthorized",
+                method_label(method),
+                status,
+                started.elapsed(),
+            );
+            return ApiError::unauthorized(refusal).into_response(head);
+        }
+    };
+    let parsed = route::parse(method, path, query, proxy.default_registry()).and_then(|request| {
+        let read = matches!(*method, http::Method::GET | http::Method::HEAD);
+        if read && carries_body {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::Unsupported,
+                format!("{method} requests carry no body: mirrorgate accepts none"),
+            ));
+        }
+        Ok(request)
+    });
+    let (route, response) = match parsed {
+        Ok(request) => {
+            let route = request.route();
+            let result = match client.authorize(request.repository().map(|r| r.name())) {
+                Ok(()) => handle(proxy, request, head, headers).await,
+                Err(denied) => Err(ApiError::from(denied)),
+            };
+            match result {
+                Ok(response) => (route, response),
+                Err(error) => (route, error.into_response(head)),
+            }
+        }
+        Err(error) => {
+            tracing::info!(%method, path, status = error.status.as_u16(), code = error.code.as_str(), "refused");
+            ("invalid", error.into_response(head))
+        }
+    };
+    proxy.metrics().request(
+        route,
+        method_label(method),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+/// Answers one parsed request.
+async fn handle(
+    proxy: &Arc<Proxy>,
+    request: ApiRequest,
+    head: bool,
+    headers: &HeaderMap,
+) -> Result<Response<Body>, ApiError> {
+    Ok(match request {
+        ApiRequest::Base => json_response(Bytes::from_static(b"{}"), head),
+        ApiRequest::Metrics if proxy.metrics_elsewhere() => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NameUnknown,
+                "metrics are served on metrics_listen",
+            ));
+        }
+        ApiRequest::Metrics => bytes_response(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Bytes::from(proxy.metrics().encode()),
+            head,
+        ),
+        ApiRequest::Healthz => text_response(StatusCode::OK, "ok\n", head),
+        ApiRequest::Readyz => match proxy.readiness() {
+            Ok(()) => text_response(StatusCode::OK, "ready\n", head),
+            Err(reason) => text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("not ready: {reason}\n"),
+                head,
+            ),
+        },
+        ApiRequest::Manifest { reference, .. } => {
+            proxy
+                .manifest(&reference, head, headers.get_all(header::ACCEPT))
+                .await?
+        }
+        ApiRequest::Blob { repository, digest } => {
+            proxy
+                .blob(&repository, &digest, head, headers.get(header::RANGE))
+                .await?
+        }
+        ApiRequest::TagsList {
+            repository,
+            n,
+            last,
+        } => {
+            proxy
+                .tags_list(&repository, n, last.as_deref(), head)
+                .await?
+        }
+        ApiRequest::Referrers {
+            repository,
+            digest,
+            artifact_type,
+        } => {
+            proxy
+                .referrers(&repository, &digest, artifact_type.as_deref(), head)
+                .await?
+        }
+    })
+}
+
+/// A bounded label value for a request method.
+fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::PUT => "PUT",
+        http::Method::POST => "POST",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        _ => "OTHER",
+    }
+}
+
+fn json_response(body: Bytes, head: bool) -> Response<Body> {
+    bytes_response(StatusCode::OK, "application/json", body, head)
+}
+
+fn text_response(status: StatusCode, text: &str, head: bool) -> Response<Body> {
+    bytes_response(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::copy_from_slice(text.as_bytes()),
+        head,
+    )
+}

@@ -1,0 +1,84 @@
+//! What can go wrong serving a request, in the proxy's own terms. The HTTP layer turns each
+//! [`Error`] into a status and an OCI error body, in one place (`http::error`).
+
+use crate::rules::{ResolveError, Role};
+
+/// What was asked for and is missing when every source said "not found".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// A manifest (or a referrers list, which is keyed by a manifest).
+    Manifest,
+    /// A blob.
+    Blob,
+    /// A repository (its tag list).
+    Repository,
+}
+
+/// One pull source tried without success, as reported to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tried {
+    /// The physical reference tried.
+    pub reference: String,
+    /// Mirror or source.
+    pub role: Role,
+    /// Why it did not serve.
+    pub error: String,
+}
+
+/// Why a request was not served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The rules give the reference no pull source (blocked, or a rewrite that fails).
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// None of the pull sources is a registry mirrorgate may contact.
+    #[error(
+        "mirrorgate does not contact {registry}: it is not named by the rules, `registries` or `default_registry`"
+    )]
+    NotConfigured {
+        /// The registry of the logical reference.
+        registry: String,
+    },
+    /// Every source was tried and none served; `all_not_found` when each said "not found".
+    #[error("{message}")]
+    Exhausted {
+        /// What the clients asked for.
+        missing: Missing,
+        /// Every source answered "not found".
+        all_not_found: bool,
+        /// The whole story, for a person.
+        message: String,
+        /// Each source tried and why it failed.
+        tried: Vec<Tried>,
+    },
+    /// Content that every source said is not there (a download shared with other clients).
+    #[error("{message}")]
+    NotFound {
+        /// What is missing.
+        missing: Missing,
+        /// What happened.
+        message: String,
+    },
+    /// The upstreams failed in a way that is not about the content asked for.
+    #[error("{0}")]
+    Upstream(String),
+    /// No upstream fetch slot freed up in time: come back in `retry_after` seconds.
+    #[error("{message}")]
+    Busy {
+        /// What happened.
+        message: String,
+        /// Seconds after which the client may try again.
+        retry_after: u64,
+    },
+    /// A digest that does not parse.
+    #[error("{0}")]
+    InvalidDigest(String),
+    /// A tag that the reference grammar refuses.
+    #[error("invalid tag \"{tag}\": {reason}")]
+    InvalidTag {
+        /// The tag as given.
+        tag: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+}
