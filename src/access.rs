@@ -58,7 +58,7 @@ pub struct ClientsConfig {
     pub tokens_file: Option<PathBuf>,
     /// Mode `htpasswd`: the repository scopes of each user; a user not listed may pull
     /// everything.
-    pub scopes: BTreeMap<String, Vec<Scope>>,
+    pub scopes: BTreeMap<String, Vec<ClientScope>>,
 }
 
 /// The `clients.mode` values.
@@ -81,7 +81,7 @@ struct RawClients {
     mode: Option<ClientMode>,
     htpasswd_file: Option<PathBuf>,
     tokens_file: Option<PathBuf>,
-    scopes: Option<BTreeMap<String, Vec<Scope>>>,
+    scopes: Option<BTreeMap<String, Vec<ClientScope>>>,
 }
 
 impl From<RawClients> for ClientsConfig {
@@ -156,7 +156,7 @@ impl ClientsConfig {
 ///
 /// Names are logical and normalised, registry first: `docker.io/library/busybox`, not `busybox`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Scope {
+pub enum ClientScope {
     /// `*`: every repository.
     All,
     /// `<prefix>/*`: every repository whose name starts with `<prefix>/`.
@@ -165,47 +165,47 @@ pub enum Scope {
     Exact(String),
 }
 
-impl Scope {
+impl ClientScope {
     /// Whether the logical repository `name` is in this scope.
     pub fn allows(&self, name: &str) -> bool {
         match self {
-            Scope::All => true,
-            Scope::Under(prefix) => name
+            ClientScope::All => true,
+            ClientScope::Under(prefix) => name
                 .strip_prefix(prefix.as_str())
                 .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1),
-            Scope::Exact(exact) => name == exact,
+            ClientScope::Exact(exact) => name == exact,
         }
     }
 }
 
-impl fmt::Display for Scope {
+impl fmt::Display for ClientScope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Scope::All => f.write_str("*"),
-            Scope::Under(prefix) => write!(f, "{prefix}/*"),
-            Scope::Exact(name) => f.write_str(name),
+            ClientScope::All => f.write_str("*"),
+            ClientScope::Under(prefix) => write!(f, "{prefix}/*"),
+            ClientScope::Exact(name) => f.write_str(name),
         }
     }
 }
 
-/// Why a string is not a [`Scope`].
+/// Why a string is not a [`ClientScope`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid scope {input:?}: {reason}")]
-pub struct ScopeError {
+pub struct ClientScopeError {
     input: String,
     reason: &'static str,
 }
 
-impl FromStr for Scope {
-    type Err = ScopeError;
+impl FromStr for ClientScope {
+    type Err = ClientScopeError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let fail = |reason: &'static str| ScopeError {
+        let fail = |reason: &'static str| ClientScopeError {
             input: s.to_owned(),
             reason,
         };
         if s == "*" {
-            return Ok(Scope::All);
+            return Ok(ClientScope::All);
         }
         let (name, under) = match s.strip_suffix("/*") {
             Some(prefix) => (prefix, true),
@@ -240,14 +240,14 @@ impl FromStr for Scope {
         }
         let name = name.to_owned();
         Ok(if under {
-            Scope::Under(name)
+            ClientScope::Under(name)
         } else {
-            Scope::Exact(name)
+            ClientScope::Exact(name)
         })
     }
 }
 
-impl<'de> Deserialize<'de> for Scope {
+impl<'de> Deserialize<'de> for ClientScope {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         text.parse().map_err(serde::de::Error::custom)
@@ -255,7 +255,7 @@ impl<'de> Deserialize<'de> for Scope {
 }
 
 /// The repositories a client may pull: `None` is everything.
-fn allowed(scopes: Option<&[Scope]>, name: &str) -> bool {
+fn allowed(scopes: Option<&[ClientScope]>, name: &str) -> bool {
     scopes.is_none_or(|scopes| scopes.iter().any(|scope| scope.allows(name)))
 }
 
@@ -265,7 +265,7 @@ pub struct Client {
     /// The user or token name; `None` for anonymous access. Never a secret.
     name: Option<String>,
     /// The repository scopes; `None` is every repository.
-    scopes: Option<Vec<Scope>>,
+    scopes: Option<Vec<ClientScope>>,
 }
 
 impl Client {
@@ -655,7 +655,7 @@ struct RawToken {
     name: String,
     token: String,
     #[serde(default)]
-    scopes: Option<Vec<Scope>>,
+    scopes: Option<Vec<ClientScope>>,
 }
 
 /// Parses the tokens file: `tokens: [{name, token, scopes?}]`.
@@ -725,7 +725,7 @@ mod tests {
     use super::*;
     use http::HeaderValue;
 
-    fn scope(s: &str) -> Scope {
+    fn scope(s: &str) -> ClientScope {
         s.parse().expect("valid scope")
     }
 
@@ -764,7 +764,7 @@ mod tests {
         let accepted: Vec<&str> = bad
             .iter()
             .copied()
-            .filter(|s| s.parse::<Scope>().is_ok())
+            .filter(|s| s.parse::<ClientScope>().is_ok())
             .collect();
         assert_eq!(accepted, Vec::<&str>::new());
     }

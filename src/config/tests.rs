@@ -483,8 +483,8 @@ fn clients_htpasswd_section_parses() {
             scopes: BTreeMap::from([(
                 "alice".to_owned(),
                 vec![
-                    crate::access::Scope::Under("quay.io/openshift-release-dev".to_owned()),
-                    crate::access::Scope::All,
+                    crate::access::ClientScope::Under("quay.io/openshift-release-dev".to_owned()),
+                    crate::access::ClientScope::All,
                 ]
             )]),
         }

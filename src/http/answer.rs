@@ -9,7 +9,7 @@ use http::{HeaderMap, Response, StatusCode, header};
 
 use super::Body;
 use super::error::{ApiError, ErrorCode};
-use super::route::{self, ApiRequest};
+use super::route::{self, ApiRequest, Route};
 use crate::proxy::Proxy;
 use crate::proxy::bytes_response;
 
@@ -31,7 +31,7 @@ pub async fn respond(
         Err(refusal) => {
             let status = StatusCode::UNAUTHORIZED.as_u16();
             proxy.metrics().request(
-                "unauthorized",
+                Route::Unauthorized.as_str(),
                 method_label(method),
                 status,
                 started.elapsed(),
@@ -64,11 +64,11 @@ pub async fn respond(
         }
         Err(error) => {
             tracing::info!(%method, path, status = error.status.as_u16(), code = error.code.as_str(), "refused");
-            ("invalid", error.into_response(head))
+            (Route::Invalid, error.into_response(head))
         }
     };
     proxy.metrics().request(
-        route,
+        route.as_str(),
         method_label(method),
         response.status().as_u16(),
         started.elapsed(),

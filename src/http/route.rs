@@ -13,7 +13,7 @@
 use http::Method;
 
 use super::error::{ApiError, ErrorCode};
-pub use crate::proxy::Repository;
+pub use crate::proxy::{Repository, Route};
 use crate::reference::{Digest, Host, Reference};
 
 /// What a request asks for.
@@ -75,17 +75,17 @@ impl ApiRequest {
         }
     }
 
-    /// A short name of the endpoint, for metrics and logs.
-    pub fn route(&self) -> &'static str {
+    /// What the request is about, for metrics and logs.
+    pub fn route(&self) -> Route {
         match self {
-            ApiRequest::Base => "base",
-            ApiRequest::Manifest { .. } => "manifest",
-            ApiRequest::Blob { .. } => "blob",
-            ApiRequest::TagsList { .. } => "tags",
-            ApiRequest::Referrers { .. } => "referrers",
-            ApiRequest::Healthz => "healthz",
-            ApiRequest::Readyz => "readyz",
-            ApiRequest::Metrics => "metrics",
+            ApiRequest::Base => Route::Base,
+            ApiRequest::Manifest { .. } => Route::Manifest,
+            ApiRequest::Blob { .. } => Route::Blob,
+            ApiRequest::TagsList { .. } => Route::Tags,
+            ApiRequest::Referrers { .. } => Route::Referrers,
+            ApiRequest::Healthz => Route::Healthz,
+            ApiRequest::Readyz => Route::Readyz,
+            ApiRequest::Metrics => Route::Metrics,
         }
     }
 }

@@ -24,6 +24,7 @@ use super::{
     AttemptFailure, Body, Error, Failure, Missing, Proxy, Repository, empty_body, exhausted,
     summary,
 };
+use super::{Route, Stored};
 use crate::cache::blobs::{BlobFile, DownloadState, follow, read_range};
 use crate::cache::stats::CacheStats;
 use crate::reference::{Digest, Reference};
@@ -103,7 +104,8 @@ impl Proxy {
         let stored = self.cache.blobs.size(digest).is_some()
             || (self.wait_for_commit(digest).await && self.cache.blobs.size(digest).is_some());
         if stored {
-            self.may_serve_cached(&logical, &candidates, "blob").await?;
+            self.may_serve_cached(&logical, &candidates, Stored::Blob)
+                .await?;
         }
         if let Some(blob) = self.cache.blobs.open_blob(digest) {
             CacheStats::count(&self.cache.stats.blob_hits);
@@ -134,7 +136,8 @@ impl Proxy {
                 .is_some_and(|(_, repo)| repo != logical.name())
         });
         if started_elsewhere {
-            self.may_serve_cached(&logical, &candidates, "blob").await?;
+            self.may_serve_cached(&logical, &candidates, Stored::Blob)
+                .await?;
         }
         // Joining a download under way takes no slot; starting one does, before it starts, so
         // that a refusal reaches this client alone.
@@ -317,12 +320,12 @@ impl Proxy {
         }
         let mut failures = Vec::new();
         for (physical, role) in candidates {
-            self.note_attempt(role, &failures, "blob");
+            self.note_attempt(role, &failures, Route::Blob);
             let response = match self
                 .attempt(
                     blob_request(&physical, digest, Method::GET, None),
                     role,
-                    "blob",
+                    Route::Blob,
                 )
                 .await
             {
@@ -348,7 +351,7 @@ impl Proxy {
                 }
             };
             if let Some(reason) = sizes::size_mismatch(expected, response.content_length()) {
-                self.count_attempt(physical.domain(), role, "blob", "size_mismatch");
+                self.count_attempt(physical.domain(), role, Route::Blob, "size_mismatch");
                 failures.push(Failure {
                     reference: physical,
                     role,
@@ -464,7 +467,7 @@ impl Proxy {
                 Outcome::Corrupt(reason) => {
                     tracing::warn!(served_by = %physical, %reason, "blob aborted: corrupt; the source is skipped for this blob for a while");
                     self.corrupt_recorder()(&physical);
-                    self.count_attempt(physical.domain(), role, "blob", "digest_mismatch");
+                    self.count_attempt(physical.domain(), role, Route::Blob, "digest_mismatch");
                     Err(reason)
                 }
                 Outcome::Broken(reason) => Err(reason),
@@ -474,7 +477,7 @@ impl Proxy {
                     CacheStats::add(&self.cache.stats.bytes_fetched, size);
                     self.remember_content(logical.name(), digest.as_str());
                     if !failures.is_empty() {
-                        self.metrics.fallback("blob");
+                        self.metrics.fallback(Route::Blob.as_str());
                     }
                     tracing::info!(reference = %logical, served_by = %physical, %role, size, failed = %summary(&failures), "blob fetched");
                     DownloadState::Complete {
@@ -521,15 +524,15 @@ impl Proxy {
         let expected = self.sizes.get(logical.name(), digest);
         let mut failures = Vec::new();
         for (physical, role) in candidates {
-            self.note_attempt(role, &failures, "blob");
+            self.note_attempt(role, &failures, Route::Blob);
             let request = blob_request(&physical, digest, method.clone(), range);
-            match self.attempt(request, role, "blob").await {
+            match self.attempt(request, role, Route::Blob).await {
                 Ok(upstream)
                     if upstream.status() == StatusCode::OK
                         && let Some(reason) =
                             sizes::size_mismatch(expected, announced_length(&upstream)) =>
                 {
-                    self.count_attempt(physical.domain(), role, "blob", "size_mismatch");
+                    self.count_attempt(physical.domain(), role, Route::Blob, "size_mismatch");
                     failures.push(Failure {
                         reference: physical,
                         role,
@@ -539,7 +542,7 @@ impl Proxy {
                 Ok(upstream) => {
                     self.remember_content(logical.name(), digest.as_str());
                     if !failures.is_empty() {
-                        self.metrics.fallback("blob");
+                        self.metrics.fallback(Route::Blob.as_str());
                     }
                     tracing::info!(
                         method = %method,
@@ -602,7 +605,7 @@ impl Proxy {
         if candidates.is_empty()
             && let Err(error) = digest_route
         {
-            return Err(self.refuse("blob", error));
+            return Err(self.refuse(Route::Blob, error));
         }
         self.reachable_only(logical, &mut candidates, |(physical, _)| physical.domain())?;
         let mut seen = HashSet::new();

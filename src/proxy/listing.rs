@@ -6,6 +6,7 @@
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use serde_json::Value;
 
+use super::Route;
 use super::admission::FetchSlot;
 use super::manifest::{MAX_MANIFEST_BYTES, read_bounded};
 use super::{
@@ -30,7 +31,7 @@ impl Proxy {
         let logical = &repository.reference;
         let query = page_query(n, last, None);
         let (physical, upstream, _slot) = self
-            .first_listing(logical, "tag list", "tags/list", query, None)
+            .first_listing(logical, "tag list", Route::Tags, "tags/list", query, None)
             .await?;
         let has_next = upstream.headers().get(header::LINK).is_some();
         let bytes = read_bounded(upstream, MAX_LISTING_BYTES)
@@ -82,6 +83,7 @@ impl Proxy {
             .first_listing(
                 &logical,
                 "referrers of",
+                Route::Referrers,
                 &format!("referrers/{digest}"),
                 query,
                 Some(HeaderValue::from_static(
@@ -114,15 +116,11 @@ impl Proxy {
         &self,
         logical: &Reference,
         what: &str,
+        route: Route,
         endpoint: &str,
         query: Option<String>,
         accept: Option<HeaderValue>,
     ) -> Result<(Reference, reqwest::Response, FetchSlot), Error> {
-        let route = if endpoint == "tags/list" {
-            "tags"
-        } else {
-            "referrers"
-        };
         let mut resolution = self
             .rules()
             .resolve(logical)
@@ -149,7 +147,7 @@ impl Proxy {
             match self.attempt(request, source.role, route).await {
                 Ok(response) => {
                     if !failures.is_empty() {
-                        self.metrics.fallback(route);
+                        self.metrics.fallback(route.as_str());
                     }
                     tracing::info!(
                         reference = %logical,
@@ -167,7 +165,7 @@ impl Proxy {
                 }),
             }
         }
-        let missing = if endpoint == "tags/list" {
+        let missing = if route == Route::Tags {
             Missing::Repository
         } else {
             Missing::Manifest

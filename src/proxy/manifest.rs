@@ -17,6 +17,7 @@ use super::verify::digest_of;
 use super::{
     AttemptFailure, Body, Error, Failure, Missing, Proxy, bytes_response, exhausted, summary,
 };
+use super::{Route, Stored};
 use crate::cache::manifests::StoredManifest;
 use crate::cache::stats::CacheStats;
 use crate::cache::tags::TagAnswer;
@@ -47,7 +48,7 @@ impl Proxy {
         // The rules decide first: cached content is only served where they allow a pull.
         let mut resolution = self.rules().resolve(logical).map_err(|e| {
             tracing::info!(reference = %logical, error = %e, "manifest refused");
-            self.refuse("manifest", e)
+            self.refuse(Route::Manifest, e)
         })?;
         self.reachable_only(logical, &mut resolution.sources, |s| s.reference.domain())?;
         let accept = accept_header(accept);
@@ -76,7 +77,8 @@ impl Proxy {
                 .iter()
                 .map(|s| (s.reference.clone(), s.role))
                 .collect();
-            self.may_serve_cached(logical, &sources, "manifest").await?;
+            self.may_serve_cached(logical, &sources, Stored::Manifest)
+                .await?;
             CacheStats::count(&self.cache.stats.manifest_hits);
             tracing::info!(reference = %logical, served_by = "cache", "manifest served");
             return Ok(manifest);
@@ -170,7 +172,7 @@ impl Proxy {
         }
         let mut failures = Vec::new();
         for source in &resolution.sources {
-            self.note_attempt(source.role, &failures, "manifest");
+            self.note_attempt(source.role, &failures, Route::Manifest);
             if let Some((answer, cached)) = &known {
                 match self
                     .head_digest(&source.reference, source.role, &accept)
@@ -179,7 +181,7 @@ impl Proxy {
                     Ok(Some(digest)) if digest == answer.digest => {
                         self.record_tag(logical, &digest, source, route);
                         if !failures.is_empty() {
-                            self.metrics.fallback("manifest");
+                            self.metrics.fallback(Route::Manifest.as_str());
                         }
                         tracing::info!(reference = %logical, served_by = "cache", confirmed_by = %source.reference, "manifest served");
                         return Ok(cached.clone());
@@ -243,7 +245,7 @@ impl Proxy {
         self.remember_source(logical, &source.reference);
         self.remember_content(logical.name(), &manifest.digest);
         if !failures.is_empty() {
-            self.metrics.fallback("manifest");
+            self.metrics.fallback(Route::Manifest.as_str());
         }
         tracing::info!(
             reference = %logical,
@@ -286,7 +288,7 @@ impl Proxy {
             .and_then(|digest| self.sizes.get(logical.name(), &digest));
         let mut failures = Vec::new();
         for source in sources {
-            self.note_attempt(source.role, &failures, "manifest");
+            self.note_attempt(source.role, &failures, Route::Manifest);
             match self
                 .fetch_manifest(&source.reference, source.role, accept, expected)
                 .await
@@ -315,7 +317,7 @@ impl Proxy {
     ) -> Result<Option<String>, AttemptFailure> {
         let mut request = manifest_request(physical, accept);
         request.method = Method::HEAD;
-        let response = self.attempt(request, role, "manifest").await?;
+        let response = self.attempt(request, role, Route::Manifest).await?;
         Ok(response
             .headers()
             .get("docker-content-digest")
@@ -334,10 +336,10 @@ impl Proxy {
         expected: Option<u64>,
     ) -> Result<StoredManifest, AttemptFailure> {
         let response = self
-            .attempt(manifest_request(physical, accept), role, "manifest")
+            .attempt(manifest_request(physical, accept), role, Route::Manifest)
             .await?;
         if let Some(reason) = sizes::size_mismatch(expected, response.content_length()) {
-            self.count_attempt(physical.domain(), role, "manifest", "size_mismatch");
+            self.count_attempt(physical.domain(), role, Route::Manifest, "size_mismatch");
             return Err(AttemptFailure::SizeMismatch(reason));
         }
         let limit = expected.map_or(MAX_MANIFEST_BYTES, |size| {
@@ -375,7 +377,7 @@ impl Proxy {
             && expected != digest
         {
             tracing::warn!(reference = %physical, expected, actual = digest, "manifest digest mismatch");
-            self.count_attempt(physical.domain(), role, "manifest", "digest_mismatch");
+            self.count_attempt(physical.domain(), role, Route::Manifest, "digest_mismatch");
             return Err(AttemptFailure::DigestMismatch { actual: digest });
         }
         let media_type = content_type

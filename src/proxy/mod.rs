@@ -16,6 +16,7 @@ mod listing;
 mod manifest;
 mod reach;
 mod repository;
+mod route;
 mod sizes;
 pub mod verify;
 
@@ -45,6 +46,8 @@ use crate::upstream::{AttemptError, RegistrySettings, Upstream};
 pub use body::{Body, bytes_response, empty_body, full_body};
 pub use error::{Error, Missing, Tried};
 pub use repository::Repository;
+use route::ContentKey;
+pub use route::Route;
 
 /// How long a repository keeps pulling its blobs from the source that served its manifest.
 const AFFINITY_TTL: Duration = Duration::from_secs(600);
@@ -89,11 +92,27 @@ pub struct Proxy {
     /// `repository@digest` pairs an upstream served or confirmed. The stores are
     /// content-addressed; this is what keeps a digest cached for one repository from being
     /// served for another that does not hold it (an upstream would answer 404 there).
-    known: Mutex<crate::cache::lru::Lru<String, ()>>,
+    known: Mutex<crate::cache::lru::Lru<ContentKey, ()>>,
     /// Upstream fetches under way, bounded (`limits.max_upstream_fetches`).
     fetch_slots: FetchSlots,
     /// The sizes the manifests fetched declare for the content they reference.
     sizes: DescriptorSizes,
+}
+
+/// What kind of stored content a HEAD upstream confirms before it is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    Manifest,
+    Blob,
+}
+
+impl Stored {
+    fn route(self) -> Route {
+        match self {
+            Stored::Manifest => Route::Manifest,
+            Stored::Blob => Route::Blob,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -294,7 +313,7 @@ impl Proxy {
     /// Records that an upstream served or confirmed `digest` in the logical `repository`.
     fn remember_content(&self, repository: &str, digest: &str) {
         if let Ok(mut known) = self.known.lock() {
-            known.insert(format!("{repository}@{digest}"), (), 1, |_, _| false);
+            known.insert(ContentKey::new(repository, digest), (), 1, |_, _| false);
         }
     }
 
@@ -306,12 +325,12 @@ impl Proxy {
         &self,
         logical: &Reference,
         sources: &[(Reference, Role)],
-        route: &'static str,
+        stored: Stored,
     ) -> Result<(), Error> {
         let Some(digest) = logical.digest_str() else {
             return Ok(());
         };
-        let key = format!("{}@{digest}", logical.name());
+        let key = ContentKey::new(logical.name(), digest);
         if self
             .known
             .lock()
@@ -322,8 +341,8 @@ impl Proxy {
         let _slot = self.fetch_slots.acquire(logical.as_str()).await?;
         let mut failures = Vec::new();
         for (physical, role) in sources {
-            let mut request = match route {
-                "blob" => blob::blob_request(
+            let mut request = match stored {
+                Stored::Blob => blob::blob_request(
                     physical,
                     &digest
                         .parse()
@@ -331,10 +350,12 @@ impl Proxy {
                     http::Method::HEAD,
                     None,
                 ),
-                _ => manifest::manifest_request(physical, &manifest::standard_accept()),
+                Stored::Manifest => {
+                    manifest::manifest_request(physical, &manifest::standard_accept())
+                }
             };
             request.method = http::Method::HEAD;
-            match self.attempt(request, *role, route).await {
+            match self.attempt(request, *role, stored.route()).await {
                 Ok(_) => {
                     self.remember_content(logical.name(), digest);
                     return Ok(());
@@ -347,12 +368,16 @@ impl Proxy {
             }
         }
         if !failures.is_empty() && failures.iter().all(|f| f.reason.is_not_found()) {
-            let missing = if route == "blob" {
-                Missing::Blob
-            } else {
-                Missing::Manifest
+            let (route, missing) = match stored {
+                Stored::Blob => (Route::Blob, Missing::Blob),
+                Stored::Manifest => (Route::Manifest, Missing::Manifest),
             };
-            return Err(exhausted(route, logical.as_str(), &failures, missing));
+            return Err(exhausted(
+                route.as_str(),
+                logical.as_str(),
+                &failures,
+                missing,
+            ));
         }
         Ok(())
     }
@@ -444,8 +469,9 @@ impl Proxy {
         &self,
         request: crate::upstream::UpstreamRequest,
         role: Role,
-        route: &'static str,
+        route: Route,
     ) -> Result<reqwest::Response, AttemptError> {
+        let route = route.as_str();
         let registry = request.registry.clone();
         let started = Instant::now();
         if let Some(remaining) = self.backing_off(&registry) {
@@ -496,29 +522,28 @@ impl Proxy {
     }
 
     /// Counts a source attempt that only happens because mirror attempts failed.
-    fn note_attempt(&self, role: Role, failures: &[Failure], route: &'static str) {
+    fn note_attempt(&self, role: Role, failures: &[Failure], route: Route) {
         if role == Role::Source && failures.iter().any(|f| f.role == Role::Mirror) {
-            self.metrics.source_after_mirrors(route);
+            self.metrics.source_after_mirrors(route.as_str());
         }
     }
 
     /// Counts an attempt whose outcome is known only after its body was read.
-    fn count_attempt(
-        &self,
-        registry: &str,
-        role: Role,
-        route: &'static str,
-        outcome: &'static str,
-    ) {
-        self.metrics
-            .upstream(registry, role.as_str(), route, outcome, Duration::ZERO);
+    fn count_attempt(&self, registry: &str, role: Role, route: Route, outcome: &'static str) {
+        self.metrics.upstream(
+            registry,
+            role.as_str(),
+            route.as_str(),
+            outcome,
+            Duration::ZERO,
+        );
     }
 
     /// The refusal of a request whose reference the rules give no pull source; blocked ones are
     /// counted.
-    fn refuse(&self, route: &'static str, error: ResolveError) -> Error {
+    fn refuse(&self, route: Route, error: ResolveError) -> Error {
         if matches!(error, ResolveError::Blocked { .. }) {
-            self.metrics.blocked(route);
+            self.metrics.blocked(route.as_str());
         }
         Error::Resolve(error)
     }

@@ -16,6 +16,7 @@ use std::sync::Mutex;
 
 use serde::Deserialize;
 
+use super::route::ContentKey;
 use crate::cache::lru::Lru;
 use crate::reference::Digest;
 
@@ -24,7 +25,7 @@ const CAPACITY: u64 = 200_000;
 
 /// The descriptor sizes learnt from manifests.
 pub(crate) struct DescriptorSizes {
-    sizes: Mutex<Lru<String, u64>>,
+    sizes: Mutex<Lru<ContentKey, u64>>,
 }
 
 /// The parts of a manifest or index that hold descriptors (image manifest: config and layers;
@@ -70,7 +71,7 @@ impl DescriptorSizes {
         let mut sizes = self.sizes.lock().unwrap_or_else(|e| e.into_inner());
         for descriptor in descriptors {
             sizes.insert(
-                format!("{repository}@{}", descriptor.digest),
+                ContentKey::new(repository, &descriptor.digest),
                 descriptor.size,
                 1,
                 |_, _| false,
@@ -80,7 +81,7 @@ impl DescriptorSizes {
 
     /// The size the manifests of `repository` declare for `digest`, if one was learnt.
     pub(crate) fn get(&self, repository: &str, digest: &Digest) -> Option<u64> {
-        let key = format!("{repository}@{digest}");
+        let key = ContentKey::new(repository, digest.as_str());
         self.sizes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
