@@ -25,5 +25,6 @@ pub mod reference;
 pub mod reload;
 pub mod rules;
 pub mod settings;
+pub mod source;
 pub mod tls;
 pub mod upstream;

@@ -14,7 +14,8 @@ use mirrorgate::http;
 use mirrorgate::proxy::Proxy;
 use mirrorgate::reference::Reference;
 use mirrorgate::reload;
-use mirrorgate::rules::{self, ResolveError, RuleSet};
+use mirrorgate::rules::{ResolveError, RuleSet};
+use mirrorgate::source::RuleSource;
 use mirrorgate::upstream::Upstream;
 use tokio::net::TcpListener;
 
@@ -106,7 +107,9 @@ impl RuleArgs {
         } else {
             &self.rules
         };
-        let rule_set = rules::load(paths).context("the rule set is invalid")?;
+        let rule_set = RuleSource::Files(paths.clone())
+            .load()
+            .context("the rule set is invalid")?;
         Ok((rule_set, config, config_path))
     }
 }

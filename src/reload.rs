@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use crate::access::Access;
 use crate::config::Config;
 use crate::proxy::Proxy;
-use crate::rules;
+use crate::source::{RuleFeed, RuleSource};
 use crate::upstream::Upstream;
 
 /// How long the files must stay quiet before a reload: a ConfigMap update or an editor's save
@@ -51,7 +51,8 @@ pub fn spawn(proxy: Arc<Proxy>, config_path: Option<PathBuf>, config: Config) {
     tokio::spawn(async move {
         // The watcher lives as long as the loop.
         let _watcher = watcher;
-        run(proxy, config_path, config, receiver).await;
+        let feed = RuleFeed::new(proxy.rules());
+        run(proxy, feed, config_path, config, receiver).await;
     });
 }
 
@@ -203,6 +204,7 @@ fn watch(
 
 async fn run(
     proxy: Arc<Proxy>,
+    feed: RuleFeed,
     config_path: Option<PathBuf>,
     mut config: Config,
     mut receiver: mpsc::Receiver<()>,
@@ -216,7 +218,7 @@ async fn run(
                 Err(_quiet) => break,
             }
         }
-        match reload(&proxy, &config_path, &config).await {
+        match reload(&proxy, &feed, &config_path, &config).await {
             Ok(new_config) => {
                 proxy.metrics().reload(true);
                 config = new_config;
@@ -232,6 +234,7 @@ async fn run(
 /// Reads the configuration and the rules again, and swaps them in if they are good.
 async fn reload(
     proxy: &Proxy,
+    feed: &RuleFeed,
     config_path: &Option<PathBuf>,
     current: &Config,
 ) -> anyhow::Result<Config> {
@@ -244,7 +247,9 @@ async fn reload(
             Some(path) => Config::load(path)?,
             None => fallback,
         };
-        let rule_set = rules::load(&config.rules).context("the rule set is invalid")?;
+        let rule_set = RuleSource::Files(config.rules.clone())
+            .load()
+            .context("the rule set is invalid")?;
         let upstream = Upstream::new(&config).context("the upstream settings are invalid")?;
         anyhow::Ok((config, rule_set, upstream))
     })
@@ -268,7 +273,8 @@ async fn reload(
             tracing::error!(%error, "cannot reload the clients files; the access in force is kept");
         }
     }
-    proxy.replace_rules(Arc::new(rule_set), &config);
+    feed.publish(Arc::new(rule_set));
+    proxy.replace_rules(feed.current(), &config);
     tracing::info!(
         files = summary.files.len(),
         scopes = summary.scopes,

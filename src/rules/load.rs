@@ -1,4 +1,5 @@
-//! Reading rule files and directories.
+//! Building rule sets: from files and directories, from text, or from documents another source
+//! already decoded ([`Documents`], e.g. objects read from a Kubernetes API).
 //!
 //! A path is a file (read whatever its name) or a directory, whose `.yaml`, `.yml` and `.json`
 //! files are read in sorted order, descending into subdirectories. Names starting with `.` are
@@ -13,6 +14,34 @@ use std::sync::Arc;
 use super::objects::{Decoded, decode_documents, parse_json_documents, parse_yaml_documents};
 use super::{RuleError, RuleSet};
 
+/// Rule documents already decoded from their text (YAML or JSON values), with their origin: a
+/// file path, or an object's name, used in every message about them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Documents {
+    /// Where the documents come from.
+    pub origin: String,
+    /// The documents, in order.
+    pub documents: Vec<serde_json::Value>,
+}
+
+impl RuleSet {
+    /// Builds a rule set from decoded documents, in the order given (object order never
+    /// changes the result, but it orders warnings). Any error fails the whole set, naming the
+    /// origin, object and field.
+    pub fn from_documents(
+        sources: impl IntoIterator<Item = Documents>,
+    ) -> Result<RuleSet, RuleError> {
+        let mut decoded = Decoded::default();
+        let mut origins = Vec::new();
+        for source in sources {
+            let origin: Arc<str> = Arc::from(source.origin);
+            decode_documents(&origin, source.documents, &mut decoded)?;
+            origins.push(origin);
+        }
+        RuleSet::build(decoded, origins)
+    }
+}
+
 /// Loads every rule file under `paths` and builds the rule set. Any error fails the whole set.
 pub fn load(paths: &[PathBuf]) -> Result<RuleSet, RuleError> {
     let mut files = Vec::new();
@@ -20,29 +49,32 @@ pub fn load(paths: &[PathBuf]) -> Result<RuleSet, RuleError> {
         collect_files(path, &mut files, &mut HashSet::new())?;
     }
     let mut decoded = Decoded::default();
+    let mut origins = Vec::with_capacity(files.len());
     for file in &files {
         let text = fs::read_to_string(file).map_err(|source| RuleError::Io {
             path: file.clone(),
             cause: source,
         })?;
-        decode_text(
-            &file.display().to_string(),
-            &text,
-            is_json(file),
-            &mut decoded,
-        )?;
+        let origin: Arc<str> = Arc::from(file.display().to_string());
+        decode_text(&origin, &text, is_json(file), &mut decoded)?;
+        origins.push(origin);
     }
-    RuleSet::build(decoded, files)
+    RuleSet::build(decoded, origins)
 }
 
 /// Builds a rule set from YAML (or JSON) text, naming it `file` in messages.
 pub fn load_str(text: &str, file: &str) -> Result<RuleSet, RuleError> {
     let mut decoded = Decoded::default();
-    decode_text(file, text, false, &mut decoded)?;
+    decode_text(&Arc::from(file), text, false, &mut decoded)?;
     RuleSet::build(decoded, Vec::new())
 }
 
-fn decode_text(file: &str, text: &str, json: bool, out: &mut Decoded) -> Result<(), RuleError> {
+fn decode_text(
+    file: &Arc<str>,
+    text: &str,
+    json: bool,
+    out: &mut Decoded,
+) -> Result<(), RuleError> {
     let documents = if json {
         parse_json_documents(text)
     } else {
@@ -56,14 +88,14 @@ fn decode_text(file: &str, text: &str, json: bool, out: &mut Decoded) -> Result<
             ""
         };
         RuleError::Syntax {
-            file: file.to_owned(),
+            file: file.to_string(),
             message: format!(
                 "invalid {}: {message}{hint}",
                 if json { "JSON" } else { "YAML" }
             ),
         }
     })?;
-    decode_documents(&Arc::from(file), documents, out)
+    decode_documents(file, documents, out)
 }
 
 fn is_json(path: &Path) -> bool {

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-pub use load::{load, load_str};
+pub use load::{Documents, load, load_str};
 pub use resolve::{BlockedSource, PullSource, Resolution, ResolveError, Role};
 pub use ruleset::{Rule, RuleSet, Summary};
 pub use scope::{RepoScope, Scope, ScopeError};

@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::merge::merge_mirror_lists;
 use super::objects::Decoded;
@@ -69,13 +70,14 @@ pub struct RuleSet {
     exposed_mirrors: FxHashSet<Box<str>>,
     objects: BTreeMap<String, usize>,
     warnings: Vec<Warning>,
-    files: Vec<PathBuf>,
+    /// Where the documents came from (file paths, object names), in order.
+    origins: Vec<Arc<str>>,
 }
 
 /// What a rule set holds, for `mirrorgate check` and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
-    /// Files read, in order.
+    /// Where the documents came from, in order: the files read, for a file source.
     pub files: Vec<PathBuf>,
     /// Objects read per kind (containers such as List and ConfigMap included).
     pub objects: BTreeMap<String, usize>,
@@ -89,7 +91,7 @@ pub struct Summary {
 
 impl RuleSet {
     /// Validates the decoded entries across objects and merges them into rules.
-    pub(crate) fn build(decoded: Decoded, files: Vec<PathBuf>) -> Result<RuleSet, RuleError> {
+    pub(crate) fn build(decoded: Decoded, origins: Vec<Arc<str>>) -> Result<RuleSet, RuleError> {
         check_policies(&decoded.sets)?;
 
         // One group per exact source string; parents and children stay separate rules.
@@ -159,7 +161,7 @@ impl RuleSet {
             by_wildcard,
             objects: decoded.objects,
             warnings: decoded.warnings,
-            files,
+            origins,
         };
         rule_set.exposed_mirrors = rule_set.find_exposed_mirrors();
         Ok(rule_set)
@@ -204,7 +206,7 @@ impl RuleSet {
             exposed_mirrors: FxHashSet::default(),
             objects: BTreeMap::new(),
             warnings: Vec::new(),
-            files: Vec::new(),
+            origins: Vec::new(),
         }
     }
 
@@ -221,7 +223,11 @@ impl RuleSet {
     /// What the rule set holds.
     pub fn summary(&self) -> Summary {
         Summary {
-            files: self.files.clone(),
+            files: self
+                .origins
+                .iter()
+                .map(|origin| PathBuf::from(&**origin))
+                .collect(),
             objects: self.objects.clone(),
             scopes: self.rules.len(),
             blocked_scopes: self
