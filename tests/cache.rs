@@ -72,8 +72,9 @@ fn a_second_pull_succeeds_with_every_upstream_stopped() {
     mirror.stop();
     let digest_again = support::copy_to_layout(&by_digest, &second.path().join("d"), &[]);
     let tag_again = support::copy_to_layout(&by_tag, &second.path().join("t"), &[]);
-    assert!(
-        digest_again.status.success() && tag_again.status.success(),
+    assert_eq!(
+        (digest_again.status.success(), tag_again.status.success()),
+        (true, true),
         "{}{}",
         String::from_utf8_lossy(&digest_again.stderr),
         String::from_utf8_lossy(&tag_again.stderr)
@@ -287,11 +288,14 @@ fn a_corrupt_blob_is_never_served_or_cached_and_the_next_pull_uses_the_next_sour
     let first = support::try_http_request("GET", &proxy.addr(), &path, &[], b"");
     let stored_after_first = files_in(&proxy.cache_dir().join("blobs"));
     let second = proxy.get(&path, &[]);
-    assert!(
-        first.is_err()
-            && stored_after_first.is_empty()
-            && second.status == 200
-            && second.body == image.blob(&layer),
+    assert_eq!(
+        (
+            first.is_err(),
+            stored_after_first.is_empty(),
+            second.status,
+            second.body == image.blob(&layer)
+        ),
+        (true, true, 200, true),
         "first: {:?}, stored: {stored_after_first:?}",
         first.map(|r| r.status)
     );
@@ -315,11 +319,17 @@ fn eviction_keeps_the_store_under_max_size() {
             200
         );
     }
-    let stored: u64 = files_in(&proxy.cache_dir().join("blobs"))
-        .iter()
-        .map(|(_, size)| size)
-        .sum();
-    assert!(stored > 0 && stored <= 150 * 1024, "stored {stored} bytes");
+    // A blob is committed after its last byte reached the client: wait for the store to hold
+    // something before measuring it.
+    let stored = || -> u64 {
+        files_in(&proxy.cache_dir().join("blobs"))
+            .iter()
+            .map(|(_, size)| size)
+            .sum()
+    };
+    support::wait_until(Duration::from_secs(15), || Ok(stored() > 0)).expect("a blob was stored");
+    let stored = stored();
+    assert!(stored <= 150 * 1024, "stored {stored} bytes");
 }
 
 #[test]
@@ -340,8 +350,12 @@ fn a_download_killed_mid_way_leaves_nothing_behind_and_the_next_pull_is_whole() 
         let path = path.clone();
         move || support::try_http_request("GET", &addr, &path, &[], b"")
     });
-    // Let the download get going (it takes over a second), then kill -9 the proxy mid-way.
-    std::thread::sleep(Duration::from_millis(500));
+    // Once the download is under way (its temporary file exists; it takes over a second),
+    // kill -9 the proxy mid-way.
+    support::wait_until(Duration::from_secs(15), || {
+        Ok(!files_in(&proxy.cache_dir().join("tmp")).is_empty())
+    })
+    .expect("the download started");
     proxy.stop();
     let cut = reader.join().unwrap();
     let tmp_before_restart = files_in(&proxy.cache_dir().join("tmp"));
@@ -349,13 +363,16 @@ fn a_download_killed_mid_way_leaves_nothing_behind_and_the_next_pull_is_whole() 
     let leftovers = files_in(&proxy.cache_dir().join("tmp"));
     let stored = files_in(&proxy.cache_dir().join("blobs"));
     let whole = proxy.get(&path, &[]);
-    assert!(
-        cut.as_ref()
-            .map_or(true, |r| r.body.len() < image.blob(&layer).len())
-            && !tmp_before_restart.is_empty()
-            && leftovers.is_empty()
-            && stored.is_empty()
-            && whole.body == image.blob(&layer),
+    assert_eq!(
+        (
+            cut.as_ref()
+                .map_or(true, |r| r.body.len() < image.blob(&layer).len()),
+            tmp_before_restart.is_empty(),
+            leftovers.is_empty(),
+            stored.is_empty(),
+            whole.body == image.blob(&layer)
+        ),
+        (true, false, true, true, true),
         "cut: {:?}, tmp before: {tmp_before_restart:?}, leftovers: {leftovers:?}, stored: {stored:?}",
         cut.map(|r| r.status)
     );
@@ -520,16 +537,24 @@ fn a_first_client_that_falls_behind_its_download_still_gets_every_byte() {
         .as_bytes(),
     )
     .unwrap();
-    // Not reading: the download runs ahead of this client, which then reads the rest from the file.
-    std::thread::sleep(Duration::from_secs(2));
+    // Not reading: the download runs ahead of this client (until the blob is stored), which
+    // then reads the rest from the file.
+    support::wait_until(Duration::from_secs(30), || {
+        Ok(!files_in(&proxy.cache_dir().join("blobs")).is_empty())
+    })
+    .expect("the download finished while the client did not read");
     let mut answer = Vec::new();
     std::io::Read::read_to_end(&mut stream, &mut answer).unwrap();
     let body_at = answer
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map_or(answer.len(), |p| p + 4);
-    assert!(
-        answer.starts_with(b"HTTP/1.1 200") && answer[body_at..] == image.blob(layer)[..],
+    assert_eq!(
+        (
+            answer.starts_with(b"HTTP/1.1 200"),
+            answer[body_at..] == image.blob(layer)[..]
+        ),
+        (true, true),
         "{} bytes of body",
         answer.len() - body_at
     );

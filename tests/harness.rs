@@ -438,8 +438,12 @@ fn mirrorgate_starts_answers_and_restarts() {
         Some("registry/2.0")
     );
     let config = fs::read_to_string(proxy.config_path()).unwrap();
-    assert!(
-        config.contains("\"tag_ttl\": \"1s\"") && config.contains(&endpoint),
+    assert_eq!(
+        (
+            config.contains("\"tag_ttl\": \"1s\""),
+            config.contains(&endpoint)
+        ),
+        (true, true),
         "{config}"
     );
 

@@ -208,7 +208,11 @@ fn a_stalled_upstream_blob_is_aborted_after_the_idle_timeout() {
         std::thread::sleep(Duration::from_millis(100));
         log = proxy.log();
     }
-    assert!(!whole && log.contains("blob download failed"), "{log}");
+    assert_eq!(
+        (whole, log.contains("blob download failed")),
+        (false, true),
+        "{log}"
+    );
 }
 
 #[test]
@@ -244,8 +248,9 @@ fn a_mirror_announcing_another_size_than_the_manifest_is_skipped_for_the_source(
             && line.contains("route=\"blob\"")
             && line.contains("outcome=\"size_mismatch\"")
     });
-    assert!(
-        pulled.status.success() && mismatch,
+    assert_eq!(
+        (pulled.status.success(), mismatch),
+        (true, true),
         "{}\n{metrics}",
         String::from_utf8_lossy(&pulled.stderr)
     );

@@ -145,8 +145,9 @@ fn a_rule_change_is_picked_up_within_seconds_without_a_failed_pull() {
         statuses.push(status);
         digest == new
     });
-    assert!(
-        switched && statuses.iter().all(|s| *s == 200),
+    assert_eq!(
+        (switched, statuses.iter().all(|s| *s == 200)),
+        (true, true),
         "switched: {switched}, statuses: {statuses:?}"
     );
 }
@@ -165,7 +166,10 @@ fn a_broken_rule_file_keeps_the_last_good_rules_and_counts_the_failure() {
     let failed = eventually(Duration::from_secs(10), || {
         metric(&proxy, "mirrorgate_reloads_total{result=\"failure\"}") >= 1.0
     });
-    assert!(failed && tag_digest(&proxy) == (200, old) && proxy.get("/readyz", &[]).status == 200);
+    assert_eq!(
+        (failed, tag_digest(&proxy), proxy.get("/readyz", &[]).status),
+        (true, (200, old), 200)
+    );
 }
 
 #[test]
@@ -198,7 +202,7 @@ fn a_config_map_data_symlink_swap_is_picked_up() {
     )
     .unwrap();
     let switched = eventually(Duration::from_secs(10), || tag_digest(&proxy).1 == new);
-    assert!(before == (200, old) && switched, "{}", proxy.log());
+    assert_eq!((before, switched), ((200, old), true), "{}", proxy.log());
 }
 
 #[test]
@@ -250,7 +254,15 @@ fn sigterm_lets_a_blob_pull_in_flight_finish() {
     let path = format!("/v2/{SOURCE}/ns/app/blobs/{layer}");
     let addr = proxy.addr();
     let pull = std::thread::spawn(move || support::try_http_request("GET", &addr, &path, &[], b""));
-    std::thread::sleep(Duration::from_millis(300));
+    // Terminate while the download holds its upstream fetch slot.
+    assert!(
+        eventually(Duration::from_secs(10), || metric(
+            &proxy,
+            "mirrorgate_upstream_fetches_in_flight"
+        ) >= 1.0),
+        "the pull did not start\n{}",
+        proxy.log()
+    );
     let pid = proxy.pid().unwrap();
     terminate(pid);
     let pulled = pull.join().unwrap();
@@ -258,8 +270,9 @@ fn sigterm_lets_a_blob_pull_in_flight_finish() {
     let whole = pulled
         .as_ref()
         .is_ok_and(|r| r.status == 200 && r.body == image.blob(&layer));
-    assert!(
-        whole && exited,
+    assert_eq!(
+        (whole, exited),
+        (true, true),
         "pull: {:?}, exited: {exited}",
         pulled.map(|r| r.status)
     );

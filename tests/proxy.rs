@@ -244,6 +244,7 @@ fn missing_on_the_mirror_falls_back_to_the_source() {
         &[&format!("{MIRROR_A}/ns")],
         "",
     ));
+    let mark = registries.mirror_a.mark();
     pull_through_matches_direct(
         &proxy,
         &format!("{SOURCE}/ns/app@{}", image.manifest_digest),
@@ -252,6 +253,15 @@ fn missing_on_the_mirror_falls_back_to_the_source() {
             registries.source.addr(),
             image.manifest_digest
         ),
+    );
+    // The mirror was asked first (and said not found); only then the source served.
+    let manifest = format!("/v2/ns/app/manifests/{}", image.manifest_digest);
+    let asked = registries.mirror_a.count_since(mark, "GET", &manifest)
+        + registries.mirror_a.count_since(mark, "HEAD", &manifest);
+    assert!(
+        asked > 0,
+        "the mirror was not asked for {manifest}: {:?}",
+        registries.mirror_a.requests_since(mark)
     );
 }
 
@@ -296,17 +306,20 @@ fn blocked_tag_pull_is_denied_naming_the_scope_and_the_object() {
     ));
     let response = proxy.get(&format!("/v2/{SOURCE}/ns/app/manifests/v1"), &[]);
     let error = &response.json()["errors"][0];
-    assert!(
-        response.status == 403
-            && error["code"] == "DENIED"
-            && error["message"]
+    assert_eq!(
+        (
+            response.status,
+            error["code"].as_str(),
+            error["message"]
                 .as_str()
                 .unwrap()
-                .contains("scope \"source.test/ns\"")
-            && error["message"]
+                .contains("scope \"source.test/ns\""),
+            error["message"]
                 .as_str()
                 .unwrap()
-                .contains("ImageDigestMirrorSet/imagedigestmirrorset"),
+                .contains("ImageDigestMirrorSet/imagedigestmirrorset")
+        ),
+        (403, Some("DENIED"), true, true),
         "{error}"
     );
 }
@@ -380,8 +393,13 @@ fn a_mirror_serving_a_wrong_blob_is_aborted_and_skipped_on_the_next_pull() {
     let path = format!("/v2/{SOURCE}/ns/app/blobs/{layer}");
     let first = support::try_http_request("GET", &proxy.addr(), &path, &[], b"");
     let second = proxy.get(&path, &[]);
-    assert!(
-        first.is_err() && second.status == 200 && second.body == image.blob(layer),
+    assert_eq!(
+        (
+            first.is_err(),
+            second.status,
+            second.body == image.blob(layer)
+        ),
+        (true, 200, true),
         "first: {:?}",
         first.map(|r| r.status)
     );
@@ -614,10 +632,13 @@ fn failing_sources_get_a_bad_gateway_listing_each_reason() {
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    assert!(
-        response.status == 502
-            && message.contains("mirror mirror-a.test/ns/app:v1")
-            && message.contains("source source.test/ns/app:v1"),
+    assert_eq!(
+        (
+            response.status,
+            message.contains("mirror mirror-a.test/ns/app:v1"),
+            message.contains("source source.test/ns/app:v1")
+        ),
+        (502, true, true),
         "{message}"
     );
 }

@@ -70,8 +70,9 @@ fn cli_prints_parseable_toml_for_the_example_rules() {
         .output()
         .expect("runs");
     let text = String::from_utf8(output.stdout).expect("UTF-8");
-    assert!(
-        output.status.success() && text.parse::<toml::Table>().is_ok(),
+    assert_eq!(
+        (output.status.success(), text.parse::<toml::Table>().is_ok()),
+        (true, true),
         "{text}"
     );
 }

@@ -107,8 +107,9 @@ fn allow_any_registry_lets_a_client_name_any_host() {
     let proxy = Mirrorgate::start("", &[], "allow_any_registry: true\n");
     let host = format!("127.0.0.1:{}", listener.port);
     let response = proxy.get(&format!("/v2/{host}/ns/app/manifests/v1"), &[]);
-    assert!(
-        response.status == 502 && listener.connections() >= 1,
+    assert_eq!(
+        (response.status, listener.connections() >= 1),
+        (502, true),
         "{}",
         response.text()
     );
@@ -181,8 +182,9 @@ fn an_upstream_reset_mid_blob_fails_that_response_and_the_retry_succeeds() {
     let first_whole = first
         .as_ref()
         .is_ok_and(|r| r.status == 200 && r.body == image.blob(layer));
-    assert!(
-        !first_whole && second.status == 200 && second.body == image.blob(layer),
+    assert_eq!(
+        (first_whole, second.status, second.body == image.blob(layer)),
+        (false, 200, true),
         "second: {}",
         second.status
     );
@@ -210,10 +212,13 @@ fn a_blob_redirect_to_a_loopback_address_is_refused_before_connecting() {
     let mark = mirror.requests().len();
     let layer = &image.layers[0];
     let response = proxy.get(&format!("/v2/source.test/ns/app/blobs/{layer}"), &[]);
-    assert!(
-        response.status == 502
-            && response.text().contains("refused")
-            && blob_gets_since(&mirror, mark) == 0,
+    assert_eq!(
+        (
+            response.status,
+            response.text().contains("refused"),
+            blob_gets_since(&mirror, mark)
+        ),
+        (502, true, 0),
         "{} {}",
         response.status,
         response.text()
@@ -233,8 +238,9 @@ fn a_blob_redirect_into_an_allowed_network_is_followed() {
     );
     let layer = &image.layers[0];
     let response = proxy.get(&format!("/v2/source.test/ns/app/blobs/{layer}"), &[]);
-    assert!(
-        response.status == 200 && response.body == image.blob(layer),
+    assert_eq!(
+        (response.status, response.body == image.blob(layer)),
+        (200, true),
         "{} {}",
         response.status,
         response.text()

@@ -611,11 +611,11 @@ fn a_renewed_certificate_is_served_without_a_restart() {
         );
         thread::sleep(Duration::from_millis(100));
     }
-    assert!(
-        setup.proxy.log().contains("TLS certificate reloaded"),
-        "{}",
-        setup.proxy.log()
-    );
+    // Log lines are written by a background thread of the process.
+    support::wait_until(RELOAD_TIMEOUT, || {
+        Ok(setup.proxy.log().contains("TLS certificate reloaded"))
+    })
+    .unwrap_or_else(|e| panic!("no reload logged: {e}\n{}", setup.proxy.log()));
 }
 
 #[test]
@@ -638,8 +638,12 @@ fn a_stop_closes_idle_and_half_open_tls_connections_at_once() {
             setup.proxy.log()
         )
     });
-    assert!(
-        status.success() && setup.proxy.log().lines().any(|l| l.ends_with(" stopped")),
+    assert_eq!(
+        (
+            status.success(),
+            setup.proxy.log().lines().any(|l| l.ends_with(" stopped"))
+        ),
+        (true, true),
         "{status} after {took:?}\n{}",
         setup.proxy.log()
     );
