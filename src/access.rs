@@ -1,6 +1,10 @@
 //! Who may pull through mirrorgate: client authentication and repository scopes (the `clients`
 //! section of the configuration).
 //!
+//! Principal types: [`ClientsConfig`] (the section), [`Access`] (the loaded credentials and
+//! scopes), [`Client`] (who a request is), [`ClientScope`], and the refusals [`Unauthorized`] and
+//! [`Denied`] (turned into HTTP answers by `http::error`).
+//!
 //! Three modes:
 //! - `anonymous` (the default): every request is served, as before this section existed;
 //! - `htpasswd`: `Authorization: Basic` is checked against the bcrypt hashes of an htpasswd file,

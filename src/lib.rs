@@ -4,14 +4,20 @@
 //! The crate is a library with a thin binary on top (`src/main.rs`). Each module is one concept:
 //! - [`reference`](mod@reference): the image reference grammar, Docker Hub normalisation and digests;
 //! - [`rules`]: the mirror objects, their validation, the merged override map and `resolve`;
-//! - [`config`]: the proxy's own configuration file;
+//! - [`settings`]: the building blocks of configuration sections (sizes, durations, errors);
+//! - [`source`]: where rule sets come from, and the stream of them;
 //! - [`access`]: who may pull: client credentials (htpasswd, tokens) and repository scopes;
 //! - [`upstream`]: the client for upstream registries (endpoints, TLS, credentials, tokens);
-//! - [`http`]: the OCI distribution API surface (routing of paths, addressing, error bodies);
-//! - [`proxy`]: serving each request from the pull sources the rules give, verifying content;
 //! - [`cache`]: manifests, tag answers and blobs kept so that repeated pulls cost nothing;
 //! - [`metrics`]: what every part did, for Prometheus;
+//! - [`tls`]: HTTPS on the listener, with a certificate reloaded on change;
+//! - [`proxy`]: serving each request from the pull sources the rules give, verifying content;
+//! - [`http`]: the OCI distribution API surface (routing of paths, addressing, error bodies);
+//! - [`config`]: the proxy's own configuration file, composed of each module's section;
 //! - [`reload`]: picking up changed rules and settings without a restart.
+//!
+//! Dependencies point one way, in the order of this list (each module owns its configuration
+//! section and its errors; `http` alone turns errors into HTTP answers).
 
 #![warn(missing_docs)]
 

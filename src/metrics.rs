@@ -1,5 +1,8 @@
 //! Prometheus metrics, served as OpenMetrics text on `/metrics`.
 //!
+//! Principal type: [`Metrics`], one per proxy, which every part calls to count what it did and
+//! which encodes the whole registry for `/metrics`.
+//!
 //! `prometheus-client` (the Prometheus organisation's crate, typed label sets) rather than the
 //! older `prometheus` crate: label sets are structs, so a label can only take the values the code
 //! gives it. Every registry label is bounded: it names a registry known from the configuration or

@@ -1,5 +1,7 @@
 //! Image references: the distribution reference grammar, Docker Hub normalisation and digests.
 //!
+//! Principal types: [`Reference`], [`Digest`] (with [`Algorithm`] and [`Hasher`]) and [`Host`].
+//!
 //! A reference is `[domain/]path[:tag][@digest]`. Clients write short forms (`busybox`,
 //! `quay.io/ns/app`); everything inside mirrorgate works on the *normalised* form that
 //! containers/image uses on a node (`docker.io/library/busybox:latest`), because rule matching is

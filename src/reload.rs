@@ -3,6 +3,9 @@
 //! A reload that fails keeps the last good rules in force, logs the file/object/field error and
 //! counts it; the proxy stays ready.
 //!
+//! Principal function: [`spawn`], which watches the files, debounces events and swaps in the new
+//! rules (through a [`RuleFeed`]), upstream client and client access.
+//!
 //! Watching follows Kubernetes ConfigMap volumes: their files are symlinks into a `..data`
 //! directory that is replaced by an atomic symlink swap, which a watch on a file never sees after
 //! the first update. So the *directories* are watched (a rule directory itself, and the parent of

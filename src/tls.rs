@@ -2,6 +2,9 @@
 //! 1.3, ALPN `h2` and `http/1.1`) whose certificate comes from the PEM files of the `tls`
 //! configuration and is reloaded when they change, without a restart.
 //!
+//! Principal types: [`TlsConfig`] (the `tls` section), [`ServerTls`] (the acceptor with its
+//! reloading certificate) and [`TlsError`].
+//!
 //! The certificate of each handshake is chosen by a resolver holding the current
 //! [`CertifiedKey`] in an [`ArcSwap`]. At most once per [`CHECK_INTERVAL`], a handshake first
 //! looks at both files' metadata (two `stat` calls: size, modification time, inode); when either

@@ -2,6 +2,9 @@
 //! answers with a TTL ([`tags`]), blobs in a content-addressed disk store ([`blobs`]), and one
 //! upstream fetch per key however many clients ask at once ([`flights`]).
 //!
+//! Principal types: [`Cache`] (every tier, opened from [`CacheConfig`]), [`ManifestStore`],
+//! [`TagStore`], [`BlobStore`] and [`flights::Flights`].
+//!
 //! Only verified content is ever stored: manifests after their digest is checked, blobs renamed
 //! into the store only once the bytes hash to their digest. The cache knows nothing of routing;
 //! the proxy decides what may be served and from where.

@@ -1,6 +1,10 @@
 //! The OCI distribution API surface: the server loop, request routing and addressing ([`route`]),
 //! OCI error bodies ([`error`]), and HTTPS with a certificate reloaded on change ([`crate::tls`]). What
 //! each request gets is decided by [`crate::proxy`]; this module only speaks HTTP.
+//!
+//! Principal types: [`ApiRequest`] (what a request asks for), [`ApiError`] and [`ErrorCode`] (the
+//! one mapping of errors to OCI bodies), [`LimitsConfig`] (the `limits` section); entry points
+//! [`serve`] and [`serve_metrics`].
 
 mod answer;
 pub mod error;

@@ -1,5 +1,8 @@
 //! Serving each request from the pull sources the rules give.
 //!
+//! Principal types: [`Proxy`] (built from [`ProxySettings`]), [`Error`] (why a request was not
+//! served; `http::error` maps it to HTTP), [`Route`], [`Repository`] and [`Body`].
+//!
 //! Every request names a *logical* image (what the client asked for). The rule set turns it into
 //! ordered pull sources (`RuleSet::resolve`), and the proxy tries them in order until one
 //! answers: a manifest by digest along the digest route, by tag along the tag route (`manifest`);

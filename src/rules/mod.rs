@@ -2,6 +2,10 @@
 //! one immutable override map, and the question every pull starts from — for this reference,
 //! which registries are tried, in what order, and may the source be contacted?
 //!
+//! Principal types: [`RuleSet`] (the override map, built by [`load`], [`load_str`] or
+//! [`RuleSet::from_documents`]), [`Rule`], [`Scope`], [`Resolution`] and [`PullSource`] (what
+//! `resolve` answers), [`ResolveError`] and [`RuleError`].
+//!
 //! The answers are those of a node: the Machine Config Operator renders ICSP, IDMS and ITMS into
 //! `registries.conf` (openshift/runtime-utils), and containers/image reads it. HyperShift's
 //! management-side lookups behave differently and are deliberately not copied.

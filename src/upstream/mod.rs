@@ -1,6 +1,10 @@
 //! The client for upstream registries: every request mirrorgate makes to a registry goes
 //! through [`Upstream::send`].
 //!
+//! Principal types: [`Upstream`] (the client, built from [`Settings`]), [`UpstreamRequest`] (one
+//! attempt), [`AttemptError`] (why it failed), [`Endpoint`], [`UpstreamConfig`] and
+//! [`RegistrySettings`] (its configuration sections).
+//!
 //! One call is one attempt against one pull source. `send` picks the endpoint and TLS setting of
 //! the registry, sends the request, and takes care of authentication on the way:
 //!
