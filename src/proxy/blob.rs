@@ -229,7 +229,7 @@ impl Proxy {
     /// and moved into the store (a moment), so that a request right after a pull — a `Range`
     /// or `HEAD` especially, which would otherwise go upstream — finds the blob stored. Returns
     /// whether it waited.
-    async fn wait_for_commit(&self, digest: &Digest) -> bool {
+    pub(super) async fn wait_for_commit(&self, digest: &Digest) -> bool {
         let state = self
             .downloads
             .lock()

@@ -12,6 +12,7 @@ use futures_util::StreamExt;
 use http::header::{self, GetAll};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
+use super::admission::Admission;
 use super::sizes;
 use super::verify::digest_of;
 use super::{
@@ -45,21 +46,29 @@ impl Proxy {
         head: bool,
         accept: GetAll<'_, HeaderValue>,
     ) -> Result<Response<Body>, Error> {
+        let manifest = self.stored_manifest(logical, accept_header(accept)).await?;
+        Ok(manifest_response(&manifest, head))
+    }
+
+    /// The manifest `logical` names, from the cache or fetched along the rules (and cached).
+    pub(super) async fn stored_manifest(
+        self: &Arc<Self>,
+        logical: &Reference,
+        accept: HeaderValue,
+    ) -> Result<Arc<StoredManifest>, Error> {
         // The rules decide first: cached content is only served where they allow a pull.
         let mut resolution = self.rules().resolve(logical).map_err(|e| {
             tracing::info!(reference = %logical, error = %e, "manifest refused");
             self.refuse(Route::Manifest, e)
         })?;
         self.reachable_only(logical, &mut resolution.sources, |s| s.reference.domain())?;
-        let accept = accept_header(accept);
-        let manifest = match logical.digest() {
+        match logical.digest() {
             Some(digest) => {
                 self.manifest_by_digest(logical, &digest, resolution, accept)
-                    .await?
+                    .await
             }
-            None => self.manifest_by_tag(logical, resolution, accept).await?,
-        };
-        Ok(manifest_response(&manifest, head))
+            None => self.manifest_by_tag(logical, resolution, accept).await,
+        }
     }
 
     /// A manifest by digest: from the cache, else fetched along the digest route (one fetch
@@ -86,10 +95,14 @@ impl Proxy {
         CacheStats::count(&self.cache.stats.manifest_misses);
         let this = self.clone();
         let owned = logical.clone();
+        // The fetch runs in a task of its own, in the class of whoever started it.
+        let class = Admission::current();
         let (result, joined) = self
             .manifest_flights
             .run(logical.as_str(), move || async move {
-                this.fetch_along(&owned, &resolution.sources, &accept).await
+                class
+                    .scope(this.fetch_along(&owned, &resolution.sources, &accept))
+                    .await
             })
             .await;
         if joined {
@@ -124,10 +137,12 @@ impl Proxy {
         let this = self.clone();
         let owned = logical.clone();
         let key = format!("tag {logical}");
+        let class = Admission::current();
         let (result, joined) = self
             .manifest_flights
             .run(&key, move || async move {
-                this.refresh_tag(&owned, resolution, route, answer, accept)
+                class
+                    .scope(this.refresh_tag(&owned, resolution, route, answer, accept))
                     .await
             })
             .await;

@@ -14,6 +14,7 @@
 mod admission;
 mod blob;
 mod body;
+mod ensure;
 mod error;
 mod listing;
 mod manifest;
@@ -46,6 +47,7 @@ use sizes::DescriptorSizes;
 use crate::reference::Reference;
 use crate::rules::{ResolveError, Role, RuleSet};
 use crate::upstream::{AttemptError, RegistrySettings, Upstream};
+pub use admission::Admission;
 pub use body::{Body, bytes_response, empty_body, full_body};
 pub use error::{Error, Missing, Tried};
 pub use repository::Repository;

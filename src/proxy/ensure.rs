@@ -1,0 +1,83 @@
+//! Fetching without HTTP: "make sure this manifest / blob is cached, along the rules", for work
+//! such as warming a release payload before nodes pull it.
+//!
+//! The same paths as client requests (rules, reachability, verification, one fetch per key
+//! shared with any client asking at the same time, the stores), in the background admission
+//! class ([`Admission::Background`]): such work never takes an upstream fetch slot a client
+//! would get.
+
+use std::sync::Arc;
+
+use bytes::Buf;
+use http_body_util::BodyExt;
+
+use super::admission::Admission;
+use super::{Error, Proxy, Repository};
+use crate::reference::{Digest, Reference};
+
+impl Proxy {
+    /// Makes sure the manifest `reference` names (a logical, normalised reference, by tag or
+    /// digest) is cached, fetching it along the rules if it is not; returns its digest.
+    pub async fn ensure_manifest(self: &Arc<Self>, reference: &Reference) -> Result<Digest, Error> {
+        let manifest = Admission::Background
+            .scope(self.stored_manifest(reference, super::manifest::standard_accept()))
+            .await?;
+        manifest
+            .digest
+            .parse()
+            .map_err(|_| Error::InvalidDigest(format!("invalid digest {}", manifest.digest)))
+    }
+
+    /// Makes sure blob `digest` of the repository of `repository` (a logical reference; its
+    /// tag or digest does not matter) is in the blob store, downloading and verifying it along
+    /// the rules if it is not; returns its size.
+    pub async fn ensure_blob(
+        self: &Arc<Self>,
+        repository: &Reference,
+        digest: &Digest,
+    ) -> Result<u64, Error> {
+        if let Some(size) = self.cache.blobs.size(digest) {
+            return Ok(size);
+        }
+        let repository = Repository {
+            reference: Reference::from_parts(
+                repository.domain(),
+                repository.path(),
+                Some(crate::reference::DEFAULT_TAG),
+                None,
+            )
+            .map_err(|e| Error::InvalidTag {
+                tag: crate::reference::DEFAULT_TAG.to_owned(),
+                reason: e.to_string(),
+            })?,
+            client_name: repository.name().to_owned(),
+            ns: None,
+        };
+        let this = self.clone();
+        let digest_owned = digest.clone();
+        Admission::Background
+            .scope(async move {
+                // The download is driven by whoever reads it: read it to the end, as a client
+                // would, and let the store keep it.
+                let response = this.blob(&repository, &digest_owned, false, None).await?;
+                let mut body = response.into_body();
+                while let Some(frame) = body.frame().await {
+                    let frame = frame.map_err(|e| {
+                        Error::Upstream(format!("blob {digest_owned}: download failed: {e}"))
+                    })?;
+                    if let Ok(mut data) = frame.into_data() {
+                        data.advance(data.remaining());
+                    }
+                }
+                Ok::<(), Error>(())
+            })
+            .await?;
+        self.wait_for_commit(digest).await;
+        self.cache.blobs.size(digest).ok_or_else(|| {
+            Error::Upstream(format!(
+                "blob {digest} was fetched but not stored (the cache's filesystem is short of \
+                 cache.min_free_space)"
+            ))
+        })
+    }
+}

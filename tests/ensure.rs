@@ -1,0 +1,157 @@
+//! Fetching without HTTP: the in-process API a warm-up job calls ("make sure this manifest /
+//! blob is cached, along the rules") fills the caches, so that a client then pulls without any
+//! upstream contact.
+
+mod support;
+
+use std::sync::Arc;
+
+use mirrorgate::config::{Config, RegistrySettings};
+use mirrorgate::proxy::Proxy;
+use mirrorgate::reference::{Digest, Reference};
+use mirrorgate::upstream::Upstream;
+use support::{Registry, http_get, push, single_arch};
+
+const SOURCE: &str = "source.test";
+const MIRROR: &str = "mirror.test";
+
+/// Digest and tag rules sending `source.test/ns` to the mirror, the source never contacted.
+fn rules() -> String {
+    let set = |kind: &str, field: &str| {
+        format!(
+            "---\napiVersion: config.openshift.io/v1\nkind: {kind}\nmetadata:\n  name: m\nspec:\n  {field}:\n  - source: {SOURCE}/ns\n    mirrors:\n    - {MIRROR}/ns\n    mirrorSourcePolicy: NeverContactSource\n"
+        )
+    };
+    set("ImageDigestMirrorSet", "imageDigestMirrors") + &set("ImageTagMirrorSet", "imageTagMirrors")
+}
+
+/// Requests the registry saw since `mark`, the `/v2/` version checks left out.
+fn requests_since(registry: &Registry, mark: usize) -> Vec<String> {
+    registry
+        .requests_since(mark)
+        .into_iter()
+        .filter(|r| r.path != "/v2/")
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_process_api_caches_a_manifest_and_its_blobs_along_the_rules() {
+    let mirror = Registry::start();
+    let image = single_arch("ensure", &[3_000, 300_000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let cache = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.cache.dir = cache.path().to_path_buf();
+    config.registries.insert(
+        MIRROR.to_owned(),
+        RegistrySettings {
+            endpoint: Some(mirror.endpoint().parse().unwrap()),
+            insecure: true,
+            ca_file: None,
+        },
+    );
+    let rule_set = mirrorgate::rules::load_str(&rules(), "rules.yaml").unwrap();
+    let proxy =
+        Arc::new(Proxy::new(Arc::new(rule_set), Upstream::new(&config).unwrap(), &config).unwrap());
+
+    // What a warm-up job does: the manifest by tag, then every blob it references.
+    let tag = Reference::parse_normalized(&format!("{SOURCE}/ns/app:v1")).unwrap();
+    let digest = proxy.ensure_manifest(&tag).await.unwrap();
+    let mut sizes = Vec::new();
+    for blob in image.configs.iter().chain(&image.layers) {
+        let blob: Digest = blob.parse().unwrap();
+        sizes.push(proxy.ensure_blob(&tag, &blob).await.unwrap());
+    }
+    let expected_sizes: Vec<u64> = image
+        .configs
+        .iter()
+        .chain(&image.layers)
+        .map(|blob| image.blob(blob).len() as u64)
+        .collect();
+
+    // A client now gets all of it from the caches: the mirror sees no request.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(mirrorgate::http::serve(
+        listener,
+        proxy.clone(),
+        None,
+        config.limits.clone(),
+        std::future::pending(),
+    ));
+    let mark = mirror.mark();
+    let paths: Vec<String> = std::iter::once(format!("/v2/{SOURCE}/ns/app/manifests/v1"))
+        .chain(
+            image
+                .configs
+                .iter()
+                .chain(&image.layers)
+                .map(|blob| format!("/v2/{SOURCE}/ns/app/blobs/{blob}")),
+        )
+        .collect();
+    let served = tokio::task::spawn_blocking(move || {
+        paths
+            .iter()
+            .map(|path| {
+                let response = http_get(&addr, path, &[]);
+                (response.status, response.body.len() as u64)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let expected_served: Vec<(u16, u64)> =
+        std::iter::once((200, image.manifest_bytes.len() as u64))
+            .chain(expected_sizes.iter().map(|size| (200, *size)))
+            .collect();
+    assert_eq!(
+        (
+            digest.to_string(),
+            sizes,
+            served,
+            requests_since(&mirror, mark)
+        ),
+        (
+            image.manifest_digest.clone(),
+            expected_sizes,
+            expected_served,
+            Vec::<String>::new()
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_process_api_follows_the_rules_and_reports_what_is_missing() {
+    let mirror = Registry::start();
+    let cache = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.cache.dir = cache.path().to_path_buf();
+    config.registries.insert(
+        MIRROR.to_owned(),
+        RegistrySettings {
+            endpoint: Some(mirror.endpoint().parse().unwrap()),
+            insecure: true,
+            ca_file: None,
+        },
+    );
+    let rule_set = mirrorgate::rules::load_str(&rules(), "rules.yaml").unwrap();
+    let proxy =
+        Arc::new(Proxy::new(Arc::new(rule_set), Upstream::new(&config).unwrap(), &config).unwrap());
+    let mark = mirror.mark();
+    let missing = Reference::parse_normalized(&format!("{SOURCE}/ns/absent:v1")).unwrap();
+    let error = proxy
+        .ensure_manifest(&missing)
+        .await
+        .expect_err("nothing to fetch")
+        .to_string();
+    // The mirror was asked (the source is never contacted under NeverContactSource).
+    let asked = requests_since(&mirror, mark)
+        .iter()
+        .any(|r| r.contains("/v2/ns/absent/manifests/v1"));
+    assert_eq!(
+        (error.contains("not found"), asked),
+        (true, true),
+        "{error}"
+    );
+}
