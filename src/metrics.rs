@@ -128,6 +128,7 @@ pub struct Metrics {
     rules_loaded: Family<KindLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
     last_reload: Gauge<f64, std::sync::atomic::AtomicU64>,
+    last_reload_successful: Gauge,
     connections: Gauge,
     fetches_in_flight: Gauge,
     fetches_queued: Gauge,
@@ -260,6 +261,7 @@ impl Metrics {
             rules_loaded: Family::default(),
             reloads: Family::default(),
             last_reload: Gauge::default(),
+            last_reload_successful: Gauge::default(),
             connections: Gauge::default(),
             fetches_in_flight: Gauge::default(),
             fetches_queued: Gauge::default(),
@@ -318,6 +320,16 @@ impl Metrics {
             "When the rules in force were loaded (Unix time)",
             metrics.last_reload.clone(),
         );
+        root.register(
+            "last_reload_successful",
+            "Whether the last reload attempt succeeded (1) or failed and the last good rules stay in force (0)",
+            metrics.last_reload_successful.clone(),
+        );
+        // Both results exist from the start, so that increase() sees the first failure.
+        for result in ["success", "failure"] {
+            let _ = metrics.reloads.get_or_create(&ResultLabels { result });
+        }
+        metrics.last_reload_successful.set(1);
         root.register(
             "connections",
             "Client connections open on the API address",
@@ -410,6 +422,7 @@ impl Metrics {
     pub fn reload(&self, success: bool) {
         let result = if success { "success" } else { "failure" };
         self.reloads.get_or_create(&ResultLabels { result }).inc();
+        self.last_reload_successful.set(i64::from(success));
     }
 
     /// Counts one answered client request.
@@ -572,7 +585,7 @@ mod tests {
         let (text_type, text) = metrics.exposition(Some("*/*"));
         let lines = |text: &str, name: &str| -> Vec<String> {
             text.lines()
-                .filter(|l| l.contains(name))
+                .filter(|l| l.contains(name) && !l.contains("\"success\""))
                 .map(str::to_owned)
                 .collect()
         };
