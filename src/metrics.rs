@@ -325,9 +325,19 @@ impl Metrics {
             "Whether the last reload attempt succeeded (1) or failed and the last good rules stay in force (0)",
             metrics.last_reload_successful.clone(),
         );
-        // Both results exist from the start, so that increase() sees the first failure.
+        // Both results, and the per-route counters of what alerts watch, exist from the start
+        // at 0, so that increase() and rate() see the first event.
         for result in ["success", "failure"] {
             let _ = metrics.reloads.get_or_create(&ResultLabels { result });
+        }
+        for route in ["manifest", "blob", "tags", "referrers"] {
+            for family in [
+                &metrics.fallbacks,
+                &metrics.blocked,
+                &metrics.source_after_mirrors,
+            ] {
+                let _ = family.get_or_create(&RouteLabels { route });
+            }
         }
         metrics.last_reload_successful.set(1);
         root.register(
