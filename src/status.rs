@@ -206,8 +206,11 @@ impl Status {
                 None => writeln!(out, "  last reload:    {} {}", reload.at, reload.result)?,
                 Some(error) => writeln!(
                     out,
-                    "  last reload:    {} {} (the rules loaded at {} stay in force): {error}",
-                    reload.at, reload.result, rules.loaded_at
+                    "  last reload:    {} {} (the rules loaded at {} stay in force): {}",
+                    reload.at,
+                    reload.result,
+                    rules.loaded_at,
+                    indented(error)
                 )?,
             },
         }
@@ -230,7 +233,12 @@ impl Status {
                 registry.registry, registry.attempts, registry.failures
             )?;
             if let Some(error) = &registry.last_error {
-                write!(out, "; last error {}: {}", error.at, error.message)?;
+                write!(
+                    out,
+                    "; last error {}: {}",
+                    error.at,
+                    indented(&error.message)
+                )?;
             }
             writeln!(out)?;
         }
@@ -279,6 +287,11 @@ impl Status {
         }
         Ok(())
     }
+}
+
+/// `text` with its continuation lines indented under the report's items.
+fn indented(text: &str) -> String {
+    text.trim_end().replace('\n', "\n      ")
 }
 
 /// A byte count in binary units, as the configuration writes sizes.

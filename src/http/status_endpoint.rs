@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 
 use super::error::{ApiError, ErrorCode};
 use super::{Body, empty_body, full_body};
+use crate::access::Access;
 use crate::proxy::Proxy;
 
 /// The path.
@@ -29,7 +30,7 @@ pub async fn answer(
 ) -> Response<Body> {
     let started = Instant::now();
     let head = method == Method::HEAD;
-    let response = match allowed(proxy, method, headers, local, peer).await {
+    let response = match allowed(&proxy.access(), method, headers, local, peer).await {
         Ok(()) => {
             let body = serde_json::to_vec_pretty(&proxy.status()).unwrap_or_default();
             json(Bytes::from(body), head)
@@ -50,8 +51,11 @@ pub async fn answer(
     response
 }
 
+/// Whether the client at `peer`, on the listener bound to `local`, may read `/status`: anyone on
+/// this host; from elsewhere, a client with valid credentials of `access` (none in `anonymous`
+/// mode). `Err` is the refusal.
 async fn allowed(
-    proxy: &Proxy,
+    access: &Access,
     method: &Method,
     headers: &HeaderMap,
     local: SocketAddr,
@@ -64,7 +68,6 @@ async fn allowed(
     if local.ip().is_loopback() || peer.ip().is_loopback() {
         return Ok(());
     }
-    let access = proxy.access();
     if access.is_anonymous() {
         tracing::info!(%peer, "refused: /status to an anonymous client from elsewhere");
         return Err(ApiError::new(
@@ -90,4 +93,74 @@ fn json(body: Bytes, head: bool) -> Response<Body> {
     );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ClientMode, ClientsConfig};
+
+    const TOKEN: &str = "0123456789abcdef0123";
+
+    fn token_access(dir: &std::path::Path) -> Access {
+        let file = dir.join("tokens.yaml");
+        std::fs::write(&file, format!("tokens:\n- name: ops\n  token: {TOKEN}\n")).unwrap();
+        Access::load(&ClientsConfig {
+            mode: ClientMode::Token,
+            htpasswd_file: None,
+            tokens_file: Some(file),
+            scopes: Default::default(),
+        })
+        .unwrap()
+    }
+
+    async fn status_of(
+        access: &Access,
+        local: &str,
+        peer: &str,
+        authorization: Option<String>,
+    ) -> u16 {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = authorization {
+            headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+        }
+        match allowed(
+            access,
+            &Method::GET,
+            &headers,
+            local.parse().unwrap(),
+            peer.parse().unwrap(),
+        )
+        .await
+        {
+            Ok(()) => 200,
+            Err(refusal) => refusal.status().as_u16(),
+        }
+    }
+
+    #[tokio::test]
+    async fn clients_on_this_host_need_nothing_and_others_need_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let anonymous = Access::anonymous();
+        let tokens = token_access(dir.path());
+        let bearer = Some(format!("Bearer {TOKEN}"));
+        let answers = [
+            // A loopback listener, or a wildcard one reached from this host (`kubectl exec`).
+            status_of(&anonymous, "127.0.0.1:5000", "127.0.0.1:40000", None).await,
+            status_of(&anonymous, "0.0.0.0:5000", "127.0.0.1:40000", None).await,
+            status_of(&anonymous, "[::]:5000", "[::1]:40000", None).await,
+            // From elsewhere: never anonymous, even with anonymous pulls.
+            status_of(&anonymous, "0.0.0.0:5000", "10.1.2.3:40000", None).await,
+            status_of(&tokens, "0.0.0.0:5000", "10.1.2.3:40000", None).await,
+            status_of(
+                &tokens,
+                "0.0.0.0:5000",
+                "10.1.2.3:40000",
+                Some("Bearer nope-nope-nope-nope".into()),
+            )
+            .await,
+            status_of(&tokens, "0.0.0.0:5000", "10.1.2.3:40000", bearer).await,
+        ];
+        assert_eq!(answers, [200, 200, 200, 403, 401, 401, 200]);
+    }
 }
