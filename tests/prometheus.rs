@@ -758,3 +758,26 @@ fn every_metric_readme_names_exists_on_metrics() {
         "README names metrics /metrics does not export:\n{text}"
     );
 }
+
+#[test]
+fn a_tag_pull_that_fetches_its_manifest_counts_a_manifest_miss() {
+    let mirror = Registry::start();
+    let image = single_arch("tag-miss", &[1000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let rules = format!(
+        "apiVersion: config.openshift.io/v1\nkind: ImageTagMirrorSet\nmetadata:\n  name: tags\nspec:\n  imageTagMirrors:\n  - source: {SOURCE}/ns\n    mirrors:\n    - {MIRROR}/ns\n    mirrorSourcePolicy: NeverContactSource\n"
+    );
+    let proxy = Mirrorgate::start(&rules, &[(MIRROR, &mirror.endpoint())], "");
+    let tag = format!("/v2/{SOURCE}/ns/app/manifests/v1");
+    let statuses = [proxy.get(&tag, &[]).status, proxy.get(&tag, &[]).status];
+    let counter = |name: &str| metric(&proxy.addr(), name);
+    assert_eq!(
+        (
+            statuses,
+            counter("mirrorgate_cache_manifest_misses_total"),
+            counter("mirrorgate_cache_tag_hits_total"),
+            counter("mirrorgate_cache_manifest_hits_total"),
+        ),
+        ([200, 200], 1.0, 1.0, 0.0)
+    );
+}
