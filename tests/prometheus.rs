@@ -10,7 +10,9 @@
 //! expression is then replaced by the span from the first scrape after the first run (T0) to the
 //! first scrape after the second (T1), and the expression evaluated at T1: with samples exactly at
 //! both ends of the window Prometheus extrapolates nothing, so `increase` is the second run's
-//! count and `rate` that count over the window.
+//! count and `rate` that count over the window. (Prometheus 2, as Debian ships it, selects a
+//! range with both ends included, so the sample at T0 is the window's first.) Ranges are found
+//! by their brackets: no expression may use `[` inside a label matcher.
 
 mod support;
 
