@@ -11,7 +11,8 @@
 //! - [`proxy`]: serving each request from the pull sources the rules give, verifying content;
 //! - [`cache`]: manifests, tag answers and blobs kept so that repeated pulls cost nothing;
 //! - [`metrics`]: what every part did, for Prometheus;
-//! - [`reload`]: picking up changed rules and settings without a restart.
+//! - [`reload`]: picking up changed rules and settings without a restart;
+//! - [`status`]: the state of a running proxy for `/status` and `mirrorgate status`.
 
 #![warn(missing_docs)]
 
@@ -24,4 +25,5 @@ pub mod proxy;
 pub mod reference;
 pub mod reload;
 pub mod rules;
+pub mod status;
 pub mod upstream;

@@ -217,11 +217,11 @@ async fn run(
         }
         match reload(&proxy, &config_path, &config).await {
             Ok(new_config) => {
-                proxy.metrics().reload(true);
+                proxy.record_reload(Ok(()));
                 config = new_config;
             }
             Err(error) => {
-                proxy.metrics().reload(false);
+                proxy.record_reload(Err(format!("{error:#}")));
                 tracing::error!(error = %format!("{error:#}"), "reload failed; the last good rules stay in force");
             }
         }

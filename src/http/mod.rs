@@ -6,6 +6,7 @@ pub mod error;
 mod metrics_endpoint;
 pub mod route;
 mod server;
+pub mod status_endpoint;
 pub mod tls;
 
 use bytes::Bytes;

@@ -80,12 +80,13 @@ impl Proxy {
             tracing::info!(reference = %logical, served_by = "cache", "manifest served");
             return Ok(manifest);
         }
-        CacheStats::count(&self.cache.stats.manifest_misses);
         let this = self.clone();
         let owned = logical.clone();
         let (result, joined) = self
             .manifest_flights
             .run(logical.as_str(), move || async move {
+                // One miss per fetch; requests joining it are counted as coalesced.
+                CacheStats::count(&this.cache.stats.manifest_misses);
                 this.fetch_along(&owned, &resolution.sources, &accept).await
             })
             .await;
@@ -168,6 +169,7 @@ impl Proxy {
             CacheStats::count(&self.cache.stats.tag_revalidations);
         }
         let mut failures = Vec::new();
+        let mut missed = false;
         for source in &resolution.sources {
             self.note_attempt(source.role, &failures, "manifest");
             if let Some((answer, cached)) = &known {
@@ -194,6 +196,12 @@ impl Proxy {
                         continue;
                     }
                 }
+            }
+            // The tag is unknown, moved, or its manifest left the cache: a manifest fetch, as
+            // for a digest the cache does not hold (once per lookup, whatever it costs).
+            if !missed {
+                missed = true;
+                CacheStats::count(&self.cache.stats.manifest_misses);
             }
             match self
                 .fetch_manifest(&source.reference, source.role, &accept, None)

@@ -14,6 +14,7 @@ mod listing;
 mod manifest;
 mod reach;
 mod sizes;
+mod status;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -93,6 +94,10 @@ pub struct Proxy {
     fetch_slots: FetchSlots,
     /// The sizes the manifests fetched declare for the content they reference.
     sizes: DescriptorSizes,
+    /// How each upstream registry has been answering, for `/status`.
+    health: status::Health,
+    /// The start, the rules' load time and the last reload, for `/status`.
+    reloads: status::Reloads,
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +136,8 @@ impl Proxy {
             ),
             metrics,
             sizes: DescriptorSizes::new(),
+            health: status::Health::default(),
+            reloads: status::Reloads::new(),
         })
     }
 
@@ -193,6 +200,16 @@ impl Proxy {
     /// The metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Whether `/metrics` (and `/status`) are served on `metrics_listen` rather than `listen`.
+    pub fn metrics_elsewhere(&self) -> bool {
+        self.metrics_elsewhere
+    }
+
+    /// Who may pull what, in force now.
+    pub fn access(&self) -> Arc<Access> {
+        self.access.load_full()
     }
 
     /// Answers one request: routes it, serves it, and counts it. `carries_body` says whether
@@ -275,12 +292,16 @@ impl Proxy {
                 ErrorCode::NameUnknown,
                 "metrics are served on metrics_listen",
             )),
-            ApiRequest::Metrics => Ok(bytes_response(
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                Bytes::from(self.metrics.encode()),
-                head,
-            )),
+            ApiRequest::Metrics => {
+                let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok());
+                let (content_type, text) = self.metrics.exposition(accept);
+                Ok(bytes_response(
+                    StatusCode::OK,
+                    content_type,
+                    Bytes::from(text),
+                    head,
+                ))
+            }
             ApiRequest::Healthz => Ok(text_response(StatusCode::OK, "ok\n", head)),
             ApiRequest::Readyz => Ok(match self.readiness() {
                 Ok(()) => text_response(StatusCode::OK, "ready\n", head),
@@ -523,6 +544,7 @@ impl Proxy {
         let upstream = self.upstream.load_full();
         let result = upstream.send(request).await;
         self.note_reachability(&registry, &result);
+        self.health.record(&registry, result.as_ref().map(|_| ()));
         let outcome = match &result {
             Ok(_) => "ok",
             Err(error) => error.outcome(),

@@ -7,6 +7,7 @@
 //!   (real gzip'd tar layers, valid configs, manifests and indexes);
 //! - [`push`], [`skopeo`], [`copy_to_layout`], [`layouts_identical`]: `skopeo` as the real client;
 //! - [`Mirrorgate`]: the proxy binary of this crate, configured for a test;
+//! - [`Prometheus`]: a real Prometheus (Debian's `prometheus`) scraping it;
 //! - [`http_get`], [`http_request`]: a minimal HTTP/1.1 client over `std::net::TcpStream`.
 //!
 //! Every process runs on 127.0.0.1 and is killed (and reaped) when its guard is dropped, also when
@@ -20,6 +21,7 @@ mod http;
 mod image;
 mod mirrorgate;
 mod process;
+mod prometheus;
 mod registry;
 mod throttle;
 
@@ -30,5 +32,6 @@ pub use image::{
 };
 pub use mirrorgate::Mirrorgate;
 pub use process::{PROBE_USER_AGENT, free_port};
+pub use prometheus::Prometheus;
 pub use registry::{LoggedRequest, Registry, parse_access_line};
 pub use throttle::Throttle;
