@@ -120,8 +120,8 @@ pub enum ResolveError {
         serves: Serves,
         /// Every dropped attempt.
         blocked: Vec<BlockedSource>,
-        /// The mirrors skipped because they are mirrorgate itself.
-        skipped: Vec<SkippedSource>,
+        /// The mirrors skipped because they are mirrorgate itself (boxed: the error stays small).
+        skipped: Box<[SkippedSource]>,
     },
     /// A mirror rewrite gave an invalid or non-canonical reference, which fails the whole pull.
     #[error(
@@ -221,7 +221,7 @@ impl RuleSet {
                 set_by: rule.blocked_by.clone(),
                 serves,
                 blocked,
-                skipped,
+                skipped: skipped.into_boxed_slice(),
             });
         }
         Ok(Resolution {
