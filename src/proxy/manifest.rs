@@ -85,8 +85,10 @@ impl Proxy {
         let owned = logical.clone();
         let (result, joined) = self
             .manifest_flights
-            .run(logical.as_str(), move || async move {
-                this.fetch_along(&owned, &resolution.sources, &accept).await
+            .run(logical.as_str(), move || {
+                crate::upstream::via::carried(async move {
+                    this.fetch_along(&owned, &resolution.sources, &accept).await
+                })
             })
             .await;
         if joined {
@@ -123,9 +125,11 @@ impl Proxy {
         let key = format!("tag {logical}");
         let (result, joined) = self
             .manifest_flights
-            .run(&key, move || async move {
-                this.refresh_tag(&owned, resolution, route, answer, accept)
-                    .await
+            .run(&key, move || {
+                crate::upstream::via::carried(async move {
+                    this.refresh_tag(&owned, resolution, route, answer, accept)
+                        .await
+                })
             })
             .await;
         if joined {
