@@ -178,13 +178,30 @@ fn two_mirrorgates_mirroring_each_other_refuse_one_looped_request_each_and_stay_
     // Client -> b -> a -> b: b refuses the request that comes back.
     let second = b.get(&path, &[]).status;
     let after_second = (answers(&a), answers(&b));
+    // A blob download runs in a task of its own: the chain goes with it, so a -> b -> a again.
+    let blob = a
+        .get(&format!("/v2/{SOURCE}/app/blobs/{digest}"), &[])
+        .status;
+    let blob_loops = metric(
+        &a,
+        "mirrorgate_http_requests_total{route=\"blob\",method=\"GET\",status=\"508\"}",
+    );
     let alive = (a.get("/v2/", &[]).status, b.get("/v2/", &[]).status);
     let loops = (
         metric(&a, "mirrorgate_loops_refused_total"),
         metric(&b, "mirrorgate_loops_refused_total"),
     );
     assert_eq!(
-        (first, after_first, second, after_second, alive, loops),
+        (
+            first,
+            after_first,
+            second,
+            after_second,
+            blob,
+            blob_loops,
+            alive,
+            loops
+        ),
         (
             502,
             // a: one 508 (the request b forwarded back), one 502 (to the client); b: the one
@@ -192,8 +209,10 @@ fn two_mirrorgates_mirroring_each_other_refuse_one_looped_request_each_and_stay_
             ((1.0, 1.0), (0.0, 1.0)),
             502,
             ((1.0, 2.0), (1.0, 2.0)),
+            502,
+            1.0,
             (200, 200),
-            (1.0, 1.0)
+            (2.0, 1.0)
         ),
         "a:\n{}\nb:\n{}",
         a.log(),
