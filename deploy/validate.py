@@ -850,7 +850,7 @@ def check_config(
     summary = ", ".join(
         line
         for line in result.stdout.splitlines()
-        if re.match(r"^(files|objects|scopes|blocked scopes|warnings): ", line)
+        if re.match(r"^(files|objects|scopes|blocked scopes|self mirrors|warnings): ", line)
     )
     R.check(
         result.returncode == 0,

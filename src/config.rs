@@ -68,6 +68,14 @@ pub struct Config {
     pub clients: ClientsConfig,
     /// Bounds on what clients may hold: connections, header size and time, upstream fetches.
     pub limits: LimitsConfig,
+    /// The `host[:port]` names under which this mirrorgate is reached (e.g. its Service names): a
+    /// rule mirror on one of them is mirrorgate itself and is skipped when routing. The `listen`
+    /// address counts too ([`Config::self_names`]).
+    pub self_names: Vec<String>,
+    /// The name of this deployment in the `Via` header of every upstream request; a client
+    /// request that arrives carrying it is a loop (508). `None`: one derived per process
+    /// (host name and process id); set the same value on every replica to share it.
+    pub via_token: Option<String>,
 }
 
 /// The `limits` section: the bounds that keep one client, or a crowd of them, from taking the
@@ -201,6 +209,8 @@ impl Default for Config {
             tls: None,
             clients: ClientsConfig::default(),
             limits: LimitsConfig::default(),
+            self_names: Vec::new(),
+            via_token: None,
         }
     }
 }
@@ -384,7 +394,39 @@ impl Config {
         }
         self.clients.validate(&invalid)?;
         self.limits.validate(&invalid)?;
+        for (i, name) in self.self_names.iter().enumerate() {
+            check_registry_host(name).map_err(|why| {
+                invalid(
+                    &format!("self_names[{i}]"),
+                    format!("{name:?} is not a host or host:port: {why}"),
+                )
+            })?;
+        }
+        if let Some(token) = &self.via_token {
+            check_via_token(token).map_err(|why| invalid("via_token", why))?;
+        }
         Ok(())
+    }
+
+    /// mirrorgate's own names: `self_names`, and the `listen` address as a client would write
+    /// it. An all-interfaces address (`0.0.0.0`, `[::]`) adds the loopback names on its port,
+    /// which reach it too; port 0 (chosen at start) adds nothing.
+    pub fn self_names(&self) -> Vec<String> {
+        let mut names = self.self_names.clone();
+        let port = self.listen.port();
+        if port != 0 {
+            let ip = self.listen.ip();
+            if ip.is_unspecified() {
+                names.push(format!("localhost:{port}"));
+                names.push(format!("127.0.0.1:{port}"));
+                if ip.is_ipv6() {
+                    names.push(format!("[::1]:{port}"));
+                }
+            } else {
+                names.push(self.listen.to_string());
+            }
+        }
+        names
     }
 
     /// The settings for registry `host`, or the defaults when it has no entry.
@@ -430,6 +472,24 @@ fn listeners_conflict(listen: SocketAddr, metrics: SocketAddr) -> Option<String>
         ));
     }
     None
+}
+
+/// Checks a `Via` received-by name (RFC 9110 §7.6.3): a token (pseudonym) or `host:port`.
+fn check_via_token(token: &str) -> Result<(), String> {
+    const MAX: usize = 255;
+    if token.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if token.len() > MAX {
+        return Err(format!("longer than {MAX} characters"));
+    }
+    let is_token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~:".contains(c);
+    match token.chars().find(|&c| !is_token_char(c)) {
+        Some(c) => Err(format!(
+            "{c:?} is not allowed: a Via name is a token (letters, digits, .-_ and the like) or host:port"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Checks the `host[:port]` grammar of registry names in image references.
@@ -949,6 +1009,8 @@ struct RawConfig {
     tls: Option<RawTls>,
     clients: Option<RawClients>,
     limits: Option<RawLimits>,
+    self_names: Option<Vec<String>>,
+    via_token: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1061,6 +1123,8 @@ impl RawConfig {
                     scopes: raw.scopes.unwrap_or_default(),
                 }),
             limits: self.limits.unwrap_or_default().into_limits(),
+            self_names: self.self_names.unwrap_or_default(),
+            via_token: self.via_token,
         }
     }
 }
@@ -1315,6 +1379,8 @@ watch: true                     # reload rule files and this file on change (als
                 max_upstream_fetches: 64,
                 upstream_queue_timeout: Duration::from_secs(10),
             },
+            self_names: Vec::new(),
+            via_token: None,
         };
         assert_eq!(Config::default(), expected);
     }
@@ -1965,5 +2031,64 @@ watch: true                     # reload rule files and this file on change (als
     fn a_non_loopback_listen_with_explicit_anonymous_clients_is_accepted() {
         let config = parse("listen: \"[::]:5000\"\nclients:\n  mode: anonymous\n");
         assert!(config.is_ok(), "{config:?}");
+    }
+
+    #[test]
+    fn self_names_include_the_listen_address() {
+        let config =
+            parse("self_names: [mirrorgate.mirrorgate.svc:5000, mirrorgate.example.com]\n")
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config.self_names(),
+            vec![
+                "mirrorgate.mirrorgate.svc:5000",
+                "mirrorgate.example.com",
+                "127.0.0.1:5000"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_all_interfaces_listen_address_adds_the_loopback_names_and_port_zero_none() {
+        let wildcard = parse("listen: \"[::]:5000\"\nclients:\n  mode: anonymous\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ephemeral = parse("listen: 127.0.0.1:0\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (wildcard.self_names(), ephemeral.self_names()),
+            (
+                vec![
+                    "localhost:5000".to_owned(),
+                    "127.0.0.1:5000".to_owned(),
+                    "[::1]:5000".to_owned()
+                ],
+                vec![]
+            )
+        );
+    }
+
+    #[test]
+    fn a_self_name_with_a_path_is_rejected_and_named() {
+        let err = error_text("self_names: [ok.example.com, mirrorgate.svc:5000/quay.io]\n");
+        assert!(
+            err.starts_with("config/mirrorgate.yaml: self_names[1]: ")
+                && err.contains("a host has no path"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_via_token_is_a_token_or_host_port() {
+        let accepted = parse("via_token: mirrorgate.mirrorgate.svc:5000\n")
+            .map(|c| c.via_token)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = error_text("via_token: \"mirror gate\"\n");
+        assert_eq!(
+            (
+                accepted.as_deref(),
+                err.starts_with("config/mirrorgate.yaml: via_token: ' ' is not allowed")
+            ),
+            (Some("mirrorgate.mirrorgate.svc:5000"), true),
+            "{err}"
+        );
     }
 }

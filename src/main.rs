@@ -130,7 +130,9 @@ impl RuleArgs {
         } else {
             &self.rules
         };
-        let rule_set = rules::load(paths).context("the rule set is invalid")?;
+        let rule_set = rules::load(paths)
+            .context("the rule set is invalid")?
+            .with_self_names(rules::SelfNames::new(config.self_names()));
         Ok((rule_set, config, config_path))
     }
 }
@@ -342,6 +344,9 @@ fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
     for warning in rule_set.warnings() {
         tracing::warn!(%warning, "rule warning");
     }
+    for self_mirror in rule_set.self_mirrors() {
+        tracing::info!(%self_mirror, "self mirror");
+    }
     let upstream = Upstream::new(&config).context("cannot set up the upstream client")?;
     mirrorgate::access::Access::load(&config.clients)
         .context("the clients settings are invalid")?;
@@ -447,7 +452,13 @@ fn resolve(args: &RuleArgs, json: bool, image: &str) -> Result<()> {
     let resolution = match rule_set.resolve(&reference) {
         Ok(resolution) => resolution,
         Err(error @ ResolveError::Blocked { .. }) => {
-            if let ResolveError::Blocked { blocked, .. } = &error {
+            if let ResolveError::Blocked {
+                blocked, skipped, ..
+            } = &error
+            {
+                for attempt in skipped {
+                    eprintln!("skipped: {attempt}");
+                }
                 for attempt in blocked {
                     eprintln!(
                         "not contacted: {} {} (in blocked scope \"{}\")",
@@ -459,6 +470,9 @@ fn resolve(args: &RuleArgs, json: bool, image: &str) -> Result<()> {
         }
         Err(error) => bail!(error),
     };
+    for attempt in &resolution.skipped {
+        eprintln!("skipped: {attempt}");
+    }
     for attempt in &resolution.blocked {
         eprintln!(
             "not contacted: {} {} (in blocked scope \"{}\")",
@@ -514,6 +528,17 @@ fn check(args: &RuleArgs) -> Result<()> {
     println!("blocked scopes: {}", summary.blocked_scopes.len());
     for scope in &summary.blocked_scopes {
         println!("  {scope}");
+    }
+    // Mirrors that are mirrorgate itself are expected where a cluster's own mirror sets send
+    // pulls through it; they are reported, not warned about.
+    let self_mirrors = rule_set.self_mirrors();
+    println!(
+        "self mirrors: {} (self names: {})",
+        self_mirrors.len(),
+        rule_set.self_names().names().join(", ")
+    );
+    for self_mirror in &self_mirrors {
+        println!("  {self_mirror}");
     }
     println!("warnings: {}", summary.warnings.len());
     for warning in &summary.warnings {

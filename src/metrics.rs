@@ -133,6 +133,7 @@ pub struct Metrics {
     fetches_in_flight: Gauge,
     fetches_queued: Gauge,
     fetches_refused: Counter,
+    loops_refused: Counter,
     /// Registries that may appear as label values.
     known_registries: ArcSwap<HashSet<String>>,
     /// Wildcard suffixes (`.example.com`) of rule scopes, for hosts under them.
@@ -266,6 +267,7 @@ impl Metrics {
             fetches_in_flight: Gauge::default(),
             fetches_queued: Gauge::default(),
             fetches_refused: Counter::default(),
+            loops_refused: Counter::default(),
             known_registries: ArcSwap::from_pointee(HashSet::new()),
             known_wildcards: ArcSwap::from_pointee(Vec::new()),
             registry: Registry::default(),
@@ -359,6 +361,11 @@ impl Metrics {
             "upstream_fetches_refused",
             "Requests answered 429 because no upstream fetch slot freed up in time",
             metrics.fetches_refused.clone(),
+        );
+        root.register(
+            "loops_refused",
+            "Requests answered 508 Loop Detected because they carried this mirrorgate's own Via token.",
+            metrics.loops_refused.clone(),
         );
         let build = Family::<VersionLabels, Gauge>::default();
         build
@@ -486,6 +493,11 @@ impl Metrics {
         self.source_after_mirrors
             .get_or_create(&RouteLabels { route })
             .inc();
+    }
+
+    /// Counts a request refused as a loop (508).
+    pub fn loop_refused(&self) {
+        self.loops_refused.inc();
     }
 
     /// Counts a request refused because the source is blocked.

@@ -243,7 +243,9 @@ async fn reload(
             Some(path) => Config::load(path)?,
             None => fallback,
         };
-        let rule_set = rules::load(&config.rules).context("the rule set is invalid")?;
+        let rule_set = rules::load(&config.rules)
+            .context("the rule set is invalid")?
+            .with_self_names(rules::SelfNames::new(config.self_names()));
         let upstream = Upstream::new(&config).context("the upstream settings are invalid")?;
         anyhow::Ok((config, rule_set, upstream))
     })

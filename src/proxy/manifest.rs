@@ -84,10 +84,12 @@ impl Proxy {
         let owned = logical.clone();
         let (result, joined) = self
             .manifest_flights
-            .run(logical.as_str(), move || async move {
-                // One miss per fetch; requests joining it are counted as coalesced.
-                CacheStats::count(&this.cache.stats.manifest_misses);
-                this.fetch_along(&owned, &resolution.sources, &accept).await
+            .run(logical.as_str(), move || {
+                crate::upstream::via::carried(async move {
+                    // One miss per fetch; requests joining it are counted as coalesced.
+                    CacheStats::count(&this.cache.stats.manifest_misses);
+                    this.fetch_along(&owned, &resolution.sources, &accept).await
+                })
             })
             .await;
         if joined {
@@ -124,9 +126,11 @@ impl Proxy {
         let key = format!("tag {logical}");
         let (result, joined) = self
             .manifest_flights
-            .run(&key, move || async move {
-                this.refresh_tag(&owned, resolution, route, answer, accept)
-                    .await
+            .run(&key, move || {
+                crate::upstream::via::carried(async move {
+                    this.refresh_tag(&owned, resolution, route, answer, accept)
+                        .await
+                })
             })
             .await;
         if joined {

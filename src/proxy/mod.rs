@@ -224,6 +224,38 @@ impl Proxy {
     ) -> Response<Body> {
         let started = Instant::now();
         let head = method == http::Method::HEAD;
+        let via = self.upstream.load().via_token().clone();
+        if via.is_received_in(headers) {
+            let route = route::parse(method, path, query, &self.default_registry)
+                .map_or("invalid", |request| request.route());
+            let response = loop_detected(&via, method, path, headers).into_response(head);
+            self.metrics.loop_refused();
+            self.metrics.request(
+                route,
+                method_label(method),
+                response.status().as_u16(),
+                started.elapsed(),
+            );
+            return response;
+        }
+        // The upstream requests this one causes extend the `Via` chain it arrived with.
+        crate::upstream::via::serving(
+            crate::upstream::via::received(headers),
+            self.respond_in_chain(started, method, path, query, headers, carries_body),
+        )
+        .await
+    }
+
+    async fn respond_in_chain(
+        self: &Arc<Self>,
+        started: Instant,
+        method: &http::Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        carries_body: bool,
+    ) -> Response<Body> {
+        let head = method == http::Method::HEAD;
         let access = self.access.load_full();
         let client = match access.authenticate(path, headers).await {
             Ok(client) => client,
@@ -608,6 +640,28 @@ impl Proxy {
         }
         resolve_error(error)
     }
+}
+
+/// 508 for a request that carries our own `Via` token: it has been round a loop (this
+/// mirrorgate's rules lead, through other proxies or under a name it does not know as its own,
+/// back to itself). Nothing is contacted, so the loop ends here.
+fn loop_detected(
+    via: &crate::upstream::ViaToken,
+    method: &http::Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> ApiError {
+    let chain = crate::upstream::via::received(headers).unwrap_or_default();
+    tracing::warn!(%method, path, via = %chain, token = via.as_str(), "loop refused: the request carries this mirrorgate's own Via token");
+    ApiError::new(
+        StatusCode::LOOP_DETECTED,
+        ErrorCode::Unknown,
+        format!(
+            "loop detected: this request already passed through this mirrorgate ({}; Via: {chain}); a mirror in the rules leads back here: name this mirrorgate's addresses in self_names, or fix the rules of the proxies in the chain",
+            via.as_str()
+        ),
+    )
+    .with_detail(json!({"via": &*chain, "token": via.as_str()}))
 }
 
 /// The refusal for a reference the rules give no pull source.

@@ -30,7 +30,7 @@ pub use image::{
     Image, LAYER_MEDIA_TYPE, OCI_INDEX_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE, copy_to_layout,
     layouts_identical, multi_arch, push, push_with_creds, sha256_digest, single_arch, skopeo,
 };
-pub use mirrorgate::Mirrorgate;
+pub use mirrorgate::{Mirrorgate, SELF_ADDR};
 pub use process::{PROBE_USER_AGENT, free_port};
 pub use prometheus::Prometheus;
 pub use registry::{LoggedRequest, Registry, parse_access_line};
