@@ -80,6 +80,14 @@ pub struct Config {
     pub clients: ClientsConfig,
     /// Bounds on what clients may hold: connections, header size and time, upstream fetches.
     pub limits: LimitsConfig,
+    /// The `host[:port]` names under which this mirrorgate is reached (e.g. its Service names): a
+    /// rule mirror on one of them is mirrorgate itself and is skipped when routing. The `listen`
+    /// address counts too ([`Config::self_names`]).
+    pub self_names: Vec<String>,
+    /// The name of this deployment in the `Via` header of every upstream request; a client
+    /// request that arrives carrying it is a loop (508). `None`: one derived per process
+    /// (host name and process id); set the same value on every replica to share it.
+    pub via_token: Option<String>,
 }
 
 impl Default for Config {
@@ -99,6 +107,8 @@ impl Default for Config {
             tls: None,
             clients: ClientsConfig::default(),
             limits: LimitsConfig::default(),
+            self_names: Vec::new(),
+            via_token: None,
         }
     }
 }
@@ -196,7 +206,39 @@ impl Config {
         }
         section("clients", self.clients.validate())?;
         section("limits", self.limits.validate())?;
+        for (i, name) in self.self_names.iter().enumerate() {
+            Host::parse_registry(name).map_err(|why| {
+                invalid(
+                    &format!("self_names[{i}]"),
+                    format!("{name:?} is not a host or host:port: {why}"),
+                )
+            })?;
+        }
+        if let Some(token) = &self.via_token {
+            check_via_token(token).map_err(|why| invalid("via_token", why))?;
+        }
         Ok(())
+    }
+
+    /// mirrorgate's own names: `self_names`, and the `listen` address as a client would write
+    /// it. An all-interfaces address (`0.0.0.0`, `[::]`) adds the loopback names on its port,
+    /// which reach it too; port 0 (chosen at start) adds nothing.
+    pub fn self_names(&self) -> Vec<String> {
+        let mut names = self.self_names.clone();
+        let port = self.listen.port();
+        if port != 0 {
+            let ip = self.listen.ip();
+            if ip.is_unspecified() {
+                names.push(format!("localhost:{port}"));
+                names.push(format!("127.0.0.1:{port}"));
+                if ip.is_ipv6() {
+                    names.push(format!("[::1]:{port}"));
+                }
+            } else {
+                names.push(self.listen.to_string());
+            }
+        }
+        names
     }
 
     /// The settings for registry `host`, or the defaults when it has no entry.
@@ -234,6 +276,24 @@ fn listeners_conflict(listen: SocketAddr, metrics: SocketAddr) -> Option<String>
         ));
     }
     None
+}
+
+/// Checks a `Via` received-by name (RFC 9110 §7.6.3): a token (pseudonym) or `host:port`.
+fn check_via_token(token: &str) -> Result<(), String> {
+    const MAX: usize = 255;
+    if token.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if token.len() > MAX {
+        return Err(format!("longer than {MAX} characters"));
+    }
+    let is_token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~:".contains(c);
+    match token.chars().find(|&c| !is_token_char(c)) {
+        Some(c) => Err(format!(
+            "{c:?} is not allowed: a Via name is a token (letters, digits, .-_ and the like) or host:port"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A listen address as it appears in the file; std's own error ("invalid socket address
@@ -345,6 +405,8 @@ struct RawConfig {
     tls: Option<TlsConfig>,
     clients: Option<ClientsConfig>,
     limits: Option<LimitsConfig>,
+    self_names: Option<Vec<String>>,
+    via_token: Option<String>,
 }
 
 impl RawConfig {
@@ -372,6 +434,8 @@ impl RawConfig {
             tls: self.tls,
             clients: self.clients.unwrap_or_default(),
             limits: self.limits.unwrap_or_default(),
+            self_names: self.self_names.unwrap_or_default(),
+            via_token: self.via_token,
         }
     }
 }
@@ -382,6 +446,7 @@ impl<'a> From<&'a Config> for crate::upstream::Settings<'a> {
             upstream: &config.upstream,
             registries: &config.registries,
             pull_secret: config.pull_secret.as_deref(),
+            via_token: config.via_token.as_deref(),
         }
     }
 }

@@ -14,7 +14,8 @@
 //! - [`proxy`]: serving each request from the pull sources the rules give, verifying content;
 //! - [`http`]: the OCI distribution API surface (routing of paths, addressing, error bodies);
 //! - [`config`]: the proxy's own configuration file, composed of each module's section;
-//! - [`reload`]: picking up changed rules and settings without a restart.
+//! - [`reload`]: picking up changed rules and settings without a restart;
+//! - [`status`]: the state of a running proxy for `/status` and `mirrorgate status`.
 //!
 //! Dependencies point one way, in the order of this list (each module owns its configuration
 //! section and its errors; `http` alone turns errors into HTTP answers).
@@ -32,5 +33,6 @@ pub mod reload;
 pub mod rules;
 pub mod settings;
 pub mod source;
+pub mod status;
 pub mod tls;
 pub mod upstream;

@@ -14,7 +14,7 @@ use mirrorgate::http;
 use mirrorgate::proxy::Proxy;
 use mirrorgate::reference::Reference;
 use mirrorgate::reload;
-use mirrorgate::rules::{ResolveError, RuleSet};
+use mirrorgate::rules::{self, ResolveError, RuleSet};
 use mirrorgate::source::RuleSource;
 use mirrorgate::upstream::Upstream;
 use tokio::net::TcpListener;
@@ -59,6 +59,30 @@ enum Command {
     RegistriesConf {
         #[command(flatten)]
         rules: RuleArgs,
+    },
+    /// Show what a running server is doing: the rules in force and the last reload, each
+    /// upstream registry's health, the caches, and the upstream fetches under way.
+    Status {
+        /// The server's base URL [default: from the configuration: `metrics_listen` when set,
+        /// else `listen`, with 127.0.0.1 for an unspecified address].
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+        /// The configuration file that gives the default server [default: config/mirrorgate.yaml,
+        /// or the built-in defaults when that file does not exist].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print the status as JSON (for scripts) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// `USER:PASSWORD` for a server that wants `clients` credentials (htpasswd mode).
+        #[arg(long, value_name = "USER:PASSWORD", conflicts_with = "token")]
+        creds: Option<String>,
+        /// A token for a server that wants `clients` credentials (token mode).
+        #[arg(long, value_name = "TOKEN")]
+        token: Option<String>,
+        /// Extra PEM roots to trust for an https server.
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -109,7 +133,8 @@ impl RuleArgs {
         };
         let rule_set = RuleSource::Files(paths.clone())
             .load()
-            .context("the rule set is invalid")?;
+            .context("the rule set is invalid")?
+            .with_self_names(rules::SelfNames::new(config.self_names()));
         Ok((rule_set, config, config_path))
     }
 }
@@ -184,7 +209,124 @@ fn run(command: Command) -> Result<()> {
             print!("{}", rule_set.to_registries_conf()?);
             Ok(())
         }
+        Command::Status {
+            server,
+            config,
+            json,
+            creds,
+            token,
+            ca_file,
+        } => {
+            let server = match server {
+                Some(server) => server,
+                None => {
+                    let args = RuleArgs {
+                        config,
+                        rules: Vec::new(),
+                    };
+                    default_status_server(&args.config()?.0)
+                }
+            };
+            let credentials = match (creds, token) {
+                (Some(creds), _) => Some(StatusCredentials::Basic(creds)),
+                (None, Some(token)) => Some(StatusCredentials::Bearer(token)),
+                (None, None) => None,
+            };
+            status(&server, json, credentials, ca_file.as_deref())
+        }
     }
+}
+
+/// How `mirrorgate status` authenticates.
+enum StatusCredentials {
+    /// `USER:PASSWORD`.
+    Basic(String),
+    /// A token.
+    Bearer(String),
+}
+
+/// Where a server started from `config` serves `/status`.
+fn default_status_server(config: &Config) -> String {
+    let (address, tls) = match config.metrics_listen {
+        Some(address) => (address, false),
+        None => (config.listen, config.tls.is_some()),
+    };
+    let host = match address.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_owned(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_owned(),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+    };
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{host}:{}", address.port())
+}
+
+/// Prints the status of the server at `server` (a base URL).
+fn status(
+    server: &str,
+    json: bool,
+    credentials: Option<StatusCredentials>,
+    ca_file: Option<&Path>,
+) -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let url = format!(
+        "{}{}",
+        server.trim_end_matches('/'),
+        http::status_endpoint::PATH
+    );
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("mirrorgate-status/", env!("CARGO_PKG_VERSION")))
+        .timeout(std::time::Duration::from_secs(30))
+        .no_proxy();
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        for certificate in reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("{}: no PEM certificate", path.display()))?
+        {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    let client = builder.build().context("cannot set up the HTTP client")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let body = runtime.block_on(async {
+        let mut request = client.get(&url);
+        request = match &credentials {
+            Some(StatusCredentials::Basic(creds)) => {
+                let (user, password) = creds.split_once(':').unwrap_or((creds, ""));
+                request.basic_auth(user, Some(password))
+            }
+            Some(StatusCredentials::Bearer(token)) => request.bearer_auth(token),
+            None => request,
+        };
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let code = response.status();
+        let text = response
+            .text()
+            .await
+            .with_context(|| format!("cannot read the answer of {url}"))?;
+        if !code.is_success() {
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| text.trim().to_owned());
+            bail!("{url} answered {code}: {message}");
+        }
+        anyhow::Ok(text)
+    })?;
+    let status: mirrorgate::status::Status = serde_json::from_str(&body)
+        .with_context(|| format!("{url} did not answer a mirrorgate status"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", status.render());
+    }
+    Ok(())
 }
 
 fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
@@ -204,6 +346,9 @@ fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
     for warning in rule_set.warnings() {
         tracing::warn!(%warning, "rule warning");
     }
+    for self_mirror in rule_set.self_mirrors() {
+        tracing::info!(%self_mirror, "self mirror");
+    }
     let upstream = Upstream::new(&config).context("cannot set up the upstream client")?;
     mirrorgate::access::Access::load(&config.clients)
         .context("the clients settings are invalid")?;
@@ -219,6 +364,7 @@ fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         tracing::info!(listen = %listener.local_addr()?, tls = tls.is_some(), "serving");
         let proxy = Arc::new(Proxy::new(Arc::new(rule_set), upstream, &config)?);
+        proxy.set_config_path(config_path.as_deref());
         reload::spawn(proxy.clone(), config_path.clone(), config.clone());
         if let Some(address) = config.metrics_listen {
             let listener = TcpListener::bind(address)
@@ -305,7 +451,13 @@ fn resolve(args: &RuleArgs, json: bool, image: &str) -> Result<()> {
     let resolution = match rule_set.resolve(&reference) {
         Ok(resolution) => resolution,
         Err(error @ ResolveError::Blocked { .. }) => {
-            if let ResolveError::Blocked { blocked, .. } = &error {
+            if let ResolveError::Blocked {
+                blocked, skipped, ..
+            } = &error
+            {
+                for attempt in skipped {
+                    eprintln!("skipped: {attempt}");
+                }
                 for attempt in blocked {
                     eprintln!(
                         "not contacted: {} {} (in blocked scope \"{}\")",
@@ -317,6 +469,9 @@ fn resolve(args: &RuleArgs, json: bool, image: &str) -> Result<()> {
         }
         Err(error) => bail!(error),
     };
+    for attempt in &resolution.skipped {
+        eprintln!("skipped: {attempt}");
+    }
     for attempt in &resolution.blocked {
         eprintln!(
             "not contacted: {} {} (in blocked scope \"{}\")",
@@ -372,6 +527,17 @@ fn check(args: &RuleArgs) -> Result<()> {
     println!("blocked scopes: {}", summary.blocked_scopes.len());
     for scope in &summary.blocked_scopes {
         println!("  {scope}");
+    }
+    // Mirrors that are mirrorgate itself are expected where a cluster's own mirror sets send
+    // pulls through it; they are reported, not warned about.
+    let self_mirrors = rule_set.self_mirrors();
+    println!(
+        "self mirrors: {} (self names: {})",
+        self_mirrors.len(),
+        rule_set.self_names().names().join(", ")
+    );
+    for self_mirror in &self_mirrors {
+        println!("  {self_mirror}");
     }
     println!("warnings: {}", summary.warnings.len());
     for warning in &summary.warnings {

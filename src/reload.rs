@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use crate::access::Access;
 use crate::config::Config;
 use crate::proxy::Proxy;
+use crate::rules;
 use crate::source::{RuleFeed, RuleSource};
 use crate::upstream::Upstream;
 
@@ -223,11 +224,11 @@ async fn run(
         }
         match reload(&proxy, &feed, &config_path, &config).await {
             Ok(new_config) => {
-                proxy.metrics().reload(true);
+                proxy.record_reload(Ok(()));
                 config = new_config;
             }
             Err(error) => {
-                proxy.metrics().reload(false);
+                proxy.record_reload(Err(format!("{error:#}")));
                 tracing::error!(error = %format!("{error:#}"), "reload failed; the last good rules stay in force");
             }
         }
@@ -252,7 +253,8 @@ async fn reload(
         };
         let rule_set = RuleSource::Files(config.rules.clone())
             .load()
-            .context("the rule set is invalid")?;
+            .context("the rule set is invalid")?
+            .with_self_names(rules::SelfNames::new(config.self_names()));
         let upstream = Upstream::new(&config).context("the upstream settings are invalid")?;
         anyhow::Ok((config, rule_set, upstream))
     })

@@ -92,6 +92,8 @@ fn defaults_match_the_documented_values() {
             max_upstream_fetches: 64,
             upstream_queue_timeout: Duration::from_secs(10),
         },
+        self_names: Vec::new(),
+        via_token: None,
     };
     assert_eq!(Config::default(), expected);
 }
@@ -660,4 +662,65 @@ fn a_non_loopback_listen_needs_the_clients_section() {
 fn a_non_loopback_listen_with_explicit_anonymous_clients_is_accepted() {
     let config = parse("listen: \"[::]:5000\"\nclients:\n  mode: anonymous\n");
     assert!(config.is_ok(), "{config:?}");
+}
+
+#[test]
+fn self_names_include_the_listen_address() {
+    let config = parse("self_names: [mirrorgate.mirrorgate.svc:5000, mirrorgate.example.com]\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.self_names(),
+        vec![
+            "mirrorgate.mirrorgate.svc:5000",
+            "mirrorgate.example.com",
+            "127.0.0.1:5000"
+        ]
+    );
+}
+
+#[test]
+fn an_all_interfaces_listen_address_adds_the_loopback_names_and_port_zero_none() {
+    let wildcard = parse("listen: \"[::]:5000\"\nclients:\n  mode: anonymous\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ephemeral = parse("listen: 127.0.0.1:0\n").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (wildcard.self_names(), ephemeral.self_names()),
+        (
+            vec![
+                "localhost:5000".to_owned(),
+                "127.0.0.1:5000".to_owned(),
+                "[::1]:5000".to_owned()
+            ],
+            vec![]
+        )
+    );
+}
+
+#[test]
+fn a_self_name_with_a_path_is_rejected_and_named() {
+    let err = error_text("self_names: [ok.example.com, mirrorgate.svc:5000/quay.io]\n");
+    assert_eq!(
+        (
+            err.starts_with("config/mirrorgate.yaml: self_names[1]: "),
+            err.contains("a host has no path")
+        ),
+        (true, true),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_via_token_is_a_token_or_host_port() {
+    let accepted = parse("via_token: mirrorgate.mirrorgate.svc:5000\n")
+        .map(|c| c.via_token)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = error_text("via_token: \"mirror gate\"\n");
+    assert_eq!(
+        (
+            accepted.as_deref(),
+            err.starts_with("config/mirrorgate.yaml: via_token: ' ' is not allowed")
+        ),
+        (Some("mirrorgate.mirrorgate.svc:5000"), true),
+        "{err}"
+    );
 }

@@ -25,6 +25,40 @@ pub async fn respond(
 ) -> Response<Body> {
     let started = Instant::now();
     let head = method == http::Method::HEAD;
+    let via = proxy.via_token();
+    if via.is_received_in(headers) {
+        let route = route::parse(method, path, query, proxy.default_registry())
+            .map_or(Route::Invalid, |request| request.route());
+        let chain = crate::upstream::via::received(headers).unwrap_or_default();
+        tracing::warn!(%method, path, via = %chain, token = via.as_str(), "loop refused: the request carries this mirrorgate's own Via token");
+        let response = ApiError::loop_detected(via.as_str(), &chain).into_response(head);
+        proxy.metrics().loop_refused();
+        proxy.metrics().request(
+            route.as_str(),
+            method_label(method),
+            response.status().as_u16(),
+            started.elapsed(),
+        );
+        return response;
+    }
+    // The upstream requests this one causes extend the `Via` chain it arrived with.
+    crate::upstream::via::serving(
+        crate::upstream::via::received(headers),
+        respond_in_chain(proxy, started, method, path, query, headers, carries_body),
+    )
+    .await
+}
+
+async fn respond_in_chain(
+    proxy: &Arc<Proxy>,
+    started: Instant,
+    method: &http::Method,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    carries_body: bool,
+) -> Response<Body> {
+    let head = method == http::Method::HEAD;
     let access = proxy.access();
     let client = match access.authenticate(path, headers).await {
         Ok(client) => client,
@@ -92,12 +126,11 @@ async fn handle(
                 "metrics are served on metrics_listen",
             ));
         }
-        ApiRequest::Metrics => bytes_response(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            Bytes::from(proxy.metrics().encode()),
-            head,
-        ),
+        ApiRequest::Metrics => {
+            let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok());
+            let (content_type, text) = proxy.metrics().exposition(accept);
+            bytes_response(StatusCode::OK, content_type, Bytes::from(text), head)
+        }
         ApiRequest::Healthz => text_response(StatusCode::OK, "ok\n", head),
         ApiRequest::Readyz => match proxy.readiness() {
             Ok(()) => text_response(StatusCode::OK, "ready\n", head),

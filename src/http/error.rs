@@ -166,6 +166,21 @@ impl ApiError {
         response
     }
 
+    /// 508 for a request that carries our own `Via` token (`token`; `chain` is the `Via` it
+    /// arrived with): it has been round a loop (this mirrorgate's rules lead, through other
+    /// proxies or under a name it does not know as its own, back to itself). Nothing is
+    /// contacted, so the loop ends here.
+    pub fn loop_detected(token: &str, chain: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::LOOP_DETECTED,
+            ErrorCode::Unknown,
+            format!(
+                "loop detected: this request already passed through this mirrorgate ({token}; Via: {chain}); a mirror in the rules leads back here: name this mirrorgate's addresses in self_names, or fix the rules of the proxies in the chain"
+            ),
+        )
+        .with_detail(json!({"via": chain, "token": token}))
+    }
+
     /// 401 UNAUTHORIZED with the challenge, so that clients log in as with any registry.
     pub fn unauthorized(refusal: Unauthorized) -> ApiError {
         ApiError {

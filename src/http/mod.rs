@@ -12,6 +12,7 @@ mod limits;
 mod metrics_endpoint;
 pub mod route;
 mod server;
+pub mod status_endpoint;
 
 pub use crate::proxy::{Body, empty_body, full_body};
 pub use crate::tls::ServerTls;

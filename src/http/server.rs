@@ -8,6 +8,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use super::LimitsConfig;
-use super::{API_VERSION_HEADER, Body, ServerTls};
+use super::{API_VERSION_HEADER, Body, ServerTls, status_endpoint};
 use crate::proxy::Proxy;
 
 /// How long in-flight requests may take to finish once a stop is asked for.
@@ -61,6 +62,7 @@ pub async fn serve(
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let open = proxy.metrics().connections();
     let graceful = GracefulShutdown::new();
+    let local = listener.local_addr()?;
     // Dropped when the server stops, which ends every handshake still in progress.
     let (stop_handshakes, handshakes_stopped) = watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
@@ -88,7 +90,7 @@ pub async fn serve(
                 open.inc();
                 let held = OpenConnection { _permit: permit, open: open.clone() };
                 let proxy = proxy.clone();
-                let service = service_fn(move |request| handle(proxy.clone(), request));
+                let service = service_fn(move |request| handle(proxy.clone(), request, local, peer));
                 match &tls {
                     None => {
                         let connection = builder
@@ -166,7 +168,18 @@ impl Drop for OpenConnection {
 async fn handle(
     proxy: Arc<Proxy>,
     request: Request<Incoming>,
+    local: SocketAddr,
+    peer: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
+    // `/status` depends on who is asking from where, which only this layer knows.
+    if request.uri().path() == status_endpoint::PATH && !proxy.metrics_elsewhere() {
+        let mut response =
+            status_endpoint::answer(&proxy, request.method(), request.headers(), local, peer).await;
+        response
+            .headers_mut()
+            .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
+        return Ok(response);
+    }
     // Routing, serving and counting are the proxy's; this layer only speaks HTTP.
     let mut response = super::answer::respond(
         &proxy,

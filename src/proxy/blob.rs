@@ -287,7 +287,7 @@ impl Proxy {
         let this = self.clone();
         let logical = logical.clone();
         let digest = digest.clone();
-        tokio::spawn(async move {
+        tokio::spawn(crate::upstream::via::carried(async move {
             let outcome = this
                 .download(&logical, &digest, candidates, &sender, leader)
                 .await;
@@ -298,7 +298,7 @@ impl Proxy {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(digest.as_str());
             sender.send_replace(outcome);
-        });
+        }));
         (receiver, Some(leader_receiver))
     }
 

@@ -92,17 +92,18 @@ impl Proxy {
             tracing::info!(reference = %logical, served_by = "cache", "manifest served");
             return Ok(manifest);
         }
-        CacheStats::count(&self.cache.stats.manifest_misses);
         let this = self.clone();
         let owned = logical.clone();
         // The fetch runs in a task of its own, in the class of whoever started it.
         let class = Admission::current();
         let (result, joined) = self
             .manifest_flights
-            .run(logical.as_str(), move || async move {
-                class
-                    .scope(this.fetch_along(&owned, &resolution.sources, &accept))
-                    .await
+            .run(logical.as_str(), move || {
+                crate::upstream::via::carried(class.scope(async move {
+                    // One miss per fetch; requests joining it are counted as coalesced.
+                    CacheStats::count(&this.cache.stats.manifest_misses);
+                    this.fetch_along(&owned, &resolution.sources, &accept).await
+                }))
             })
             .await;
         if joined {
@@ -140,10 +141,11 @@ impl Proxy {
         let class = Admission::current();
         let (result, joined) = self
             .manifest_flights
-            .run(&key, move || async move {
-                class
-                    .scope(this.refresh_tag(&owned, resolution, route, answer, accept))
-                    .await
+            .run(&key, move || {
+                crate::upstream::via::carried(class.scope(async move {
+                    this.refresh_tag(&owned, resolution, route, answer, accept)
+                        .await
+                }))
             })
             .await;
         if joined {
@@ -186,6 +188,7 @@ impl Proxy {
             CacheStats::count(&self.cache.stats.tag_revalidations);
         }
         let mut failures = Vec::new();
+        let mut missed = false;
         for source in &resolution.sources {
             self.note_attempt(source.role, &failures, Route::Manifest);
             if let Some((answer, cached)) = &known {
@@ -212,6 +215,12 @@ impl Proxy {
                         continue;
                     }
                 }
+            }
+            // The tag is unknown, moved, or its manifest left the cache: a manifest fetch, as
+            // for a digest the cache does not hold (once per lookup, whatever it costs).
+            if !missed {
+                missed = true;
+                CacheStats::count(&self.cache.stats.manifest_misses);
             }
             match self
                 .fetch_manifest(&source.reference, source.role, &accept, None)

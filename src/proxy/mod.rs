@@ -22,6 +22,7 @@ mod reach;
 mod repository;
 mod route;
 mod sizes;
+mod status;
 pub mod verify;
 
 use std::collections::{BTreeMap, HashMap};
@@ -102,6 +103,10 @@ pub struct Proxy {
     fetch_slots: FetchSlots,
     /// The sizes the manifests fetched declare for the content they reference.
     sizes: DescriptorSizes,
+    /// How each upstream registry has been answering, for `/status`.
+    health: status::Health,
+    /// The start, the rules' load time and the last reload, for `/status`.
+    reloads: status::Reloads,
 }
 
 /// What kind of stored content a HEAD upstream confirms before it is served.
@@ -212,6 +217,8 @@ impl Proxy {
             ),
             metrics,
             sizes: DescriptorSizes::new(),
+            health: status::Health::default(),
+            reloads: status::Reloads::new(),
         })
     }
 
@@ -275,6 +282,11 @@ impl Proxy {
     /// The rule set in force.
     pub fn rules(&self) -> Arc<RuleSet> {
         self.rules.load_full()
+    }
+
+    /// The `Via` name of this mirrorgate in force (a request carrying it is a loop).
+    pub fn via_token(&self) -> crate::upstream::ViaToken {
+        self.upstream.load().via_token().clone()
     }
 
     /// Who may pull, as loaded last.
@@ -490,6 +502,7 @@ impl Proxy {
         let upstream = self.upstream.load_full();
         let result = upstream.send(request).await;
         self.note_reachability(&registry, &result);
+        self.health.record(&registry, result.as_ref().map(|_| ()));
         let outcome = match &result {
             Ok(_) => "ok",
             Err(error) => error.outcome(),

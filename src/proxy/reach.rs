@@ -38,6 +38,13 @@ impl Reachable {
         }
     }
 
+    /// The registries named one by one (not those under a wildcard), sorted.
+    pub(crate) fn listed(&self) -> Vec<String> {
+        let mut listed: Vec<String> = self.explicit.union(&self.named).cloned().collect();
+        listed.sort();
+        listed
+    }
+
     /// Whether `registry` (`host[:port]` as in a reference) may be contacted.
     pub(crate) fn allows(&self, registry: &str) -> bool {
         if self.any || self.explicit.contains(registry) {

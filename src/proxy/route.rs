@@ -20,6 +20,8 @@ pub enum Route {
     Readyz,
     /// `/metrics`.
     Metrics,
+    /// `/status`.
+    Status,
     /// A request that did not parse.
     Invalid,
     /// A request without valid credentials.
@@ -38,6 +40,7 @@ impl Route {
             Route::Healthz => "healthz",
             Route::Readyz => "readyz",
             Route::Metrics => "metrics",
+            Route::Status => "status",
             Route::Invalid => "invalid",
             Route::Unauthorized => "unauthorized",
         }

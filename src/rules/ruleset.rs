@@ -15,6 +15,7 @@ use std::sync::Arc;
 use super::merge::merge_mirror_lists;
 use super::objects::Decoded;
 use super::scope::{RepoScope, Scope, prefix_ends, wildcard_suffixes};
+use super::self_names::{SelfMirror, SelfNames};
 use super::{MirrorSet, Policy, Problem, RuleError, Serves, Warning};
 
 /// The merged rule of one source scope: what a `[[registry]]` entry of `registries.conf` holds.
@@ -72,6 +73,8 @@ pub struct RuleSet {
     warnings: Vec<Warning>,
     /// Where the documents came from (file paths, object names), in order.
     origins: Vec<Arc<str>>,
+    /// mirrorgate's own addresses: mirrors on them are skipped by `resolve`.
+    self_names: SelfNames,
 }
 
 /// What a rule set holds, for `mirrorgate check` and logs.
@@ -162,6 +165,7 @@ impl RuleSet {
             objects: decoded.objects,
             warnings: decoded.warnings,
             origins,
+            self_names: SelfNames::default(),
         };
         rule_set.exposed_mirrors = rule_set.find_exposed_mirrors();
         Ok(rule_set)
@@ -207,7 +211,54 @@ impl RuleSet {
             objects: BTreeMap::new(),
             warnings: Vec::new(),
             origins: Vec::new(),
+            self_names: SelfNames::default(),
         }
+    }
+
+    /// The same rules, routed by mirrorgate reachable under `names`: a mirror on one of them is
+    /// mirrorgate itself, and `resolve` skips it (see [`SelfNames`]). Applies to rules from any
+    /// source; the rules themselves (and `registries-conf`) are unchanged.
+    pub fn with_self_names(mut self, names: SelfNames) -> RuleSet {
+        self.self_names = names;
+        self
+    }
+
+    /// mirrorgate's own names in force.
+    pub fn self_names(&self) -> &SelfNames {
+        &self.self_names
+    }
+
+    /// The mirrors that are mirrorgate itself, once per rule (a mirror listed for digest and tag
+    /// references is one entry), in rule order.
+    pub fn self_mirrors(&self) -> Vec<SelfMirror> {
+        let mut found: Vec<SelfMirror> = Vec::new();
+        if self.self_names.is_empty() {
+            return found;
+        }
+        for rule in &self.rules {
+            let first = found.len();
+            let listed = [
+                (Serves::Digest, &rule.digest_mirrors),
+                (Serves::Tag, &rule.tag_mirrors),
+            ];
+            for (serves, mirrors) in listed {
+                for mirror in mirrors {
+                    let Some(name) = self.self_names.matching_location(mirror.as_str()) else {
+                        continue;
+                    };
+                    match found[first..].iter_mut().find(|s| &s.mirror == mirror) {
+                        Some(entry) => entry.serves.push(serves),
+                        None => found.push(SelfMirror {
+                            scope: rule.scope.clone(),
+                            mirror: mirror.clone(),
+                            serves: vec![serves],
+                            self_name: name.to_owned(),
+                        }),
+                    }
+                }
+            }
+        }
+        found
     }
 
     /// The rules, sorted by scope string.

@@ -33,6 +33,7 @@ mod credentials;
 mod redirect;
 #[cfg(test)]
 mod tests;
+pub mod via;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -52,6 +53,7 @@ use credentials::{BasicAuth, Credentials};
 use redirect::{AddressPolicy, Hop};
 
 pub use client::USER_AGENT;
+pub use via::ViaToken;
 
 /// The largest token endpoint answer read; real ones are a few KiB.
 const MAX_TOKEN_RESPONSE: usize = 1 << 20;
@@ -87,6 +89,8 @@ struct Inner {
     plain_http: Mutex<HashSet<String>>,
     /// The origins of the `registries` endpoints: a redirect there goes to a named registry.
     configured: Vec<url::Origin>,
+    /// This deployment's name in the `Via` header of every request (`via_token`).
+    via: ViaToken,
 }
 
 /// How to reach one configured registry.
@@ -302,6 +306,8 @@ pub struct Settings<'a> {
     pub registries: &'a BTreeMap<String, RegistrySettings>,
     /// The dockerconfigjson / `auth.json` file of credentials.
     pub pull_secret: Option<&'a Path>,
+    /// The name of this deployment in `Via` (`None`: one per process).
+    pub via_token: Option<&'a str>,
 }
 
 impl Upstream {
@@ -378,12 +384,19 @@ impl Upstream {
                 basic_registries: Mutex::new(HashSet::new()),
                 plain_http: Mutex::new(HashSet::new()),
                 configured,
+                via: ViaToken::new(config.via_token),
             }),
         })
     }
 
+    /// The name this client gives itself in `Via`; a client request carrying it is a loop.
+    pub fn via_token(&self) -> &ViaToken {
+        &self.inner.via
+    }
+
     /// Sends one request to the registry named `request.registry`, authenticating as needed,
-    /// and returns the response when its final status is 2xx (200, 206, …).
+    /// and returns the response when its final status is 2xx (200, 206, …). The request carries
+    /// `Via`: the chain of the client request being served (see [`via`]) and this hop.
     ///
     /// The body has not been read: stream it with `bytes_stream()` or `chunk()`. Errors while
     /// reading it are `reqwest::Error`s (an idle gap longer than `upstream.timeout` is one,
@@ -422,7 +435,9 @@ impl Upstream {
     ) -> Result<reqwest::Response, AttemptError> {
         let inner = &*self.inner;
         let target = inner.target(&request.registry);
-        let headers = forwardable_headers(&request.headers);
+        let mut headers = forwardable_headers(&request.headers);
+        // The one place every upstream request gets its `Via` (see `via`).
+        headers.insert(header::VIA, inner.via.outgoing());
         let scope = format!("repository:{}:pull", request.repository);
         let credentials = inner
             .credentials

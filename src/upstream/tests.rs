@@ -26,6 +26,7 @@ struct Config {
     registries: BTreeMap<String, RegistrySettings>,
     pull_secret: Option<std::path::PathBuf>,
     upstream: UpstreamConfig,
+    via_token: Option<String>,
 }
 
 impl<'a> From<&'a Config> for Settings<'a> {
@@ -34,6 +35,7 @@ impl<'a> From<&'a Config> for Settings<'a> {
             upstream: &config.upstream,
             registries: &config.registries,
             pull_secret: config.pull_secret.as_deref(),
+            via_token: config.via_token.as_deref(),
         }
     }
 }
@@ -73,6 +75,7 @@ fn config(
             timeout,
             redirect_allowed_networks: Vec::new(),
         },
+        via_token: None,
     }
 }
 
@@ -1017,4 +1020,44 @@ fn send_future_is_send() {
     let future = upstream.send(get("quay.io", MANIFEST_PATH));
     // The server runs handlers on a multi-threaded runtime, which needs `Send` futures.
     assert_send(&future);
+}
+
+#[tokio::test]
+async fn every_request_carries_via_extending_the_chain_being_served() {
+    let registry = MockServer::start().await;
+    mount_bearer_registry(&registry, "t0k3n", &format!("{}/token", registry.uri())).await;
+    mount_token_endpoint(&registry, "t0k3n").await;
+    let mut settings = config(
+        vec![(name_of(&registry), insecure_at(&registry.uri()))],
+        None,
+        Duration::from_secs(5),
+        Duration::from_secs(10),
+    );
+    settings.via_token = Some("mirrorgate.test".to_owned());
+    let upstream = Upstream::new(&settings).expect("valid configuration");
+    let mut request = get(&name_of(&registry), MANIFEST_PATH);
+    // Whatever a caller put there, the chain is written by `send`.
+    request
+        .headers
+        .insert(http::header::VIA, HeaderValue::from_static("1.1 forged"));
+    let mut client = HeaderMap::new();
+    client.insert(http::header::VIA, HeaderValue::from_static("1.1 edge"));
+    via::serving(via::received(&client), upstream.send(request))
+        .await
+        .expect("200 after the token round trip");
+    let vias: Vec<Option<String>> = received_on(&registry, MANIFEST_PATH)
+        .await
+        .iter()
+        .map(|r| {
+            r.headers
+                .get(http::header::VIA)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(
+        vias,
+        vec![Some("1.1 edge, 1.1 mirrorgate.test".to_owned()); 2],
+        "the 401 and the authorized retry"
+    );
 }
