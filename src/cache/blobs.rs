@@ -5,6 +5,13 @@
 //! into place only once its digest is verified, so nothing partial or unverified is ever visible
 //! in the store; temporary files left by a crash are removed when the store opens. While a blob
 //! downloads, any number of readers can [`follow`] the temporary file as it grows.
+//!
+//! The store's interface is narrow, so that another store (an object store shared by replicas)
+//! can stand behind the same calls: [`BlobStore::stat`], [`BlobStore::open_blob`] with
+//! [`read_range`] (read a range), [`BlobStore::begin_write`] (a [`Spool`] and its
+//! [`TempWriter`]), [`BlobStore::commit`] (of verified bytes only), [`BlobStore::discard`] and
+//! [`BlobStore::evict`]. No file path leaves this module: readers of a blob still being written
+//! follow its [`Spool`], which stays on the local disk whatever the store behind it.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -61,6 +68,14 @@ impl Drop for ReaderGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// A blob being written, as its readers know it: where the bytes grow until the store takes
+/// them, and where they are found after. Opaque outside the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spool {
+    temp: Arc<PathBuf>,
+    stored: Arc<PathBuf>,
 }
 
 impl BlobStore {
@@ -142,12 +157,12 @@ impl BlobStore {
     }
 
     /// Where the blob `digest` lives once stored.
-    pub fn path(&self, digest: &Digest) -> PathBuf {
+    fn path(&self, digest: &Digest) -> PathBuf {
         self.dir.join(digest.algorithm().name()).join(digest.hex())
     }
 
     /// The size of a stored blob, counting as a use.
-    pub fn size(&self, digest: &Digest) -> Option<u64> {
+    pub fn stat(&self, digest: &Digest) -> Option<u64> {
         self.lock()
             .get(&digest.as_str().to_owned())
             .map(|entry| entry.size)
@@ -197,9 +212,13 @@ impl BlobStore {
         free_space(&self.tmp).is_none_or(|free| free >= len.saturating_add(self.min_free))
     }
 
-    /// A new temporary file for a blob that is about to stream in; `len`, when known, is
-    /// reserved on disk up front.
-    pub async fn temp_file(&self, len: Option<u64>) -> io::Result<(PathBuf, TempWriter)> {
+    /// Begins writing blob `digest`, which is about to stream in: the spool its readers follow,
+    /// and the writer. `len`, when known, is reserved on disk up front.
+    pub async fn begin_write(
+        &self,
+        digest: &Digest,
+        len: Option<u64>,
+    ) -> io::Result<(Spool, TempWriter)> {
         let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
         let path = self.tmp.join(format!("blob-{}-{n}", std::process::id()));
         let file = tokio::fs::File::create(&path).await?.into_std().await;
@@ -210,11 +229,40 @@ impl BlobStore {
             let _ = std::fs::remove_file(&path);
             return Err(error);
         }
-        Ok((path, TempWriter::new(file)))
+        let spool = Spool {
+            temp: Arc::new(path),
+            stored: Arc::new(self.path(digest)),
+        };
+        Ok((spool, TempWriter::new(file)))
     }
 
-    /// Moves a verified temporary file into the store, then evicts down to the bound.
-    pub fn commit(&self, temp: &Path, digest: &Digest, size: u64) -> io::Result<()> {
+    /// Drops a blob being written that will not be committed.
+    pub async fn discard(&self, spool: &Spool) {
+        let _ = tokio::fs::remove_file(spool.temp.as_path()).await;
+    }
+
+    /// Removes a stored blob (unless it is being read); whether it was removed.
+    pub fn evict(&self, digest: &Digest) -> bool {
+        let key = digest.as_str().to_owned();
+        let mut index = self.lock();
+        let reading = index
+            .get(&key)
+            .is_some_and(|entry| entry.readers.load(Ordering::Acquire) > 0);
+        if reading {
+            return false;
+        }
+        let Some(entry) = index.remove(&key) else {
+            return false;
+        };
+        self.delete_evicted(vec![(key, entry)]);
+        CacheStats::set(&self.stats.blob_bytes, index.weight());
+        true
+    }
+
+    /// Moves the verified bytes of `spool` into the store as blob `digest`, then evicts down to
+    /// the bound. Only a blob whose every byte hashed to `digest` may be committed.
+    pub fn commit(&self, spool: &Spool, digest: &Digest, size: u64) -> io::Result<()> {
+        let temp = spool.temp.as_path();
         let path = self.path(digest);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
@@ -436,8 +484,8 @@ pub enum DownloadState {
     Connecting,
     /// Bytes are arriving in `temp`; `written` of them are on disk.
     Streaming {
-        /// The temporary file.
-        temp: Arc<PathBuf>,
+        /// What the bytes grow in.
+        temp: Spool,
         /// The length the upstream announced.
         len: Option<u64>,
         /// Bytes written so far.
@@ -448,8 +496,8 @@ pub enum DownloadState {
     Complete {
         /// The blob's size.
         len: u64,
-        /// The temporary file, until it is renamed into the store.
-        temp: Arc<PathBuf>,
+        /// What the bytes are in, until the store takes them.
+        temp: Spool,
     },
     /// The download failed; the message says why, and whether every source said not found.
     Failed {
@@ -510,25 +558,23 @@ async fn read_chunk(file: &Arc<std::fs::File>, offset: u64, want: usize) -> io::
 /// last byte before the download is verified, and fails rather than ends if the download fails,
 /// so a reader never takes a broken blob for a whole one.
 ///
-/// `stored` is where the blob lands once verified: a reader that opens the file only after the
-/// download completed finds it there.
+/// A reader that opens the spool only after the download completed finds the stored blob.
 pub fn follow(
-    temp: Arc<PathBuf>,
-    stored: PathBuf,
+    spool: Spool,
     state: watch::Receiver<DownloadState>,
     start: u64,
 ) -> impl Stream<Item = io::Result<Bytes>> + Send {
     struct Follower {
         temp: Arc<PathBuf>,
-        stored: PathBuf,
+        stored: Arc<PathBuf>,
         file: Option<Arc<std::fs::File>>,
         position: u64,
         state: watch::Receiver<DownloadState>,
         done: bool,
     }
     let follower = Follower {
-        temp,
-        stored,
+        temp: spool.temp,
+        stored: spool.stored,
         file: None,
         position: start,
         state,
@@ -566,7 +612,7 @@ pub fn follow(
                         // copy of the same content).
                         let opened = match tokio::fs::File::open(f.temp.as_path()).await {
                             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                                tokio::fs::File::open(&f.stored).await
+                                tokio::fs::File::open(f.stored.as_path()).await
                             }
                             opened => opened,
                         };
@@ -643,5 +689,94 @@ mod tests {
         let file = std::fs::File::create(dir.path().join("blob")).unwrap();
         reserve(&file, 4 << 20).unwrap();
         assert_eq!(file.metadata().unwrap().len(), 0);
+    }
+
+    fn store(dir: &Path) -> BlobStore {
+        BlobStore::open(
+            dir.join("blobs"),
+            dir.join("tmp"),
+            u64::MAX,
+            0,
+            Arc::new(CacheStats::default()),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_blob_is_written_committed_read_and_evicted_through_the_store_interface() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let content = b"blob content".to_vec();
+        let digest: Digest = crate::reference::digest_of(Algorithm::Sha256, &content)
+            .parse()
+            .unwrap();
+        let (spool, mut writer) = store
+            .begin_write(&digest, Some(content.len() as u64))
+            .await
+            .unwrap();
+        let before_commit = store.stat(&digest);
+        writer.push(Bytes::from(content.clone())).await.unwrap();
+        let written = writer.flush().await.unwrap();
+        store.commit(&spool, &digest, written).unwrap();
+        let stored = store.stat(&digest);
+        let read: Vec<Bytes> = {
+            let blob = store.open_blob(&digest).expect("stored");
+            read_range(blob.file, 0, blob.size)
+                .try_collect()
+                .await
+                .unwrap()
+        };
+        // A reader that follows the spool after the commit finds the stored blob.
+        let (_, done) = watch::channel(DownloadState::Complete {
+            len: written,
+            temp: spool.clone(),
+        });
+        let followed: Vec<Bytes> = follow(spool, done, 0).try_collect().await.unwrap();
+        let evicted = store.evict(&digest);
+        assert_eq!(
+            (
+                before_commit,
+                stored,
+                read.concat(),
+                followed.concat(),
+                evicted,
+                store.stat(&digest),
+                store.is_empty()
+            ),
+            (
+                None,
+                Some(content.len() as u64),
+                content.clone(),
+                content,
+                true,
+                None,
+                true
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_discarded_write_leaves_nothing_and_a_blob_being_read_is_not_evicted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let content = b"kept while read".to_vec();
+        let digest: Digest = crate::reference::digest_of(Algorithm::Sha256, &content)
+            .parse()
+            .unwrap();
+        let (abandoned, _writer) = store.begin_write(&digest, None).await.unwrap();
+        store.discard(&abandoned).await;
+        let leftovers = std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
+        let (spool, mut writer) = store.begin_write(&digest, None).await.unwrap();
+        writer.push(Bytes::from(content.clone())).await.unwrap();
+        let written = writer.flush().await.unwrap();
+        store.commit(&spool, &digest, written).unwrap();
+        let reading = store.open_blob(&digest).expect("stored");
+        let evicted_while_read = store.evict(&digest);
+        drop(reading);
+        let evicted_after = store.evict(&digest);
+        assert_eq!(
+            (leftovers, evicted_while_read, evicted_after),
+            (0, false, true)
+        );
     }
 }

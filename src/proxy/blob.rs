@@ -25,7 +25,7 @@ use super::{
     summary,
 };
 use super::{Route, Stored};
-use crate::cache::blobs::{BlobFile, DownloadState, follow, read_range};
+use crate::cache::blobs::{BlobFile, DownloadState, Spool, follow, read_range};
 use crate::cache::stats::CacheStats;
 use crate::reference::{Digest, Reference};
 use crate::rules::Role;
@@ -48,8 +48,7 @@ pub(super) enum Piece {
 /// from the file, where [`follow`] applies the same rules as for every other reader.
 fn lead(
     leader: mpsc::Receiver<Piece>,
-    temp: Arc<std::path::PathBuf>,
-    stored: std::path::PathBuf,
+    temp: Spool,
     state: watch::Receiver<DownloadState>,
 ) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send {
     type Rest = futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>;
@@ -57,16 +56,12 @@ fn lead(
         Memory(
             mpsc::Receiver<Piece>,
             u64,
-            Box<(
-                Arc<std::path::PathBuf>,
-                std::path::PathBuf,
-                watch::Receiver<DownloadState>,
-            )>,
+            Box<(Spool, watch::Receiver<DownloadState>)>,
         ),
         File(Rest),
     }
     futures_util::stream::unfold(
-        Source::Memory(leader, 0, Box::new((temp, stored, state))),
+        Source::Memory(leader, 0, Box::new((temp, state))),
         |source| async move {
             let mut rest = match source {
                 Source::Memory(mut leader, position, file) => match leader.recv().await {
@@ -76,8 +71,8 @@ fn lead(
                     }
                     Some(Piece::Done) => return None,
                     None => {
-                        let (temp, stored, state) = *file;
-                        follow(temp, stored, state, position).boxed()
+                        let (temp, state) = *file;
+                        follow(temp, state, position).boxed()
                     }
                 },
                 Source::File(rest) => rest,
@@ -101,8 +96,8 @@ impl Proxy {
         // The rules decide first: a stored blob is only served where they allow a pull.
         let candidates = self.blob_candidates(repository, &logical)?;
         // A hit costs one look at the index; only a miss checks for a commit under way.
-        let stored = self.cache.blobs.size(digest).is_some()
-            || (self.wait_for_commit(digest).await && self.cache.blobs.size(digest).is_some());
+        let stored = self.cache.blobs.stat(digest).is_some()
+            || (self.wait_for_commit(digest).await && self.cache.blobs.stat(digest).is_some());
         if stored {
             self.may_serve_cached(&logical, &candidates, Stored::Blob)
                 .await?;
@@ -157,10 +152,9 @@ impl Proxy {
                 }
                 DownloadState::Streaming { temp, len, .. } => {
                     let stats = self.cache.stats.clone();
-                    let stored = self.cache.blobs.path(digest);
                     let bytes = match leader {
-                        Some(leader) => lead(leader, temp, stored, state).boxed(),
-                        None => follow(temp, stored, state, 0).boxed(),
+                        Some(leader) => lead(leader, temp, state).boxed(),
+                        None => follow(temp, state, 0).boxed(),
                     };
                     let body = bytes.map_ok(move |chunk| {
                         CacheStats::add(&stats.bytes_from_upstream, chunk.len() as u64);
@@ -186,12 +180,10 @@ impl Proxy {
                     }
                     // Verified but not yet in the store: read it where it is.
                     let stats = self.cache.stats.clone();
-                    let body = follow(temp, self.cache.blobs.path(digest), state, 0).map_ok(
-                        move |chunk| {
-                            CacheStats::add(&stats.bytes_from_upstream, chunk.len() as u64);
-                            hyper::body::Frame::data(chunk)
-                        },
-                    );
+                    let body = follow(temp, state, 0).map_ok(move |chunk| {
+                        CacheStats::add(&stats.bytes_from_upstream, chunk.len() as u64);
+                        hyper::body::Frame::data(chunk)
+                    });
                     return Ok(blob_response(
                         StatusCode::OK,
                         Some(len),
@@ -364,7 +356,7 @@ impl Proxy {
             if !self.cache.blobs.has_room(len.unwrap_or(0)) {
                 return self.no_room(digest);
             }
-            let (temp, mut file) = match self.cache.blobs.temp_file(len).await {
+            let (temp, mut file) = match self.cache.blobs.begin_write(digest, len).await {
                 Ok(temp) => temp,
                 Err(error) => {
                     tracing::warn!(%error, "cannot write to the blob store; serving uncached");
@@ -372,7 +364,6 @@ impl Proxy {
                     return DownloadState::Uncacheable;
                 }
             };
-            let temp = Arc::new(temp);
             state.send_replace(DownloadState::Streaming {
                 temp: temp.clone(),
                 len,
@@ -458,7 +449,7 @@ impl Proxy {
                             .and_then(|()| self.cache.blobs.commit(&temp, digest, size));
                         if let Err(error) = stored {
                             tracing::warn!(digest = %digest, %error, "verified blob served but not stored");
-                            let _ = tokio::fs::remove_file(temp.as_path()).await;
+                            self.cache.blobs.discard(&temp).await;
                         }
                         Ok(size)
                     }
@@ -486,7 +477,7 @@ impl Proxy {
                     }
                 }
                 Err(reason) => {
-                    let _ = tokio::fs::remove_file(temp.as_path()).await;
+                    self.cache.blobs.discard(&temp).await;
                     tracing::warn!(reference = %logical, served_by = %physical, %reason, "blob download failed");
                     DownloadState::Failed {
                         reason: format!("blob {logical} from {physical}: {reason}").into(),

@@ -36,7 +36,7 @@ impl Proxy {
         repository: &Reference,
         digest: &Digest,
     ) -> Result<u64, Error> {
-        if let Some(size) = self.cache.blobs.size(digest) {
+        if let Some(size) = self.cache.blobs.stat(digest) {
             return Ok(size);
         }
         let repository = Repository {
@@ -73,7 +73,7 @@ impl Proxy {
             })
             .await?;
         self.wait_for_commit(digest).await;
-        self.cache.blobs.size(digest).ok_or_else(|| {
+        self.cache.blobs.stat(digest).ok_or_else(|| {
             Error::Upstream(format!(
                 "blob {digest} was fetched but not stored (the cache's filesystem is short of \
                  cache.min_free_space)"
