@@ -9,7 +9,7 @@
 //! then; a mismatch aborts every response and marks the source as corrupt for that blob.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::admission::FetchSlot;
 use super::sizes;
-use super::verify::{Hasher, Outcome, Verified};
+use super::verify::{Outcome, Verified};
 use super::{
     AttemptFailure, Body, Error, Failure, Missing, Proxy, Repository, empty_body, exhausted,
     summary,
@@ -369,29 +369,22 @@ impl Proxy {
                 len,
                 written: 0,
             });
-            let mut hasher = Hasher::new(digest.algorithm());
-            // The newest chunk, held back from the leader until the next one (or the verdict).
-            let mut held: Option<Bytes> = None;
-            let mut written: u64 = 0;
-            let mut body = response.bytes_stream();
+            // One verification for every download path (verify.rs): the last chunk is held
+            // back until the bytes hash to the digest and their length is the one announced.
+            let verdict: Arc<Mutex<Option<Outcome>>> = Arc::default();
+            let record = verdict.clone();
+            let mut body = Verified::new(response.bytes_stream(), digest.clone(), len, move |o| {
+                *record.lock().unwrap_or_else(|e| e.into_inner()) = Some(o);
+            });
             let ending = loop {
                 match body.next().await {
                     Some(Ok(chunk)) => {
-                        hasher.update(&chunk);
                         // The client that started the download gets the bytes from memory while
                         // it keeps up; once it lags (or leaves) it reads the file like the rest.
                         if let Some(sender) = &leader
-                            && let Some(previous) = held.replace(chunk.clone())
-                            && sender.try_send(Piece::Data(previous)).is_err()
+                            && sender.try_send(Piece::Data(chunk.clone())).is_err()
                         {
                             leader = None;
-                        }
-                        written += chunk.len() as u64;
-                        if len.is_some_and(|len| written > len) {
-                            break Outcome::Corrupt(format!(
-                                "upstream sent more than the {} bytes it announced",
-                                len.unwrap_or_default()
-                            ));
                         }
                         // Readers are told about bytes once they are in the file.
                         match file.push(chunk).await {
@@ -408,23 +401,14 @@ impl Proxy {
                             }
                         }
                     }
-                    Some(Err(error)) => {
-                        break Outcome::Broken(format!("upstream body failed: {error}"));
-                    }
-                    None => {
-                        let actual = hasher.finish();
-                        break if len.is_some_and(|len| len != written) {
-                            Outcome::Broken(format!(
-                                "upstream sent {written} of {} bytes",
-                                len.unwrap_or_default()
-                            ))
-                        } else if actual != digest.as_str() {
-                            Outcome::Corrupt(format!(
-                                "digest mismatch: expected {digest}, got {actual}"
-                            ))
-                        } else {
-                            Outcome::Complete(written)
-                        };
+                    Some(Err(_)) | None => {
+                        break verdict
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .take()
+                            .unwrap_or_else(|| {
+                                Outcome::Broken("the download ended without a verdict".to_owned())
+                            });
                     }
                 }
             };
@@ -438,10 +422,7 @@ impl Proxy {
                             temp: temp.clone(),
                         });
                         if let Some(sender) = leader.take() {
-                            let last = held.take().map(Piece::Data);
-                            if last.is_none_or(|last| sender.try_send(last).is_ok()) {
-                                let _ = sender.try_send(Piece::Done);
-                            }
+                            let _ = sender.try_send(Piece::Done);
                         }
                         let stored = file
                             .sync_data()
