@@ -77,7 +77,9 @@ pub struct LimitsConfig {
     /// Connections served at once on the API address; further ones wait in the listen backlog
     /// until one closes.
     pub max_connections: usize,
-    /// How long a client may take to send its request headers before it is disconnected.
+    /// How long a connection may go without a request in progress before it is closed: from
+    /// accept to its first request head (TLS handshake included), between requests (HTTP/1.1
+    /// keep-alive, HTTP/2 with no open stream), and to answer an HTTP/2 ping.
     pub header_read_timeout: Duration,
     /// The largest request head (request line and headers) accepted; a larger one is answered
     /// `431`.
