@@ -178,6 +178,13 @@ impl Client {
         allowed(self.scopes.as_deref(), name)
     }
 
+    /// Whether this client is limited to some repositories (has scopes, none of them `*`).
+    pub fn is_scoped(&self) -> bool {
+        self.scopes
+            .as_ref()
+            .is_some_and(|scopes| !scopes.contains(&Scope::All))
+    }
+
     /// Refuses (403 DENIED) a request for a repository outside this client's scopes.
     pub fn authorize(&self, request: &ApiRequest) -> Result<(), ApiError> {
         let repository = match request {

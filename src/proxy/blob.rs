@@ -101,7 +101,9 @@ impl Proxy {
         let stored = self.cache.blobs.size(digest).is_some()
             || (self.wait_for_commit(digest).await && self.cache.blobs.size(digest).is_some());
         if stored {
-            self.may_serve_cached(&logical, &candidates, "blob").await?;
+            let stored_len = self.cache.blobs.size(digest);
+            self.may_serve_cached(&logical, &candidates, "blob", stored_len)
+                .await?;
         }
         if let Some(blob) = self.cache.blobs.open_blob(digest) {
             CacheStats::count(&self.cache.stats.blob_hits);
@@ -136,7 +138,8 @@ impl Proxy {
                 .is_some_and(|(_, repo)| repo != logical.name())
         });
         if started_elsewhere {
-            self.may_serve_cached(&logical, &candidates, "blob").await?;
+            self.may_serve_cached(&logical, &candidates, "blob", None)
+                .await?;
         }
         // Joining a download under way takes no slot; starting one does, before it starts, so
         // that a refusal reaches this client alone.

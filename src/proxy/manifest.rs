@@ -75,7 +75,13 @@ impl Proxy {
                 .iter()
                 .map(|s| (s.reference.clone(), s.role))
                 .collect();
-            self.may_serve_cached(logical, &sources, "manifest").await?;
+            self.may_serve_cached(
+                logical,
+                &sources,
+                "manifest",
+                Some(manifest.bytes.len() as u64),
+            )
+            .await?;
             CacheStats::count(&self.cache.stats.manifest_hits);
             tracing::info!(reference = %logical, served_by = "cache", "manifest served");
             return Ok(manifest);
