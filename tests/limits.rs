@@ -315,3 +315,31 @@ fn silent_connections_are_closed_so_that_max_connections_does_not_lock_clients_o
         h2_frame_types(&h2_bytes)
     );
 }
+
+#[test]
+fn a_request_with_more_header_fields_than_max_headers_gets_431() {
+    let proxy = Mirrorgate::start("", &[], "limits:\n  max_headers: 20\n");
+    let request = |fields: usize| {
+        let mut head = String::from("GET /v2/ HTTP/1.1\r\nHost: mirrorgate\r\n");
+        for index in 0..fields {
+            head.push_str(&format!("X-Field-{index}: {index}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut stream = TcpStream::connect(proxy.addr()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        exchange(&mut stream, head.as_bytes())
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(
+        (request(15), request(30)),
+        (
+            "HTTP/1.1 200 OK".to_owned(),
+            "HTTP/1.1 431 Request Header Fields Too Large".to_owned()
+        )
+    );
+}

@@ -5,7 +5,7 @@
 //! What a client can hold is bounded (`limits`): connections (beyond the bound, new ones wait
 //! in the kernel's listen backlog, which is how a server under load should push back), the
 //! time a connection may go without a request in progress (from accept, see
-//! [`connection`](super::connection)), and the size of request headers.
+//! [`connection`](super::connection)), and the size and number of request headers.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -58,7 +58,8 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(idle)
-        .max_buf_size(max_header);
+        .max_buf_size(max_header)
+        .max_headers(limits.max_headers);
     builder
         .http2()
         .timer(TokioTimer::new())
