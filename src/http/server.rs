@@ -9,6 +9,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,7 +103,7 @@ pub async fn serve(
                 let service = {
                     let activity = activity.clone();
                     service_fn(move |request| {
-                        handle(proxy.clone(), request, activity.begin())
+                        handle(proxy.clone(), request, peer, activity.begin())
                     })
                 };
                 let builder = builder.clone();
@@ -188,6 +189,7 @@ impl Drop for OpenConnection {
 async fn handle(
     proxy: Arc<Proxy>,
     request: Request<Incoming>,
+    peer: SocketAddr,
     in_progress: InProgress,
 ) -> Result<Response<Body>, Infallible> {
     // Routing, serving and counting are the proxy's; this layer only speaks HTTP.
@@ -198,6 +200,7 @@ async fn handle(
             request.uri().query(),
             request.headers(),
             !request.body().is_end_stream(),
+            Some(peer.ip()),
         )
         .await;
     response

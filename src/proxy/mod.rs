@@ -204,11 +204,12 @@ impl Proxy {
         query: Option<&str>,
         headers: &HeaderMap,
         carries_body: bool,
+        peer: Option<std::net::IpAddr>,
     ) -> Response<Body> {
         let started = Instant::now();
         let head = method == http::Method::HEAD;
         let access = self.access.load_full();
-        let client = match access.authenticate(path, headers).await {
+        let client = match access.authenticate(path, headers, peer).await {
             Ok(client) => client,
             Err(refusal) => {
                 let status = StatusCode::UNAUTHORIZED.as_u16();
