@@ -363,3 +363,20 @@ fn during_an_outage_a_scoped_client_gets_only_content_confirmed_for_it_even_afte
         elsewhere.text()
     );
 }
+
+#[test]
+fn another_port_on_a_host_the_rules_name_is_refused() {
+    let rules = "apiVersion: config.openshift.io/v1\nkind: ImageTagMirrorSet\nmetadata:\n  name: t\nspec:\n  imageTagMirrors:\n  - source: quay.io/ns\n    mirrors: [mirror.corp.test/ns]\n";
+    let proxy = Mirrorgate::start(rules, &[], "");
+    let statuses: Vec<(u16, String)> = [
+        "/v2/ns/app/manifests/v1?ns=quay.io:6200",
+        "/v2/mirror.corp.test:6200/ns/app/manifests/v1",
+    ]
+    .iter()
+    .map(|path| {
+        let response = proxy.get(path, &[]);
+        (response.status, error_code(&response))
+    })
+    .collect();
+    assert_eq!(statuses, vec![(403, "DENIED".to_owned()); 2]);
+}

@@ -599,7 +599,9 @@ impl Proxy {
         {
             return Err(self.refuse("blob", error));
         }
-        self.reachable_only(logical, &mut candidates, |(physical, _)| physical.domain())?;
+        self.reachable_only(logical, &mut candidates, |(physical, role)| {
+            (physical.domain(), *role)
+        })?;
         let mut seen = HashSet::new();
         candidates.retain(|(physical, _)| {
             seen.insert(physical.name().to_owned()) && !self.is_corrupt(physical)

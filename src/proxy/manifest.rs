@@ -48,7 +48,9 @@ impl Proxy {
             tracing::info!(reference = %logical, error = %e, "manifest refused");
             self.refuse("manifest", e)
         })?;
-        self.reachable_only(logical, &mut resolution.sources, |s| s.reference.domain())?;
+        self.reachable_only(logical, &mut resolution.sources, |s| {
+            (s.reference.domain(), s.role)
+        })?;
         let accept = accept_header(accept);
         let manifest = match logical.digest() {
             Some(digest) => {

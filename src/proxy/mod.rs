@@ -160,16 +160,20 @@ impl Proxy {
     }
 
     /// Keeps the pull sources mirrorgate may contact; refuses (403, before any connection) a
-    /// request none of whose sources may be contacted.
+    /// request none of whose sources may be contacted. `source` gives each one's registry and
+    /// role: a mirror is written by the rules, the source is what the client named.
     fn reachable_only<T>(
         &self,
         logical: &Reference,
         sources: &mut Vec<T>,
-        registry: impl Fn(&T) -> &str,
+        source: impl Fn(&T) -> (&str, Role),
     ) -> Result<(), ApiError> {
         let reachable = self.reachable.load();
         let before = sources.len();
-        sources.retain(|source| reachable.allows(registry(source)));
+        sources.retain(|pull_source| {
+            let (registry, role) = source(pull_source);
+            reachable.allows(registry, role)
+        });
         if before > 0 && sources.is_empty() {
             tracing::info!(reference = %logical, "refused: registry not configured");
             return Err(ApiError::new(

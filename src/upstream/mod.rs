@@ -381,6 +381,18 @@ impl Upstream {
                 after: timeout,
             }),
         };
+        // The endpoint behind a registry name (`registries.*.endpoint`) is the operator's
+        // business: clients read errors naming the registry, the log names the endpoint.
+        let result = result.map_err(|error| match error {
+            AttemptError::Connect(reason) => {
+                let public = name_registry(&reason, &request.registry);
+                if public != reason {
+                    tracing::info!(registry = %request.registry, error = %reason, "cannot connect to registry");
+                }
+                AttemptError::Connect(public)
+            }
+            other => other,
+        });
         match &result {
             Ok(response) => tracing::debug!(
                 registry = %request.registry,
@@ -724,6 +736,14 @@ impl Inner {
             Scheme::Http => plain_http.insert(registry.to_owned()),
             Scheme::Https => plain_http.remove(registry),
         };
+    }
+}
+
+/// `reason` with its trailing `(host:port)` (the address that failed) replaced by `registry`.
+fn name_registry(reason: &str, registry: &str) -> String {
+    match reason.strip_suffix(')').and_then(|r| r.rsplit_once(" (")) {
+        Some((what, _address)) => format!("{what} ({registry})"),
+        None => reason.to_owned(),
     }
 }
 

@@ -275,6 +275,31 @@ async fn refused_port_fails_fast_with_a_connect_error() {
     );
 }
 
+#[tokio::test]
+async fn a_connect_error_names_the_registry_not_its_endpoint() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address").port()
+    };
+    let upstream = Upstream::new(&config(
+        vec![(
+            "mirror.corp.test".to_owned(),
+            insecure_at(&format!("http://127.0.0.1:{port}")),
+        )],
+        None,
+        Duration::from_secs(5),
+        Duration::from_secs(10),
+    ))
+    .expect("valid configuration");
+    let result = upstream.send(get("mirror.corp.test", MANIFEST_PATH)).await;
+    assert_eq!(
+        result.err(),
+        Some(AttemptError::Connect(
+            "connection refused (mirror.corp.test)".to_owned()
+        ))
+    );
+}
+
 /// A TCP server that accepts connections and never sends a byte.
 async fn silent_server() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
