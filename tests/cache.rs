@@ -534,3 +534,29 @@ fn a_first_client_that_falls_behind_its_download_still_gets_every_byte() {
         answer.len() - body_at
     );
 }
+
+#[test]
+fn a_range_from_the_first_byte_of_an_uncached_blob_is_served_verified() {
+    let mirror = Registry::start();
+    let image = single_arch("range-corrupt", &[60_000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let layer = image.layers[0].clone();
+    let mut bytes = image.blob(&layer);
+    bytes[5000] ^= 0x55;
+    std::fs::write(mirror.blob_data_path(&layer), &bytes).unwrap();
+    let proxy = Mirrorgate::start(&rules(&[MIRROR]), &[(MIRROR, &mirror.endpoint())], "");
+    let path = format!("/v2/{SOURCE}/ns/app/blobs/{layer}");
+    let ranged =
+        support::try_http_request("GET", &proxy.addr(), &path, &[("Range", "bytes=0-")], b"");
+    // The corrupt bytes never reach the client whole: the response is cut before its end.
+    let served_corrupt = ranged.as_ref().is_ok_and(|r| r.body == bytes);
+    assert_eq!(
+        (
+            served_corrupt,
+            files_in(&proxy.cache_dir().join("blobs")).is_empty()
+        ),
+        (false, true),
+        "{:?}",
+        ranged.map(|r| r.status)
+    );
+}

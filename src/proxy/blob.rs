@@ -125,6 +125,11 @@ impl Proxy {
                 ),
             ));
         }
+        // A range from the first byte is what a client asks for a whole blob it may stop
+        // reading: it is answered from the verified download, whole (RFC 9110 lets a server
+        // ignore Range). Other ranges of an uncached blob pass through unverified, as in the
+        // Distribution registry: their bytes cannot be checked without the rest of the blob.
+        let range = range.filter(|range| !from_first_byte(range));
         if head || range.is_some() {
             return self
                 .blob_passthrough(&logical, digest, candidates, head, range)
@@ -689,6 +694,21 @@ impl Proxy {
 
 /// `GET|HEAD /v2/<path>/blobs/<digest>` for a physical reference, following redirects (blob
 /// storage).
+/// Whether `range` asks for the blob from its first byte (`bytes=0-`, `bytes=0-N`).
+fn from_first_byte(range: &HeaderValue) -> bool {
+    range
+        .to_str()
+        .ok()
+        .and_then(|range| range.trim().strip_prefix("bytes="))
+        .is_some_and(|spec| {
+            !spec.contains(',')
+                && spec
+                    .trim()
+                    .strip_prefix('0')
+                    .is_some_and(|rest| rest.trim_start().starts_with('-'))
+        })
+}
+
 pub(super) fn blob_request(
     physical: &Reference,
     digest: &Digest,
