@@ -36,7 +36,7 @@ const GRACE_PERIOD: Duration = Duration::from_secs(30);
 /// A connection has `limits.header_read_timeout` from accept to send its first request head
 /// (protocol detection and TLS handshake included), and may stay that long without a request
 /// in progress between requests: then it is asked to finish (HTTP/2: `GOAWAY`) and closed (see
-/// [`connection`](super::connection)). HTTP/2 connections are also pinged at that interval and
+/// the `connection` module). HTTP/2 connections are also pinged at that interval and
 /// closed when a ping is not answered within it, so a vanished peer does not hold a stream.
 ///
 /// With `tls`, every connection first completes a TLS handshake (a failed one is logged at
