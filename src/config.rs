@@ -85,11 +85,16 @@ pub struct LimitsConfig {
     /// Connections served at once on the API address; further ones wait in the listen backlog
     /// until one closes.
     pub max_connections: usize,
-    /// How long a client may take to send its request headers before it is disconnected.
+    /// How long a connection may go without a request in progress before it is closed: from
+    /// accept to its first request head (TLS handshake included), between requests (HTTP/1.1
+    /// keep-alive, HTTP/2 with no open stream), and to answer an HTTP/2 ping.
     pub header_read_timeout: Duration,
     /// The largest request head (request line and headers) accepted; a larger one is answered
     /// `431`.
     pub max_header_size: ByteSize,
+    /// The most header fields an HTTP/1.1 request may carry; more are answered `431` (HTTP/2
+    /// heads are bounded by `max_header_size` alone).
+    pub max_headers: usize,
     /// Upstream fetches (manifest, blob, tag revalidation, listing) under way at once. A request
     /// that needs one more waits up to `upstream_queue_timeout`, then gets `429
     /// TOOMANYREQUESTS` with `Retry-After`. Cached content never waits.
@@ -221,6 +226,7 @@ impl Default for LimitsConfig {
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(10),
             max_header_size: ByteSize::kib(64),
+            max_headers: 100,
             max_upstream_fetches: 64,
             upstream_queue_timeout: Duration::from_secs(10),
         }
@@ -1019,6 +1025,7 @@ struct RawLimits {
     max_connections: Option<usize>,
     header_read_timeout: Option<HumanDuration>,
     max_header_size: Option<ByteSize>,
+    max_headers: Option<usize>,
     max_upstream_fetches: Option<usize>,
     upstream_queue_timeout: Option<HumanDuration>,
 }
@@ -1138,6 +1145,7 @@ impl RawLimits {
                 .header_read_timeout
                 .map_or(default.header_read_timeout, |d| d.0),
             max_header_size: self.max_header_size.unwrap_or(default.max_header_size),
+            max_headers: self.max_headers.unwrap_or(default.max_headers),
             max_upstream_fetches: self
                 .max_upstream_fetches
                 .unwrap_or(default.max_upstream_fetches),
@@ -1151,6 +1159,8 @@ impl RawLimits {
 impl LimitsConfig {
     /// The smallest `max_header_size`: hyper cannot parse a request head in less.
     pub const MIN_HEADER_SIZE: ByteSize = ByteSize::kib(8);
+    /// The smallest `max_headers`: what registry clients send, with room to spare.
+    pub const MIN_HEADERS: usize = 16;
 
     /// Checks that every bound lets something through.
     fn validate(&self, invalid: &dyn Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
@@ -1170,6 +1180,12 @@ impl LimitsConfig {
             return Err(invalid(
                 "limits.max_header_size",
                 format!("must be at least {}", Self::MIN_HEADER_SIZE),
+            ));
+        }
+        if self.max_headers < Self::MIN_HEADERS {
+            return Err(invalid(
+                "limits.max_headers",
+                format!("must be at least {}", Self::MIN_HEADERS),
             ));
         }
         if self.max_upstream_fetches == 0 {
@@ -1376,6 +1392,7 @@ watch: true                     # reload rule files and this file on change (als
                 max_connections: 4096,
                 header_read_timeout: Duration::from_secs(10),
                 max_header_size: ByteSize(64 * 1024),
+                max_headers: 100,
                 max_upstream_fetches: 64,
                 upstream_queue_timeout: Duration::from_secs(10),
             },
@@ -1946,7 +1963,7 @@ watch: true                     # reload rule files and this file on change (als
     #[test]
     fn limits_section_parses() {
         let config = parse(
-            "limits:\n  max_connections: 10\n  header_read_timeout: 2s\n  max_header_size: 16KiB\n  max_upstream_fetches: 3\n  upstream_queue_timeout: 500ms\n",
+            "limits:\n  max_connections: 10\n  header_read_timeout: 2s\n  max_header_size: 16KiB\n  max_headers: 200\n  max_upstream_fetches: 3\n  upstream_queue_timeout: 500ms\n",
         )
         .expect("valid limits");
         assert_eq!(
@@ -1955,6 +1972,7 @@ watch: true                     # reload rule files and this file on change (als
                 max_connections: 10,
                 header_read_timeout: Duration::from_secs(2),
                 max_header_size: ByteSize::kib(16),
+                max_headers: 200,
                 max_upstream_fetches: 3,
                 upstream_queue_timeout: Duration::from_millis(500),
             }
@@ -1976,6 +1994,15 @@ watch: true                     # reload rule files and this file on change (als
                 && errors[1].contains("limits.max_upstream_fetches: must be greater than 0")
                 && errors[2].contains("limits.header_read_timeout: must be greater than 0s"),
             "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn too_few_headers_are_rejected() {
+        let err = error_text("limits:\n  max_headers: 8\n");
+        assert!(
+            err.contains("limits.max_headers: must be at least 16"),
+            "{err}"
         );
     }
 

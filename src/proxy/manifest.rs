@@ -48,7 +48,9 @@ impl Proxy {
             tracing::info!(reference = %logical, error = %e, "manifest refused");
             self.refuse("manifest", e)
         })?;
-        self.reachable_only(logical, &mut resolution.sources, |s| s.reference.domain())?;
+        self.reachable_only(logical, &mut resolution.sources, |s| {
+            (s.reference.domain(), s.role)
+        })?;
         let accept = accept_header(accept);
         let manifest = match logical.digest() {
             Some(digest) => {
@@ -75,7 +77,13 @@ impl Proxy {
                 .iter()
                 .map(|s| (s.reference.clone(), s.role))
                 .collect();
-            self.may_serve_cached(logical, &sources, "manifest").await?;
+            self.may_serve_cached(
+                logical,
+                &sources,
+                "manifest",
+                Some(manifest.bytes.len() as u64),
+            )
+            .await?;
             CacheStats::count(&self.cache.stats.manifest_hits);
             tracing::info!(reference = %logical, served_by = "cache", "manifest served");
             return Ok(manifest);

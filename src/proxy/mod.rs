@@ -10,6 +10,7 @@
 
 mod admission;
 mod blob;
+mod confirmed;
 mod listing;
 mod manifest;
 mod reach;
@@ -52,8 +53,6 @@ const AFFINITY_TTL: Duration = Duration::from_secs(600);
 const AFFINITY_CAPACITY: usize = 10_000;
 /// How long a source that served corrupt bytes for a blob is skipped for that blob.
 const CORRUPT_TTL: Duration = Duration::from_secs(600);
-/// How many (repository, digest) pairs are remembered as confirmed by an upstream.
-const KNOWN_CAPACITY: u64 = 1_000_000;
 /// How long a registry that could not be reached is skipped.
 const BACKOFF: Duration = Duration::from_secs(5);
 /// At most this many (source, blob) pairs are remembered as corrupt.
@@ -89,7 +88,7 @@ pub struct Proxy {
     /// `repository@digest` pairs an upstream served or confirmed. The stores are
     /// content-addressed; this is what keeps a digest cached for one repository from being
     /// served for another that does not hold it (an upstream would answer 404 there).
-    known: Mutex<crate::cache::lru::Lru<String, ()>>,
+    known: confirmed::Confirmations,
     /// Upstream fetches under way, bounded (`limits.max_upstream_fetches`).
     fetch_slots: FetchSlots,
     /// The sizes the manifests fetched declare for the content they reference.
@@ -113,6 +112,7 @@ impl Proxy {
     pub fn new(rules: Arc<RuleSet>, upstream: Upstream, config: &Config) -> io::Result<Proxy> {
         let access = Access::load(&config.clients).map_err(io::Error::other)?;
         let cache = Cache::open(&config.cache)?;
+        let known = confirmed::Confirmations::open(cache.dir());
         let metrics = Arc::new(Metrics::new(cache.stats.clone()));
         metrics.rules_loaded(&rules, config);
         Ok(Proxy {
@@ -128,7 +128,7 @@ impl Proxy {
             corrupt: Arc::new(Mutex::new(HashMap::new())),
             backoff: Mutex::new(HashMap::new()),
             access: ArcSwap::from_pointee(access),
-            known: Mutex::new(crate::cache::lru::Lru::new(KNOWN_CAPACITY)),
+            known,
             fetch_slots: FetchSlots::new(
                 config.limits.max_upstream_fetches,
                 config.limits.upstream_queue_timeout,
@@ -167,16 +167,20 @@ impl Proxy {
     }
 
     /// Keeps the pull sources mirrorgate may contact; refuses (403, before any connection) a
-    /// request none of whose sources may be contacted.
+    /// request none of whose sources may be contacted. `source` gives each one's registry and
+    /// role: a mirror is written by the rules, the source is what the client named.
     fn reachable_only<T>(
         &self,
         logical: &Reference,
         sources: &mut Vec<T>,
-        registry: impl Fn(&T) -> &str,
+        source: impl Fn(&T) -> (&str, Role),
     ) -> Result<(), ApiError> {
         let reachable = self.reachable.load();
         let before = sources.len();
-        sources.retain(|source| reachable.allows(registry(source)));
+        sources.retain(|pull_source| {
+            let (registry, role) = source(pull_source);
+            reachable.allows(registry, role)
+        });
         if before > 0 && sources.is_empty() {
             tracing::info!(reference = %logical, "refused: registry not configured");
             return Err(ApiError::new(
@@ -221,6 +225,7 @@ impl Proxy {
         query: Option<&str>,
         headers: &HeaderMap,
         carries_body: bool,
+        peer: Option<std::net::IpAddr>,
     ) -> Response<Body> {
         let started = Instant::now();
         let head = method == http::Method::HEAD;
@@ -241,23 +246,24 @@ impl Proxy {
         // The upstream requests this one causes extend the `Via` chain it arrived with.
         crate::upstream::via::serving(
             crate::upstream::via::received(headers),
-            self.respond_in_chain(started, method, path, query, headers, carries_body),
+            self.respond_in_chain(method, path, query, headers, carries_body, peer),
         )
         .await
     }
 
     async fn respond_in_chain(
         self: &Arc<Self>,
-        started: Instant,
         method: &http::Method,
         path: &str,
         query: Option<&str>,
         headers: &HeaderMap,
         carries_body: bool,
+        peer: Option<std::net::IpAddr>,
     ) -> Response<Body> {
+        let started = Instant::now();
         let head = method == http::Method::HEAD;
         let access = self.access.load_full();
-        let client = match access.authenticate(path, headers).await {
+        let client = match access.authenticate(path, headers, peer).await {
             Ok(client) => client,
             Err(refusal) => {
                 let status = StatusCode::UNAUTHORIZED.as_u16();
@@ -283,7 +289,11 @@ impl Proxy {
             Ok(request) => {
                 let route = request.route();
                 let result = match client.authorize(&request) {
-                    Ok(()) => self.handle(request, head, headers).await,
+                    Ok(()) => {
+                        SCOPED_CLIENT
+                            .scope(client.is_scoped(), self.handle(request, head, headers))
+                            .await
+                    }
                     Err(error) => Err(error),
                 };
                 match result {
@@ -397,30 +407,30 @@ impl Proxy {
 
     /// Records that an upstream served or confirmed `digest` in the logical `repository`.
     fn remember_content(&self, repository: &str, digest: &str) {
-        if let Ok(mut known) = self.known.lock() {
-            known.insert(format!("{repository}@{digest}"), (), 1, |_, _| false);
-        }
+        self.known.insert(repository, digest);
     }
 
-    /// Whether cached content `digest` may be served for `logical` (a reference by digest):
-    /// an upstream served or confirmed it there before, or a HEAD along `sources` confirms it
-    /// now. If every source says "not found", it is not this repository's content; if they fail
-    /// otherwise, the cache answers, as it would for a repository it knows.
+    /// Whether cached content `digest` (`stored_len` bytes, when known) may be served for
+    /// `logical` (a reference by digest): an upstream served or confirmed it there before, or a
+    /// HEAD along `sources` confirms it now (its `Content-Length` and `Docker-Content-Digest`
+    /// match the stored object).
+    ///
+    /// Otherwise it is refused: with 404 as soon as one source says not found (the content is
+    /// not this repository's), and with the reasons when sources refused (401, 403) or answered
+    /// a HEAD that proves nothing. Only when every source *failed* (unreachable, timed out, 5xx)
+    /// does the cache answer, as it would for a repository it knows, and then only to a client
+    /// without repository scopes: a scoped client gets only what was confirmed for it.
     async fn may_serve_cached(
         &self,
         logical: &Reference,
         sources: &[(Reference, Role)],
         route: &'static str,
+        stored_len: Option<u64>,
     ) -> Result<(), ApiError> {
         let Some(digest) = logical.digest_str() else {
             return Ok(());
         };
-        let key = format!("{}@{digest}", logical.name());
-        if self
-            .known
-            .lock()
-            .is_ok_and(|mut known| known.get(&key).is_some())
-        {
+        if self.known.contains(logical.name(), digest) {
             return Ok(());
         }
         let _slot = self.fetch_slots.acquire(logical.as_str()).await?;
@@ -438,27 +448,41 @@ impl Proxy {
                 _ => manifest::manifest_request(physical, &manifest::standard_accept()),
             };
             request.method = http::Method::HEAD;
-            match self.attempt(request, *role, route).await {
-                Ok(_) => {
-                    self.remember_content(logical.name(), digest);
-                    return Ok(());
-                }
-                Err(error) => failures.push(Failure {
-                    reference: physical.clone(),
-                    role: *role,
-                    reason: AttemptFailure::Upstream(error),
-                }),
-            }
-        }
-        if !failures.is_empty() && failures.iter().all(|f| f.reason.is_not_found()) {
-            let code = if route == "blob" {
-                ErrorCode::BlobUnknown
-            } else {
-                ErrorCode::ManifestUnknown
+            let reason = match self.attempt(request, *role, route).await {
+                Ok(response) => match confirms(&response, digest, stored_len) {
+                    Ok(()) => {
+                        self.remember_content(logical.name(), digest);
+                        return Ok(());
+                    }
+                    Err(why) => AttemptFailure::Unconfirmed(why),
+                },
+                Err(error) => AttemptFailure::Upstream(error),
             };
-            return Err(exhausted(route, logical.as_str(), &failures, code));
+            failures.push(Failure {
+                reference: physical.clone(),
+                role: *role,
+                reason,
+            });
         }
-        Ok(())
+        let code = if route == "blob" {
+            ErrorCode::BlobUnknown
+        } else {
+            ErrorCode::ManifestUnknown
+        };
+        let outage = !failures.is_empty() && failures.iter().all(|f| f.reason.is_failure());
+        if outage && !scoped_client() {
+            return Ok(());
+        }
+        let what = if route == "blob" { "blob" } else { "manifest" };
+        if failures.iter().any(|f| f.reason.is_not_found()) {
+            let mut error = exhausted_error(what, logical.as_str(), &failures, code);
+            error.status = StatusCode::NOT_FOUND;
+            error.code = code;
+            error.message = format!("{what} {logical} not found; tried {}", summary(&failures));
+            tracing::info!(reference = %logical, failed = %summary(&failures), "cached content refused: not found on the route");
+            return Err(error);
+        }
+        Err(exhausted(what, logical.as_str(), &failures, code))
     }
 
     /// Records that `physical` (a blob reference) served corrupt bytes.
@@ -545,11 +569,88 @@ enum AttemptFailure {
     /// The response body could not be read or parsed.
     #[error("{0}")]
     Body(String),
+    /// A HEAD answered 200 without proving the content is there.
+    #[error("{0}")]
+    Unconfirmed(String),
 }
 
 impl AttemptFailure {
     fn is_not_found(&self) -> bool {
         matches!(self, AttemptFailure::Upstream(AttemptError::NotFound))
+    }
+
+    /// A failure to answer (unreachable, timed out, 5xx, broken protocol), as opposed to an
+    /// answer: not found, refused, or content that is not what was asked for.
+    fn is_failure(&self) -> bool {
+        match self {
+            AttemptFailure::Upstream(error) => matches!(
+                error,
+                AttemptError::Status { .. }
+                    | AttemptError::Timeout { .. }
+                    | AttemptError::Connect(_)
+                    | AttemptError::Protocol(_)
+            ),
+            AttemptFailure::Body(_) => true,
+            AttemptFailure::DigestMismatch { .. }
+            | AttemptFailure::TooLarge(_)
+            | AttemptFailure::SizeMismatch(_)
+            | AttemptFailure::Unconfirmed(_) => false,
+        }
+    }
+}
+
+tokio::task_local! {
+    /// Whether the client of the request this task serves is limited to some repositories
+    /// (set by [`Proxy::respond`]; unset, as for in-process callers, means not limited).
+    static SCOPED_CLIENT: bool;
+}
+
+fn scoped_client() -> bool {
+    SCOPED_CLIENT.try_with(|scoped| *scoped).unwrap_or(false)
+}
+
+/// Whether a HEAD `response` proves that the upstream holds `digest` of `stored_len` bytes: its
+/// `Content-Length` must be that length, and its `Docker-Content-Digest` that digest (blob
+/// storage that a registry redirected the HEAD to sends no such header; its length must match).
+fn confirms(
+    response: &reqwest::Response,
+    digest: &str,
+    stored_len: Option<u64>,
+) -> Result<(), String> {
+    let from_registry = response.url().path().starts_with("/v2/");
+    head_confirms(response.headers(), from_registry, digest, stored_len)
+}
+
+/// [`confirms`] on the headers of a HEAD answered by the registry (`from_registry`) or by the
+/// storage it redirected to.
+fn head_confirms(
+    headers: &HeaderMap,
+    from_registry: bool,
+    digest: &str,
+    stored_len: Option<u64>,
+) -> Result<(), String> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+    };
+    let length = header("content-length").and_then(|l| l.parse::<u64>().ok());
+    match header("docker-content-digest") {
+        Some(announced) if announced != digest => {
+            return Err(format!("HEAD announced digest {announced}"));
+        }
+        None if from_registry => {
+            return Err("HEAD answered without Docker-Content-Digest".to_owned());
+        }
+        _ => {}
+    }
+    match (length, stored_len) {
+        (None, _) => Err("HEAD answered without Content-Length".to_owned()),
+        (Some(length), Some(stored)) if length != stored => Err(format!(
+            "HEAD announced {length} bytes, the content has {stored}"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -768,4 +869,79 @@ fn bytes_response(
     }
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| {
+                (
+                    http::HeaderName::from_static(name),
+                    HeaderValue::from_str(value).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_head_confirms_only_with_the_stored_length_and_digest() {
+        let checks = [
+            head_confirms(
+                &headers(&[("content-length", "42"), ("docker-content-digest", DIGEST)]),
+                true,
+                DIGEST,
+                Some(42),
+            ),
+            head_confirms(
+                &headers(&[("content-length", "41"), ("docker-content-digest", DIGEST)]),
+                true,
+                DIGEST,
+                Some(42),
+            ),
+            head_confirms(
+                &headers(&[("content-length", "42")]),
+                true,
+                DIGEST,
+                Some(42),
+            ),
+            head_confirms(
+                &headers(&[("docker-content-digest", DIGEST)]),
+                true,
+                DIGEST,
+                Some(42),
+            ),
+            head_confirms(
+                &headers(&[
+                    ("content-length", "42"),
+                    ("docker-content-digest", "sha256:00"),
+                ]),
+                true,
+                DIGEST,
+                Some(42),
+            ),
+            // Blob storage a registry redirected to sends no digest header; the length decides.
+            head_confirms(
+                &headers(&[("content-length", "42")]),
+                false,
+                DIGEST,
+                Some(42),
+            ),
+            head_confirms(
+                &headers(&[("content-length", "7")]),
+                false,
+                DIGEST,
+                Some(42),
+            ),
+        ];
+        assert_eq!(
+            checks.map(|check| check.is_ok()),
+            [true, false, false, false, false, true, false]
+        );
+    }
 }

@@ -3,12 +3,16 @@
 //! a client names is refused before a connection is made — otherwise the proxy would lend its
 //! pull secret and its network position to anyone (an open proxy, an SSRF gadget). IP literals and
 //! `localhost` are reachable only when `registries` names them explicitly.
+//!
+//! A registry is matched as `host:port` exactly as written: a client naming another port on a
+//! host the rules name (`quay.io:6200`) is refused. Only mirrors, which the rules produce, keep
+//! the port-agnostic match of a host-only rule (a wildcard rewrite keeps the client's port).
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 
 use crate::config::Config;
-use crate::rules::RuleSet;
+use crate::rules::{Role, RuleSet};
 
 /// The registries mirrorgate may contact.
 #[derive(Debug, Default)]
@@ -43,8 +47,9 @@ impl Reachable {
         listed
     }
 
-    /// Whether `registry` (`host[:port]` as in a reference) may be contacted.
-    pub(crate) fn allows(&self, registry: &str) -> bool {
+    /// Whether `registry` (`host[:port]` as in a reference), as a pull source in `role`, may
+    /// be contacted.
+    pub(crate) fn allows(&self, registry: &str, role: Role) -> bool {
         if self.any || self.explicit.contains(registry) {
             return true;
         }
@@ -52,13 +57,20 @@ impl Reachable {
         if host == "localhost" || host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok() {
             return false;
         }
-        // A host-only rule matches its host on any port (containers/image's prefix match).
-        self.named.contains(registry)
-            || (host != registry && self.named.contains(host))
-            || self
-                .wildcards
-                .iter()
-                .any(|suffix| host.ends_with(suffix.as_str()))
+        if self.named.contains(registry) {
+            return true;
+        }
+        let under_wildcard = self
+            .wildcards
+            .iter()
+            .any(|suffix| host.ends_with(suffix.as_str()));
+        match role {
+            // Produced by the rules: a host-only rule covers its host on any port
+            // (containers/image's prefix match), and a wildcard rewrite keeps the port.
+            Role::Mirror => (host != registry && self.named.contains(host)) || under_wildcard,
+            // Named by the client: only a port written in the rules (none, under a wildcard).
+            Role::Source => host == registry && under_wildcard,
+        }
     }
 }
 
@@ -73,6 +85,12 @@ fn host_of(registry: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Reachable {
+        fn allows_source(&self, registry: &str) -> bool {
+            self.allows(registry, Role::Source)
+        }
+    }
 
     fn reachable(allow_any: bool) -> Reachable {
         let rules = crate::rules::load_str(
@@ -93,46 +111,55 @@ mod tests {
     #[test]
     fn rule_sources_and_mirrors_are_reachable() {
         let r = reachable(false);
-        assert!(r.allows("quay.io") && r.allows("mirror.example.com"));
+        assert!(r.allows_source("quay.io") && r.allows_source("mirror.example.com"));
     }
 
     #[test]
-    fn a_host_only_scope_covers_its_ports() {
-        assert!(reachable(false).allows("quay.io:443"));
+    fn another_port_on_a_rule_named_host_is_reachable_only_as_a_mirror() {
+        let r = reachable(false);
+        assert_eq!(
+            (
+                r.allows_source("quay.io:6200"),
+                r.allows_source("mirror.example.com:6200"),
+                r.allows("mirror.example.com:6200", Role::Mirror),
+                r.allows_source("a.corp.example.com:6200"),
+            ),
+            (false, false, true, false)
+        );
     }
 
     #[test]
     fn hosts_under_a_wildcard_source_are_reachable() {
-        assert!(reachable(false).allows("a.corp.example.com"));
+        assert!(reachable(false).allows_source("a.corp.example.com"));
     }
 
     #[test]
     fn the_default_registry_is_reachable() {
-        assert!(reachable(false).allows("docker.io"));
+        assert!(reachable(false).allows_source("docker.io"));
     }
 
     #[test]
     fn an_unnamed_host_is_not_reachable() {
-        assert!(!reachable(false).allows("evil.example.net"));
+        assert!(!reachable(false).allows_source("evil.example.net"));
     }
 
     #[test]
     fn an_ip_literal_named_only_by_the_rules_is_not_reachable() {
-        assert!(!reachable(false).allows("10.0.0.5:5000"));
+        assert!(!reachable(false).allows_source("10.0.0.5:5000"));
     }
 
     #[test]
     fn an_ip_literal_of_registries_is_reachable() {
-        assert!(reachable(false).allows("127.0.0.1:5001"));
+        assert!(reachable(false).allows_source("127.0.0.1:5001"));
     }
 
     #[test]
     fn localhost_is_not_reachable_unless_configured() {
-        assert!(!reachable(false).allows("localhost:5000"));
+        assert!(!reachable(false).allows_source("localhost:5000"));
     }
 
     #[test]
     fn allow_any_registry_lifts_the_limit() {
-        assert!(reachable(true).allows("evil.example.net"));
+        assert!(reachable(true).allows_source("evil.example.net"));
     }
 }
