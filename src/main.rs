@@ -369,6 +369,18 @@ fn check(args: &RuleArgs) -> Result<()> {
             if rule.blocked { ", source blocked" } else { "" }
         );
     }
+    if !summary.config_map_uses.is_empty() {
+        println!("hypershift config maps:");
+        for config_use in &summary.config_map_uses {
+            println!("  {} {}:", config_use.kind, config_use.object);
+            for applied in &config_use.applied {
+                println!("    applied ConfigMap {applied}");
+            }
+            for missing in &config_use.missing {
+                println!("    missing ConfigMap {missing} (not in the rule files; see warnings)");
+            }
+        }
+    }
     println!("blocked scopes: {}", summary.blocked_scopes.len());
     for scope in &summary.blocked_scopes {
         println!("  {scope}");
