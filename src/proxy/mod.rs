@@ -197,7 +197,29 @@ impl Proxy {
 
     /// Answers one request: routes it, serves it, and counts it. `carries_body` says whether
     /// the request has a body: a read carries none, and one that does is refused unread.
+    ///
+    /// A request scoped by `?ns=` gets `OCI-Namespace: <ns>` on every answer, success or error,
+    /// as the distribution-spec's "Registry Proxying" section asks of a proxy.
     pub async fn respond(
+        self: &Arc<Self>,
+        method: &http::Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        carries_body: bool,
+    ) -> Response<Body> {
+        let mut response = self
+            .answer(method, path, query, headers, carries_body)
+            .await;
+        if let Some(namespace) = route::oci_namespace(query) {
+            response
+                .headers_mut()
+                .insert(route::OCI_NAMESPACE, namespace);
+        }
+        response
+    }
+
+    async fn answer(
         self: &Arc<Self>,
         method: &http::Method,
         path: &str,
