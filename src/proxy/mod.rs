@@ -13,7 +13,8 @@ mod blob;
 mod listing;
 mod manifest;
 mod reach;
-mod sizes;
+pub use reach::Reachable;
+pub mod sizes;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -37,7 +38,6 @@ use crate::config::Config;
 use crate::http::route;
 use crate::metrics::Metrics;
 use admission::FetchSlots;
-use reach::Reachable;
 use sizes::DescriptorSizes;
 
 use crate::http::{ApiError, ApiRequest, Body, ErrorCode, empty_body, full_body};
@@ -175,10 +175,7 @@ impl Proxy {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 ErrorCode::Denied,
-                format!(
-                    "mirrorgate does not contact {}: it is not named by the rules, `registries` or `default_registry`",
-                    logical.domain()
-                ),
+                Reachable::refusal(logical.domain()),
             ));
         }
         Ok(())

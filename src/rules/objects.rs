@@ -166,8 +166,13 @@ pub(crate) fn decode_documents(
 
 /// Parses YAML text that may hold several documents into generic trees. Empty documents are
 /// skipped, so indices count the documents that have content.
-pub(crate) fn parse_yaml_documents(text: &str) -> Result<Vec<Value>, String> {
-    serde_saphyr::from_multiple::<Value>(text).map_err(|e| e.to_string())
+pub(crate) fn parse_yaml_documents(text: &str, name: &str) -> Result<Vec<Value>, String> {
+    // The snippet header names the file (and ConfigMap key) rather than the parser's `<input>`.
+    serde_saphyr::from_multiple::<Value>(text).map_err(|e| {
+        e.render_with_options(serde_saphyr::render_options! {
+            source_name: Some(name),
+        })
+    })
 }
 
 /// Parses JSON text holding one or more concatenated values.
@@ -587,8 +592,9 @@ impl Decoder<'_> {
             };
             found = true;
             let field = format!("data.{key}");
-            let documents = parse_yaml_documents(text)
-                .map_err(|e| self.invalid(labelled, &field, Problem::EmbeddedSyntax(e)))?;
+            let documents =
+                parse_yaml_documents(text, &format!("{} {labelled} {field}", self.file))
+                    .map_err(|e| self.invalid(labelled, &field, Problem::EmbeddedSyntax(e)))?;
             if documents.len() > 1 {
                 self.warn(
                     out,
@@ -611,8 +617,11 @@ impl Decoder<'_> {
         }
         if let Some(text) = self.data_key(data, "config", labelled)? {
             found = true;
-            let documents = parse_yaml_documents(text)
-                .map_err(|e| self.invalid(labelled, "data.config", Problem::EmbeddedSyntax(e)))?;
+            let documents =
+                parse_yaml_documents(text, &format!("{} {labelled} data.config", self.file))
+                    .map_err(|e| {
+                        self.invalid(labelled, "data.config", Problem::EmbeddedSyntax(e))
+                    })?;
             for (i, document) in documents.iter().enumerate() {
                 self.object(
                     document,

@@ -1,0 +1,186 @@
+//! What a newcomer meets in the first hour: the command line says what went wrong and what to do,
+//! `resolve` answers what `serve` does, and `serve` says how to pull through it.
+
+mod support;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use support::Mirrorgate;
+
+fn mirrorgate_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mirrorgate"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run mirrorgate")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const RULES: &str = "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: x\nspec:\n  imageDigestMirrors:\n  - source: quay.io/ns\n    mirrors: [mirror.internal/ns]\n";
+
+#[test]
+fn check_outside_the_repository_says_no_configuration_was_found_and_what_to_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = mirrorgate_in(dir.path(), &["check"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(
+        (
+            output.status.success(),
+            stderr.contains("no configuration file found (config/mirrorgate.yaml does not exist in"),
+            stderr.contains("the built-in defaults were used, and their rules path config/rules does not exist either: pass --config FILE"),
+            stderr.contains("--rules PATH"),
+        ),
+        (false, true, true, true),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn resolve_refuses_what_serve_refuses_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("rules.yaml"), RULES).unwrap();
+    let output = mirrorgate_in(
+        dir.path(),
+        &["resolve", "--rules", "rules.yaml", "ghcr.io/foo/bar:v1"],
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(
+        (
+            output.status.success(),
+            text(&output.stdout),
+            stderr.lines().collect::<Vec<_>>()
+        ),
+        (
+            false,
+            String::new(),
+            vec![
+                "not contacted: source ghcr.io/foo/bar:v1 (mirrorgate does not contact ghcr.io: it is not named by the rules, `registries` or `default_registry`)",
+                "error: mirrorgate does not contact ghcr.io: it is not named by the rules, `registries` or `default_registry`; serve refuses this pull with 403 DENIED. Name it under `registries` in the configuration, or in a rule",
+            ]
+        )
+    );
+}
+
+#[test]
+fn resolve_of_a_registry_named_in_the_configuration_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("rules.yaml"), RULES).unwrap();
+    fs::write(
+        dir.path().join("mirrorgate.yaml"),
+        "rules: [rules.yaml]\nregistries:\n  ghcr.io: {}\n",
+    )
+    .unwrap();
+    let output = mirrorgate_in(
+        dir.path(),
+        &[
+            "resolve",
+            "--config",
+            "mirrorgate.yaml",
+            "ghcr.io/foo/bar:v1",
+        ],
+    );
+    assert_eq!(
+        (output.status.success(), text(&output.stdout)),
+        (true, "source ghcr.io/foo/bar:v1\n".to_owned()),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn check_warns_about_a_registries_entry_nothing_names() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("rules.yaml"), RULES).unwrap();
+    fs::write(
+        dir.path().join("mirrorgate.yaml"),
+        "rules: [rules.yaml]\nregistries:\n  mirror.internal: {endpoint: \"http://127.0.0.1:1\", insecure: true}\n  mirror.internl: {endpoint: \"http://127.0.0.1:1\", insecure: true}\n",
+    )
+    .unwrap();
+    let output = mirrorgate_in(dir.path(), &["check", "--config", "mirrorgate.yaml"]);
+    let stdout = text(&output.stdout);
+    let warnings: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("warnings:"))
+        .take_while(|l| *l != "ok")
+        .collect();
+    assert_eq!(
+        (output.status.success(), warnings),
+        (
+            true,
+            vec![
+                "warnings: 1",
+                "  mirrorgate.yaml: registries.mirror.internl: no rule source or mirror and not default_registry names this registry; only clients naming it directly reach it (a typo?)",
+            ]
+        ),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn a_url_as_a_source_says_to_write_a_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("rules.yaml"),
+        RULES.replace("source: quay.io/ns", "source: https://quay.io/ns/"),
+    )
+    .unwrap();
+    let output = mirrorgate_in(dir.path(), &["check", "--rules", "rules.yaml"]);
+    assert_eq!(
+        text(&output.stderr),
+        "error: the rule set is invalid: rules.yaml: document 1 (ImageDigestMirrorSet/x): spec.imageDigestMirrors[0].source: invalid source \"https://quay.io/ns/\": sources and mirrors are repositories (host[:port][/path]), not URLs: write \"quay.io/ns\" (the scheme comes from the registries settings)\n"
+    );
+}
+
+#[test]
+fn a_yaml_error_snippet_names_the_file_and_the_configmap_key() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("broken.yaml"),
+        "kind: List\nitems: [\n  a: b: c\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\ndata:\n  idms.yaml: |\n    a: [\n",
+    )
+    .unwrap();
+    let broken = text(&mirrorgate_in(dir.path(), &["check", "--rules", "broken.yaml"]).stderr);
+    let key = text(&mirrorgate_in(dir.path(), &["check", "--rules", "cm.yaml"]).stderr);
+    assert_eq!(
+        (
+            broken.contains(" --> broken.yaml:3:"),
+            key.contains(" --> cm.yaml document 1 (ConfigMap/cm) data.idms.yaml:1:"),
+            broken.contains("<input>") || key.contains("<input>"),
+        ),
+        (true, true, false),
+        "{broken}\n{key}"
+    );
+}
+
+#[test]
+fn serve_logs_how_to_pull_through_it_once() {
+    let proxy = Mirrorgate::start("", &[], "");
+    let log = proxy.log();
+    let hints: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("pull through mirrorgate as"))
+        .collect();
+    let addr = proxy.addr();
+    assert_eq!(
+        (
+            hints.len(),
+            hints.first().is_some_and(|h| h.contains(&format!(
+                "skopeo inspect --tls-verify=false docker://{addr}/quay.io/openshift/release:4.16"
+            ))),
+            hints.first().is_some_and(|h| h.contains("?ns=<registry>")),
+        ),
+        (1, true, true),
+        "{log}"
+    );
+}
