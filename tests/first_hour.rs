@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use support::Mirrorgate;
+use support::{Mirrorgate, READY_TIMEOUT, Registry, free_port, push, single_arch, wait_until};
 
 fn mirrorgate_in(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mirrorgate"))
@@ -166,6 +166,10 @@ fn a_yaml_error_snippet_names_the_file_and_the_configmap_key() {
 #[test]
 fn serve_logs_how_to_pull_through_it_once() {
     let proxy = Mirrorgate::start("", &[], "");
+    // Log lines are written by a background thread.
+    let _ = wait_until(READY_TIMEOUT, || {
+        Ok(proxy.log().contains("pull through mirrorgate as"))
+    });
     let log = proxy.log();
     let hints: Vec<&str> = log
         .lines()
@@ -182,5 +186,63 @@ fn serve_logs_how_to_pull_through_it_once() {
         ),
         (1, true, true),
         "{log}"
+    );
+}
+
+#[test]
+fn a_dead_mirror_is_one_warn_line_and_its_back_off_keeps_the_cause() {
+    let source = Registry::start();
+    let image = single_arch("dead-mirror", &[1000]);
+    for tag in ["v1", "v2", "v3"] {
+        push(&image, &format!("{}/ns/app:{tag}", source.addr()));
+    }
+    // Nothing listens there: connections are refused.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let rules = "apiVersion: config.openshift.io/v1\nkind: ImageTagMirrorSet\nmetadata:\n  name: t\nspec:\n  imageTagMirrors:\n  - source: source.test/ns\n    mirrors: [dead.test/ns]\n";
+    let proxy = Mirrorgate::start(
+        rules,
+        &[("source.test", &source.endpoint()), ("dead.test", &dead)],
+        "",
+    );
+    let accept = [("Accept", support::OCI_MANIFEST_MEDIA_TYPE)];
+    let statuses: Vec<u16> = ["v1", "v2", "v3"]
+        .iter()
+        .map(|tag| {
+            proxy
+                .get(&format!("/v2/source.test/ns/app/manifests/{tag}"), &accept)
+                .status
+        })
+        .collect();
+    // The source lacks this one and the mirror is skipped while backing off: 502, whose message
+    // keeps why the mirror was given up.
+    let missing = proxy.get("/v2/source.test/ns/app/manifests/absent", &accept);
+    // Log lines are written by a background thread: wait for the last one expected.
+    let _ = wait_until(READY_TIMEOUT, || {
+        Ok(proxy.log().contains("not served: every source failed"))
+    });
+    let log = proxy.log();
+    let warn_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains("dead.test"))
+        .collect();
+    assert_eq!(
+        (
+            statuses,
+            warn_lines
+                .iter()
+                .filter(|l| l.contains("upstream registry failed"))
+                .count(),
+            warn_lines
+                .iter()
+                .filter(|l| l.contains("not served: every source failed"))
+                .count(),
+            missing.status,
+            missing
+                .text()
+                .contains("unreachable moments ago (connection refused"),
+        ),
+        (vec![200, 200, 200], 1, 1, 502, true),
+        "{}\n{log}",
+        missing.text()
     );
 }

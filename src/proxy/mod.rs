@@ -11,6 +11,7 @@
 mod admission;
 mod blob;
 mod listing;
+mod log_limit;
 mod manifest;
 mod reach;
 pub use reach::Reachable;
@@ -81,8 +82,9 @@ pub struct Proxy {
     /// digest; they are skipped for a while, so the next pull goes to the next source. Shared
     /// with the streams that discover the corruption.
     corrupt: Arc<Mutex<HashMap<String, Instant>>>,
-    /// Registries that could not be reached, skipped until the given time.
-    backoff: Mutex<HashMap<String, Instant>>,
+    /// Registries that could not be reached, skipped until the given time; with the cause, which
+    /// the skipped attempts report.
+    backoff: Mutex<HashMap<String, (Instant, String)>>,
     /// Who may pull what (the `clients` section and its files).
     access: ArcSwap<Access>,
     /// `repository@digest` pairs an upstream served or confirmed. The stores are
@@ -531,17 +533,30 @@ impl Proxy {
     ) -> Result<reqwest::Response, AttemptError> {
         let registry = request.registry.clone();
         let started = Instant::now();
-        if let Some(remaining) = self.backing_off(&registry) {
+        if let Some((remaining, cause)) = self.backing_off(&registry) {
             self.metrics
                 .upstream(&registry, role.as_str(), route, "skipped", Duration::ZERO);
             return Err(AttemptError::Connect(format!(
-                "not contacted: unreachable moments ago, retried in {}s",
+                "not contacted: unreachable moments ago ({cause}), retried in {}s",
                 remaining.as_secs() + 1
             )));
         }
         let upstream = self.upstream.load_full();
         let result = upstream.send(request).await;
         self.note_reachability(&registry, &result);
+        if let Err(error) = &result
+            && !matches!(error, AttemptError::NotFound)
+            && let Some(held_back) = log_limit::ATTEMPT_FAILED.admit(&registry, Instant::now())
+        {
+            tracing::warn!(
+                registry,
+                role = role.as_str(),
+                %error,
+                similar_held_back = held_back,
+                "upstream registry failed (one line per registry every {}s)",
+                log_limit::INTERVAL.as_secs()
+            );
+        }
         let outcome = match &result {
             Ok(_) => "ok",
             Err(error) => error.outcome(),
@@ -552,10 +567,12 @@ impl Proxy {
     }
 
     /// How much longer `registry` is skipped after it could not be reached, if it is.
-    fn backing_off(&self, registry: &str) -> Option<Duration> {
+    fn backing_off(&self, registry: &str) -> Option<(Duration, String)> {
         let backoff = self.backoff.lock().ok()?;
-        let until = *backoff.get(registry)?;
-        until.checked_duration_since(Instant::now())
+        let (until, cause) = backoff.get(registry)?;
+        until
+            .checked_duration_since(Instant::now())
+            .map(|remaining| (remaining, cause.clone()))
     }
 
     /// A registry that cannot be connected to (refused, unroutable, timed out) is skipped for a
@@ -566,11 +583,14 @@ impl Proxy {
             return;
         };
         match result {
-            Err(AttemptError::Connect(_) | AttemptError::Timeout { .. }) => {
+            Err(error @ (AttemptError::Connect(_) | AttemptError::Timeout { .. })) => {
                 if backoff.len() >= AFFINITY_CAPACITY {
-                    backoff.retain(|_, until| *until > Instant::now());
+                    backoff.retain(|_, (until, _)| *until > Instant::now());
                 }
-                backoff.insert(registry.to_owned(), Instant::now() + BACKOFF);
+                backoff.insert(
+                    registry.to_owned(),
+                    (Instant::now() + BACKOFF, error.to_string()),
+                );
             }
             _ => {
                 backoff.remove(registry);
@@ -630,7 +650,23 @@ fn resolve_error(error: ResolveError) -> ApiError {
 /// the message and the detail list every source tried and why it failed. Logged here, once.
 fn exhausted(what: &str, logical: &str, failures: &[Failure], not_found: ErrorCode) -> ApiError {
     let error = exhausted_error(what, logical, failures, not_found);
-    tracing::info!(reference = logical, status = error.status.as_u16(), failed = %summary(failures), "{what} not served");
+    // Every source saying "not found" is an answer (404), not a fault: INFO. Sources that failed
+    // are a fault to look at: WARN, one line per registry per interval.
+    if error.status == StatusCode::NOT_FOUND {
+        tracing::info!(reference = logical, status = error.status.as_u16(), failed = %summary(failures), "{what} not served");
+    } else {
+        let registry = logical.split('/').next().unwrap_or(logical);
+        if let Some(held_back) = log_limit::NOT_SERVED.admit(registry, Instant::now()) {
+            tracing::warn!(
+                reference = logical,
+                status = error.status.as_u16(),
+                failed = %summary(failures),
+                similar_held_back = held_back,
+                "{what} not served: every source failed (one line per registry every {}s)",
+                log_limit::INTERVAL.as_secs()
+            );
+        }
+    }
     error
 }
 
