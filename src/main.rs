@@ -213,7 +213,11 @@ fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
         tracing::warn!(%warning, "rule warning");
     }
     for registry in Reachable::unused_registries(&rule_set, &config) {
-        tracing::warn!(registry, "{}", unused_registry_warning(&registry));
+        tracing::warn!(
+            registry,
+            "{}",
+            Reachable::unused_registry_warning(&registry)
+        );
     }
     let upstream = Upstream::new(&config).context("cannot set up the upstream client")?;
     mirrorgate::access::Access::load(&config.clients)
@@ -316,12 +320,6 @@ fn watch_dropped_log_lines(dropped: tracing_appender::non_blocking::ErrorCounter
             }
         }
     });
-}
-
-fn unused_registry_warning(registry: &str) -> String {
-    format!(
-        "registries.{registry}: no rule source or mirror and not default_registry names this registry; only clients naming it directly reach it (a typo?)"
-    )
 }
 
 fn resolve(args: &RuleArgs, json: bool, image: &str) -> Result<()> {
@@ -441,7 +439,7 @@ fn check(args: &RuleArgs) -> Result<()> {
         let at = config_path
             .as_ref()
             .map_or("built-in defaults".to_owned(), |p| p.display().to_string());
-        println!("  {at}: {}", unused_registry_warning(registry));
+        println!("  {at}: {}", Reachable::unused_registry_warning(registry));
     }
     println!("ok");
     Ok(())

@@ -246,3 +246,21 @@ fn a_dead_mirror_is_one_warn_line_and_its_back_off_keeps_the_cause() {
         missing.text()
     );
 }
+
+#[test]
+fn serve_warns_about_an_unused_registries_entry_at_start_and_on_reload() {
+    let proxy = Mirrorgate::start(RULES, &[("mirror.internl", "http://127.0.0.1:1")], "");
+    let warned = |times: usize| {
+        wait_until(READY_TIMEOUT, || {
+            Ok(proxy
+                .log()
+                .matches("registries.mirror.internl: no rule source or mirror")
+                .count()
+                >= times)
+        })
+    };
+    let at_start = warned(1);
+    proxy.sighup();
+    let on_reload = warned(2);
+    assert_eq!((at_start, on_reload), (Ok(()), Ok(())), "{}", proxy.log());
+}

@@ -67,6 +67,13 @@ impl Reachable {
         unused
     }
 
+    /// The warning for a `registries` entry [`Reachable::unused_registries`] found.
+    pub fn unused_registry_warning(registry: &str) -> String {
+        format!(
+            "registries.{registry}: no rule source or mirror and not default_registry names this registry; only clients naming it directly reach it (a typo?)"
+        )
+    }
+
     /// Whether `registry` (`host[:port]` as in a reference) may be contacted.
     pub fn allows(&self, registry: &str) -> bool {
         if self.any || self.explicit.contains(registry) {
