@@ -261,6 +261,10 @@ async fn reload(
     for warning in rule_set.warnings() {
         tracing::warn!(%warning, "rule warning");
     }
+    for registry in crate::proxy::Reachable::unused_registries(&rule_set, &config) {
+        let warning = crate::proxy::Reachable::unused_registry_warning(&registry);
+        tracing::warn!(registry, "{warning}");
+    }
     proxy.replace_upstream(upstream);
     proxy.replace_rules(Arc::new(rule_set), &config);
     tracing::info!(

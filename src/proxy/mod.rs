@@ -12,9 +12,11 @@ mod admission;
 mod blob;
 mod confirmed;
 mod listing;
+mod log_limit;
 mod manifest;
 mod reach;
-mod sizes;
+pub use reach::Reachable;
+pub mod sizes;
 mod status;
 pub mod verify;
 
@@ -39,7 +41,6 @@ use crate::config::Config;
 use crate::http::route;
 use crate::metrics::Metrics;
 use admission::FetchSlots;
-use reach::Reachable;
 use sizes::DescriptorSizes;
 
 use crate::http::{ApiError, ApiRequest, Body, ErrorCode, empty_body, full_body};
@@ -81,8 +82,9 @@ pub struct Proxy {
     /// digest; they are skipped for a while, so the next pull goes to the next source. Shared
     /// with the streams that discover the corruption.
     corrupt: Arc<Mutex<HashMap<String, Instant>>>,
-    /// Registries that could not be reached, skipped until the given time.
-    backoff: Mutex<HashMap<String, Instant>>,
+    /// Registries that could not be reached, skipped until the given time; with the cause, which
+    /// the skipped attempts report.
+    backoff: Mutex<HashMap<String, (Instant, String)>>,
     /// Who may pull what (the `clients` section and its files).
     access: ArcSwap<Access>,
     /// `repository@digest` pairs an upstream served or confirmed. The stores are
@@ -186,10 +188,7 @@ impl Proxy {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 ErrorCode::Denied,
-                format!(
-                    "mirrorgate does not contact {}: it is not named by the rules, `registries` or `default_registry`",
-                    logical.domain()
-                ),
+                Reachable::refusal(logical.domain()),
             ));
         }
         Ok(())
@@ -218,6 +217,9 @@ impl Proxy {
 
     /// Answers one request: routes it, serves it, and counts it. `carries_body` says whether
     /// the request has a body: a read carries none, and one that does is refused unread.
+    ///
+    /// A request scoped by `?ns=` gets `OCI-Namespace: <ns>` on every answer, success or error,
+    /// as the distribution-spec's "Registry Proxying" section asks of a proxy.
     pub async fn respond(
         self: &Arc<Self>,
         method: &http::Method,
@@ -227,12 +229,34 @@ impl Proxy {
         carries_body: bool,
         peer: Option<std::net::IpAddr>,
     ) -> Response<Body> {
-        let started = Instant::now();
-        let head = method == http::Method::HEAD;
+        let mut response = self
+            .answer_in_chain(method, path, query, headers, carries_body, peer)
+            .await;
+        if let Some(namespace) = route::oci_namespace(query) {
+            response
+                .headers_mut()
+                .insert(route::OCI_NAMESPACE, namespace);
+        }
+        response
+    }
+
+    /// Refuses a request that has been round a loop; otherwise answers it with the upstream
+    /// requests it causes extending the `Via` chain it arrived with.
+    async fn answer_in_chain(
+        self: &Arc<Self>,
+        method: &http::Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        carries_body: bool,
+        peer: Option<std::net::IpAddr>,
+    ) -> Response<Body> {
         let via = self.upstream.load().via_token().clone();
         if via.is_received_in(headers) {
+            let started = Instant::now();
             let route = route::parse(method, path, query, &self.default_registry)
                 .map_or("invalid", |request| request.route());
+            let head = method == http::Method::HEAD;
             let response = loop_detected(&via, method, path, headers).into_response(head);
             self.metrics.loop_refused();
             self.metrics.request(
@@ -243,15 +267,14 @@ impl Proxy {
             );
             return response;
         }
-        // The upstream requests this one causes extend the `Via` chain it arrived with.
         crate::upstream::via::serving(
             crate::upstream::via::received(headers),
-            self.respond_in_chain(method, path, query, headers, carries_body, peer),
+            self.answer(method, path, query, headers, carries_body, peer),
         )
         .await
     }
 
-    async fn respond_in_chain(
+    async fn answer(
         self: &Arc<Self>,
         method: &http::Method,
         path: &str,
@@ -666,11 +689,11 @@ impl Proxy {
     ) -> Result<reqwest::Response, AttemptError> {
         let registry = request.registry.clone();
         let started = Instant::now();
-        if let Some(remaining) = self.backing_off(&registry) {
+        if let Some((remaining, cause)) = self.backing_off(&registry) {
             self.metrics
                 .upstream(&registry, role.as_str(), route, "skipped", Duration::ZERO);
             return Err(AttemptError::Connect(format!(
-                "not contacted: unreachable moments ago, retried in {}s",
+                "not contacted: unreachable moments ago ({cause}), retried in {}s",
                 remaining.as_secs() + 1
             )));
         }
@@ -678,6 +701,19 @@ impl Proxy {
         let result = upstream.send(request).await;
         self.note_reachability(&registry, &result);
         self.health.record(&registry, result.as_ref().map(|_| ()));
+        if let Err(error) = &result
+            && !matches!(error, AttemptError::NotFound)
+            && let Some(held_back) = log_limit::ATTEMPT_FAILED.admit(&registry, Instant::now())
+        {
+            tracing::warn!(
+                registry,
+                role = role.as_str(),
+                %error,
+                similar_held_back = held_back,
+                "upstream registry failed (one line per registry every {}s)",
+                log_limit::INTERVAL.as_secs()
+            );
+        }
         let outcome = match &result {
             Ok(_) => "ok",
             Err(error) => error.outcome(),
@@ -688,10 +724,12 @@ impl Proxy {
     }
 
     /// How much longer `registry` is skipped after it could not be reached, if it is.
-    fn backing_off(&self, registry: &str) -> Option<Duration> {
+    fn backing_off(&self, registry: &str) -> Option<(Duration, String)> {
         let backoff = self.backoff.lock().ok()?;
-        let until = *backoff.get(registry)?;
-        until.checked_duration_since(Instant::now())
+        let (until, cause) = backoff.get(registry)?;
+        until
+            .checked_duration_since(Instant::now())
+            .map(|remaining| (remaining, cause.clone()))
     }
 
     /// A registry that cannot be connected to (refused, unroutable, timed out) is skipped for a
@@ -702,11 +740,14 @@ impl Proxy {
             return;
         };
         match result {
-            Err(AttemptError::Connect(_) | AttemptError::Timeout { .. }) => {
+            Err(error @ (AttemptError::Connect(_) | AttemptError::Timeout { .. })) => {
                 if backoff.len() >= AFFINITY_CAPACITY {
-                    backoff.retain(|_, until| *until > Instant::now());
+                    backoff.retain(|_, (until, _)| *until > Instant::now());
                 }
-                backoff.insert(registry.to_owned(), Instant::now() + BACKOFF);
+                backoff.insert(
+                    registry.to_owned(),
+                    (Instant::now() + BACKOFF, error.to_string()),
+                );
             }
             _ => {
                 backoff.remove(registry);
@@ -788,7 +829,23 @@ fn resolve_error(error: ResolveError) -> ApiError {
 /// the message and the detail list every source tried and why it failed. Logged here, once.
 fn exhausted(what: &str, logical: &str, failures: &[Failure], not_found: ErrorCode) -> ApiError {
     let error = exhausted_error(what, logical, failures, not_found);
-    tracing::info!(reference = logical, status = error.status.as_u16(), failed = %summary(failures), "{what} not served");
+    // Every source saying "not found" is an answer (404), not a fault: INFO. Sources that failed
+    // are a fault to look at: WARN, one line per registry per interval.
+    if error.status == StatusCode::NOT_FOUND {
+        tracing::info!(reference = logical, status = error.status.as_u16(), failed = %summary(failures), "{what} not served");
+    } else {
+        let registry = logical.split('/').next().unwrap_or(logical);
+        if let Some(held_back) = log_limit::NOT_SERVED.admit(registry, Instant::now()) {
+            tracing::warn!(
+                reference = logical,
+                status = error.status.as_u16(),
+                failed = %summary(failures),
+                similar_held_back = held_back,
+                "{what} not served: every source failed (one line per registry every {}s)",
+                log_limit::INTERVAL.as_secs()
+            );
+        }
+    }
     error
 }
 

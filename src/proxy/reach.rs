@@ -16,7 +16,7 @@ use crate::rules::{Role, RuleSet};
 
 /// The registries mirrorgate may contact.
 #[derive(Debug, Default)]
-pub(crate) struct Reachable {
+pub struct Reachable {
     any: bool,
     /// `registries` keys and `default_registry`: always reachable, IP literals included.
     explicit: HashSet<String>,
@@ -28,7 +28,7 @@ pub(crate) struct Reachable {
 
 impl Reachable {
     /// What `rules` and `config` allow.
-    pub(crate) fn new(rules: &RuleSet, config: &Config) -> Reachable {
+    pub fn new(rules: &RuleSet, config: &Config) -> Reachable {
         let mut explicit: HashSet<String> = config.registries.keys().cloned().collect();
         explicit.insert(config.default_registry.clone());
         let (named, wildcards) = rules.registries();
@@ -47,9 +47,47 @@ impl Reachable {
         listed
     }
 
+    /// Why `registry` is refused: the message of the 403 `serve` answers, which `resolve` prints
+    /// too.
+    pub fn refusal(registry: &str) -> String {
+        format!(
+            "mirrorgate does not contact {registry}: it is not named by the rules, `registries` or `default_registry`"
+        )
+    }
+
+    /// The `registries` entries that nothing else names: no rule source or mirror, not
+    /// `default_registry`. Such an entry only serves clients that name its host directly, and is
+    /// often a typo (`mirror.internl`).
+    pub fn unused_registries(rules: &RuleSet, config: &Config) -> Vec<String> {
+        let (named, wildcards) = rules.registries();
+        let mut unused: Vec<String> = config
+            .registries
+            .keys()
+            .filter(|registry| {
+                let host = host_of(registry);
+                *registry != &config.default_registry
+                    && !named.contains(registry.as_str())
+                    && !named.contains(host)
+                    && !wildcards
+                        .iter()
+                        .any(|suffix| host.ends_with(suffix.as_str()))
+            })
+            .cloned()
+            .collect();
+        unused.sort();
+        unused
+    }
+
+    /// The warning for a `registries` entry [`Reachable::unused_registries`] found.
+    pub fn unused_registry_warning(registry: &str) -> String {
+        format!(
+            "registries.{registry}: no rule source or mirror and not default_registry names this registry; only clients naming it directly reach it (a typo?)"
+        )
+    }
+
     /// Whether `registry` (`host[:port]` as in a reference), as a pull source in `role`, may
     /// be contacted.
-    pub(crate) fn allows(&self, registry: &str, role: Role) -> bool {
+    pub fn allows(&self, registry: &str, role: Role) -> bool {
         if self.any || self.explicit.contains(registry) {
             return true;
         }
@@ -156,6 +194,31 @@ mod tests {
     #[test]
     fn localhost_is_not_reachable_unless_configured() {
         assert!(!reachable(false).allows_source("localhost:5000"));
+    }
+
+    #[test]
+    fn a_registries_entry_no_rule_names_is_unused() {
+        let rules = crate::rules::load_str(
+            "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: x\nspec:\n  imageDigestMirrors:\n  - source: quay.io/ns\n    mirrors: [mirror.internal/ns]\n  - source: \"*.corp.example.com\"\n    mirrors: [mirror.internal/corp]\n",
+            "rules.yaml",
+        )
+        .unwrap();
+        let mut config = Config::default();
+        for host in [
+            "mirror.internal",
+            "mirror.internl",
+            "quay.io:443",
+            "a.corp.example.com",
+            "docker.io",
+        ] {
+            config
+                .registries
+                .insert(host.to_owned(), Default::default());
+        }
+        assert_eq!(
+            Reachable::unused_registries(&rules, &config),
+            ["mirror.internl"]
+        );
     }
 
     #[test]
