@@ -364,7 +364,7 @@ impl Metrics {
         );
         root.register(
             "loops_refused",
-            "Requests answered 508 Loop Detected because they carried this mirrorgate's own Via token.",
+            "Requests answered 508 Loop Detected because they carried this mirrorgate's own Via token",
             metrics.loops_refused.clone(),
         );
         let build = Family::<VersionLabels, Gauge>::default();
