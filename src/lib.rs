@@ -11,7 +11,8 @@
 //! - [`proxy`]: serving each request from the pull sources the rules give, verifying content;
 //! - [`cache`]: manifests, tag answers and blobs kept so that repeated pulls cost nothing;
 //! - [`metrics`]: what every part did, for Prometheus;
-//! - [`reload`]: picking up changed rules and settings without a restart.
+//! - [`reload`]: picking up changed rules and settings without a restart;
+//! - `kubernetes` (feature `kubernetes`, on by default): mirror objects watched in a live cluster.
 
 #![warn(missing_docs)]
 
@@ -19,6 +20,8 @@ pub mod access;
 pub mod cache;
 pub mod config;
 pub mod http;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod metrics;
 pub mod proxy;
 pub mod reference;
