@@ -164,3 +164,6 @@ pub async fn connect(config: &Config) -> Result<kube::Client, Error> {
     };
     kube::Client::try_from(client_config).map_err(|e| Error::ClientConfig(e.to_string()))
 }
+
+#[cfg(test)]
+mod mock;
