@@ -169,7 +169,8 @@ pub async fn detect(client: &kube::Client, kinds: &[Kind]) -> Result<Capabilitie
                     }
                 }
             }
-            Err(kube::Error::Api(status)) if status.is_not_found() => {}
+            // By code: servers word the reason differently.
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(cause) => {
                 return Err(Error::from_kube(
                     cause,

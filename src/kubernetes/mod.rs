@@ -162,6 +162,9 @@ pub async fn connect(config: &Config) -> Result<kube::Client, Error> {
                 ))
             })?,
     };
+    // kube's rustls connector takes the process-wide provider: ring, as everywhere in mirrorgate
+    // (a build that also links aws-lc-rs, like the tests, could not choose on its own).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     kube::Client::try_from(client_config).map_err(|e| Error::ClientConfig(e.to_string()))
 }
 

@@ -311,14 +311,18 @@ impl Syncer {
             {
                 self.publish();
             }
-            self.health_tx.send_if_modified(|health| {
-                let changed = *health != self.health;
-                if changed {
-                    *health = self.health.clone();
-                }
-                changed
-            });
+            self.send_health();
         }
+    }
+
+    fn send_health(&self) {
+        self.health_tx.send_if_modified(|health| {
+            let changed = *health != self.health;
+            if changed {
+                *health = self.health.clone();
+            }
+            changed
+        });
     }
 
     /// Discovery has answered and every watch has completed its first list.
@@ -624,6 +628,8 @@ impl Syncer {
             "cluster mirror objects changed"
         );
         self.published = Some(snapshot.clone());
+        // Health first: whoever sees the snapshot sees it counted.
+        self.send_health();
         self.snapshot_tx.send_replace(Some(snapshot));
     }
 }

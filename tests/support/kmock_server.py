@@ -6,7 +6,9 @@ Started by tests/support/kmock.rs; prints `listening on PORT` once it serves, an
 What this adds to kmock's emulator:
 - `metadata.resourceVersion`: kmock stores objects as sent and assigns none, while watch clients
   (kube-rs's watcher) need one on every object; each create and update stamps the next number.
-  `metadata.namespace` is set from the URL, as an API server does.
+  `metadata.namespace` is set from the URL, as an API server does. Lists carry a version too, and
+  a watch resuming from a version of an earlier instance of the server (restarted empty) gets
+  410 Gone, so the client re-lists as it would against a real API server.
 - Resources (kinds) declared at start (`--resource GROUP/VERSION/PLURAL=Kind[:namespaced]`) and at
   any time later through `POST /_harness/resources` with the same strings as a JSON list, so that a
   test can install a CRD while a client is running. Only declared resources (and those of objects
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import secrets
 import signal
 import sys
 
@@ -26,11 +29,43 @@ from kmock import action
 
 
 class Emulator(kmock.KubernetesEmulator):
-    """kmock's emulator, stamping a resourceVersion on every object written."""
+    """kmock's emulator, stamping a resourceVersion on every object written, and answering a
+    watch that resumes from another server instance's resourceVersion with 410 Gone."""
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self._versions = itertools.count(1)
+        # Resource versions of this instance start with its epoch: a watch resuming from another
+        # instance's version (the server was restarted empty) must re-list, as a real API server
+        # makes it with "410 Gone: too old resource version".
+        self._epoch = secrets.token_hex(4)
+
+    def _version(self) -> str:
+        return f"{self._epoch}-{next(self._versions)}"
+
+    async def _serve_list(self, request):  # type: ignore[override]
+        answer = await super()._serve_list(request)
+        answer["metadata"]["resourceVersion"] = self._version()
+        return answer
+
+    async def _serve_watch(self, request):  # type: ignore[override]
+        since = (request.params or {}).get("resourceVersion")
+        if since and not since.startswith(self._epoch):
+            yield b""
+            yield {
+                "type": "ERROR",
+                "object": {
+                    "apiVersion": "v1",
+                    "kind": "Status",
+                    "status": "Failure",
+                    "code": 410,
+                    "reason": "Expired",
+                    "message": f"too old resource version: {since}",
+                },
+            }
+            return
+        async for event in super()._serve_watch(request):
+            yield event
 
     async def _handle(self, request):  # type: ignore[override]
         if (
@@ -39,7 +74,7 @@ class Emulator(kmock.KubernetesEmulator):
             and isinstance(request.data, dict)
         ):
             metadata = request.data.setdefault("metadata", {})
-            metadata["resourceVersion"] = str(next(self._versions))
+            metadata["resourceVersion"] = self._version()
             # kmock keeps the namespace of the URL beside the object; an API server sets it.
             if request.namespace:
                 metadata["namespace"] = request.namespace

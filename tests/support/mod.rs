@@ -7,6 +7,7 @@
 //!   (real gzip'd tar layers, valid configs, manifests and indexes);
 //! - [`push`], [`skopeo`], [`copy_to_layout`], [`layouts_identical`]: `skopeo` as the real client;
 //! - [`Mirrorgate`]: the proxy binary of this crate, configured for a test;
+//! - [`Kmock`]: an emulated Kubernetes API server (PyPI `kmock`) for the cluster rule source;
 //! - [`http_get`], [`http_request`]: a minimal HTTP/1.1 client over `std::net::TcpStream`.
 //!
 //! Every process runs on 127.0.0.1 and is killed (and reaped) when its guard is dropped, also when
@@ -18,6 +19,7 @@
 
 mod http;
 mod image;
+pub mod kmock;
 mod mirrorgate;
 mod process;
 mod registry;
@@ -28,6 +30,7 @@ pub use image::{
     Image, LAYER_MEDIA_TYPE, OCI_INDEX_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE, copy_to_layout,
     layouts_identical, multi_arch, push, push_with_creds, sha256_digest, single_arch, skopeo,
 };
+pub use kmock::Kmock;
 pub use mirrorgate::Mirrorgate;
 pub use process::{PROBE_USER_AGENT, free_port};
 pub use registry::{LoggedRequest, Registry, parse_access_line};
