@@ -261,3 +261,23 @@ async fn no_snapshot_is_published_before_every_kind_is_listed() {
         seen.lock().unwrap()
     );
 }
+
+#[tokio::test]
+async fn a_cluster_serving_none_of_the_kinds_publishes_an_empty_snapshot() {
+    let (client, seen) = mock_client(Arc::new(|_, _| {
+        Reply::Json(
+            StatusCode::NOT_FOUND,
+            status(404, "the server could not find the requested resource"),
+        )
+    }));
+    let watch = ClusterWatch::start(client, &Config::default(), Options::default());
+    let snapshot = tokio::time::timeout(Duration::from_secs(30), watch.first_snapshot())
+        .await
+        .expect("a snapshot");
+    assert_eq!(
+        (snapshot.objects().len(), watch.health().watches),
+        (0, 0),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+}

@@ -13,7 +13,7 @@
 //!   watches and what failed;
 //! - [`Snapshot::to_rule_set`] turns a snapshot into a [`RuleSet`](crate::rules::RuleSet) with the
 //!   rules engine of [`crate::rules`];
-//! - [`Error`]: why the cluster could not be read, naming the resource and verb (a 403 names the
+//! - [`enum@Error`]: why the cluster could not be read, naming the resource and verb (a 403 names the
 //!   permission to grant).
 //!
 //! How the pieces fit: [`connect`] builds a client from [`Config::kubeconfig`];

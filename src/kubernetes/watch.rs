@@ -373,6 +373,11 @@ impl Syncer {
                     }
                 }
                 self.health.capabilities = capabilities.by_kind();
+                if self.capabilities.is_none() {
+                    // A cluster that serves none of the kinds has nothing to list: its (empty)
+                    // snapshot is complete now.
+                    self.changed();
+                }
                 self.capabilities = Some(capabilities);
                 self.reconcile_kind_watches();
                 if self.complete() {
