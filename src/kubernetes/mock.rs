@@ -16,7 +16,7 @@ use super::*;
 enum Reply {
     Json(StatusCode, Value),
     /// Answer only once the gate is opened.
-    Gated(Arc<Notify>, Value),
+    Gated(Arc<Notify>, StatusCode, Value),
     /// Never answer (a watch with no events).
     Hold,
 }
@@ -43,11 +43,12 @@ fn mock_client(respond: Responder) -> (kube::Client, Arc<Mutex<Vec<String>>>) {
                         .unwrap();
                     send.send_response(response);
                 }
-                Reply::Gated(gate, body) => {
+                Reply::Gated(gate, status, body) => {
                     tokio::spawn(async move {
                         gate.notified().await;
                         send.send_response(
                             Response::builder()
+                                .status(status)
                                 .body(Body::from(serde_json::to_vec(&body).unwrap()))
                                 .unwrap(),
                         );
@@ -196,7 +197,7 @@ async fn no_snapshot_is_published_before_every_kind_is_listed() {
                 )]),
             ),
             ("/apis/operator.openshift.io/v1alpha1/imagecontentsourcepolicies", false) => {
-                Reply::Gated(gate.clone(), list(vec![]))
+                Reply::Gated(gate.clone(), StatusCode::OK, list(vec![]))
             }
             _ => Reply::Json(StatusCode::NOT_FOUND, status(404, "no")),
         }
@@ -279,5 +280,101 @@ async fn a_cluster_serving_none_of_the_kinds_publishes_an_empty_snapshot() {
         (0, 0),
         "{:?}",
         seen.lock().unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_watch_answering_404_triggers_discovery_and_the_removed_kind_is_dropped() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // The ImageDigestMirrorSet CRD is removed while mirrorgate watches it: the watch answers 404.
+    let removed = Arc::new(AtomicBool::new(false));
+    let flag = removed.clone();
+    let watch_gate = Arc::new(Notify::new());
+    let gate = watch_gate.clone();
+    let (client, seen) = mock_client(Arc::new(move |path, watch| {
+        let gone = flag.load(Ordering::SeqCst);
+        match (path, watch) {
+            ("/apis/config.openshift.io/v1", _) => Reply::Json(
+                StatusCode::OK,
+                resource_list(
+                    "config.openshift.io/v1",
+                    if gone {
+                        &[]
+                    } else {
+                        &["imagedigestmirrorsets"]
+                    },
+                ),
+            ),
+            ("/apis/config.openshift.io/v1/imagedigestmirrorsets", false) if !gone => Reply::Json(
+                StatusCode::OK,
+                list(vec![idms(
+                    "release",
+                    "quay.io/ocp",
+                    "mirror.example.com/ocp",
+                )]),
+            ),
+            ("/apis/config.openshift.io/v1/imagedigestmirrorsets", true) => Reply::Gated(
+                gate.clone(),
+                StatusCode::NOT_FOUND,
+                status(404, "the server could not find the requested resource"),
+            ),
+            _ => Reply::Json(StatusCode::NOT_FOUND, status(404, "no")),
+        }
+    }));
+    let config = Config {
+        hosted_clusters: false,
+        ..Config::default()
+    };
+    // Periodic discovery is an hour away: only the 404 can explain a second discovery.
+    let options = Options {
+        rediscovery: Duration::from_secs(3600),
+        ..Options::default()
+    };
+    let watch = ClusterWatch::start(client, &config, options);
+    let mut snapshots = watch.snapshots();
+    let first = tokio::time::timeout(
+        Duration::from_secs(30),
+        snapshots.wait_for(|s| s.as_ref().is_some_and(|s| !s.objects().is_empty())),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "no IDMS; requests: {:?} health {:?}",
+            seen.lock().unwrap(),
+            watch.health()
+        )
+    })
+    .unwrap()
+    .clone()
+    .unwrap();
+    removed.store(true, Ordering::SeqCst);
+    watch_gate.notify_one();
+    let last = tokio::time::timeout(
+        Duration::from_secs(30),
+        snapshots.wait_for(|s| s.as_ref().is_some_and(|s| s.objects().is_empty())),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("never dropped; requests: {:?}", seen.lock().unwrap()))
+    .unwrap()
+    .clone()
+    .unwrap();
+    let discoveries = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|uri| *uri == "/apis/config.openshift.io/v1")
+        .count();
+    assert_eq!(
+        (
+            first.objects().len(),
+            last.objects().len(),
+            discoveries >= 2,
+            watch
+                .health()
+                .capabilities
+                .get(&Kind::ImageDigestMirrorSet)
+                .copied()
+        ),
+        (1, 0, true, Some(false))
     );
 }
