@@ -37,7 +37,10 @@ KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization
 
 APP_LABEL = ("app.kubernetes.io/name", "mirrorgate")
 # CRD kinds with no schema in kubernetes-validate, checked for shape instead.
-SHAPE_CHECKED = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+SHAPE_CHECKED = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
 # Kinds without a namespace (Kustomize's `namespace:` leaves them alone).
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
 # What the `kubernetes:` rule source reads (src/kubernetes/discovery.rs, `Kind`): the ClusterRole
@@ -372,7 +375,10 @@ def check_schemas(objects: list[dict], versions: list[str], where: str) -> None:
     for obj in objects:
         api_kind = (obj.get("apiVersion"), obj.get("kind"))
         if api_kind in SHAPE_CHECKED:
-            check_service_monitor_shape(obj, where)
+            if obj.get("kind") == "PrometheusRule":
+                check_prometheus_rule_shape(obj, where)
+            else:
+                check_service_monitor_shape(obj, where)
             continue
         errors = []
         for version in versions:
@@ -390,6 +396,35 @@ def check_schemas(objects: list[dict], versions: list[str], where: str) -> None:
             f"{'/'.join(versions)} schemas (strict)",
             "; ".join(errors),
         )
+
+
+def check_prometheus_rule_shape(obj: dict, where: str) -> None:
+    """The PrometheusRule CRD's shape; the expressions themselves are checked by promtool and a
+    real Prometheus in tests/prometheus.rs."""
+    problems = []
+    if not (obj.get("metadata") or {}).get("name"):
+        problems.append("metadata.name missing")
+    groups = (obj.get("spec") or {}).get("groups")
+    if not groups or not isinstance(groups, list):
+        problems.append("spec.groups missing or empty")
+    for i, group in enumerate(groups or []):
+        if not isinstance(group, dict) or not group.get("name"):
+            problems.append(f"spec.groups[{i}].name missing")
+            continue
+        for j, rule in enumerate(group.get("rules") or []):
+            at = f"spec.groups[{i}].rules[{j}]"
+            if not isinstance(rule, dict) or not isinstance(rule.get("expr"), str):
+                problems.append(f"{at}.expr missing")
+            elif bool(rule.get("alert")) == bool(rule.get("record")):
+                problems.append(f"{at}: exactly one of alert and record")
+            elif rule.get("for") and not re.fullmatch(r"([0-9]+(ms|s|m|h|d|w|y))+", str(rule["for"])):
+                problems.append(f"{at}.for {rule['for']!r} is not a Prometheus duration")
+    R.check(
+        not problems,
+        f"{where}: {describe(obj)} has the PrometheusRule shape (metadata.name, "
+        "spec.groups[].name, rules[].alert|record, expr, for)",
+        "; ".join(problems),
+    )
 
 
 def check_service_monitor_shape(obj: dict, where: str) -> None:
@@ -886,7 +921,7 @@ def check_config(
     summary = ", ".join(
         line
         for line in result.stdout.splitlines()
-        if re.match(r"^(files|objects|scopes|blocked scopes|warnings): ", line)
+        if re.match(r"^(files|objects|scopes|blocked scopes|self mirrors|warnings): ", line)
     )
     R.check(
         result.returncode == 0,

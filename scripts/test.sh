@@ -5,12 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The integration tests run real registries and clients: Debian's docker-registry (CNCF
-# Distribution) and skopeo. Install whichever is missing; nothing happens when both are present.
+# Distribution) and skopeo, and a real Prometheus with promtool (Debian's prometheus; the tests run
+# their own server on a free loopback port, never the packaged service's :9090). Install whichever
+# is missing; nothing happens when all are present.
 missing=()
 as_root=()
 [ "$(id -u)" -eq 0 ] || as_root=(sudo)
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+{ command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || missing+=(prometheus)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
         as_root=()
@@ -60,3 +63,16 @@ cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked --quiet
 cargo test --locked
+# The README's quickstart, offline against local registries, with the binary the tests built; the
+# README shows its output, which must still be what it prints (ports and digests aside).
+quickstart_out="$(mktemp)"
+trap 'rm -f "$quickstart_out"' EXIT
+bash scripts/quickstart.sh | tee "$quickstart_out"
+normalise() { sed -E 's/127\.0\.0\.1:[0-9]+/127.0.0.1:PORT/g; s/sha256:[0-9a-f]{64}/sha256:DIGEST/g'; }
+if ! diff -u \
+    <(sed -n '/^<!-- quickstart output: begin -->$/,/^<!-- quickstart output: end -->$/p' README.md |
+        sed '1,2d;$d' | sed '$d' | normalise) \
+    <(normalise <"$quickstart_out"); then
+    echo "error: README.md's quickstart output is not what scripts/quickstart.sh prints (diff above)" >&2
+    exit 1
+fi

@@ -68,6 +68,14 @@ pub struct Config {
     pub clients: ClientsConfig,
     /// Bounds on what clients may hold: connections, header size and time, upstream fetches.
     pub limits: LimitsConfig,
+    /// The `host[:port]` names under which this mirrorgate is reached (e.g. its Service names): a
+    /// rule mirror on one of them is mirrorgate itself and is skipped when routing. The `listen`
+    /// address counts too ([`Config::self_names`]).
+    pub self_names: Vec<String>,
+    /// The name of this deployment in the `Via` header of every upstream request; a client
+    /// request that arrives carrying it is a loop (508). `None`: one derived per process
+    /// (host name and process id); set the same value on every replica to share it.
+    pub via_token: Option<String>,
 }
 
 /// The `limits` section: the bounds that keep one client, or a crowd of them, from taking the
@@ -77,11 +85,16 @@ pub struct LimitsConfig {
     /// Connections served at once on the API address; further ones wait in the listen backlog
     /// until one closes.
     pub max_connections: usize,
-    /// How long a client may take to send its request headers before it is disconnected.
+    /// How long a connection may go without a request in progress before it is closed: from
+    /// accept to its first request head (TLS handshake included), between requests (HTTP/1.1
+    /// keep-alive, HTTP/2 with no open stream), and to answer an HTTP/2 ping.
     pub header_read_timeout: Duration,
     /// The largest request head (request line and headers) accepted; a larger one is answered
     /// `431`.
     pub max_header_size: ByteSize,
+    /// The most header fields an HTTP/1.1 request may carry; more are answered `431` (HTTP/2
+    /// heads are bounded by `max_header_size` alone).
+    pub max_headers: usize,
     /// Upstream fetches (manifest, blob, tag revalidation, listing) under way at once. A request
     /// that needs one more waits up to `upstream_queue_timeout`, then gets `429
     /// TOOMANYREQUESTS` with `Retry-After`. Cached content never waits.
@@ -201,6 +214,8 @@ impl Default for Config {
             tls: None,
             clients: ClientsConfig::default(),
             limits: LimitsConfig::default(),
+            self_names: Vec::new(),
+            via_token: None,
         }
     }
 }
@@ -211,6 +226,7 @@ impl Default for LimitsConfig {
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(10),
             max_header_size: ByteSize::kib(64),
+            max_headers: 100,
             max_upstream_fetches: 64,
             upstream_queue_timeout: Duration::from_secs(10),
         }
@@ -384,7 +400,39 @@ impl Config {
         }
         self.clients.validate(&invalid)?;
         self.limits.validate(&invalid)?;
+        for (i, name) in self.self_names.iter().enumerate() {
+            check_registry_host(name).map_err(|why| {
+                invalid(
+                    &format!("self_names[{i}]"),
+                    format!("{name:?} is not a host or host:port: {why}"),
+                )
+            })?;
+        }
+        if let Some(token) = &self.via_token {
+            check_via_token(token).map_err(|why| invalid("via_token", why))?;
+        }
         Ok(())
+    }
+
+    /// mirrorgate's own names: `self_names`, and the `listen` address as a client would write
+    /// it. An all-interfaces address (`0.0.0.0`, `[::]`) adds the loopback names on its port,
+    /// which reach it too; port 0 (chosen at start) adds nothing.
+    pub fn self_names(&self) -> Vec<String> {
+        let mut names = self.self_names.clone();
+        let port = self.listen.port();
+        if port != 0 {
+            let ip = self.listen.ip();
+            if ip.is_unspecified() {
+                names.push(format!("localhost:{port}"));
+                names.push(format!("127.0.0.1:{port}"));
+                if ip.is_ipv6() {
+                    names.push(format!("[::1]:{port}"));
+                }
+            } else {
+                names.push(self.listen.to_string());
+            }
+        }
+        names
     }
 
     /// The settings for registry `host`, or the defaults when it has no entry.
@@ -430,6 +478,24 @@ fn listeners_conflict(listen: SocketAddr, metrics: SocketAddr) -> Option<String>
         ));
     }
     None
+}
+
+/// Checks a `Via` received-by name (RFC 9110 §7.6.3): a token (pseudonym) or `host:port`.
+fn check_via_token(token: &str) -> Result<(), String> {
+    const MAX: usize = 255;
+    if token.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if token.len() > MAX {
+        return Err(format!("longer than {MAX} characters"));
+    }
+    let is_token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~:".contains(c);
+    match token.chars().find(|&c| !is_token_char(c)) {
+        Some(c) => Err(format!(
+            "{c:?} is not allowed: a Via name is a token (letters, digits, .-_ and the like) or host:port"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Checks the `host[:port]` grammar of registry names in image references.
@@ -949,6 +1015,8 @@ struct RawConfig {
     tls: Option<RawTls>,
     clients: Option<RawClients>,
     limits: Option<RawLimits>,
+    self_names: Option<Vec<String>>,
+    via_token: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -957,6 +1025,7 @@ struct RawLimits {
     max_connections: Option<usize>,
     header_read_timeout: Option<HumanDuration>,
     max_header_size: Option<ByteSize>,
+    max_headers: Option<usize>,
     max_upstream_fetches: Option<usize>,
     upstream_queue_timeout: Option<HumanDuration>,
 }
@@ -1061,6 +1130,8 @@ impl RawConfig {
                     scopes: raw.scopes.unwrap_or_default(),
                 }),
             limits: self.limits.unwrap_or_default().into_limits(),
+            self_names: self.self_names.unwrap_or_default(),
+            via_token: self.via_token,
         }
     }
 }
@@ -1074,6 +1145,7 @@ impl RawLimits {
                 .header_read_timeout
                 .map_or(default.header_read_timeout, |d| d.0),
             max_header_size: self.max_header_size.unwrap_or(default.max_header_size),
+            max_headers: self.max_headers.unwrap_or(default.max_headers),
             max_upstream_fetches: self
                 .max_upstream_fetches
                 .unwrap_or(default.max_upstream_fetches),
@@ -1087,6 +1159,8 @@ impl RawLimits {
 impl LimitsConfig {
     /// The smallest `max_header_size`: hyper cannot parse a request head in less.
     pub const MIN_HEADER_SIZE: ByteSize = ByteSize::kib(8);
+    /// The smallest `max_headers`: what registry clients send, with room to spare.
+    pub const MIN_HEADERS: usize = 16;
 
     /// Checks that every bound lets something through.
     fn validate(&self, invalid: &dyn Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
@@ -1106,6 +1180,12 @@ impl LimitsConfig {
             return Err(invalid(
                 "limits.max_header_size",
                 format!("must be at least {}", Self::MIN_HEADER_SIZE),
+            ));
+        }
+        if self.max_headers < Self::MIN_HEADERS {
+            return Err(invalid(
+                "limits.max_headers",
+                format!("must be at least {}", Self::MIN_HEADERS),
             ));
         }
         if self.max_upstream_fetches == 0 {
@@ -1312,9 +1392,12 @@ watch: true                     # reload rule files and this file on change (als
                 max_connections: 4096,
                 header_read_timeout: Duration::from_secs(10),
                 max_header_size: ByteSize(64 * 1024),
+                max_headers: 100,
                 max_upstream_fetches: 64,
                 upstream_queue_timeout: Duration::from_secs(10),
             },
+            self_names: Vec::new(),
+            via_token: None,
         };
         assert_eq!(Config::default(), expected);
     }
@@ -1880,7 +1963,7 @@ watch: true                     # reload rule files and this file on change (als
     #[test]
     fn limits_section_parses() {
         let config = parse(
-            "limits:\n  max_connections: 10\n  header_read_timeout: 2s\n  max_header_size: 16KiB\n  max_upstream_fetches: 3\n  upstream_queue_timeout: 500ms\n",
+            "limits:\n  max_connections: 10\n  header_read_timeout: 2s\n  max_header_size: 16KiB\n  max_headers: 200\n  max_upstream_fetches: 3\n  upstream_queue_timeout: 500ms\n",
         )
         .expect("valid limits");
         assert_eq!(
@@ -1889,6 +1972,7 @@ watch: true                     # reload rule files and this file on change (als
                 max_connections: 10,
                 header_read_timeout: Duration::from_secs(2),
                 max_header_size: ByteSize::kib(16),
+                max_headers: 200,
                 max_upstream_fetches: 3,
                 upstream_queue_timeout: Duration::from_millis(500),
             }
@@ -1910,6 +1994,15 @@ watch: true                     # reload rule files and this file on change (als
                 && errors[1].contains("limits.max_upstream_fetches: must be greater than 0")
                 && errors[2].contains("limits.header_read_timeout: must be greater than 0s"),
             "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn too_few_headers_are_rejected() {
+        let err = error_text("limits:\n  max_headers: 8\n");
+        assert!(
+            err.contains("limits.max_headers: must be at least 16"),
+            "{err}"
         );
     }
 
@@ -1965,5 +2058,64 @@ watch: true                     # reload rule files and this file on change (als
     fn a_non_loopback_listen_with_explicit_anonymous_clients_is_accepted() {
         let config = parse("listen: \"[::]:5000\"\nclients:\n  mode: anonymous\n");
         assert!(config.is_ok(), "{config:?}");
+    }
+
+    #[test]
+    fn self_names_include_the_listen_address() {
+        let config =
+            parse("self_names: [mirrorgate.mirrorgate.svc:5000, mirrorgate.example.com]\n")
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config.self_names(),
+            vec![
+                "mirrorgate.mirrorgate.svc:5000",
+                "mirrorgate.example.com",
+                "127.0.0.1:5000"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_all_interfaces_listen_address_adds_the_loopback_names_and_port_zero_none() {
+        let wildcard = parse("listen: \"[::]:5000\"\nclients:\n  mode: anonymous\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ephemeral = parse("listen: 127.0.0.1:0\n").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (wildcard.self_names(), ephemeral.self_names()),
+            (
+                vec![
+                    "localhost:5000".to_owned(),
+                    "127.0.0.1:5000".to_owned(),
+                    "[::1]:5000".to_owned()
+                ],
+                vec![]
+            )
+        );
+    }
+
+    #[test]
+    fn a_self_name_with_a_path_is_rejected_and_named() {
+        let err = error_text("self_names: [ok.example.com, mirrorgate.svc:5000/quay.io]\n");
+        assert!(
+            err.starts_with("config/mirrorgate.yaml: self_names[1]: ")
+                && err.contains("a host has no path"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_via_token_is_a_token_or_host_port() {
+        let accepted = parse("via_token: mirrorgate.mirrorgate.svc:5000\n")
+            .map(|c| c.via_token)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = error_text("via_token: \"mirror gate\"\n");
+        assert_eq!(
+            (
+                accepted.as_deref(),
+                err.starts_with("config/mirrorgate.yaml: via_token: ' ' is not allowed")
+            ),
+            (Some("mirrorgate.mirrorgate.svc:5000"), true),
+            "{err}"
+        );
     }
 }

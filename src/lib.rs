@@ -12,6 +12,7 @@
 //! - [`cache`]: manifests, tag answers and blobs kept so that repeated pulls cost nothing;
 //! - [`metrics`]: what every part did, for Prometheus;
 //! - [`reload`]: picking up changed rules and settings without a restart;
+//! - [`status`]: the state of a running proxy for `/status` and `mirrorgate status`;
 //! - `kubernetes` (feature `kubernetes`, on by default): mirror objects watched in a live cluster.
 
 #![warn(missing_docs)]
@@ -27,4 +28,5 @@ pub mod proxy;
 pub mod reference;
 pub mod reload;
 pub mod rules;
+pub mod status;
 pub mod upstream;

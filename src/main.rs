@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use mirrorgate::config::{self, Config};
 use mirrorgate::http;
-use mirrorgate::proxy::Proxy;
+use mirrorgate::proxy::{Proxy, Reachable};
 use mirrorgate::reference::Reference;
 use mirrorgate::reload;
 use mirrorgate::rules::{self, ResolveError, RuleSet};
@@ -58,6 +58,30 @@ enum Command {
     RegistriesConf {
         #[command(flatten)]
         rules: RuleArgs,
+    },
+    /// Show what a running server is doing: the rules in force and the last reload, each
+    /// upstream registry's health, the caches, and the upstream fetches under way.
+    Status {
+        /// The server's base URL [default: from the configuration: `metrics_listen` when set,
+        /// else `listen`, with 127.0.0.1 for an unspecified address].
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+        /// The configuration file that gives the default server [default: config/mirrorgate.yaml,
+        /// or the built-in defaults when that file does not exist].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print the status as JSON (for scripts) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// `USER:PASSWORD` for a server that wants `clients` credentials (htpasswd mode).
+        #[arg(long, value_name = "USER:PASSWORD", conflicts_with = "token")]
+        creds: Option<String>,
+        /// A token for a server that wants `clients` credentials (token mode).
+        #[arg(long, value_name = "TOKEN")]
+        token: Option<String>,
+        /// Extra PEM roots to trust for an https server.
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -106,7 +130,20 @@ impl RuleArgs {
         } else {
             &self.rules
         };
-        let rule_set = rules::load(paths).context("the rule set is invalid")?;
+        if config_path.is_none()
+            && self.rules.is_empty()
+            && let Some(missing) = paths.iter().find(|p| !p.exists())
+        {
+            bail!(
+                "no configuration file found ({} does not exist in {}), so the built-in defaults were used, and their rules path {} does not exist either: pass --config FILE (see config/mirrorgate.yaml in the repository), or --rules PATH to read rule files alone",
+                config::DEFAULT_PATH,
+                std::env::current_dir().map_or_else(|_| ".".into(), |d| d.display().to_string()),
+                missing.display()
+            );
+        }
+        let rule_set = rules::load(paths)
+            .context("the rule set is invalid")?
+            .with_self_names(rules::SelfNames::new(config.self_names()));
         Ok((rule_set, config, config_path))
     }
 }
@@ -181,7 +218,124 @@ fn run(command: Command) -> Result<()> {
             print!("{}", rule_set.to_registries_conf()?);
             Ok(())
         }
+        Command::Status {
+            server,
+            config,
+            json,
+            creds,
+            token,
+            ca_file,
+        } => {
+            let server = match server {
+                Some(server) => server,
+                None => {
+                    let args = RuleArgs {
+                        config,
+                        rules: Vec::new(),
+                    };
+                    default_status_server(&args.config()?.0)
+                }
+            };
+            let credentials = match (creds, token) {
+                (Some(creds), _) => Some(StatusCredentials::Basic(creds)),
+                (None, Some(token)) => Some(StatusCredentials::Bearer(token)),
+                (None, None) => None,
+            };
+            status(&server, json, credentials, ca_file.as_deref())
+        }
     }
+}
+
+/// How `mirrorgate status` authenticates.
+enum StatusCredentials {
+    /// `USER:PASSWORD`.
+    Basic(String),
+    /// A token.
+    Bearer(String),
+}
+
+/// Where a server started from `config` serves `/status`.
+fn default_status_server(config: &Config) -> String {
+    let (address, tls) = match config.metrics_listen {
+        Some(address) => (address, false),
+        None => (config.listen, config.tls.is_some()),
+    };
+    let host = match address.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_owned(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_owned(),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+    };
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{host}:{}", address.port())
+}
+
+/// Prints the status of the server at `server` (a base URL).
+fn status(
+    server: &str,
+    json: bool,
+    credentials: Option<StatusCredentials>,
+    ca_file: Option<&Path>,
+) -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let url = format!(
+        "{}{}",
+        server.trim_end_matches('/'),
+        http::status_endpoint::PATH
+    );
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("mirrorgate-status/", env!("CARGO_PKG_VERSION")))
+        .timeout(std::time::Duration::from_secs(30))
+        .no_proxy();
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        for certificate in reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("{}: no PEM certificate", path.display()))?
+        {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    let client = builder.build().context("cannot set up the HTTP client")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let body = runtime.block_on(async {
+        let mut request = client.get(&url);
+        request = match &credentials {
+            Some(StatusCredentials::Basic(creds)) => {
+                let (user, password) = creds.split_once(':').unwrap_or((creds, ""));
+                request.basic_auth(user, Some(password))
+            }
+            Some(StatusCredentials::Bearer(token)) => request.bearer_auth(token),
+            None => request,
+        };
+        let response = request
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
+        let code = response.status();
+        let text = response
+            .text()
+            .await
+            .with_context(|| format!("cannot read the answer of {url}"))?;
+        if !code.is_success() {
+            let message = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| text.trim().to_owned());
+            bail!("{url} answered {code}: {message}");
+        }
+        anyhow::Ok(text)
+    })?;
+    let status: mirrorgate::status::Status = serde_json::from_str(&body)
+        .with_context(|| format!("{url} did not answer a mirrorgate status"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", status.render());
+    }
+    Ok(())
 }
 
 fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
@@ -201,6 +355,16 @@ fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
     for warning in rule_set.warnings() {
         tracing::warn!(%warning, "rule warning");
     }
+    for self_mirror in rule_set.self_mirrors() {
+        tracing::info!(%self_mirror, "self mirror");
+    }
+    for registry in Reachable::unused_registries(&rule_set, &config) {
+        tracing::warn!(
+            registry,
+            "{}",
+            Reachable::unused_registry_warning(&registry)
+        );
+    }
     let upstream = Upstream::new(&config).context("cannot set up the upstream client")?;
     mirrorgate::access::Access::load(&config.clients)
         .context("the clients settings are invalid")?;
@@ -213,12 +377,19 @@ fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        tracing::info!(listen = %listener.local_addr()?, tls = tls.is_some(), "serving");
+        let local = listener.local_addr()?;
+        tracing::info!(listen = %local, tls = tls.is_some(), "serving");
+        tracing::info!(
+            "pull through mirrorgate as {local}/<registry>/<repository>:<tag> (e.g. skopeo inspect {}docker://{local}/quay.io/openshift/release:4.16), as {local}/<repository> with ?ns=<registry> (containerd hosts.toml), or as {local}/<repository> for default_registry {}",
+            if tls.is_some() { "" } else { "--tls-verify=false " },
+            config.default_registry
+        );
         let proxy = Arc::new(
             Proxy::new(Arc::new(rule_set), upstream, &config).with_context(|| {
                 format!("cannot open the cache in {}", config.cache.dir.display())
             })?,
         );
+        proxy.set_config_path(config_path.as_deref());
         reload::spawn(proxy.clone(), config_path.clone(), config.clone());
         if let Some(address) = config.metrics_listen {
             let listener = TcpListener::bind(address)
@@ -299,13 +470,19 @@ fn watch_dropped_log_lines(dropped: tracing_appender::non_blocking::ErrorCounter
 }
 
 fn resolve(args: &RuleArgs, json: bool, image: &str) -> Result<()> {
-    let (rule_set, _, _) = args.load()?;
+    let (rule_set, config, _) = args.load()?;
     let reference =
         Reference::parse_normalized(image).with_context(|| format!("invalid image \"{image}\""))?;
-    let resolution = match rule_set.resolve(&reference) {
+    let mut resolution = match rule_set.resolve(&reference) {
         Ok(resolution) => resolution,
         Err(error @ ResolveError::Blocked { .. }) => {
-            if let ResolveError::Blocked { blocked, .. } = &error {
+            if let ResolveError::Blocked {
+                blocked, skipped, ..
+            } = &error
+            {
+                for attempt in skipped {
+                    eprintln!("skipped: {attempt}");
+                }
                 for attempt in blocked {
                     eprintln!(
                         "not contacted: {} {} (in blocked scope \"{}\")",
@@ -317,10 +494,34 @@ fn resolve(args: &RuleArgs, json: bool, image: &str) -> Result<()> {
         }
         Err(error) => bail!(error),
     };
+    for attempt in &resolution.skipped {
+        eprintln!("skipped: {attempt}");
+    }
     for attempt in &resolution.blocked {
         eprintln!(
             "not contacted: {} {} (in blocked scope \"{}\")",
             attempt.role, attempt.reference, attempt.blocked_by
+        );
+    }
+    // `serve` contacts only the registries the rules and configuration name; say so here too.
+    let reachable = Reachable::new(&rule_set, &config);
+    resolution.sources.retain(|source| {
+        let registry = source.reference.domain();
+        let allowed = reachable.allows(registry, source.role);
+        if !allowed {
+            eprintln!(
+                "not contacted: {} {} ({})",
+                source.role,
+                source.reference,
+                Reachable::refusal(registry)
+            );
+        }
+        allowed
+    });
+    if resolution.sources.is_empty() {
+        bail!(
+            "{}; serve refuses this pull with 403 DENIED. Name it under `registries` in the configuration, or in a rule",
+            Reachable::refusal(reference.domain())
         );
     }
     if json {
@@ -369,13 +570,43 @@ fn check(args: &RuleArgs) -> Result<()> {
             if rule.blocked { ", source blocked" } else { "" }
         );
     }
+    if !summary.config_map_uses.is_empty() {
+        println!("hypershift config maps:");
+        for config_use in &summary.config_map_uses {
+            println!("  {} {}:", config_use.kind, config_use.object);
+            for applied in &config_use.applied {
+                println!("    applied ConfigMap {applied}");
+            }
+            for missing in &config_use.missing {
+                println!("    missing ConfigMap {missing} (not in the rule files; see warnings)");
+            }
+        }
+    }
     println!("blocked scopes: {}", summary.blocked_scopes.len());
     for scope in &summary.blocked_scopes {
         println!("  {scope}");
     }
-    println!("warnings: {}", summary.warnings.len());
+    // Mirrors that are mirrorgate itself are expected where a cluster's own mirror sets send
+    // pulls through it; they are reported, not warned about.
+    let self_mirrors = rule_set.self_mirrors();
+    println!(
+        "self mirrors: {} (self names: {})",
+        self_mirrors.len(),
+        rule_set.self_names().names().join(", ")
+    );
+    for self_mirror in &self_mirrors {
+        println!("  {self_mirror}");
+    }
+    let unused = Reachable::unused_registries(&rule_set, &config);
+    println!("warnings: {}", summary.warnings.len() + unused.len());
     for warning in &summary.warnings {
         println!("  {warning}");
+    }
+    for registry in &unused {
+        let at = config_path
+            .as_ref()
+            .map_or("built-in defaults".to_owned(), |p| p.display().to_string());
+        println!("  {at}: {}", Reachable::unused_registry_warning(registry));
     }
     println!("ok");
     Ok(())

@@ -23,6 +23,45 @@ use crate::cache::stats::CacheStats;
 use crate::config::Config;
 use crate::rules::RuleSet;
 
+/// The content type of OpenMetrics text.
+pub const OPENMETRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of the Prometheus text format.
+pub const PROMETHEUS_TEXT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// OpenMetrics text as Prometheus text format 0.0.4: the formats differ, for what mirrorgate
+/// exports, in a counter's `HELP`/`TYPE` lines naming the family (`x`) where 0.0.4 names the
+/// sample (`x_total`), and in the `# UNIT` and `# EOF` lines, which 0.0.4 does not have.
+fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|prefix| Some((prefix, line.strip_prefix(prefix)?)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Latency buckets, in seconds: from cache hits (tens of µs) to slow upstreams.
 const BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
@@ -89,10 +128,12 @@ pub struct Metrics {
     rules_loaded: Family<KindLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
     last_reload: Gauge<f64, std::sync::atomic::AtomicU64>,
+    last_reload_successful: Gauge,
     connections: Gauge,
     fetches_in_flight: Gauge,
     fetches_queued: Gauge,
     fetches_refused: Counter,
+    loops_refused: Counter,
     /// Registries that may appear as label values.
     known_registries: ArcSwap<HashSet<String>>,
     /// Wildcard suffixes (`.example.com`) of rule scopes, for hosts under them.
@@ -120,7 +161,7 @@ impl Collector for CacheCollector {
             ),
             (
                 "cache_manifest_misses",
-                "Manifests that had to be fetched.",
+                "Manifest fetches from upstreams because the cache could not answer.",
                 &s.manifest_misses,
             ),
             (
@@ -221,83 +262,110 @@ impl Metrics {
             rules_loaded: Family::default(),
             reloads: Family::default(),
             last_reload: Gauge::default(),
+            last_reload_successful: Gauge::default(),
             connections: Gauge::default(),
             fetches_in_flight: Gauge::default(),
             fetches_queued: Gauge::default(),
             fetches_refused: Counter::default(),
+            loops_refused: Counter::default(),
             known_registries: ArcSwap::from_pointee(HashSet::new()),
             known_wildcards: ArcSwap::from_pointee(Vec::new()),
             registry: Registry::default(),
         };
         root.register(
             "http_requests",
-            "Client requests by route, method and status.",
+            "Client requests by route, method and status",
             metrics.requests.clone(),
         );
         root.register(
             "http_request_duration_seconds",
-            "Time to the response headers, by route and method.",
+            "Time to the response headers, by route and method",
             metrics.request_duration.clone(),
         );
         root.register(
             "upstream_requests",
-            "Requests to upstream registries by registry, role (mirror/source), route and outcome.",
+            "Requests to upstream registries by registry, role (mirror/source), route and outcome",
             metrics.upstream_requests.clone(),
         );
         root.register(
             "upstream_request_duration_seconds",
-            "Time to an upstream's response headers, by registry, role and route.",
+            "Time to an upstream's response headers, by registry, role and route",
             metrics.upstream_duration.clone(),
         );
         root.register(
             "fallbacks",
-            "Requests served by another than the first pull source, by route.",
+            "Requests served by another than the first pull source, by route",
             metrics.fallbacks.clone(),
         );
         root.register(
             "blocked",
-            "Requests refused because the source is blocked and no mirror applies, by route.",
+            "Requests refused because the source is blocked and no mirror applies, by route",
             metrics.blocked.clone(),
         );
         root.register(
             "source_after_mirrors",
-            "Source attempts made because every mirror attempt before them failed, by route.",
+            "Source attempts made because every mirror attempt before them failed, by route",
             metrics.source_after_mirrors.clone(),
         );
         root.register(
             "rules_loaded",
-            "Objects in the rule set in force, by kind.",
+            "Objects in the rule set in force, by kind",
             metrics.rules_loaded.clone(),
         );
         root.register(
             "reloads",
-            "Rule and configuration reloads by result (success, failure).",
+            "Rule and configuration reloads by result (success, failure)",
             metrics.reloads.clone(),
         );
         root.register(
             "last_reload_success_timestamp_seconds",
-            "When the rules in force were loaded (Unix time).",
+            "When the rules in force were loaded (Unix time)",
             metrics.last_reload.clone(),
         );
         root.register(
+            "last_reload_successful",
+            "Whether the last reload attempt succeeded (1) or failed and the last good rules stay in force (0)",
+            metrics.last_reload_successful.clone(),
+        );
+        // Both results, and the per-route counters of what alerts watch, exist from the start
+        // at 0, so that increase() and rate() see the first event.
+        for result in ["success", "failure"] {
+            let _ = metrics.reloads.get_or_create(&ResultLabels { result });
+        }
+        for route in ["manifest", "blob", "tags", "referrers"] {
+            for family in [
+                &metrics.fallbacks,
+                &metrics.blocked,
+                &metrics.source_after_mirrors,
+            ] {
+                let _ = family.get_or_create(&RouteLabels { route });
+            }
+        }
+        metrics.last_reload_successful.set(1);
+        root.register(
             "connections",
-            "Client connections open on the API address.",
+            "Client connections open on the API address",
             metrics.connections.clone(),
         );
         root.register(
             "upstream_fetches_in_flight",
-            "Upstream fetches under way (bounded by limits.max_upstream_fetches).",
+            "Upstream fetches under way (bounded by limits.max_upstream_fetches)",
             metrics.fetches_in_flight.clone(),
         );
         root.register(
             "upstream_fetches_queued",
-            "Requests waiting for an upstream fetch slot.",
+            "Requests waiting for an upstream fetch slot",
             metrics.fetches_queued.clone(),
         );
         root.register(
             "upstream_fetches_refused",
-            "Requests answered 429 because no upstream fetch slot freed up in time.",
+            "Requests answered 429 because no upstream fetch slot freed up in time",
             metrics.fetches_refused.clone(),
+        );
+        root.register(
+            "loops_refused",
+            "Requests answered 508 Loop Detected because they carried this mirrorgate's own Via token",
+            metrics.loops_refused.clone(),
         );
         let build = Family::<VersionLabels, Gauge>::default();
         build
@@ -305,7 +373,7 @@ impl Metrics {
                 version: env!("CARGO_PKG_VERSION"),
             })
             .set(1);
-        root.register("build_info", "The running version (value 1).", build);
+        root.register("build_info", "The running version (value 1)", build);
         root.register_collector(Box::new(CacheCollector(cache)));
         Metrics {
             registry: root,
@@ -319,6 +387,18 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Every metric in the format a scraper asks for by its `Accept` header: OpenMetrics when it
+    /// names it (Prometheus does), else the Prometheus text format 0.0.4, which `curl`,
+    /// `promtool check metrics` and older scrapers read. Returns the content type and the text.
+    pub fn exposition(&self, accept: Option<&str>) -> (&'static str, String) {
+        let openmetrics = self.encode();
+        if accept.is_some_and(|a| a.contains("application/openmetrics-text")) {
+            (OPENMETRICS_TYPE, openmetrics)
+        } else {
+            (PROMETHEUS_TEXT_TYPE, to_prometheus_text(&openmetrics))
+        }
     }
 
     /// Records the rule set in force: objects per kind, the load time, and the registries that
@@ -359,6 +439,7 @@ impl Metrics {
     pub fn reload(&self, success: bool) {
         let result = if success { "success" } else { "failure" };
         self.reloads.get_or_create(&ResultLabels { result }).inc();
+        self.last_reload_successful.set(i64::from(success));
     }
 
     /// Counts one answered client request.
@@ -412,6 +493,11 @@ impl Metrics {
         self.source_after_mirrors
             .get_or_create(&RouteLabels { route })
             .inc();
+    }
+
+    /// Counts a request refused as a loop (508).
+    pub fn loop_refused(&self) {
+        self.loops_refused.inc();
     }
 
     /// Counts a request refused because the source is blocked.
@@ -496,6 +582,66 @@ mod tests {
             metrics_with_rules()
                 .encode()
                 .contains("mirrorgate_rules_loaded{kind=\"ImageDigestMirrorSet\"} 1")
+        );
+    }
+
+    #[test]
+    fn help_texts_end_in_one_period() {
+        let text = Metrics::new(Arc::new(CacheStats::default())).encode();
+        let helps: Vec<&str> = text.lines().filter(|l| l.starts_with("# HELP ")).collect();
+        let wrong: Vec<&&str> = helps
+            .iter()
+            .filter(|l| !l.ends_with('.') || l.ends_with(".."))
+            .collect();
+        assert_eq!((helps.len() > 20, wrong), (true, vec![]));
+    }
+
+    #[test]
+    fn scrapers_that_ask_for_openmetrics_get_it_and_others_get_the_text_format() {
+        let stats = Arc::new(CacheStats::default());
+        CacheStats::count(&stats.blob_hits);
+        let metrics = Metrics::new(stats);
+        metrics.reload(false);
+        let (om_type, om) =
+            metrics.exposition(Some("application/openmetrics-text;version=1.0.0,*/*;q=0.1"));
+        let (text_type, text) = metrics.exposition(Some("*/*"));
+        let lines = |text: &str, name: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.contains(name) && !l.contains("\"success\""))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(
+            (
+                om_type,
+                om.ends_with("# EOF\n"),
+                lines(&om, "mirrorgate_reloads"),
+                text_type,
+                text.contains("# EOF"),
+                lines(&text, "mirrorgate_reloads"),
+                lines(&text, "mirrorgate_cache_blob_hits"),
+            ),
+            (
+                OPENMETRICS_TYPE,
+                true,
+                vec![
+                    "# HELP mirrorgate_reloads Rule and configuration reloads by result (success, failure).".to_owned(),
+                    "# TYPE mirrorgate_reloads counter".to_owned(),
+                    "mirrorgate_reloads_total{result=\"failure\"} 1".to_owned(),
+                ],
+                PROMETHEUS_TEXT_TYPE,
+                false,
+                vec![
+                    "# HELP mirrorgate_reloads_total Rule and configuration reloads by result (success, failure).".to_owned(),
+                    "# TYPE mirrorgate_reloads_total counter".to_owned(),
+                    "mirrorgate_reloads_total{result=\"failure\"} 1".to_owned(),
+                ],
+                vec![
+                    "# HELP mirrorgate_cache_blob_hits_total Blobs served from the store.".to_owned(),
+                    "# TYPE mirrorgate_cache_blob_hits_total counter".to_owned(),
+                    "mirrorgate_cache_blob_hits_total 1".to_owned(),
+                ],
+            )
         );
     }
 

@@ -217,11 +217,11 @@ async fn run(
         }
         match reload(&proxy, &config_path, &config).await {
             Ok(new_config) => {
-                proxy.metrics().reload(true);
+                proxy.record_reload(Ok(()));
                 config = new_config;
             }
             Err(error) => {
-                proxy.metrics().reload(false);
+                proxy.record_reload(Err(format!("{error:#}")));
                 tracing::error!(error = %format!("{error:#}"), "reload failed; the last good rules stay in force");
             }
         }
@@ -243,7 +243,9 @@ async fn reload(
             Some(path) => Config::load(path)?,
             None => fallback,
         };
-        let rule_set = rules::load(&config.rules).context("the rule set is invalid")?;
+        let rule_set = rules::load(&config.rules)
+            .context("the rule set is invalid")?
+            .with_self_names(rules::SelfNames::new(config.self_names()));
         let upstream = Upstream::new(&config).context("the upstream settings are invalid")?;
         anyhow::Ok((config, rule_set, upstream))
     })
@@ -258,6 +260,10 @@ async fn reload(
     let summary = rule_set.summary();
     for warning in rule_set.warnings() {
         tracing::warn!(%warning, "rule warning");
+    }
+    for registry in crate::proxy::Reachable::unused_registries(&rule_set, &config) {
+        let warning = crate::proxy::Reachable::unused_registry_warning(&registry);
+        tracing::warn!(registry, "{warning}");
     }
     proxy.replace_upstream(upstream);
     proxy.replace_rules(Arc::new(rule_set), &config);

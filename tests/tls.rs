@@ -644,3 +644,42 @@ fn a_stop_closes_idle_and_half_open_tls_connections_at_once() {
         setup.proxy.log()
     );
 }
+
+#[test]
+fn mirrorgate_status_reads_an_https_server_that_its_ca_file_vouches_for() {
+    let (setup, _) = Setup::start("tls-status");
+    let certs = cert_dir(&setup.ca);
+    let ca_file = certs.path().join("ca.crt").display().to_string();
+    let status = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_mirrorgate"))
+            .arg("status")
+            .args(args)
+            .output()
+            .expect("run mirrorgate status");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let config = setup.proxy.config_path().display().to_string();
+    // The configuration names the server (https, since it has `tls`).
+    let (trusted, out, err) = status(&["--config", &config, "--ca-file", &ca_file, "--json"]);
+    let scopes = serde_json::from_str::<serde_json::Value>(&out)
+        .ok()
+        .and_then(|report| report["rules"]["scopes"].as_u64());
+    let (untrusted, _, refusal) = status(&["--config", &config]);
+    assert_eq!(
+        (
+            trusted,
+            scopes,
+            untrusted,
+            refusal.contains(&format!(
+                "cannot reach https://{}/status",
+                setup.proxy.addr()
+            ))
+        ),
+        (true, Some(1), false, true),
+        "{out}{err}{refusal}"
+    );
+}

@@ -64,6 +64,16 @@ impl ManifestStore {
         Some(manifest)
     }
 
+    /// The number of manifests held in memory.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no manifest is held in memory.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     /// Stores a verified manifest in memory and on disk. A disk failure costs only persistence.
     pub fn put(&self, manifest: Arc<StoredManifest>) {
         if let Ok(digest) = manifest.digest.parse::<Digest>()

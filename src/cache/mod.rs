@@ -39,6 +39,8 @@ pub struct Cache {
     pub tag_ttl: Duration,
     /// How long an expired tag answer may be served when every source fails.
     pub stale_if_error: Duration,
+    /// The blob store's bound (`cache.max_size`).
+    pub max_size: u64,
     dir: PathBuf,
 }
 
@@ -68,6 +70,7 @@ impl Cache {
             stats,
             tag_ttl: config.tag_ttl,
             stale_if_error: config.stale_if_error,
+            max_size: config.max_size.bytes(),
             dir: config.dir.clone(),
         })
     }

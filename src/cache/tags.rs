@@ -49,6 +49,16 @@ impl TagStore {
             .insert(logical.to_owned(), answer, 1, |_, _| false);
     }
 
+    /// The number of answers held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no answer is held.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     /// Forgets the answer for `logical`.
     pub fn remove(&self, logical: &str) {
         self.lock().remove(&logical.to_owned());

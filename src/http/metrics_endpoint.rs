@@ -1,7 +1,9 @@
-//! The second listener of `metrics_listen`: `/metrics`, `/healthz` and `/readyz` only, so that
-//! scraping and probes can stay off the address clients pull from.
+//! The second listener of `metrics_listen`: `/metrics`, `/status`, `/healthz` and `/readyz`
+//! only, so that scraping, probes and the status view can stay off the address clients pull
+//! from.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,14 +15,18 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpListener;
 
-use super::{Body, full_body};
+use super::{Body, full_body, status_endpoint};
 use crate::proxy::Proxy;
 
 /// Serves the metrics endpoints on `listener` until the process ends.
 pub async fn serve_metrics(listener: TcpListener, proxy: Arc<Proxy>) {
     let builder = Builder::new(TokioExecutor::new());
+    let Ok(local) = listener.local_addr() else {
+        tracing::error!("the metrics listener has no address; not serving metrics");
+        return;
+    };
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
                 tracing::warn!(%error, "metrics accept failed");
@@ -31,7 +37,7 @@ pub async fn serve_metrics(listener: TcpListener, proxy: Arc<Proxy>) {
         let proxy = proxy.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| answer(proxy.clone(), request));
+            let service = service_fn(move |request| answer(proxy.clone(), request, local, peer));
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -42,13 +48,28 @@ pub async fn serve_metrics(listener: TcpListener, proxy: Arc<Proxy>) {
 async fn answer(
     proxy: Arc<Proxy>,
     request: Request<Incoming>,
+    local: SocketAddr,
+    peer: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
     let (status, content_type, body) = match request.uri().path() {
-        "/metrics" => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            proxy.metrics().encode(),
-        ),
+        "/metrics" => {
+            let accept = request
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|a| a.to_str().ok());
+            let (content_type, text) = proxy.metrics().exposition(accept);
+            (StatusCode::OK, content_type, text)
+        }
+        status_endpoint::PATH => {
+            return Ok(status_endpoint::answer(
+                &proxy,
+                request.method(),
+                request.headers(),
+                local,
+                peer,
+            )
+            .await);
+        }
         "/healthz" => (
             StatusCode::OK,
             "text/plain; charset=utf-8",

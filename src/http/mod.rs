@@ -2,10 +2,12 @@
 //! OCI error bodies ([`error`]), and HTTPS with a certificate reloaded on change ([`tls`]). What
 //! each request gets is decided by [`crate::proxy`]; this module only speaks HTTP.
 
+mod connection;
 pub mod error;
 mod metrics_endpoint;
 pub mod route;
 mod server;
+pub mod status_endpoint;
 pub mod tls;
 
 use bytes::Bytes;

@@ -165,17 +165,11 @@ impl Snapshot {
         self.objects.iter().map(|o| (o.origin(), &o.value))
     }
 
-    /// The objects the rules engine of this version decodes: NodePools are left out (their
-    /// `config` ConfigMaps are in the snapshot and apply on their own).
-    fn rule_objects(&self) -> impl Iterator<Item = &ClusterObject> {
-        self.objects.iter().filter(|o| o.kind != Kind::NodePool)
-    }
-
     /// The snapshot as one multi-document YAML stream (each document in JSON form), in the order
-    /// of [`Snapshot::objects`] less NodePools.
+    /// of [`Snapshot::objects`].
     pub fn to_yaml(&self) -> String {
         let mut text = String::new();
-        for object in self.rule_objects() {
+        for object in &self.objects {
             text.push_str("---\n");
             text.push_str(&object.value.to_string());
             text.push('\n');
@@ -187,7 +181,7 @@ impl Snapshot {
     /// semantics. Errors name the objects by their origin (`cluster: ImageDigestMirrorSet/foo:
     /// spec.imageDigestMirrors[0].source: ...`).
     pub fn to_rule_set(&self) -> Result<RuleSet, RuleError> {
-        let origins: Vec<String> = self.rule_objects().map(ClusterObject::origin).collect();
+        let origins: Vec<String> = self.objects.iter().map(ClusterObject::origin).collect();
         rules::load_str(&self.to_yaml(), CLUSTER).map_err(|e| name_objects(e, &origins))
     }
 }

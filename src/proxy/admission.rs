@@ -61,6 +61,26 @@ impl FetchSlots {
         }
     }
 
+    /// Fetches under way.
+    pub(crate) fn in_flight(&self) -> i64 {
+        self.in_flight.get()
+    }
+
+    /// Requests waiting for a slot.
+    pub(crate) fn queued(&self) -> i64 {
+        self.queued.get()
+    }
+
+    /// The number of slots.
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Requests refused since the start.
+    pub(crate) fn refused(&self) -> u64 {
+        self.refused.get()
+    }
+
     /// A slot for fetching `what` (for the refusal message), or 429 once none freed up within
     /// the wait.
     pub(crate) async fn acquire(&self, what: &str) -> Result<FetchSlot, ApiError> {

@@ -101,7 +101,9 @@ impl Proxy {
         let stored = self.cache.blobs.size(digest).is_some()
             || (self.wait_for_commit(digest).await && self.cache.blobs.size(digest).is_some());
         if stored {
-            self.may_serve_cached(&logical, &candidates, "blob").await?;
+            let stored_len = self.cache.blobs.size(digest);
+            self.may_serve_cached(&logical, &candidates, "blob", stored_len)
+                .await?;
         }
         if let Some(blob) = self.cache.blobs.open_blob(digest) {
             CacheStats::count(&self.cache.stats.blob_hits);
@@ -123,6 +125,11 @@ impl Proxy {
                 ),
             ));
         }
+        // A range from the first byte is what a client asks for a whole blob it may stop
+        // reading: it is answered from the verified download, whole (RFC 9110 lets a server
+        // ignore Range). Other ranges of an uncached blob pass through unverified, as in the
+        // Distribution registry: their bytes cannot be checked without the rest of the blob.
+        let range = range.filter(|range| !from_first_byte(range));
         if head || range.is_some() {
             return self
                 .blob_passthrough(&logical, digest, candidates, head, range)
@@ -136,7 +143,8 @@ impl Proxy {
                 .is_some_and(|(_, repo)| repo != logical.name())
         });
         if started_elsewhere {
-            self.may_serve_cached(&logical, &candidates, "blob").await?;
+            self.may_serve_cached(&logical, &candidates, "blob", None)
+                .await?;
         }
         // Joining a download under way takes no slot; starting one does, before it starts, so
         // that a refusal reaches this client alone.
@@ -283,7 +291,7 @@ impl Proxy {
         let this = self.clone();
         let logical = logical.clone();
         let digest = digest.clone();
-        tokio::spawn(async move {
+        tokio::spawn(crate::upstream::via::carried(async move {
             let outcome = this
                 .download(&logical, &digest, candidates, &sender, leader)
                 .await;
@@ -294,7 +302,7 @@ impl Proxy {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(digest.as_str());
             sender.send_replace(outcome);
-        });
+        }));
         (receiver, Some(leader_receiver))
     }
 
@@ -596,7 +604,9 @@ impl Proxy {
         {
             return Err(self.refuse("blob", error));
         }
-        self.reachable_only(logical, &mut candidates, |(physical, _)| physical.domain())?;
+        self.reachable_only(logical, &mut candidates, |(physical, role)| {
+            (physical.domain(), *role)
+        })?;
         let mut seen = HashSet::new();
         candidates.retain(|(physical, _)| {
             seen.insert(physical.name().to_owned()) && !self.is_corrupt(physical)
@@ -684,6 +694,21 @@ impl Proxy {
 
 /// `GET|HEAD /v2/<path>/blobs/<digest>` for a physical reference, following redirects (blob
 /// storage).
+/// Whether `range` asks for the blob from its first byte (`bytes=0-`, `bytes=0-N`).
+fn from_first_byte(range: &HeaderValue) -> bool {
+    range
+        .to_str()
+        .ok()
+        .and_then(|range| range.trim().strip_prefix("bytes="))
+        .is_some_and(|spec| {
+            !spec.contains(',')
+                && spec
+                    .trim()
+                    .strip_prefix('0')
+                    .is_some_and(|rest| rest.trim_start().starts_with('-'))
+        })
+}
+
 pub(super) fn blob_request(
     physical: &Reference,
     digest: &Digest,

@@ -48,7 +48,9 @@ impl Proxy {
             tracing::info!(reference = %logical, error = %e, "manifest refused");
             self.refuse("manifest", e)
         })?;
-        self.reachable_only(logical, &mut resolution.sources, |s| s.reference.domain())?;
+        self.reachable_only(logical, &mut resolution.sources, |s| {
+            (s.reference.domain(), s.role)
+        })?;
         let accept = accept_header(accept);
         let manifest = match logical.digest() {
             Some(digest) => {
@@ -75,18 +77,27 @@ impl Proxy {
                 .iter()
                 .map(|s| (s.reference.clone(), s.role))
                 .collect();
-            self.may_serve_cached(logical, &sources, "manifest").await?;
+            self.may_serve_cached(
+                logical,
+                &sources,
+                "manifest",
+                Some(manifest.bytes.len() as u64),
+            )
+            .await?;
             CacheStats::count(&self.cache.stats.manifest_hits);
             tracing::info!(reference = %logical, served_by = "cache", "manifest served");
             return Ok(manifest);
         }
-        CacheStats::count(&self.cache.stats.manifest_misses);
         let this = self.clone();
         let owned = logical.clone();
         let (result, joined) = self
             .manifest_flights
-            .run(logical.as_str(), move || async move {
-                this.fetch_along(&owned, &resolution.sources, &accept).await
+            .run(logical.as_str(), move || {
+                crate::upstream::via::carried(async move {
+                    // One miss per fetch; requests joining it are counted as coalesced.
+                    CacheStats::count(&this.cache.stats.manifest_misses);
+                    this.fetch_along(&owned, &resolution.sources, &accept).await
+                })
             })
             .await;
         if joined {
@@ -123,9 +134,11 @@ impl Proxy {
         let key = format!("tag {logical}");
         let (result, joined) = self
             .manifest_flights
-            .run(&key, move || async move {
-                this.refresh_tag(&owned, resolution, route, answer, accept)
-                    .await
+            .run(&key, move || {
+                crate::upstream::via::carried(async move {
+                    this.refresh_tag(&owned, resolution, route, answer, accept)
+                        .await
+                })
             })
             .await;
         if joined {
@@ -168,6 +181,7 @@ impl Proxy {
             CacheStats::count(&self.cache.stats.tag_revalidations);
         }
         let mut failures = Vec::new();
+        let mut missed = false;
         for source in &resolution.sources {
             self.note_attempt(source.role, &failures, "manifest");
             if let Some((answer, cached)) = &known {
@@ -194,6 +208,12 @@ impl Proxy {
                         continue;
                     }
                 }
+            }
+            // The tag is unknown, moved, or its manifest left the cache: a manifest fetch, as
+            // for a digest the cache does not hold (once per lookup, whatever it costs).
+            if !missed {
+                missed = true;
+                CacheStats::count(&self.cache.stats.manifest_misses);
             }
             match self
                 .fetch_manifest(&source.reference, source.role, &accept, None)

@@ -10,10 +10,14 @@
 
 mod admission;
 mod blob;
+mod confirmed;
 mod listing;
+mod log_limit;
 mod manifest;
 mod reach;
-mod sizes;
+pub use reach::Reachable;
+pub mod sizes;
+mod status;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -37,7 +41,6 @@ use crate::config::Config;
 use crate::http::route;
 use crate::metrics::Metrics;
 use admission::FetchSlots;
-use reach::Reachable;
 use sizes::DescriptorSizes;
 
 use crate::http::{ApiError, ApiRequest, Body, ErrorCode, empty_body, full_body};
@@ -51,8 +54,6 @@ const AFFINITY_TTL: Duration = Duration::from_secs(600);
 const AFFINITY_CAPACITY: usize = 10_000;
 /// How long a source that served corrupt bytes for a blob is skipped for that blob.
 const CORRUPT_TTL: Duration = Duration::from_secs(600);
-/// How many (repository, digest) pairs are remembered as confirmed by an upstream.
-const KNOWN_CAPACITY: u64 = 1_000_000;
 /// How long a registry that could not be reached is skipped.
 const BACKOFF: Duration = Duration::from_secs(5);
 /// At most this many (source, blob) pairs are remembered as corrupt.
@@ -81,18 +82,23 @@ pub struct Proxy {
     /// digest; they are skipped for a while, so the next pull goes to the next source. Shared
     /// with the streams that discover the corruption.
     corrupt: Arc<Mutex<HashMap<String, Instant>>>,
-    /// Registries that could not be reached, skipped until the given time.
-    backoff: Mutex<HashMap<String, Instant>>,
+    /// Registries that could not be reached, skipped until the given time; with the cause, which
+    /// the skipped attempts report.
+    backoff: Mutex<HashMap<String, (Instant, String)>>,
     /// Who may pull what (the `clients` section and its files).
     access: ArcSwap<Access>,
     /// `repository@digest` pairs an upstream served or confirmed. The stores are
     /// content-addressed; this is what keeps a digest cached for one repository from being
     /// served for another that does not hold it (an upstream would answer 404 there).
-    known: Mutex<crate::cache::lru::Lru<String, ()>>,
+    known: confirmed::Confirmations,
     /// Upstream fetches under way, bounded (`limits.max_upstream_fetches`).
     fetch_slots: FetchSlots,
     /// The sizes the manifests fetched declare for the content they reference.
     sizes: DescriptorSizes,
+    /// How each upstream registry has been answering, for `/status`.
+    health: status::Health,
+    /// The start, the rules' load time and the last reload, for `/status`.
+    reloads: status::Reloads,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +114,7 @@ impl Proxy {
     pub fn new(rules: Arc<RuleSet>, upstream: Upstream, config: &Config) -> io::Result<Proxy> {
         let access = Access::load(&config.clients).map_err(io::Error::other)?;
         let cache = Cache::open(&config.cache)?;
+        let known = confirmed::Confirmations::open(cache.dir());
         let metrics = Arc::new(Metrics::new(cache.stats.clone()));
         metrics.rules_loaded(&rules, config);
         Ok(Proxy {
@@ -123,7 +130,7 @@ impl Proxy {
             corrupt: Arc::new(Mutex::new(HashMap::new())),
             backoff: Mutex::new(HashMap::new()),
             access: ArcSwap::from_pointee(access),
-            known: Mutex::new(crate::cache::lru::Lru::new(KNOWN_CAPACITY)),
+            known,
             fetch_slots: FetchSlots::new(
                 config.limits.max_upstream_fetches,
                 config.limits.upstream_queue_timeout,
@@ -131,6 +138,8 @@ impl Proxy {
             ),
             metrics,
             sizes: DescriptorSizes::new(),
+            health: status::Health::default(),
+            reloads: status::Reloads::new(),
         })
     }
 
@@ -160,25 +169,26 @@ impl Proxy {
     }
 
     /// Keeps the pull sources mirrorgate may contact; refuses (403, before any connection) a
-    /// request none of whose sources may be contacted.
+    /// request none of whose sources may be contacted. `source` gives each one's registry and
+    /// role: a mirror is written by the rules, the source is what the client named.
     fn reachable_only<T>(
         &self,
         logical: &Reference,
         sources: &mut Vec<T>,
-        registry: impl Fn(&T) -> &str,
+        source: impl Fn(&T) -> (&str, Role),
     ) -> Result<(), ApiError> {
         let reachable = self.reachable.load();
         let before = sources.len();
-        sources.retain(|source| reachable.allows(registry(source)));
+        sources.retain(|pull_source| {
+            let (registry, role) = source(pull_source);
+            reachable.allows(registry, role)
+        });
         if before > 0 && sources.is_empty() {
             tracing::info!(reference = %logical, "refused: registry not configured");
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 ErrorCode::Denied,
-                format!(
-                    "mirrorgate does not contact {}: it is not named by the rules, `registries` or `default_registry`",
-                    logical.domain()
-                ),
+                Reachable::refusal(logical.domain()),
             ));
         }
         Ok(())
@@ -195,8 +205,21 @@ impl Proxy {
         &self.metrics
     }
 
+    /// Whether `/metrics` (and `/status`) are served on `metrics_listen` rather than `listen`.
+    pub fn metrics_elsewhere(&self) -> bool {
+        self.metrics_elsewhere
+    }
+
+    /// Who may pull what, in force now.
+    pub fn access(&self) -> Arc<Access> {
+        self.access.load_full()
+    }
+
     /// Answers one request: routes it, serves it, and counts it. `carries_body` says whether
     /// the request has a body: a read carries none, and one that does is refused unread.
+    ///
+    /// A request scoped by `?ns=` gets `OCI-Namespace: <ns>` on every answer, success or error,
+    /// as the distribution-spec's "Registry Proxying" section asks of a proxy.
     pub async fn respond(
         self: &Arc<Self>,
         method: &http::Method,
@@ -204,11 +227,66 @@ impl Proxy {
         query: Option<&str>,
         headers: &HeaderMap,
         carries_body: bool,
+        peer: Option<std::net::IpAddr>,
+    ) -> Response<Body> {
+        let mut response = self
+            .answer_in_chain(method, path, query, headers, carries_body, peer)
+            .await;
+        if let Some(namespace) = route::oci_namespace(query) {
+            response
+                .headers_mut()
+                .insert(route::OCI_NAMESPACE, namespace);
+        }
+        response
+    }
+
+    /// Refuses a request that has been round a loop; otherwise answers it with the upstream
+    /// requests it causes extending the `Via` chain it arrived with.
+    async fn answer_in_chain(
+        self: &Arc<Self>,
+        method: &http::Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        carries_body: bool,
+        peer: Option<std::net::IpAddr>,
+    ) -> Response<Body> {
+        let via = self.upstream.load().via_token().clone();
+        if via.is_received_in(headers) {
+            let started = Instant::now();
+            let route = route::parse(method, path, query, &self.default_registry)
+                .map_or("invalid", |request| request.route());
+            let head = method == http::Method::HEAD;
+            let response = loop_detected(&via, method, path, headers).into_response(head);
+            self.metrics.loop_refused();
+            self.metrics.request(
+                route,
+                method_label(method),
+                response.status().as_u16(),
+                started.elapsed(),
+            );
+            return response;
+        }
+        crate::upstream::via::serving(
+            crate::upstream::via::received(headers),
+            self.answer(method, path, query, headers, carries_body, peer),
+        )
+        .await
+    }
+
+    async fn answer(
+        self: &Arc<Self>,
+        method: &http::Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        carries_body: bool,
+        peer: Option<std::net::IpAddr>,
     ) -> Response<Body> {
         let started = Instant::now();
         let head = method == http::Method::HEAD;
         let access = self.access.load_full();
-        let client = match access.authenticate(path, headers).await {
+        let client = match access.authenticate(path, headers, peer).await {
             Ok(client) => client,
             Err(refusal) => {
                 let status = StatusCode::UNAUTHORIZED.as_u16();
@@ -234,7 +312,11 @@ impl Proxy {
             Ok(request) => {
                 let route = request.route();
                 let result = match client.authorize(&request) {
-                    Ok(()) => self.handle(request, head, headers).await,
+                    Ok(()) => {
+                        SCOPED_CLIENT
+                            .scope(client.is_scoped(), self.handle(request, head, headers))
+                            .await
+                    }
                     Err(error) => Err(error),
                 };
                 match result {
@@ -275,12 +357,16 @@ impl Proxy {
                 ErrorCode::NameUnknown,
                 "metrics are served on metrics_listen",
             )),
-            ApiRequest::Metrics => Ok(bytes_response(
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                Bytes::from(self.metrics.encode()),
-                head,
-            )),
+            ApiRequest::Metrics => {
+                let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok());
+                let (content_type, text) = self.metrics.exposition(accept);
+                Ok(bytes_response(
+                    StatusCode::OK,
+                    content_type,
+                    Bytes::from(text),
+                    head,
+                ))
+            }
             ApiRequest::Healthz => Ok(text_response(StatusCode::OK, "ok\n", head)),
             ApiRequest::Readyz => Ok(match self.readiness() {
                 Ok(()) => text_response(StatusCode::OK, "ready\n", head),
@@ -344,30 +430,30 @@ impl Proxy {
 
     /// Records that an upstream served or confirmed `digest` in the logical `repository`.
     fn remember_content(&self, repository: &str, digest: &str) {
-        if let Ok(mut known) = self.known.lock() {
-            known.insert(format!("{repository}@{digest}"), (), 1, |_, _| false);
-        }
+        self.known.insert(repository, digest);
     }
 
-    /// Whether cached content `digest` may be served for `logical` (a reference by digest):
-    /// an upstream served or confirmed it there before, or a HEAD along `sources` confirms it
-    /// now. If every source says "not found", it is not this repository's content; if they fail
-    /// otherwise, the cache answers, as it would for a repository it knows.
+    /// Whether cached content `digest` (`stored_len` bytes, when known) may be served for
+    /// `logical` (a reference by digest): an upstream served or confirmed it there before, or a
+    /// HEAD along `sources` confirms it now (its `Content-Length` and `Docker-Content-Digest`
+    /// match the stored object).
+    ///
+    /// Otherwise it is refused: with 404 as soon as one source says not found (the content is
+    /// not this repository's), and with the reasons when sources refused (401, 403) or answered
+    /// a HEAD that proves nothing. Only when every source *failed* (unreachable, timed out, 5xx)
+    /// does the cache answer, as it would for a repository it knows, and then only to a client
+    /// without repository scopes: a scoped client gets only what was confirmed for it.
     async fn may_serve_cached(
         &self,
         logical: &Reference,
         sources: &[(Reference, Role)],
         route: &'static str,
+        stored_len: Option<u64>,
     ) -> Result<(), ApiError> {
         let Some(digest) = logical.digest_str() else {
             return Ok(());
         };
-        let key = format!("{}@{digest}", logical.name());
-        if self
-            .known
-            .lock()
-            .is_ok_and(|mut known| known.get(&key).is_some())
-        {
+        if self.known.contains(logical.name(), digest) {
             return Ok(());
         }
         let _slot = self.fetch_slots.acquire(logical.as_str()).await?;
@@ -385,27 +471,41 @@ impl Proxy {
                 _ => manifest::manifest_request(physical, &manifest::standard_accept()),
             };
             request.method = http::Method::HEAD;
-            match self.attempt(request, *role, route).await {
-                Ok(_) => {
-                    self.remember_content(logical.name(), digest);
-                    return Ok(());
-                }
-                Err(error) => failures.push(Failure {
-                    reference: physical.clone(),
-                    role: *role,
-                    reason: AttemptFailure::Upstream(error),
-                }),
-            }
-        }
-        if !failures.is_empty() && failures.iter().all(|f| f.reason.is_not_found()) {
-            let code = if route == "blob" {
-                ErrorCode::BlobUnknown
-            } else {
-                ErrorCode::ManifestUnknown
+            let reason = match self.attempt(request, *role, route).await {
+                Ok(response) => match confirms(&response, digest, stored_len) {
+                    Ok(()) => {
+                        self.remember_content(logical.name(), digest);
+                        return Ok(());
+                    }
+                    Err(why) => AttemptFailure::Unconfirmed(why),
+                },
+                Err(error) => AttemptFailure::Upstream(error),
             };
-            return Err(exhausted(route, logical.as_str(), &failures, code));
+            failures.push(Failure {
+                reference: physical.clone(),
+                role: *role,
+                reason,
+            });
         }
-        Ok(())
+        let code = if route == "blob" {
+            ErrorCode::BlobUnknown
+        } else {
+            ErrorCode::ManifestUnknown
+        };
+        let outage = !failures.is_empty() && failures.iter().all(|f| f.reason.is_failure());
+        if outage && !scoped_client() {
+            return Ok(());
+        }
+        let what = if route == "blob" { "blob" } else { "manifest" };
+        if failures.iter().any(|f| f.reason.is_not_found()) {
+            let mut error = exhausted_error(what, logical.as_str(), &failures, code);
+            error.status = StatusCode::NOT_FOUND;
+            error.code = code;
+            error.message = format!("{what} {logical} not found; tried {}", summary(&failures));
+            tracing::info!(reference = %logical, failed = %summary(&failures), "cached content refused: not found on the route");
+            return Err(error);
+        }
+        Err(exhausted(what, logical.as_str(), &failures, code))
     }
 
     /// Records that `physical` (a blob reference) served corrupt bytes.
@@ -492,11 +592,88 @@ enum AttemptFailure {
     /// The response body could not be read or parsed.
     #[error("{0}")]
     Body(String),
+    /// A HEAD answered 200 without proving the content is there.
+    #[error("{0}")]
+    Unconfirmed(String),
 }
 
 impl AttemptFailure {
     fn is_not_found(&self) -> bool {
         matches!(self, AttemptFailure::Upstream(AttemptError::NotFound))
+    }
+
+    /// A failure to answer (unreachable, timed out, 5xx, broken protocol), as opposed to an
+    /// answer: not found, refused, or content that is not what was asked for.
+    fn is_failure(&self) -> bool {
+        match self {
+            AttemptFailure::Upstream(error) => matches!(
+                error,
+                AttemptError::Status { .. }
+                    | AttemptError::Timeout { .. }
+                    | AttemptError::Connect(_)
+                    | AttemptError::Protocol(_)
+            ),
+            AttemptFailure::Body(_) => true,
+            AttemptFailure::DigestMismatch { .. }
+            | AttemptFailure::TooLarge(_)
+            | AttemptFailure::SizeMismatch(_)
+            | AttemptFailure::Unconfirmed(_) => false,
+        }
+    }
+}
+
+tokio::task_local! {
+    /// Whether the client of the request this task serves is limited to some repositories
+    /// (set by [`Proxy::respond`]; unset, as for in-process callers, means not limited).
+    static SCOPED_CLIENT: bool;
+}
+
+fn scoped_client() -> bool {
+    SCOPED_CLIENT.try_with(|scoped| *scoped).unwrap_or(false)
+}
+
+/// Whether a HEAD `response` proves that the upstream holds `digest` of `stored_len` bytes: its
+/// `Content-Length` must be that length, and its `Docker-Content-Digest` that digest (blob
+/// storage that a registry redirected the HEAD to sends no such header; its length must match).
+fn confirms(
+    response: &reqwest::Response,
+    digest: &str,
+    stored_len: Option<u64>,
+) -> Result<(), String> {
+    let from_registry = response.url().path().starts_with("/v2/");
+    head_confirms(response.headers(), from_registry, digest, stored_len)
+}
+
+/// [`confirms`] on the headers of a HEAD answered by the registry (`from_registry`) or by the
+/// storage it redirected to.
+fn head_confirms(
+    headers: &HeaderMap,
+    from_registry: bool,
+    digest: &str,
+    stored_len: Option<u64>,
+) -> Result<(), String> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+    };
+    let length = header("content-length").and_then(|l| l.parse::<u64>().ok());
+    match header("docker-content-digest") {
+        Some(announced) if announced != digest => {
+            return Err(format!("HEAD announced digest {announced}"));
+        }
+        None if from_registry => {
+            return Err("HEAD answered without Docker-Content-Digest".to_owned());
+        }
+        _ => {}
+    }
+    match (length, stored_len) {
+        (None, _) => Err("HEAD answered without Content-Length".to_owned()),
+        (Some(length), Some(stored)) if length != stored => Err(format!(
+            "HEAD announced {length} bytes, the content has {stored}"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -512,17 +689,31 @@ impl Proxy {
     ) -> Result<reqwest::Response, AttemptError> {
         let registry = request.registry.clone();
         let started = Instant::now();
-        if let Some(remaining) = self.backing_off(&registry) {
+        if let Some((remaining, cause)) = self.backing_off(&registry) {
             self.metrics
                 .upstream(&registry, role.as_str(), route, "skipped", Duration::ZERO);
             return Err(AttemptError::Connect(format!(
-                "not contacted: unreachable moments ago, retried in {}s",
+                "not contacted: unreachable moments ago ({cause}), retried in {}s",
                 remaining.as_secs() + 1
             )));
         }
         let upstream = self.upstream.load_full();
         let result = upstream.send(request).await;
         self.note_reachability(&registry, &result);
+        self.health.record(&registry, result.as_ref().map(|_| ()));
+        if let Err(error) = &result
+            && !matches!(error, AttemptError::NotFound)
+            && let Some(held_back) = log_limit::ATTEMPT_FAILED.admit(&registry, Instant::now())
+        {
+            tracing::warn!(
+                registry,
+                role = role.as_str(),
+                %error,
+                similar_held_back = held_back,
+                "upstream registry failed (one line per registry every {}s)",
+                log_limit::INTERVAL.as_secs()
+            );
+        }
         let outcome = match &result {
             Ok(_) => "ok",
             Err(error) => error.outcome(),
@@ -533,10 +724,12 @@ impl Proxy {
     }
 
     /// How much longer `registry` is skipped after it could not be reached, if it is.
-    fn backing_off(&self, registry: &str) -> Option<Duration> {
+    fn backing_off(&self, registry: &str) -> Option<(Duration, String)> {
         let backoff = self.backoff.lock().ok()?;
-        let until = *backoff.get(registry)?;
-        until.checked_duration_since(Instant::now())
+        let (until, cause) = backoff.get(registry)?;
+        until
+            .checked_duration_since(Instant::now())
+            .map(|remaining| (remaining, cause.clone()))
     }
 
     /// A registry that cannot be connected to (refused, unroutable, timed out) is skipped for a
@@ -547,11 +740,14 @@ impl Proxy {
             return;
         };
         match result {
-            Err(AttemptError::Connect(_) | AttemptError::Timeout { .. }) => {
+            Err(error @ (AttemptError::Connect(_) | AttemptError::Timeout { .. })) => {
                 if backoff.len() >= AFFINITY_CAPACITY {
-                    backoff.retain(|_, until| *until > Instant::now());
+                    backoff.retain(|_, (until, _)| *until > Instant::now());
                 }
-                backoff.insert(registry.to_owned(), Instant::now() + BACKOFF);
+                backoff.insert(
+                    registry.to_owned(),
+                    (Instant::now() + BACKOFF, error.to_string()),
+                );
             }
             _ => {
                 backoff.remove(registry);
@@ -588,6 +784,28 @@ impl Proxy {
     }
 }
 
+/// 508 for a request that carries our own `Via` token: it has been round a loop (this
+/// mirrorgate's rules lead, through other proxies or under a name it does not know as its own,
+/// back to itself). Nothing is contacted, so the loop ends here.
+fn loop_detected(
+    via: &crate::upstream::ViaToken,
+    method: &http::Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> ApiError {
+    let chain = crate::upstream::via::received(headers).unwrap_or_default();
+    tracing::warn!(%method, path, via = %chain, token = via.as_str(), "loop refused: the request carries this mirrorgate's own Via token");
+    ApiError::new(
+        StatusCode::LOOP_DETECTED,
+        ErrorCode::Unknown,
+        format!(
+            "loop detected: this request already passed through this mirrorgate ({}; Via: {chain}); a mirror in the rules leads back here: name this mirrorgate's addresses in self_names, or fix the rules of the proxies in the chain",
+            via.as_str()
+        ),
+    )
+    .with_detail(json!({"via": &*chain, "token": via.as_str()}))
+}
+
 /// The refusal for a reference the rules give no pull source.
 fn resolve_error(error: ResolveError) -> ApiError {
     // Blocked refusals are counted by route where they are raised (`Proxy::refuse`).
@@ -611,7 +829,23 @@ fn resolve_error(error: ResolveError) -> ApiError {
 /// the message and the detail list every source tried and why it failed. Logged here, once.
 fn exhausted(what: &str, logical: &str, failures: &[Failure], not_found: ErrorCode) -> ApiError {
     let error = exhausted_error(what, logical, failures, not_found);
-    tracing::info!(reference = logical, status = error.status.as_u16(), failed = %summary(failures), "{what} not served");
+    // Every source saying "not found" is an answer (404), not a fault: INFO. Sources that failed
+    // are a fault to look at: WARN, one line per registry per interval.
+    if error.status == StatusCode::NOT_FOUND {
+        tracing::info!(reference = logical, status = error.status.as_u16(), failed = %summary(failures), "{what} not served");
+    } else {
+        let registry = logical.split('/').next().unwrap_or(logical);
+        if let Some(held_back) = log_limit::NOT_SERVED.admit(registry, Instant::now()) {
+            tracing::warn!(
+                reference = logical,
+                status = error.status.as_u16(),
+                failed = %summary(failures),
+                similar_held_back = held_back,
+                "{what} not served: every source failed (one line per registry every {}s)",
+                log_limit::INTERVAL.as_secs()
+            );
+        }
+    }
     error
 }
 
@@ -692,4 +926,79 @@ fn bytes_response(
     }
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| {
+                (
+                    http::HeaderName::from_static(name),
+                    HeaderValue::from_str(value).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_head_confirms_only_with_the_stored_length_and_digest() {
+        let checks = [
+            head_confirms(
+                &headers(&[("content-length", "42"), ("docker-content-digest", DIGEST)]),
+                true,
+                DIGEST,
+                Some(42),
+            ),
+            head_confirms(
+                &headers(&[("content-length", "41"), ("docker-content-digest", DIGEST)]),
+                true,
+                DIGEST,
+                Some(42),
+            ),
+            head_confirms(
+                &headers(&[("content-length", "42")]),
+                true,
+                DIGEST,
+                Some(42),
+            ),
+            head_confirms(
+                &headers(&[("docker-content-digest", DIGEST)]),
+                true,
+                DIGEST,
+                Some(42),
+            ),
+            head_confirms(
+                &headers(&[
+                    ("content-length", "42"),
+                    ("docker-content-digest", "sha256:00"),
+                ]),
+                true,
+                DIGEST,
+                Some(42),
+            ),
+            // Blob storage a registry redirected to sends no digest header; the length decides.
+            head_confirms(
+                &headers(&[("content-length", "42")]),
+                false,
+                DIGEST,
+                Some(42),
+            ),
+            head_confirms(
+                &headers(&[("content-length", "7")]),
+                false,
+                DIGEST,
+                Some(42),
+            ),
+        ];
+        assert_eq!(
+            checks.map(|check| check.is_ok()),
+            [true, false, false, false, false, true, false]
+        );
+    }
 }

@@ -9,7 +9,8 @@
 //! The flow is: [`load`] reads files and directories, `objects` decodes each YAML/JSON document
 //! into [`MirrorSet`]s (one per source entry, every field checked and every error located by file,
 //! document, object and field), `RuleSet::build` validates across objects and merges per scope,
-//! and [`RuleSet::resolve`] answers for a reference. [`RuleSet::to_registries_conf`] renders the same rule set
+//! and [`RuleSet::resolve`] answers for a reference, skipping the mirrors that are mirrorgate
+//! itself ([`SelfNames`], set with [`RuleSet::with_self_names`]). [`RuleSet::to_registries_conf`] renders the same rule set
 //! as the TOML a node would get.
 
 mod load;
@@ -19,6 +20,7 @@ mod registries_conf;
 mod resolve;
 mod ruleset;
 mod scope;
+mod self_names;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -27,9 +29,10 @@ use std::sync::Arc;
 use thiserror::Error;
 
 pub use load::{load, load_str};
-pub use resolve::{BlockedSource, PullSource, Resolution, ResolveError, Role};
-pub use ruleset::{Rule, RuleSet, Summary};
+pub use resolve::{BlockedSource, PullSource, Resolution, ResolveError, Role, SkippedSource};
+pub use ruleset::{ConfigMapUse, Rule, RuleSet, Summary};
 pub use scope::{RepoScope, Scope, ScopeError};
+pub use self_names::{SelfMirror, SelfNames};
 
 /// Whether a source may be contacted when its mirrors fail (`mirrorSourcePolicy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -197,7 +200,7 @@ pub enum Problem {
     },
     /// A document of a kind that carries no mirror rules and is not a container of them.
     #[error(
-        "unsupported kind \"{kind}\" (apiVersion \"{api_version}\"): expected ImageContentSourcePolicy, ImageDigestMirrorSet, ImageTagMirrorSet, List, ConfigMap or HostedCluster"
+        "unsupported kind \"{kind}\" (apiVersion \"{api_version}\"): expected ImageContentSourcePolicy, ImageDigestMirrorSet, ImageTagMirrorSet, List, ConfigMap, HostedCluster or NodePool"
     )]
     UnsupportedKind {
         /// The document's `kind`.

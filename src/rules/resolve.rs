@@ -9,7 +9,9 @@
 //! 4. The source comes last.
 //! 5. Every attempt whose own repository name falls in a blocked scope is dropped: the source of a
 //!    NeverContactSource scope, and any mirror that lies inside a blocked scope.
-//! 6. If nothing is left, the pull is refused as blocked.
+//! 6. Every mirror on one of mirrorgate's own names is skipped: mirrorgate is already the one
+//!    routing the pull (see `self_names`).
+//! 7. If nothing is left, the pull is refused as blocked.
 
 use std::fmt;
 
@@ -65,6 +67,25 @@ pub struct BlockedSource {
     pub blocked_by: Scope,
 }
 
+/// A mirror attempt skipped because the mirror is mirrorgate itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedSource {
+    /// The reference that would have been fetched (on mirrorgate's own address).
+    pub reference: Reference,
+    /// The self name its host matched.
+    pub self_name: String,
+}
+
+impl fmt::Display for SkippedSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "mirror {} is mirrorgate itself (self name {}): already routing it",
+            self.reference, self.self_name
+        )
+    }
+}
+
 /// The answer for one reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolution {
@@ -74,6 +95,8 @@ pub struct Resolution {
     pub sources: Vec<PullSource>,
     /// The attempts dropped because they lie in blocked scopes, in order.
     pub blocked: Vec<BlockedSource>,
+    /// The mirror attempts skipped because they are mirrorgate itself, in order.
+    pub skipped: Vec<SkippedSource>,
 }
 
 /// Why a reference has no pull source.
@@ -81,9 +104,10 @@ pub struct Resolution {
 pub enum ResolveError {
     /// Every attempt lies in a blocked scope.
     #[error(
-        "{reference} is blocked: scope \"{scope}\" never contacts its source (mirrorSourcePolicy: NeverContactSource, set by {}) and no usable mirror serves {} references",
+        "{reference} is blocked: scope \"{scope}\" never contacts its source (mirrorSourcePolicy: NeverContactSource, set by {}) and no usable mirror serves {} references{}",
         set_by.join("; "),
-        match serves { Serves::Digest => "digest", Serves::Tag => "tag" }
+        match serves { Serves::Digest => "digest", Serves::Tag => "tag" },
+        skipped_note(skipped)
     )]
     Blocked {
         /// The reference asked for.
@@ -96,6 +120,8 @@ pub enum ResolveError {
         serves: Serves,
         /// Every dropped attempt.
         blocked: Vec<BlockedSource>,
+        /// The mirrors skipped because they are mirrorgate itself (boxed: the error stays small).
+        skipped: Box<[SkippedSource]>,
     },
     /// A mirror rewrite gave an invalid or non-canonical reference, which fails the whole pull.
     #[error(
@@ -127,6 +153,7 @@ impl RuleSet {
                     role: Role::Source,
                 }],
                 blocked: Vec::new(),
+                skipped: Vec::new(),
             });
         };
         let serves = if reference.is_digest() {
@@ -140,12 +167,19 @@ impl RuleSet {
         let full = reference.as_str();
         let rest = &full[rewrite_from..];
         let mut attempts = Vec::with_capacity(mirrors.len() + 1);
+        let mut skipped = Vec::new();
         for mirror in mirrors {
             let mut rewritten = String::with_capacity(mirror.as_str().len() + rest.len());
             rewritten.push_str(mirror.as_str());
             rewritten.push_str(rest);
             match Reference::parse_canonical_owned(rewritten) {
-                Ok(physical) => attempts.push((physical, Role::Mirror, self.is_exposed(mirror))),
+                Ok(physical) => match self.self_names().matching_location(mirror.as_str()) {
+                    Some(name) => skipped.push(SkippedSource {
+                        reference: physical,
+                        self_name: name.to_owned(),
+                    }),
+                    None => attempts.push((physical, Role::Mirror, self.is_exposed(mirror))),
+                },
                 Err(reason) => {
                     return Err(ResolveError::RewriteFailed {
                         reference: full.to_owned(),
@@ -187,12 +221,23 @@ impl RuleSet {
                 set_by: rule.blocked_by.clone(),
                 serves,
                 blocked,
+                skipped: skipped.into_boxed_slice(),
             });
         }
         Ok(Resolution {
             matched_scope: Some(rule.scope.clone()),
             sources,
             blocked,
+            skipped,
         })
     }
+}
+
+/// `; skipped: …` naming the self mirrors, or nothing.
+fn skipped_note(skipped: &[SkippedSource]) -> String {
+    if skipped.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = skipped.iter().map(ToString::to_string).collect();
+    format!(" (skipped: {})", list.join("; "))
 }

@@ -12,8 +12,9 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::path::PathBuf;
 
 use super::merge::merge_mirror_lists;
-use super::objects::Decoded;
+use super::objects::{ConfigMapReference, ConfigMapSeen, Decoded};
 use super::scope::{RepoScope, Scope, prefix_ends, wildcard_suffixes};
+use super::self_names::{SelfMirror, SelfNames};
 use super::{MirrorSet, Policy, Problem, RuleError, Serves, Warning};
 
 /// The merged rule of one source scope: what a `[[registry]]` entry of `registries.conf` holds.
@@ -70,6 +71,24 @@ pub struct RuleSet {
     objects: BTreeMap<String, usize>,
     warnings: Vec<Warning>,
     files: Vec<PathBuf>,
+    /// mirrorgate's own addresses: mirrors on them are skipped by `resolve`.
+    self_names: SelfNames,
+    config_map_uses: Vec<ConfigMapUse>,
+}
+
+/// The ConfigMaps a HostedCluster (`spec.imageMirrorConfigRef`) or NodePool (`spec.config`) of
+/// the rule files names, and which of them the rule set holds. Every ConfigMap read is applied,
+/// named or not (it may be loaded on its own); this says what each cluster object draws on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigMapUse {
+    /// `HostedCluster` or `NodePool`.
+    pub kind: &'static str,
+    /// `namespace/name`, or `name` when the object has no namespace.
+    pub object: String,
+    /// The named ConfigMaps found, as `namespace/name (file: location)`.
+    pub applied: Vec<String>,
+    /// The named ConfigMaps that no rule file holds.
+    pub missing: Vec<String>,
 }
 
 /// What a rule set holds, for `mirrorgate check` and logs.
@@ -85,12 +104,19 @@ pub struct Summary {
     pub blocked_scopes: Vec<String>,
     /// Accepted oddities.
     pub warnings: Vec<Warning>,
+    /// What each HostedCluster and NodePool draws from ConfigMaps.
+    pub config_map_uses: Vec<ConfigMapUse>,
 }
 
 impl RuleSet {
     /// Validates the decoded entries across objects and merges them into rules.
-    pub(crate) fn build(decoded: Decoded, files: Vec<PathBuf>) -> Result<RuleSet, RuleError> {
+    pub(crate) fn build(mut decoded: Decoded, files: Vec<PathBuf>) -> Result<RuleSet, RuleError> {
         check_policies(&decoded.sets)?;
+        let config_map_uses = resolve_references(
+            &decoded.references,
+            &decoded.config_maps,
+            &mut decoded.warnings,
+        );
 
         // One group per exact source string; parents and children stay separate rules.
         let mut groups: BTreeMap<&str, Vec<&MirrorSet>> = BTreeMap::new();
@@ -160,6 +186,8 @@ impl RuleSet {
             objects: decoded.objects,
             warnings: decoded.warnings,
             files,
+            self_names: SelfNames::default(),
+            config_map_uses,
         };
         rule_set.exposed_mirrors = rule_set.find_exposed_mirrors();
         Ok(rule_set)
@@ -205,7 +233,55 @@ impl RuleSet {
             objects: BTreeMap::new(),
             warnings: Vec::new(),
             files: Vec::new(),
+            self_names: SelfNames::default(),
+            config_map_uses: Vec::new(),
         }
+    }
+
+    /// The same rules, routed by mirrorgate reachable under `names`: a mirror on one of them is
+    /// mirrorgate itself, and `resolve` skips it (see [`SelfNames`]). Applies to rules from any
+    /// source; the rules themselves (and `registries-conf`) are unchanged.
+    pub fn with_self_names(mut self, names: SelfNames) -> RuleSet {
+        self.self_names = names;
+        self
+    }
+
+    /// mirrorgate's own names in force.
+    pub fn self_names(&self) -> &SelfNames {
+        &self.self_names
+    }
+
+    /// The mirrors that are mirrorgate itself, once per rule (a mirror listed for digest and tag
+    /// references is one entry), in rule order.
+    pub fn self_mirrors(&self) -> Vec<SelfMirror> {
+        let mut found: Vec<SelfMirror> = Vec::new();
+        if self.self_names.is_empty() {
+            return found;
+        }
+        for rule in &self.rules {
+            let first = found.len();
+            let listed = [
+                (Serves::Digest, &rule.digest_mirrors),
+                (Serves::Tag, &rule.tag_mirrors),
+            ];
+            for (serves, mirrors) in listed {
+                for mirror in mirrors {
+                    let Some(name) = self.self_names.matching_location(mirror.as_str()) else {
+                        continue;
+                    };
+                    match found[first..].iter_mut().find(|s| &s.mirror == mirror) {
+                        Some(entry) => entry.serves.push(serves),
+                        None => found.push(SelfMirror {
+                            scope: rule.scope.clone(),
+                            mirror: mirror.clone(),
+                            serves: vec![serves],
+                            self_name: name.to_owned(),
+                        }),
+                    }
+                }
+            }
+        }
+        found
     }
 
     /// The rules, sorted by scope string.
@@ -231,6 +307,7 @@ impl RuleSet {
                 .map(|r| r.scope.to_string())
                 .collect(),
             warnings: self.warnings.clone(),
+            config_map_uses: self.config_map_uses.clone(),
         }
     }
 
@@ -329,4 +406,82 @@ fn check_policies(sets: &[MirrorSet]) -> Result<(), RuleError> {
         }
     }
     Ok(())
+}
+
+/// Matches each HostedCluster and NodePool reference with the ConfigMaps read: same name, and same
+/// namespace unless one of them leaves it unset (rule files often omit it). A missing ConfigMap is
+/// a warning, not an error: it may arrive in another file later.
+fn resolve_references(
+    references: &[ConfigMapReference],
+    config_maps: &[ConfigMapSeen],
+    warnings: &mut Vec<Warning>,
+) -> Vec<ConfigMapUse> {
+    let qualified = |namespace: &str, name: &str| {
+        if namespace.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{namespace}/{name}")
+        }
+    };
+    let mut uses: Vec<ConfigMapUse> = Vec::new();
+    for reference in references {
+        let object = qualified(&reference.namespace, &reference.name);
+        let index = match uses
+            .iter()
+            .position(|u| u.kind == reference.kind && u.object == object)
+        {
+            Some(index) => index,
+            None => {
+                uses.push(ConfigMapUse {
+                    kind: reference.kind,
+                    object: object.clone(),
+                    applied: Vec::new(),
+                    missing: Vec::new(),
+                });
+                uses.len() - 1
+            }
+        };
+        let found: Vec<&ConfigMapSeen> = config_maps
+            .iter()
+            .filter(|c| {
+                c.name == reference.config_map
+                    && (c.namespace == reference.namespace
+                        || c.namespace.is_empty()
+                        || reference.namespace.is_empty())
+            })
+            .collect();
+        if found.is_empty() {
+            let wanted = qualified(&reference.namespace, &reference.config_map);
+            warnings.push(Warning {
+                at: reference.at.clone(),
+                message: format!(
+                    "{} {object} names ConfigMap \"{wanted}\", which no rule file holds; its mirrors apply once it is loaded",
+                    reference.kind
+                ),
+            });
+            uses[index].missing.push(wanted);
+            continue;
+        }
+        for config_map in found {
+            let (keys_read, has_them) = match reference.kind {
+                "HostedCluster" => ("idms.yaml or itms.yaml", config_map.has_mirror_config_keys),
+                _ => ("config", config_map.has_config_key),
+            };
+            if !has_them {
+                warnings.push(Warning {
+                    at: reference.at.clone(),
+                    message: format!(
+                        "ConfigMap \"{}\" ({}) has no {keys_read} key, which is what a {} reads from it",
+                        config_map.name, config_map.at, reference.kind
+                    ),
+                });
+            }
+            uses[index].applied.push(format!(
+                "{} ({})",
+                qualified(&config_map.namespace, &config_map.name),
+                config_map.at
+            ));
+        }
+    }
+    uses
 }

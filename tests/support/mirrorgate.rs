@@ -11,10 +11,17 @@ use super::process::{
     self, ChildGuard, PROBE_USER_AGENT, READY_TIMEOUT, START_ATTEMPTS, spawn_logged,
 };
 
+/// Written in rules or configuration given to [`Mirrorgate::start`], this stands for the
+/// proxy's own address (`127.0.0.1:PORT`), known only once a port is chosen: for tests whose rules
+/// name mirrorgate itself.
+pub const SELF_ADDR: &str = "MIRRORGATE-SELF-ADDR";
+
 /// A running `mirrorgate serve`; killed when dropped.
 pub struct Mirrorgate {
     dir: TempDir,
     port: u16,
+    /// The rules as given ([`SELF_ADDR`] not yet replaced).
+    rules: String,
     config: serde_json::Value,
     env: Vec<(String, String)>,
     process: Option<ChildGuard>,
@@ -80,6 +87,7 @@ impl Mirrorgate {
         let mut mirrorgate = Mirrorgate {
             dir,
             port: 0,
+            rules: rules_yaml.to_owned(),
             config,
             env: env
                 .iter()
@@ -87,11 +95,11 @@ impl Mirrorgate {
                 .collect(),
             process: None,
         };
-        mirrorgate.write_rules(rules_yaml);
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
             mirrorgate.port = process::free_port();
             mirrorgate.config["listen"] = serde_json::json!(mirrorgate.addr());
+            mirrorgate.write_rules(&mirrorgate.rules.clone());
             mirrorgate.write_config();
             match mirrorgate.spawn() {
                 Ok(()) => return mirrorgate,
@@ -107,7 +115,18 @@ impl Mirrorgate {
     fn write_config(&self) {
         // JSON is YAML: the file is read by the YAML loader like any other configuration.
         let text = serde_json::to_string_pretty(&self.config).expect("config JSON");
+        let text = text.replace(SELF_ADDR, &self.addr());
         fs::write(self.config_path(), text).expect("write mirrorgate config");
+    }
+
+    /// Merges `extra_config_yaml` into the configuration (as [`Mirrorgate::start`] does), writes
+    /// it and sends SIGHUP: the running process reloads it.
+    pub fn reconfigure(&mut self, extra_config_yaml: &str) {
+        let extra: serde_json::Value = serde_saphyr::from_str(extra_config_yaml)
+            .unwrap_or_else(|e| panic!("extra_config_yaml is not YAML: {e}\n{extra_config_yaml}"));
+        merge(&mut self.config, extra);
+        self.write_config();
+        self.sighup();
     }
 
     fn spawn(&mut self) -> Result<(), String> {
@@ -205,7 +224,7 @@ impl Mirrorgate {
     /// reload test needs; the proxy sees it when watching or after [`Mirrorgate::sighup`].
     pub fn write_rules(&self, rules_yaml: &str) {
         let tmp = self.rules_dir().join(".rules.yaml.tmp");
-        fs::write(&tmp, rules_yaml).expect("write rules");
+        fs::write(&tmp, rules_yaml.replace(SELF_ADDR, &self.addr())).expect("write rules");
         fs::rename(&tmp, self.rules_path()).expect("rename rules into place");
     }
 

@@ -8,6 +8,7 @@
 //! - [`push`], [`skopeo`], [`copy_to_layout`], [`layouts_identical`]: `skopeo` as the real client;
 //! - [`Mirrorgate`]: the proxy binary of this crate, configured for a test;
 //! - [`Kmock`]: an emulated Kubernetes API server (PyPI `kmock`) for the cluster rule source;
+//! - [`Prometheus`]: a real Prometheus (Debian's `prometheus`) scraping it;
 //! - [`http_get`], [`http_request`]: a minimal HTTP/1.1 client over `std::net::TcpStream`.
 //!
 //! Every process runs on 127.0.0.1 and is killed (and reaped) when its guard is dropped, also when
@@ -22,6 +23,7 @@ mod image;
 pub mod kmock;
 mod mirrorgate;
 mod process;
+mod prometheus;
 mod registry;
 mod throttle;
 
@@ -31,7 +33,8 @@ pub use image::{
     layouts_identical, multi_arch, push, push_with_creds, sha256_digest, single_arch, skopeo,
 };
 pub use kmock::Kmock;
-pub use mirrorgate::Mirrorgate;
-pub use process::{PROBE_USER_AGENT, free_port};
+pub use mirrorgate::{Mirrorgate, SELF_ADDR};
+pub use process::{PROBE_USER_AGENT, READY_TIMEOUT, free_port, wait_until};
+pub use prometheus::Prometheus;
 pub use registry::{LoggedRequest, Registry, parse_access_line};
 pub use throttle::Throttle;
