@@ -12,7 +12,8 @@
 //! - [`cache`]: manifests, tag answers and blobs kept so that repeated pulls cost nothing;
 //! - [`metrics`]: what every part did, for Prometheus;
 //! - [`reload`]: picking up changed rules and settings without a restart;
-//! - [`status`]: the state of a running proxy for `/status` and `mirrorgate status`.
+//! - [`status`]: the state of a running proxy for `/status` and `mirrorgate status`;
+//! - `kubernetes` (feature `kubernetes`, on by default): mirror objects watched in a live cluster.
 
 #![warn(missing_docs)]
 
@@ -20,6 +21,8 @@ pub mod access;
 pub mod cache;
 pub mod config;
 pub mod http;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod metrics;
 pub mod proxy;
 pub mod reference;
