@@ -41,6 +41,19 @@ SHAPE_CHECKED = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
 }
+# Kinds without a namespace (Kustomize's `namespace:` leaves them alone).
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+# What the `kubernetes:` rule source reads (src/kubernetes/discovery.rs, `Kind`): the ClusterRole
+# must grant exactly get/list/watch on these, and nothing else.
+MIRROR_RULE_RESOURCES = {
+    ("operator.openshift.io", "imagecontentsourcepolicies"),
+    ("config.openshift.io", "imagedigestmirrorsets"),
+    ("config.openshift.io", "imagetagmirrorsets"),
+    ("hypershift.openshift.io", "hostedclusters"),
+    ("hypershift.openshift.io", "nodepools"),
+    ("", "configmaps"),
+}
+READ_VERBS = {"get", "list", "watch"}
 # Volume types the restricted-v2 SCC (and the "restricted" Pod Security Standard) allow.
 RESTRICTED_VOLUMES = {
     "configMap",
@@ -263,7 +276,7 @@ def read_kustomization(directory: Path) -> list[dict]:
         for obj in objects:
             if obj.get("kind") == "Namespace":
                 obj["metadata"]["name"] = k["namespace"]
-            else:
+            elif obj.get("kind") not in CLUSTER_SCOPED:
                 obj["metadata"]["namespace"] = k["namespace"]
     return objects
 
@@ -668,6 +681,7 @@ def check_deployment(objects: list[dict], where: str) -> tuple[Pod, dict] | None
                     f"{where}: {describe(obj)} scrapes named Service ports",
                     f"no Service port named {bad}",
                 )
+    check_rbac(objects, deployment, where)
     anti = ((spec.get("affinity") or {}).get("podAntiAffinity") or {}).get(
         "preferredDuringSchedulingIgnoredDuringExecution"
     ) or []
@@ -703,6 +717,63 @@ def check_deployment(objects: list[dict], where: str) -> tuple[Pod, dict] | None
         f"mirrorgate's {MIRRORGATE_GRACE_SECONDS}s drain",
     )
     return pod, deployment
+
+
+def check_rbac(objects: list[dict], deployment: dict, where: str) -> None:
+    """The Deployment's ServiceAccount exists and is bound to a ClusterRole that grants read
+    access (get, list, watch) to exactly the resources the `kubernetes:` rule source reads."""
+    name = describe(deployment)
+    account = deployment["spec"]["template"]["spec"].get("serviceAccountName")
+    namespace = deployment["metadata"].get("namespace")
+    if not R.check(
+        any(
+            o.get("kind") == "ServiceAccount" and o["metadata"]["name"] == account
+            for o in objects
+        ),
+        f"{where}: {name} runs as a ServiceAccount of the kustomization",
+        f"serviceAccountName {account!r} names none",
+    ):
+        return
+    roles = {o["metadata"]["name"]: o for o in objects if o.get("kind") == "ClusterRole"}
+    bound = [
+        roles.get(b["roleRef"]["name"])
+        for b in objects
+        if b.get("kind") == "ClusterRoleBinding"
+        and b["roleRef"].get("kind") == "ClusterRole"
+        and any(
+            s.get("kind") == "ServiceAccount"
+            and s.get("name") == account
+            and s.get("namespace") == namespace
+            for s in b.get("subjects") or []
+        )
+    ]
+    if not R.check(
+        len(bound) == 1 and bound[0] is not None,
+        f"{where}: one ClusterRoleBinding binds a ClusterRole of the kustomization to "
+        f"ServiceAccount {namespace}/{account}",
+        f"found {len(bound)}",
+    ):
+        return
+    granted, problems = set(), []
+    for rule in bound[0].get("rules") or []:
+        verbs = set(rule.get("verbs") or [])
+        if verbs != READ_VERBS:
+            problems.append(f"verbs {sorted(verbs)} on {rule.get('resources')}")
+        if rule.get("resourceNames") or rule.get("nonResourceURLs"):
+            problems.append(f"unexpected rule {rule}")
+        for group in rule.get("apiGroups") or []:
+            for resource in rule.get("resources") or []:
+                granted.add((group, resource))
+    if granted != MIRROR_RULE_RESOURCES:
+        missing = sorted(MIRROR_RULE_RESOURCES - granted)
+        extra = sorted(granted - MIRROR_RULE_RESOURCES)
+        problems.append(f"missing {missing}, extra {extra}")
+    R.check(
+        not problems,
+        f"{where}: {describe(bound[0])} grants get/list/watch on exactly the resources the "
+        "kubernetes rule source reads",
+        "; ".join(problems),
+    )
 
 
 def check_config(

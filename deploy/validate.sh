@@ -11,7 +11,9 @@
 #  - deploy/nodes: the registries.conf drop-in and containerd hosts.toml files parse as TOML and use
 #    mirrorgate's addressing; deploy/Containerfile copies files that exist and runs what the
 #    Deployment runs.
-# Network: PyPI only, the first time (to install kubernetes-validate). Exit status non-zero on any failure.
+# Needs python3 >= 3.11 (tomllib). Network: the first time only, PyPI (kubernetes-validate, into a
+# virtual environment) and, when python3's venv module is missing, Debian (python3-venv). Exit status
+# non-zero on any failure.
 #
 # Environment: MIRRORGATE=path/to/binary to check with a given build (default: target/debug/mirrorgate,
 # built with cargo when missing); K8S_VERSIONS="1.30 1.33" schema versions; KUSTOMIZE=path or "none".
@@ -23,31 +25,41 @@ fail() {
     exit 1
 }
 
-command -v python3 >/dev/null 2>&1 || fail "python3 is needed (apt-get install python3 python3-pip)"
+command -v python3 >/dev/null 2>&1 || fail "python3 is needed (apt-get install python3 python3-venv)"
 python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
     fail "python3 >= 3.11 is needed (tomllib); this is $(python3 --version 2>&1)"
 
-# kubernetes-validate (and with it PyYAML and jsonschema), installed once, quietly. PEP 668: an
-# "externally managed" Python (Debian's own python3) refuses pip installs without
-# --break-system-packages; a pyenv or venv Python has no such marker and needs no flag.
-if ! python3 -c 'import kubernetes_validate, yaml' >/dev/null 2>&1; then
-    pip_flags=(--quiet --disable-pip-version-check --no-input)
-    [ "$(id -u)" -eq 0 ] && pip_flags+=(--root-user-action=ignore)
-    if python3 -c 'import os, sys, sysconfig
-in_venv = sys.prefix != sys.base_prefix
-marker = os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")
-sys.exit(0 if os.path.exists(marker) and not in_venv else 1)'; then
-        pip_flags+=(--break-system-packages)
+# kubernetes-validate (and with it PyYAML and jsonschema), installed once, quietly, into a virtual
+# environment of its own (default: <cargo target dir>/deploy-venv; VALIDATE_VENV=dir to choose): a
+# stock Debian python3 is "externally managed" (PEP 668) and refuses pip installs outside one, and the
+# system's packages are left alone. Debian ships the venv module separately (python3-venv); it is
+# installed with apt-get when missing.
+venv="${VALIDATE_VENV:-${CARGO_TARGET_DIR:-target}/deploy-venv}"
+if [ ! -x "$venv/bin/python3" ] || ! "$venv/bin/python3" -c 'import kubernetes_validate, yaml' >/dev/null 2>&1; then
+    if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        if [ "$(id -u)" -eq 0 ]; then
+            as_root=()
+        elif command -v sudo >/dev/null 2>&1; then
+            as_root=(sudo)
+        else
+            fail "python3's venv module is missing: apt-get install python3-venv (as root)"
+        fi
+        command -v apt-get >/dev/null 2>&1 ||
+            fail "python3's venv module is missing and apt-get is not available to install it"
+        echo "installing python3-venv (for the kubernetes-validate virtual environment)"
+        "${as_root[@]}" apt-get update -q >/dev/null &&
+            "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+                apt-get install -y -q --no-install-recommends python3-venv >/dev/null ||
+            fail "could not install python3-venv with apt-get"
     fi
-    if ! python3 -c 'import os, sys, sysconfig
-sys.exit(0 if os.access(sysconfig.get_path("purelib"), os.W_OK) else 1)'; then
-        pip_flags+=(--user)
-    fi
-    echo "installing kubernetes-validate from PyPI (python3 -m pip install ${pip_flags[*]})"
-    python3 -m pip install "${pip_flags[@]}" 'kubernetes-validate>=1.30' ||
+    rm -rf "$venv"
+    python3 -m venv "$venv" || fail "could not create a virtual environment in $venv"
+    echo "installing kubernetes-validate from PyPI into $venv"
+    "$venv/bin/python3" -m pip install --quiet --disable-pip-version-check --no-input \
+        'kubernetes-validate>=1.30' ||
         fail "could not install kubernetes-validate with pip (needs PyPI)"
-    python3 -c 'import kubernetes_validate, yaml' ||
-        fail "kubernetes-validate was installed but python3 cannot import it"
+    "$venv/bin/python3" -c 'import kubernetes_validate, yaml' ||
+        fail "kubernetes-validate was installed but cannot be imported"
 fi
 
 # The mirrorgate binary that checks and serves the configuration.
@@ -77,7 +89,7 @@ case "${KUSTOMIZE:-}" in
     *) renderer=("$KUSTOMIZE" build) ;;
 esac
 
-exec python3 deploy/validate.py \
+exec "$venv/bin/python3" deploy/validate.py \
     --mirrorgate "$mirrorgate" \
     --k8s-versions "${K8S_VERSIONS:-1.30 1.33}" \
     -- ${renderer[@]+"${renderer[@]}"}

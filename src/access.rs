@@ -21,8 +21,11 @@
 //! Credentials are never logged, counted or echoed: errors name users and tokens by name, and
 //! the `Debug` of every type here redacts hashes and tokens.
 
+mod logins;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -290,6 +293,13 @@ impl Client {
         allowed(self.scopes.as_deref(), name)
     }
 
+    /// Whether this client is limited to some repositories (has scopes, none of them `*`).
+    pub fn is_scoped(&self) -> bool {
+        self.scopes
+            .as_ref()
+            .is_some_and(|scopes| !scopes.contains(&ClientScope::All))
+    }
+
     /// Refuses a request for the logical repository `name` (`None`: a request naming no
     /// repository, always allowed) when it is outside this client's scopes.
     pub fn authorize(&self, name: Option<&str>) -> Result<(), Denied> {
@@ -349,6 +359,8 @@ enum Mode {
         users: HashMap<String, User>,
         /// SHA-256 of an `Authorization` header that verified → the client and when.
         verified: Verified,
+        /// What password checks may cost.
+        logins: logins::Logins,
     },
     Token {
         /// SHA-256 of the token → the client.
@@ -432,9 +444,11 @@ impl Access {
                         tracing::warn!(user = %user, file = %path.display(), "clients.scopes names a user the htpasswd file does not have");
                     }
                 }
+                let sample = users.values().next().map(|user| user.hash.0.clone());
                 Mode::Htpasswd {
                     users,
                     verified: Mutex::new(HashMap::new()),
+                    logins: logins::Logins::new(sample.as_deref()),
                 }
             }
             ClientMode::Token => {
@@ -458,26 +472,45 @@ impl Access {
         matches!(self.mode, Mode::Anonymous)
     }
 
-    /// The client behind a request to `path`, or the 401 refusal. `/healthz`, `/readyz` and
-    /// `/metrics` need no credentials; in `anonymous` mode nothing does.
+    /// The client behind a request to `path` from `peer`, or the 401 refusal (429 after too
+    /// many failed logins). `/healthz`, `/readyz` and `/metrics` need no credentials; in
+    /// `anonymous` mode nothing does.
     pub async fn authenticate(
         &self,
         path: &str,
         headers: &HeaderMap,
+        peer: Option<IpAddr>,
     ) -> Result<Arc<Client>, Unauthorized> {
         if matches!(path, "/healthz" | "/readyz" | "/metrics") {
             return Ok(self.anyone.clone());
         }
         let result = match &self.mode {
             Mode::Anonymous => return Ok(self.anyone.clone()),
-            Mode::Htpasswd { users, verified } => basic(users, verified, headers).await,
-            Mode::Token { tokens } => bearer(tokens, headers),
+            Mode::Htpasswd {
+                users,
+                verified,
+                logins,
+            } => basic(users, verified, logins, headers, peer).await,
+            Mode::Token { tokens } => bearer(tokens, headers).map_err(Refused::Invalid),
         };
-        result.map_err(|reason| {
-            tracing::info!(path, reason, "refused: no valid credentials");
-            match self.mode {
-                Mode::Token { .. } => Unauthorized::BEARER,
-                _ => Unauthorized::BASIC,
+        let scheme = match self.mode {
+            Mode::Token { .. } => "Bearer",
+            _ => "Basic",
+        };
+        result.map_err(|refused| match refused {
+            Refused::Invalid(reason) => {
+                tracing::info!(path, reason, "refused: no valid credentials");
+                Unauthorized {
+                    scheme,
+                    retry_after: None,
+                }
+            }
+            Refused::TooMany(wait) => {
+                tracing::info!(path, peer = ?peer, "refused: too many failed logins");
+                Unauthorized {
+                    scheme,
+                    retry_after: Some(wait.as_secs() + 1),
+                }
             }
         })
     }
@@ -490,12 +523,29 @@ fn read(path: &Path) -> Result<String, AccessError> {
     })
 }
 
-/// Checks `Authorization: Basic`; `Err` says why it failed (never with the password).
+/// Why credentials were refused.
+enum Refused {
+    /// Missing or wrong; the reason never holds a secret.
+    Invalid(&'static str),
+    /// Too many failed logins from this address or for this user: come back after this.
+    TooMany(Duration),
+}
+
+impl From<&'static str> for Refused {
+    fn from(reason: &'static str) -> Refused {
+        Refused::Invalid(reason)
+    }
+}
+
+/// Checks `Authorization: Basic` from `peer`; `Err` says why it failed (never with the
+/// password).
 async fn basic(
     users: &HashMap<String, User>,
     verified: &Verified,
+    logins: &logins::Logins,
     headers: &HeaderMap,
-) -> Result<Arc<Client>, &'static str> {
+    peer: Option<IpAddr>,
+) -> Result<Arc<Client>, Refused> {
     let value = credentials(headers, "Basic")?;
     let key: [u8; 32] = Sha256::digest(value.as_bytes()).into();
     if let Ok(cache) = verified.lock()
@@ -511,15 +561,19 @@ async fn basic(
     let (user, password) = decoded
         .split_once(':')
         .ok_or("Basic credentials have no ':'")?;
-    let entry = users.get(user).ok_or("unknown user")?;
-    let (password, hash) = (password.to_owned(), entry.hash.0.clone());
-    // bcrypt is slow by design: keep it off the threads serving other requests.
-    let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
-        .await
-        .unwrap_or(false);
-    if !ok {
-        return Err("wrong password");
+    if let Some(wait) = logins.blocked(peer, user) {
+        return Err(Refused::TooMany(wait));
     }
+    let entry = users.get(user);
+    // An unknown user costs a verification too (against a dummy hash): the time a refusal
+    // takes does not tell which users exist.
+    let ok = logins
+        .verify(password.to_owned(), entry.map(|e| e.hash.0.clone()))
+        .await;
+    let Some(entry) = entry.filter(|_| ok) else {
+        logins.failed(peer, user);
+        return Err(Refused::Invalid("unknown user or wrong password"));
+    };
     if let Ok(mut cache) = verified.lock() {
         if cache.len() >= VERIFIED_CAPACITY {
             cache.retain(|_, (_, at)| at.elapsed() < VERIFIED_TTL);
@@ -558,17 +612,31 @@ fn credentials<'h>(headers: &'h HeaderMap, scheme: &str) -> Result<&'h str, &'st
     Ok(rest)
 }
 
-/// A request without valid credentials: the answer is a challenge in this scheme.
+/// A request without valid credentials: the answer is a challenge in this scheme (a `429` with
+/// `Retry-After` after too many failed logins); `http::error` turns it into the response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Unauthorized {
     scheme: &'static str,
+    /// Seconds to wait: set after too many failed logins.
+    retry_after: Option<u64>,
 }
 
 impl Unauthorized {
     /// The refusal where `Authorization: Basic` is expected.
-    pub const BASIC: Unauthorized = Unauthorized { scheme: "Basic" };
+    pub const BASIC: Unauthorized = Unauthorized {
+        scheme: "Basic",
+        retry_after: None,
+    };
     /// The refusal where `Authorization: Bearer` is expected.
-    pub const BEARER: Unauthorized = Unauthorized { scheme: "Bearer" };
+    pub const BEARER: Unauthorized = Unauthorized {
+        scheme: "Bearer",
+        retry_after: None,
+    };
+
+    /// Seconds to wait before trying again, after too many failed logins.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
+    }
 
     /// The `WWW-Authenticate` challenge: `<scheme> realm="mirrorgate"`.
     pub fn challenge(&self) -> String {
@@ -897,6 +965,7 @@ mod tests {
             mode: Mode::Htpasswd {
                 users,
                 verified: Mutex::new(HashMap::new()),
+                logins: logins::Logins::new(None),
             },
             anyone: Client::anyone(),
         };
@@ -920,6 +989,60 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn repeated_failed_logins_get_429_with_retry_after_even_with_the_right_password() {
+        let hash = bcrypt::hash("s3cret", 4).expect("bcrypt");
+        let config = htpasswd_config(&[]);
+        let access = Access {
+            mode: Mode::Htpasswd {
+                users: parse_htpasswd(&format!("alice:{hash}\n"), Path::new("h"), &config)
+                    .expect("valid"),
+                verified: Mutex::new(HashMap::new()),
+                logins: logins::Logins::new(Some(&hash)),
+            },
+            anyone: Client::anyone(),
+        };
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let attacker: IpAddr = "192.0.2.7".parse().unwrap();
+        let mut statuses = Vec::new();
+        for attempt in 0..=logins::MAX_FAILURES {
+            let guess = headers(&format!("Basic {}", b64(&format!("mallory{attempt}:x"))));
+            let refusal = access
+                .authenticate("/v2/", &guess, Some(attacker))
+                .await
+                .expect_err("wrong credentials");
+            statuses.push(
+                crate::http::ApiError::unauthorized(refusal)
+                    .into_response(false)
+                    .status()
+                    .as_u16(),
+            );
+        }
+        let good = headers(&format!("Basic {}", b64("alice:s3cret")));
+        let blocked = crate::http::ApiError::unauthorized(
+            access
+                .authenticate("/v2/", &good, Some(attacker))
+                .await
+                .expect_err("blocked address"),
+        )
+        .into_response(false);
+        let elsewhere = access
+            .authenticate("/v2/", &good, Some("192.0.2.8".parse().unwrap()))
+            .await
+            .is_ok();
+        let mut expected = vec![401; logins::MAX_FAILURES as usize];
+        expected.push(429);
+        assert_eq!(
+            (
+                statuses,
+                blocked.status().as_u16(),
+                blocked.headers().contains_key(header::RETRY_AFTER),
+                elsewhere
+            ),
+            (expected, 429, true, true)
+        );
+    }
+
+    #[tokio::test]
     async fn basic_credentials_are_verified_and_cached() {
         let hash = bcrypt::hash("s3cret", 4).expect("bcrypt");
         let config = htpasswd_config(&[]);
@@ -928,6 +1051,7 @@ mod tests {
                 users: parse_htpasswd(&format!("alice:{hash}\n"), Path::new("h"), &config)
                     .expect("valid"),
                 verified: Mutex::new(HashMap::new()),
+                logins: logins::Logins::new(Some(&hash)),
             },
             anyone: Client::anyone(),
         };
@@ -936,18 +1060,18 @@ mod tests {
         let bad = headers(&format!("basic {}", b64("alice:wrong")));
         let results = (
             access
-                .authenticate("/v2/", &good)
+                .authenticate("/v2/", &good, None)
                 .await
                 .ok()
                 .map(|c| c.name.clone()),
-            access.authenticate("/v2/", &good).await.is_ok(),
-            access.authenticate("/v2/", &bad).await.is_err(),
+            access.authenticate("/v2/", &good, None).await.is_ok(),
+            access.authenticate("/v2/", &bad, None).await.is_err(),
             access
-                .authenticate("/v2/", &HeaderMap::new())
+                .authenticate("/v2/", &HeaderMap::new(), None)
                 .await
                 .is_err(),
             access
-                .authenticate("/healthz", &HeaderMap::new())
+                .authenticate("/healthz", &HeaderMap::new(), None)
                 .await
                 .is_ok(),
         );

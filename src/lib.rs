@@ -15,7 +15,8 @@
 //! - [`http`]: the OCI distribution API surface (routing of paths, addressing, error bodies);
 //! - [`config`]: the proxy's own configuration file, composed of each module's section;
 //! - [`reload`]: picking up changed rules and settings without a restart;
-//! - [`status`]: the state of a running proxy for `/status` and `mirrorgate status`.
+//! - [`status`]: the state of a running proxy for `/status` and `mirrorgate status`;
+//! - `kubernetes` (feature `kubernetes`, on by default): mirror objects watched in a live cluster.
 //!
 //! Dependencies point one way, in the order of this list (each module owns its configuration
 //! section and its errors; `http` alone turns errors into HTTP answers).
@@ -26,6 +27,8 @@ pub mod access;
 pub mod cache;
 pub mod config;
 pub mod http;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 pub mod metrics;
 pub mod proxy;
 pub mod reference;

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use mirrorgate::config::{self, Config};
 use mirrorgate::http;
-use mirrorgate::proxy::Proxy;
+use mirrorgate::proxy::{Proxy, Reachable};
 use mirrorgate::reference::Reference;
 use mirrorgate::reload;
 use mirrorgate::rules::{self, ResolveError, RuleSet};
@@ -131,6 +131,17 @@ impl RuleArgs {
         } else {
             &self.rules
         };
+        if config_path.is_none()
+            && self.rules.is_empty()
+            && let Some(missing) = paths.iter().find(|p| !p.exists())
+        {
+            bail!(
+                "no configuration file found ({} does not exist in {}), so the built-in defaults were used, and their rules path {} does not exist either: pass --config FILE (see config/mirrorgate.yaml in the repository), or --rules PATH to read rule files alone",
+                config::DEFAULT_PATH,
+                std::env::current_dir().map_or_else(|_| ".".into(), |d| d.display().to_string()),
+                missing.display()
+            );
+        }
         let rule_set = RuleSource::Files(paths.clone())
             .load()
             .context("the rule set is invalid")?
@@ -349,6 +360,13 @@ fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
     for self_mirror in rule_set.self_mirrors() {
         tracing::info!(%self_mirror, "self mirror");
     }
+    for registry in Reachable::unused_registries(&rule_set, &(&config).into()) {
+        tracing::warn!(
+            registry,
+            "{}",
+            Reachable::unused_registry_warning(&registry)
+        );
+    }
     let upstream = Upstream::new(&config).context("cannot set up the upstream client")?;
     mirrorgate::access::Access::load(&config.clients)
         .context("the clients settings are invalid")?;
@@ -362,7 +380,13 @@ fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        tracing::info!(listen = %listener.local_addr()?, tls = tls.is_some(), "serving");
+        let local = listener.local_addr()?;
+        tracing::info!(listen = %local, tls = tls.is_some(), "serving");
+        tracing::info!(
+            "pull through mirrorgate as {local}/<registry>/<repository>:<tag> (e.g. skopeo inspect {}docker://{local}/quay.io/openshift/release:4.16), as {local}/<repository> with ?ns=<registry> (containerd hosts.toml), or as {local}/<repository> for default_registry {}",
+            if tls.is_some() { "" } else { "--tls-verify=false " },
+            config.default_registry
+        );
         let proxy = Arc::new(Proxy::new(Arc::new(rule_set), upstream, &config)?);
         proxy.set_config_path(config_path.as_deref());
         reload::spawn(proxy.clone(), config_path.clone(), config.clone());
@@ -445,10 +469,10 @@ fn watch_dropped_log_lines(dropped: tracing_appender::non_blocking::ErrorCounter
 }
 
 fn resolve(args: &RuleArgs, json: bool, image: &str) -> Result<()> {
-    let (rule_set, _, _) = args.load()?;
+    let (rule_set, config, _) = args.load()?;
     let reference =
         Reference::parse_normalized(image).with_context(|| format!("invalid image \"{image}\""))?;
-    let resolution = match rule_set.resolve(&reference) {
+    let mut resolution = match rule_set.resolve(&reference) {
         Ok(resolution) => resolution,
         Err(error @ ResolveError::Blocked { .. }) => {
             if let ResolveError::Blocked {
@@ -476,6 +500,27 @@ fn resolve(args: &RuleArgs, json: bool, image: &str) -> Result<()> {
         eprintln!(
             "not contacted: {} {} (in blocked scope \"{}\")",
             attempt.role, attempt.reference, attempt.blocked_by
+        );
+    }
+    // `serve` contacts only the registries the rules and configuration name; say so here too.
+    let reachable = Reachable::new(&rule_set, &(&config).into());
+    resolution.sources.retain(|source| {
+        let registry = source.reference.domain();
+        let allowed = reachable.allows(registry, source.role);
+        if !allowed {
+            eprintln!(
+                "not contacted: {} {} ({})",
+                source.role,
+                source.reference,
+                Reachable::refusal(registry)
+            );
+        }
+        allowed
+    });
+    if resolution.sources.is_empty() {
+        bail!(
+            "{}; serve refuses this pull with 403 DENIED. Name it under `registries` in the configuration, or in a rule",
+            Reachable::refusal(reference.domain())
         );
     }
     if json {
@@ -524,6 +569,18 @@ fn check(args: &RuleArgs) -> Result<()> {
             if rule.blocked { ", source blocked" } else { "" }
         );
     }
+    if !summary.config_map_uses.is_empty() {
+        println!("hypershift config maps:");
+        for config_use in &summary.config_map_uses {
+            println!("  {} {}:", config_use.kind, config_use.object);
+            for applied in &config_use.applied {
+                println!("    applied ConfigMap {applied}");
+            }
+            for missing in &config_use.missing {
+                println!("    missing ConfigMap {missing} (not in the rule files; see warnings)");
+            }
+        }
+    }
     println!("blocked scopes: {}", summary.blocked_scopes.len());
     for scope in &summary.blocked_scopes {
         println!("  {scope}");
@@ -539,9 +596,16 @@ fn check(args: &RuleArgs) -> Result<()> {
     for self_mirror in &self_mirrors {
         println!("  {self_mirror}");
     }
-    println!("warnings: {}", summary.warnings.len());
+    let unused = Reachable::unused_registries(&rule_set, &(&config).into());
+    println!("warnings: {}", summary.warnings.len() + unused.len());
     for warning in &summary.warnings {
         println!("  {warning}");
+    }
+    for registry in &unused {
+        let at = config_path
+            .as_ref()
+            .map_or("built-in defaults".to_owned(), |p| p.display().to_string());
+        println!("  {at}: {}", Reachable::unused_registry_warning(registry));
     }
     println!("ok");
     Ok(())

@@ -270,6 +270,10 @@ async fn reload(
     for warning in rule_set.warnings() {
         tracing::warn!(%warning, "rule warning");
     }
+    for registry in crate::proxy::Reachable::unused_registries(&rule_set, &(&config).into()) {
+        let warning = crate::proxy::Reachable::unused_registry_warning(&registry);
+        tracing::warn!(registry, "{warning}");
+    }
     proxy.replace_upstream(upstream);
     // The clients files are read again with everything else; bad ones keep the access in force.
     match Access::load(&config.clients) {

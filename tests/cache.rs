@@ -559,3 +559,76 @@ fn a_first_client_that_falls_behind_its_download_still_gets_every_byte() {
         answer.len() - body_at
     );
 }
+
+#[test]
+fn a_range_from_the_first_byte_of_an_uncached_blob_is_served_verified() {
+    let mirror = Registry::start();
+    let image = single_arch("range-corrupt", &[60_000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let layer = image.layers[0].clone();
+    let mut bytes = image.blob(&layer);
+    bytes[5000] ^= 0x55;
+    std::fs::write(mirror.blob_data_path(&layer), &bytes).unwrap();
+    let proxy = Mirrorgate::start(&rules(&[MIRROR]), &[(MIRROR, &mirror.endpoint())], "");
+    let path = format!("/v2/{SOURCE}/ns/app/blobs/{layer}");
+    let ranged =
+        support::try_http_request("GET", &proxy.addr(), &path, &[("Range", "bytes=0-")], b"");
+    // The corrupt bytes never reach the client whole: the response is cut before its end.
+    let served_corrupt = ranged.as_ref().is_ok_and(|r| r.body == bytes);
+    assert_eq!(
+        (
+            served_corrupt,
+            files_in(&proxy.cache_dir().join("blobs")).is_empty()
+        ),
+        (false, true),
+        "{:?}",
+        ranged.map(|r| r.status)
+    );
+}
+
+#[test]
+fn a_head_answered_200_without_the_stored_length_does_not_confirm_a_cached_blob() {
+    let mirror = Registry::start();
+    let image = single_arch("affirmed-head", &[20_000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let front = support::Throttle::start_affirming_blob_heads(mirror.endpoint());
+    let proxy = Mirrorgate::start(&rules(&[MIRROR]), &[(MIRROR, &front.endpoint())], "");
+    let layer = &image.layers[0];
+    let held = proxy.get(&format!("/v2/{SOURCE}/ns/app/blobs/{layer}"), &[]);
+    // The front answers HEAD 200 for ns/elsewhere too, but with a length that is not the blob's.
+    let elsewhere = proxy.get(&format!("/v2/{SOURCE}/ns/elsewhere/blobs/{layer}"), &[]);
+    assert_eq!(
+        (
+            held.status,
+            elsewhere.status,
+            elsewhere.body == image.blob(layer)
+        ),
+        (200, 502, false),
+        "{}",
+        elsewhere.text()
+    );
+}
+
+#[test]
+fn a_cached_blob_is_served_for_another_repository_that_holds_it() {
+    let mirror = Registry::start();
+    let image = single_arch("shared-layer", &[20_000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    push(&image, &format!("{}/ns/shared:v1", mirror.addr()));
+    let proxy = Mirrorgate::start(&rules(&[MIRROR]), &[(MIRROR, &mirror.endpoint())], "");
+    let layer = &image.layers[0];
+    let held = proxy.get(&format!("/v2/{SOURCE}/ns/app/blobs/{layer}"), &[]);
+    let mark = mirror.mark();
+    let shared = proxy.get(&format!("/v2/{SOURCE}/ns/shared/blobs/{layer}"), &[]);
+    // Confirmed by one HEAD, not downloaded again.
+    assert_eq!(
+        (
+            held.status,
+            shared.status,
+            shared.body == image.blob(layer),
+            mirror.count_since(mark, "GET", "/blobs/"),
+            mirror.count_since(mark, "HEAD", "/blobs/")
+        ),
+        (200, 200, true, 0, 1)
+    );
+}

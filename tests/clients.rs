@@ -264,3 +264,38 @@ fn a_scoped_client_cannot_read_another_scopes_cached_blob() {
         "the blob is cached and served to a client allowed its scope"
     );
 }
+
+#[test]
+fn repeated_failed_logins_from_one_address_get_429_with_retry_after() {
+    let proxy = Mirrorgate::start("", &[], "");
+    let htpasswd = write_htpasswd(proxy.dir(), &["alice"]);
+    enable_clients(
+        &proxy,
+        serde_json::json!({"mode": "htpasswd", "htpasswd_file": htpasswd}),
+    );
+    // Eleven guesses, each for another (unknown) user: the address is what is limited.
+    let statuses: Vec<u16> = (0..11)
+        .map(|guess| {
+            let authorization = basic(&format!("guess{guess}"), "wrong");
+            http_get(&proxy.addr(), "/v2/", &[("Authorization", &authorization)]).status
+        })
+        .collect();
+    let limited = http_get(
+        &proxy.addr(),
+        "/v2/",
+        &[("Authorization", &basic("alice", PASSWORD))],
+    );
+    let mut expected = vec![401; 10];
+    expected.push(429);
+    assert_eq!(
+        (
+            statuses,
+            limited.status,
+            limited.header("Retry-After").is_some(),
+            limited.json()["errors"][0]["code"]
+                .as_str()
+                .map(str::to_owned)
+        ),
+        (expected, 429, true, Some("TOOMANYREQUESTS".to_owned()))
+    );
+}

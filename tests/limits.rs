@@ -255,3 +255,96 @@ fn a_mirror_announcing_another_size_than_the_manifest_is_skipped_for_the_source(
         String::from_utf8_lossy(&pulled.stderr)
     );
 }
+
+/// Reads `stream` until the server closes it (true), or until the read timeout, a bound far
+/// beyond the server's own timeout, passes (false); returns that and every byte read.
+fn read_until_closed(stream: &mut TcpStream) -> (bool, Vec<u8>) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return (true, seen),
+            Ok(n) => seen.extend_from_slice(&buffer[..n]),
+            Err(error) => {
+                let closed = matches!(
+                    error.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+                );
+                return (closed, seen);
+            }
+        }
+    }
+}
+
+/// The types of the HTTP/2 frames in `bytes` (a server's side of a connection).
+fn h2_frame_types(bytes: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    let mut rest = bytes;
+    while rest.len() >= 9 {
+        let length = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+        types.push(rest[3]);
+        rest = &rest[(9 + length).min(rest.len())..];
+    }
+    types
+}
+
+#[test]
+fn silent_connections_are_closed_so_that_max_connections_does_not_lock_clients_out() {
+    let proxy = Mirrorgate::start(
+        "",
+        &[],
+        "limits:\n  max_connections: 2\n  header_read_timeout: 1s\n",
+    );
+    // One connection sends nothing at all; the other opens HTTP/2 (preface and an empty
+    // SETTINGS frame) and then falls silent, never opening a stream.
+    let mut silent = TcpStream::connect(proxy.addr()).unwrap();
+    let mut h2 = TcpStream::connect(proxy.addr()).unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .unwrap();
+    let (silent_closed, _) = read_until_closed(&mut silent);
+    let (h2_closed, h2_bytes) = read_until_closed(&mut h2);
+    const GOAWAY: u8 = 0x7;
+    let healthz = proxy.get("/healthz", &[]);
+    assert_eq!(
+        (
+            silent_closed,
+            h2_closed,
+            h2_frame_types(&h2_bytes).contains(&GOAWAY),
+            healthz.status
+        ),
+        (true, true, true, 200),
+        "frames from the server: {:?}",
+        h2_frame_types(&h2_bytes)
+    );
+}
+
+#[test]
+fn a_request_with_more_header_fields_than_max_headers_gets_431() {
+    let proxy = Mirrorgate::start("", &[], "limits:\n  max_headers: 20\n");
+    let request = |fields: usize| {
+        let mut head = String::from("GET /v2/ HTTP/1.1\r\nHost: mirrorgate\r\n");
+        for index in 0..fields {
+            head.push_str(&format!("X-Field-{index}: {index}\r\n"));
+        }
+        head.push_str("\r\n");
+        let mut stream = TcpStream::connect(proxy.addr()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        exchange(&mut stream, head.as_bytes())
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(
+        (request(15), request(30)),
+        (
+            "HTTP/1.1 200 OK".to_owned(),
+            "HTTP/1.1 431 Request Header Fields Too Large".to_owned()
+        )
+    );
+}

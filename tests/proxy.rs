@@ -460,6 +460,56 @@ fn containerd_ns_query_names_the_registry() {
 }
 
 #[test]
+fn every_ns_answer_names_its_namespace_in_oci_namespace() {
+    let registries = Registries::start();
+    let image = image("oci-namespace");
+    push(&image, &format!("{}/ns/app:v1", registries.mirror_a.addr()));
+    let proxy = registries.proxy(&itms(
+        &format!("{SOURCE}/ns"),
+        &[&format!("{MIRROR_A}/ns")],
+        "",
+    ));
+    let accept = [("Accept", support::OCI_MANIFEST_MEDIA_TYPE)];
+    let answer = |method: &str, path: &str| {
+        let response = http_request(method, &proxy.addr(), path, &accept, &[]);
+        (
+            path.to_owned(),
+            response.status,
+            response.header("oci-namespace").map(str::to_owned),
+        )
+    };
+    let ns = |path: &str, status: u16, namespace: &str| {
+        (path.to_owned(), status, Some(namespace.to_owned()))
+    };
+    let manifest = format!("/v2/ns/app/manifests/v1?ns={SOURCE}");
+    let blob = format!("/v2/ns/app/blobs/{}?ns={SOURCE}", image.blobs[0]);
+    let missing = format!("/v2/ns/absent/manifests/v1?ns={SOURCE}");
+    let invalid = format!("/v2/NS/App/manifests/v1?ns={SOURCE}");
+    let refused = "/v2/ns/app/manifests/v1?ns=elsewhere.example.net".to_owned();
+    let plain = format!("/v2/{SOURCE}/ns/app/manifests/v1");
+    assert_eq!(
+        vec![
+            answer("GET", &manifest),
+            answer("HEAD", &manifest),
+            answer("GET", &blob),
+            answer("GET", &missing),
+            answer("GET", &invalid),
+            answer("GET", &refused),
+            answer("GET", &plain),
+        ],
+        vec![
+            ns(&manifest, 200, SOURCE),
+            ns(&manifest, 200, SOURCE),
+            ns(&blob, 200, SOURCE),
+            ns(&missing, 404, SOURCE),
+            ns(&invalid, 400, SOURCE),
+            ns(&refused, 403, "elsewhere.example.net"),
+            (plain, 200, None),
+        ]
+    );
+}
+
+#[test]
 fn multi_arch_image_copied_through_the_proxy_is_byte_identical_to_a_direct_copy() {
     let registries = Registries::start();
     let image = multi_arch("multi-arch", &[3000, 50_000, 120_000]);

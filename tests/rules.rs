@@ -314,8 +314,34 @@ fn unknown_entry_field_is_a_warning() {
     ));
     assert_eq!(
         rule_set.warnings()[0].to_string(),
-        "rules/test.yaml: document 1 (ImageDigestMirrorSet/x): spec.imageDigestMirrors[0].mirrorsourcepolicy: unknown field; ignored (the API server would prune it)"
+        "rules/test.yaml: document 1 (ImageDigestMirrorSet/x): spec.imageDigestMirrors[0].mirrorsourcepolicy: unknown field; ignored (the API server would prune it) (did you mean \"mirrorSourcePolicy\"?)"
     );
+}
+
+#[test]
+fn misspelt_mirror_list_is_a_warning_with_the_likely_name() {
+    let yaml = "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: x\nspec:\n  imageDigestMirors:\n  - source: quay.io\n    mirrors: [m.example.com]\n";
+    assert_eq!(
+        load(yaml)
+            .warnings()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        [
+            "rules/test.yaml: document 1 (ImageDigestMirrorSet/x): spec.imageDigestMirors: unknown field; ignored (the API server would prune it) (did you mean \"imageDigestMirrors\"?)"
+        ]
+    );
+}
+
+#[test]
+fn unknown_fields_at_the_top_and_in_metadata_are_warnings() {
+    let yaml = "apiVersion: config.openshift.io/v1\nkind: ImageTagMirrorSet\nmetadata:\n  name: x\n  lables: {a: b}\nspecs: {}\nspec:\n  imageTagMirrors: []\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\ndata:\n  itms.yaml: \"\"\nbinaryData: {}\ndatta: {}\n";
+    let fields: Vec<String> = load(yaml)
+        .warnings()
+        .iter()
+        .map(|w| w.at.rsplit(": ").next().unwrap().to_owned())
+        .collect();
+    assert_eq!(fields, ["specs", "metadata.lables", "datta", "data"]);
 }
 
 #[test]
@@ -398,9 +424,118 @@ fn nodepool_config_skips_unknown_kinds_with_a_warning() {
 }
 
 #[test]
-fn nodepool_config_skips_itms_as_hypershift_does() {
+fn nodepool_config_itms_is_applied_to_tag_pulls() {
     let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: np\ndata:\n  config: |\n    apiVersion: config.openshift.io/v1\n    kind: ImageTagMirrorSet\n    metadata:\n      name: t\n    spec:\n      imageTagMirrors:\n      - source: quay.io\n        mirrors: [m.example.com]\n";
-    assert!(load(yaml).rules().is_empty());
+    let rule_set = load(yaml);
+    assert_eq!(
+        (
+            sources(&rule_set, "quay.io/ns/a:v1"),
+            sources(&rule_set, &format!("quay.io/ns/a@{DIGEST}")),
+            rule_set.warnings().len(),
+        ),
+        (
+            vec![
+                "mirror m.example.com/ns/a:v1".to_owned(),
+                "source quay.io/ns/a:v1".to_owned()
+            ],
+            vec![format!("source quay.io/ns/a@{DIGEST}")],
+            0
+        )
+    );
+}
+
+const NODE_POOL: &str = "apiVersion: hypershift.openshift.io/v1beta1\nkind: NodePool\nmetadata:\n  name: workers\n  namespace: clusters\nspec:\n  replicas: 2\n  config:\n  - name: np-mirrors\n";
+
+#[test]
+fn nodepool_naming_a_configmap_that_is_not_loaded_is_a_warning_naming_both() {
+    let rule_set = load(NODE_POOL);
+    let summary = rule_set.summary();
+    assert_eq!(
+        (
+            rule_set
+                .warnings()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            summary.config_map_uses[0].missing.clone(),
+        ),
+        (
+            vec!["rules/test.yaml: document 1 (NodePool/workers): spec.config[0]: NodePool clusters/workers names ConfigMap \"clusters/np-mirrors\", which no rule file holds; its mirrors apply once it is loaded".to_owned()],
+            vec!["clusters/np-mirrors".to_owned()],
+        )
+    );
+}
+
+#[test]
+fn nodepool_configmap_in_another_namespace_is_not_the_one_named() {
+    let yaml = format!(
+        "{NODE_POOL}---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: np-mirrors\n  namespace: other\ndata:\n  config: \"\"\n"
+    );
+    let summary = load(&yaml).summary();
+    assert_eq!(
+        (
+            summary.config_map_uses[0].applied.len(),
+            summary.config_map_uses[0].missing.len()
+        ),
+        (0, 1)
+    );
+}
+
+#[test]
+fn nodepool_config_entry_without_a_name_is_refused() {
+    let yaml = "apiVersion: hypershift.openshift.io/v1beta1\nkind: NodePool\nmetadata:\n  name: workers\nspec:\n  config:\n  - {}\n";
+    assert_eq!(
+        error(yaml),
+        "rules/test.yaml: document 1 (NodePool/workers): spec.config[0].name: required field is missing"
+    );
+}
+
+#[test]
+fn hosted_cluster_image_mirror_config_alias_names_the_configmap_too() {
+    let yaml = "apiVersion: hypershift.openshift.io/v1beta1\nkind: HostedCluster\nmetadata:\n  name: hc\n  namespace: clusters\nspec:\n  imageMirrorConfig:\n    name: mirrors\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: mirrors\n  namespace: clusters\ndata:\n  itms.yaml: |\n    kind: ImageTagMirrorSet\n    spec:\n      imageTagMirrors:\n      - source: quay.io\n        mirrors: [m.example.com]\n";
+    let rule_set = load(yaml);
+    let summary = rule_set.summary();
+    assert_eq!(
+        (
+            summary.config_map_uses[0].kind,
+            summary.config_map_uses[0].object.as_str(),
+            summary.config_map_uses[0].applied.clone(),
+            summary.warnings.len(),
+            sources(&rule_set, "quay.io/ns/a:v1").len(),
+        ),
+        (
+            "HostedCluster",
+            "clusters/hc",
+            vec!["clusters/mirrors (rules/test.yaml: document 2 (ConfigMap/mirrors))".to_owned()],
+            0,
+            2,
+        )
+    );
+}
+
+#[test]
+fn hosted_cluster_naming_a_missing_configmap_is_a_warning_naming_both() {
+    let yaml = "apiVersion: hypershift.openshift.io/v1beta1\nkind: HostedCluster\nmetadata:\n  name: hc\n  namespace: clusters\nspec:\n  imageMirrorConfigRef:\n    name: mirrors\n";
+    assert_eq!(
+        load(yaml).warnings()[0].to_string(),
+        "rules/test.yaml: document 1 (HostedCluster/hc): spec.imageMirrorConfigRef: HostedCluster clusters/hc names ConfigMap \"clusters/mirrors\", which no rule file holds; its mirrors apply once it is loaded"
+    );
+}
+
+#[test]
+fn hosted_cluster_configmap_without_mirror_keys_is_a_warning() {
+    let yaml = "apiVersion: hypershift.openshift.io/v1beta1\nkind: HostedCluster\nmetadata:\n  name: hc\nspec:\n  imageMirrorConfigRef:\n    name: np\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: np\ndata:\n  config: \"\"\n";
+    let warnings: Vec<String> = load(yaml)
+        .warnings()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("ConfigMap \"np\" (rules/test.yaml: document 2 (ConfigMap/np)) has no idms.yaml or itms.yaml key")),
+        "{warnings:?}"
+    );
 }
 
 #[test]

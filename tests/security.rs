@@ -246,3 +246,143 @@ fn a_blob_redirect_into_an_allowed_network_is_followed() {
         response.text()
     );
 }
+
+const LEAK_RULES: &str = "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: leak\nspec:\n  imageDigestMirrors:\n  - source: quay.io/leak\n    mirrors: [mirror.test/leak]\n";
+
+#[test]
+fn a_401_from_the_mirror_does_not_open_the_cache_for_another_repository() {
+    let source = support::Registry::start();
+    let mirror = support::Registry::start_with_htpasswd("someone", "not-in-the-pull-secret");
+    let image = support::single_arch("leak-secret", &[4096]);
+    support::push(&image, &format!("{}/other/secret:v1", source.addr()));
+    let proxy = Mirrorgate::start(
+        LEAK_RULES,
+        &[
+            ("quay.io", &source.endpoint()),
+            ("mirror.test", &mirror.endpoint()),
+        ],
+        "",
+    );
+    let layer = &image.layers[0];
+    let manifest = format!("manifests/{}", image.manifest_digest);
+    let blob = format!("blobs/{layer}");
+    let pulled: Vec<u16> = [&manifest, &blob]
+        .iter()
+        .map(|what| {
+            proxy
+                .get(&format!("/v2/quay.io/other/secret/{what}"), &[])
+                .status
+        })
+        .collect();
+    // The mirror of quay.io/leak answers 401, the source 404.
+    let leaked: Vec<(u16, String)> = [&manifest, &blob]
+        .iter()
+        .map(|what| {
+            let response = proxy.get(&format!("/v2/quay.io/leak/anything/{what}"), &[]);
+            (response.status, error_code(&response))
+        })
+        .collect();
+    assert_eq!(
+        (pulled, leaked),
+        (
+            vec![200, 200],
+            vec![
+                (404, "MANIFEST_UNKNOWN".to_owned()),
+                (404, "BLOB_UNKNOWN".to_owned())
+            ]
+        )
+    );
+}
+
+#[test]
+fn during_an_outage_a_scoped_client_gets_only_content_confirmed_for_it_even_after_a_restart() {
+    let mut source = support::Registry::start();
+    let (mine, other) = (
+        support::single_arch("outage-mine", &[2048]),
+        support::single_arch("outage-other", &[3072]),
+    );
+    support::push(&mine, &format!("{}/ns/app:v1", source.addr()));
+    support::push(&other, &format!("{}/other/app:v1", source.addr()));
+    let mut proxy = Mirrorgate::start("", &[("quay.io", &source.endpoint())], "");
+    let (my_layer, other_layer) = (&mine.layers[0], &other.layers[0]);
+    let cached: Vec<u16> = [
+        format!("/v2/quay.io/ns/app/blobs/{my_layer}"),
+        format!("/v2/quay.io/other/app/blobs/{other_layer}"),
+    ]
+    .iter()
+    .map(|path| proxy.get(path, &[]).status)
+    .collect();
+    // Both downloads are committed, and their confirmations written, before the restart.
+    let stored = |layer: &str| {
+        let hex = layer.trim_start_matches("sha256:");
+        let confirmed =
+            std::fs::read_to_string(proxy.cache_dir().join("confirmed")).unwrap_or_default();
+        proxy.cache_dir().join("blobs/sha256").join(hex).exists() && confirmed.contains(layer)
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !(stored(my_layer) && stored(other_layer)) {
+        assert!(Instant::now() < deadline, "the blobs were not stored");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    proxy.restart();
+    source.stop();
+
+    // From now on only a client limited to quay.io/ns/* pulls.
+    const TOKEN: &str = "mg-outage-token-0123456789";
+    let tokens = proxy.dir().join("tokens.yaml");
+    std::fs::write(
+        &tokens,
+        format!("tokens:\n  - name: ns\n    token: {TOKEN}\n    scopes: [\"quay.io/ns/*\"]\n"),
+    )
+    .unwrap();
+    let path = proxy.config_path();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["clients"] = serde_json::json!({"mode": "token", "tokens_file": tokens});
+    std::fs::write(&path, config.to_string()).unwrap();
+    proxy.sighup();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while proxy.get("/v2/", &[]).status != 401 {
+        assert!(
+            Instant::now() < deadline,
+            "the clients section was not loaded"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let bearer = format!("Bearer {TOKEN}");
+    let auth = [("Authorization", bearer.as_str())];
+    let confirmed = proxy.get(&format!("/v2/quay.io/ns/app/blobs/{my_layer}"), &auth);
+    let elsewhere = proxy.get(
+        &format!("/v2/quay.io/ns/nonexist/blobs/{other_layer}"),
+        &auth,
+    );
+    assert_eq!(
+        (
+            cached,
+            confirmed.status,
+            confirmed.body == mine.blob(my_layer),
+            elsewhere.status
+        ),
+        (vec![200, 200], 200, true, 502),
+        "{}",
+        elsewhere.text()
+    );
+}
+
+#[test]
+fn another_port_on_a_host_the_rules_name_is_refused() {
+    let rules = "apiVersion: config.openshift.io/v1\nkind: ImageTagMirrorSet\nmetadata:\n  name: t\nspec:\n  imageTagMirrors:\n  - source: quay.io/ns\n    mirrors: [mirror.corp.test/ns]\n";
+    let proxy = Mirrorgate::start(rules, &[], "");
+    let statuses: Vec<(u16, String)> = [
+        "/v2/ns/app/manifests/v1?ns=quay.io:6200",
+        "/v2/mirror.corp.test:6200/ns/app/manifests/v1",
+    ]
+    .iter()
+    .map(|path| {
+        let response = proxy.get(path, &[]);
+        (response.status, error_code(&response))
+    })
+    .collect();
+    assert_eq!(statuses, vec![(403, "DENIED".to_owned()); 2]);
+}

@@ -163,9 +163,22 @@ fn check_with_cli(vector: &Vector) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let rules_file = dir.path().join("rules.yaml");
     std::fs::write(&rules_file, &vector.objects).map_err(|e| e.to_string())?;
+    // The vectors are about the node's routing; `resolve` also applies serve's limit on which
+    // registries may be contacted, which this configuration lifts.
+    let config_file = dir.path().join("mirrorgate.yaml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "rules: [{}]\nallow_any_registry: true\n",
+            serde_json::to_string(&rules_file).map_err(|e| e.to_string())?
+        ),
+    )
+    .map_err(|e| e.to_string())?;
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_mirrorgate"))
             .args(args)
+            .arg("--config")
+            .arg(&config_file)
             .arg("--rules")
             .arg(&rules_file)
             .output()

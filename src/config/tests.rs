@@ -89,6 +89,7 @@ fn defaults_match_the_documented_values() {
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(10),
             max_header_size: ByteSize(64 * 1024),
+            max_headers: 100,
             max_upstream_fetches: 64,
             upstream_queue_timeout: Duration::from_secs(10),
         },
@@ -578,7 +579,7 @@ fn empty_client_scope_list_is_rejected() {
 #[test]
 fn limits_section_parses() {
     let config = parse(
-            "limits:\n  max_connections: 10\n  header_read_timeout: 2s\n  max_header_size: 16KiB\n  max_upstream_fetches: 3\n  upstream_queue_timeout: 500ms\n",
+            "limits:\n  max_connections: 10\n  header_read_timeout: 2s\n  max_header_size: 16KiB\n  max_headers: 200\n  max_upstream_fetches: 3\n  upstream_queue_timeout: 500ms\n",
         )
         .expect("valid limits");
     assert_eq!(
@@ -587,6 +588,7 @@ fn limits_section_parses() {
             max_connections: 10,
             header_read_timeout: Duration::from_secs(2),
             max_header_size: ByteSize::kib(16),
+            max_headers: 200,
             max_upstream_fetches: 3,
             upstream_queue_timeout: Duration::from_millis(500),
         }
@@ -608,6 +610,15 @@ fn zero_limits_are_rejected_naming_the_key() {
             && errors[1].contains("limits.max_upstream_fetches: must be greater than 0")
             && errors[2].contains("limits.header_read_timeout: must be greater than 0s"),
         "{errors:?}"
+    );
+}
+
+#[test]
+fn too_few_headers_are_rejected() {
+    let err = error_text("limits:\n  max_headers: 8\n");
+    assert!(
+        err.contains("limits.max_headers: must be at least 16"),
+        "{err}"
     );
 }
 

@@ -13,16 +13,48 @@ use super::route::{self, ApiRequest, Route};
 use crate::proxy::Proxy;
 use crate::proxy::bytes_response;
 
-/// Answers one request: routes it, serves it, and counts it. `carries_body` says whether the
-/// request has a body: a read carries none, and one that does is refused unread.
-pub async fn respond(
-    proxy: &Arc<Proxy>,
-    method: &http::Method,
-    path: &str,
-    query: Option<&str>,
-    headers: &HeaderMap,
-    carries_body: bool,
-) -> Response<Body> {
+/// One request as it arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// The method.
+    pub method: &'a http::Method,
+    /// The path, undecoded.
+    pub path: &'a str,
+    /// The query, if any.
+    pub query: Option<&'a str>,
+    /// The headers.
+    pub headers: &'a HeaderMap,
+    /// Whether the request has a body: a read carries none, and one that does is refused
+    /// unread.
+    pub carries_body: bool,
+    /// The client's address, when known.
+    pub peer: Option<std::net::IpAddr>,
+}
+
+/// Answers one request: routes it, serves it, and counts it.
+///
+/// A request scoped by `?ns=` gets `OCI-Namespace: <ns>` on every answer, success or error, as
+/// the distribution-spec's "Registry Proxying" section asks of a proxy.
+pub async fn respond(proxy: &Arc<Proxy>, request: Incoming<'_>) -> Response<Body> {
+    let mut response = answer_in_chain(proxy, request).await;
+    if let Some(namespace) = route::oci_namespace(request.query) {
+        response
+            .headers_mut()
+            .insert(route::OCI_NAMESPACE, namespace);
+    }
+    response
+}
+
+/// Refuses a request that has been round a loop; otherwise answers it with the upstream
+/// requests it causes extending the `Via` chain it arrived with.
+async fn answer_in_chain(proxy: &Arc<Proxy>, request: Incoming<'_>) -> Response<Body> {
+    let Incoming {
+        method,
+        path,
+        query,
+        headers,
+        ..
+    } = request;
     let started = Instant::now();
     let head = method == http::Method::HEAD;
     let via = proxy.via_token();
@@ -44,7 +76,7 @@ pub async fn respond(
     // The upstream requests this one causes extend the `Via` chain it arrived with.
     crate::upstream::via::serving(
         crate::upstream::via::received(headers),
-        respond_in_chain(proxy, started, method, path, query, headers, carries_body),
+        respond_in_chain(proxy, started, request),
     )
     .await
 }
@@ -52,15 +84,19 @@ pub async fn respond(
 async fn respond_in_chain(
     proxy: &Arc<Proxy>,
     started: Instant,
-    method: &http::Method,
-    path: &str,
-    query: Option<&str>,
-    headers: &HeaderMap,
-    carries_body: bool,
+    request: Incoming<'_>,
 ) -> Response<Body> {
+    let Incoming {
+        method,
+        path,
+        query,
+        headers,
+        carries_body,
+        peer,
+    } = request;
     let head = method == http::Method::HEAD;
     let access = proxy.access();
-    let client = match access.authenticate(path, headers).await {
+    let client = match access.authenticate(path, headers, peer).await {
         Ok(client) => client,
         Err(refusal) => {
             let status = StatusCode::UNAUTHORIZED.as_u16();
@@ -88,7 +124,13 @@ async fn respond_in_chain(
         Ok(request) => {
             let route = request.route();
             let result = match client.authorize(request.repository().map(|r| r.name())) {
-                Ok(()) => handle(proxy, request, head, headers).await,
+                Ok(()) => {
+                    crate::proxy::serving_client(
+                        client.is_scoped(),
+                        handle(proxy, request, head, headers),
+                    )
+                    .await
+                }
                 Err(denied) => Err(ApiError::from(denied)),
             };
             match result {

@@ -181,16 +181,26 @@ impl ApiError {
         .with_detail(json!({"via": chain, "token": token}))
     }
 
-    /// 401 UNAUTHORIZED with the challenge, so that clients log in as with any registry.
+    /// 401 UNAUTHORIZED with the challenge, so that clients log in as with any registry; 429
+    /// TOOMANYREQUESTS with `Retry-After` (and the challenge) after too many failed logins.
     pub fn unauthorized(refusal: Unauthorized) -> ApiError {
-        ApiError {
-            detail: Some(Value::Null),
-            challenge: Some(refusal.challenge()),
-            ..ApiError::new(
+        let (status, code, message) = match refusal.retry_after() {
+            None => (
                 StatusCode::UNAUTHORIZED,
                 ErrorCode::Unauthorized,
                 "authentication required",
-            )
+            ),
+            Some(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::TooManyRequests,
+                "too many failed logins; try again later",
+            ),
+        };
+        ApiError {
+            detail: Some(Value::Null),
+            challenge: Some(refusal.challenge()),
+            retry_after: refusal.retry_after(),
+            ..ApiError::new(status, code, message)
         }
     }
 }

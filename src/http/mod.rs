@@ -7,6 +7,7 @@
 //! [`serve`] and [`serve_metrics`].
 
 mod answer;
+mod connection;
 pub mod error;
 mod limits;
 mod metrics_endpoint;

@@ -196,6 +196,18 @@ fn repository(name: &str, params: &Params, default_registry: &str) -> Result<Rep
     })
 }
 
+/// The response header naming the registry a `?ns=` request was scoped to (distribution-spec,
+/// "Registry Proxying").
+pub const OCI_NAMESPACE: http::HeaderName = http::HeaderName::from_static("oci-namespace");
+
+/// The `OCI-Namespace` value for a request's query: its `ns`, when it has a usable one.
+pub fn oci_namespace(query: Option<&str>) -> Option<http::HeaderValue> {
+    Params::parse(query)
+        .get("ns")
+        .filter(|ns| !ns.is_empty())
+        .and_then(|ns| http::HeaderValue::from_str(ns).ok())
+}
+
 /// Decoded query parameters; the first occurrence of a key wins.
 struct Params(Vec<(String, String)>);
 

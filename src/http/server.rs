@@ -4,7 +4,8 @@
 //!
 //! What a client can hold is bounded (`limits`): connections (beyond the bound, new ones wait
 //! in the kernel's listen backlog, which is how a server under load should push back), the
-//! time to send request headers, and their size.
+//! time a connection may go without a request in progress (from accept, see
+//! [`connection`](super::connection)), and the size and number of request headers.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,26 +18,29 @@ use hyper::body::{Body as _, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
 
 use super::LimitsConfig;
+use super::connection::{Activity, InProgress, drive};
 use super::{API_VERSION_HEADER, Body, ServerTls, status_endpoint};
 use crate::proxy::Proxy;
 
 /// How long in-flight requests may take to finish once a stop is asked for.
 const GRACE_PERIOD: Duration = Duration::from_secs(30);
 
-/// How long a client may take over the TLS handshake, so that a connection that never finishes it
-/// does not hold a task forever.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Serves the registry API on `listener` until `shutdown` completes, then lets in-flight requests
 /// finish (up to a grace period), within `limits` (connections, header time and size).
 ///
-/// With `tls`, every connection first completes a TLS handshake (within 10 s; a failed one is
-/// logged at debug level and the connection dropped), and is then served as HTTP/2 or HTTP/1.1,
+/// A connection has `limits.header_read_timeout` from accept to send its first request head
+/// (protocol detection and TLS handshake included), and may stay that long without a request
+/// in progress between requests: then it is asked to finish (HTTP/2: `GOAWAY`) and closed (see
+/// the `connection` module). HTTP/2 connections are also pinged at that interval and
+/// closed when a ping is not answered within it, so a vanished peer does not hold a stream.
+///
+/// With `tls`, every connection first completes a TLS handshake (a failed one is logged at
+/// debug level and the connection dropped), and is then served as HTTP/2 or HTTP/1.1,
 /// whichever the client speaks (the one it negotiated by ALPN). Handshakes still in progress when
 /// the server stops are abandoned.
 pub async fn serve(
@@ -48,23 +52,28 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let mut builder = Builder::new(TokioExecutor::new());
     let max_header = usize::try_from(limits.max_header_size.bytes()).unwrap_or(usize::MAX);
+    let idle = limits.header_read_timeout;
     // A client that does not finish its request headers in time is disconnected (slowloris),
     // and one whose head outgrows the bound is answered 431.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(max_header);
+        .header_read_timeout(idle)
+        .max_buf_size(max_header)
+        .max_headers(limits.max_headers);
     builder
         .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(idle))
+        .keep_alive_timeout(idle)
         .max_header_list_size(u32::try_from(max_header).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let max_connections = limits.max_connections;
+    let connections = Arc::new(Semaphore::new(max_connections));
     let open = proxy.metrics().connections();
-    let graceful = GracefulShutdown::new();
     let local = listener.local_addr()?;
-    // Dropped when the server stops, which ends every handshake still in progress.
-    let (stop_handshakes, handshakes_stopped) = watch::channel(());
+    // Dropped when the server stops: handshakes in progress end, connections are asked to finish.
+    let (stop_connections, stopped) = watch::channel(());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         // At the bound, accept nothing until a connection closes.
@@ -86,66 +95,79 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let accepted_at = Instant::now();
                 let _ = stream.set_nodelay(true);
                 open.inc();
                 let held = OpenConnection { _permit: permit, open: open.clone() };
                 let proxy = proxy.clone();
-                let service = service_fn(move |request| handle(proxy.clone(), request, local, peer));
-                match &tls {
-                    None => {
-                        let connection = builder
-                            .serve_connection(TokioIo::new(stream), service)
-                            .into_owned();
-                        let connection = graceful.watch(connection);
-                        tokio::spawn(async move {
-                            if let Err(error) = connection.await {
-                                tracing::debug!(%peer, %error, "connection ended with an error");
+                let activity = Activity::new();
+                let service = {
+                    let activity = activity.clone();
+                    service_fn(move |request| {
+                        handle(proxy.clone(), request, local, peer, activity.begin())
+                    })
+                };
+                let builder = builder.clone();
+                let tls = tls.clone();
+                let mut stopped = stopped.clone();
+                tokio::spawn(async move {
+                    let _held = held;
+                    let Some(tls) = tls else {
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        let served = drive(
+                            connection,
+                            |c| c.graceful_shutdown(),
+                            &activity,
+                            accepted_at,
+                            idle,
+                            stopped,
+                        );
+                        if let Err(error) = served.await {
+                            tracing::debug!(%peer, %error, "connection ended with an error");
+                        }
+                        return;
+                    };
+                    let handshake = tokio::time::timeout_at(
+                        accepted_at + idle,
+                        tls.acceptor().accept(stream),
+                    );
+                    let stream = tokio::select! {
+                        result = handshake => match result {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, %error, "TLS handshake failed");
+                                return;
                             }
-                            drop(held);
-                        });
-                    }
-                    Some(tls) => {
-                        let acceptor = tls.acceptor().clone();
-                        let builder = builder.clone();
-                        // Taken now, before any stop: a connection watched after the stop began
-                        // is told at once to finish, and the stop waits for this watcher.
-                        let watcher = graceful.watcher();
-                        let mut stopped = handshakes_stopped.clone();
-                        tokio::spawn(async move {
-                            let _held = held;
-                            let handshake =
-                                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
-                            let stream = tokio::select! {
-                                result = handshake => match result {
-                                    Ok(Ok(stream)) => stream,
-                                    Ok(Err(error)) => {
-                                        tracing::debug!(%peer, %error, "TLS handshake failed");
-                                        return;
-                                    }
-                                    Err(_) => {
-                                        tracing::debug!(%peer, "TLS handshake timed out");
-                                        return;
-                                    }
-                                },
-                                _ = stopped.changed() => return,
-                            };
-                            let connection = builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .into_owned();
-                            if let Err(error) = watcher.watch(connection).await {
-                                tracing::debug!(%peer, %error, "connection ended with an error");
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
                             }
-                        });
+                        },
+                        _ = stopped.changed() => return,
+                    };
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    let served = drive(
+                        connection,
+                        |c| c.graceful_shutdown(),
+                        &activity,
+                        accepted_at,
+                        idle,
+                        stopped,
+                    );
+                    if let Err(error) = served.await {
+                        tracing::debug!(%peer, %error, "connection ended with an error");
                     }
-                }
+                });
             }
             () = &mut shutdown => break,
         }
     }
     drop(listener);
-    drop(stop_handshakes);
+    drop(stop_connections);
+    // Every connection holds a permit until it closes: all of them back means all closed.
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
     tokio::select! {
-        () = graceful.shutdown() => {}
+        _ = connections.acquire_many(all) => {}
         () = tokio::time::sleep(GRACE_PERIOD) => {
             tracing::warn!("grace period over; closing the remaining connections");
         }
@@ -170,6 +192,7 @@ async fn handle(
     request: Request<Incoming>,
     local: SocketAddr,
     peer: SocketAddr,
+    in_progress: InProgress,
 ) -> Result<Response<Body>, Infallible> {
     // `/status` depends on who is asking from where, which only this layer knows.
     if request.uri().path() == status_endpoint::PATH && !proxy.metrics_elsewhere() {
@@ -178,20 +201,24 @@ async fn handle(
         response
             .headers_mut()
             .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
-        return Ok(response);
+        return Ok(response.map(|body| Activity::track(body, in_progress)));
     }
     // Routing, serving and counting are the proxy's; this layer only speaks HTTP.
     let mut response = super::answer::respond(
         &proxy,
-        request.method(),
-        request.uri().path(),
-        request.uri().query(),
-        request.headers(),
-        !request.body().is_end_stream(),
+        super::answer::Incoming {
+            method: request.method(),
+            path: request.uri().path(),
+            query: request.uri().query(),
+            headers: request.headers(),
+            carries_body: !request.body().is_end_stream(),
+            peer: Some(peer.ip()),
+        },
     )
     .await;
     response
         .headers_mut()
         .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
-    Ok(response)
+    // The request stays in progress until its body is sent or dropped.
+    Ok(response.map(|body| Activity::track(body, in_progress)))
 }

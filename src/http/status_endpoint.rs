@@ -77,7 +77,7 @@ async fn allowed(
         )
         .into_response(head));
     }
-    match access.authenticate(PATH, headers).await {
+    match access.authenticate(PATH, headers, Some(peer.ip())).await {
         Ok(_) => Ok(()),
         Err(refusal) => Err(ApiError::unauthorized(refusal).into_response(head)),
     }

@@ -99,7 +99,8 @@ impl Proxy {
         let stored = self.cache.blobs.stat(digest).is_some()
             || (self.wait_for_commit(digest).await && self.cache.blobs.stat(digest).is_some());
         if stored {
-            self.may_serve_cached(&logical, &candidates, Stored::Blob)
+            let stored_len = self.cache.blobs.stat(digest);
+            self.may_serve_cached(&logical, &candidates, Stored::Blob, stored_len)
                 .await?;
         }
         if let Some(blob) = self.cache.blobs.open_blob(digest) {
@@ -118,6 +119,11 @@ impl Proxy {
                 "no source can serve blob {logical}: every source recently served bytes that do not match the digest"
             )));
         }
+        // A range from the first byte is what a client asks for a whole blob it may stop
+        // reading: it is answered from the verified download, whole (RFC 9110 lets a server
+        // ignore Range). Other ranges of an uncached blob pass through unverified, as in the
+        // Distribution registry: their bytes cannot be checked without the rest of the blob.
+        let range = range.filter(|range| !from_first_byte(range));
         if head || range.is_some() {
             return self
                 .blob_passthrough(&logical, digest, candidates, head, range)
@@ -131,7 +137,7 @@ impl Proxy {
                 .is_some_and(|(_, repo)| repo != logical.name())
         });
         if started_elsewhere {
-            self.may_serve_cached(&logical, &candidates, Stored::Blob)
+            self.may_serve_cached(&logical, &candidates, Stored::Blob, None)
                 .await?;
         }
         // Joining a download under way takes no slot; starting one does, before it starts, so
@@ -579,7 +585,9 @@ impl Proxy {
         {
             return Err(self.refuse(Route::Blob, error));
         }
-        self.reachable_only(logical, &mut candidates, |(physical, _)| physical.domain())?;
+        self.reachable_only(logical, &mut candidates, |(physical, role)| {
+            (physical.domain(), *role)
+        })?;
         let mut seen = HashSet::new();
         candidates.retain(|(physical, _)| {
             seen.insert(physical.name().to_owned()) && !self.is_corrupt(physical)
@@ -667,6 +675,21 @@ impl Proxy {
 
 /// `GET|HEAD /v2/<path>/blobs/<digest>` for a physical reference, following redirects (blob
 /// storage).
+/// Whether `range` asks for the blob from its first byte (`bytes=0-`, `bytes=0-N`).
+fn from_first_byte(range: &HeaderValue) -> bool {
+    range
+        .to_str()
+        .ok()
+        .and_then(|range| range.trim().strip_prefix("bytes="))
+        .is_some_and(|spec| {
+            !spec.contains(',')
+                && spec
+                    .trim()
+                    .strip_prefix('0')
+                    .is_some_and(|rest| rest.trim_start().starts_with('-'))
+        })
+}
+
 pub(super) fn blob_request(
     physical: &Reference,
     digest: &Digest,

@@ -32,12 +32,10 @@ pub enum Error {
     #[error(transparent)]
     Resolve(#[from] ResolveError),
     /// None of the pull sources is a registry mirrorgate may contact.
-    #[error(
-        "mirrorgate does not contact {registry}: it is not named by the rules, `registries` or `default_registry`"
-    )]
+    #[error("{message}")]
     NotConfigured {
-        /// The registry of the logical reference.
-        registry: String,
+        /// Which registry, and how to allow it.
+        message: String,
     },
     /// Every source was tried and none served; `all_not_found` when each said "not found".
     #[error("{message}")]

@@ -125,7 +125,9 @@ impl Proxy {
             .rules()
             .resolve(logical)
             .map_err(|e| self.refuse(route, e))?;
-        self.reachable_only(logical, &mut resolution.sources, |s| s.reference.domain())?;
+        self.reachable_only(logical, &mut resolution.sources, |s| {
+            (s.reference.domain(), s.role)
+        })?;
         let slot = self.fetch_slots.acquire(logical.as_str()).await?;
         let mut failures = Vec::new();
         for source in &resolution.sources {

@@ -61,7 +61,9 @@ impl Proxy {
             tracing::info!(reference = %logical, error = %e, "manifest refused");
             self.refuse(Route::Manifest, e)
         })?;
-        self.reachable_only(logical, &mut resolution.sources, |s| s.reference.domain())?;
+        self.reachable_only(logical, &mut resolution.sources, |s| {
+            (s.reference.domain(), s.role)
+        })?;
         match logical.digest() {
             Some(digest) => {
                 self.manifest_by_digest(logical, &digest, resolution, accept)
@@ -86,8 +88,13 @@ impl Proxy {
                 .iter()
                 .map(|s| (s.reference.clone(), s.role))
                 .collect();
-            self.may_serve_cached(logical, &sources, Stored::Manifest)
-                .await?;
+            self.may_serve_cached(
+                logical,
+                &sources,
+                Stored::Manifest,
+                Some(manifest.bytes.len() as u64),
+            )
+            .await?;
             CacheStats::count(&self.cache.stats.manifest_hits);
             tracing::info!(reference = %logical, served_by = "cache", "manifest served");
             return Ok(manifest);

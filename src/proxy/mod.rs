@@ -14,14 +14,16 @@
 mod admission;
 mod blob;
 mod body;
+mod confirmed;
 mod ensure;
 mod error;
 mod listing;
+mod log_limit;
 mod manifest;
 mod reach;
 mod repository;
 mod route;
-mod sizes;
+pub mod sizes;
 mod status;
 pub mod verify;
 
@@ -31,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use http::HeaderMap;
 
 use tokio::sync::watch;
 
@@ -42,7 +45,6 @@ use crate::cache::stats::CacheStats;
 use crate::cache::{Cache, CacheConfig};
 use crate::metrics::Metrics;
 use admission::FetchSlots;
-use reach::Reachable;
 use sizes::DescriptorSizes;
 
 use crate::reference::Reference;
@@ -51,8 +53,8 @@ use crate::upstream::{AttemptError, RegistrySettings, Upstream};
 pub use admission::Admission;
 pub use body::{Body, bytes_response, empty_body, full_body};
 pub use error::{Error, Missing, Tried};
+pub use reach::Reachable;
 pub use repository::Repository;
-use route::ContentKey;
 pub use route::Route;
 
 /// How long a repository keeps pulling its blobs from the source that served its manifest.
@@ -61,8 +63,6 @@ const AFFINITY_TTL: Duration = Duration::from_secs(600);
 const AFFINITY_CAPACITY: usize = 10_000;
 /// How long a source that served corrupt bytes for a blob is skipped for that blob.
 const CORRUPT_TTL: Duration = Duration::from_secs(600);
-/// How many (repository, digest) pairs are remembered as confirmed by an upstream.
-const KNOWN_CAPACITY: u64 = 1_000_000;
 /// How long a registry that could not be reached is skipped.
 const BACKOFF: Duration = Duration::from_secs(5);
 /// At most this many (source, blob) pairs are remembered as corrupt.
@@ -91,14 +91,15 @@ pub struct Proxy {
     /// digest; they are skipped for a while, so the next pull goes to the next source. Shared
     /// with the streams that discover the corruption.
     corrupt: Arc<Mutex<HashMap<String, Instant>>>,
-    /// Registries that could not be reached, skipped until the given time.
-    backoff: Mutex<HashMap<String, Instant>>,
+    /// Registries that could not be reached, skipped until the given time; with the cause, which
+    /// the skipped attempts report.
+    backoff: Mutex<HashMap<String, (Instant, String)>>,
     /// Who may pull what (the `clients` section and its files).
     access: ArcSwap<Access>,
     /// `repository@digest` pairs an upstream served or confirmed. The stores are
     /// content-addressed; this is what keeps a digest cached for one repository from being
     /// served for another that does not hold it (an upstream would answer 404 there).
-    known: Mutex<crate::cache::lru::Lru<ContentKey, ()>>,
+    known: confirmed::Confirmations,
     /// Upstream fetches under way, bounded (`limits.max_upstream_fetches`).
     fetch_slots: FetchSlots,
     /// The sizes the manifests fetched declare for the content they reference.
@@ -194,6 +195,7 @@ impl Proxy {
             dir: settings.cache.dir.clone(),
             cause,
         })?;
+        let known = confirmed::Confirmations::open(cache.dir());
         let metrics = Arc::new(Metrics::new(cache.stats.clone()));
         metrics.rules_loaded(&rules, settings.configured_registries());
         Ok(Proxy {
@@ -209,7 +211,7 @@ impl Proxy {
             corrupt: Arc::new(Mutex::new(HashMap::new())),
             backoff: Mutex::new(HashMap::new()),
             access: ArcSwap::from_pointee(access),
-            known: Mutex::new(crate::cache::lru::Lru::new(KNOWN_CAPACITY)),
+            known,
             fetch_slots: FetchSlots::new(
                 settings.max_upstream_fetches,
                 settings.upstream_queue_timeout,
@@ -254,15 +256,18 @@ impl Proxy {
         &self,
         logical: &Reference,
         sources: &mut Vec<T>,
-        registry: impl Fn(&T) -> &str,
+        source: impl Fn(&T) -> (&str, Role),
     ) -> Result<(), Error> {
         let reachable = self.reachable.load();
         let before = sources.len();
-        sources.retain(|source| reachable.allows(registry(source)));
+        sources.retain(|pull_source| {
+            let (registry, role) = source(pull_source);
+            reachable.allows(registry, role)
+        });
         if before > 0 && sources.is_empty() {
             tracing::info!(reference = %logical, "refused: registry not configured");
             return Err(Error::NotConfigured {
-                registry: logical.domain().to_owned(),
+                message: Reachable::refusal(logical.domain()),
             });
         }
         Ok(())
@@ -329,30 +334,30 @@ impl Proxy {
 
     /// Records that an upstream served or confirmed `digest` in the logical `repository`.
     fn remember_content(&self, repository: &str, digest: &str) {
-        if let Ok(mut known) = self.known.lock() {
-            known.insert(ContentKey::new(repository, digest), (), 1, |_, _| false);
-        }
+        self.known.insert(repository, digest);
     }
 
-    /// Whether cached content `digest` may be served for `logical` (a reference by digest):
-    /// an upstream served or confirmed it there before, or a HEAD along `sources` confirms it
-    /// now. If every source says "not found", it is not this repository's content; if they fail
-    /// otherwise, the cache answers, as it would for a repository it knows.
+    /// Whether cached content `digest` (`stored_len` bytes, when known) may be served for
+    /// `logical` (a reference by digest): an upstream served or confirmed it there before, or a
+    /// HEAD along `sources` confirms it now (its `Content-Length` and `Docker-Content-Digest`
+    /// match the stored object).
+    ///
+    /// Otherwise it is refused: with 404 as soon as one source says not found (the content is
+    /// not this repository's), and with the reasons when sources refused (401, 403) or answered
+    /// a HEAD that proves nothing. Only when every source *failed* (unreachable, timed out, 5xx)
+    /// does the cache answer, as it would for a repository it knows, and then only to a client
+    /// without repository scopes: a scoped client gets only what was confirmed for it.
     async fn may_serve_cached(
         &self,
         logical: &Reference,
         sources: &[(Reference, Role)],
         stored: Stored,
+        stored_len: Option<u64>,
     ) -> Result<(), Error> {
         let Some(digest) = logical.digest_str() else {
             return Ok(());
         };
-        let key = ContentKey::new(logical.name(), digest);
-        if self
-            .known
-            .lock()
-            .is_ok_and(|mut known| known.get(&key).is_some())
-        {
+        if self.known.contains(logical.name(), digest) {
             return Ok(());
         }
         let _slot = self.fetch_slots.acquire(logical.as_str()).await?;
@@ -372,31 +377,50 @@ impl Proxy {
                 }
             };
             request.method = http::Method::HEAD;
-            match self.attempt(request, *role, stored.route()).await {
-                Ok(_) => {
-                    self.remember_content(logical.name(), digest);
-                    return Ok(());
-                }
-                Err(error) => failures.push(Failure {
-                    reference: physical.clone(),
-                    role: *role,
-                    reason: AttemptFailure::Upstream(error),
-                }),
-            }
-        }
-        if !failures.is_empty() && failures.iter().all(|f| f.reason.is_not_found()) {
-            let (route, missing) = match stored {
-                Stored::Blob => (Route::Blob, Missing::Blob),
-                Stored::Manifest => (Route::Manifest, Missing::Manifest),
+            let reason = match self.attempt(request, *role, stored.route()).await {
+                Ok(response) => match confirms(&response, digest, stored_len) {
+                    Ok(()) => {
+                        self.remember_content(logical.name(), digest);
+                        return Ok(());
+                    }
+                    Err(why) => AttemptFailure::Unconfirmed(why),
+                },
+                Err(error) => AttemptFailure::Upstream(error),
             };
-            return Err(exhausted(
-                route.as_str(),
-                logical.as_str(),
-                &failures,
-                missing,
-            ));
+            failures.push(Failure {
+                reference: physical.clone(),
+                role: *role,
+                reason,
+            });
         }
-        Ok(())
+        let (route, missing) = match stored {
+            Stored::Blob => (Route::Blob, Missing::Blob),
+            Stored::Manifest => (Route::Manifest, Missing::Manifest),
+        };
+        let outage = !failures.is_empty() && failures.iter().all(|f| f.reason.is_failure());
+        if outage && !scoped_client() {
+            return Ok(());
+        }
+        let what = route.as_str();
+        if failures.iter().any(|f| f.reason.is_not_found()) {
+            tracing::info!(reference = %logical, failed = %summary(&failures), "cached content refused: not found on the route");
+            // Not found on the route: the content is not this repository's, whatever else failed.
+            return Err(
+                match exhausted(what, logical.as_str(), &failures, missing) {
+                    Error::Exhausted { tried, .. } => Error::Exhausted {
+                        missing,
+                        all_not_found: true,
+                        message: format!(
+                            "{what} {logical} not found; tried {}",
+                            summary(&failures)
+                        ),
+                        tried,
+                    },
+                    other => other,
+                },
+            );
+        }
+        Err(exhausted(what, logical.as_str(), &failures, missing))
     }
 
     /// Records that `physical` (a blob reference) served corrupt bytes.
@@ -470,11 +494,95 @@ enum AttemptFailure {
     /// The response body could not be read or parsed.
     #[error("{0}")]
     Body(String),
+    /// A HEAD answered 200 without proving the content is there.
+    #[error("{0}")]
+    Unconfirmed(String),
 }
 
 impl AttemptFailure {
     fn is_not_found(&self) -> bool {
         matches!(self, AttemptFailure::Upstream(AttemptError::NotFound))
+    }
+
+    /// A failure to answer (unreachable, timed out, 5xx, broken protocol), as opposed to an
+    /// answer: not found, refused, or content that is not what was asked for.
+    fn is_failure(&self) -> bool {
+        match self {
+            AttemptFailure::Upstream(error) => matches!(
+                error,
+                AttemptError::Status { .. }
+                    | AttemptError::Timeout { .. }
+                    | AttemptError::Connect(_)
+                    | AttemptError::Protocol(_)
+            ),
+            AttemptFailure::Body(_) => true,
+            AttemptFailure::DigestMismatch { .. }
+            | AttemptFailure::TooLarge(_)
+            | AttemptFailure::SizeMismatch(_)
+            | AttemptFailure::Unconfirmed(_) => false,
+        }
+    }
+}
+
+tokio::task_local! {
+    /// Whether the client of the request this task serves is limited to some repositories
+    /// (set by [`Proxy::respond`]; unset, as for in-process callers, means not limited).
+    static SCOPED_CLIENT: bool;
+}
+
+/// Runs `work` (answering one request) for a client limited (`scoped`) or not to some
+/// repositories: during an outage, cached content no upstream confirmed for the repository is
+/// served only to a client without scopes.
+pub async fn serving_client<F: std::future::Future>(scoped: bool, work: F) -> F::Output {
+    SCOPED_CLIENT.scope(scoped, work).await
+}
+
+fn scoped_client() -> bool {
+    SCOPED_CLIENT.try_with(|scoped| *scoped).unwrap_or(false)
+}
+
+/// Whether a HEAD `response` proves that the upstream holds `digest` of `stored_len` bytes: its
+/// `Content-Length` must be that length, and its `Docker-Content-Digest` that digest (blob
+/// storage that a registry redirected the HEAD to sends no such header; its length must match).
+fn confirms(
+    response: &reqwest::Response,
+    digest: &str,
+    stored_len: Option<u64>,
+) -> Result<(), String> {
+    let from_registry = response.url().path().starts_with("/v2/");
+    head_confirms(response.headers(), from_registry, digest, stored_len)
+}
+
+/// [`confirms`] on the headers of a HEAD answered by the registry (`from_registry`) or by the
+/// storage it redirected to.
+fn head_confirms(
+    headers: &HeaderMap,
+    from_registry: bool,
+    digest: &str,
+    stored_len: Option<u64>,
+) -> Result<(), String> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+    };
+    let length = header("content-length").and_then(|l| l.parse::<u64>().ok());
+    match header("docker-content-digest") {
+        Some(announced) if announced != digest => {
+            return Err(format!("HEAD announced digest {announced}"));
+        }
+        None if from_registry => {
+            return Err("HEAD answered without Docker-Content-Digest".to_owned());
+        }
+        _ => {}
+    }
+    match (length, stored_len) {
+        (None, _) => Err("HEAD answered without Content-Length".to_owned()),
+        (Some(length), Some(stored)) if length != stored => Err(format!(
+            "HEAD announced {length} bytes, the content has {stored}"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -491,11 +599,11 @@ impl Proxy {
         let route = route.as_str();
         let registry = request.registry.clone();
         let started = Instant::now();
-        if let Some(remaining) = self.backing_off(&registry) {
+        if let Some((remaining, cause)) = self.backing_off(&registry) {
             self.metrics
                 .upstream(&registry, role.as_str(), route, "skipped", Duration::ZERO);
             return Err(AttemptError::Connect(format!(
-                "not contacted: unreachable moments ago, retried in {}s",
+                "not contacted: unreachable moments ago ({cause}), retried in {}s",
                 remaining.as_secs() + 1
             )));
         }
@@ -503,6 +611,19 @@ impl Proxy {
         let result = upstream.send(request).await;
         self.note_reachability(&registry, &result);
         self.health.record(&registry, result.as_ref().map(|_| ()));
+        if let Err(error) = &result
+            && !matches!(error, AttemptError::NotFound)
+            && let Some(held_back) = log_limit::ATTEMPT_FAILED.admit(&registry, Instant::now())
+        {
+            tracing::warn!(
+                registry,
+                role = role.as_str(),
+                %error,
+                similar_held_back = held_back,
+                "upstream registry failed (one line per registry every {}s)",
+                log_limit::INTERVAL.as_secs()
+            );
+        }
         let outcome = match &result {
             Ok(_) => "ok",
             Err(error) => error.outcome(),
@@ -513,10 +634,12 @@ impl Proxy {
     }
 
     /// How much longer `registry` is skipped after it could not be reached, if it is.
-    fn backing_off(&self, registry: &str) -> Option<Duration> {
+    fn backing_off(&self, registry: &str) -> Option<(Duration, String)> {
         let backoff = self.backoff.lock().ok()?;
-        let until = *backoff.get(registry)?;
-        until.checked_duration_since(Instant::now())
+        let (until, cause) = backoff.get(registry)?;
+        until
+            .checked_duration_since(Instant::now())
+            .map(|remaining| (remaining, cause.clone()))
     }
 
     /// A registry that cannot be connected to (refused, unroutable, timed out) is skipped for a
@@ -527,11 +650,14 @@ impl Proxy {
             return;
         };
         match result {
-            Err(AttemptError::Connect(_) | AttemptError::Timeout { .. }) => {
+            Err(error @ (AttemptError::Connect(_) | AttemptError::Timeout { .. })) => {
                 if backoff.len() >= AFFINITY_CAPACITY {
-                    backoff.retain(|_, until| *until > Instant::now());
+                    backoff.retain(|_, (until, _)| *until > Instant::now());
                 }
-                backoff.insert(registry.to_owned(), Instant::now() + BACKOFF);
+                backoff.insert(
+                    registry.to_owned(),
+                    (Instant::now() + BACKOFF, error.to_string()),
+                );
             }
             _ => {
                 backoff.remove(registry);
@@ -589,7 +715,22 @@ fn exhausted(what: &str, logical: &str, failures: &[Failure], missing: Missing) 
     } else {
         format!("no source served {what} {logical}; tried {listed}")
     };
-    tracing::info!(reference = logical, not_found = all_not_found, failed = %listed, "{what} not served");
+    // Not found is an answer; every source failing is a fault to look at: WARN, one line per
+    // registry per interval.
+    if all_not_found {
+        tracing::info!(reference = logical, not_found = true, failed = %listed, "{what} not served");
+    } else {
+        let registry = logical.split('/').next().unwrap_or(logical);
+        if let Some(held_back) = log_limit::NOT_SERVED.admit(registry, Instant::now()) {
+            tracing::warn!(
+                reference = logical,
+                failed = %listed,
+                similar_held_back = held_back,
+                "{what} not served: every source failed (one line per registry every {}s)",
+                log_limit::INTERVAL.as_secs()
+            );
+        }
+    }
     Error::Exhausted {
         missing,
         all_not_found,
@@ -604,4 +745,80 @@ fn summary(failures: &[Failure]) -> String {
         .map(|f| format!("{} {}: {}", f.role, f.reference, f.reason))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| {
+                (
+                    http::HeaderName::from_static(name),
+                    HeaderValue::from_str(value).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_head_confirms_only_with_the_stored_length_and_digest() {
+        let checks = [
+            head_confirms(
+                &headers(&[("content-length", "42"), ("docker-content-digest", DIGEST)]),
+                true,
+                DIGEST,
+                Some(42),
+            ),
+            head_confirms(
+                &headers(&[("content-length", "41"), ("docker-content-digest", DIGEST)]),
+                true,
+                DIGEST,
+                Some(42),
+            ),
+            head_confirms(
+                &headers(&[("content-length", "42")]),
+                true,
+                DIGEST,
+                Some(42),
+            ),
+            head_confirms(
+                &headers(&[("docker-content-digest", DIGEST)]),
+                true,
+                DIGEST,
+                Some(42),
+            ),
+            head_confirms(
+                &headers(&[
+                    ("content-length", "42"),
+                    ("docker-content-digest", "sha256:00"),
+                ]),
+                true,
+                DIGEST,
+                Some(42),
+            ),
+            // Blob storage a registry redirected to sends no digest header; the length decides.
+            head_confirms(
+                &headers(&[("content-length", "42")]),
+                false,
+                DIGEST,
+                Some(42),
+            ),
+            head_confirms(
+                &headers(&[("content-length", "7")]),
+                false,
+                DIGEST,
+                Some(42),
+            ),
+        ];
+        assert_eq!(
+            checks.map(|check| check.is_ok()),
+            [true, false, false, false, false, true, false]
+        );
+    }
 }

@@ -3,16 +3,20 @@
 //! a client names is refused before a connection is made — otherwise the proxy would lend its
 //! pull secret and its network position to anyone (an open proxy, an SSRF gadget). IP literals and
 //! `localhost` are reachable only when `registries` names them explicitly.
+//!
+//! A registry is matched as `host:port` exactly as written: a client naming another port on a
+//! host the rules name (`quay.io:6200`) is refused. Only mirrors, which the rules produce, keep
+//! the port-agnostic match of a host-only rule (a wildcard rewrite keeps the client's port).
 
 use std::collections::HashSet;
 use std::net::IpAddr;
 
 use super::ProxySettings;
-use crate::rules::RuleSet;
+use crate::rules::{Role, RuleSet};
 
 /// The registries mirrorgate may contact.
 #[derive(Debug, Default)]
-pub(crate) struct Reachable {
+pub struct Reachable {
     any: bool,
     /// `registries` keys and `default_registry`: always reachable, IP literals included.
     explicit: HashSet<String>,
@@ -24,7 +28,7 @@ pub(crate) struct Reachable {
 
 impl Reachable {
     /// What `rules` and `settings` allow.
-    pub(crate) fn new(rules: &RuleSet, settings: &ProxySettings<'_>) -> Reachable {
+    pub fn new(rules: &RuleSet, settings: &ProxySettings<'_>) -> Reachable {
         let explicit: HashSet<String> = settings
             .configured_registries()
             .map(str::to_owned)
@@ -45,8 +49,47 @@ impl Reachable {
         listed
     }
 
-    /// Whether `registry` (`host[:port]` as in a reference) may be contacted.
-    pub(crate) fn allows(&self, registry: &str) -> bool {
+    /// Why `registry` is refused: the message of the 403 `serve` answers, which `resolve` prints
+    /// too.
+    pub fn refusal(registry: &str) -> String {
+        format!(
+            "mirrorgate does not contact {registry}: it is not named by the rules, `registries` or `default_registry`"
+        )
+    }
+
+    /// The `registries` entries that nothing else names: no rule source or mirror, not
+    /// `default_registry`. Such an entry only serves clients that name its host directly, and is
+    /// often a typo (`mirror.internl`).
+    pub fn unused_registries(rules: &RuleSet, settings: &ProxySettings<'_>) -> Vec<String> {
+        let (named, wildcards) = rules.registries();
+        let mut unused: Vec<String> = settings
+            .registries
+            .keys()
+            .filter(|registry| {
+                let host = host_of(registry);
+                registry.as_str() != settings.default_registry
+                    && !named.contains(registry.as_str())
+                    && !named.contains(host)
+                    && !wildcards
+                        .iter()
+                        .any(|suffix| host.ends_with(suffix.as_str()))
+            })
+            .cloned()
+            .collect();
+        unused.sort();
+        unused
+    }
+
+    /// The warning for a `registries` entry [`Reachable::unused_registries`] found.
+    pub fn unused_registry_warning(registry: &str) -> String {
+        format!(
+            "registries.{registry}: no rule source or mirror and not default_registry names this registry; only clients naming it directly reach it (a typo?)"
+        )
+    }
+
+    /// Whether `registry` (`host[:port]` as in a reference), as a pull source in `role`, may
+    /// be contacted.
+    pub fn allows(&self, registry: &str, role: Role) -> bool {
         if self.any || self.explicit.contains(registry) {
             return true;
         }
@@ -54,13 +97,20 @@ impl Reachable {
         if host == "localhost" || host.trim_matches(['[', ']']).parse::<IpAddr>().is_ok() {
             return false;
         }
-        // A host-only rule matches its host on any port (containers/image's prefix match).
-        self.named.contains(registry)
-            || (host != registry && self.named.contains(host))
-            || self
-                .wildcards
-                .iter()
-                .any(|suffix| host.ends_with(suffix.as_str()))
+        if self.named.contains(registry) {
+            return true;
+        }
+        let under_wildcard = self
+            .wildcards
+            .iter()
+            .any(|suffix| host.ends_with(suffix.as_str()));
+        match role {
+            // Produced by the rules: a host-only rule covers its host on any port
+            // (containers/image's prefix match), and a wildcard rewrite keeps the port.
+            Role::Mirror => (host != registry && self.named.contains(host)) || under_wildcard,
+            // Named by the client: only a port written in the rules (none, under a wildcard).
+            Role::Source => host == registry && under_wildcard,
+        }
     }
 }
 
@@ -76,6 +126,12 @@ fn host_of(registry: &str) -> &str {
 mod tests {
     use super::*;
     use crate::config::Config;
+
+    impl Reachable {
+        fn allows_source(&self, registry: &str) -> bool {
+            self.allows(registry, Role::Source)
+        }
+    }
 
     fn reachable(allow_any: bool) -> Reachable {
         let rules = crate::rules::load_str(
@@ -96,46 +152,80 @@ mod tests {
     #[test]
     fn rule_sources_and_mirrors_are_reachable() {
         let r = reachable(false);
-        assert!(r.allows("quay.io") && r.allows("mirror.example.com"));
+        assert!(r.allows_source("quay.io") && r.allows_source("mirror.example.com"));
     }
 
     #[test]
-    fn a_host_only_scope_covers_its_ports() {
-        assert!(reachable(false).allows("quay.io:443"));
+    fn another_port_on_a_rule_named_host_is_reachable_only_as_a_mirror() {
+        let r = reachable(false);
+        assert_eq!(
+            (
+                r.allows_source("quay.io:6200"),
+                r.allows_source("mirror.example.com:6200"),
+                r.allows("mirror.example.com:6200", Role::Mirror),
+                r.allows_source("a.corp.example.com:6200"),
+            ),
+            (false, false, true, false)
+        );
     }
 
     #[test]
     fn hosts_under_a_wildcard_source_are_reachable() {
-        assert!(reachable(false).allows("a.corp.example.com"));
+        assert!(reachable(false).allows_source("a.corp.example.com"));
     }
 
     #[test]
     fn the_default_registry_is_reachable() {
-        assert!(reachable(false).allows("docker.io"));
+        assert!(reachable(false).allows_source("docker.io"));
     }
 
     #[test]
     fn an_unnamed_host_is_not_reachable() {
-        assert!(!reachable(false).allows("evil.example.net"));
+        assert!(!reachable(false).allows_source("evil.example.net"));
     }
 
     #[test]
     fn an_ip_literal_named_only_by_the_rules_is_not_reachable() {
-        assert!(!reachable(false).allows("10.0.0.5:5000"));
+        assert!(!reachable(false).allows_source("10.0.0.5:5000"));
     }
 
     #[test]
     fn an_ip_literal_of_registries_is_reachable() {
-        assert!(reachable(false).allows("127.0.0.1:5001"));
+        assert!(reachable(false).allows_source("127.0.0.1:5001"));
     }
 
     #[test]
     fn localhost_is_not_reachable_unless_configured() {
-        assert!(!reachable(false).allows("localhost:5000"));
+        assert!(!reachable(false).allows_source("localhost:5000"));
+    }
+
+    #[test]
+    fn a_registries_entry_no_rule_names_is_unused() {
+        let rules = crate::rules::load_str(
+            "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: x\nspec:\n  imageDigestMirrors:\n  - source: quay.io/ns\n    mirrors: [mirror.internal/ns]\n  - source: \"*.corp.example.com\"\n    mirrors: [mirror.internal/corp]\n",
+            "rules.yaml",
+        )
+        .unwrap();
+        let mut config = Config::default();
+        for host in [
+            "mirror.internal",
+            "mirror.internl",
+            "quay.io:443",
+            "a.corp.example.com",
+            "docker.io",
+        ] {
+            config
+                .registries
+                .insert(host.to_owned(), Default::default());
+        }
+        assert_eq!(
+            Reachable::unused_registries(&rules, &(&config).into()),
+            ["mirror.internl"]
+        );
     }
 
     #[test]
     fn allow_any_registry_lifts_the_limit() {
-        assert!(reachable(true).allows("evil.example.net"));
+        assert!(reachable(true).allows_source("evil.example.net"));
     }
 }

@@ -192,8 +192,15 @@ impl Proxy {
         for registry in self.reachable.load().listed() {
             health.entry(registry).or_default();
         }
-        let backoff: HashMap<String, Instant> =
-            self.backoff.lock().map(|b| b.clone()).unwrap_or_default();
+        let backoff: HashMap<String, Instant> = self
+            .backoff
+            .lock()
+            .map(|b| {
+                b.iter()
+                    .map(|(r, (until, _))| (r.clone(), *until))
+                    .collect()
+            })
+            .unwrap_or_default();
         let now = Instant::now();
         let mut statuses: Vec<RegistryStatus> = health
             .into_iter()

@@ -78,7 +78,7 @@ fn decode_text(
     let documents = if json {
         parse_json_documents(text)
     } else {
-        parse_yaml_documents(text)
+        parse_yaml_documents(text, file)
     }
     .map_err(|message| {
         // An unquoted `*.example.com` parses as a YAML alias; say what the user meant.

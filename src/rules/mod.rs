@@ -34,7 +34,7 @@ use thiserror::Error;
 
 pub use load::{Documents, load, load_str};
 pub use resolve::{BlockedSource, PullSource, Resolution, ResolveError, Role, SkippedSource};
-pub use ruleset::{Rule, RuleSet, Summary};
+pub use ruleset::{ConfigMapUse, Rule, RuleSet, Summary};
 pub use scope::{RepoScope, Scope, ScopeError};
 pub use self_names::{SelfMirror, SelfNames};
 
@@ -204,7 +204,7 @@ pub enum Problem {
     },
     /// A document of a kind that carries no mirror rules and is not a container of them.
     #[error(
-        "unsupported kind \"{kind}\" (apiVersion \"{api_version}\"): expected ImageContentSourcePolicy, ImageDigestMirrorSet, ImageTagMirrorSet, List, ConfigMap or HostedCluster"
+        "unsupported kind \"{kind}\" (apiVersion \"{api_version}\"): expected ImageContentSourcePolicy, ImageDigestMirrorSet, ImageTagMirrorSet, List, ConfigMap, HostedCluster or NodePool"
     )]
     UnsupportedKind {
         /// The document's `kind`.

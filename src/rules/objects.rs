@@ -24,6 +24,36 @@ pub(crate) struct Decoded {
     pub objects: BTreeMap<String, usize>,
     /// Accepted oddities worth telling the user.
     pub warnings: Vec<Warning>,
+    /// Every ConfigMap read, by namespace and name, for the references below.
+    pub config_maps: Vec<ConfigMapSeen>,
+    /// HostedCluster and NodePool references to ConfigMaps, resolved when the set is built.
+    pub references: Vec<ConfigMapReference>,
+}
+
+/// A ConfigMap as the references see it.
+#[derive(Debug, Clone)]
+pub(crate) struct ConfigMapSeen {
+    pub namespace: String,
+    pub name: String,
+    /// `file: location`.
+    pub at: String,
+    /// Whether it has `idms.yaml` / `itms.yaml` (what a HostedCluster reads).
+    pub has_mirror_config_keys: bool,
+    /// Whether it has `config` (what a NodePool reads).
+    pub has_config_key: bool,
+}
+
+/// One `spec.imageMirrorConfigRef` of a HostedCluster or `spec.config[i]` of a NodePool.
+#[derive(Debug, Clone)]
+pub(crate) struct ConfigMapReference {
+    /// `HostedCluster` or `NodePool`.
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+    /// `file: location: field` of the reference.
+    pub at: String,
+    /// The ConfigMap named.
+    pub config_map: String,
 }
 
 /// Where a document sits, which decides the kinds it may have.
@@ -33,8 +63,9 @@ enum Context {
     TopLevel,
     /// An item of a typed list such as `ImageDigestMirrorSetList`, whose items may omit kind.
     TypedListItem(ObjectKind),
-    /// A document of a NodePool `spec.config` ConfigMap (`config` key): MCO kinds are allowed and
-    /// skipped, anything HyperShift would refuse is skipped with a warning.
+    /// A document of a NodePool `spec.config` ConfigMap (`config` key): ICSP, IDMS and ITMS are
+    /// applied, the other MCO kinds are skipped, anything HyperShift would refuse is skipped with
+    /// a warning.
     NodePoolConfig,
     /// The `idms.yaml` or `itms.yaml` key of a HostedCluster image mirror ConfigMap.
     MirrorConfigKey(ObjectKind, &'static str),
@@ -51,6 +82,52 @@ const NODEPOOL_MCO_KINDS: [&str; 4] = [
     "ContainerRuntimeConfig",
     "ClusterImagePolicy",
 ];
+/// The fields of `metadata` (ObjectMeta).
+const OBJECT_META_FIELDS: [&str; 15] = [
+    "name",
+    "namespace",
+    "generateName",
+    "labels",
+    "annotations",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
+    "selfLink",
+];
+
+/// The top-level fields of an object of `kind`.
+fn top_level_fields(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "ConfigMap" => &[
+            "apiVersion",
+            "kind",
+            "metadata",
+            "data",
+            "binaryData",
+            "immutable",
+        ],
+        k if k == "List" || k.ends_with("List") => &["apiVersion", "kind", "metadata", "items"],
+        _ => &["apiVersion", "kind", "metadata", "spec", "status"],
+    }
+}
+
+/// The known name `key` is most likely a misspelling of: the nearest by edit distance, if it is
+/// close (at most a third of its length away).
+fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (strsim::levenshtein(key, k), *k))
+        .filter(|(distance, k)| *distance > 0 && *distance * 3 <= k.len().max(3))
+        .min()
+        .map(|(_, k)| k)
+}
+
 /// Limits of HostedCluster `spec.imageContentSources`.
 const HOSTED_CLUSTER_MAX: usize = 255;
 
@@ -74,8 +151,13 @@ pub(crate) fn decode_documents(
 
 /// Parses YAML text that may hold several documents into generic trees. Empty documents are
 /// skipped, so indices count the documents that have content.
-pub(crate) fn parse_yaml_documents(text: &str) -> Result<Vec<Value>, String> {
-    serde_saphyr::from_multiple::<Value>(text).map_err(|e| e.to_string())
+pub(crate) fn parse_yaml_documents(text: &str, name: &str) -> Result<Vec<Value>, String> {
+    // The snippet header names the file (and ConfigMap key) rather than the parser's `<input>`.
+    serde_saphyr::from_multiple::<Value>(text).map_err(|e| {
+        e.render_with_options(serde_saphyr::render_options! {
+            source_name: Some(name),
+        })
+    })
 }
 
 /// Parses JSON text holding one or more concatenated values.
@@ -127,13 +209,22 @@ impl Decoder<'_> {
         };
         let api_version = field_str("apiVersion")?.unwrap_or_default();
         let written_kind = field_str("kind")?.unwrap_or_default();
-        let name = match object.get("metadata") {
-            Some(metadata) => as_map(metadata)
-                .and_then(|m| optional_str(m, "name"))
-                .map_err(|p| self.invalid(&location, "metadata.name", p))?
-                .unwrap_or_default(),
-            None => "",
+        let metadata = match object.get("metadata") {
+            None | Some(Value::Null) => None,
+            Some(metadata) => {
+                Some(as_map(metadata).map_err(|p| self.invalid(&location, "metadata", p))?)
+            }
         };
+        let metadata_str = |key: &str| -> Result<&str, RuleError> {
+            match metadata {
+                Some(m) => optional_str(m, key)
+                    .map(Option::unwrap_or_default)
+                    .map_err(|p| self.invalid(&location, &format!("metadata.{key}"), p)),
+                None => Ok(""),
+            }
+        };
+        let name = metadata_str("name")?;
+        let namespace = metadata_str("namespace")?;
         let kind = match (written_kind, context) {
             ("", Context::TypedListItem(kind)) | ("", Context::MirrorConfigKey(kind, _)) => {
                 kind.as_str()
@@ -162,14 +253,12 @@ impl Decoder<'_> {
         }
         if let Context::NodePoolConfig = context {
             let skip = match kind {
-                "ImageContentSourcePolicy" | "ImageDigestMirrorSet" => None,
+                // HyperShift's image registry mirror documentation lists ImageTagMirrorSet among
+                // the NodePool config kinds; the MCO renders it for that pool's nodes.
+                "ImageContentSourcePolicy" | "ImageDigestMirrorSet" | "ImageTagMirrorSet" => None,
                 k if NODEPOOL_MCO_KINDS.contains(&k) => {
                     Some(format!("{kind} carries no mirror rules; skipped"))
                 }
-                "ImageTagMirrorSet" => Some(
-                    "HyperShift does not accept ImageTagMirrorSet in a NodePool config (nodes never get it); skipped"
-                        .to_owned(),
-                ),
                 _ => Some(format!(
                     "unsupported NodePool config kind \"{kind}\" (HyperShift refuses it); skipped"
                 )),
@@ -207,6 +296,10 @@ impl Decoder<'_> {
                 ))
             }
         };
+        self.unknown_fields(out, &labelled, "", object, top_level_fields(kind));
+        if let Some(metadata) = metadata {
+            self.unknown_fields(out, &labelled, "metadata", metadata, &OBJECT_META_FIELDS);
+        }
         let mirror_kind = match kind {
             "ImageContentSourcePolicy" => Some(MirrorObject::ICSP),
             "ImageDigestMirrorSet" => Some(MirrorObject::IDMS),
@@ -255,13 +348,18 @@ impl Decoder<'_> {
             "ConfigMap" => {
                 check_api(CORE_API)?;
                 count(out, kind);
-                self.config_map(object, &labelled, out)
+                self.config_map(object, &labelled, namespace, name, out)
             }
             "HostedCluster" => {
                 check_api(HYPERSHIFT_API_GROUP)?;
                 count(out, kind);
                 let origin = self.origin(&labelled, ObjectKind::HostedCluster, name);
-                self.hosted_cluster(object, &origin, out)
+                self.hosted_cluster(object, &origin, namespace, out)
+            }
+            "NodePool" => {
+                check_api(HYPERSHIFT_API_GROUP)?;
+                count(out, kind);
+                self.node_pool(object, &labelled, namespace, name, out)
             }
             _ => Err(self.invalid(
                 &location,
@@ -297,6 +395,7 @@ impl Decoder<'_> {
             Some(spec) => as_map(spec).map_err(|p| self.invalid(&origin.location, "spec", p))?,
             None => return Err(self.invalid(&origin.location, "spec", Problem::Required)),
         };
+        self.unknown_fields(out, &origin.location, "spec", spec, &[list_field]);
         let entries = match spec.get(list_field) {
             None | Some(Value::Null) => return Ok(()),
             Some(list) => as_array(list)
@@ -316,25 +415,28 @@ impl Decoder<'_> {
         &self,
         object: &Map<String, Value>,
         origin: &Arc<Origin>,
+        namespace: &str,
         out: &mut Decoded,
     ) -> Result<(), RuleError> {
         let Some(spec) = object.get("spec") else {
             return Err(self.invalid(&origin.location, "spec", Problem::Required));
         };
         let spec = as_map(spec).map_err(|p| self.invalid(&origin.location, "spec", p))?;
-        if let Some(reference) = spec.get("imageMirrorConfig") {
-            let name = reference
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or("<unnamed>");
-            self.warn(
-                out,
-                &origin.location,
-                "spec.imageMirrorConfig",
-                format!(
-                    "refers to ConfigMap \"{name}\"; load that ConfigMap as a rule file for its idms.yaml/itms.yaml rules"
-                ),
-            );
+        // `imageMirrorConfigRef` is the field's name in the API; an earlier revision called it
+        // `imageMirrorConfig`.
+        for field in ["imageMirrorConfigRef", "imageMirrorConfig"] {
+            let Some(reference) = spec.get(field) else {
+                continue;
+            };
+            let field = format!("spec.{field}");
+            let config_map = self.local_object_reference(reference, &origin.location, &field)?;
+            out.references.push(ConfigMapReference {
+                kind: "HostedCluster",
+                namespace: namespace.to_owned(),
+                name: origin.name.clone(),
+                at: self.at(&origin.location, &field),
+                config_map: config_map.to_owned(),
+            });
         }
         let entries = match spec.get("imageContentSources") {
             None | Some(Value::Null) => return Ok(()),
@@ -366,12 +468,89 @@ impl Decoder<'_> {
         Ok(())
     }
 
+    /// A NodePool: its `spec.config[].name` ConfigMaps, applied when the rule set holds them.
+    /// The rest of the NodePool (platform, replicas, …) is not mirrorgate's business.
+    fn node_pool(
+        &self,
+        object: &Map<String, Value>,
+        labelled: &str,
+        namespace: &str,
+        name: &str,
+        out: &mut Decoded,
+    ) -> Result<(), RuleError> {
+        let spec = match object.get("spec") {
+            None | Some(Value::Null) => return Ok(()),
+            Some(spec) => as_map(spec).map_err(|p| self.invalid(labelled, "spec", p))?,
+        };
+        let configs = match spec.get("config") {
+            None | Some(Value::Null) => return Ok(()),
+            Some(list) => as_array(list).map_err(|p| self.invalid(labelled, "spec.config", p))?,
+        };
+        for (i, reference) in configs.iter().enumerate() {
+            let field = format!("spec.config[{i}]");
+            let config_map = self.local_object_reference(reference, labelled, &field)?;
+            out.references.push(ConfigMapReference {
+                kind: "NodePool",
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                at: self.at(labelled, &field),
+                config_map: config_map.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A `{name: …}` LocalObjectReference.
+    fn local_object_reference<'v>(
+        &self,
+        value: &'v Value,
+        location: &str,
+        field: &str,
+    ) -> Result<&'v str, RuleError> {
+        let reference = as_map(value).map_err(|p| self.invalid(location, field, p))?;
+        let name_field = format!("{field}.name");
+        match optional_str(reference, "name").map_err(|p| self.invalid(location, &name_field, p))? {
+            Some(name) if !name.is_empty() => Ok(name),
+            _ => Err(self.invalid(location, &name_field, Problem::Required)),
+        }
+    }
+
+    /// Warns about each key of `map` (at `prefix`) that is not in `known`: the API server prunes
+    /// unknown fields, so a misspelt one silently means "not set".
+    fn unknown_fields(
+        &self,
+        out: &mut Decoded,
+        location: &str,
+        prefix: &str,
+        map: &Map<String, Value>,
+        known: &[&str],
+    ) {
+        for key in map.keys().filter(|k| !known.contains(&k.as_str())) {
+            let field = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            let hint = closest(key, known)
+                .map(|k| format!(" (did you mean \"{k}\"?)"))
+                .unwrap_or_default();
+            self.warn(
+                out,
+                location,
+                &field,
+                format!("unknown field; ignored (the API server would prune it){hint}"),
+            );
+        }
+    }
+
     /// A ConfigMap: `idms.yaml` / `itms.yaml` (one object each) and `config` (NodePool config,
     /// several documents).
     fn config_map(
         &self,
         object: &Map<String, Value>,
         labelled: &str,
+        namespace: &str,
+        name: &str,
         out: &mut Decoded,
     ) -> Result<(), RuleError> {
         let empty = Map::new();
@@ -379,6 +558,15 @@ impl Decoder<'_> {
             None | Some(Value::Null) => &empty,
             Some(data) => as_map(data).map_err(|p| self.invalid(labelled, "data", p))?,
         };
+        out.config_maps.push(ConfigMapSeen {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            at: self.at(labelled, ""),
+            has_mirror_config_keys: ["idms.yaml", "itms.yaml"]
+                .iter()
+                .any(|key| data.contains_key(*key)),
+            has_config_key: data.contains_key("config"),
+        });
         let mut found = false;
         for (key, kind) in [
             ("idms.yaml", ObjectKind::ImageDigestMirrorSet),
@@ -389,8 +577,9 @@ impl Decoder<'_> {
             };
             found = true;
             let field = format!("data.{key}");
-            let documents = parse_yaml_documents(text)
-                .map_err(|e| self.invalid(labelled, &field, Problem::EmbeddedSyntax(e)))?;
+            let documents =
+                parse_yaml_documents(text, &format!("{} {labelled} {field}", self.file))
+                    .map_err(|e| self.invalid(labelled, &field, Problem::EmbeddedSyntax(e)))?;
             if documents.len() > 1 {
                 self.warn(
                     out,
@@ -413,8 +602,11 @@ impl Decoder<'_> {
         }
         if let Some(text) = self.data_key(data, "config", labelled)? {
             found = true;
-            let documents = parse_yaml_documents(text)
-                .map_err(|e| self.invalid(labelled, "data.config", Problem::EmbeddedSyntax(e)))?;
+            let documents =
+                parse_yaml_documents(text, &format!("{} {labelled} data.config", self.file))
+                    .map_err(|e| {
+                        self.invalid(labelled, "data.config", Problem::EmbeddedSyntax(e))
+                    })?;
             for (i, document) in documents.iter().enumerate() {
                 self.object(
                     document,
@@ -458,19 +650,12 @@ impl Decoder<'_> {
     ) -> Result<MirrorSet, RuleError> {
         let location = &origin.location;
         let entry = as_map(value).map_err(|p| self.invalid(location, field, p))?;
-        for key in entry.keys() {
-            let known = key == "source"
-                || key == "mirrors"
-                || (rules.has_policy && key == "mirrorSourcePolicy");
-            if !known {
-                self.warn(
-                    out,
-                    location,
-                    &format!("{field}.{key}"),
-                    "unknown field; ignored (the API server would prune it)".to_owned(),
-                );
-            }
-        }
+        let known: &[&str] = if rules.has_policy {
+            &["source", "mirrors", "mirrorSourcePolicy"]
+        } else {
+            &["source", "mirrors"]
+        };
+        self.unknown_fields(out, location, field, entry, known);
 
         let source_field = format!("{field}.source");
         let source = optional_str(entry, "source")

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::merge::merge_mirror_lists;
-use super::objects::Decoded;
+use super::objects::{ConfigMapReference, ConfigMapSeen, Decoded};
 use super::scope::{RepoScope, Scope, prefix_ends, wildcard_suffixes};
 use super::self_names::{SelfMirror, SelfNames};
 use super::{MirrorSet, Policy, Problem, RuleError, Serves, Warning};
@@ -75,6 +75,22 @@ pub struct RuleSet {
     origins: Vec<Arc<str>>,
     /// mirrorgate's own addresses: mirrors on them are skipped by `resolve`.
     self_names: SelfNames,
+    config_map_uses: Vec<ConfigMapUse>,
+}
+
+/// The ConfigMaps a HostedCluster (`spec.imageMirrorConfigRef`) or NodePool (`spec.config`) of
+/// the rule files names, and which of them the rule set holds. Every ConfigMap read is applied,
+/// named or not (it may be loaded on its own); this says what each cluster object draws on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigMapUse {
+    /// `HostedCluster` or `NodePool`.
+    pub kind: &'static str,
+    /// `namespace/name`, or `name` when the object has no namespace.
+    pub object: String,
+    /// The named ConfigMaps found, as `namespace/name (file: location)`.
+    pub applied: Vec<String>,
+    /// The named ConfigMaps that no rule file holds.
+    pub missing: Vec<String>,
 }
 
 /// What a rule set holds, for `mirrorgate check` and logs.
@@ -90,12 +106,22 @@ pub struct Summary {
     pub blocked_scopes: Vec<String>,
     /// Accepted oddities.
     pub warnings: Vec<Warning>,
+    /// What each HostedCluster and NodePool draws from ConfigMaps.
+    pub config_map_uses: Vec<ConfigMapUse>,
 }
 
 impl RuleSet {
     /// Validates the decoded entries across objects and merges them into rules.
-    pub(crate) fn build(decoded: Decoded, origins: Vec<Arc<str>>) -> Result<RuleSet, RuleError> {
+    pub(crate) fn build(
+        mut decoded: Decoded,
+        origins: Vec<Arc<str>>,
+    ) -> Result<RuleSet, RuleError> {
         check_policies(&decoded.sets)?;
+        let config_map_uses = resolve_references(
+            &decoded.references,
+            &decoded.config_maps,
+            &mut decoded.warnings,
+        );
 
         // One group per exact source string; parents and children stay separate rules.
         let mut groups: BTreeMap<&str, Vec<&MirrorSet>> = BTreeMap::new();
@@ -166,6 +192,7 @@ impl RuleSet {
             warnings: decoded.warnings,
             origins,
             self_names: SelfNames::default(),
+            config_map_uses,
         };
         rule_set.exposed_mirrors = rule_set.find_exposed_mirrors();
         Ok(rule_set)
@@ -212,6 +239,7 @@ impl RuleSet {
             warnings: Vec::new(),
             origins: Vec::new(),
             self_names: SelfNames::default(),
+            config_map_uses: Vec::new(),
         }
     }
 
@@ -288,6 +316,7 @@ impl RuleSet {
                 .map(|r| r.scope.to_string())
                 .collect(),
             warnings: self.warnings.clone(),
+            config_map_uses: self.config_map_uses.clone(),
         }
     }
 
@@ -386,4 +415,82 @@ fn check_policies(sets: &[MirrorSet]) -> Result<(), RuleError> {
         }
     }
     Ok(())
+}
+
+/// Matches each HostedCluster and NodePool reference with the ConfigMaps read: same name, and same
+/// namespace unless one of them leaves it unset (rule files often omit it). A missing ConfigMap is
+/// a warning, not an error: it may arrive in another file later.
+fn resolve_references(
+    references: &[ConfigMapReference],
+    config_maps: &[ConfigMapSeen],
+    warnings: &mut Vec<Warning>,
+) -> Vec<ConfigMapUse> {
+    let qualified = |namespace: &str, name: &str| {
+        if namespace.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{namespace}/{name}")
+        }
+    };
+    let mut uses: Vec<ConfigMapUse> = Vec::new();
+    for reference in references {
+        let object = qualified(&reference.namespace, &reference.name);
+        let index = match uses
+            .iter()
+            .position(|u| u.kind == reference.kind && u.object == object)
+        {
+            Some(index) => index,
+            None => {
+                uses.push(ConfigMapUse {
+                    kind: reference.kind,
+                    object: object.clone(),
+                    applied: Vec::new(),
+                    missing: Vec::new(),
+                });
+                uses.len() - 1
+            }
+        };
+        let found: Vec<&ConfigMapSeen> = config_maps
+            .iter()
+            .filter(|c| {
+                c.name == reference.config_map
+                    && (c.namespace == reference.namespace
+                        || c.namespace.is_empty()
+                        || reference.namespace.is_empty())
+            })
+            .collect();
+        if found.is_empty() {
+            let wanted = qualified(&reference.namespace, &reference.config_map);
+            warnings.push(Warning {
+                at: reference.at.clone(),
+                message: format!(
+                    "{} {object} names ConfigMap \"{wanted}\", which no rule file holds; its mirrors apply once it is loaded",
+                    reference.kind
+                ),
+            });
+            uses[index].missing.push(wanted);
+            continue;
+        }
+        for config_map in found {
+            let (keys_read, has_them) = match reference.kind {
+                "HostedCluster" => ("idms.yaml or itms.yaml", config_map.has_mirror_config_keys),
+                _ => ("config", config_map.has_config_key),
+            };
+            if !has_them {
+                warnings.push(Warning {
+                    at: reference.at.clone(),
+                    message: format!(
+                        "ConfigMap \"{}\" ({}) has no {keys_read} key, which is what a {} reads from it",
+                        config_map.name, config_map.at, reference.kind
+                    ),
+                });
+            }
+            uses[index].applied.push(format!(
+                "{} ({})",
+                qualified(&config_map.namespace, &config_map.name),
+                config_map.at
+            ));
+        }
+    }
+    uses
 }

@@ -34,6 +34,14 @@ pub enum ScopeError {
     /// A tag or digest, which a scope cannot carry.
     #[error("a scope cannot carry a tag or a digest")]
     TagOrDigest,
+    /// A URL (`https://quay.io/ns`) where a repository is wanted.
+    #[error(
+        "sources and mirrors are repositories (host[:port][/path]), not URLs: write \"{suggestion}\" (the scheme comes from the registries settings)"
+    )]
+    Url {
+        /// The value without its scheme and trailing slashes.
+        suggestion: String,
+    },
 }
 
 /// A repository scope, `host[:port][/path…]`: what a non-wildcard source or any mirror names.
@@ -49,6 +57,11 @@ impl RepoScope {
     pub fn parse(s: &str) -> Result<RepoScope, ScopeError> {
         if s.is_empty() {
             return Err(ScopeError::Empty);
+        }
+        if let Some((_, rest)) = s.split_once("://") {
+            return Err(ScopeError::Url {
+                suggestion: rest.trim_end_matches('/').to_owned(),
+            });
         }
         if s.contains('*') {
             return Err(ScopeError::Wildcard);

@@ -153,6 +153,14 @@ pub(crate) fn attempt_error(err: &reqwest::Error, timeouts: &UpstreamConfig) -> 
     AttemptError::Connect(with_host(err, &connect_reason(err)))
 }
 
+/// Whether the exchange failed because the guarded resolver refused every address of the host.
+pub(crate) fn is_refused(err: &reqwest::Error) -> bool {
+    chain(err).iter().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+    })
+}
+
 /// Appends `(host:port)` of the URL that failed — never its path or query, which for a
 /// redirect to blob storage hold a pre-signed signature.
 fn with_host(err: &reqwest::Error, reason: &str) -> String {

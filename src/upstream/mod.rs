@@ -13,7 +13,9 @@
 //! 2. On a 401 it reads the `WWW-Authenticate` challenge: for `Bearer` it fetches a token from
 //!    the realm (with the registry's credentials from the pull secret, if any, else
 //!    anonymously), caches it, and repeats the request once; for `Basic` it repeats the request
-//!    once with the credentials.
+//!    once with the credentials. The realm is named by the upstream, so it passes the address
+//!    policy of redirects first (`redirect::realm_hop`): never a loopback, link-local or
+//!    metadata address unless it is this registry's or a configured endpoint, or allowed.
 //! 3. The final status decides: 2xx is returned for the caller to stream; everything else is an
 //!    [`AttemptError`] whose `Display` is short enough for the list of failed sources in a 502.
 //!
@@ -411,6 +413,18 @@ impl Upstream {
                 after: timeout,
             }),
         };
+        // The endpoint behind a registry name (`registries.*.endpoint`) is the operator's
+        // business: clients read errors naming the registry, the log names the endpoint.
+        let result = result.map_err(|error| match error {
+            AttemptError::Connect(reason) => {
+                let public = name_registry(&reason, &request.registry);
+                if public != reason {
+                    tracing::info!(registry = %request.registry, error = %reason, "cannot connect to registry");
+                }
+                AttemptError::Connect(public)
+            }
+            other => other,
+        });
         match &result {
             Ok(response) => tracing::debug!(
                 registry = %request.registry,
@@ -633,7 +647,24 @@ impl Upstream {
                 query.append_pair("scope", &scope);
             }
         }
-        let mut builder = target.clients.direct.get(url);
+        let registry_origins: Vec<url::Origin> = target
+            .endpoints
+            .iter()
+            .filter_map(|endpoint| reqwest::Url::parse(&endpoint.to_string()).ok())
+            .map(|endpoint| endpoint.origin())
+            .collect();
+        let hop = redirect::realm_hop(
+            &url,
+            &registry_origins,
+            &self.inner.configured,
+            &target.clients.redirects,
+        )?;
+        let realm_host = url.host_str().unwrap_or_default().to_owned();
+        let client = match hop {
+            Hop::SameOrigin | Hop::Configured => &target.clients.direct,
+            Hop::Guarded => &target.clients.guarded,
+        };
+        let mut builder = client.get(url);
         if let Some(basic) = credentials {
             builder = builder.header(header::AUTHORIZATION, basic.authorization().clone());
         }
@@ -646,10 +677,13 @@ impl Upstream {
             }
             other => other,
         };
-        let response = builder
-            .send()
-            .await
-            .map_err(|err| token_endpoint_error(attempt_error(&err, &self.inner.timeouts)))?;
+        let response = builder.send().await.map_err(|err| {
+            if client::is_refused(&err) {
+                // The guarded resolver found only internal addresses behind the realm's name.
+                return AttemptError::Protocol(redirect::realm_refused(&realm_host));
+            }
+            token_endpoint_error(attempt_error(&err, &self.inner.timeouts))
+        })?;
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(AttemptError::Unauthorized {
@@ -736,6 +770,14 @@ impl Inner {
             Scheme::Http => plain_http.insert(registry.to_owned()),
             Scheme::Https => plain_http.remove(registry),
         };
+    }
+}
+
+/// `reason` with its trailing `(host:port)` (the address that failed) replaced by `registry`.
+fn name_registry(reason: &str, registry: &str) -> String {
+    match reason.strip_suffix(')').and_then(|r| r.rsplit_once(" (")) {
+        Some((what, _address)) => format!("{what} ({registry})"),
+        None => reason.to_owned(),
     }
 }
 

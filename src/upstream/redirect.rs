@@ -14,6 +14,9 @@
 //!   unless the address is in `upstream.redirect_allowed_networks`. Checking the addresses the
 //!   connection will use, rather than the name, is what defeats a name that resolves to
 //!   `127.0.0.1`.
+//!
+//! A bearer challenge's token realm is a URL the upstream chooses as well, and one that is sent
+//! the registry's credentials: [`realm_hop`] applies the same policy to it.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -155,28 +158,64 @@ pub(crate) fn next_hop(
     if !matches!(url.scheme(), "https" | "http") {
         return Err(protocol("redirect to a URL that is not http(s)"));
     }
-    let origin = url.origin();
-    let hop = if origin == *registry {
-        Hop::SameOrigin
-    } else if configured.contains(&origin) {
-        Hop::Configured
-    } else {
-        let literal = match url.host() {
-            Some(Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
-            Some(Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
-            Some(Host::Domain(_)) => None,
-            None => return Err(protocol("redirect to a URL without a host")),
-        };
-        if let Some(ip) = literal
-            && !policy.permits(ip)
-        {
-            return Err(AttemptError::Protocol(
-                refused(url.host_str().unwrap_or_default()).to_string(),
-            ));
-        }
-        Hop::Guarded
-    };
+    if url.host().is_none() {
+        return Err(protocol("redirect to a URL without a host"));
+    }
+    let hop = classify(&url, std::slice::from_ref(registry), configured, policy)
+        .map_err(|host| AttemptError::Protocol(refused(&host).to_string()))?;
     Ok(Redirect { url, hop })
+}
+
+/// How a request to `url` goes out: to one of the `registry` origins, to a `configured` one, or
+/// guarded. `Err` holds the host of a URL whose IP literal the policy refuses (or `""` for a
+/// URL without a host).
+fn classify(
+    url: &Url,
+    registry: &[Origin],
+    configured: &[Origin],
+    policy: &AddressPolicy,
+) -> Result<Hop, String> {
+    let origin = url.origin();
+    if registry.contains(&origin) {
+        return Ok(Hop::SameOrigin);
+    }
+    if configured.contains(&origin) {
+        return Ok(Hop::Configured);
+    }
+    let literal = match url.host() {
+        Some(Host::Ipv4(v4)) => Some(IpAddr::V4(v4)),
+        Some(Host::Ipv6(v6)) => Some(IpAddr::V6(v6)),
+        Some(Host::Domain(_)) => None,
+        None => return Err(String::new()),
+    };
+    match literal {
+        Some(ip) if !policy.permits(ip) => Err(url.host_str().unwrap_or_default().to_owned()),
+        _ => Ok(Hop::Guarded),
+    }
+}
+
+/// How the token request to a bearer challenge's `realm` goes out: the realm is named by the
+/// upstream, so it passes the same address policy as a redirect. A realm on the registry's own
+/// origin (`registry`, the endpoints of this registry) or on a configured one goes out like any
+/// request to a registry; anywhere else through the guarded client, and never to an internal IP
+/// literal.
+pub(crate) fn realm_hop(
+    realm: &Url,
+    registry: &[Origin],
+    configured: &[Origin],
+    policy: &AddressPolicy,
+) -> Result<Hop, AttemptError> {
+    classify(realm, registry, configured, policy)
+        .map_err(|host| AttemptError::Protocol(realm_refused(&host)))
+}
+
+/// The error of a token realm on a refused address; it names the realm's host, never its path
+/// or query.
+pub(crate) fn realm_refused(host: &str) -> String {
+    format!(
+        "token realm {host} refused: a loopback, link-local or metadata address (allow it with \
+         upstream.redirect_allowed_networks, or name it in registries)"
+    )
 }
 
 #[cfg(test)]

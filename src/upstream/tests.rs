@@ -295,6 +295,31 @@ async fn refused_port_fails_fast_with_a_connect_error() {
     );
 }
 
+#[tokio::test]
+async fn a_connect_error_names_the_registry_not_its_endpoint() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address").port()
+    };
+    let upstream = Upstream::new(&config(
+        vec![(
+            "mirror.corp.test".to_owned(),
+            insecure_at(&format!("http://127.0.0.1:{port}")),
+        )],
+        None,
+        Duration::from_secs(5),
+        Duration::from_secs(10),
+    ))
+    .expect("valid configuration");
+    let result = upstream.send(get("mirror.corp.test", MANIFEST_PATH)).await;
+    assert_eq!(
+        result.err(),
+        Some(AttemptError::Connect(
+            "connection refused (mirror.corp.test)".to_owned()
+        ))
+    );
+}
+
 /// A TCP server that accepts connections and never sends a byte.
 async fn silent_server() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -419,6 +444,65 @@ async fn bearer_token_request_carries_the_registry_credentials_only() {
         .map(authorization_of)
         .collect();
     assert_eq!(seen, vec![Some(basic("alice", "pw-a"))]);
+}
+
+/// Sends one manifest request to `registry`, which challenges with `realm`, through an upstream
+/// configured for `registry` alone with these credentials and `redirect_allowed_networks`;
+/// returns the result and the requests the token server saw.
+async fn with_realm(
+    realm: &str,
+    auth_server: &MockServer,
+    allowed: &[&str],
+) -> (Result<(), AttemptError>, usize) {
+    let registry = MockServer::start().await;
+    mount_bearer_registry(&registry, "tok", realm).await;
+    let secret = pull_secret(&[(&name_of(&registry), "alice", "pw-a")]);
+    let upstream = upstream_allowing(&registry, secret.path(), allowed);
+    let result = upstream
+        .send(get(&name_of(&registry), MANIFEST_PATH))
+        .await
+        .map(|_| ());
+    (result, received_on(auth_server, "/token").await.len())
+}
+
+#[tokio::test]
+async fn a_token_realm_on_an_internal_address_is_refused_naming_its_host() {
+    let auth_server = MockServer::start().await;
+    mount_token_endpoint(&auth_server, "tok").await;
+    let port = auth_server.address().port();
+    let mut outcomes = Vec::new();
+    for realm in [
+        format!("http://127.0.0.1:{port}/token"),
+        format!("http://localhost:{port}/token"),
+        "http://169.254.169.254/latest/token".to_owned(),
+    ] {
+        let (result, token_requests) = with_realm(&realm, &auth_server, &[]).await;
+        outcomes.push((result.map_err(|e| e.to_string()), token_requests));
+    }
+    let refused = |host: &str| {
+        Err(format!(
+            "token realm {host} refused: a loopback, link-local or metadata address (allow it \
+             with upstream.redirect_allowed_networks, or name it in registries)"
+        ))
+    };
+    assert_eq!(
+        outcomes,
+        vec![
+            (refused("127.0.0.1"), 0),
+            (refused("localhost"), 0),
+            (refused("169.254.169.254"), 0),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_token_realm_in_an_allowed_network_is_used() {
+    let auth_server = MockServer::start().await;
+    mount_token_endpoint(&auth_server, "tok").await;
+    let realm = format!("http://localhost:{}/token", auth_server.address().port());
+    let (result, token_requests) =
+        with_realm(&realm, &auth_server, &["127.0.0.0/8", "::1/128"]).await;
+    assert_eq!((result, token_requests), (Ok(()), 1));
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 //!   (real gzip'd tar layers, valid configs, manifests and indexes);
 //! - [`push`], [`skopeo`], [`copy_to_layout`], [`layouts_identical`]: `skopeo` as the real client;
 //! - [`Mirrorgate`]: the proxy binary of this crate, configured for a test;
+//! - [`Kmock`]: an emulated Kubernetes API server (PyPI `kmock`) for the cluster rule source;
 //! - [`Prometheus`]: a real Prometheus (Debian's `prometheus`) scraping it;
 //! - [`http_get`], [`http_request`]: a minimal HTTP/1.1 client over `std::net::TcpStream`.
 //!
@@ -19,6 +20,7 @@
 
 mod http;
 mod image;
+pub mod kmock;
 mod mirrorgate;
 mod process;
 mod prometheus;
@@ -30,8 +32,9 @@ pub use image::{
     Image, LAYER_MEDIA_TYPE, OCI_INDEX_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE, copy_to_layout,
     layouts_identical, multi_arch, push, push_with_creds, sha256_digest, single_arch, skopeo,
 };
+pub use kmock::Kmock;
 pub use mirrorgate::{Mirrorgate, SELF_ADDR};
-pub use process::{PROBE_USER_AGENT, free_port, wait_until};
+pub use process::{PROBE_USER_AGENT, READY_TIMEOUT, free_port, wait_until};
 pub use prometheus::Prometheus;
 pub use registry::{LoggedRequest, Registry, parse_access_line};
 pub use throttle::Throttle;

@@ -1,6 +1,7 @@
 //! A forwarder to a real registry that misbehaves on blobs in one chosen way: it sends their
 //! bodies slowly (16 KiB every 10 ms, so a test can act while a download is under way), breaks
-//! the first one off, stalls them, pads them, or redirects them to the registry itself.
+//! the first one off, stalls them, pads them, redirects them to the registry itself, or claims
+//! to hold every blob asked for by HEAD.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,6 +29,9 @@ enum Behaviour {
     Pad,
     /// `307` to the same path on the backend.
     Redirect,
+    /// Every blob HEAD answered 200 with the digest asked for and a 1-byte length, whether the
+    /// backend holds the blob or not.
+    AffirmHeads,
 }
 
 /// The throttling forwarder; stopped when dropped.
@@ -62,6 +66,12 @@ impl Throttle {
     /// Answers every blob GET with a `307` to the same path on `backend` itself.
     pub fn start_redirecting_blobs(backend: String) -> Throttle {
         Throttle::launch(backend, Behaviour::Redirect)
+    }
+
+    /// Answers every blob HEAD 200, announcing the digest asked for and a length of 1 byte,
+    /// without asking the backend (a registry that claims to hold everything).
+    pub fn start_affirming_blob_heads(backend: String) -> Throttle {
+        Throttle::launch(backend, Behaviour::AffirmHeads)
     }
 
     fn launch(backend: String, behaviour: Behaviour) -> Throttle {
@@ -133,6 +143,16 @@ async fn throttled(
         request.uri().path_and_query().map_or("/", |p| p.as_str())
     );
     let blob = request.uri().path().contains("/blobs/");
+    if blob && behaviour == Behaviour::AffirmHeads && request.method() == http::Method::HEAD {
+        let digest = request.uri().path().rsplit('/').next().unwrap_or_default();
+        let response = Response::builder()
+            .status(StatusCode::OK)
+            .header("docker-content-digest", digest)
+            .header(http::header::CONTENT_LENGTH, 1)
+            .body(http_body_util::Empty::new().map_err(|n| match n {}).boxed())
+            .unwrap();
+        return Ok(response);
+    }
     if blob && behaviour == Behaviour::Redirect && request.method() == http::Method::GET {
         let response = Response::builder()
             .status(StatusCode::TEMPORARY_REDIRECT)

@@ -1,0 +1,406 @@
+//! The complete set of mirror objects in the cluster at one moment, ready for the rules engine.
+//!
+//! Each [`ClusterObject`] is reduced to what carries rules (`apiVersion`, `kind`,
+//! `metadata.name`/`namespace`, and `spec` or `data`): status, managed fields and annotations
+//! change often and carry no rules, so dropping them keeps memory small and lets a status-only
+//! update leave the snapshot unchanged. A HostedCluster keeps only its mirror fields
+//! (`imageContentSources`, `imageMirrorConfigRef`, `imageMirrorConfig`), a NodePool its
+//! `config` and `clusterName`.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::Kind;
+use crate::rules::{self, Problem, RuleError, RuleSet};
+
+/// The name [`Snapshot::to_rule_set`] gives the cluster in rule messages.
+const CLUSTER: &str = "cluster";
+
+/// One object of the cluster, as the rules engine reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterObject {
+    /// The object's kind.
+    pub kind: Kind,
+    /// Its namespace (namespaced kinds only).
+    pub namespace: Option<String>,
+    /// Its `metadata.name`.
+    pub name: String,
+    /// The object as a rule document: `apiVersion`, `kind`, `metadata` (name, namespace) and
+    /// the fields that carry rules.
+    pub value: Value,
+}
+
+impl ClusterObject {
+    /// Reduces an object read from the API server to its rule document. `value` is the object
+    /// as the API server sent it (any `apiVersion`/`kind` in it are replaced by `kind`'s).
+    pub fn new(kind: Kind, value: &Value) -> ClusterObject {
+        let metadata = value.get("metadata");
+        let text = |key: &str| {
+            metadata
+                .and_then(|m| m.get(key))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let name = text("name").unwrap_or_default();
+        let namespace = if kind.namespaced() {
+            text("namespace")
+        } else {
+            None
+        };
+        let mut reduced = Map::new();
+        reduced.insert("apiVersion".into(), Value::String(kind.api_version()));
+        reduced.insert("kind".into(), Value::String(kind.as_str().to_owned()));
+        let mut meta = Map::new();
+        meta.insert("name".into(), Value::String(name.clone()));
+        if let Some(namespace) = &namespace {
+            meta.insert("namespace".into(), Value::String(namespace.clone()));
+        }
+        reduced.insert("metadata".into(), Value::Object(meta));
+        let keep = |field: &str, keys: Option<&[&str]>| -> Option<Value> {
+            let found = value.get(field)?;
+            Some(match (keys, found) {
+                (Some(keys), Value::Object(map)) => Value::Object(
+                    map.iter()
+                        .filter(|(k, _)| keys.contains(&k.as_str()))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                ),
+                _ => found.clone(),
+            })
+        };
+        let (field, keys): (&str, Option<&[&str]>) = match kind {
+            Kind::ConfigMap => ("data", None),
+            Kind::HostedCluster => (
+                "spec",
+                Some(&[
+                    "imageContentSources",
+                    "imageMirrorConfigRef",
+                    "imageMirrorConfig",
+                ]),
+            ),
+            Kind::NodePool => ("spec", Some(&["config", "clusterName"])),
+            _ => ("spec", None),
+        };
+        if let Some(kept) = keep(field, keys) {
+            reduced.insert(field.into(), kept);
+        }
+        ClusterObject {
+            kind,
+            namespace,
+            name,
+            value: Value::Object(reduced),
+        }
+    }
+
+    /// Where the object came from, as rule messages and `check` show it:
+    /// `cluster: ImageDigestMirrorSet/foo`, `cluster: ConfigMap clusters/foo`.
+    pub fn origin(&self) -> String {
+        match &self.namespace {
+            Some(namespace) => format!("{CLUSTER}: {} {namespace}/{}", self.kind, self.name),
+            None => format!("{CLUSTER}: {}/{}", self.kind, self.name),
+        }
+    }
+
+    /// The ConfigMaps (namespace, name) this object references: a HostedCluster's
+    /// `spec.imageMirrorConfigRef.name` (or `spec.imageMirrorConfig.name`), a NodePool's
+    /// `spec.config[].name`; always in the object's own namespace.
+    pub fn referenced_config_maps(&self) -> Vec<(String, String)> {
+        let Some(namespace) = &self.namespace else {
+            return Vec::new();
+        };
+        let spec = self.value.get("spec");
+        let name_of = |v: &Value| v.get("name").and_then(Value::as_str).map(str::to_owned);
+        let names: Vec<String> = match self.kind {
+            Kind::HostedCluster => ["imageMirrorConfigRef", "imageMirrorConfig"]
+                .iter()
+                .filter_map(|field| spec.and_then(|s| s.get(*field)).and_then(name_of))
+                .collect(),
+            Kind::NodePool => spec
+                .and_then(|s| s.get("config"))
+                .and_then(Value::as_array)
+                .map(|refs| refs.iter().filter_map(name_of).collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        names
+            .into_iter()
+            .filter(|n| !n.is_empty())
+            .map(|n| (namespace.clone(), n))
+            .collect()
+    }
+}
+
+/// The complete set of mirror objects in the cluster, in a stable order (kind, namespace, name).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    objects: Vec<ClusterObject>,
+}
+
+impl Snapshot {
+    /// A snapshot of these objects (sorted; the order they come in does not matter).
+    pub fn new(mut objects: Vec<ClusterObject>) -> Snapshot {
+        objects
+            .sort_by(|a, b| (a.kind, &a.namespace, &a.name).cmp(&(b.kind, &b.namespace, &b.name)));
+        Snapshot { objects }
+    }
+
+    /// Every object, in order.
+    pub fn objects(&self) -> &[ClusterObject] {
+        &self.objects
+    }
+
+    /// How many objects of each kind.
+    pub fn counts(&self) -> BTreeMap<Kind, usize> {
+        let mut counts = BTreeMap::new();
+        for object in &self.objects {
+            *counts.entry(object.kind).or_default() += 1;
+        }
+        counts
+    }
+
+    /// The rule documents with their origins: the form a rules constructor from decoded
+    /// documents takes.
+    pub fn documents(&self) -> impl Iterator<Item = (String, &Value)> {
+        self.objects.iter().map(|o| (o.origin(), &o.value))
+    }
+
+    /// The snapshot as one multi-document YAML stream (each document in JSON form), in the order
+    /// of [`Snapshot::objects`].
+    pub fn to_yaml(&self) -> String {
+        let mut text = String::new();
+        for object in &self.objects {
+            text.push_str("---\n");
+            text.push_str(&object.value.to_string());
+            text.push('\n');
+        }
+        text
+    }
+
+    /// Builds the rule set of the cluster alone, with the rules engine's validation and node
+    /// semantics. Errors name the objects by their origin (`cluster: ImageDigestMirrorSet/foo:
+    /// spec.imageDigestMirrors[0].source: ...`).
+    pub fn to_rule_set(&self) -> Result<RuleSet, RuleError> {
+        let origins: Vec<String> = self.objects.iter().map(ClusterObject::origin).collect();
+        rules::load_str(&self.to_yaml(), CLUSTER).map_err(|e| name_objects(e, &origins))
+    }
+}
+
+/// Replaces the loader's `cluster: document N (Kind/name)` with the origin of object N.
+fn name_objects(error: RuleError, origins: &[String]) -> RuleError {
+    let rename = |text: &str| rename_documents(text, origins);
+    match error {
+        RuleError::Invalid { at, problem } => RuleError::Invalid {
+            at: rename(&at),
+            problem: match problem {
+                Problem::ConflictingPolicy {
+                    source_name,
+                    policy,
+                    other_policy,
+                    other,
+                } => Problem::ConflictingPolicy {
+                    source_name,
+                    policy,
+                    other_policy,
+                    other: rename(&other),
+                },
+                other => other,
+            },
+        },
+        RuleError::Syntax { file, message } => RuleError::Syntax {
+            file: rename(&file),
+            message,
+        },
+        other => other,
+    }
+}
+
+fn rename_documents(text: &str, origins: &[String]) -> String {
+    const MARK: &str = "cluster: document ";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(MARK) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + MARK.len()..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        let origin = after[..digits]
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| origins.get(n.checked_sub(1)?));
+        match origin {
+            Some(origin) => {
+                out.push_str(origin);
+                let mut tail = &after[digits..];
+                // The loader's own label, ` (Kind/name)`, repeats what the origin says.
+                if let Some(label) = tail.strip_prefix(" (")
+                    && let Some(end) = label.find(')')
+                {
+                    tail = &label[end + 1..];
+                }
+                rest = tail;
+            }
+            None => {
+                out.push_str(MARK);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::reference::Reference;
+
+    fn idms(name: &str, source: &str, mirror: &str, policy: Option<&str>) -> ClusterObject {
+        let mut entry = json!({"source": source, "mirrors": [mirror]});
+        if let Some(policy) = policy {
+            entry["mirrorSourcePolicy"] = json!(policy);
+        }
+        ClusterObject::new(
+            Kind::ImageDigestMirrorSet,
+            &json!({
+                "apiVersion": "config.openshift.io/v1",
+                "kind": "ImageDigestMirrorSet",
+                "metadata": {"name": name, "resourceVersion": "7", "uid": "x",
+                             "managedFields": [{"manager": "kubectl"}]},
+                "spec": {"imageDigestMirrors": [entry]},
+                "status": {}
+            }),
+        )
+    }
+
+    #[test]
+    fn an_object_keeps_only_what_carries_rules() {
+        let object = idms("foo", "quay.io/a", "mirror.example.com/a", None);
+        assert_eq!(
+            (object.origin(), object.value.clone()),
+            (
+                "cluster: ImageDigestMirrorSet/foo".to_owned(),
+                json!({
+                    "apiVersion": "config.openshift.io/v1",
+                    "kind": "ImageDigestMirrorSet",
+                    "metadata": {"name": "foo"},
+                    "spec": {"imageDigestMirrors": [{"source": "quay.io/a", "mirrors": ["mirror.example.com/a"]}]}
+                })
+            )
+        );
+    }
+
+    #[test]
+    fn hosted_clusters_and_node_pools_name_their_config_maps() {
+        let hosted = ClusterObject::new(
+            Kind::HostedCluster,
+            &json!({
+                "metadata": {"name": "hc", "namespace": "clusters"},
+                "spec": {"imageMirrorConfigRef": {"name": "mirrors"}, "pullSecret": {"name": "ps"},
+                         "release": {"image": "quay.io/x"}}
+            }),
+        );
+        let pool = ClusterObject::new(
+            Kind::NodePool,
+            &json!({
+                "metadata": {"name": "np", "namespace": "clusters"},
+                "spec": {"config": [{"name": "a"}, {"name": "b"}], "replicas": 2}
+            }),
+        );
+        assert_eq!(
+            (
+                hosted.origin(),
+                hosted.value["spec"].clone(),
+                hosted.referenced_config_maps(),
+                pool.referenced_config_maps(),
+            ),
+            (
+                "cluster: HostedCluster clusters/hc".to_owned(),
+                json!({"imageMirrorConfigRef": {"name": "mirrors"}}),
+                vec![("clusters".to_owned(), "mirrors".to_owned())],
+                vec![
+                    ("clusters".to_owned(), "a".to_owned()),
+                    ("clusters".to_owned(), "b".to_owned())
+                ],
+            )
+        );
+    }
+
+    #[test]
+    fn a_snapshot_resolves_through_the_rules_engine() {
+        let snapshot = Snapshot::new(vec![idms(
+            "release",
+            "quay.io/openshift-release-dev",
+            "mirror.example.com/ocp",
+            None,
+        )]);
+        let rules = snapshot.to_rule_set().unwrap();
+        let reference: Reference = format!(
+            "quay.io/openshift-release-dev/ocp-release@sha256:{}",
+            "a".repeat(64)
+        )
+        .parse()
+        .unwrap();
+        let sources: Vec<String> = rules
+            .resolve(&reference)
+            .unwrap()
+            .sources
+            .iter()
+            .map(|s| s.reference.to_string())
+            .collect();
+        assert_eq!(
+            sources,
+            vec![
+                format!(
+                    "mirror.example.com/ocp/ocp-release@sha256:{}",
+                    "a".repeat(64)
+                ),
+                format!(
+                    "quay.io/openshift-release-dev/ocp-release@sha256:{}",
+                    "a".repeat(64)
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn conflicting_objects_are_named_by_origin() {
+        let snapshot = Snapshot::new(vec![
+            idms("allow", "quay.io/a", "mirror.example.com/a", None),
+            idms(
+                "never",
+                "quay.io/a",
+                "mirror.example.com/a",
+                Some("NeverContactSource"),
+            ),
+        ]);
+        let error = snapshot.to_rule_set().unwrap_err().to_string();
+        assert_eq!(
+            (
+                error.contains("cluster: ImageDigestMirrorSet/allow"),
+                error.contains("cluster: ImageDigestMirrorSet/never"),
+                error.contains("document"),
+            ),
+            (true, true, false),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_invalid_object_is_named_by_origin() {
+        let snapshot = Snapshot::new(vec![idms(
+            "bad",
+            "https://quay.io/a",
+            "m.example.com/a",
+            None,
+        )]);
+        let error = snapshot.to_rule_set().unwrap_err().to_string();
+        assert!(
+            error.starts_with(
+                "cluster: ImageDigestMirrorSet/bad: spec.imageDigestMirrors[0].source"
+            ),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! What a newcomer meets in the first hour: the command line says what went wrong and what to do,
+//! `resolve` answers what `serve` does, and `serve` says how to pull through it.
+
+mod support;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use support::{Mirrorgate, READY_TIMEOUT, Registry, free_port, push, single_arch, wait_until};
+
+fn mirrorgate_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mirrorgate"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run mirrorgate")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const RULES: &str = "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: x\nspec:\n  imageDigestMirrors:\n  - source: quay.io/ns\n    mirrors: [mirror.internal/ns]\n";
+
+#[test]
+fn check_outside_the_repository_says_no_configuration_was_found_and_what_to_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = mirrorgate_in(dir.path(), &["check"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(
+        (
+            output.status.success(),
+            stderr.contains("no configuration file found (config/mirrorgate.yaml does not exist in"),
+            stderr.contains("the built-in defaults were used, and their rules path config/rules does not exist either: pass --config FILE"),
+            stderr.contains("--rules PATH"),
+        ),
+        (false, true, true, true),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn resolve_refuses_what_serve_refuses_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("rules.yaml"), RULES).unwrap();
+    let output = mirrorgate_in(
+        dir.path(),
+        &["resolve", "--rules", "rules.yaml", "ghcr.io/foo/bar:v1"],
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(
+        (
+            output.status.success(),
+            text(&output.stdout),
+            stderr.lines().collect::<Vec<_>>()
+        ),
+        (
+            false,
+            String::new(),
+            vec![
+                "not contacted: source ghcr.io/foo/bar:v1 (mirrorgate does not contact ghcr.io: it is not named by the rules, `registries` or `default_registry`)",
+                "error: mirrorgate does not contact ghcr.io: it is not named by the rules, `registries` or `default_registry`; serve refuses this pull with 403 DENIED. Name it under `registries` in the configuration, or in a rule",
+            ]
+        )
+    );
+}
+
+#[test]
+fn resolve_of_a_registry_named_in_the_configuration_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("rules.yaml"), RULES).unwrap();
+    fs::write(
+        dir.path().join("mirrorgate.yaml"),
+        "rules: [rules.yaml]\nregistries:\n  ghcr.io: {}\n",
+    )
+    .unwrap();
+    let output = mirrorgate_in(
+        dir.path(),
+        &[
+            "resolve",
+            "--config",
+            "mirrorgate.yaml",
+            "ghcr.io/foo/bar:v1",
+        ],
+    );
+    assert_eq!(
+        (output.status.success(), text(&output.stdout)),
+        (true, "source ghcr.io/foo/bar:v1\n".to_owned()),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn check_warns_about_a_registries_entry_nothing_names() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("rules.yaml"), RULES).unwrap();
+    fs::write(
+        dir.path().join("mirrorgate.yaml"),
+        "rules: [rules.yaml]\nregistries:\n  mirror.internal: {endpoint: \"http://127.0.0.1:1\", insecure: true}\n  mirror.internl: {endpoint: \"http://127.0.0.1:1\", insecure: true}\n",
+    )
+    .unwrap();
+    let output = mirrorgate_in(dir.path(), &["check", "--config", "mirrorgate.yaml"]);
+    let stdout = text(&output.stdout);
+    let warnings: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("warnings:"))
+        .take_while(|l| *l != "ok")
+        .collect();
+    assert_eq!(
+        (output.status.success(), warnings),
+        (
+            true,
+            vec![
+                "warnings: 1",
+                "  mirrorgate.yaml: registries.mirror.internl: no rule source or mirror and not default_registry names this registry; only clients naming it directly reach it (a typo?)",
+            ]
+        ),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn a_url_as_a_source_says_to_write_a_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("rules.yaml"),
+        RULES.replace("source: quay.io/ns", "source: https://quay.io/ns/"),
+    )
+    .unwrap();
+    let output = mirrorgate_in(dir.path(), &["check", "--rules", "rules.yaml"]);
+    assert_eq!(
+        text(&output.stderr),
+        "error: the rule set is invalid: rules.yaml: document 1 (ImageDigestMirrorSet/x): spec.imageDigestMirrors[0].source: invalid source \"https://quay.io/ns/\": sources and mirrors are repositories (host[:port][/path]), not URLs: write \"quay.io/ns\" (the scheme comes from the registries settings)\n"
+    );
+}
+
+#[test]
+fn a_yaml_error_snippet_names_the_file_and_the_configmap_key() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("broken.yaml"),
+        "kind: List\nitems: [\n  a: b: c\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm\ndata:\n  idms.yaml: |\n    a: [\n",
+    )
+    .unwrap();
+    let broken = text(&mirrorgate_in(dir.path(), &["check", "--rules", "broken.yaml"]).stderr);
+    let key = text(&mirrorgate_in(dir.path(), &["check", "--rules", "cm.yaml"]).stderr);
+    assert_eq!(
+        (
+            broken.contains(" --> broken.yaml:3:"),
+            key.contains(" --> cm.yaml document 1 (ConfigMap/cm) data.idms.yaml:1:"),
+            broken.contains("<input>") || key.contains("<input>"),
+        ),
+        (true, true, false),
+        "{broken}\n{key}"
+    );
+}
+
+#[test]
+fn serve_logs_how_to_pull_through_it_once() {
+    let proxy = Mirrorgate::start("", &[], "");
+    // Log lines are written by a background thread.
+    let _ = wait_until(READY_TIMEOUT, || {
+        Ok(proxy.log().contains("pull through mirrorgate as"))
+    });
+    let log = proxy.log();
+    let hints: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("pull through mirrorgate as"))
+        .collect();
+    let addr = proxy.addr();
+    assert_eq!(
+        (
+            hints.len(),
+            hints.first().is_some_and(|h| h.contains(&format!(
+                "skopeo inspect --tls-verify=false docker://{addr}/quay.io/openshift/release:4.16"
+            ))),
+            hints.first().is_some_and(|h| h.contains("?ns=<registry>")),
+        ),
+        (1, true, true),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_dead_mirror_is_one_warn_line_and_its_back_off_keeps_the_cause() {
+    let source = Registry::start();
+    let image = single_arch("dead-mirror", &[1000]);
+    for tag in ["v1", "v2", "v3"] {
+        push(&image, &format!("{}/ns/app:{tag}", source.addr()));
+    }
+    // Nothing listens there: connections are refused.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let rules = "apiVersion: config.openshift.io/v1\nkind: ImageTagMirrorSet\nmetadata:\n  name: t\nspec:\n  imageTagMirrors:\n  - source: source.test/ns\n    mirrors: [dead.test/ns]\n";
+    let proxy = Mirrorgate::start(
+        rules,
+        &[("source.test", &source.endpoint()), ("dead.test", &dead)],
+        "",
+    );
+    let accept = [("Accept", support::OCI_MANIFEST_MEDIA_TYPE)];
+    let statuses: Vec<u16> = ["v1", "v2", "v3"]
+        .iter()
+        .map(|tag| {
+            proxy
+                .get(&format!("/v2/source.test/ns/app/manifests/{tag}"), &accept)
+                .status
+        })
+        .collect();
+    // The source lacks this one and the mirror is skipped while backing off: 502, whose message
+    // keeps why the mirror was given up.
+    let missing = proxy.get("/v2/source.test/ns/app/manifests/absent", &accept);
+    // Log lines are written by a background thread: wait for the last one expected.
+    let _ = wait_until(READY_TIMEOUT, || {
+        Ok(proxy.log().contains("not served: every source failed"))
+    });
+    let log = proxy.log();
+    let warn_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains("dead.test"))
+        .collect();
+    assert_eq!(
+        (
+            statuses,
+            warn_lines
+                .iter()
+                .filter(|l| l.contains("upstream registry failed"))
+                .count(),
+            warn_lines
+                .iter()
+                .filter(|l| l.contains("not served: every source failed"))
+                .count(),
+            missing.status,
+            missing
+                .text()
+                .contains("unreachable moments ago (connection refused"),
+        ),
+        (vec![200, 200, 200], 1, 1, 502, true),
+        "{}\n{log}",
+        missing.text()
+    );
+}
+
+#[test]
+fn serve_warns_about_an_unused_registries_entry_at_start_and_on_reload() {
+    let proxy = Mirrorgate::start(RULES, &[("mirror.internl", "http://127.0.0.1:1")], "");
+    let warned = |times: usize| {
+        wait_until(READY_TIMEOUT, || {
+            Ok(proxy
+                .log()
+                .matches("registries.mirror.internl: no rule source or mirror")
+                .count()
+                >= times)
+        })
+    };
+    let at_start = warned(1);
+    proxy.sighup();
+    let on_reload = warned(2);
+    assert_eq!((at_start, on_reload), (Ok(()), Ok(())), "{}", proxy.log());
+}
