@@ -626,7 +626,20 @@ fn a_stop_closes_idle_and_half_open_tls_connections_at_once() {
     let mut idle = Handshake::connect(&addr, &setup.ca.der(), &[b"http/1.1"]).expect("handshake");
     let served = idle.get("/v2/").map(|r| (r.status, r.body.len()));
     let silent = TcpStream::connect(&addr).expect("connect");
-    thread::sleep(Duration::from_millis(100));
+    // Both connections are open on the server's side (its gauge counts the silent one once
+    // accepted) before the stop is asked for.
+    support::wait_until(READY_TIMEOUT, || {
+        let metrics = idle.get("/metrics")?;
+        Ok(String::from_utf8_lossy(&metrics.body)
+            .lines()
+            .any(|line| line == "mirrorgate_connections 2"))
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "the silent connection was not accepted: {e}\n{}",
+            setup.proxy.log()
+        )
+    });
     let started = Instant::now();
     let status = setup.proxy.terminate(Duration::from_secs(8));
     let took = started.elapsed();
