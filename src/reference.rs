@@ -21,6 +21,7 @@ mod hash;
 mod host;
 pub use hash::{Hasher, digest_of};
 pub use host::{Host, HostError};
+pub(crate) use host::{is_domain, is_domain_label, is_host_name, is_port};
 
 /// The registry that names without a domain belong to.
 pub const DEFAULT_DOMAIN: &str = "docker.io";
@@ -496,51 +497,6 @@ fn check_path(path: &str) -> Result<(), ReferenceError> {
         Some(bad) => Err(ReferenceError::InvalidPathComponent(bad.to_owned())),
         None => Ok(()),
     }
-}
-
-/// `host[:port]`: DNS labels or an IPv6 literal in brackets, then an optional numeric port.
-pub(crate) fn is_domain(s: &str) -> bool {
-    let (host, port) = split_port(s);
-    let host_ok = if let Some(inner) = host.strip_prefix('[') {
-        inner.strip_suffix(']').is_some_and(|addr| {
-            !addr.is_empty() && addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':')
-        })
-    } else {
-        is_host_name(host)
-    };
-    host_ok && port.is_none_or(is_port)
-}
-
-/// Splits `host[:port]` at the port colon, minding the colons inside an IPv6 literal.
-fn split_port(s: &str) -> (&str, Option<&str>) {
-    let search_from = if s.starts_with('[') {
-        s.find(']').unwrap_or(s.len())
-    } else {
-        0
-    };
-    match s[search_from..].find(':') {
-        Some(i) => (&s[..search_from + i], Some(&s[search_from + i + 1..])),
-        None => (s, None),
-    }
-}
-
-/// DNS labels joined by dots, upper case allowed (hosts are not case-folded).
-pub(crate) fn is_host_name(s: &str) -> bool {
-    !s.is_empty() && s.split('.').all(is_domain_label)
-}
-
-/// `[a-zA-Z0-9]` or `[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]`.
-pub(crate) fn is_domain_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-')
-}
-
-/// `[0-9]+`.
-pub(crate) fn is_port(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// `[a-z0-9]+` runs joined by exactly one separator: `.`, `_`, `__` or one or more `-`.

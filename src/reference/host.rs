@@ -1,5 +1,7 @@
 //! The one host grammar: a registry host `name[:port]`, as written in references, rules,
-//! configuration keys, endpoints and client scopes.
+//! configuration keys, endpoints and client scopes. [`Host`] parses strictly, with messages
+//! (configuration, endpoints); the predicates below are the distribution reference grammar's
+//! `domain` production, which the reference parser and rule scopes match on the hot path.
 
 use std::fmt;
 use std::net::Ipv6Addr;
@@ -141,4 +143,49 @@ fn check_name(host: &str) -> Result<(), HostError> {
         }
     }
     Ok(())
+}
+
+/// `host[:port]`: DNS labels or an IPv6 literal in brackets, then an optional numeric port.
+pub(crate) fn is_domain(s: &str) -> bool {
+    let (host, port) = split_port(s);
+    let host_ok = if let Some(inner) = host.strip_prefix('[') {
+        inner.strip_suffix(']').is_some_and(|addr| {
+            !addr.is_empty() && addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':')
+        })
+    } else {
+        is_host_name(host)
+    };
+    host_ok && port.is_none_or(is_port)
+}
+
+/// Splits `host[:port]` at the port colon, minding the colons inside an IPv6 literal.
+fn split_port(s: &str) -> (&str, Option<&str>) {
+    let search_from = if s.starts_with('[') {
+        s.find(']').unwrap_or(s.len())
+    } else {
+        0
+    };
+    match s[search_from..].find(':') {
+        Some(i) => (&s[..search_from + i], Some(&s[search_from + i + 1..])),
+        None => (s, None),
+    }
+}
+
+/// DNS labels joined by dots, upper case allowed (hosts are not case-folded).
+pub(crate) fn is_host_name(s: &str) -> bool {
+    !s.is_empty() && s.split('.').all(is_domain_label)
+}
+
+/// `[a-zA-Z0-9]` or `[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]`.
+pub(crate) fn is_domain_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-')
+}
+
+/// `[0-9]+`.
+pub(crate) fn is_port(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
