@@ -21,6 +21,7 @@ use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
+use tokio_util::either::Either;
 
 use super::LimitsConfig;
 use super::connection::{Activity, InProgress, drive};
@@ -112,38 +113,30 @@ pub async fn serve(
                 let mut stopped = stopped.clone();
                 tokio::spawn(async move {
                     let _held = held;
-                    let Some(tls) = tls else {
-                        let connection = builder.serve_connection(TokioIo::new(stream), service);
-                        let served = drive(
-                            connection,
-                            |c| c.graceful_shutdown(),
-                            &activity,
-                            accepted_at,
-                            idle,
-                            stopped,
-                        );
-                        if let Err(error) = served.await {
-                            tracing::debug!(%peer, %error, "connection ended with an error");
+                    // A plain stream, or the same after the TLS handshake (bounded by the idle
+                    // timeout counted from accept); one path serves both.
+                    let stream = match tls {
+                        None => Either::Left(stream),
+                        Some(tls) => {
+                            let handshake = tokio::time::timeout_at(
+                                accepted_at + idle,
+                                tls.acceptor().accept(stream),
+                            );
+                            tokio::select! {
+                                result = handshake => match result {
+                                    Ok(Ok(stream)) => Either::Right(stream),
+                                    Ok(Err(error)) => {
+                                        tracing::debug!(%peer, %error, "TLS handshake failed");
+                                        return;
+                                    }
+                                    Err(_) => {
+                                        tracing::debug!(%peer, "TLS handshake timed out");
+                                        return;
+                                    }
+                                },
+                                _ = stopped.changed() => return,
+                            }
                         }
-                        return;
-                    };
-                    let handshake = tokio::time::timeout_at(
-                        accepted_at + idle,
-                        tls.acceptor().accept(stream),
-                    );
-                    let stream = tokio::select! {
-                        result = handshake => match result {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(error)) => {
-                                tracing::debug!(%peer, %error, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        },
-                        _ = stopped.changed() => return,
                     };
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
                     let served = drive(
