@@ -16,6 +16,7 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use super::route::ContentKey;
 use crate::cache::lru::Lru;
 
 /// How many pairs are remembered in memory.
@@ -29,7 +30,7 @@ pub(super) struct Confirmations {
 }
 
 struct Inner {
-    known: Lru<String, ()>,
+    known: Lru<ContentKey, ()>,
     path: PathBuf,
     /// Open for appending; `None` when the file cannot be written (confirmations then last
     /// until the process ends).
@@ -48,7 +49,7 @@ impl Confirmations {
             Vec::new()
         });
         for key in kept {
-            known.insert(key, (), 1, |_, _| false);
+            known.insert(ContentKey::from_written(key), (), 1, |_, _| false);
         }
         let file = append_to(&path);
         Confirmations {
@@ -63,7 +64,7 @@ impl Confirmations {
 
     /// Whether `digest` was confirmed in `repository`.
     pub(super) fn contains(&self, repository: &str, digest: &str) -> bool {
-        let key = format!("{repository}@{digest}");
+        let key = ContentKey::new(repository, digest);
         self.inner
             .lock()
             .is_ok_and(|mut inner| inner.known.get(&key).is_some())
@@ -71,7 +72,7 @@ impl Confirmations {
 
     /// Records that an upstream served or confirmed `digest` in `repository`.
     pub(super) fn insert(&self, repository: &str, digest: &str) {
-        let key = format!("{repository}@{digest}");
+        let key = ContentKey::new(repository, digest);
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
@@ -82,7 +83,7 @@ impl Confirmations {
         let Some(file) = inner.file.as_mut() else {
             return;
         };
-        if let Err(error) = file.write_all(format!("{key}\n").as_bytes()) {
+        if let Err(error) = file.write_all(format!("{}\n", key.as_str()).as_bytes()) {
             tracing::warn!(%error, "cannot record confirmed content; it is kept in memory only");
             inner.file = None;
             return;

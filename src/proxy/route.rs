@@ -61,4 +61,14 @@ impl ContentKey {
         key.push_str(digest);
         ContentKey(key.into_boxed_str())
     }
+
+    /// A key as written by [`ContentKey::as_str`] (a line of the confirmations file).
+    pub(crate) fn from_written(written: String) -> ContentKey {
+        ContentKey(written.into_boxed_str())
+    }
+
+    /// `repository@digest`.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
 }
