@@ -8,6 +8,7 @@
 //! - [`push`], [`skopeo`], [`copy_to_layout`], [`layouts_identical`]: `skopeo` as the real client;
 //! - [`Mirrorgate`]: the proxy binary of this crate, configured for a test;
 //! - [`Prometheus`]: a real Prometheus (Debian's `prometheus`) scraping it;
+//! - [`SeaweedFs`]: a real S3-compatible server (SeaweedFS `weed mini`), one at a time;
 //! - [`http_get`], [`http_request`]: a minimal HTTP/1.1 client over `std::net::TcpStream`.
 //!
 //! Every process runs on 127.0.0.1 and is killed (and reaped) when its guard is dropped, also when
@@ -23,6 +24,7 @@ mod mirrorgate;
 mod process;
 mod prometheus;
 mod registry;
+mod seaweedfs;
 mod throttle;
 
 pub use http::{HttpResponse, http_get, http_request, try_http_request};
@@ -34,4 +36,5 @@ pub use mirrorgate::Mirrorgate;
 pub use process::{PROBE_USER_AGENT, free_port};
 pub use prometheus::Prometheus;
 pub use registry::{LoggedRequest, Registry, parse_access_line};
+pub use seaweedfs::SeaweedFs;
 pub use throttle::Throttle;
