@@ -480,3 +480,50 @@ async fn confirmations_are_seen_by_another_replica() {
     let error = b.is_confirmed("quay.io//x", &d).await.unwrap_err();
     assert_eq!(error.kind(), "invalid_repository");
 }
+
+#[tokio::test]
+async fn a_server_that_never_answers_costs_a_bounded_wait_and_a_timeout_error() {
+    // Accepts connections and reads requests, but never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let silent = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().take(16) {
+            held.push(stream);
+        }
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let credentials = dir.path().join("credentials");
+    std::fs::write(
+        &credentials,
+        "[default]\naws_access_key_id = a\naws_secret_access_key = b\n",
+    )
+    .unwrap();
+    let config = S3Config {
+        bucket: "silent".to_owned(),
+        prefix: String::new(),
+        endpoint: Some(format!("http://{addr}")),
+        region: "us-east-1".to_owned(),
+        path_style: true,
+        insecure: true,
+        ca_file: None,
+        credentials_file: Some(credentials),
+    };
+    let store = SharedStore::open(
+        &config,
+        Timeouts {
+            connect: Duration::from_secs(1),
+            request: Duration::from_millis(300),
+        },
+    )
+    .expect("open");
+    let d = digest(b"x");
+    let errors = (
+        store.stat(Kind::Blob, &d).await.unwrap_err().kind(),
+        store.get(Kind::Blob, &d, None).await.unwrap_err().kind(),
+        store.check().await.unwrap_err().kind(),
+    );
+    assert_eq!(errors, ("timeout", "timeout", "timeout"));
+    assert_eq!(store.stats().snapshot().errors, 3);
+    drop(silent);
+}

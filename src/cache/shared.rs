@@ -762,7 +762,10 @@ impl SharedStore {
         let path = self.path(kind, digest);
         let result = match self.inner.reads.get(&path).await {
             Ok(result) => result,
-            Err(object_store::Error::NotFound { .. }) => {
+            // A GET's 404 says which: the key, or the whole bucket.
+            Err(object_store::Error::NotFound { ref source, .. })
+                if !source.to_string().contains("NoSuchBucket") =>
+            {
                 bump(&self.inner.stats.misses, 1);
                 return Ok(None);
             }
