@@ -32,6 +32,8 @@ static IN_PROCESS: Mutex<()> = Mutex::new(());
 pub struct SeaweedFs {
     dir: TempDir,
     port: u16,
+    /// The S3 gRPC port, whose unix socket weed leaves in /tmp (removed on stop).
+    grpc_port: u16,
     process: Option<ChildGuard>,
     _file_lock: FileLock,
     _lock: MutexGuard<'static, ()>,
@@ -70,6 +72,7 @@ impl SeaweedFs {
         let mut server = SeaweedFs {
             dir,
             port: 0,
+            grpc_port: 0,
             process: None,
             _file_lock: file_lock,
             _lock: lock,
@@ -107,6 +110,9 @@ impl SeaweedFs {
 
     fn launch(&mut self, port: Option<u16>) {
         let fixed = port.is_some();
+        if self.grpc_port == 0 {
+            self.grpc_port = process::free_port();
+        }
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
             let port = port.unwrap_or_else(process::free_port);
@@ -124,6 +130,16 @@ impl SeaweedFs {
                 ])
                 .arg(format!("-bucket={}", Self::BUCKET))
                 .arg(format!("-s3.port={port}"))
+                .arg(format!("-s3.port.grpc={}", self.grpc_port))
+                // Its unix sockets default to /tmp, named by port: keep them with the data.
+                .arg(format!(
+                    "-s3.localSocket={}",
+                    self.dir.path().join("s3.sock").display()
+                ))
+                .arg(format!(
+                    "-filer.localSocket={}",
+                    self.dir.path().join("filer.sock").display()
+                ))
                 .env("AWS_ACCESS_KEY_ID", Self::ACCESS_KEY)
                 .env("AWS_SECRET_ACCESS_KEY", Self::SECRET_KEY)
                 .current_dir(self.dir.path());
@@ -195,6 +211,8 @@ impl SeaweedFs {
     pub fn stop(&mut self) {
         if let Some(mut child) = self.process.take() {
             child.stop();
+            let socket = format!("seaweedfs-s3-grpc-{}.sock", self.grpc_port);
+            let _ = fs::remove_file(std::env::temp_dir().join(socket));
         }
     }
 
