@@ -174,6 +174,8 @@ pub struct CacheConfig {
     /// Free space the blob store leaves on its filesystem: a blob that would eat into it is
     /// served straight from the upstream, uncached, rather than failing half-way on a full disk.
     pub min_free_space: ByteSize,
+    /// The shared tier in S3-compatible object storage (`cache.shared.s3`); `None`: local only.
+    pub shared: Option<crate::cache::shared::SharedConfig>,
 }
 
 /// The `upstream` section.
@@ -242,6 +244,7 @@ impl Default for CacheConfig {
             tag_ttl: Duration::from_secs(5 * 60),
             stale_if_error: Duration::from_secs(24 * 60 * 60),
             min_free_space: ByteSize::mib(512),
+            shared: None,
         }
     }
 }
@@ -376,6 +379,11 @@ impl Config {
         }
         if self.cache.memory.0 == 0 {
             return Err(invalid("cache.memory", "must be greater than 0".to_owned()));
+        }
+        if let Some(shared) = &self.cache.shared {
+            shared
+                .validate()
+                .map_err(|(key, message)| invalid(&format!("cache.shared.{key}"), message))?;
         }
         // A zero timeout fails every request before it starts.
         if self.upstream.connect_timeout.is_zero() {
@@ -1056,6 +1064,7 @@ struct RawCache {
     tag_ttl: Option<HumanDuration>,
     stale_if_error: Option<HumanDuration>,
     min_free_space: Option<ByteSize>,
+    shared: Option<crate::cache::shared::RawSharedConfig>,
 }
 
 // No `default` here: a `tls` section must name both files (serde reports the one missing).
@@ -1282,6 +1291,7 @@ impl RawCache {
             tag_ttl: self.tag_ttl.map_or(default.tag_ttl, |d| d.0),
             stale_if_error: self.stale_if_error.map_or(default.stale_if_error, |d| d.0),
             min_free_space: self.min_free_space.unwrap_or(default.min_free_space),
+            shared: self.shared.and_then(|raw| raw.into_config()),
         }
     }
 }
@@ -1372,6 +1382,7 @@ watch: true                     # reload rule files and this file on change (als
                 tag_ttl: Duration::from_secs(300),
                 stale_if_error: Duration::from_secs(86_400),
                 min_free_space: ByteSize(512 * 1024 * 1024),
+                shared: None,
             },
             upstream: UpstreamConfig {
                 connect_timeout: Duration::from_secs(5),

@@ -10,6 +10,7 @@ pub mod blobs;
 pub mod flights;
 pub mod lru;
 pub mod manifests;
+pub mod shared;
 pub mod stats;
 pub mod tags;
 
