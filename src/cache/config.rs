@@ -26,6 +26,8 @@ pub struct CacheConfig {
     /// Free space the blob store leaves on its filesystem: a blob that would eat into it is
     /// served straight from the upstream, uncached, rather than failing half-way on a full disk.
     pub min_free_space: ByteSize,
+    /// The shared tier in S3-compatible object storage (`cache.shared.s3`); `None`: local only.
+    pub shared: Option<super::shared::SharedConfig>,
 }
 
 impl Default for CacheConfig {
@@ -37,6 +39,7 @@ impl Default for CacheConfig {
             tag_ttl: Duration::from_secs(5 * 60),
             stale_if_error: Duration::from_secs(24 * 60 * 60),
             min_free_space: ByteSize::mib(512),
+            shared: None,
         }
     }
 }
@@ -54,6 +57,11 @@ impl CacheConfig {
         if self.memory.0 == 0 {
             return Err(Invalid::new("memory", "must be greater than 0"));
         }
+        if let Some(shared) = &self.shared {
+            shared
+                .validate()
+                .map_err(|(key, message)| Invalid::new(format!("shared.{key}"), message))?;
+        }
         Ok(())
     }
 }
@@ -68,6 +76,7 @@ struct RawCache {
     tag_ttl: Option<HumanDuration>,
     stale_if_error: Option<HumanDuration>,
     min_free_space: Option<ByteSize>,
+    shared: Option<super::shared::RawSharedConfig>,
 }
 
 impl From<RawCache> for CacheConfig {
@@ -80,6 +89,7 @@ impl From<RawCache> for CacheConfig {
             tag_ttl: raw.tag_ttl.map_or(default.tag_ttl, |d| d.0),
             stale_if_error: raw.stale_if_error.map_or(default.stale_if_error, |d| d.0),
             min_free_space: raw.min_free_space.unwrap_or(default.min_free_space),
+            shared: raw.shared.and_then(|raw| raw.into_config()),
         }
     }
 }

@@ -14,8 +14,10 @@ mod config;
 pub mod flights;
 pub mod lru;
 pub mod manifests;
+pub mod shared;
 pub mod stats;
 pub mod tags;
+pub mod verify;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};

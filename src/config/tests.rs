@@ -69,6 +69,7 @@ fn defaults_match_the_documented_values() {
             tag_ttl: Duration::from_secs(300),
             stale_if_error: Duration::from_secs(86_400),
             min_free_space: ByteSize(512 * 1024 * 1024),
+            shared: None,
         },
         upstream: UpstreamConfig {
             connect_timeout: Duration::from_secs(5),

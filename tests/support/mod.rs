@@ -9,6 +9,7 @@
 //! - [`Mirrorgate`]: the proxy binary of this crate, configured for a test;
 //! - [`Kmock`]: an emulated Kubernetes API server (PyPI `kmock`) for the cluster rule source;
 //! - [`Prometheus`]: a real Prometheus (Debian's `prometheus`) scraping it;
+//! - [`SeaweedFs`]: a real S3-compatible server (SeaweedFS `weed mini`), one at a time;
 //! - [`http_get`], [`http_request`]: a minimal HTTP/1.1 client over `std::net::TcpStream`.
 //!
 //! Every process runs on 127.0.0.1 and is killed (and reaped) when its guard is dropped, also when
@@ -25,6 +26,7 @@ mod mirrorgate;
 mod process;
 mod prometheus;
 mod registry;
+mod seaweedfs;
 mod throttle;
 
 pub use http::{HttpResponse, http_get, http_request, try_http_request};
@@ -37,4 +39,5 @@ pub use mirrorgate::{Mirrorgate, SELF_ADDR};
 pub use process::{PROBE_USER_AGENT, READY_TIMEOUT, free_port, wait_until};
 pub use prometheus::Prometheus;
 pub use registry::{LoggedRequest, Registry, parse_access_line};
+pub use seaweedfs::SeaweedFs;
 pub use throttle::Throttle;

