@@ -319,17 +319,29 @@ fn eviction_keeps_the_store_under_max_size() {
             200
         );
     }
-    // A blob is committed after its last byte reached the client: wait for the store to hold
-    // something before measuring it.
-    let stored = || -> u64 {
-        files_in(&proxy.cache_dir().join("blobs"))
+    // A client has the last byte before the blob is committed (fsync, rename): wait for the
+    // last layer to be in the store, then the store must be within its bound.
+    let blobs = proxy.cache_dir().join("blobs");
+    let last = image.layers.last().expect("layers").to_string();
+    let hex = last.trim_start_matches("sha256:").to_owned();
+    support::wait_until(support::READY_TIMEOUT, || {
+        Ok(files_in(&blobs)
             .iter()
-            .map(|(_, size)| size)
-            .sum()
-    };
-    support::wait_until(Duration::from_secs(15), || Ok(stored() > 0)).expect("a blob was stored");
-    let stored = stored();
-    assert!(stored <= 150 * 1024, "stored {stored} bytes");
+            .any(|(name, _)| name.ends_with(&hex)))
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "the last layer is not in the store ({e}); store: {:?}; log:\n{}",
+            files_in(&blobs),
+            proxy.log()
+        )
+    });
+    let stored: u64 = files_in(&blobs).iter().map(|(_, size)| size).sum();
+    assert_eq!(
+        (stored > 0, stored <= 150 * 1024),
+        (true, true),
+        "stored {stored} bytes"
+    );
 }
 
 #[test]

@@ -132,12 +132,19 @@ impl Proxy {
         CacheStats::count(&self.cache.stats.blob_misses);
         // A download started for another repository may only be shared once this repository
         // is known to hold the blob too.
-        let started_elsewhere = self.downloads.lock().is_ok_and(|d| {
+        // The confirmation checks the length the download has (or announced), like a stored
+        // blob's: a HEAD that claims the blob with another length confirms nothing.
+        let started_elsewhere = self.downloads.lock().ok().and_then(|d| {
             d.get(digest.as_str())
-                .is_some_and(|(_, repo)| repo != logical.name())
+                .filter(|(_, repo)| repo != logical.name())
+                .map(|(state, _)| match &*state.borrow() {
+                    DownloadState::Complete { len, .. } => Some(*len),
+                    DownloadState::Streaming { len, .. } => *len,
+                    _ => None,
+                })
         });
-        if started_elsewhere {
-            self.may_serve_cached(&logical, &candidates, Stored::Blob, None)
+        if let Some(len) = started_elsewhere {
+            self.may_serve_cached(&logical, &candidates, Stored::Blob, len)
                 .await?;
         }
         // Joining a download under way takes no slot; starting one does, before it starts, so
