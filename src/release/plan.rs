@@ -241,6 +241,7 @@ impl Plan {
                     let _ = writeln!(out, "payload {}", payload.reference);
                 }
             }
+            write_sources(&mut out, rules, &payload.reference, "  ");
         }
         let _ = writeln!(out, "components {}", self.components.len());
         for component in &self.components {
