@@ -112,6 +112,25 @@ async fn the_walk_finds_every_component_and_each_shared_blob_once() {
         shared,
         vec![BTreeSet::from([COMPONENTS.to_owned(), RELEASE.to_owned()])]
     );
+    // Each unique blob can be fetched through a repository that references it.
+    let through: Vec<(String, bool)> = plan
+        .blob_references()
+        .iter()
+        .map(|(reference, _)| {
+            let digest = reference.digest_str().unwrap().to_owned();
+            let listed = plan.blobs()[&reference.digest().unwrap()]
+                .repositories
+                .contains(reference.name());
+            (digest, listed)
+        })
+        .collect();
+    assert_eq!(
+        through,
+        expected
+            .keys()
+            .map(|d| (d.clone(), true))
+            .collect::<Vec<_>>()
+    );
     // Only the release's config and its top layer (which holds release-manifests/) were read
     // as blobs; every component was read by its manifest alone.
     let blob_reads: Vec<String> = fetcher
@@ -402,4 +421,36 @@ async fn the_dry_run_shows_version_components_with_their_pull_sources_and_blob_t
         human_bytes(blobs.values().sum())
     ));
     assert_eq!(plan.render_dry_run(&rules), expected);
+}
+
+#[tokio::test]
+async fn a_release_layer_whose_bytes_do_not_match_its_digest_is_refused() {
+    let registry = Registry::start();
+    let release = SyntheticRelease::push(&registry, ReleaseSpec::new("4.17.1", 2));
+    // The top layer holds release-manifests/; serve other (valid gzip'd tar) bytes for it.
+    let top_layer = release.payloads[0]
+        .blobs
+        .keys()
+        .find(|digest| {
+            std::fs::read(registry.blob_data_path(digest))
+                .map(|bytes| bytes.starts_with(&[0x1f, 0x8b]) && bytes.len() < 4096)
+                .unwrap_or(false)
+        })
+        .expect("the release-manifests layer")
+        .clone();
+    let other = SyntheticRelease::push(&registry, ReleaseSpec::new("4.17.2", 2));
+    let replacement = other.payloads[0]
+        .blobs
+        .keys()
+        .map(|d| std::fs::read(registry.blob_data_path(d)).unwrap())
+        .find(|bytes| bytes.starts_with(&[0x1f, 0x8b]) && bytes.len() < 4096)
+        .expect("the other release-manifests layer");
+    std::fs::write(registry.blob_data_path(&top_layer), replacement).unwrap();
+    let err = plan(&registry, &release, &WalkOptions::default())
+        .await
+        .unwrap_err();
+    let ReleaseError::DigestMismatch { reference, .. } = &err else {
+        panic!("expected DigestMismatch, got {err}");
+    };
+    assert_eq!(reference, &format!("{RELEASE}@{top_layer}"));
 }
