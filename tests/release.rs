@@ -218,6 +218,17 @@ async fn a_multi_arch_release_filtered_to_amd64_keeps_one_payload_and_amd64_chil
             vec![],
         )
     );
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for manifest in plan.manifests() {
+        *kinds.entry(manifest.media_type.clone()).or_default() += 1;
+    }
+    assert_eq!(
+        kinds,
+        BTreeMap::from([
+            (mirrorgate::release::OCI_INDEX.to_owned(), 1 + 8),
+            (mirrorgate::release::OCI_MANIFEST.to_owned(), 1 + 8),
+        ])
+    );
 }
 
 #[tokio::test]

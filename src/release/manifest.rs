@@ -128,6 +128,14 @@ impl Manifest {
     /// Parses manifest bytes. `media_type` is the `Content-Type` the registry gave, if any; the
     /// manifest's own `mediaType` field, then its shape, decide otherwise.
     pub fn parse(bytes: &[u8], media_type: Option<&str>) -> Result<Manifest, ManifestError> {
+        Manifest::parse_typed(bytes, media_type).map(|(manifest, _)| manifest)
+    }
+
+    /// [`Manifest::parse`], also returning the media type it was read as.
+    pub fn parse_typed(
+        bytes: &[u8],
+        media_type: Option<&str>,
+    ) -> Result<(Manifest, String), ManifestError> {
         let declared = media_type
             .map(|m| m.split(';').next().unwrap_or(m).trim().to_owned())
             .filter(|m| !m.is_empty());
@@ -174,18 +182,17 @@ impl Manifest {
                 let manifests = raw
                     .manifests
                     .ok_or_else(|| malformed("an index without \"manifests\"".to_owned()))?;
-                Ok(Manifest::Index {
-                    manifests: manifests
-                        .into_iter()
-                        .map(descriptor)
-                        .collect::<Result<_, _>>()?,
-                })
+                let manifests = manifests
+                    .into_iter()
+                    .map(descriptor)
+                    .collect::<Result<_, _>>()?;
+                Ok((Manifest::Index { manifests }, media_type))
             }
             OCI_MANIFEST | DOCKER_MANIFEST => {
                 let config = raw
                     .config
                     .ok_or_else(|| malformed("a manifest without \"config\"".to_owned()))?;
-                Ok(Manifest::Image {
+                let manifest = Manifest::Image {
                     config: descriptor(config)?,
                     layers: raw
                         .layers
@@ -193,7 +200,8 @@ impl Manifest {
                         .into_iter()
                         .map(descriptor)
                         .collect::<Result<_, _>>()?,
-                })
+                };
+                Ok((manifest, media_type))
             }
             other => Err(ManifestError::Unsupported(other.to_owned())),
         }
@@ -371,6 +379,22 @@ mod tests {
                 matches!(bad_digest, Err(ManifestError::Malformed { .. })),
             ),
             (true, true, true)
+        );
+    }
+
+    #[test]
+    fn a_platform_filter_reads_from_a_configuration_list() {
+        let all: PlatformFilter = serde_json::from_str(r#"["all"]"#).unwrap();
+        let mixed = serde_json::from_str::<PlatformFilter>(r#"["all","arm64"]"#);
+        assert_eq!(
+            (
+                all,
+                mixed
+                    .unwrap_err()
+                    .to_string()
+                    .contains("cannot be combined")
+            ),
+            (PlatformFilter::All, true)
         );
     }
 

@@ -28,7 +28,7 @@ pub struct Payload {
 pub struct ManifestEntry {
     /// `repository@digest`.
     pub reference: Reference,
-    /// Its media type (as parsed).
+    /// Its media type: the `Content-Type` given, else the document's `mediaType`, else its shape.
     pub media_type: String,
     /// Its size in bytes.
     pub size: u64,
@@ -127,12 +127,12 @@ impl Plan {
         media_type: Option<&str>,
     ) -> Result<(Manifest, Vec<Descriptor>), ReleaseError> {
         let reference = by_digest(repository, digest)?;
-        let manifest =
-            Manifest::parse(bytes, media_type).map_err(|source| ReleaseError::Manifest {
+        let (manifest, media_type) =
+            Manifest::parse_typed(bytes, media_type).map_err(|source| ReleaseError::Manifest {
                 reference: reference.to_string(),
                 source,
             })?;
-        let (kind, kept) = match &manifest {
+        let kept = match &manifest {
             Manifest::Image { config, layers } => {
                 // Check every size first, so a conflicting manifest leaves the plan unchanged.
                 for blob in std::iter::once(config).chain(layers) {
@@ -157,20 +157,14 @@ impl Plan {
                         .repositories
                         .insert(repository.name().to_owned());
                 }
-                ("image", Vec::new())
+                Vec::new()
             }
-            Manifest::Index { manifests } => (
-                "index",
-                manifests
-                    .iter()
-                    .filter(|child| self.platforms.keeps(child.platform.as_ref()))
-                    .cloned()
-                    .collect(),
-            ),
+            Manifest::Index { manifests } => manifests
+                .iter()
+                .filter(|child| self.platforms.keeps(child.platform.as_ref()))
+                .cloned()
+                .collect(),
         };
-        let media_type = media_type
-            .map(str::to_owned)
-            .unwrap_or_else(|| kind.to_owned());
         self.manifests
             .entry(reference.to_string())
             .or_insert(ManifestEntry {
