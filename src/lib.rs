@@ -12,6 +12,7 @@
 //! - [`cache`]: manifests, tag answers and blobs kept so that repeated pulls cost nothing;
 //! - [`metrics`]: what every part did, for Prometheus;
 //! - [`reload`]: picking up changed rules and settings without a restart;
+//! - [`release`]: OpenShift release payloads and the plan of warming one;
 //! - [`status`]: the state of a running proxy for `/status` and `mirrorgate status`;
 //! - `kubernetes` (feature `kubernetes`, on by default): mirror objects watched in a live cluster.
 
@@ -26,6 +27,7 @@ pub mod kubernetes;
 pub mod metrics;
 pub mod proxy;
 pub mod reference;
+pub mod release;
 pub mod reload;
 pub mod rules;
 pub mod status;
