@@ -569,13 +569,15 @@ settle_log() {
     done
 }
 
-# PERF=1: perf_start NAME PID samples PID (call graphs) into $WORK/perf/NAME.data until perf_stop;
-# perf_summary NAME prints where the samples fell (by shared object, then the top symbols).
+# PERF=1: perf_start NAME PID samples PID into $WORK/perf/NAME.data until perf_stop, with DWARF
+# call graphs (a release build has no frame pointers; `perf report -i … -G` shows who called what);
+# perf_summary NAME prints where the samples fell (by shared object, then the top symbols, self).
 PERF_PID=""
 perf_start() {
     [ "$PERF" = 1 ] || return 0
     mkdir -p "$WORK/perf"
-    perf record -q -F 999 -e cpu-clock -g -p "$2" -o "$WORK/perf/$1.data" >>"$WORK/logs/perf.log" 2>&1 &
+    perf record -q -F 499 -e cpu-clock --call-graph dwarf -p "$2" -o "$WORK/perf/$1.data" \
+        >>"$WORK/logs/perf.log" 2>&1 &
     PERF_PID=$!
     PIDS+=("$PERF_PID")
 }
@@ -594,10 +596,10 @@ perf_summary() {
     echo
     echo '```'
     perf report -i "$data" --stdio --no-children --sort dso --percent-limit 2 -g none 2>/dev/null |
-        grep -vE '^(#|$)' | head -n 8
+        grep -vE '^(#|$)' | sed -E 's/[[:space:]]+$//' | head -n 8
     echo '-- top symbols (self) --'
-    perf report -i "$data" --stdio --no-children --sort dso,symbol --percent-limit 1.5 -g none 2>/dev/null |
-        grep -vE '^(#|$)' | head -n 25
+    perf report -i "$data" --stdio --no-children --sort dso,symbol --percent-limit 1 -g none 2>/dev/null |
+        grep -vE '^(#|$)' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+$//' | head -n 30
     echo '```'
     echo
 }
@@ -670,6 +672,10 @@ chmod -R a+rX "$WORK/nginx"
 # 3. The servers under test.
 # ---------------------------------------------------------------------------------------------
 write_rules
+# want KIND / want_type KIND: the sha256 and Content-Type every server must answer for KIND.
+want() { case "$1" in digest | tag) echo "${MANIFEST_DIGEST#sha256:}" ;; blob) echo "${BLOB_DIGEST#sha256:}" ;; esac; }
+want_type() { case "$1" in digest | tag) echo "$MANIFEST_TYPE" ;; blob) echo "" ;; esac; }
+
 if [ "$SERVING" = 1 ]; then
     start distribution launch_distribution /v2/
     DIST_PORT=$STARTED_PORT
@@ -699,8 +705,6 @@ if [ "$SERVING" = 1 ]; then
             blob) echo "$base/v2/$name/blobs/$BLOB_DIGEST" ;;
         esac
     }
-    want() { case "$1" in digest | tag) echo "${MANIFEST_DIGEST#sha256:}" ;; blob) echo "${BLOB_DIGEST#sha256:}" ;; esac; }
-    want_type() { case "$1" in digest | tag) echo "$MANIFEST_TYPE" ;; blob) echo "" ;; esac; }
 
     # ---------------------------------------------------------------------------------------------
     # 4. Warm every cache, then check every answer.
@@ -944,9 +948,9 @@ else
     echo
     mg=$(fan_median mirrorgate 3) di=$(fan_median distribution 3) dr=$(fan_median direct 3)
     mgb=$(fan_median mirrorgate 5)
-    echo "mirrorgate / direct wall: $(awk -v a="$mg" -v b="$dr" 'BEGIN { r = a / b; printf "%.2f× (%s the 0.9× target)", r, r <= 0.9 ? "within" : "OVER" }');" \
-        "mirrorgate / distribution wall: $(awk -v a="$mg" -v b="$di" 'BEGIN { r = a / b; printf "%.2f× (%s)", r, r < 1 ? "ahead" : "NOT ahead" }');" \
-        "upstream bytes through mirrorgate: $(awk -v b="$mgb" -v i="$FAN_IMAGE_BYTES" 'BEGIN { r = b / i; printf "%.2f× the image (%s the 1.0× target)", r, r <= 1.005 ? "within" : "OVER" }')."
+    echo "mirrorgate / direct wall: $(awk -v a="$mg" -v b="$dr" 'BEGIN { r = a / b; printf "%.2f× (%s the 0.9× target)", r, (r <= 0.9 ? "within" : "OVER") }');" \
+        "mirrorgate / distribution wall: $(awk -v a="$mg" -v b="$di" 'BEGIN { r = a / b; printf "%.2f× (%s)", r, (r < 1 ? "ahead" : "NOT ahead") }');" \
+        "upstream bytes through mirrorgate: $(awk -v b="$mgb" -v i="$FAN_IMAGE_BYTES" 'BEGIN { r = b / i; printf "%.2f× the image (%s the 1.0× target)", r, (r <= 1.005 ? "within" : "OVER") }')."
 fi
 echo
 
@@ -1042,7 +1046,7 @@ else
             [ "$kind" = digest ] || label="blob 1 MiB"
             plabel="HTTP/1.1 (wrk)"
             [ "$proto" = h1 ] || plabel="HTTP/2 (h2load)"
-            echo "| $label | $plabel | $(printf '%.0f' "$a") | $(printf '%.0f' "$b") | $(awk -v a="$a" -v b="$b" 'BEGIN { r = a / b; printf "%.2f× (%s)", r, r >= 0.8 ? "within" : "UNDER" }') |"
+            echo "| $label | $plabel | $(printf '%.0f' "$a") | $(printf '%.0f' "$b") | $(awk -v a="$a" -v b="$b" 'BEGIN { r = a / b; printf "%.2f× (%s)", r, (r >= 0.8 ? "within" : "UNDER") }') |"
         done
     done
     echo
@@ -1133,7 +1137,7 @@ else
     echo
     awk -F'\t' '$1 == "mirrorgate" { m = $6; r = $10; h = $11 } $1 == "nginx" { n = $6 }
         END { printf "mirrorgate p99 %s ms (%s the 10 ms target; nginx %s ms), RSS %s MiB, peak %s MiB (%s the 160 MiB target)\n",
-              m, m < 10 ? "within" : "OVER", n, r, h, h < 160 ? "within" : "OVER" }' "$CONNS_RESULTS"
+              m, (m < 10 ? "within" : "OVER"), n, r, h, (h < 160 ? "within" : "OVER") }' "$CONNS_RESULTS"
     stop_pid "$MGC_PID"
     stop_pid "$NGC_PID"
 fi
@@ -1143,7 +1147,7 @@ echo
 # 6f. PERF=1: where mirrorgate's CPU went in the fan-out and TLS runs.
 # ---------------------------------------------------------------------------------------------
 if [ "$PERF" = 1 ]; then
-    echo "## Profiles of mirrorgate (perf record -F 999 -e cpu-clock -g -p PID, self time)"
+    echo "## Profiles of mirrorgate (perf record -F 499 -e cpu-clock --call-graph dwarf -p PID; self time)"
     echo
     for run in "${PERF_RUNS[@]}"; do perf_summary "$run"; done
 fi
