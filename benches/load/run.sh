@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Side-by-side load comparison on one machine, in one run: mirrorgate, CNCF Distribution in proxy
 # mode and nginx serving static files, all in front of (or holding) the same image bytes, loaded
-# with the same wrk command; then a memory/concurrency check of mirrorgate with a 1 GiB blob.
+# with the same wrk command; a cold pull; the fan-out of a cold image to 32 skopeo clients (also
+# through Distribution and straight from the upstream); HTTPS with HTTP/1.1 and HTTP/2 against
+# nginx; 10,000 idle keep-alive connections under load; then a memory/concurrency check of
+# mirrorgate with a 1 GiB blob. Each part has a 0/1 flag (SERVING COLD FANOUT TLS CONNS BIG).
 # See benches/load/README.md. Everything listens on 127.0.0.1; every process started here is
 # stopped when the script exits, also on failure or Ctrl-C.
 #
