@@ -45,7 +45,8 @@ wait_ready() {
             log "$name exited while starting"
             return 1
         fi
-        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true)
+        # -k: a TLS server under test presents the run's own self-signed certificate.
+        code=$(curl -sk -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true)
         if [ "$code" = 200 ]; then
             # Another process holding the port would answer while ours failed to bind.
             sleep 0.2
@@ -59,15 +60,16 @@ wait_ready() {
     return 1
 }
 
-# start NAME LAUNCHER READY_PATH: runs `LAUNCHER PORT` on a fresh free port (the launcher writes
-# its configuration, starts the process in the background and sets LAUNCHED_PID) until the
-# server is ready; sets STARTED_PORT and STARTED_PID.
+# start NAME LAUNCHER READY_PATH [SCHEME]: runs `LAUNCHER PORT` on a fresh free port (the launcher
+# writes its configuration, starts the process in the background and sets LAUNCHED_PID) until the
+# server is ready at SCHEME://127.0.0.1:PORT/READY_PATH (SCHEME: http, or https for a TLS
+# listener); sets STARTED_PORT and STARTED_PID.
 start() {
-    local name=$1 launcher=$2 path=$3 attempt port
+    local name=$1 launcher=$2 path=$3 scheme=${4:-http} attempt port
     for ((attempt = 1; attempt <= START_ATTEMPTS; attempt++)); do
         port=$(free_port)
         "$launcher" "$port"
-        if wait_ready "$name" "$LAUNCHED_PID" "http://127.0.0.1:$port$path"; then
+        if wait_ready "$name" "$LAUNCHED_PID" "$scheme://127.0.0.1:$port$path"; then
             STARTED_PORT=$port
             STARTED_PID=$LAUNCHED_PID
             log "$name ready on 127.0.0.1:$port (pid $STARTED_PID)"

@@ -15,6 +15,7 @@
 //! - [`http`]: the OCI distribution API surface (routing of paths, addressing, error bodies);
 //! - [`config`]: the proxy's own configuration file, composed of each module's section;
 //! - [`reload`]: picking up changed rules and settings without a restart;
+//! - [`release`]: OpenShift release payloads and the plan of warming one;
 //! - [`status`]: the state of a running proxy for `/status` and `mirrorgate status`;
 //! - `kubernetes` (feature `kubernetes`, on by default): mirror objects watched in a live cluster.
 //!
@@ -32,6 +33,7 @@ pub mod kubernetes;
 pub mod metrics;
 pub mod proxy;
 pub mod reference;
+pub mod release;
 pub mod reload;
 pub mod rules;
 pub mod settings;

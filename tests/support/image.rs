@@ -179,9 +179,9 @@ pub fn multi_arch(name_seed: &str, layer_sizes: &[usize]) -> Image {
     }
 }
 
-struct Blob {
-    digest: String,
-    bytes: Vec<u8>,
+pub(super) struct Blob {
+    pub(super) digest: String,
+    pub(super) bytes: Vec<u8>,
 }
 
 struct Descriptor {
@@ -206,7 +206,7 @@ impl Platform {
     }
 }
 
-fn new_layout() -> TempDir {
+pub(super) fn new_layout() -> TempDir {
     let layout = tempfile::Builder::new()
         .prefix("oci-layout-")
         .tempdir()
@@ -221,7 +221,7 @@ fn new_layout() -> TempDir {
 }
 
 /// Stores `bytes` under `blobs/sha256/<hex>` and returns them with their digest.
-fn write_blob(layout: &Path, bytes: Vec<u8>) -> Blob {
+pub(super) fn write_blob(layout: &Path, bytes: Vec<u8>) -> Blob {
     let digest = sha256_digest(&bytes);
     let path = layout.join("blobs/sha256").join(&digest["sha256:".len()..]);
     fs::write(&path, &bytes).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
@@ -248,7 +248,7 @@ fn write_index_json(layout: &Path, top: &Descriptor) {
 }
 
 /// `len` deterministic pseudo-random bytes for `label` (SHA-256 in counter mode).
-fn pseudo_random(label: &str, len: usize) -> Vec<u8> {
+pub(super) fn pseudo_random(label: &str, len: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(len + 32);
     let mut counter: u64 = 0;
     while out.len() < len {
@@ -363,7 +363,7 @@ pub fn skopeo(args: &[&str]) -> Output {
         })
 }
 
-fn check(output: &Output, what: &str) {
+pub(super) fn check(output: &Output, what: &str) {
     assert!(
         output.status.success(),
         "{what} failed ({}):\nstdout: {}\nstderr: {}",

@@ -6,6 +6,8 @@
 //! - [`Image`], [`single_arch`], [`multi_arch`]: images generated in Rust as OCI image layouts
 //!   (real gzip'd tar layers, valid configs, manifests and indexes);
 //! - [`push`], [`skopeo`], [`copy_to_layout`], [`layouts_identical`]: `skopeo` as the real client;
+//! - [`SyntheticRelease`]: an OpenShift release payload (components sharing layers, a release
+//!   image with `release-manifests/`) pushed to a registry, and [`RegistryFetcher`] to walk it;
 //! - [`Mirrorgate`]: the proxy binary of this crate, configured for a test;
 //! - [`Kmock`]: an emulated Kubernetes API server (PyPI `kmock`) for the cluster rule source;
 //! - [`Prometheus`]: a real Prometheus (Debian's `prometheus`) scraping it;
@@ -26,6 +28,7 @@ mod mirrorgate;
 mod process;
 mod prometheus;
 mod registry;
+mod release;
 mod seaweedfs;
 mod throttle;
 
@@ -39,5 +42,6 @@ pub use mirrorgate::{Mirrorgate, SELF_ADDR};
 pub use process::{PROBE_USER_AGENT, READY_TIMEOUT, free_port, wait_until};
 pub use prometheus::Prometheus;
 pub use registry::{LoggedRequest, Registry, parse_access_line};
+pub use release::{RegistryFetcher, ReleaseSpec, SyntheticRelease};
 pub use seaweedfs::SeaweedFs;
 pub use throttle::Throttle;
