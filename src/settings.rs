@@ -97,6 +97,17 @@ impl ByteSize {
     pub const fn bytes(self) -> u64 {
         self.0
     }
+
+    /// The size for people: one decimal in the largest binary unit it reaches (`512 B`,
+    /// `1.5 MiB`, `2.0 GiB`). Unlike `Display`, it need not parse back to the same value.
+    pub fn human(self) -> String {
+        match UNITS.iter().copied().find(|&(_, factor)| self.0 >= factor) {
+            Some((unit, factor)) if factor > 1 => {
+                format!("{:.1} {unit}", self.0 as f64 / factor as f64)
+            }
+            _ => format!("{} B", self.0),
+        }
+    }
 }
 
 /// Prints the largest binary unit that represents the size exactly (`10GiB`, `1536B`), so the
@@ -211,6 +222,14 @@ impl<'de> Deserialize<'de> for ByteSize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn human_sizes_use_the_largest_binary_unit_reached() {
+        assert_eq!(
+            [0, 1023, 1536, 5 * 1024 * 1024, 3 << 30].map(|n| ByteSize(n).human()),
+            ["0 B", "1023 B", "1.5 KiB", "5.0 MiB", "3.0 GiB"]
+        );
+    }
 
     #[test]
     fn size_units_parse() {

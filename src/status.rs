@@ -11,6 +11,8 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::settings::ByteSize;
+
 /// Everything `/status` reports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
@@ -252,15 +254,15 @@ impl Status {
             out,
             "  manifests:      {} in memory ({}), {} tag answers",
             cache.manifest_entries,
-            bytes(cache.manifest_memory_bytes),
+            ByteSize(cache.manifest_memory_bytes).human(),
             cache.tag_entries
         )?;
         writeln!(
             out,
             "  blobs:          {} ({} of {})",
             cache.blob_entries,
-            bytes(cache.blob_bytes),
-            bytes(cache.blob_max_bytes)
+            ByteSize(cache.blob_bytes).human(),
+            ByteSize(cache.blob_max_bytes).human()
         )?;
         let ratio = cache.hit_ratio.map_or("no requests yet".to_owned(), |r| {
             format!("{:.1}%", r * 100.0)
@@ -292,24 +294,6 @@ impl Status {
 /// `text` with its continuation lines indented under the report's items.
 fn indented(text: &str) -> String {
     text.trim_end().replace('\n', "\n      ")
-}
-
-/// A byte count in binary units, as the configuration writes sizes.
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut value = n as f64;
-    let mut unit = "B";
-    for next in UNITS {
-        if value < 1024.0 {
-            break;
-        }
-        value /= 1024.0;
-        unit = next;
-    }
-    format!("{value:.1} {unit}")
 }
 
 #[cfg(test)]

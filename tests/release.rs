@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mirrorgate::reference::Reference;
 use mirrorgate::release::{
-    IMAGE_REFERENCES, PayloadError, PlatformFilter, ReleaseError, WalkOptions, human_bytes,
-    plan_release,
+    IMAGE_REFERENCES, PayloadError, PlatformFilter, ReleaseError, WalkOptions, plan_release,
 };
+use mirrorgate::settings::ByteSize;
 use support::{Registry, RegistryFetcher, ReleaseSpec, SyntheticRelease};
 
 const COMPONENTS: &str = "quay.io/openshift-release-dev/ocp-v4.0-art-dev";
@@ -429,7 +429,7 @@ async fn the_dry_run_shows_version_components_with_their_pull_sources_and_blob_t
     expected.push_str(&format!(
         "manifests 4\nunique blobs {} ({})\n",
         blobs.len(),
-        human_bytes(blobs.values().sum())
+        ByteSize(blobs.values().sum()).human()
     ));
     assert_eq!(plan.render_dry_run(&rules), expected);
 }

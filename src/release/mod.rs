@@ -36,7 +36,7 @@ pub use payload::{
     RELEASE_LABEL, RELEASE_METADATA, ReleaseFiles, parse_image_references, parse_release_metadata,
     release_label, scan_layer,
 };
-pub use plan::{BlobEntry, Failure, ManifestEntry, Payload, Plan, Totals, human_bytes};
+pub use plan::{BlobEntry, Failure, ManifestEntry, Payload, Plan, Totals};
 pub use walk::{BlobReader, FetchedManifest, Fetcher, WalkOptions, plan_release};
 
 /// Why a release (or one of its components) could not be planned. Every variant names the

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use crate::reference::{Digest, Reference};
 use crate::rules::RuleSet;
+use crate::settings::ByteSize;
 
 use super::ReleaseError;
 use super::manifest::{Descriptor, Manifest, Platform, PlatformFilter};
@@ -247,7 +248,7 @@ impl Plan {
             out,
             "unique blobs {} ({})",
             totals.blobs,
-            human_bytes(totals.bytes)
+            ByteSize(totals.bytes).human()
         );
         if !self.failures.is_empty() {
             let _ = writeln!(out, "failures {}", self.failures.len());
@@ -288,24 +289,6 @@ pub(crate) fn by_digest(
             reason: e.to_string(),
         }
     })
-}
-
-/// A byte count in binary units (`512 B`, `1.5 MiB`, `2.0 GiB`).
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut value = n as f64;
-    let mut unit = "B";
-    for next in UNITS {
-        if value < 1024.0 {
-            break;
-        }
-        value /= 1024.0;
-        unit = next;
-    }
-    format!("{value:.1} {unit}")
 }
 
 #[cfg(test)]
@@ -386,14 +369,6 @@ mod tests {
                 plan.blobs().len()
             ),
             (true, 2)
-        );
-    }
-
-    #[test]
-    fn human_bytes_use_binary_units() {
-        assert_eq!(
-            [0, 1023, 1536, 5 * 1024 * 1024, 3 << 30].map(human_bytes),
-            ["0 B", "1023 B", "1.5 KiB", "5.0 MiB", "3.0 GiB"]
         );
     }
 }
