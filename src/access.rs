@@ -988,11 +988,11 @@ mod tests {
         headers
     }
 
-    #[tokio::test]
-    async fn repeated_failed_logins_get_429_with_retry_after_even_with_the_right_password() {
+    /// Htpasswd access with one user, `alice`, whose password is `s3cret`.
+    fn alice_with_password_s3cret() -> Access {
         let hash = bcrypt::hash("s3cret", 4).expect("bcrypt");
         let config = htpasswd_config(&[]);
-        let access = Access {
+        Access {
             mode: Mode::Htpasswd {
                 users: parse_htpasswd(&format!("alice:{hash}\n"), Path::new("h"), &config)
                     .expect("valid"),
@@ -1000,7 +1000,12 @@ mod tests {
                 logins: logins::Logins::new(Some(&hash)),
             },
             anyone: Client::anyone(),
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn repeated_failed_logins_get_429_with_retry_after_even_with_the_right_password() {
+        let access = alice_with_password_s3cret();
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         let attacker: IpAddr = "192.0.2.7".parse().unwrap();
         let mut statuses = Vec::new();
@@ -1044,17 +1049,7 @@ mod tests {
 
     #[tokio::test]
     async fn basic_credentials_are_verified_and_cached() {
-        let hash = bcrypt::hash("s3cret", 4).expect("bcrypt");
-        let config = htpasswd_config(&[]);
-        let access = Access {
-            mode: Mode::Htpasswd {
-                users: parse_htpasswd(&format!("alice:{hash}\n"), Path::new("h"), &config)
-                    .expect("valid"),
-                verified: Mutex::new(HashMap::new()),
-                logins: logins::Logins::new(Some(&hash)),
-            },
-            anyone: Client::anyone(),
-        };
+        let access = alice_with_password_s3cret();
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         let good = headers(&format!("Basic {}", b64("alice:s3cret")));
         let bad = headers(&format!("basic {}", b64("alice:wrong")));
