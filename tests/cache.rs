@@ -23,16 +23,6 @@ fn rules(mirrors: &[&str]) -> String {
     set("ImageDigestMirrorSet", "imageDigestMirrors") + &set("ImageTagMirrorSet", "imageTagMirrors")
 }
 
-/// Requests the registry saw since `mark`, the `/v2/` version checks left out.
-fn requests_since(registry: &Registry, mark: usize) -> Vec<String> {
-    registry
-        .requests_since(mark)
-        .into_iter()
-        .filter(|r| r.path != "/v2/")
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect()
-}
-
 fn files_in(dir: &Path) -> Vec<(String, u64)> {
     let mut files = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
@@ -96,7 +86,7 @@ fn repeated_tag_pulls_within_the_ttl_make_no_upstream_request() {
     let mark = mirror.mark();
     let statuses: Vec<u16> = (0..10).map(|_| proxy.get(&path, &[]).status).collect();
     assert_eq!(
-        (statuses, requests_since(&mirror, mark)),
+        (statuses, mirror.content_requests_since(mark)),
         (vec![200; 10], Vec::<String>::new())
     );
 }
@@ -148,7 +138,7 @@ fn an_unchanged_tag_is_revalidated_with_a_head_only() {
     let mark = mirror.mark();
     assert_eq!(proxy.get(&path, &[]).status, 200);
     assert_eq!(
-        requests_since(&mirror, mark),
+        mirror.content_requests_since(mark),
         vec!["HEAD /v2/ns/app/manifests/v1".to_owned()]
     );
 }
@@ -206,7 +196,7 @@ fn a_cached_manifest_head_has_the_headers_of_the_first_answer() {
             .map(|h| r.header(h).map(str::to_owned))
     };
     assert_eq!(
-        (pick(&head), requests_since(&mirror, mark)),
+        (pick(&head), mirror.content_requests_since(mark)),
         (pick(&first), Vec::<String>::new())
     );
 }
@@ -230,7 +220,7 @@ fn a_stored_blob_is_served_with_ranges_and_head_without_upstream_contact() {
             part.status,
             part.body,
             head.header("content-length").map(str::to_owned),
-            requests_since(&mirror, mark)
+            mirror.content_requests_since(mark)
         ),
         (
             true,
@@ -258,7 +248,8 @@ fn concurrent_pulls_of_an_uncached_blob_make_one_upstream_fetch() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let fetches = requests_since(&mirror, mark)
+    let fetches = mirror
+        .content_requests_since(mark)
         .into_iter()
         .filter(|r| r.starts_with("GET") && r.contains("/blobs/"))
         .count();
@@ -493,7 +484,7 @@ fn a_cached_blob_is_not_served_for_a_repository_that_does_not_hold_it() {
             held.status,
             elsewhere.status,
             again.status,
-            requests_since(&mirror, mark)
+            mirror.content_requests_since(mark)
         ),
         (200, 404, 200, Vec::<String>::new())
     );

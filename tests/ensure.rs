@@ -25,16 +25,6 @@ fn rules() -> String {
     set("ImageDigestMirrorSet", "imageDigestMirrors") + &set("ImageTagMirrorSet", "imageTagMirrors")
 }
 
-/// Requests the registry saw since `mark`, the `/v2/` version checks left out.
-fn requests_since(registry: &Registry, mark: usize) -> Vec<String> {
-    registry
-        .requests_since(mark)
-        .into_iter()
-        .filter(|r| r.path != "/v2/")
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_in_process_api_caches_a_manifest_and_its_blobs_along_the_rules() {
     let mirror = Registry::start();
@@ -110,7 +100,7 @@ async fn the_in_process_api_caches_a_manifest_and_its_blobs_along_the_rules() {
             digest.to_string(),
             sizes,
             served,
-            requests_since(&mirror, mark)
+            mirror.content_requests_since(mark)
         ),
         (
             image.manifest_digest.clone(),
@@ -146,7 +136,8 @@ async fn the_in_process_api_follows_the_rules_and_reports_what_is_missing() {
         .expect_err("nothing to fetch")
         .to_string();
     // The mirror was asked (the source is never contacted under NeverContactSource).
-    let asked = requests_since(&mirror, mark)
+    let asked = mirror
+        .content_requests_since(mark)
         .iter()
         .any(|r| r.contains("/v2/ns/absent/manifests/v1"));
     assert_eq!(

@@ -283,6 +283,16 @@ impl Registry {
         all
     }
 
+    /// The requests since `mark` as `METHOD path`, the `/v2/` version checks left out: what a
+    /// test compares to say which content the registry was asked for.
+    pub fn content_requests_since(&self, mark: usize) -> Vec<String> {
+        self.requests_since(mark)
+            .into_iter()
+            .filter(|r| r.path != "/v2/")
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    }
+
     /// How many requests (since start or the last reset) had exactly this method and a URI
     /// containing `path_contains`.
     pub fn count(&self, method: &str, path_contains: &str) -> usize {
