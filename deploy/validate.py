@@ -809,6 +809,28 @@ def check_config(
     if not R.check(isinstance(config, dict), f"{cm_where}: a YAML mapping"):
         return
 
+    # kubernetes: the rule source reads the API as the pod's ServiceAccount, whose token is mounted
+    # only where it is used.
+    spec = deployment["spec"]["template"]["spec"]
+    token = spec.get("automountServiceAccountToken", True)
+    if config.get("kubernetes") is not None:
+        section = config["kubernetes"] or {}
+        R.check(
+            token is True and section.get("kubeconfig") is None,
+            f"{cm_where}: the kubernetes rule source reads the API as ServiceAccount "
+            f"{spec.get('serviceAccountName')} (its token mounted, kubeconfig null)",
+            f"automountServiceAccountToken {token}, kubeconfig {section.get('kubeconfig')!r}",
+        )
+        # `check` and `serve` below run without a cluster: the rule files alone.
+        config = {k: v for k, v in config.items() if k != "kubernetes"}
+        text = yaml.safe_dump(config, sort_keys=False)
+    else:
+        R.check(
+            token is False,
+            f"{cm_where}: no kubernetes section, so no ServiceAccount token mounted",
+            f"automountServiceAccountToken {token}",
+        )
+
     # listen: all interfaces, on the container port the Service and probes use.
     listen = str(config.get("listen", "127.0.0.1:5000"))
     host, _, port = listen.rpartition(":")

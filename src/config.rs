@@ -18,7 +18,8 @@
 //!
 //! Principal types: [`Config`] (the whole file, a composition of the sections each module owns:
 //! [`ClientsConfig`] from `access`, [`CacheConfig`] from `cache`, [`UpstreamConfig`] and
-//! [`RegistrySettings`] from `upstream`, [`LimitsConfig`] from `http`, [`TlsConfig`] from `tls`)
+//! [`RegistrySettings`] from `upstream`, [`LimitsConfig`] from `http`, [`TlsConfig`] from `tls`,
+//! and with feature `kubernetes` the `kubernetes` section of `crate::kubernetes`)
 //! and [`ConfigError`]. Each section parses and validates itself; this module keeps the file format,
 //! the top-level keys, the checks that span sections, and the names of the file and key in
 //! errors.
@@ -88,6 +89,9 @@ pub struct Config {
     /// request that arrives carrying it is a loop (508). `None`: one derived per process
     /// (host name and process id); set the same value on every replica to share it.
     pub via_token: Option<String>,
+    /// Mirror rules also from a live cluster, merged with the rule files (`None`: files only).
+    #[cfg(feature = "kubernetes")]
+    pub kubernetes: Option<crate::kubernetes::Config>,
 }
 
 impl Default for Config {
@@ -109,6 +113,8 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             self_names: Vec::new(),
             via_token: None,
+            #[cfg(feature = "kubernetes")]
+            kubernetes: None,
         }
     }
 }
@@ -130,6 +136,16 @@ impl Config {
     pub fn from_yaml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig =
             serde_saphyr::from_str(text).map_err(|err| parse_error(&err, origin))?;
+        #[cfg(not(feature = "kubernetes"))]
+        if raw.kubernetes.is_some() {
+            return Err(ConfigError::Invalid {
+                origin: origin.to_owned(),
+                key: "kubernetes".to_owned(),
+                message: "this mirrorgate was built without the kubernetes feature: remove the \
+                          section, or build with the default features"
+                    .to_owned(),
+            });
+        }
         let clients_stated = raw.clients.is_some();
         let config = raw.into_config();
         config.validate(origin)?;
@@ -216,6 +232,12 @@ impl Config {
         }
         if let Some(token) = &self.via_token {
             check_via_token(token).map_err(|why| invalid("via_token", why))?;
+        }
+        #[cfg(feature = "kubernetes")]
+        if let Some(kubernetes) = &self.kubernetes {
+            kubernetes
+                .validate()
+                .map_err(|e| invalid(&format!("kubernetes.{}", e.key), e.message))?;
         }
         Ok(())
     }
@@ -407,6 +429,11 @@ struct RawConfig {
     limits: Option<LimitsConfig>,
     self_names: Option<Vec<String>>,
     via_token: Option<String>,
+    /// `kubernetes: {}` takes every default of the section; absent (or `null`): no cluster rules.
+    #[cfg(feature = "kubernetes")]
+    kubernetes: Option<crate::kubernetes::RawConfig>,
+    #[cfg(not(feature = "kubernetes"))]
+    kubernetes: Option<de::IgnoredAny>,
 }
 
 impl RawConfig {
@@ -436,6 +463,10 @@ impl RawConfig {
             limits: self.limits.unwrap_or_default(),
             self_names: self.self_names.unwrap_or_default(),
             via_token: self.via_token,
+            #[cfg(feature = "kubernetes")]
+            kubernetes: self
+                .kubernetes
+                .map(crate::kubernetes::Config::from_raw_unchecked),
         }
     }
 }

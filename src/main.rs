@@ -11,6 +11,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use mirrorgate::config::{self, Config};
 use mirrorgate::http;
+#[cfg(feature = "kubernetes")]
+use mirrorgate::kubernetes;
 use mirrorgate::proxy::{Proxy, Reachable};
 use mirrorgate::reference::Reference;
 use mirrorgate::reload;
@@ -123,8 +125,9 @@ impl RuleArgs {
         Ok((config, Some(path)))
     }
 
-    /// The rule set, with the configuration it was loaded under.
-    fn load(&self) -> Result<(RuleSet, Config, Option<PathBuf>)> {
+    /// The rule set, with the configuration it was loaded under. With a `kubernetes` section and
+    /// `with_cluster`, the cluster is listed once and its objects merge with the rule files.
+    fn load(&self, with_cluster: bool) -> Result<(RuleSet, Config, Option<PathBuf>)> {
         let (config, config_path) = self.config()?;
         let paths = if self.rules.is_empty() {
             &config.rules
@@ -142,12 +145,74 @@ impl RuleArgs {
                 missing.display()
             );
         }
-        let rule_set = RuleSource::Files(paths.clone())
+        let source = RuleSource::Files(paths.clone());
+        #[cfg(feature = "kubernetes")]
+        let source = match &config.kubernetes {
+            Some(cluster) if with_cluster => RuleSource::FilesAndCluster {
+                files: paths.clone(),
+                cluster: Arc::new(list_cluster(cluster)?),
+            },
+            _ => source,
+        };
+        #[cfg(not(feature = "kubernetes"))]
+        let _ = with_cluster;
+        let rule_set = source
             .load()
             .context("the rule set is invalid")?
             .with_self_names(rules::SelfNames::new(config.self_names()));
         Ok((rule_set, config, config_path))
     }
+}
+
+/// How long `check` and `resolve` wait for a complete list of the cluster.
+#[cfg(feature = "kubernetes")]
+const LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Lists the cluster's mirror objects once (`check`, `resolve`).
+#[cfg(feature = "kubernetes")]
+fn list_cluster(config: &kubernetes::Config) -> Result<kubernetes::Snapshot> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime
+        .block_on(async {
+            let client = kubernetes::connect(config).await?;
+            kubernetes::list_once(client, config, LIST_TIMEOUT).await
+        })
+        .context("cannot list the cluster's mirror objects (the kubernetes section)")
+}
+
+/// Starts watching the cluster when the configuration has a `kubernetes` section.
+#[cfg(feature = "kubernetes")]
+async fn watch_cluster(config: &Config) -> Result<Option<mirrorgate::source::ClusterSource>> {
+    let Some(cluster) = &config.kubernetes else {
+        return Ok(None);
+    };
+    let client = kubernetes::connect(cluster)
+        .await
+        .context("cannot connect to the cluster (the kubernetes section)")?;
+    let mut options = kubernetes::Options::default();
+    // A tuning knob for tests and impatient upgrades: how soon a kind installed later is seen.
+    if let Ok(text) = std::env::var("MIRRORGATE_KUBERNETES_REDISCOVERY") {
+        options.rediscovery = humantime::parse_duration(&text).with_context(|| {
+            format!("MIRRORGATE_KUBERNETES_REDISCOVERY={text:?} is not a duration (e.g. 60s)")
+        })?;
+    }
+    tracing::info!(
+        mirror_sets = cluster.mirror_sets,
+        hosted_clusters = cluster.hosted_clusters,
+        namespaces = ?cluster.namespaces,
+        "watching the cluster's mirror objects; pulls wait for their first complete list"
+    );
+    Ok(Some(kubernetes::ClusterWatch::start(
+        client, cluster, options,
+    )))
+}
+
+#[cfg(not(feature = "kubernetes"))]
+async fn watch_cluster(_config: &Config) -> Result<Option<mirrorgate::source::ClusterSource>> {
+    Ok(None)
 }
 
 fn main() -> ExitCode {
@@ -216,7 +281,7 @@ fn run(command: Command) -> Result<()> {
         Command::Resolve { rules, json, image } => resolve(&rules, json, &image),
         Command::Check { rules } => check(&rules),
         Command::RegistriesConf { rules } => {
-            let (rule_set, _, _) = rules.load()?;
+            let (rule_set, _, _) = rules.load(true)?;
             print!("{}", rule_set.to_registries_conf()?);
             Ok(())
         }
@@ -341,7 +406,7 @@ fn status(
 }
 
 fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
-    let (rule_set, config, config_path) = args.load()?;
+    let (rule_set, config, config_path) = args.load(false)?;
     let _log_guard = init_tracing(log_format, &config.log_level);
     let source = config_path
         .as_ref()
@@ -389,7 +454,8 @@ fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
         );
         let proxy = Arc::new(Proxy::new(Arc::new(rule_set), upstream, &config)?);
         proxy.set_config_path(config_path.as_deref());
-        reload::spawn(proxy.clone(), config_path.clone(), config.clone());
+        let cluster = watch_cluster(&config).await?;
+        reload::spawn(proxy.clone(), config_path.clone(), config.clone(), cluster);
         if let Some(address) = config.metrics_listen {
             let listener = TcpListener::bind(address)
                 .await
@@ -469,7 +535,7 @@ fn watch_dropped_log_lines(dropped: tracing_appender::non_blocking::ErrorCounter
 }
 
 fn resolve(args: &RuleArgs, json: bool, image: &str) -> Result<()> {
-    let (rule_set, config, _) = args.load()?;
+    let (rule_set, config, _) = args.load(true)?;
     let reference =
         Reference::parse_normalized(image).with_context(|| format!("invalid image \"{image}\""))?;
     let mut resolution = match rule_set.resolve(&reference) {
@@ -539,7 +605,7 @@ fn resolve(args: &RuleArgs, json: bool, image: &str) -> Result<()> {
 }
 
 fn check(args: &RuleArgs) -> Result<()> {
-    let (rule_set, config, config_path) = args.load()?;
+    let (rule_set, config, config_path) = args.load(true)?;
     // The files the proxy reads at start (pull secret, CA bundles, clients) must be good too.
     Upstream::new(&config).context("the upstream settings are invalid")?;
     mirrorgate::access::Access::load(&config.clients)

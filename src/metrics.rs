@@ -117,6 +117,108 @@ struct VersionLabels {
     version: &'static str,
 }
 
+/// The state of the cluster rule source, as the watch reports it (counts are totals since
+/// start).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterSync {
+    /// A complete list of the cluster has been applied at least once.
+    pub synced: bool,
+    /// When the cluster part of the rules was last known to be current.
+    pub last_sync: Option<SystemTime>,
+    /// Per kind, whether the cluster serves it.
+    pub capabilities: Vec<(String, bool)>,
+    /// Objects per kind in the cluster part of the rules.
+    pub objects: Vec<(String, usize)>,
+    /// Re-lists of watches after their first complete list.
+    pub watch_restarts: u64,
+    /// Failed list, watch and discovery requests, per kind (`discovery` for discovery).
+    pub failures: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Default)]
+struct ClusterMetrics {
+    synced: Gauge,
+    last_sync: Gauge<f64, std::sync::atomic::AtomicU64>,
+    objects: Family<KindLabels, Gauge>,
+    capability: Family<KindLabels, Gauge>,
+    watch_restarts: Counter,
+    failures: Family<KindLabels, Counter>,
+    /// The totals already counted, to turn the watch's totals into increments.
+    counted: std::sync::Mutex<ClusterSync>,
+}
+
+impl ClusterMetrics {
+    fn register(&self, root: &mut Registry) {
+        root.register(
+            "cluster_synced",
+            "Whether the cluster's mirror objects have been listed completely and applied (1), or pulls wait for it (0); 0 without a kubernetes section",
+            self.synced.clone(),
+        );
+        root.register(
+            "cluster_last_sync_timestamp_seconds",
+            "When the cluster part of the rules was last known to be current (Unix time); its age is time() minus this",
+            self.last_sync.clone(),
+        );
+        root.register(
+            "cluster_objects",
+            "Mirror objects read from the cluster, by kind",
+            self.objects.clone(),
+        );
+        root.register(
+            "cluster_capability",
+            "Whether the cluster serves a kind (1) or not (0), by kind, from API discovery",
+            self.capability.clone(),
+        );
+        root.register(
+            "cluster_watch_restarts",
+            "Re-lists of a cluster watch after its first complete list (errors, expired versions)",
+            self.watch_restarts.clone(),
+        );
+        root.register(
+            "cluster_sync_failures",
+            "Failed list, watch and discovery requests to the API server, by kind (discovery for discovery)",
+            self.failures.clone(),
+        );
+    }
+
+    fn record(&self, sync: &ClusterSync) {
+        self.synced.set(i64::from(sync.synced));
+        if let Some(at) = sync.last_sync {
+            let at = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+            self.last_sync.set(at.as_secs_f64());
+        }
+        let gauge = |count: usize| i64::try_from(count).unwrap_or(i64::MAX);
+        self.objects.clear();
+        for (kind, count) in &sync.objects {
+            self.objects
+                .get_or_create(&KindLabels { kind: kind.clone() })
+                .set(gauge(*count));
+        }
+        self.capability.clear();
+        for (kind, served) in &sync.capabilities {
+            self.capability
+                .get_or_create(&KindLabels { kind: kind.clone() })
+                .set(i64::from(*served));
+        }
+        let Ok(mut counted) = self.counted.lock() else {
+            return;
+        };
+        self.watch_restarts
+            .inc_by(sync.watch_restarts.saturating_sub(counted.watch_restarts));
+        for (kind, total) in &sync.failures {
+            let before = counted
+                .failures
+                .iter()
+                .find(|(k, _)| k == kind)
+                .map_or(0, |(_, n)| *n);
+            self.failures
+                .get_or_create(&KindLabels { kind: kind.clone() })
+                .inc_by(total.saturating_sub(before));
+        }
+        *counted = sync.clone();
+    }
+}
+
 /// Every metric mirrorgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -136,6 +238,7 @@ pub struct Metrics {
     fetches_queued: Gauge,
     fetches_refused: Counter,
     loops_refused: Counter,
+    cluster: ClusterMetrics,
     /// Registries that may appear as label values.
     known_registries: ArcSwap<HashSet<String>>,
     /// Wildcard suffixes (`.example.com`) of rule scopes, for hosts under them.
@@ -270,6 +373,7 @@ impl Metrics {
             fetches_queued: Gauge::default(),
             fetches_refused: Counter::default(),
             loops_refused: Counter::default(),
+            cluster: ClusterMetrics::default(),
             known_registries: ArcSwap::from_pointee(HashSet::new()),
             known_wildcards: ArcSwap::from_pointee(Vec::new()),
             registry: Registry::default(),
@@ -369,6 +473,7 @@ impl Metrics {
             "Requests answered 508 Loop Detected because they carried this mirrorgate's own Via token",
             metrics.loops_refused.clone(),
         );
+        metrics.cluster.register(&mut root);
         let build = Family::<VersionLabels, Gauge>::default();
         build
             .get_or_create(&VersionLabels {
@@ -434,6 +539,12 @@ impl Metrics {
             self.fetches_queued.clone(),
             self.fetches_refused.clone(),
         )
+    }
+
+    /// Records the state of the cluster rule source (the `kubernetes` section): exported as
+    /// `mirrorgate_cluster_*`.
+    pub fn cluster_sync(&self, sync: &ClusterSync) {
+        self.cluster.record(sync);
     }
 
     /// Counts a reload attempt.

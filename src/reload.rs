@@ -6,6 +6,12 @@
 //! Principal function: [`spawn`], which watches the files, debounces events and swaps in the new
 //! rules (through a [`RuleFeed`]), upstream client and client access.
 //!
+//! With a cluster rule source (the `kubernetes` section), its snapshots are the second input:
+//! each one (already debounced by the watch) is merged with the rule files into one new rule set,
+//! swapped in whole; a file reload keeps the cluster part and a cluster change keeps the files.
+//! Until the first complete snapshot the proxy is held incomplete (pulls 503, `/readyz` 503); a
+//! cluster state that makes no valid rule set keeps the last good one and counts a failed reload.
+//!
 //! Watching follows Kubernetes ConfigMap volumes: their files are symlinks into a `..data`
 //! directory that is replaced by an atomic symlink swap, which a watch on a file never sees after
 //! the first update. So the *directories* are watched (a rule directory itself, and the parent of
@@ -24,7 +30,7 @@ use crate::access::Access;
 use crate::config::Config;
 use crate::proxy::Proxy;
 use crate::rules;
-use crate::source::{RuleFeed, RuleSource};
+use crate::source::{ClusterSource, RuleFeed, RuleSource};
 use crate::upstream::Upstream;
 
 /// How long the files must stay quiet before a reload: a ConfigMap update or an editor's save
@@ -32,8 +38,16 @@ use crate::upstream::Upstream;
 const DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// Reloads the rules and upstream settings of `proxy` on change (when `config.watch`) and on
-/// SIGHUP. `config_path` is the configuration file, if one was read. Runs until the process ends.
-pub fn spawn(proxy: Arc<Proxy>, config_path: Option<PathBuf>, config: Config) {
+/// SIGHUP, and follows `cluster`'s changes when there is one (the proxy is incomplete until its
+/// first snapshot). `config_path` is the configuration file, if one was read. Runs until the
+/// process ends.
+pub fn spawn(
+    proxy: Arc<Proxy>,
+    config_path: Option<PathBuf>,
+    config: Config,
+    cluster: Option<ClusterSource>,
+) {
+    let cluster = ClusterPart::new(cluster, &proxy);
     let (sender, receiver) = mpsc::channel::<()>(1);
     let watcher = if config.watch {
         watch(&config_path, &config, sender.clone())
@@ -56,8 +70,112 @@ pub fn spawn(proxy: Arc<Proxy>, config_path: Option<PathBuf>, config: Config) {
         // The watcher lives as long as the loop.
         let _watcher = watcher;
         let feed = RuleFeed::new(proxy.rules());
-        run(proxy, feed, config_path, config, receiver).await;
+        run(proxy, feed, config_path, config, receiver, cluster).await;
     });
+}
+
+/// The cluster part of the rules: the running watch and the last complete snapshot it published.
+struct ClusterPart {
+    #[cfg(feature = "kubernetes")]
+    watch: Option<(
+        ClusterSource,
+        tokio::sync::watch::Receiver<Option<Arc<crate::kubernetes::Snapshot>>>,
+    )>,
+    #[cfg(feature = "kubernetes")]
+    current: Option<Arc<crate::kubernetes::Snapshot>>,
+}
+
+impl ClusterPart {
+    #[cfg(feature = "kubernetes")]
+    fn new(cluster: Option<ClusterSource>, proxy: &Arc<Proxy>) -> ClusterPart {
+        if let Some(watch) = &cluster {
+            proxy.set_incomplete(Some(
+                "waiting for the first complete list of the cluster's mirror objects".to_owned(),
+            ));
+            let metrics = proxy.metrics().clone();
+            let mut health = watch.health_updates();
+            tokio::spawn(async move {
+                loop {
+                    let sync = cluster_sync(&health.borrow_and_update());
+                    metrics.cluster_sync(&sync);
+                    // Closed when the watch stops.
+                    if health.changed().await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        ClusterPart {
+            watch: cluster.map(|watch| {
+                let snapshots = watch.snapshots();
+                (watch, snapshots)
+            }),
+            current: None,
+        }
+    }
+
+    #[cfg(not(feature = "kubernetes"))]
+    fn new(cluster: Option<ClusterSource>, _proxy: &Arc<Proxy>) -> ClusterPart {
+        match cluster {
+            None => ClusterPart {},
+            Some(never) => match never {},
+        }
+    }
+
+    /// Whether the rules lack a cluster part they are waiting for.
+    fn waiting(&self) -> bool {
+        #[cfg(feature = "kubernetes")]
+        return self.watch.is_some() && self.current.is_none();
+        #[cfg(not(feature = "kubernetes"))]
+        false
+    }
+
+    /// The source of a complete rule set: `files` merged with the cluster part, if any.
+    fn source(&self, files: Vec<PathBuf>) -> RuleSource {
+        #[cfg(feature = "kubernetes")]
+        if let Some(cluster) = &self.current {
+            return RuleSource::FilesAndCluster {
+                files,
+                cluster: cluster.clone(),
+            };
+        }
+        RuleSource::Files(files)
+    }
+
+    /// Completes when the watch publishes a new snapshot (never without a watch), and keeps it.
+    async fn changed(&mut self) {
+        #[cfg(feature = "kubernetes")]
+        if let Some((_, snapshots)) = &mut self.watch {
+            if snapshots.changed().await.is_ok() {
+                self.current = snapshots.borrow_and_update().clone();
+                return;
+            }
+            // The watch task ended (it does not on its own): keep the last snapshot.
+            tracing::error!("the cluster watch stopped; the last cluster rules stay in force");
+            self.watch = None;
+        }
+        std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(feature = "kubernetes")]
+fn cluster_sync(health: &crate::kubernetes::Health) -> crate::metrics::ClusterSync {
+    let kind = |k: &crate::kubernetes::Kind| k.as_str().to_owned();
+    let mut failures: Vec<(String, u64)> =
+        health.failures.iter().map(|(k, n)| (kind(k), *n)).collect();
+    failures.push(("discovery".to_owned(), health.discovery_failures));
+    crate::metrics::ClusterSync {
+        synced: health.synced,
+        last_sync: health.last_sync,
+        capabilities: health
+            .capabilities
+            .iter()
+            .map(|(k, served)| (kind(k), *served))
+            .collect(),
+        objects: health.objects.iter().map(|(k, n)| (kind(k), *n)).collect(),
+        watch_restarts: health.watch_restarts,
+        failures,
+    }
 }
 
 /// The directories to watch for `config`, and whether to watch below them: every rule directory
@@ -212,27 +330,81 @@ async fn run(
     config_path: Option<PathBuf>,
     mut config: Config,
     mut receiver: mpsc::Receiver<()>,
+    mut cluster: ClusterPart,
 ) {
-    while receiver.recv().await.is_some() {
-        // Let a burst of events settle into one reload.
-        loop {
-            match tokio::time::timeout(DEBOUNCE, receiver.recv()).await {
-                Ok(Some(())) => continue,
-                Ok(None) => return,
-                Err(_quiet) => break,
+    loop {
+        tokio::select! {
+            event = receiver.recv() => {
+                if event.is_none() {
+                    return;
+                }
+                // Let a burst of events settle into one reload.
+                loop {
+                    match tokio::time::timeout(DEBOUNCE, receiver.recv()).await {
+                        Ok(Some(())) => continue,
+                        Ok(None) => return,
+                        Err(_quiet) => break,
+                    }
+                }
+                match reload(&proxy, &feed, &config_path, &config, &cluster).await {
+                    Ok(new_config) => {
+                        proxy.record_reload(Ok(()));
+                        config = new_config;
+                    }
+                    Err(error) => {
+                        proxy.record_reload(Err(format!("{error:#}")));
+                        tracing::error!(error = %format!("{error:#}"), "reload failed; the last good rules stay in force");
+                    }
+                }
             }
-        }
-        match reload(&proxy, &feed, &config_path, &config).await {
-            Ok(new_config) => {
-                proxy.record_reload(Ok(()));
-                config = new_config;
-            }
-            Err(error) => {
-                proxy.record_reload(Err(format!("{error:#}")));
-                tracing::error!(error = %format!("{error:#}"), "reload failed; the last good rules stay in force");
+            () = cluster.changed() => {
+                match apply_cluster(&proxy, &feed, &config, &cluster).await {
+                    Ok(()) => proxy.record_reload(Ok(())),
+                    Err(error) => {
+                        let error = format!("{error:#}");
+                        proxy.record_reload(Err(error.clone()));
+                        if proxy.incomplete().is_some() {
+                            proxy.set_incomplete(Some(format!(
+                                "the cluster's mirror objects make no valid rule set: {error}"
+                            )));
+                        }
+                        tracing::error!(%error, "the cluster's mirror objects changed into an invalid rule set; the last good rules stay in force");
+                    }
+                }
             }
         }
     }
+}
+
+/// Merges a new cluster snapshot with the rule files of `config` and swaps the result in.
+async fn apply_cluster(
+    proxy: &Proxy,
+    feed: &RuleFeed,
+    config: &Config,
+    cluster: &ClusterPart,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let source = cluster.source(config.rules.clone());
+    let self_names = rules::SelfNames::new(config.self_names());
+    let rule_set = tokio::task::spawn_blocking(move || source.load())
+        .await
+        .context("the reload task failed")?
+        .context("the rule set is invalid")?
+        .with_self_names(self_names);
+    for warning in rule_set.warnings() {
+        tracing::warn!(%warning, "rule warning");
+    }
+    let summary = rule_set.summary();
+    feed.publish(Arc::new(rule_set));
+    proxy.replace_rules(feed.current(), config);
+    proxy.set_incomplete(None);
+    tracing::info!(
+        sources = summary.files.len(),
+        scopes = summary.scopes,
+        blocked_scopes = summary.blocked_scopes.len(),
+        "cluster rules applied"
+    );
+    Ok(())
 }
 
 /// Reads the configuration and the rules again, and swaps them in if they are good.
@@ -241,17 +413,27 @@ async fn reload(
     feed: &RuleFeed,
     config_path: &Option<PathBuf>,
     current: &Config,
+    cluster: &ClusterPart,
 ) -> anyhow::Result<Config> {
     use anyhow::Context;
     let config_path = config_path.clone();
     let fallback = current.clone();
+    let source = cluster.source(Vec::new());
     // File reading and parsing are blocking work.
     let (config, rule_set, upstream) = tokio::task::spawn_blocking(move || {
         let config = match &config_path {
             Some(path) => Config::load(path)?,
             None => fallback,
         };
-        let rule_set = RuleSource::Files(config.rules.clone())
+        let source = match source {
+            RuleSource::Files(_) => RuleSource::Files(config.rules.clone()),
+            #[cfg(feature = "kubernetes")]
+            RuleSource::FilesAndCluster { cluster, .. } => RuleSource::FilesAndCluster {
+                files: config.rules.clone(),
+                cluster,
+            },
+        };
+        let rule_set = source
             .load()
             .context("the rule set is invalid")?
             .with_self_names(rules::SelfNames::new(config.self_names()));
@@ -284,6 +466,9 @@ async fn reload(
     }
     feed.publish(Arc::new(rule_set));
     proxy.replace_rules(feed.current(), &config);
+    if cluster.waiting() {
+        tracing::info!("rule files reloaded; pulls still wait for the cluster's mirror objects");
+    }
     tracing::info!(
         files = summary.files.len(),
         scopes = summary.scopes,
@@ -317,6 +502,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.limits != new.limits {
         changed.push("limits");
+    }
+    #[cfg(feature = "kubernetes")]
+    if old.kubernetes != new.kubernetes {
+        changed.push("kubernetes");
     }
     changed
 }

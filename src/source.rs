@@ -1,8 +1,8 @@
 //! Where rule sets come from, behind one interface, so that a static source and a discovered one
 //! are interchangeable.
 //!
-//! Principal types: [`RuleSource`] (what produces rule sets: rule files and directories today;
-//! a live Kubernetes API is the next variant) and [`RuleFeed`] (the stream of complete rule sets
+//! Principal types: [`RuleSource`] (what produces rule sets: rule files and directories, and
+//! with feature `kubernetes` those files merged with a live cluster's objects) and [`RuleFeed`] (the stream of complete rule sets
 //! a source produces, `watch`-style: a subscriber sees the rule set in force at once and then
 //! every later one; a change that fails to load publishes nothing, so the last good set stays).
 //!
@@ -23,6 +23,15 @@ pub enum RuleSource {
     /// Files and directories of mirror objects, read in sorted order, watched for changes by
     /// whoever drives the reloads (`crate::reload`).
     Files(Vec<PathBuf>),
+    /// Rule files merged with the mirror objects of a live cluster into one rule set (the cluster
+    /// part as last listed completely; `crate::reload` follows its changes).
+    #[cfg(feature = "kubernetes")]
+    FilesAndCluster {
+        /// Files and directories of mirror objects, as for [`RuleSource::Files`].
+        files: Vec<PathBuf>,
+        /// The cluster's objects.
+        cluster: Arc<crate::kubernetes::Snapshot>,
+    },
 }
 
 impl RuleSource {
@@ -30,6 +39,8 @@ impl RuleSource {
     pub fn load(&self) -> Result<RuleSet, RuleError> {
         match self {
             RuleSource::Files(paths) => rules::load(paths),
+            #[cfg(feature = "kubernetes")]
+            RuleSource::FilesAndCluster { files, cluster } => cluster.merged_with_files(files),
         }
     }
 
@@ -38,9 +49,20 @@ impl RuleSource {
     pub fn watched_paths(&self) -> &[PathBuf] {
         match self {
             RuleSource::Files(paths) => paths,
+            #[cfg(feature = "kubernetes")]
+            RuleSource::FilesAndCluster { files, .. } => files,
         }
     }
 }
+
+/// A rule source that tells its own changes, run beside the files while serving: with feature
+/// `kubernetes`, the watch of a live cluster (its snapshots merge with the rule files through
+/// [`RuleSource::FilesAndCluster`]); without it, a type that cannot exist.
+#[cfg(feature = "kubernetes")]
+pub type ClusterSource = crate::kubernetes::ClusterWatch;
+/// A rule source that tells its own changes (none without feature `kubernetes`).
+#[cfg(not(feature = "kubernetes"))]
+pub type ClusterSource = std::convert::Infallible;
 
 /// The stream of rule sets in force: one producer publishes complete sets, any number of
 /// subscribers follow.

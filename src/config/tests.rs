@@ -96,6 +96,8 @@ fn defaults_match_the_documented_values() {
         },
         self_names: Vec::new(),
         via_token: None,
+        #[cfg(feature = "kubernetes")]
+        kubernetes: None,
     };
     assert_eq!(Config::default(), expected);
 }
@@ -735,4 +737,38 @@ fn a_via_token_is_a_token_or_host_port() {
         (Some("mirrorgate.mirrorgate.svc:5000"), true),
         "{err}"
     );
+}
+
+#[cfg(feature = "kubernetes")]
+#[test]
+fn the_kubernetes_section_is_read_with_its_defaults_and_absent_means_files_only() {
+    let absent = parse("rules: [r]\n").unwrap().kubernetes;
+    let empty = parse("kubernetes: {}\n").unwrap().kubernetes;
+    let written = parse("kubernetes:\n  kubeconfig: /etc/kube/config\n  hosted_clusters: false\n")
+        .unwrap()
+        .kubernetes;
+    assert_eq!(
+        (absent, empty, written),
+        (
+            None,
+            Some(crate::kubernetes::Config::default()),
+            Some(crate::kubernetes::Config {
+                kubeconfig: Some(PathBuf::from("/etc/kube/config")),
+                hosted_clusters: false,
+                ..crate::kubernetes::Config::default()
+            })
+        )
+    );
+}
+
+#[cfg(feature = "kubernetes")]
+#[test]
+fn a_bad_kubernetes_section_names_the_file_and_key() {
+    assert_eq!(
+        error_text("kubernetes:\n  namespaces: [clusters, Bad_Name]\n")
+            .split(": invalid")
+            .next(),
+        Some("config/mirrorgate.yaml: kubernetes.namespaces[1]")
+    );
+    assert!(error_text("kubernetes:\n  namespace: [x]\n").contains("namespace"));
 }

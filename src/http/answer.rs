@@ -152,6 +152,10 @@ async fn respond_in_chain(
     response
 }
 
+/// The `Retry-After` of a pull refused while the rules are incomplete: a first list of the
+/// cluster takes a few seconds.
+const INCOMPLETE_RETRY_AFTER_SECONDS: u64 = 5;
+
 /// Answers one parsed request.
 async fn handle(
     proxy: &Arc<Proxy>,
@@ -159,6 +163,20 @@ async fn handle(
     head: bool,
     headers: &HeaderMap,
 ) -> Result<Response<Body>, ApiError> {
+    if let Some(why) = proxy.incomplete()
+        && matches!(
+            request,
+            ApiRequest::Manifest { .. }
+                | ApiRequest::Blob { .. }
+                | ApiRequest::TagsList { .. }
+                | ApiRequest::Referrers { .. }
+        )
+    {
+        return Err(ApiError::unavailable(
+            format!("not ready: {why}; try again later"),
+            INCOMPLETE_RETRY_AFTER_SECONDS,
+        ));
+    }
     Ok(match request {
         ApiRequest::Base => json_response(Bytes::from_static(b"{}"), head),
         ApiRequest::Metrics if proxy.metrics_elsewhere() => {

@@ -69,15 +69,21 @@ pub struct ConfigError {
 impl Config {
     /// Applies the defaults to the section as written and validates it.
     pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+        let config = Config::from_raw_unchecked(raw);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Applies the defaults to the section as written, leaving [`Config::validate`] to the
+    /// caller (the configuration file validates every section in the order of its keys).
+    pub fn from_raw_unchecked(raw: RawConfig) -> Config {
         let defaults = Config::default();
-        let config = Config {
+        Config {
             kubeconfig: raw.kubeconfig,
             mirror_sets: raw.mirror_sets.unwrap_or(defaults.mirror_sets),
             hosted_clusters: raw.hosted_clusters.unwrap_or(defaults.hosted_clusters),
             namespaces: raw.namespaces.unwrap_or_default(),
-        };
-        config.validate()?;
-        Ok(config)
+        }
     }
 
     /// Parses and validates the section from YAML text (the value of the `kubernetes` key).

@@ -8,6 +8,7 @@
 //! `config` and `clusterName`.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
@@ -183,6 +184,64 @@ impl Snapshot {
     pub fn to_rule_set(&self) -> Result<RuleSet, RuleError> {
         let origins: Vec<String> = self.objects.iter().map(ClusterObject::origin).collect();
         rules::load_str(&self.to_yaml(), CLUSTER).map_err(|e| name_objects(e, &origins))
+    }
+}
+
+impl Snapshot {
+    /// Builds ONE rule set from the rule files under `paths` and the cluster's objects, with the
+    /// node semantics of the rules engine: an object conflicts with a file exactly as two files
+    /// do. Each object keeps its origin (`cluster: ImageDigestMirrorSet/foo`) in `check`'s list
+    /// and in errors, which name both objects of a conflict.
+    pub fn merged_with_files(&self, paths: &[PathBuf]) -> Result<RuleSet, RuleError> {
+        let documents = self.objects.iter().map(|o| rules::Documents {
+            origin: o.origin(),
+            documents: vec![o.value.clone()],
+        });
+        let origins: Vec<String> = self.objects.iter().map(ClusterObject::origin).collect();
+        rules::load_with_documents(paths, documents).map_err(|e| drop_labels(e, &origins))
+    }
+}
+
+/// Drops the loader's ` document 1 (Kind/name)` after an object's origin: an object is one
+/// document, and its origin already says what it is.
+fn drop_labels(error: RuleError, origins: &[String]) -> RuleError {
+    let clean = |text: &str| {
+        let mut text = text.to_owned();
+        for origin in origins {
+            let mark = format!("{origin}: document 1 (");
+            while let Some(at) = text.find(&mark) {
+                let label = at + mark.len();
+                let Some(end) = text[label..].find(')') else {
+                    break;
+                };
+                text.replace_range(at + origin.len()..label + end + 1, "");
+            }
+        }
+        text
+    };
+    match error {
+        RuleError::Invalid { at, problem } => RuleError::Invalid {
+            at: clean(&at),
+            problem: match problem {
+                Problem::ConflictingPolicy {
+                    source_name,
+                    policy,
+                    other_policy,
+                    other,
+                } => Problem::ConflictingPolicy {
+                    source_name,
+                    policy,
+                    other_policy,
+                    other: clean(&other),
+                },
+                other => other,
+            },
+        },
+        RuleError::Syntax { file, message } => RuleError::Syntax {
+            file: clean(&file),
+            message,
+        },
+        other => other,
     }
 }
 
@@ -383,6 +442,44 @@ mod tests {
                 error.contains("document"),
             ),
             (true, true, false),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn files_and_objects_merge_into_one_rule_set_and_a_conflict_names_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("idms.yaml");
+        std::fs::write(
+            &file,
+            "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: from-file\nspec:\n  imageDigestMirrors:\n  - source: quay.io/b\n    mirrors: [mirror.example.com/b]\n",
+        )
+        .unwrap();
+        let merged = Snapshot::new(vec![idms(
+            "allow",
+            "quay.io/a",
+            "mirror.example.com/a",
+            None,
+        )])
+        .merged_with_files(std::slice::from_ref(&file))
+        .map(|r| (r.rules().len(), r.summary().files.len()));
+        let error = Snapshot::new(vec![idms(
+            "never",
+            "quay.io/b",
+            "mirror.example.com/b",
+            Some("NeverContactSource"),
+        )])
+        .merged_with_files(&[file])
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            (
+                merged.ok(),
+                error.contains("cluster: ImageDigestMirrorSet/never:"),
+                error.contains("idms.yaml: document 1 (ImageDigestMirrorSet/from-file)"),
+                error.contains("document 1 (ImageDigestMirrorSet/never)"),
+            ),
+            (Some((2, 2)), true, true, false),
             "{error}"
         );
     }

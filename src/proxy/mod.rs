@@ -33,7 +33,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use http::HeaderMap;
 
 use tokio::sync::watch;
@@ -109,6 +109,9 @@ pub struct Proxy {
     health: status::Health,
     /// The start, the rules' load time and the last reload, for `/status`.
     reloads: status::Reloads,
+    /// Why the rule set in force is not complete yet (a rule source still on its first load):
+    /// pulls are refused and `/readyz` fails while it is set.
+    incomplete: ArcSwapOption<String>,
 }
 
 /// What kind of stored content a HEAD upstream confirms before it is served.
@@ -222,6 +225,7 @@ impl Proxy {
             sizes: DescriptorSizes::new(),
             health: status::Health::default(),
             reloads: status::Reloads::new(),
+            incomplete: ArcSwapOption::empty(),
         })
     }
 
@@ -305,9 +309,25 @@ impl Proxy {
         self.metrics_elsewhere
     }
 
-    /// Ready means the cache directory can be written (the rules are loaded before serving, and
-    /// a failed reload keeps the last good ones).
+    /// Marks the rule set in force as incomplete (`Some(why)`: a source has not completed its
+    /// first load, e.g. the cluster's objects are not listed yet) or complete (`None`). While it
+    /// is incomplete, pulls are answered 503 and `/readyz` fails: serving without a missing
+    /// NeverContactSource rule could contact a source the rules forbid.
+    pub fn set_incomplete(&self, why: Option<String>) {
+        self.incomplete.store(why.map(Arc::new));
+    }
+
+    /// Why the rule set in force is incomplete, if it is.
+    pub fn incomplete(&self) -> Option<Arc<String>> {
+        self.incomplete.load_full()
+    }
+
+    /// Ready means the rule set is complete ([`Proxy::set_incomplete`]) and the cache directory
+    /// can be written (a failed reload keeps the last good rules).
     pub fn readiness(&self) -> Result<(), String> {
+        if let Some(why) = self.incomplete() {
+            return Err(why.as_str().to_owned());
+        }
         let dir = self.cache.dir();
         std::fs::create_dir_all(dir)
             .and_then(|()| tempfile_probe(dir))

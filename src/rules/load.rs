@@ -44,6 +44,16 @@ impl RuleSet {
 
 /// Loads every rule file under `paths` and builds the rule set. Any error fails the whole set.
 pub fn load(paths: &[PathBuf]) -> Result<RuleSet, RuleError> {
+    load_with_documents(paths, [])
+}
+
+/// Loads every rule file under `paths` together with `documents` decoded elsewhere (objects
+/// read from a live cluster) into ONE rule set, with the same semantics as if they all were
+/// files: conflicts between a file and a document are found and name both.
+pub fn load_with_documents(
+    paths: &[PathBuf],
+    documents: impl IntoIterator<Item = Documents>,
+) -> Result<RuleSet, RuleError> {
     let mut files = Vec::new();
     for path in paths {
         collect_files(path, &mut files, &mut HashSet::new())?;
@@ -57,6 +67,11 @@ pub fn load(paths: &[PathBuf]) -> Result<RuleSet, RuleError> {
         })?;
         let origin: Arc<str> = Arc::from(file.display().to_string());
         decode_text(&origin, &text, is_json(file), &mut decoded)?;
+        origins.push(origin);
+    }
+    for source in documents {
+        let origin: Arc<str> = Arc::from(source.origin);
+        decode_documents(&origin, source.documents, &mut decoded)?;
         origins.push(origin);
     }
     RuleSet::build(decoded, origins)

@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-pub use load::{Documents, load, load_str};
+pub use load::{Documents, load, load_str, load_with_documents};
 pub use resolve::{BlockedSource, PullSource, Resolution, ResolveError, Role, SkippedSource};
 pub use ruleset::{ConfigMapUse, Rule, RuleSet, Summary};
 pub use scope::{RepoScope, Scope, ScopeError};

@@ -1,0 +1,711 @@
+//! `mirrorgate serve` (and `check`, `resolve`) with a `kubernetes` section: the mirror rules come
+//! from an emulated Kubernetes API server (PyPI `kmock`, tests/support/kmock.rs) merged with the
+//! rule files, and skopeo pulls through the proxy from real Distribution registries.
+//!
+//! A change on the cluster must route pulls within 2 seconds (the bound): each test
+//! expresses it as the deadline of a wait on observable state (a pull through the proxy, or
+//! `/status`), never as a sleep.
+#![cfg(feature = "kubernetes")]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::kmock::{CONFIG_MAPS, HOSTED_CLUSTERS, ICSP, IDMS, ITMS, NODE_POOLS};
+use support::{Image, Kmock, Mirrorgate, Registry, copy_to_layout, push, single_arch, wait_until};
+
+const SOURCE: &str = "source.test";
+const MIRROR_A: &str = "mirror-a.test";
+const MIRROR_B: &str = "mirror-b.test";
+/// "A change to any watched object is applied within seconds": the 2 seconds.
+const WITHIN: Duration = Duration::from_secs(2);
+/// A bound on waits that have no deadline of their own (start-up, an API server coming back).
+const WAIT: Duration = Duration::from_secs(60);
+const IDMS_PATH: &str = "/apis/config.openshift.io/v1/imagedigestmirrorsets";
+const ITMS_PATH: &str = "/apis/config.openshift.io/v1/imagetagmirrorsets";
+const ICSP_PATH: &str = "/apis/operator.openshift.io/v1alpha1/imagecontentsourcepolicies";
+const HOSTED_CLUSTERS_PATH: &str =
+    "/apis/hypershift.openshift.io/v1beta1/namespaces/clusters/hostedclusters";
+const NODE_POOLS_PATH: &str = "/apis/hypershift.openshift.io/v1beta1/namespaces/clusters/nodepools";
+const CONFIG_MAPS_PATH: &str = "/api/v1/namespaces/clusters/configmaps";
+const EVERY_KIND: &[&str] = &[ICSP, IDMS, ITMS, HOSTED_CLUSTERS, NODE_POOLS, CONFIG_MAPS];
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json";
+
+/// An emulated cluster, a source registry and two mirrors, and mirrorgate reading the cluster.
+struct Setup {
+    kmock: Kmock,
+    source: Registry,
+    mirror_a: Registry,
+    mirror_b: Registry,
+    proxy: Mirrorgate,
+    _kube: tempfile::TempDir,
+}
+
+impl Setup {
+    /// Starts everything with `resources` served by the API server, `rules_yaml` as the rule
+    /// file and `env` for mirrorgate. Returns before the first sync: see [`Setup::wait_ready`].
+    fn start(resources: &[&str], rules_yaml: &str, env: &[(&str, &str)]) -> Setup {
+        let kmock = Kmock::start(resources);
+        Setup::with_kmock(kmock, rules_yaml, env)
+    }
+
+    fn with_kmock(kmock: Kmock, rules_yaml: &str, env: &[(&str, &str)]) -> Setup {
+        let source = Registry::start();
+        let mirror_a = Registry::start();
+        let mirror_b = Registry::start();
+        let kube = tempfile::tempdir().unwrap();
+        let kubeconfig = kmock.kubeconfig(kube.path());
+        let proxy = Mirrorgate::start_with_env(
+            rules_yaml,
+            &[
+                (SOURCE, &source.endpoint()),
+                (MIRROR_A, &mirror_a.endpoint()),
+                (MIRROR_B, &mirror_b.endpoint()),
+            ],
+            &format!("kubernetes:\n  kubeconfig: {}\n", kubeconfig.display()),
+            env,
+        );
+        Setup {
+            kmock,
+            source,
+            mirror_a,
+            mirror_b,
+            proxy,
+            _kube: kube,
+        }
+    }
+
+    fn wait_ready(&self) {
+        let waited = wait_until(WAIT, || Ok(self.proxy.get("/readyz", &[]).status == 200));
+        assert!(
+            waited.is_ok(),
+            "not ready: {}\n{}",
+            self.proxy.get("/readyz", &[]).text(),
+            self.proxy.log()
+        );
+    }
+
+    /// The manifest of `image` at `path` (`ns/app@digest` or `ns/app:tag` under SOURCE): the
+    /// proxy's status code.
+    fn manifest_status(&self, repository_and_reference: &str) -> u16 {
+        let (repository, reference) = repository_and_reference
+            .split_once('@')
+            .or_else(|| repository_and_reference.rsplit_once(':'))
+            .expect("repository@digest or repository:tag");
+        self.proxy
+            .get(
+                &format!("/v2/{SOURCE}/{repository}/manifests/{reference}"),
+                &[("Accept", MANIFEST_ACCEPT)],
+            )
+            .status
+    }
+
+    /// Waits until a pull of the manifest answers 200, at most `within` after `since`.
+    fn wait_pullable(&self, reference: &str, since: Instant, within: Duration) {
+        let left = within.saturating_sub(since.elapsed());
+        let waited = wait_until(left, || Ok(self.manifest_status(reference) == 200));
+        assert!(
+            waited.is_ok(),
+            "{SOURCE}/{reference} not pullable within {within:?} of the change (last answer {}); status: {}\n{}",
+            self.manifest_status(reference),
+            self.status(),
+            self.proxy.log()
+        );
+    }
+
+    /// `/status` as JSON.
+    fn status(&self) -> Value {
+        self.proxy.get("/status", &[]).json()
+    }
+
+    /// The origins of the rule set in force (rule files and cluster objects).
+    fn origins(&self) -> Vec<String> {
+        self.status()["rules"]["files"]
+            .as_array()
+            .map(|files| {
+                files
+                    .iter()
+                    .filter_map(|f| f.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits until the rule set in force satisfies `done`, at most `within` after `since`.
+    fn wait_origins(
+        &self,
+        what: &str,
+        since: Instant,
+        within: Duration,
+        done: impl Fn(&[String]) -> bool,
+    ) {
+        let left = within.saturating_sub(since.elapsed());
+        let waited = wait_until(left, || Ok(done(&self.origins())));
+        assert!(
+            waited.is_ok(),
+            "{what}: not within {within:?}; rules from {:?}\n{}",
+            self.origins(),
+            self.proxy.log()
+        );
+    }
+
+    /// skopeo copies `SOURCE/reference` through the proxy into an OCI layout: whether it
+    /// succeeded, with its stderr.
+    fn skopeo_pull(&self, reference: &str) -> (bool, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let output = copy_to_layout(
+            &format!("{}/{SOURCE}/{reference}", self.proxy.addr()),
+            &dir.path().join("layout"),
+            &[],
+        );
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// The value of a sample of `/metrics` (Prometheus text), if present.
+    fn metric(&self, sample: &str) -> Option<f64> {
+        let text = self.proxy.get("/metrics", &[]).text();
+        text.lines().find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == sample).then(|| value.parse().ok())?
+        })
+    }
+}
+
+fn digest_set(kind: &str, name: &str, source: &str, mirror: &str, policy: Option<&str>) -> Value {
+    let mut entry = json!({"source": source, "mirrors": [mirror]});
+    if let Some(policy) = policy {
+        entry["mirrorSourcePolicy"] = json!(policy);
+    }
+    match kind {
+        "ImageContentSourcePolicy" => json!({
+            "apiVersion": "operator.openshift.io/v1alpha1", "kind": kind,
+            "metadata": {"name": name},
+            "spec": {"repositoryDigestMirrors": [entry]}
+        }),
+        "ImageDigestMirrorSet" => json!({
+            "apiVersion": "config.openshift.io/v1", "kind": kind,
+            "metadata": {"name": name},
+            "spec": {"imageDigestMirrors": [entry]}
+        }),
+        "ImageTagMirrorSet" => json!({
+            "apiVersion": "config.openshift.io/v1", "kind": kind,
+            "metadata": {"name": name},
+            "spec": {"imageTagMirrors": [entry]}
+        }),
+        other => panic!("not a mirror set kind: {other}"),
+    }
+}
+
+/// An image pushed to `registry` as `repository:tag`; returns it.
+fn image_on(registry: &Registry, seed: &str, repository_and_tag: &str) -> Image {
+    let image = single_arch(seed, &[1500]);
+    push(&image, &format!("{}/{repository_and_tag}", registry.addr()));
+    image
+}
+
+/// Create, update and delete of a digest mirror set kind (IDMS, ICSP) on the cluster, each
+/// routing pulls through `serve` within 2 seconds.
+fn digest_mirror_set_lifecycle(kind: &str, path: &str, name: &str) {
+    let setup = Setup::start(EVERY_KIND, "", &[]);
+    setup.wait_ready();
+    let first = image_on(&setup.mirror_a, &format!("{kind}-first"), "ns/app:v1");
+    let second = image_on(&setup.mirror_b, &format!("{kind}-second"), "ns/app:v2");
+    let third = image_on(&setup.mirror_b, &format!("{kind}-third"), "ns/app:v3");
+    let first_ref = format!("ns/app@{}", first.manifest_digest);
+    let second_ref = format!("ns/app@{}", second.manifest_digest);
+    let third_ref = format!("ns/app@{}", third.manifest_digest);
+    // Without a rule the source is asked, and it does not have the image.
+    let before = setup.manifest_status(&first_ref);
+
+    let created = Instant::now();
+    setup.kmock.create(
+        path,
+        &digest_set(
+            kind,
+            name,
+            &format!("{SOURCE}/ns"),
+            &format!("{MIRROR_A}/ns"),
+            None,
+        ),
+    );
+    setup.wait_pullable(&first_ref, created, WITHIN);
+    let (pulled, stderr) = setup.skopeo_pull(&first_ref);
+    assert!(pulled, "skopeo through the created {kind}: {stderr}");
+
+    let updated = Instant::now();
+    setup.kmock.patch(
+        &format!("{path}/{name}"),
+        &json!({"spec": digest_set(kind, name, &format!("{SOURCE}/ns"), &format!("{MIRROR_B}/ns"), None)["spec"]}),
+    );
+    setup.wait_pullable(&second_ref, updated, WITHIN);
+    let (pulled, stderr) = setup.skopeo_pull(&second_ref);
+    assert!(pulled, "skopeo through the updated {kind}: {stderr}");
+
+    let deleted = Instant::now();
+    setup.kmock.delete(&format!("{path}/{name}"));
+    let origin = format!("cluster: {kind}/{name}");
+    setup.wait_origins(&format!("{origin} gone"), deleted, WITHIN, |o| {
+        !o.contains(&origin)
+    });
+    let mark = setup.mirror_b.mark();
+    let (pulled_after_delete, _) = setup.skopeo_pull(&third_ref);
+    assert_eq!(
+        (
+            before,
+            pulled_after_delete,
+            setup.mirror_b.content_requests_since(mark),
+        ),
+        (404, false, Vec::<String>::new()),
+        "before the {kind}: the source answers 404; after its deletion the mirror is not asked"
+    );
+}
+
+#[test]
+fn an_image_digest_mirror_set_created_updated_and_deleted_routes_pulls_within_two_seconds() {
+    digest_mirror_set_lifecycle("ImageDigestMirrorSet", IDMS_PATH, "release");
+}
+
+#[test]
+fn an_image_content_source_policy_created_updated_and_deleted_routes_pulls_within_two_seconds() {
+    digest_mirror_set_lifecycle("ImageContentSourcePolicy", ICSP_PATH, "legacy");
+}
+
+#[test]
+fn an_image_tag_mirror_set_created_updated_and_deleted_routes_tag_pulls_within_two_seconds() {
+    let setup = Setup::start(EVERY_KIND, "", &[]);
+    setup.wait_ready();
+    image_on(&setup.mirror_a, "itms-first", "ns/app:first");
+    image_on(&setup.mirror_b, "itms-second", "ns/app:second");
+    image_on(&setup.mirror_b, "itms-third", "ns/app:third");
+    let before = setup.manifest_status("ns/app:first");
+    let kind = "ImageTagMirrorSet";
+    let source = format!("{SOURCE}/ns");
+
+    let created = Instant::now();
+    setup.kmock.create(
+        ITMS_PATH,
+        &digest_set(kind, "tags", &source, &format!("{MIRROR_A}/ns"), None),
+    );
+    setup.wait_pullable("ns/app:first", created, WITHIN);
+    let (pulled, stderr) = setup.skopeo_pull("ns/app:first");
+    assert!(pulled, "skopeo through the created ITMS: {stderr}");
+
+    let updated = Instant::now();
+    setup.kmock.patch(
+        &format!("{ITMS_PATH}/tags"),
+        &json!({"spec": digest_set(kind, "tags", &source, &format!("{MIRROR_B}/ns"), None)["spec"]}),
+    );
+    setup.wait_pullable("ns/app:second", updated, WITHIN);
+    let (pulled, stderr) = setup.skopeo_pull("ns/app:second");
+    assert!(pulled, "skopeo through the updated ITMS: {stderr}");
+
+    let deleted = Instant::now();
+    setup.kmock.delete(&format!("{ITMS_PATH}/tags"));
+    setup.wait_origins("the ITMS gone", deleted, WITHIN, |o| {
+        !o.iter().any(|o| o.contains("ImageTagMirrorSet"))
+    });
+    let mark = setup.mirror_b.mark();
+    let (pulled_after_delete, _) = setup.skopeo_pull("ns/app:third");
+    assert_eq!(
+        (
+            before,
+            pulled_after_delete,
+            setup.mirror_b.content_requests_since(mark)
+        ),
+        (404, false, Vec::<String>::new())
+    );
+}
+
+#[test]
+fn a_hosted_cluster_routes_pulls_and_its_config_map_created_later_is_applied() {
+    let setup = Setup::start(EVERY_KIND, "", &[]);
+    let release = image_on(&setup.mirror_a, "hc-release", "ocp/release:v1");
+    let team = image_on(&setup.mirror_b, "hc-team", "team/app:v1");
+    setup.kmock.create(
+        HOSTED_CLUSTERS_PATH,
+        &json!({
+            "apiVersion": "hypershift.openshift.io/v1beta1", "kind": "HostedCluster",
+            "metadata": {"name": "guest"},
+            "spec": {
+                "release": {"image": "quay.io/openshift-release-dev/ocp-release:4.16.0-x86_64"},
+                "imageContentSources": [{"source": format!("{SOURCE}/ocp"), "mirrors": [format!("{MIRROR_A}/ocp")]}],
+                "imageMirrorConfigRef": {"name": "guest-mirrors"}
+            }
+        }),
+    );
+    setup.wait_ready();
+    let release_ref = format!("ocp/release@{}", release.manifest_digest);
+    let team_ref = format!("team/app@{}", team.manifest_digest);
+    let (pulled_release, stderr) = setup.skopeo_pull(&release_ref);
+    assert!(
+        pulled_release,
+        "the HostedCluster's imageContentSources: {stderr}"
+    );
+    let team_before = setup.manifest_status(&team_ref);
+
+    let created = Instant::now();
+    setup.kmock.create(
+        CONFIG_MAPS_PATH,
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "guest-mirrors"},
+                "data": {"idms.yaml": format!("apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: guest\nspec:\n  imageDigestMirrors:\n  - source: {SOURCE}/team\n    mirrors: [{MIRROR_B}/team]\n")}}),
+    );
+    setup.wait_pullable(&team_ref, created, WITHIN);
+    let (pulled_team, stderr) = setup.skopeo_pull(&team_ref);
+    assert_eq!(
+        (team_before, pulled_team, setup.origins()),
+        (
+            404,
+            true,
+            vec![
+                "rules/rules.yaml".to_owned(),
+                "cluster: HostedCluster clusters/guest".to_owned(),
+                "cluster: ConfigMap clusters/guest-mirrors".to_owned(),
+            ]
+            .into_iter()
+            .map(|o| rule_origin(&setup, o))
+            .collect::<Vec<_>>()
+        ),
+        "{stderr}"
+    );
+}
+
+/// A rule file's origin as `/status` shows it (its path), or a cluster origin as is.
+fn rule_origin(setup: &Setup, origin: String) -> String {
+    if origin.starts_with("cluster: ") {
+        origin
+    } else {
+        setup.proxy.dir().join(origin).display().to_string()
+    }
+}
+
+#[test]
+fn a_node_pool_config_map_with_an_image_tag_mirror_set_routes_tag_pulls() {
+    let setup = Setup::start(EVERY_KIND, "", &[]);
+    image_on(&setup.mirror_a, "pool-tag", "pool/app:v1");
+    setup.kmock.create(
+        CONFIG_MAPS_PATH,
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "pool-mirrors"},
+               "data": {"config": format!("apiVersion: config.openshift.io/v1\nkind: ImageTagMirrorSet\nmetadata:\n  name: pool-tags\nspec:\n  imageTagMirrors:\n  - source: {SOURCE}/pool\n    mirrors: [{MIRROR_A}/pool]\n")}}),
+    );
+    setup.kmock.create(
+        NODE_POOLS_PATH,
+        &json!({
+            "apiVersion": "hypershift.openshift.io/v1beta1", "kind": "NodePool",
+            "metadata": {"name": "workers"},
+            "spec": {"clusterName": "guest", "replicas": 2, "config": [{"name": "pool-mirrors"}]}
+        }),
+    );
+    setup.wait_ready();
+    let mark = setup.mirror_a.mark();
+    let (pulled, stderr) = setup.skopeo_pull("pool/app:v1");
+    assert_eq!(
+        (
+            pulled,
+            setup
+                .mirror_a
+                .count_since(mark, "GET", "/v2/pool/app/manifests/v1")
+                > 0
+        ),
+        (true, true),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn pulls_wait_for_the_first_sync_then_survive_a_lost_api_server_and_follow_it_when_back() {
+    let mut kmock = Kmock::start(EVERY_KIND);
+    // Down from the start: mirrorgate serves, but not the rules it cannot know yet.
+    kmock.stop();
+    let mut setup = Setup::with_kmock(kmock, "", &[]);
+    let first = image_on(&setup.mirror_a, "down-first", "ns/app:v1");
+    let during = image_on(&setup.mirror_a, "down-during", "ns/app:v2");
+    let after = image_on(&setup.mirror_b, "down-after", "ns/app:v3");
+    let first_ref = format!("ns/app@{}", first.manifest_digest);
+    let not_ready = setup.proxy.get("/readyz", &[]);
+    let refused = setup.proxy.get(
+        &format!("/v2/{SOURCE}/{first_ref}").replace('@', "/manifests/"),
+        &[("Accept", MANIFEST_ACCEPT)],
+    );
+    assert_eq!(
+        (
+            not_ready.status,
+            refused.status,
+            refused.header("Retry-After").is_some(),
+            refused.json()["errors"][0]["code"]
+                .as_str()
+                .map(str::to_owned),
+            setup.metric("mirrorgate_cluster_synced"),
+        ),
+        (503, 503, true, Some("UNAVAILABLE".to_owned()), Some(0.0)),
+        "before the first sync: {}",
+        refused.text()
+    );
+    let source_asked = setup.source.content_requests_since(0);
+
+    setup.kmock.restart(EVERY_KIND);
+    setup.kmock.create(
+        IDMS_PATH,
+        &digest_set(
+            "ImageDigestMirrorSet",
+            "release",
+            &format!("{SOURCE}/ns"),
+            &format!("{MIRROR_A}/ns"),
+            None,
+        ),
+    );
+    setup.wait_ready();
+    let (pulled_first, stderr) = setup.skopeo_pull(&first_ref);
+    assert!(pulled_first, "after the first sync: {stderr}");
+
+    setup.kmock.stop();
+    // The last complete rules stay in force: a pull never made before still goes to the mirror.
+    let (pulled_during, stderr) = setup.skopeo_pull(&format!("ns/app@{}", during.manifest_digest));
+    let ready_during = setup.proxy.get("/readyz", &[]).status;
+    assert_eq!(
+        (pulled_during, ready_during),
+        (true, 200),
+        "API server down: {stderr}"
+    );
+
+    // Back (empty, as the emulator keeps no state) with the mirror set changed meanwhile.
+    setup.kmock.restart(EVERY_KIND);
+    setup.kmock.create(
+        IDMS_PATH,
+        &digest_set(
+            "ImageDigestMirrorSet",
+            "release",
+            &format!("{SOURCE}/ns"),
+            &format!("{MIRROR_B}/ns"),
+            None,
+        ),
+    );
+    let back = Instant::now();
+    setup.wait_pullable(&format!("ns/app@{}", after.manifest_digest), back, WAIT);
+    let restarts = setup.metric("mirrorgate_cluster_watch_restarts_total");
+    assert_eq!(
+        (source_asked, restarts.is_some_and(|n| n >= 1.0)),
+        (Vec::<String>::new(), true),
+        "nothing reached the source before the first sync; the watches re-listed"
+    );
+}
+
+#[test]
+fn an_invalid_combination_keeps_the_last_good_rules_and_names_both_objects() {
+    let setup = Setup::start(EVERY_KIND, "", &[]);
+    setup.kmock.create(
+        IDMS_PATH,
+        &digest_set(
+            "ImageDigestMirrorSet",
+            "allow",
+            &format!("{SOURCE}/ns"),
+            &format!("{MIRROR_A}/ns"),
+            None,
+        ),
+    );
+    setup.wait_ready();
+    let later = image_on(&setup.mirror_a, "invalid-later", "ns/app:v1");
+    let failures_before = setup.metric("mirrorgate_reloads_total{result=\"failure\"}");
+
+    let created = Instant::now();
+    setup.kmock.create(
+        IDMS_PATH,
+        &digest_set(
+            "ImageDigestMirrorSet",
+            "never",
+            &format!("{SOURCE}/ns"),
+            &format!("{MIRROR_A}/ns"),
+            Some("NeverContactSource"),
+        ),
+    );
+    let failed = wait_until(WAIT.min(WITHIN.saturating_sub(created.elapsed())), || {
+        Ok(setup.status()["rules"]["last_reload"]["result"] == "failure")
+    });
+    assert!(failed.is_ok(), "no failed reload: {}", setup.status());
+    let error = setup.status()["rules"]["last_reload"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (pulled, stderr) = setup.skopeo_pull(&format!("ns/app@{}", later.manifest_digest));
+    assert_eq!(
+        (
+            error.contains("cluster: ImageDigestMirrorSet/allow"),
+            error.contains("cluster: ImageDigestMirrorSet/never"),
+            failures_before,
+            setup.metric("mirrorgate_reloads_total{result=\"failure\"}"),
+            setup
+                .origins()
+                .contains(&"cluster: ImageDigestMirrorSet/never".to_owned()),
+            setup.proxy.get("/readyz", &[]).status,
+            pulled,
+        ),
+        (true, true, Some(0.0), Some(1.0), false, 200, true),
+        "error: {error}\nskopeo: {stderr}"
+    );
+}
+
+#[test]
+fn a_cluster_without_image_tag_mirror_sets_serves_and_picks_the_kind_up_when_installed() {
+    // OpenShift 4.12: no ImageTagMirrorSet.
+    let setup = Setup::start(
+        &[ICSP, IDMS, HOSTED_CLUSTERS, NODE_POOLS, CONFIG_MAPS],
+        "",
+        &[("MIRRORGATE_KUBERNETES_REDISCOVERY", "300ms")],
+    );
+    setup.kmock.create(
+        IDMS_PATH,
+        &digest_set(
+            "ImageDigestMirrorSet",
+            "release",
+            &format!("{SOURCE}/ns"),
+            &format!("{MIRROR_A}/ns"),
+            None,
+        ),
+    );
+    setup.wait_ready();
+    let digest_image = image_on(&setup.mirror_a, "nitms-digest", "ns/app:v1");
+    image_on(&setup.mirror_b, "nitms-tag", "ns/app:tagged");
+    let (pulled, stderr) = setup.skopeo_pull(&format!("ns/app@{}", digest_image.manifest_digest));
+    assert!(pulled, "{stderr}");
+    let capability =
+        |kind: &str| setup.metric(&format!("mirrorgate_cluster_capability{{kind=\"{kind}\"}}"));
+    let before = (
+        capability("ImageDigestMirrorSet"),
+        capability("ImageTagMirrorSet"),
+        setup.metric("mirrorgate_cluster_objects{kind=\"ImageDigestMirrorSet\"}"),
+        setup.metric("mirrorgate_cluster_synced"),
+        setup
+            .metric("mirrorgate_cluster_last_sync_timestamp_seconds")
+            .is_some_and(|t| t > 0.0),
+    );
+
+    // An upgrade installs the kind, and an object of it appears.
+    setup.kmock.declare(&[ITMS]);
+    setup.kmock.create(
+        ITMS_PATH,
+        &digest_set(
+            "ImageTagMirrorSet",
+            "tags",
+            &format!("{SOURCE}/ns"),
+            &format!("{MIRROR_B}/ns"),
+            None,
+        ),
+    );
+    setup.wait_pullable("ns/app:tagged", Instant::now(), WAIT);
+    assert_eq!(
+        (before, capability("ImageTagMirrorSet")),
+        (
+            (Some(1.0), Some(0.0), Some(1.0), Some(1.0), true),
+            Some(1.0)
+        )
+    );
+}
+
+/// `mirrorgate ARGS…`: exit success, stdout, stderr.
+fn mirrorgate(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_mirrorgate"))
+        .args(args)
+        .output()
+        .expect("run mirrorgate");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn write_config(dir: &Path, kubeconfig: &Path) -> PathBuf {
+    let rules = dir.join("rules.yaml");
+    std::fs::write(
+        &rules,
+        format!("apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: files\nspec:\n  imageDigestMirrors:\n  - source: {SOURCE}/files\n    mirrors: [{MIRROR_B}/files]\n"),
+    )
+    .unwrap();
+    let config = dir.join("mirrorgate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "rules: [{}]\nkubernetes:\n  kubeconfig: {}\n",
+            rules.display(),
+            kubeconfig.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn check_and_resolve_list_the_cluster_once_and_answer_from_the_merged_set() {
+    let kmock = Kmock::start(EVERY_KIND);
+    kmock.create(
+        IDMS_PATH,
+        &digest_set(
+            "ImageDigestMirrorSet",
+            "release",
+            &format!("{SOURCE}/ns"),
+            &format!("{MIRROR_A}/ns"),
+            None,
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &kmock.kubeconfig(dir.path()));
+    let config = config.to_str().unwrap();
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let (checked, check_out, check_err) = mirrorgate(&["check", "--config", config]);
+    let (resolved, resolve_out, resolve_err) = mirrorgate(&[
+        "resolve",
+        "--config",
+        config,
+        &format!("{SOURCE}/ns/app@{digest}"),
+    ]);
+    let (from_files, files_out, _) = mirrorgate(&[
+        "resolve",
+        "--config",
+        config,
+        &format!("{SOURCE}/files/app@{digest}"),
+    ]);
+    assert_eq!(
+        (
+            checked,
+            check_out.contains("cluster: ImageDigestMirrorSet/release"),
+            check_out.contains("rules.yaml"),
+            resolved,
+            resolve_out,
+            from_files,
+            files_out,
+        ),
+        (
+            true,
+            true,
+            true,
+            true,
+            format!("mirror {MIRROR_A}/ns/app@{digest}\nsource {SOURCE}/ns/app@{digest}\n"),
+            true,
+            format!("mirror {MIRROR_B}/files/app@{digest}\nsource {SOURCE}/files/app@{digest}\n"),
+        ),
+        "check: {check_out}{check_err}\nresolve: {resolve_err}"
+    );
+}
+
+#[test]
+fn check_names_the_cluster_when_it_cannot_be_listed() {
+    let mut kmock = Kmock::start(EVERY_KIND);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &kmock.kubeconfig(dir.path()));
+    kmock.stop();
+    // A short wait is enough for a refused connection: the error says what was tried.
+    let (checked, _, stderr) = mirrorgate(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(
+        (
+            checked,
+            stderr.contains("cannot list the cluster's mirror objects"),
+        ),
+        (false, true),
+        "{stderr}"
+    );
+}
