@@ -78,6 +78,14 @@ impl Setup {
         }
     }
 
+    /// Waits (bounded by [`WAIT`]) until the rule set in force holds the object of `origin`: an
+    /// object created after the first sync may come after readiness.
+    fn wait_applied(&self, origin: &str) {
+        self.wait_origins(origin, Instant::now(), WAIT, |o| {
+            o.iter().any(|o| o == origin)
+        });
+    }
+
     fn wait_ready(&self) {
         let waited = wait_until(WAIT, || Ok(self.proxy.get("/readyz", &[]).status == 200));
         assert!(
@@ -324,10 +332,9 @@ fn an_image_tag_mirror_set_created_updated_and_deleted_routes_tag_pulls_within_t
 
 #[test]
 fn a_hosted_cluster_routes_pulls_and_its_config_map_created_later_is_applied() {
-    let setup = Setup::start(EVERY_KIND, "", &[]);
-    let release = image_on(&setup.mirror_a, "hc-release", "ocp/release:v1");
-    let team = image_on(&setup.mirror_b, "hc-team", "team/app:v1");
-    setup.kmock.create(
+    // On the cluster before mirrorgate starts: its first complete list holds it.
+    let kmock = Kmock::start(EVERY_KIND);
+    kmock.create(
         HOSTED_CLUSTERS_PATH,
         &json!({
             "apiVersion": "hypershift.openshift.io/v1beta1", "kind": "HostedCluster",
@@ -339,13 +346,18 @@ fn a_hosted_cluster_routes_pulls_and_its_config_map_created_later_is_applied() {
             }
         }),
     );
+    let setup = Setup::with_kmock(kmock, "", &[]);
+    let release = image_on(&setup.mirror_a, "hc-release", "ocp/release:v1");
+    let team = image_on(&setup.mirror_b, "hc-team", "team/app:v1");
     setup.wait_ready();
     let release_ref = format!("ocp/release@{}", release.manifest_digest);
     let team_ref = format!("team/app@{}", team.manifest_digest);
     let (pulled_release, stderr) = setup.skopeo_pull(&release_ref);
     assert!(
         pulled_release,
-        "the HostedCluster's imageContentSources: {stderr}"
+        "the HostedCluster's imageContentSources: {stderr}\n{}\n{}",
+        setup.status(),
+        setup.proxy.log()
     );
     let team_before = setup.manifest_status(&team_ref);
 
@@ -386,14 +398,13 @@ fn rule_origin(setup: &Setup, origin: String) -> String {
 
 #[test]
 fn a_node_pool_config_map_with_an_image_tag_mirror_set_routes_tag_pulls() {
-    let setup = Setup::start(EVERY_KIND, "", &[]);
-    image_on(&setup.mirror_a, "pool-tag", "pool/app:v1");
-    setup.kmock.create(
+    let kmock = Kmock::start(EVERY_KIND);
+    kmock.create(
         CONFIG_MAPS_PATH,
         &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "pool-mirrors"},
                "data": {"config": format!("apiVersion: config.openshift.io/v1\nkind: ImageTagMirrorSet\nmetadata:\n  name: pool-tags\nspec:\n  imageTagMirrors:\n  - source: {SOURCE}/pool\n    mirrors: [{MIRROR_A}/pool]\n")}}),
     );
-    setup.kmock.create(
+    kmock.create(
         NODE_POOLS_PATH,
         &json!({
             "apiVersion": "hypershift.openshift.io/v1beta1", "kind": "NodePool",
@@ -401,6 +412,8 @@ fn a_node_pool_config_map_with_an_image_tag_mirror_set_routes_tag_pulls() {
             "spec": {"clusterName": "guest", "replicas": 2, "config": [{"name": "pool-mirrors"}]}
         }),
     );
+    let setup = Setup::with_kmock(kmock, "", &[]);
+    image_on(&setup.mirror_a, "pool-tag", "pool/app:v1");
     setup.wait_ready();
     let mark = setup.mirror_a.mark();
     let (pulled, stderr) = setup.skopeo_pull("pool/app:v1");
@@ -460,6 +473,7 @@ fn pulls_wait_for_the_first_sync_then_survive_a_lost_api_server_and_follow_it_wh
         ),
     );
     setup.wait_ready();
+    setup.wait_applied("cluster: ImageDigestMirrorSet/release");
     let (pulled_first, stderr) = setup.skopeo_pull(&first_ref);
     assert!(pulled_first, "after the first sync: {stderr}");
 
@@ -509,6 +523,7 @@ fn an_invalid_combination_keeps_the_last_good_rules_and_names_both_objects() {
         ),
     );
     setup.wait_ready();
+    setup.wait_applied("cluster: ImageDigestMirrorSet/allow");
     let later = image_on(&setup.mirror_a, "invalid-later", "ns/app:v1");
     let failures_before = setup.metric("mirrorgate_reloads_total{result=\"failure\"}");
 
@@ -568,6 +583,7 @@ fn a_cluster_without_image_tag_mirror_sets_serves_and_picks_the_kind_up_when_ins
         ),
     );
     setup.wait_ready();
+    setup.wait_applied("cluster: ImageDigestMirrorSet/release");
     let digest_image = image_on(&setup.mirror_a, "nitms-digest", "ns/app:v1");
     image_on(&setup.mirror_b, "nitms-tag", "ns/app:tagged");
     let (pulled, stderr) = setup.skopeo_pull(&format!("ns/app@{}", digest_image.manifest_digest));
