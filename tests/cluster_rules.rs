@@ -725,3 +725,65 @@ fn check_names_the_cluster_when_it_cannot_be_listed() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_file_reload_keeps_the_cluster_rules_and_a_cluster_change_keeps_the_file_rules() {
+    let file_rules = |sources: &[&str]| -> String {
+        let entries: String = sources
+            .iter()
+            .map(|s| format!("  - source: {SOURCE}/{s}\n    mirrors: [{MIRROR_B}/{s}]\n"))
+            .collect();
+        format!(
+            "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: files\nspec:\n  imageDigestMirrors:\n{entries}"
+        )
+    };
+    let kmock = Kmock::start(EVERY_KIND);
+    kmock.create(
+        IDMS_PATH,
+        &digest_set(
+            "ImageDigestMirrorSet",
+            "release",
+            &format!("{SOURCE}/ns"),
+            &format!("{MIRROR_A}/ns"),
+            None,
+        ),
+    );
+    let setup = Setup::with_kmock(kmock, &file_rules(&["files"]), &[]);
+    setup.wait_ready();
+    let from_cluster = image_on(&setup.mirror_a, "keep-cluster", "ns/app:v1");
+    let from_new_file_rule = image_on(&setup.mirror_b, "keep-new-file", "other/app:v1");
+    let from_file = image_on(&setup.mirror_b, "keep-file", "files/app:v1");
+    let from_changed_cluster = image_on(&setup.mirror_b, "keep-changed", "ns/app:v2");
+
+    // A file reload (SIGHUP) adds a rule: the cluster's rule stays in force beside it.
+    setup.proxy.write_rules(&file_rules(&["files", "other"]));
+    setup.proxy.sighup();
+    setup.wait_pullable(
+        &format!("other/app@{}", from_new_file_rule.manifest_digest),
+        Instant::now(),
+        WAIT,
+    );
+    let cluster_after_file_reload =
+        setup.skopeo_pull(&format!("ns/app@{}", from_cluster.manifest_digest));
+
+    // A cluster change: the file's rules stay in force beside it.
+    let changed = Instant::now();
+    setup.kmock.patch(
+        &format!("{IDMS_PATH}/release"),
+        &json!({"spec": digest_set("ImageDigestMirrorSet", "release", &format!("{SOURCE}/ns"), &format!("{MIRROR_B}/ns"), None)["spec"]}),
+    );
+    setup.wait_pullable(
+        &format!("ns/app@{}", from_changed_cluster.manifest_digest),
+        changed,
+        WITHIN,
+    );
+    let file_after_cluster_change =
+        setup.skopeo_pull(&format!("files/app@{}", from_file.manifest_digest));
+    assert_eq!(
+        (cluster_after_file_reload.0, file_after_cluster_change.0),
+        (true, true),
+        "{}\n{}",
+        cluster_after_file_reload.1,
+        file_after_cluster_change.1
+    );
+}
