@@ -74,6 +74,10 @@ pub fn spawn(
     });
 }
 
+/// Why pulls wait, until the cluster's first snapshot.
+#[cfg(feature = "kubernetes")]
+const WAITING: &str = "waiting for the first complete list of the cluster's mirror objects";
+
 /// The cluster part of the rules: the running watch and the last complete snapshot it published.
 struct ClusterPart {
     #[cfg(feature = "kubernetes")]
@@ -89,15 +93,26 @@ impl ClusterPart {
     #[cfg(feature = "kubernetes")]
     fn new(cluster: Option<ClusterSource>, proxy: &Arc<Proxy>) -> ClusterPart {
         if let Some(watch) = &cluster {
-            proxy.set_incomplete(Some(
-                "waiting for the first complete list of the cluster's mirror objects".to_owned(),
-            ));
+            proxy.set_incomplete(Some(WAITING.to_owned()));
             let metrics = proxy.metrics().clone();
+            let proxy = proxy.clone();
             let mut health = watch.health_updates();
             tokio::spawn(async move {
                 loop {
-                    let sync = cluster_sync(&health.borrow_and_update());
+                    let (sync, waiting) = {
+                        let health = health.borrow_and_update();
+                        let waiting = match (&health.last_error, health.synced) {
+                            (Some(error), false) => Some(format!("{WAITING}; last error: {error}")),
+                            _ => None,
+                        };
+                        (cluster_sync(&health), waiting)
+                    };
                     metrics.cluster_sync(&sync);
+                    // Before the first sync, /readyz and refused pulls say what stands in the way
+                    // (a 403 names the permission to grant).
+                    if let Some(why) = waiting {
+                        proxy.explain_incomplete(why);
+                    }
                     // Closed when the watch stops.
                     if health.changed().await.is_err() {
                         return;

@@ -460,6 +460,19 @@ fn pulls_wait_for_the_first_sync_then_survive_a_lost_api_server_and_follow_it_wh
         refused.text()
     );
     let source_asked = setup.source.content_requests_since(0);
+    // What stands in the way is said, once discovery has failed.
+    let explained = wait_until(WAIT, || {
+        Ok(setup
+            .proxy
+            .get("/readyz", &[])
+            .text()
+            .contains("last error: "))
+    });
+    assert!(
+        explained.is_ok(),
+        "{}",
+        setup.proxy.get("/readyz", &[]).text()
+    );
 
     setup.kmock.restart(EVERY_KIND);
     setup.kmock.create(

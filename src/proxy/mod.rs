@@ -317,6 +317,14 @@ impl Proxy {
         self.incomplete.store(why.map(Arc::new));
     }
 
+    /// Replaces the reason the rule set is incomplete, only while it is (a complete rule set
+    /// published meanwhile stays complete).
+    pub fn explain_incomplete(&self, why: String) {
+        let why = Arc::new(why);
+        self.incomplete
+            .rcu(|current| current.as_ref().map(|_| why.clone()));
+    }
+
     /// Why the rule set in force is incomplete, if it is.
     pub fn incomplete(&self) -> Option<Arc<String>> {
         self.incomplete.load_full()
