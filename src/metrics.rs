@@ -147,8 +147,33 @@ struct ClusterMetrics {
     counted: std::sync::Mutex<ClusterSync>,
 }
 
+/// The kinds the cluster rule source reads (`kubernetes::Kind`), whose series exist from the
+/// start at 0 (objects, failures), so that a family is listed before the first sync and
+/// `increase()` sees the first failure. ConfigMaps are always served: no capability series.
+const CLUSTER_KINDS: [&str; 6] = [
+    "ImageContentSourcePolicy",
+    "ImageDigestMirrorSet",
+    "ImageTagMirrorSet",
+    "HostedCluster",
+    "NodePool",
+    "ConfigMap",
+];
+
 impl ClusterMetrics {
     fn register(&self, root: &mut Registry) {
+        for kind in CLUSTER_KINDS {
+            let kind = KindLabels {
+                kind: kind.to_owned(),
+            };
+            let _ = self.objects.get_or_create(&kind);
+            let _ = self.failures.get_or_create(&kind);
+            if kind.kind != "ConfigMap" {
+                let _ = self.capability.get_or_create(&kind);
+            }
+        }
+        let _ = self.failures.get_or_create(&KindLabels {
+            kind: "discovery".to_owned(),
+        });
         root.register(
             "cluster_synced",
             "Whether the cluster's mirror objects have been listed completely and applied (1), or pulls wait for it (0); 0 without a kubernetes section",
@@ -188,13 +213,24 @@ impl ClusterMetrics {
             self.last_sync.set(at.as_secs_f64());
         }
         let gauge = |count: usize| i64::try_from(count).unwrap_or(i64::MAX);
-        self.objects.clear();
+        // A kind absent from the counts has no object (any more): 0, not a stale count.
+        for kind in CLUSTER_KINDS {
+            let count = sync
+                .objects
+                .iter()
+                .find(|(k, _)| k == kind)
+                .map_or(0, |(_, n)| *n);
+            self.objects
+                .get_or_create(&KindLabels {
+                    kind: kind.to_owned(),
+                })
+                .set(gauge(count));
+        }
         for (kind, count) in &sync.objects {
             self.objects
                 .get_or_create(&KindLabels { kind: kind.clone() })
                 .set(gauge(*count));
         }
-        self.capability.clear();
         for (kind, served) in &sync.capabilities {
             self.capability
                 .get_or_create(&KindLabels { kind: kind.clone() })
@@ -635,6 +671,49 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_totals_become_counter_increments_and_a_deleted_kind_counts_zero() {
+        let metrics = Metrics::new(Arc::new(CacheStats::default()));
+        let sync = |restarts: u64, failures: u64, objects: usize| ClusterSync {
+            synced: true,
+            last_sync: Some(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            capabilities: vec![("ImageTagMirrorSet".to_owned(), false)],
+            objects: if objects > 0 {
+                vec![("ImageDigestMirrorSet".to_owned(), objects)]
+            } else {
+                Vec::new()
+            },
+            watch_restarts: restarts,
+            failures: vec![("discovery".to_owned(), failures)],
+        };
+        metrics.cluster_sync(&sync(1, 2, 3));
+        metrics.cluster_sync(&sync(3, 2, 0));
+        let text = metrics.encode();
+        let sample = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_owned))
+        };
+        assert_eq!(
+            (
+                sample("mirrorgate_cluster_watch_restarts_total"),
+                sample("mirrorgate_cluster_sync_failures_total{kind=\"discovery\"}"),
+                sample("mirrorgate_cluster_objects{kind=\"ImageDigestMirrorSet\"}"),
+                sample("mirrorgate_cluster_capability{kind=\"ImageTagMirrorSet\"}"),
+                sample("mirrorgate_cluster_synced"),
+                sample("mirrorgate_cluster_last_sync_timestamp_seconds"),
+            ),
+            (
+                Some("3".to_owned()),
+                Some("2".to_owned()),
+                Some("0".to_owned()),
+                Some("0".to_owned()),
+                Some("1".to_owned()),
+                Some("1700000000.0".to_owned()),
+            ),
+            "{text}"
+        );
+    }
 
     fn metrics_with_rules() -> Metrics {
         let metrics = Metrics::new(Arc::new(CacheStats::default()));
