@@ -800,3 +800,38 @@ fn a_file_reload_keeps_the_cluster_rules_and_a_cluster_change_keeps_the_file_rul
         file_after_cluster_change.1
     );
 }
+
+#[test]
+fn a_403_names_the_permission_to_grant_in_readyz_pulls_and_check() {
+    let kmock = Kmock::start(EVERY_KIND);
+    kmock.forbid(&["imagedigestmirrorsets"]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &kmock.kubeconfig(dir.path()));
+    let (checked, _, check_err) = mirrorgate(&["check", "--config", config.to_str().unwrap()]);
+    let setup = Setup::with_kmock(kmock, "", &[]);
+    let grant = "grant \"list\" on \"imagedigestmirrorsets.config.openshift.io\"";
+    let explained = wait_until(WAIT, || {
+        Ok(setup.proxy.get("/readyz", &[]).text().contains(grant))
+    });
+    let readyz = setup.proxy.get("/readyz", &[]);
+    let pull = setup.proxy.get(
+        &format!("/v2/{SOURCE}/ns/app/manifests/v1"),
+        &[("Accept", MANIFEST_ACCEPT)],
+    );
+    assert_eq!(
+        (
+            explained.is_ok(),
+            readyz.status,
+            pull.status,
+            pull.json()["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(grant)),
+            checked,
+            check_err.contains(grant),
+        ),
+        (true, 503, 503, true, false, true),
+        "readyz: {}\npull: {}\ncheck: {check_err}",
+        readyz.text(),
+        pull.text()
+    );
+}

@@ -176,6 +176,7 @@ pub async fn list_once(
             ..Options::default()
         },
     );
+    let started = Instant::now();
     let mut health = watch.health_updates();
     let forbidden = async {
         // A 403 does not heal by retrying: answer at once rather than at the deadline.
@@ -195,7 +196,7 @@ pub async fn list_once(
             Ok(snapshot) => Ok((*snapshot).clone()),
             Err(_) => Err(Error::NotSynced { waited: timeout, last_error: watch.health().last_error }),
         },
-        error = forbidden => Err(Error::NotSynced { waited: Duration::ZERO, last_error: Some(error) }),
+        error = forbidden => Err(Error::NotSynced { waited: started.elapsed(), last_error: Some(error) }),
     }
 }
 

@@ -144,6 +144,13 @@ impl Kmock {
         self.request("POST", "/_harness/resources", &body, "application/json");
     }
 
+    /// Makes every request on these resources (plurals, e.g. `imagedigestmirrorsets`) answer 403
+    /// Forbidden, as for a service account without the permission.
+    pub fn forbid(&self, plurals: &[&str]) {
+        let body = serde_json::to_vec(plurals).unwrap();
+        self.request("POST", "/_harness/forbid", &body, "application/json");
+    }
+
     /// Creates an object in the collection at `path` (e.g.
     /// `/apis/config.openshift.io/v1/imagedigestmirrorsets`); returns it as stored.
     pub fn create(&self, path: &str, object: &Value) -> Value {

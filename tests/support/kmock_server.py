@@ -13,6 +13,9 @@ What this adds to kmock's emulator:
   any time later through `POST /_harness/resources` with the same strings as a JSON list, so that a
   test can install a CRD while a client is running. Only declared resources (and those of objects
   already created) appear in discovery.
+- RBAC refusals: `POST /_harness/forbid` with a JSON list of plurals (`["imagedigestmirrorsets"]`)
+  makes every request on those resources answer 403 Forbidden with a Kubernetes Status, as an API
+  server does for a service account without the permission; discovery still lists them.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import secrets
 import signal
 import sys
 
+import aiohttp.web
 import kmock
 from kmock import action
 
@@ -39,6 +43,7 @@ class Emulator(kmock.KubernetesEmulator):
         # instance's version (the server was restarted empty) must re-list, as a real API server
         # makes it with "410 Gone: too old resource version".
         self._epoch = secrets.token_hex(4)
+        self.forbidden: set[str] = set()
 
     def _version(self) -> str:
         return f"{self._epoch}-{next(self._versions)}"
@@ -68,6 +73,22 @@ class Emulator(kmock.KubernetesEmulator):
             yield event
 
     async def _handle(self, request):  # type: ignore[override]
+        plural = getattr(request.resource, "plural", None)
+        if plural in self.forbidden:
+            verb = {action.LIST: "list", action.WATCH: "watch"}.get(request.action, "get")
+            return aiohttp.web.json_response(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Status",
+                    "metadata": {},
+                    "status": "Failure",
+                    "reason": "Forbidden",
+                    "code": 403,
+                    "message": f'{plural} is forbidden: User "system:serviceaccount:mirrorgate:mirrorgate" '
+                    f'cannot {verb} resource "{plural}" at the cluster scope',
+                },
+                status=403,
+            )
         if (
             request.resource is not None
             and request.action in (action.CREATE, action.UPDATE)
@@ -118,6 +139,12 @@ async def main() -> None:
             return {"declared": request.data}
 
         emulator["post /_harness/resources"] << register
+
+        def forbid(request):
+            emulator.forbidden.update(request.data)
+            return {"forbidden": sorted(emulator.forbidden)}
+
+        emulator["post /_harness/forbid"] << forbid
         async with kmock.Server(emulator, host="127.0.0.1", port=args.port or None) as server:
             print(f"listening on {server.port}", flush=True)
             await stop.wait()
