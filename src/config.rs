@@ -18,7 +18,7 @@
 //!
 //! Principal types: [`Config`] (the whole file, a composition of the sections each module owns:
 //! [`ClientsConfig`] from `access`, [`CacheConfig`] from `cache`, [`UpstreamConfig`] and
-//! [`RegistrySettings`] from `upstream`, [`LimitsConfig`] from `http`, [`TlsConfig`] from `tls`)
+//! [`RegistrySettings`] from `upstream`, [`LimitsConfig`] from `http`, [`TlsConfig`] from `tls`, [`WarmConfig`] from `warm`)
 //! and [`ConfigError`]. Each section parses and validates itself; this module keeps the file format,
 //! the top-level keys, the checks that span sections, and the names of the file and key in
 //! errors.
@@ -39,6 +39,7 @@ use crate::reference::Host;
 pub use crate::settings::{ByteSize, ByteSizeError, Invalid};
 pub use crate::tls::TlsConfig;
 pub use crate::upstream::{Endpoint, EndpointError, RegistrySettings, Scheme, UpstreamConfig};
+pub use crate::warm::WarmConfig;
 
 /// Where the CLI looks for the configuration file when `--config` is not given.
 pub const DEFAULT_PATH: &str = "config/mirrorgate.yaml";
@@ -88,6 +89,8 @@ pub struct Config {
     /// request that arrives carrying it is a loop (508). `None`: one derived per process
     /// (host name and process id); set the same value on every replica to share it.
     pub via_token: Option<String>,
+    /// Release warm-up: releases warmed at start, HostedClusters, architectures, concurrency.
+    pub warm: WarmConfig,
 }
 
 impl Default for Config {
@@ -109,6 +112,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             self_names: Vec::new(),
             via_token: None,
+            warm: WarmConfig::default(),
         }
     }
 }
@@ -217,6 +221,7 @@ impl Config {
         if let Some(token) = &self.via_token {
             check_via_token(token).map_err(|why| invalid("via_token", why))?;
         }
+        section("warm", self.warm.validate())?;
         Ok(())
     }
 
@@ -407,6 +412,7 @@ struct RawConfig {
     limits: Option<LimitsConfig>,
     self_names: Option<Vec<String>>,
     via_token: Option<String>,
+    warm: Option<WarmConfig>,
 }
 
 impl RawConfig {
@@ -436,6 +442,7 @@ impl RawConfig {
             limits: self.limits.unwrap_or_default(),
             self_names: self.self_names.unwrap_or_default(),
             via_token: self.via_token,
+            warm: self.warm.unwrap_or_default(),
         }
     }
 }

@@ -33,7 +33,14 @@ const DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// Reloads the rules and upstream settings of `proxy` on change (when `config.watch`) and on
 /// SIGHUP. `config_path` is the configuration file, if one was read. Runs until the process ends.
-pub fn spawn(proxy: Arc<Proxy>, config_path: Option<PathBuf>, config: Config) {
+/// The receiver sees each configuration that was reloaded successfully, for the parts that
+/// follow it (the `warm` section).
+pub fn spawn(
+    proxy: Arc<Proxy>,
+    config_path: Option<PathBuf>,
+    config: Config,
+) -> tokio::sync::watch::Receiver<Config> {
+    let (configs, reloaded) = tokio::sync::watch::channel(config.clone());
     let (sender, receiver) = mpsc::channel::<()>(1);
     let watcher = if config.watch {
         watch(&config_path, &config, sender.clone())
@@ -56,8 +63,9 @@ pub fn spawn(proxy: Arc<Proxy>, config_path: Option<PathBuf>, config: Config) {
         // The watcher lives as long as the loop.
         let _watcher = watcher;
         let feed = RuleFeed::new(proxy.rules());
-        run(proxy, feed, config_path, config, receiver).await;
+        run(proxy, feed, config_path, config, receiver, configs).await;
     });
+    reloaded
 }
 
 /// The directories to watch for `config`, and whether to watch below them: every rule directory
@@ -212,6 +220,7 @@ async fn run(
     config_path: Option<PathBuf>,
     mut config: Config,
     mut receiver: mpsc::Receiver<()>,
+    configs: tokio::sync::watch::Sender<Config>,
 ) {
     while receiver.recv().await.is_some() {
         // Let a burst of events settle into one reload.
@@ -225,6 +234,7 @@ async fn run(
         match reload(&proxy, &feed, &config_path, &config).await {
             Ok(new_config) => {
                 proxy.record_reload(Ok(()));
+                configs.send_replace(new_config.clone());
                 config = new_config;
             }
             Err(error) => {

@@ -96,6 +96,7 @@ fn defaults_match_the_documented_values() {
         },
         self_names: Vec::new(),
         via_token: None,
+        warm: crate::warm::WarmConfig::default(),
     };
     assert_eq!(Config::default(), expected);
 }
