@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use mirrorgate::settings::ByteSize;
 use support::{
-    Mirrorgate, Registry, ReleaseSpec, SyntheticRelease, http_get, layouts_identical, skopeo,
-    wait_until,
+    Mirrorgate, Registry, ReleaseSpec, SyntheticRelease, Throttle, http_get, http_request,
+    layouts_identical, push, single_arch, skopeo, wait_until,
 };
 
 const COMPONENTS: &str = "quay.io/openshift-release-dev/ocp-v4.0-art-dev";
@@ -432,5 +432,75 @@ fn configured_releases_are_warmed_at_start_and_new_ones_on_reload() {
     assert_eq!(
         (at_start, after_reload),
         (vec![job(&first)], vec![job(&first), job(&second)])
+    );
+}
+
+#[test]
+fn a_client_pull_is_not_held_up_by_a_warm_job_holding_upstream_fetches() {
+    let source = Registry::start();
+    let mirror = Registry::start();
+    let release = SyntheticRelease::push(&source, ReleaseSpec::new("4.19.0", 4));
+    release.push_to(&mirror, Some(MIRROR_COMPONENTS), None);
+    // The mirror sends 64 KiB of each blob and then nothing: the warm job's component blob
+    // downloads stay under way for as long as the test runs.
+    let stalling = Throttle::start_stalling_blobs(mirror.endpoint());
+    let image = single_arch("client-during-warm", &[200_000]);
+    push(&image, &format!("{}/other/app:v1", source.addr()));
+    // One client slot, refused after 1s of waiting: a client queued behind the warm job
+    // would get 429.
+    let mirrorgate = Mirrorgate::start(
+        &idms("NeverContactSource"),
+        &[
+            ("quay.io", &source.endpoint()),
+            ("mirror.test", &stalling.endpoint()),
+        ],
+        "limits:\n  max_upstream_fetches: 1\n  upstream_queue_timeout: 1s\nwarm:\n  concurrency: 4\n",
+    );
+    let body = format!("{{\"image\": \"{}\"}}", release.pull_spec);
+    let started = http_request(
+        "POST",
+        &mirrorgate.addr(),
+        "/warm/jobs",
+        &[],
+        body.as_bytes(),
+    );
+    assert_eq!(started.status, 202, "{}", started.text());
+    let id = started.json()["id"].as_u64().unwrap();
+    // Wait until the job downloads component blobs from the stalling mirror.
+    wait_until(Duration::from_secs(60), || {
+        let status = http_get(&mirrorgate.addr(), "/status", &[]).json();
+        Ok(status["fetches"]["downloads"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d["repository"] == COMPONENTS)))
+    })
+    .unwrap_or_else(|e| {
+        panic!(
+            "the warm job never fetched a component blob: {e}\n{}",
+            mirrorgate.log()
+        )
+    });
+
+    let manifest = http_get(
+        &mirrorgate.addr(),
+        "/v2/quay.io/other/app/manifests/v1",
+        &[("Accept", "application/vnd.oci.image.manifest.v1+json")],
+    );
+    let layer = &image.layers[0];
+    let blob = http_get(
+        &mirrorgate.addr(),
+        &format!("/v2/quay.io/other/app/blobs/{layer}"),
+        &[],
+    );
+    let job = http_get(&mirrorgate.addr(), &format!("/warm/jobs/{id}"), &[]).json();
+    assert_eq!(
+        (
+            manifest.status,
+            blob.status,
+            blob.body.len(),
+            job["state"].as_str().unwrap_or_default().to_owned()
+        ),
+        (200, 200, image.blob(layer).len(), "fetching".to_owned()),
+        "{}",
+        mirrorgate.log()
     );
 }

@@ -23,6 +23,7 @@ use serde::Deserialize;
 
 use super::error::{ApiError, ErrorCode};
 use super::{Body, full_body};
+use crate::access::Access;
 use crate::proxy::Proxy;
 use crate::reference::Reference;
 use crate::warm::Warmer;
@@ -54,7 +55,8 @@ pub async fn answer(
 ) -> Response<Body> {
     let started = Instant::now();
     let method = request.method().clone();
-    let response = match allowed(proxy, warmer, request.headers(), local, peer).await {
+    let admin = |name: &str| warmer.is_admin(name);
+    let response = match allowed(&proxy.access(), admin, request.headers(), local, peer).await {
         Ok(()) => route(warmer, request)
             .await
             .unwrap_or_else(|e| e.into_response(false)),
@@ -151,8 +153,8 @@ async fn release_of(request: Request<Incoming>) -> Result<Reference, ApiError> {
 /// this host; from elsewhere, a client with valid credentials of `clients` whose name is in
 /// `warm.admins`.
 async fn allowed(
-    proxy: &Proxy,
-    warmer: &Warmer,
+    access: &Access,
+    is_admin: impl Fn(&str) -> bool,
     headers: &HeaderMap,
     local: SocketAddr,
     peer: SocketAddr,
@@ -160,7 +162,6 @@ async fn allowed(
     if local.ip().is_loopback() || peer.ip().is_loopback() {
         return Ok(());
     }
-    let access = proxy.access();
     if access.is_anonymous() {
         tracing::info!(%peer, "refused: the warm API to an anonymous client from elsewhere");
         return Err(ApiError::new(
@@ -174,7 +175,7 @@ async fn allowed(
         .await
         .map_err(ApiError::unauthorized)?;
     match client.name() {
-        Some(name) if warmer.is_admin(name) => Ok(()),
+        Some(name) if is_admin(name) => Ok(()),
         name => {
             let who = name.unwrap_or("anonymous");
             tracing::info!(%peer, client = who, "refused: the warm API to a client not in warm.admins");
@@ -199,4 +200,70 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     );
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ClientMode, ClientsConfig};
+
+    const OPS: &str = "0123456789abcdef0123";
+    const PULLER: &str = "fedcba9876543210fedc";
+
+    fn token_access(dir: &std::path::Path) -> Access {
+        let file = dir.join("tokens.yaml");
+        std::fs::write(
+            &file,
+            format!("tokens:\n- name: ops\n  token: {OPS}\n- name: puller\n  token: {PULLER}\n"),
+        )
+        .unwrap();
+        Access::load(&ClientsConfig {
+            mode: ClientMode::Token,
+            htpasswd_file: None,
+            tokens_file: Some(file),
+            scopes: Default::default(),
+        })
+        .unwrap()
+    }
+
+    async fn status_of(access: &Access, local: &str, peer: &str, token: Option<&str>) -> u16 {
+        let mut headers = HeaderMap::new();
+        if let Some(token) = token {
+            headers.insert(
+                header::AUTHORIZATION,
+                format!("Bearer {token}").parse().unwrap(),
+            );
+        }
+        let admins = |name: &str| name == "ops";
+        match allowed(
+            access,
+            admins,
+            &headers,
+            local.parse().unwrap(),
+            peer.parse().unwrap(),
+        )
+        .await
+        {
+            Ok(()) => 200,
+            Err(refusal) => refusal.into_response(false).status().as_u16(),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_this_host_and_named_admins_may_start_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let anonymous = Access::anonymous();
+        let tokens = token_access(dir.path());
+        let answers = [
+            // This host: a loopback listener, or a loopback peer of a wildcard listener.
+            status_of(&anonymous, "127.0.0.1:9090", "127.0.0.1:40000", None).await,
+            status_of(&anonymous, "0.0.0.0:9090", "127.0.0.1:40000", None).await,
+            // From elsewhere: never anonymous, not any client, only a named admin.
+            status_of(&anonymous, "0.0.0.0:9090", "10.1.2.3:40000", None).await,
+            status_of(&tokens, "0.0.0.0:9090", "10.1.2.3:40000", None).await,
+            status_of(&tokens, "0.0.0.0:9090", "10.1.2.3:40000", Some(PULLER)).await,
+            status_of(&tokens, "0.0.0.0:9090", "10.1.2.3:40000", Some(OPS)).await,
+        ];
+        assert_eq!(answers, [200, 200, 403, 401, 403, 200]);
+    }
 }
