@@ -19,6 +19,8 @@
 
 mod config;
 mod fetcher;
+#[cfg(feature = "kubernetes")]
+pub mod hosted;
 mod job;
 
 use std::collections::{HashSet, VecDeque};
