@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use mirrorgate::config::{Config, RegistrySettings};
 use mirrorgate::proxy::Proxy;
 use mirrorgate::upstream::Upstream;
-use mirrorgate::warm::{State, WarmConfig, Warmer, hosted};
+use mirrorgate::warm::{State, WarmConfig, Warmer};
 use serde_json::json;
 use support::kmock::HOSTED_CLUSTERS;
 use support::{Kmock, Registry, ReleaseSpec, SyntheticRelease};
@@ -68,7 +68,9 @@ async fn a_hosted_cluster_release_is_warmed_when_created_and_again_when_upgraded
         kubeconfig: Some(kmock.kubeconfig(dir.path())),
         ..mirrorgate::kubernetes::Config::default()
     };
-    let watch = hosted::spawn(warmer.clone(), kubernetes);
+    let watch = warmer
+        .watch_hosted_clusters(Some(&kubernetes))
+        .expect("hosted_clusters is on by default");
 
     kmock.create(
         HOSTED,

@@ -100,3 +100,19 @@ fn release_image(object: &DynamicObject) -> Option<String> {
         .filter(|image| !image.is_empty())
         .map(str::to_owned)
 }
+
+impl Warmer {
+    /// With a `kubernetes:` section and `warm.hosted_clusters`, starts the HostedCluster watch
+    /// ([`spawn`]); otherwise nothing. `serve` calls it with the configuration's section.
+    pub fn watch_hosted_clusters(
+        self: &Arc<Self>,
+        kubernetes: Option<&kubernetes::Config>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let kubernetes = kubernetes?;
+        if !self.config().hosted_clusters {
+            return None;
+        }
+        tracing::info!("warm: watching HostedClusters for their release images");
+        Some(spawn(self.clone(), kubernetes.clone()))
+    }
+}
