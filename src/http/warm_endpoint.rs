@@ -1,9 +1,9 @@
 //! The warm-up admin API, served where `/status` is (on `metrics_listen` when that is set, else
 //! on `listen`):
 //! - `POST /warm/jobs` with `{"image": "<release>"}`: starts a job (or returns the one running
-//!   for that image), `202 Accepted` with its [`Progress`];
+//!   for that image), `202 Accepted` with its [`Progress`](crate::warm::Progress);
 //! - `GET /warm/jobs`: `{"jobs": [Progress…]}`, oldest first;
-//! - `GET /warm/jobs/<id>`: one job's [`Progress`];
+//! - `GET /warm/jobs/<id>`: one job's [`Progress`](crate::warm::Progress);
 //! - `POST /warm/plan` with `{"image": "<release>"}`: `{"plan": "<text>"}`, the dry run.
 //!
 //! Starting jobs makes the proxy fetch whole releases, so the API is never open to anonymous
