@@ -19,7 +19,8 @@
 //! Principal types: [`Config`] (the whole file, a composition of the sections each module owns:
 //! [`ClientsConfig`] from `access`, [`CacheConfig`] from `cache`, [`UpstreamConfig`] and
 //! [`RegistrySettings`] from `upstream`, [`LimitsConfig`] from `http`, [`TlsConfig`] from `tls`,
-//! and with feature `kubernetes` the `kubernetes` section of `crate::kubernetes`)
+//! [`WarmConfig`] from `warm`, and with feature `kubernetes` the `kubernetes` section of
+//! `crate::kubernetes`)
 //! and [`ConfigError`]. Each section parses and validates itself; this module keeps the file format,
 //! the top-level keys, the checks that span sections, and the names of the file and key in
 //! errors.
@@ -40,6 +41,7 @@ use crate::reference::Host;
 pub use crate::settings::{ByteSize, ByteSizeError, Invalid};
 pub use crate::tls::TlsConfig;
 pub use crate::upstream::{Endpoint, EndpointError, RegistrySettings, Scheme, UpstreamConfig};
+pub use crate::warm::WarmConfig;
 
 /// Where the CLI looks for the configuration file when `--config` is not given.
 pub const DEFAULT_PATH: &str = "config/mirrorgate.yaml";
@@ -92,6 +94,8 @@ pub struct Config {
     /// Mirror rules also from a live cluster, merged with the rule files (`None`: files only).
     #[cfg(feature = "kubernetes")]
     pub kubernetes: Option<crate::kubernetes::Config>,
+    /// Release warm-up: releases warmed at start, HostedClusters, architectures, concurrency.
+    pub warm: WarmConfig,
 }
 
 impl Default for Config {
@@ -115,6 +119,7 @@ impl Default for Config {
             via_token: None,
             #[cfg(feature = "kubernetes")]
             kubernetes: None,
+            warm: WarmConfig::default(),
         }
     }
 }
@@ -239,6 +244,7 @@ impl Config {
                 .validate()
                 .map_err(|e| invalid(&format!("kubernetes.{}", e.key), e.message))?;
         }
+        section("warm", self.warm.validate())?;
         Ok(())
     }
 
@@ -434,6 +440,7 @@ struct RawConfig {
     kubernetes: Option<crate::kubernetes::RawConfig>,
     #[cfg(not(feature = "kubernetes"))]
     kubernetes: Option<de::IgnoredAny>,
+    warm: Option<WarmConfig>,
 }
 
 impl RawConfig {
@@ -467,6 +474,7 @@ impl RawConfig {
             kubernetes: self
                 .kubernetes
                 .map(crate::kubernetes::Config::from_raw_unchecked),
+            warm: self.warm.unwrap_or_default(),
         }
     }
 }

@@ -16,6 +16,7 @@
 //! - [`config`]: the proxy's own configuration file, composed of each module's section;
 //! - [`reload`]: picking up changed rules and settings without a restart;
 //! - [`release`]: OpenShift release payloads and the plan of warming one;
+//! - [`warm`]: release warm-up jobs run inside the server through the proxy, and their progress;
 //! - [`status`]: the state of a running proxy for `/status` and `mirrorgate status`;
 //! - `kubernetes` (feature `kubernetes`, on by default): mirror objects watched in a live cluster.
 //!
@@ -41,3 +42,4 @@ pub mod source;
 pub mod status;
 pub mod tls;
 pub mod upstream;
+pub mod warm;

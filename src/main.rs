@@ -19,7 +19,10 @@ use mirrorgate::reload;
 use mirrorgate::rules::{self, ResolveError, RuleSet};
 use mirrorgate::source::RuleSource;
 use mirrorgate::upstream::Upstream;
+use mirrorgate::warm::Warmer;
 use tokio::net::TcpListener;
+
+mod warm_cli;
 
 /// A pull-through OCI registry proxy that applies OpenShift image mirror rules
 /// (ImageContentSourcePolicy, ImageDigestMirrorSet, ImageTagMirrorSet) as a node would.
@@ -85,6 +88,35 @@ enum Command {
         /// Extra PEM roots to trust for an https server.
         #[arg(long, value_name = "FILE")]
         ca_file: Option<PathBuf>,
+    },
+    /// Warm the cache with whole OpenShift releases on a running server: start a job per
+    /// release, follow them (a progress bar on a terminal, progress lines otherwise), print a
+    /// summary, and fail if anything could not be fetched.
+    Warm {
+        /// The server's base URL [default: from the configuration, as for `status`].
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+        /// The configuration file that gives the default server [default:
+        /// config/mirrorgate.yaml, or the built-in defaults when that file does not exist].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print each release's plan (version, components with their pull sources, unique
+        /// blobs and size) without fetching it.
+        #[arg(long)]
+        dry_run: bool,
+        /// `USER:PASSWORD` of a `warm.admins` user, for a server on another host.
+        #[arg(long, value_name = "USER:PASSWORD", conflicts_with = "token")]
+        creds: Option<String>,
+        /// A token of a `warm.admins` name, for a server on another host.
+        #[arg(long, value_name = "TOKEN")]
+        token: Option<String>,
+        /// Extra PEM roots to trust for an https server.
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
+        /// Release images (`quay.io/openshift-release-dev/ocp-release:4.16.0-x86_64`, or by
+        /// digest).
+        #[arg(required = true, value_name = "RELEASE")]
+        releases: Vec<String>,
     },
 }
 
@@ -310,7 +342,62 @@ fn run(command: Command) -> Result<()> {
             };
             status(&server, json, credentials, ca_file.as_deref())
         }
+        Command::Warm {
+            server,
+            config,
+            dry_run,
+            creds,
+            token,
+            ca_file,
+            releases,
+        } => {
+            let server = match server {
+                Some(server) => server,
+                None => {
+                    let args = RuleArgs {
+                        config,
+                        rules: Vec::new(),
+                    };
+                    default_status_server(&args.config()?.0)
+                }
+            };
+            let credentials = match (creds, token) {
+                (Some(creds), _) => Some(StatusCredentials::Basic(creds)),
+                (None, Some(token)) => Some(StatusCredentials::Bearer(token)),
+                (None, None) => None,
+            };
+            let client = admin_client("mirrorgate-warm", ca_file.as_deref())?;
+            let admin = warm_cli::Admin {
+                client,
+                server: server.trim_end_matches('/').to_owned(),
+                credentials,
+            };
+            if dry_run {
+                warm_cli::dry_run(&admin, &releases)
+            } else {
+                warm_cli::warm(&admin, &releases)
+            }
+        }
     }
+}
+
+/// An HTTP client for a running server's own endpoints, trusting `ca_file` besides the system
+/// roots.
+fn admin_client(agent: &str, ca_file: Option<&Path>) -> Result<reqwest::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = reqwest::Client::builder()
+        .user_agent(format!("{agent}/{}", env!("CARGO_PKG_VERSION")))
+        .timeout(std::time::Duration::from_secs(300))
+        .no_proxy();
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        for certificate in reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("{}: no PEM certificate", path.display()))?
+        {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder.build().context("cannot set up the HTTP client")
 }
 
 /// How `mirrorgate status` authenticates.
@@ -455,19 +542,37 @@ fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
         let proxy = Arc::new(Proxy::new(Arc::new(rule_set), upstream, &config)?);
         proxy.set_config_path(config_path.as_deref());
         let cluster = watch_cluster(&config).await?;
-        reload::spawn(proxy.clone(), config_path.clone(), config.clone(), cluster);
+        let mut reloaded =
+            reload::spawn(proxy.clone(), config_path.clone(), config.clone(), cluster);
+        let warmer = Warmer::new(proxy.clone(), &config.warm);
         if let Some(address) = config.metrics_listen {
             let listener = TcpListener::bind(address)
                 .await
                 .with_context(|| format!("cannot listen on {address} for metrics"))?;
             tracing::info!(metrics_listen = %listener.local_addr()?, "serving metrics");
-            tokio::spawn(http::serve_metrics(listener, proxy.clone()));
+            tokio::spawn(http::serve_metrics(
+                listener,
+                proxy.clone(),
+                Some(warmer.clone()),
+            ));
         }
-        http::serve(
+        // `warm.releases` now, and the new ones of each good reload.
+        warmer.apply(&config.warm, true);
+        {
+            let warmer = warmer.clone();
+            tokio::spawn(async move {
+                while reloaded.changed().await.is_ok() {
+                    let warm = reloaded.borrow_and_update().warm.clone();
+                    warmer.apply(&warm, false);
+                }
+            });
+        }
+        http::serve_with_warm(
             listener,
             proxy,
             tls,
             config.limits.clone(),
+            Some(warmer),
             shutdown_signal(),
         )
         .await?;

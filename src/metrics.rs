@@ -255,9 +255,103 @@ impl ClusterMetrics {
     }
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WarmSourceLabels {
+    source: &'static str,
+}
+
+/// What release warm-up jobs did (`crate::warm`).
+#[derive(Debug, Clone, Default)]
+pub struct WarmMetrics {
+    jobs: Family<OutcomeLabels, Counter>,
+    running: Gauge,
+    images: Counter,
+    blobs: Family<WarmSourceLabels, Counter>,
+    bytes: Family<WarmSourceLabels, Counter>,
+    failures: Counter,
+}
+
+impl WarmMetrics {
+    /// A job started.
+    pub fn job_started(&self) {
+        self.running.inc();
+    }
+
+    /// A job ended, `succeeded` or `failed`.
+    pub fn job_finished(&self, succeeded: bool) {
+        self.running.dec();
+        let outcome = if succeeded { "succeeded" } else { "failed" };
+        self.jobs.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// An image (all of its blobs) is warm.
+    pub fn image_warmed(&self) {
+        self.images.inc();
+    }
+
+    /// A blob of `size` bytes is warm: `fetched` from an upstream by the job, or found cached.
+    pub fn blob_warmed(&self, size: u64, fetched: bool) {
+        let source = if fetched { "fetched" } else { "cached" };
+        let labels = WarmSourceLabels { source };
+        self.blobs.get_or_create(&labels).inc();
+        self.bytes.get_or_create(&labels).inc_by(size);
+    }
+
+    /// A component, manifest or blob could not be warmed.
+    pub fn failure(&self) {
+        self.failures.inc();
+    }
+
+    fn register(&self, root: &mut Registry) {
+        for outcome in ["succeeded", "failed"] {
+            let _ = self.jobs.get_or_create(&OutcomeLabels { outcome });
+        }
+        for source in ["fetched", "cached"] {
+            let _ = self.blobs.get_or_create(&WarmSourceLabels { source });
+            let _ = self.bytes.get_or_create(&WarmSourceLabels { source });
+        }
+        root.register(
+            "warm_jobs",
+            "Release warm-up jobs ended, by outcome (succeeded, failed)",
+            self.jobs.clone(),
+        );
+        root.register(
+            "warm_jobs_running",
+            "Release warm-up jobs under way",
+            self.running.clone(),
+        );
+        root.register(
+            "warm_images",
+            "Images (manifests with all their blobs) made warm by warm-up jobs",
+            self.images.clone(),
+        );
+        root.register(
+            "warm_blobs",
+            "Blobs of warm-up jobs, by source (fetched from an upstream, or already cached)",
+            self.blobs.clone(),
+        );
+        root.register(
+            "warm_bytes",
+            "Blob bytes of warm-up jobs, by source (fetched from an upstream, or already cached)",
+            self.bytes.clone(),
+        );
+        root.register(
+            "warm_failures",
+            "Components, manifests and blobs warm-up jobs could not fetch",
+            self.failures.clone(),
+        );
+    }
+}
+
 /// Every metric mirrorgate exports.
 pub struct Metrics {
     registry: Registry,
+    warm: WarmMetrics,
     requests: Family<RequestLabels, Counter>,
     request_duration: Family<RouteMethodLabels, Histogram>,
     upstream_requests: Family<UpstreamLabels, Counter>,
@@ -413,6 +507,7 @@ impl Metrics {
             known_registries: ArcSwap::from_pointee(HashSet::new()),
             known_wildcards: ArcSwap::from_pointee(Vec::new()),
             registry: Registry::default(),
+            warm: WarmMetrics::default(),
         };
         root.register(
             "http_requests",
@@ -518,10 +613,16 @@ impl Metrics {
             .set(1);
         root.register("build_info", "The running version (value 1)", build);
         root.register_collector(Box::new(CacheCollector(cache)));
+        metrics.warm.register(&mut root);
         Metrics {
             registry: root,
             ..metrics
         }
+    }
+
+    /// The counters of release warm-up jobs.
+    pub fn warm(&self) -> &WarmMetrics {
+        &self.warm
     }
 
     /// The OpenMetrics text of every metric.

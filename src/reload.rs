@@ -40,14 +40,16 @@ const DEBOUNCE: Duration = Duration::from_millis(300);
 /// Reloads the rules and upstream settings of `proxy` on change (when `config.watch`) and on
 /// SIGHUP, and follows `cluster`'s changes when there is one (the proxy is incomplete until its
 /// first snapshot). `config_path` is the configuration file, if one was read. Runs until the
-/// process ends.
+/// process ends. The receiver sees each configuration that was reloaded successfully, for the
+/// parts that follow it (the `warm` section).
 pub fn spawn(
     proxy: Arc<Proxy>,
     config_path: Option<PathBuf>,
     config: Config,
     cluster: Option<ClusterSource>,
-) {
+) -> tokio::sync::watch::Receiver<Config> {
     let cluster = ClusterPart::new(cluster, &proxy);
+    let (configs, reloaded) = tokio::sync::watch::channel(config.clone());
     let (sender, receiver) = mpsc::channel::<()>(1);
     let watcher = if config.watch {
         watch(&config_path, &config, sender.clone())
@@ -70,8 +72,9 @@ pub fn spawn(
         // The watcher lives as long as the loop.
         let _watcher = watcher;
         let feed = RuleFeed::new(proxy.rules());
-        run(proxy, feed, config_path, config, receiver, cluster).await;
+        run(proxy, feed, config_path, config, receiver, cluster, configs).await;
     });
+    reloaded
 }
 
 /// Why pulls wait, until the cluster's first snapshot.
@@ -346,6 +349,7 @@ async fn run(
     mut config: Config,
     mut receiver: mpsc::Receiver<()>,
     mut cluster: ClusterPart,
+    configs: tokio::sync::watch::Sender<Config>,
 ) {
     loop {
         tokio::select! {
@@ -364,6 +368,7 @@ async fn run(
                 match reload(&proxy, &feed, &config_path, &config, &cluster).await {
                     Ok(new_config) => {
                         proxy.record_reload(Ok(()));
+                        configs.send_replace(new_config.clone());
                         config = new_config;
                     }
                     Err(error) => {

@@ -98,6 +98,7 @@ fn defaults_match_the_documented_values() {
         via_token: None,
         #[cfg(feature = "kubernetes")]
         kubernetes: None,
+        warm: crate::warm::WarmConfig::default(),
     };
     assert_eq!(Config::default(), expected);
 }

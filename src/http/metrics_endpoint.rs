@@ -1,6 +1,6 @@
-//! The second listener of `metrics_listen`: `/metrics`, `/status`, `/healthz` and `/readyz`
-//! only, so that scraping, probes and the status view can stay off the address clients pull
-//! from.
+//! The second listener of `metrics_listen`: `/metrics`, `/status`, `/healthz`, `/readyz` and
+//! the warm-up admin API (`/warm/…`) only, so that scraping, probes, the status view and
+//! operations can stay off the address clients pull from.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,11 +15,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpListener;
 
-use super::{Body, full_body, status_endpoint};
+use super::{Body, full_body, status_endpoint, warm_endpoint};
 use crate::proxy::Proxy;
+use crate::warm::Warmer;
 
-/// Serves the metrics endpoints on `listener` until the process ends.
-pub async fn serve_metrics(listener: TcpListener, proxy: Arc<Proxy>) {
+/// Serves the metrics endpoints (and with `warm`, the warm-up admin API) on `listener` until
+/// the process ends.
+pub async fn serve_metrics(listener: TcpListener, proxy: Arc<Proxy>, warm: Option<Arc<Warmer>>) {
     let builder = Builder::new(TokioExecutor::new());
     let Ok(local) = listener.local_addr() else {
         tracing::error!("the metrics listener has no address; not serving metrics");
@@ -35,9 +37,12 @@ pub async fn serve_metrics(listener: TcpListener, proxy: Arc<Proxy>) {
             }
         };
         let proxy = proxy.clone();
+        let warm = warm.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| answer(proxy.clone(), request, local, peer));
+            let service = service_fn(move |request| {
+                answer(proxy.clone(), warm.clone(), request, local, peer)
+            });
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -47,10 +52,16 @@ pub async fn serve_metrics(listener: TcpListener, proxy: Arc<Proxy>) {
 
 async fn answer(
     proxy: Arc<Proxy>,
+    warm: Option<Arc<Warmer>>,
     request: Request<Incoming>,
     local: SocketAddr,
     peer: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
+    if let Some(warmer) = &warm
+        && request.uri().path().starts_with(warm_endpoint::PREFIX)
+    {
+        return Ok(warm_endpoint::answer(&proxy, warmer, request, local, peer).await);
+    }
     let (status, content_type, body) = match request.uri().path() {
         "/metrics" => {
             let accept = request

@@ -4,7 +4,7 @@
 //!
 //! Principal types: [`ApiRequest`] (what a request asks for), [`ApiError`] and [`ErrorCode`] (the
 //! one mapping of errors to OCI bodies), [`LimitsConfig`] (the `limits` section); entry points
-//! [`serve`] and [`serve_metrics`].
+//! [`serve`] (or [`serve_with_warm`], with the warm-up admin API) and [`serve_metrics`].
 
 mod answer;
 mod connection;
@@ -14,6 +14,7 @@ mod metrics_endpoint;
 pub mod route;
 mod server;
 pub mod status_endpoint;
+pub mod warm_endpoint;
 
 pub use crate::proxy::{Body, empty_body, full_body};
 pub use crate::tls::ServerTls;
@@ -21,7 +22,7 @@ pub use error::{ApiError, ErrorCode};
 pub use limits::LimitsConfig;
 pub use metrics_endpoint::serve_metrics;
 pub use route::{ApiRequest, Repository};
-pub use server::serve;
+pub use server::{serve, serve_with_warm};
 
 /// The header every registry response carries.
 pub const API_VERSION_HEADER: &str = "docker-distribution-api-version";

@@ -25,8 +25,9 @@ use tokio_util::either::Either;
 
 use super::LimitsConfig;
 use super::connection::{Activity, InProgress, drive};
-use super::{API_VERSION_HEADER, Body, ServerTls, status_endpoint};
+use super::{API_VERSION_HEADER, Body, ServerTls, status_endpoint, warm_endpoint};
 use crate::proxy::Proxy;
+use crate::warm::Warmer;
 
 /// How long in-flight requests may take to finish once a stop is asked for.
 const GRACE_PERIOD: Duration = Duration::from_secs(30);
@@ -49,6 +50,19 @@ pub async fn serve(
     proxy: Arc<Proxy>,
     tls: Option<Arc<ServerTls>>,
     limits: LimitsConfig,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    serve_with_warm(listener, proxy, tls, limits, None, shutdown).await
+}
+
+/// [`serve`], also answering the warm-up admin API (`/warm/…`) of `warm` unless
+/// `metrics_listen` serves it.
+pub async fn serve_with_warm(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    tls: Option<Arc<ServerTls>>,
+    limits: LimitsConfig,
+    warm: Option<Arc<Warmer>>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -101,11 +115,12 @@ pub async fn serve(
                 open.inc();
                 let held = OpenConnection { _permit: permit, open: open.clone() };
                 let proxy = proxy.clone();
+                let warm = warm.clone();
                 let activity = Activity::new();
                 let service = {
                     let activity = activity.clone();
                     service_fn(move |request| {
-                        handle(proxy.clone(), request, local, peer, activity.begin())
+                        handle(proxy.clone(), warm.clone(), request, local, peer, activity.begin())
                     })
                 };
                 let builder = builder.clone();
@@ -182,11 +197,19 @@ impl Drop for OpenConnection {
 
 async fn handle(
     proxy: Arc<Proxy>,
+    warm: Option<Arc<Warmer>>,
     request: Request<Incoming>,
     local: SocketAddr,
     peer: SocketAddr,
     in_progress: InProgress,
 ) -> Result<Response<Body>, Infallible> {
+    if let Some(warmer) = &warm
+        && request.uri().path().starts_with(warm_endpoint::PREFIX)
+        && !proxy.metrics_elsewhere()
+    {
+        let response = warm_endpoint::answer(&proxy, warmer, request, local, peer).await;
+        return Ok(response.map(|body| Activity::track(body, in_progress)));
+    }
     // `/status` depends on who is asking from where, which only this layer knows.
     if request.uri().path() == status_endpoint::PATH && !proxy.metrics_elsewhere() {
         let mut response =

@@ -13,19 +13,41 @@ use http_body_util::BodyExt;
 
 use super::admission::Admission;
 use super::{Error, Proxy, Repository};
+use crate::cache::blobs::BlobFile;
+use crate::cache::manifests::StoredManifest;
 use crate::reference::{Digest, Reference};
 
 impl Proxy {
     /// Makes sure the manifest `reference` names (a logical, normalised reference, by tag or
     /// digest) is cached, fetching it along the rules if it is not; returns its digest.
     pub async fn ensure_manifest(self: &Arc<Self>, reference: &Reference) -> Result<Digest, Error> {
-        let manifest = Admission::Background
-            .scope(self.stored_manifest(reference, super::manifest::standard_accept()))
-            .await?;
+        let manifest = self.ensure_manifest_content(reference).await?;
         manifest
             .digest
             .parse()
             .map_err(|_| Error::InvalidDigest(format!("invalid digest {}", manifest.digest)))
+    }
+
+    /// [`Proxy::ensure_manifest`], returning the stored manifest itself (bytes, media type,
+    /// digest) for a caller that reads it.
+    pub async fn ensure_manifest_content(
+        self: &Arc<Self>,
+        reference: &Reference,
+    ) -> Result<Arc<StoredManifest>, Error> {
+        Admission::Background
+            .scope(self.stored_manifest(reference, super::manifest::standard_accept()))
+            .await
+    }
+
+    /// The size of blob `digest` when it is in the blob store (counting as a use).
+    pub fn cached_blob_size(&self, digest: &Digest) -> Option<u64> {
+        self.cache.blobs.stat(digest)
+    }
+
+    /// Opens blob `digest` of the blob store for reading, if it is there; the file stays
+    /// protected from eviction while the returned value lives.
+    pub fn open_cached_blob(&self, digest: &Digest) -> Option<BlobFile> {
+        self.cache.blobs.open_blob(digest)
     }
 
     /// Makes sure blob `digest` of the repository of `repository` (a logical reference; its

@@ -167,19 +167,23 @@ pub async fn plan_release<F: Fetcher>(
     plan.version = version.unwrap_or_default();
     plan.components = components;
 
-    let fetched: Vec<(usize, ComponentResult)> = stream::iter(plan.components.iter().enumerate())
-        .map(|(i, component)| {
-            let platforms = &options.platforms;
-            async move {
-                (
-                    i,
-                    fetch_component(fetcher, &component.reference, platforms).await,
-                )
-            }
-        })
-        .buffer_unordered(options.concurrency.max(1))
-        .collect()
-        .await;
+    // Owned items: a stream over borrowed components makes the walk's future unusable with
+    // `tokio::spawn` (its closure would be higher-ranked over the borrow).
+    let references: Vec<(usize, Reference)> = plan
+        .components
+        .iter()
+        .map(|c| c.reference.clone())
+        .enumerate()
+        .collect();
+    let platforms = &options.platforms;
+    let fetched: Vec<(usize, ComponentResult)> =
+        stream::iter(references)
+            .map(|(i, reference)| async move {
+                (i, fetch_component(fetcher, &reference, platforms).await)
+            })
+            .buffer_unordered(options.concurrency.max(1))
+            .collect()
+            .await;
     let mut fetched = fetched;
     fetched.sort_by_key(|(i, _)| *i);
     for (i, result) in fetched {

@@ -234,6 +234,42 @@ impl SyntheticRelease {
         }
     }
 
+    /// Pushes the same images to `registry` (a mirror): components under `component_repository`
+    /// (each by its name as tag), the release under `release_repository` (by its tag); `None`
+    /// pushes none of them.
+    pub fn push_to(
+        &self,
+        registry: &Registry,
+        component_repository: Option<&str>,
+        release_repository: Option<&str>,
+    ) {
+        let components = component_repository.map_or(&[][..], |_| &self.components[..]);
+        let component_repository = component_repository.unwrap_or_default();
+        for component in components {
+            push_ref(
+                self._layout.path(),
+                &component.name,
+                &format!(
+                    "{}/{component_repository}:{}",
+                    registry.addr(),
+                    component.name
+                ),
+            );
+        }
+        if let Some(repository) = release_repository {
+            push_ref(
+                self._layout.path(),
+                "release",
+                &format!("{}/{repository}:{}", registry.addr(), self.release_tag()),
+            );
+        }
+    }
+
+    /// The release's tag (`<version>-x86_64`, `<version>-multi`).
+    pub fn release_tag(&self) -> &str {
+        self.pull_spec.rsplit_once(':').map_or("", |(_, tag)| tag)
+    }
+
     /// Every blob (digest → size) of the release's payloads and components on the given
     /// architectures (`None`: all).
     pub fn expected_blobs(&self, architectures: Option<&[&str]>) -> BTreeMap<String, u64> {

@@ -1,0 +1,269 @@
+//! The warm-up admin API, served where `/status` is (on `metrics_listen` when that is set, else
+//! on `listen`):
+//! - `POST /warm/jobs` with `{"image": "<release>"}`: starts a job (or returns the one running
+//!   for that image), `202 Accepted` with its [`Progress`](crate::warm::Progress);
+//! - `GET /warm/jobs`: `{"jobs": [Progress…]}`, oldest first;
+//! - `GET /warm/jobs/<id>`: one job's [`Progress`](crate::warm::Progress);
+//! - `POST /warm/plan` with `{"image": "<release>"}`: `{"plan": "<text>"}`, the dry run.
+//!
+//! Starting jobs makes the proxy fetch whole releases, so the API is never open to anonymous
+//! clients from elsewhere: a client on the same host (a loopback listener, or a loopback peer)
+//! needs nothing; any other needs the credentials of `clients` of a name listed in
+//! `warm.admins`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use super::error::{ApiError, ErrorCode};
+use super::{Body, full_body};
+use crate::access::Access;
+use crate::proxy::Proxy;
+use crate::reference::Reference;
+use crate::warm::Warmer;
+
+/// The paths' common prefix.
+pub const PREFIX: &str = "/warm/";
+/// Jobs.
+pub const JOBS: &str = "/warm/jobs";
+/// The dry run.
+pub const PLAN: &str = "/warm/plan";
+
+/// The largest request body read.
+const MAX_BODY: usize = 64 * 1024;
+
+/// A request to start a job or plan one.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WarmRequest {
+    image: String,
+}
+
+/// Answers a `/warm/…` request on a listener bound to `local`, for a client at `peer`.
+pub async fn answer(
+    proxy: &Proxy,
+    warmer: &Arc<Warmer>,
+    request: Request<Incoming>,
+    local: SocketAddr,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let admin = |name: &str| warmer.is_admin(name);
+    let response = match allowed(&proxy.access(), admin, request.headers(), local, peer).await {
+        Ok(()) => route(warmer, request)
+            .await
+            .unwrap_or_else(|e| e.into_response(false)),
+        Err(refusal) => refusal.into_response(false),
+    };
+    let method = match method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        _ => "OTHER",
+    };
+    proxy.metrics().request(
+        "warm",
+        method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+async fn route(
+    warmer: &Arc<Warmer>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let path = request.uri().path().trim_end_matches('/').to_owned();
+    let method = request.method().clone();
+    match (method.clone(), path.as_str()) {
+        (Method::POST, JOBS) => {
+            let release = release_of(request).await?;
+            let job = warmer.start(release, "api");
+            Ok(json(StatusCode::ACCEPTED, &job.progress()))
+        }
+        (Method::GET, JOBS) => Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({ "jobs": warmer.jobs() }),
+        )),
+        (Method::POST, PLAN) => {
+            let release = release_of(request).await?;
+            match warmer.dry_run(&release).await {
+                Ok(plan) => Ok(json(StatusCode::OK, &serde_json::json!({ "plan": plan }))),
+                Err(error) => Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    ErrorCode::ManifestInvalid,
+                    error.to_string(),
+                )),
+            }
+        }
+        (Method::GET, path) if path.starts_with("/warm/jobs/") => {
+            let id = &path["/warm/jobs/".len()..];
+            let job = id.parse::<u64>().ok().and_then(|id| warmer.job(id));
+            match job {
+                Some(progress) => Ok(json(StatusCode::OK, &progress)),
+                None => Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    ErrorCode::NameUnknown,
+                    format!("no warm job {id}"),
+                )),
+            }
+        }
+        (_, JOBS | PLAN) => Err(ApiError::unsupported(&method)),
+        (_, path) if path.starts_with("/warm/jobs/") => Err(ApiError::unsupported(&method)),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::Unsupported,
+            format!(
+                "{path}: not a warm API path (POST {JOBS}, GET {JOBS}, GET {JOBS}/<id>, POST {PLAN})"
+            ),
+        )),
+    }
+}
+
+/// The release of a `{"image": …}` body.
+async fn release_of(request: Request<Incoming>) -> Result<Reference, ApiError> {
+    let bad =
+        |message: String| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, message);
+    let body = Limited::new(request.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            bad(format!(
+                "cannot read the request body (at most {MAX_BODY} bytes): {e}"
+            ))
+        })?
+        .to_bytes();
+    let asked: WarmRequest = serde_json::from_slice(&body).map_err(|e| {
+        bad(format!(
+            "the body must be {{\"image\": \"<release image>\"}}: {e}"
+        ))
+    })?;
+    Reference::parse_normalized(asked.image.trim())
+        .map_err(|e| ApiError::name_invalid(format!("invalid image \"{}\": {e}", asked.image)))
+}
+
+/// Whether the client at `peer`, on the listener bound to `local`, may use the API: anyone on
+/// this host; from elsewhere, a client with valid credentials of `clients` whose name is in
+/// `warm.admins`.
+async fn allowed(
+    access: &Access,
+    is_admin: impl Fn(&str) -> bool,
+    headers: &HeaderMap,
+    local: SocketAddr,
+    peer: SocketAddr,
+) -> Result<(), ApiError> {
+    if local.ip().is_loopback() || peer.ip().is_loopback() {
+        return Ok(());
+    }
+    if access.is_anonymous() {
+        tracing::info!(%peer, "refused: the warm API to an anonymous client from elsewhere");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Denied,
+            "the warm API is served to clients on this host, or to clients named in warm.admins (clients.mode is anonymous)",
+        ));
+    }
+    let client = access
+        .authenticate(JOBS, headers, Some(peer.ip()))
+        .await
+        .map_err(ApiError::unauthorized)?;
+    match client.name() {
+        Some(name) if is_admin(name) => Ok(()),
+        name => {
+            let who = name.unwrap_or("anonymous");
+            tracing::info!(%peer, client = who, "refused: the warm API to a client not in warm.admins");
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Denied,
+                format!("{who} may not use the warm API: it is not listed in warm.admins"),
+            ))
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let body = Bytes::from(serde_json::to_vec_pretty(value).unwrap_or_default());
+    let length = body.len();
+    let mut response = Response::new(full_body(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ClientMode, ClientsConfig};
+
+    const OPS: &str = "0123456789abcdef0123";
+    const PULLER: &str = "fedcba9876543210fedc";
+
+    fn token_access(dir: &std::path::Path) -> Access {
+        let file = dir.join("tokens.yaml");
+        std::fs::write(
+            &file,
+            format!("tokens:\n- name: ops\n  token: {OPS}\n- name: puller\n  token: {PULLER}\n"),
+        )
+        .unwrap();
+        Access::load(&ClientsConfig {
+            mode: ClientMode::Token,
+            htpasswd_file: None,
+            tokens_file: Some(file),
+            scopes: Default::default(),
+        })
+        .unwrap()
+    }
+
+    async fn status_of(access: &Access, local: &str, peer: &str, token: Option<&str>) -> u16 {
+        let mut headers = HeaderMap::new();
+        if let Some(token) = token {
+            headers.insert(
+                header::AUTHORIZATION,
+                format!("Bearer {token}").parse().unwrap(),
+            );
+        }
+        let admins = |name: &str| name == "ops";
+        match allowed(
+            access,
+            admins,
+            &headers,
+            local.parse().unwrap(),
+            peer.parse().unwrap(),
+        )
+        .await
+        {
+            Ok(()) => 200,
+            Err(refusal) => refusal.into_response(false).status().as_u16(),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_this_host_and_named_admins_may_start_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let anonymous = Access::anonymous();
+        let tokens = token_access(dir.path());
+        let answers = [
+            // This host: a loopback listener, or a loopback peer of a wildcard listener.
+            status_of(&anonymous, "127.0.0.1:9090", "127.0.0.1:40000", None).await,
+            status_of(&anonymous, "0.0.0.0:9090", "127.0.0.1:40000", None).await,
+            // From elsewhere: never anonymous, not any client, only a named admin.
+            status_of(&anonymous, "0.0.0.0:9090", "10.1.2.3:40000", None).await,
+            status_of(&tokens, "0.0.0.0:9090", "10.1.2.3:40000", None).await,
+            status_of(&tokens, "0.0.0.0:9090", "10.1.2.3:40000", Some(PULLER)).await,
+            status_of(&tokens, "0.0.0.0:9090", "10.1.2.3:40000", Some(OPS)).await,
+        ];
+        assert_eq!(answers, [200, 200, 403, 401, 403, 200]);
+    }
+}
