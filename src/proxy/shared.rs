@@ -33,6 +33,10 @@ pub const WAIT: Duration = Duration::from_secs(5);
 pub const BACKOFF: Duration = Duration::from_secs(5);
 /// Corrupt objects remembered at most (each until it is replaced).
 const CORRUPT_CAPACITY: usize = 10_000;
+/// Uploads under way at once. An upload of up to 8 MiB is read into memory (one conditional
+/// `PUT`) and a larger one keeps parts in flight: a burst of fetched blobs (a release warm-up)
+/// queues here instead of holding memory and connections for all of them at once.
+const UPLOADS_AT_ONCE: usize = 4;
 
 /// Rate-limited lines about the shared store, by kind of failure.
 static FAILED: std::sync::LazyLock<log_limit::LogLimit> =
@@ -47,6 +51,8 @@ pub struct SharedTier {
     skip_until: Arc<Mutex<Option<Instant>>>,
     /// Keys (`kind digest`) of objects found corrupt, not yet replaced.
     corrupt: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Permits for uploads ([`UPLOADS_AT_ONCE`]).
+    uploads: Arc<tokio::sync::Semaphore>,
 }
 
 impl SharedTier {
@@ -59,6 +65,7 @@ impl SharedTier {
                 store,
                 skip_until: Arc::default(),
                 corrupt: Arc::default(),
+                uploads: Arc::new(tokio::sync::Semaphore::new(UPLOADS_AT_ONCE)),
             }),
             Err(error) => {
                 tracing::error!(store = %config.s3.describe(), %error, "the shared cache cannot be used; serving from the local cache and upstreams only");
@@ -295,6 +302,9 @@ impl SharedTier {
         let replace = self.is_corrupt(Kind::Blob, &digest);
         let tier = self.clone();
         tokio::spawn(async move {
+            let Ok(_permit) = tier.uploads.clone().acquire_owned().await else {
+                return;
+            };
             let BlobFile { file, size, guard } = blob;
             let reader = tokio::fs::File::from_std(file);
             let result = if replace {
@@ -317,6 +327,9 @@ impl SharedTier {
         let replace = self.is_corrupt(Kind::Manifest, &digest);
         let tier = self.clone();
         tokio::spawn(async move {
+            let Ok(_permit) = tier.uploads.clone().acquire_owned().await else {
+                return;
+            };
             let size = bytes.len() as u64;
             let reader = std::io::Cursor::new(bytes);
             let result = if replace {
