@@ -934,7 +934,9 @@ def check_config(
         secret.write_text('{"auths": {}}\n', encoding="utf-8")
         text = text.replace(str(config["pull_secret"]), str(secret))
     config_file.write_text(text, encoding="utf-8")
-    command = [mirrorgate, "check", "--config", str(config_file)]
+    # --offline: the configuration is meant for the cluster, whose shared-cache bucket (and its
+    # credentials) is not reachable from here.
+    command = [mirrorgate, "check", "--offline", "--config", str(config_file)]
     for directory in rules_dirs:
         command += ["--rules", str(directory)]
     result = subprocess.run(

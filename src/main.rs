@@ -55,10 +55,16 @@ enum Command {
         /// The image reference, as a client writes it (`busybox`, `quay.io/ns/app:v1`, `…@sha256:…`).
         image: String,
     },
-    /// Load and validate the configuration and every rule file, and print a summary.
+    /// Load and validate the configuration and every rule file, and print a summary. With
+    /// `cache.shared`, also reach the bucket with the credentials (wrong credentials or a
+    /// missing bucket are an error).
     Check {
         #[command(flatten)]
         rules: RuleArgs,
+        /// Contact nothing: leave out reaching the shared cache's bucket and listing the
+        /// cluster (for configurations checked away from where they run, e.g. in CI).
+        #[arg(long)]
+        offline: bool,
     },
     /// Print the rules as the containers-registries.conf(5) file the Machine Config Operator writes.
     RegistriesConf {
@@ -311,7 +317,7 @@ fn run(command: Command) -> Result<()> {
             log_format,
         ),
         Command::Resolve { rules, json, image } => resolve(&rules, json, &image),
-        Command::Check { rules } => check(&rules),
+        Command::Check { rules, offline } => check(&rules, offline),
         Command::RegistriesConf { rules } => {
             let (rule_set, _, _) = rules.load(true)?;
             print!("{}", rule_set.to_registries_conf()?);
@@ -544,6 +550,7 @@ fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
         let cluster = watch_cluster(&config).await?;
         let mut reloaded =
             reload::spawn(proxy.clone(), config_path.clone(), config.clone(), cluster);
+        proxy.check_shared_cache();
         let warmer = Warmer::new(proxy.clone(), &config.warm);
         if let Some(address) = config.metrics_listen {
             let listener = TcpListener::bind(address)
@@ -709,17 +716,50 @@ fn resolve(args: &RuleArgs, json: bool, image: &str) -> Result<()> {
     Ok(())
 }
 
-fn check(args: &RuleArgs) -> Result<()> {
-    let (rule_set, config, config_path) = args.load(true)?;
+/// Reaches the shared cache (`cache.shared`), if configured, with its credentials: wrong
+/// credentials or a missing bucket are an error. Returns what it checked.
+fn check_shared_cache(cache: &mirrorgate::cache::CacheConfig) -> Result<Option<String>> {
+    use mirrorgate::cache::shared::{SharedStore, Timeouts};
+    let Some(shared) = &cache.shared else {
+        return Ok(None);
+    };
+    let described = shared.s3.describe();
+    let store = SharedStore::open(&shared.s3, Timeouts::default())
+        .with_context(|| format!("the shared cache {described} cannot be used"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime
+        .block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(30), store.check())
+                .await
+                .map_err(|_| anyhow::anyhow!("no answer within 30s"))?
+                .map_err(anyhow::Error::from)
+        })
+        .with_context(|| format!("the shared cache {described} cannot be used"))?;
+    Ok(Some(described))
+}
+
+fn check(args: &RuleArgs, offline: bool) -> Result<()> {
+    let (rule_set, config, config_path) = args.load(!offline)?;
     // The files the proxy reads at start (pull secret, CA bundles, clients) must be good too.
     Upstream::new(&config).context("the upstream settings are invalid")?;
     mirrorgate::access::Access::load(&config.clients)
         .context("the clients settings are invalid")?;
     http::ServerTls::from_config(config.tls.as_ref()).context("the tls settings are invalid")?;
+    let shared = if offline {
+        None
+    } else {
+        check_shared_cache(&config.cache)?
+    };
     let summary = rule_set.summary();
     match &config_path {
         Some(path) => println!("config: {} (listen {})", path.display(), config.listen),
         None => println!("config: built-in defaults (listen {})", config.listen),
+    }
+    if let Some(shared) = shared {
+        println!("shared cache: {shared} (reachable, bucket found)");
     }
     println!("files: {}", summary.files.len());
     for file in &summary.files {

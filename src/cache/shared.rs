@@ -473,6 +473,19 @@ impl SharedStats {
     }
 }
 
+impl SharedStats {
+    /// Counts a failed operation whose failure the store did not see (the caller stopped
+    /// waiting for it).
+    pub fn count_error(&self) {
+        bump(&self.errors, 1);
+    }
+
+    /// Counts an object found corrupt by the caller (e.g. not the size its manifest declares).
+    pub fn count_corrupt(&self) {
+        bump(&self.corrupt, 1);
+    }
+}
+
 fn bump(counter: &AtomicU64, by: u64) {
     counter.fetch_add(by, Ordering::Relaxed);
 }
@@ -495,6 +508,30 @@ impl Kind {
             Kind::Blob => "blobs",
             Kind::Manifest => "manifests",
         }
+    }
+}
+
+/// A tag answer as replicas share it: what the tag pointed to, on which route, and when (seconds
+/// since the Unix epoch, by the clock of the replica that recorded it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagRecord {
+    /// The manifest digest.
+    pub digest: Digest,
+    /// The fingerprint of the route the answer came from.
+    pub route: u64,
+    /// When an upstream gave it.
+    pub recorded_at: u64,
+}
+
+impl TagRecord {
+    fn parse(bytes: &[u8]) -> Option<TagRecord> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut lines = text.lines();
+        Some(TagRecord {
+            digest: lines.next()?.parse().ok()?,
+            route: lines.next()?.parse().ok()?,
+            recorded_at: lines.next()?.parse().ok()?,
+        })
     }
 }
 
@@ -857,6 +894,19 @@ impl SharedStore {
         Ok(())
     }
 
+    /// [`replace_corrupt`](Self::replace_corrupt) from any reader of `len` bytes.
+    pub async fn replace_corrupt_reader(
+        &self,
+        kind: Kind,
+        digest: &Digest,
+        len: u64,
+        reader: impl AsyncRead + Unpin + Send,
+    ) -> Result<(), SharedError> {
+        self.upload_from(kind, digest, len, reader, true).await?;
+        bump(&self.inner.stats.replaced, 1);
+        Ok(())
+    }
+
     async fn upload_from(
         &self,
         kind: Kind,
@@ -1023,6 +1073,67 @@ impl SharedStore {
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(error) => Err(self.failed(error)),
         }
+    }
+
+    fn tag_path(&self, repository: &str, tag: &str) -> Result<Path, SharedError> {
+        let valid_repository = !repository.is_empty()
+            && !repository
+                .split('/')
+                .any(|part| part.is_empty() || part == "." || part == "..");
+        if !valid_repository {
+            return Err(SharedError::InvalidRepository(repository.to_owned()));
+        }
+        // The tag grammar ([A-Za-z0-9_][A-Za-z0-9_.-]*) leaves nothing to escape.
+        let valid_tag = tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+            && !tag.is_empty()
+            && !tag.starts_with(['.', '-']);
+        if !valid_tag {
+            return Err(SharedError::InvalidRepository(format!(
+                "{repository}:{tag}"
+            )));
+        }
+        let mut path = self.inner.prefix.clone().join("tags");
+        for part in repository.split('/') {
+            path = path.join(part);
+        }
+        Ok(path.join(tag))
+    }
+
+    /// Records the answer an upstream gave for `repository:tag` (a digest, on the route with
+    /// fingerprint `route`), so that another replica can serve it when every upstream fails.
+    /// Overwrites the previous answer: it is a pointer, not content.
+    pub async fn record_tag(
+        &self,
+        repository: &str,
+        tag: &str,
+        answer: &TagRecord,
+    ) -> Result<(), SharedError> {
+        let path = self.tag_path(repository, tag)?;
+        let text = format!(
+            "{}\n{}\n{}\n",
+            answer.digest, answer.route, answer.recorded_at
+        );
+        self.inner
+            .requests
+            .put(&path, PutPayload::from(text.into_bytes()))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.failed(e))
+    }
+
+    /// The last answer recorded for `repository:tag` by any replica; `None` when there is none
+    /// (or it cannot be read as one).
+    pub async fn tag(&self, repository: &str, tag: &str) -> Result<Option<TagRecord>, SharedError> {
+        let path = self.tag_path(repository, tag)?;
+        let result = match self.inner.requests.get(&path).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(error) => return Err(self.failed(error)),
+        };
+        let bytes = result.bytes().await.map_err(|e| self.failed(e))?;
+        Ok(TagRecord::parse(&bytes))
     }
 }
 

@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::{mpsc, watch};
 
 use super::admission::FetchSlot;
+use super::shared::SharedTier;
 use super::sizes;
 use super::verify::{Outcome, Verified};
 use super::{
@@ -25,7 +26,8 @@ use super::{
     summary,
 };
 use super::{Route, Stored};
-use crate::cache::blobs::{BlobFile, DownloadState, Spool, follow, read_range};
+use crate::cache::blobs::{BlobFile, DownloadState, Spool, TempWriter, follow, read_range};
+use crate::cache::shared::{Kind, SharedError};
 use crate::cache::stats::CacheStats;
 use crate::reference::{Digest, Reference};
 use crate::rules::Role;
@@ -134,22 +136,23 @@ impl Proxy {
         // is known to hold the blob too.
         // The confirmation checks the length the download has (or announced), like a stored
         // blob's: a HEAD that claims the blob with another length confirms nothing.
-        let started_elsewhere = self.downloads.lock().ok().and_then(|d| {
-            d.get(digest.as_str())
-                .filter(|(_, repo)| repo != logical.name())
-                .map(|(state, _)| match &*state.borrow() {
-                    DownloadState::Complete { len, .. } => Some(*len),
-                    DownloadState::Streaming { len, .. } => *len,
-                    _ => None,
-                })
-        });
+        let started_elsewhere = self
+            .downloads
+            .get(digest.as_str())
+            .filter(|(_, origin)| origin != logical.name())
+            .map(|(state, _)| match &*state.borrow() {
+                DownloadState::Complete { len, .. } => Some(*len),
+                DownloadState::Streaming { len, .. } => *len,
+                _ => None,
+            });
         if let Some(len) = started_elsewhere {
             self.may_serve_cached(&logical, &candidates, Stored::Blob, len)
                 .await?;
         }
         // Joining a download under way takes no slot; starting one does, before it starts, so
         // that a refusal reaches this client alone.
-        let slot = if self.download_under_way(digest) {
+        let under_way = self.downloads.contains(digest.as_str());
+        let slot = if under_way {
             None
         } else {
             Some(self.fetch_slots.acquire(logical.as_str()).await?)
@@ -235,12 +238,7 @@ impl Proxy {
     /// or `HEAD` especially, which would otherwise go upstream — finds the blob stored. Returns
     /// whether it waited.
     pub(super) async fn wait_for_commit(&self, digest: &Digest) -> bool {
-        let state = self
-            .downloads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(digest.as_str())
-            .map(|(state, _)| state.clone());
+        let state = self.downloads.get(digest.as_str()).map(|(state, _)| state);
         let Some(mut state) = state else {
             return false;
         };
@@ -259,12 +257,20 @@ impl Proxy {
         DownloadState::Uncacheable
     }
 
-    /// Whether a download of `digest` is under way.
-    fn download_under_way(&self, digest: &Digest) -> bool {
-        self.downloads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(digest.as_str())
+    /// Whether the shared tier may serve `digest` for `logical`'s repository: the pair is
+    /// confirmed here or in the shared store.
+    async fn shared_serves(&self, logical: &Reference, digest: &Digest) -> bool {
+        let Some(tier) = &self.shared else {
+            return false;
+        };
+        if self.known.contains(logical.name(), digest.as_str()) {
+            return true;
+        }
+        if tier.is_confirmed(logical.name(), digest).await {
+            self.known.insert(logical.name(), digest.as_str());
+            return true;
+        }
+        false
     }
 
     /// Joins the download of `digest` under way, or starts one holding `slot` until it ends.
@@ -278,37 +284,35 @@ impl Proxy {
         watch::Receiver<DownloadState>,
         Option<mpsc::Receiver<Piece>>,
     ) {
-        let mut downloads = self.downloads.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((state, _)) = downloads.get(digest.as_str()) {
-            CacheStats::count(&self.cache.stats.coalesced);
-            return (state.clone(), None);
-        }
-        let (sender, receiver) = watch::channel(DownloadState::Connecting);
         let (leader, leader_receiver) = mpsc::channel(LEADER_QUEUE);
-        downloads.insert(
-            digest.as_str().to_owned(),
-            (receiver.clone(), logical.name().to_owned()),
-        );
         let this = self.clone();
-        let logical = logical.clone();
-        let digest = digest.clone();
-        tokio::spawn(crate::upstream::via::carried(async move {
-            let outcome = this
-                .download(&logical, &digest, candidates, &sender, leader)
-                .await;
-            drop(slot);
-            // Leave the map before announcing the end: later requests find the store.
-            this.downloads
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(digest.as_str());
-            sender.send_replace(outcome);
-        }));
-        (receiver, Some(leader_receiver))
+        let owned = (logical.clone(), digest.clone());
+        let (state, joined) = self.downloads.join_or_start(
+            digest.as_str(),
+            logical.name(),
+            DownloadState::Connecting,
+            move |progress| {
+                crate::upstream::via::carried(async move {
+                    let (logical, digest) = owned;
+                    let outcome = this
+                        .download(&logical, &digest, candidates, &progress, leader)
+                        .await;
+                    drop(slot);
+                    outcome
+                })
+            },
+        );
+        if joined {
+            CacheStats::count(&self.cache.stats.coalesced);
+            return (state, None);
+        }
+        (state, Some(leader_receiver))
     }
 
-    /// Downloads a blob into the store from the first candidate that has it, publishing the
-    /// progress; returns the final state.
+    /// Downloads a blob into the store, from the shared tier when it holds the blob and may
+    /// serve it to `logical`'s repository, else from the first candidate that has it,
+    /// publishing the progress; returns the final state. A blob fetched from an upstream is
+    /// uploaded to the shared tier once stored.
     async fn download(
         &self,
         logical: &Reference,
@@ -322,6 +326,18 @@ impl Proxy {
         // A full disk must cost the cache, not the pull: the readers fetch it for themselves.
         if !self.cache.blobs.has_room(expected.unwrap_or(0)) {
             return self.no_room(digest);
+        }
+        // The shared tier serves a repository only what an upstream served or confirmed for it,
+        // here or on another replica; otherwise the upstreams are asked, which confirms. (Asked
+        // here, in the download's own task, so that the wait for the bucket never widens the
+        // moment between a request's look at the store and its start of a download.)
+        if let Some(tier) = &self.shared
+            && self.shared_serves(logical, digest).await
+            && let Some(done) = self
+                .download_shared(tier, logical, digest, expected, state, &mut leader)
+                .await
+        {
+            return done;
         }
         let mut failures = Vec::new();
         for (physical, role) in candidates {
@@ -386,69 +402,26 @@ impl Proxy {
             // back until the bytes hash to the digest and their length is the one announced.
             let verdict: Arc<Mutex<Option<Outcome>>> = Arc::default();
             let record = verdict.clone();
-            let mut body = Verified::new(response.bytes_stream(), digest.clone(), len, move |o| {
+            let body = Verified::new(response.bytes_stream(), digest.clone(), len, move |o| {
                 *record.lock().unwrap_or_else(|e| e.into_inner()) = Some(o);
+            })
+            .map(move |item| {
+                item.map_err(|_| {
+                    verdict
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .take()
+                        .unwrap_or_else(|| {
+                            Outcome::Broken("the download ended without a verdict".to_owned())
+                        })
+                })
             });
-            let ending = loop {
-                match body.next().await {
-                    Some(Ok(chunk)) => {
-                        // The client that started the download gets the bytes from memory while
-                        // it keeps up; once it lags (or leaves) it reads the file like the rest.
-                        if let Some(sender) = &leader
-                            && sender.try_send(Piece::Data(chunk.clone())).is_err()
-                        {
-                            leader = None;
-                        }
-                        // Readers are told about bytes once they are in the file.
-                        match file.push(chunk).await {
-                            Ok(Some(in_file)) => {
-                                state.send_modify(|s| {
-                                    if let DownloadState::Streaming { written: w, .. } = s {
-                                        *w = in_file;
-                                    }
-                                });
-                            }
-                            Ok(None) => {}
-                            Err(error) => {
-                                break Outcome::Broken(format!("writing the blob store: {error}"));
-                            }
-                        }
-                    }
-                    Some(Err(_)) | None => {
-                        break verdict
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .take()
-                            .unwrap_or_else(|| {
-                                Outcome::Broken("the download ended without a verdict".to_owned())
-                            });
-                    }
-                }
-            };
+            let ending = spool(body, &mut file, state, &mut leader).await;
             let committed = match ending {
-                Outcome::Complete(size) => match file.flush().await {
-                    Ok(_) => {
-                        // The bytes are verified: readers may finish now, while the store
-                        // makes them durable and takes them in.
-                        state.send_replace(DownloadState::Complete {
-                            len: size,
-                            temp: temp.clone(),
-                        });
-                        if let Some(sender) = leader.take() {
-                            let _ = sender.try_send(Piece::Done);
-                        }
-                        let stored = file
-                            .sync_data()
-                            .await
-                            .and_then(|()| self.cache.blobs.commit(&temp, digest, size));
-                        if let Err(error) = stored {
-                            tracing::warn!(digest = %digest, %error, "verified blob served but not stored");
-                            self.cache.blobs.discard(&temp).await;
-                        }
-                        Ok(size)
-                    }
-                    Err(error) => Err(format!("writing the blob store: {error}")),
-                },
+                Outcome::Complete(size) => {
+                    self.commit_spool(digest, &temp, &mut file, size, state, &mut leader)
+                        .await
+                }
                 Outcome::Corrupt(reason) => {
                     tracing::warn!(served_by = %physical, %reason, "blob aborted: corrupt; the source is skipped for this blob for a while");
                     self.corrupt_recorder()(&physical);
@@ -465,6 +438,12 @@ impl Proxy {
                         self.metrics.fallback(Route::Blob.as_str());
                     }
                     tracing::info!(reference = %logical, served_by = %physical, %role, size, failed = %summary(&failures), "blob fetched");
+                    // Verified and stored: now other replicas may have it too.
+                    if let Some(tier) = &self.shared
+                        && let Some(blob) = self.cache.blobs.open_blob(digest)
+                    {
+                        tier.upload_blob_in_background(digest, blob);
+                    }
                     DownloadState::Complete {
                         len: size,
                         temp: temp.clone(),
@@ -492,6 +471,106 @@ impl Proxy {
             reason: error.to_string().into(),
             not_found,
         }
+    }
+
+    /// Downloads a blob from the shared tier into the store, streaming it to the readers as an
+    /// upstream download does (verified, the last chunk held back). `None` when the tier does not
+    /// hold it or fails, before or during the read: the caller goes on to the upstreams, and
+    /// readers that were following this attempt fail rather than take a broken blob.
+    async fn download_shared(
+        &self,
+        tier: &SharedTier,
+        logical: &Reference,
+        digest: &Digest,
+        expected: Option<u64>,
+        state: &watch::Sender<DownloadState>,
+        leader: &mut Option<mpsc::Sender<Piece>>,
+    ) -> Option<DownloadState> {
+        let read = tier.read_blob(digest, expected).await?;
+        let len = read.size;
+        if !self.cache.blobs.has_room(len) {
+            return Some(self.no_room(digest));
+        }
+        let (temp, mut file) = match self.cache.blobs.begin_write(digest, Some(len)).await {
+            Ok(temp) => temp,
+            Err(error) => {
+                tracing::warn!(%error, "cannot write to the blob store; serving uncached");
+                CacheStats::count(&self.cache.stats.store_failures);
+                return Some(DownloadState::Uncacheable);
+            }
+        };
+        state.send_replace(DownloadState::Streaming {
+            temp: temp.clone(),
+            len: Some(len),
+            written: 0,
+        });
+        let body = read.stream.map(|item| {
+            item.map_err(|error| match error {
+                SharedError::Corrupt { reason, .. } => Outcome::Corrupt(reason),
+                other => Outcome::Broken(other.to_string()),
+            })
+        });
+        let ending = spool(body, &mut file, state, leader).await;
+        let committed = match ending {
+            Outcome::Complete(size) => {
+                self.commit_spool(digest, &temp, &mut file, size, state, leader)
+                    .await
+            }
+            Outcome::Corrupt(reason) => {
+                tier.mark_corrupt(Kind::Blob, digest, &reason);
+                Err(reason)
+            }
+            Outcome::Broken(reason) => {
+                tracing::warn!(reference = %logical, %reason, "reading the blob from the shared cache broke off; fetching it from upstream");
+                Err(reason)
+            }
+        };
+        match committed {
+            Ok(size) => {
+                tracing::info!(reference = %logical, served_by = "shared cache", size, "blob fetched");
+                Some(DownloadState::Complete { len: size, temp })
+            }
+            Err(_) => {
+                // Readers of this attempt fail (their spool is gone); the leader reads the file
+                // from now on, and fails the same way. The download starts over upstream.
+                state.send_replace(DownloadState::Connecting);
+                *leader = None;
+                self.cache.blobs.discard(&temp).await;
+                None
+            }
+        }
+    }
+
+    /// Makes the verified bytes of `temp` available: readers may finish at once, while the
+    /// store makes them durable and takes them in. The size, or why they could not be written.
+    async fn commit_spool(
+        &self,
+        digest: &Digest,
+        temp: &Spool,
+        file: &mut TempWriter,
+        size: u64,
+        state: &watch::Sender<DownloadState>,
+        leader: &mut Option<mpsc::Sender<Piece>>,
+    ) -> Result<u64, String> {
+        if let Err(error) = file.flush().await {
+            return Err(format!("writing the blob store: {error}"));
+        }
+        state.send_replace(DownloadState::Complete {
+            len: size,
+            temp: temp.clone(),
+        });
+        if let Some(sender) = leader.take() {
+            let _ = sender.try_send(Piece::Done);
+        }
+        let stored = file
+            .sync_data()
+            .await
+            .and_then(|()| self.cache.blobs.commit(temp, digest, size));
+        if let Err(error) = stored {
+            tracing::warn!(digest = %digest, %error, "verified blob served but not stored");
+            self.cache.blobs.discard(temp).await;
+        }
+        Ok(size)
     }
 
     /// Serves a blob straight from the first candidate that has it, without storing it: HEAD,
@@ -715,6 +794,48 @@ pub(super) fn blob_request(
         query: None,
         headers,
         follow_redirects: true,
+    }
+}
+
+/// Writes a verified body into its spool, handing each chunk to the leader while it keeps up
+/// and telling the readers as bytes reach the file; returns how the body ended (`Complete` with
+/// the bytes written).
+async fn spool(
+    mut body: impl futures_util::Stream<Item = Result<Bytes, Outcome>> + Unpin,
+    file: &mut TempWriter,
+    state: &watch::Sender<DownloadState>,
+    leader: &mut Option<mpsc::Sender<Piece>>,
+) -> Outcome {
+    let mut total = 0u64;
+    loop {
+        match body.next().await {
+            Some(Ok(chunk)) => {
+                total += chunk.len() as u64;
+                // The client that started the download gets the bytes from memory while it
+                // keeps up; once it lags (or leaves) it reads the file like the rest.
+                if let Some(sender) = leader
+                    && sender.try_send(Piece::Data(chunk.clone())).is_err()
+                {
+                    *leader = None;
+                }
+                // Readers are told about bytes once they are in the file.
+                match file.push(chunk).await {
+                    Ok(Some(in_file)) => {
+                        state.send_modify(|s| {
+                            if let DownloadState::Streaming { written: w, .. } = s {
+                                *w = in_file;
+                            }
+                        });
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        return Outcome::Broken(format!("writing the blob store: {error}"));
+                    }
+                }
+            }
+            Some(Err(outcome)) => return outcome,
+            None => return Outcome::Complete(total),
+        }
     }
 }
 

@@ -70,23 +70,24 @@ impl Confirmations {
             .is_ok_and(|mut inner| inner.known.get(&key).is_some())
     }
 
-    /// Records that an upstream served or confirmed `digest` in `repository`.
-    pub(super) fn insert(&self, repository: &str, digest: &str) {
+    /// Records that an upstream served or confirmed `digest` in `repository`; whether the pair
+    /// is new.
+    pub(super) fn insert(&self, repository: &str, digest: &str) -> bool {
         let key = ContentKey::new(repository, digest);
         let Ok(mut inner) = self.inner.lock() else {
-            return;
+            return false;
         };
         if inner.known.get(&key).is_some() {
-            return;
+            return false;
         }
         inner.known.insert(key.clone(), (), 1, |_, _| false);
         let Some(file) = inner.file.as_mut() else {
-            return;
+            return true;
         };
         if let Err(error) = file.write_all(format!("{}\n", key.as_str()).as_bytes()) {
             tracing::warn!(%error, "cannot record confirmed content; it is kept in memory only");
             inner.file = None;
-            return;
+            return true;
         }
         inner.appended += 1;
         if inner.appended >= PERSISTED {
@@ -96,6 +97,7 @@ impl Confirmations {
             }
             inner.file = append_to(&inner.path);
         }
+        true
     }
 }
 

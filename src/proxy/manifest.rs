@@ -20,11 +20,23 @@ use super::{
 };
 use super::{Route, Stored};
 use crate::cache::manifests::StoredManifest;
+use crate::cache::shared::TagRecord;
 use crate::cache::stats::CacheStats;
 use crate::cache::tags::TagAnswer;
 use crate::reference::{Algorithm, Digest, Reference};
 use crate::rules::{PullSource, Resolution, Role};
 use crate::upstream::UpstreamRequest;
+
+/// How often a tag answer that holds is recorded again in the shared tier, so that its age
+/// there stays close to the age of the answer here.
+const SHARED_TAG_REFRESH: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// The largest manifest accepted, as the Distribution registry bounds them.
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
@@ -109,6 +121,9 @@ impl Proxy {
                 crate::upstream::via::carried(class.scope(async move {
                     // One miss per fetch; requests joining it are counted as coalesced.
                     CacheStats::count(&this.cache.stats.manifest_misses);
+                    if let Some(shared) = this.shared_manifest(&owned, &resolution).await {
+                        return shared;
+                    }
                     this.fetch_along(&owned, &resolution.sources, &accept).await
                 }))
             })
@@ -117,6 +132,82 @@ impl Proxy {
             CacheStats::count(&self.cache.stats.coalesced);
         }
         result.unwrap_or_else(|| Err(interrupted()))
+    }
+
+    /// The manifest `logical` names by digest from the shared tier, if it holds it (verified)
+    /// and may serve it for this repository (`None`: ask the upstreams).
+    async fn shared_manifest(
+        &self,
+        logical: &Reference,
+        resolution: &Resolution,
+    ) -> Option<Result<Arc<StoredManifest>, Error>> {
+        let tier = self.shared.as_ref()?;
+        let digest = logical.digest()?;
+        let bytes = tier.read_manifest(&digest, MAX_MANIFEST_BYTES).await?;
+        let sources: Vec<(Reference, Role)> = resolution
+            .sources
+            .iter()
+            .map(|s| (s.reference.clone(), s.role))
+            .collect();
+        if let Err(error) = self
+            .may_serve_cached(
+                logical,
+                &sources,
+                Stored::Manifest,
+                Some(bytes.len() as u64),
+            )
+            .await
+        {
+            return Some(Err(error));
+        }
+        let media_type = media_type_field(&bytes).unwrap_or_else(|| guess_media_type(&bytes));
+        let manifest = Arc::new(StoredManifest {
+            bytes,
+            media_type,
+            digest: digest.to_string(),
+        });
+        self.sizes.learn(logical.name(), &manifest.bytes);
+        self.cache.manifests.put(manifest.clone());
+        tracing::info!(reference = %logical, served_by = "shared cache", "manifest served");
+        Some(Ok(manifest))
+    }
+
+    /// The manifest of the tag answer a replica recorded in the shared tier for `logical`, on
+    /// the same route and younger than `stale_if_error`: what a replica that never saw the tag
+    /// serves when every upstream fails, as one that saw it serves its own last answer.
+    async fn shared_tag_answer(
+        &self,
+        logical: &Reference,
+        route: u64,
+    ) -> Option<Arc<StoredManifest>> {
+        let tier = self.shared.as_ref()?;
+        let record = tier.tag(logical.name(), logical.tag()?).await?;
+        let age = unix_now().saturating_sub(record.recorded_at);
+        if record.route != route || age >= self.cache.stale_if_error.as_secs() {
+            return None;
+        }
+        let manifest = match self.cache.manifests.get(&record.digest) {
+            Some(manifest) => manifest,
+            None => {
+                let bytes = tier
+                    .read_manifest(&record.digest, MAX_MANIFEST_BYTES)
+                    .await?;
+                let media_type =
+                    media_type_field(&bytes).unwrap_or_else(|| guess_media_type(&bytes));
+                let manifest = Arc::new(StoredManifest {
+                    bytes,
+                    media_type,
+                    digest: record.digest.to_string(),
+                });
+                self.cache.manifests.put(manifest.clone());
+                manifest
+            }
+        };
+        // An upstream served this manifest for this repository (that is what the record says).
+        self.known.insert(logical.name(), &manifest.digest);
+        self.sizes.learn(logical.name(), &manifest.bytes);
+        CacheStats::count(&self.cache.stats.stale_served);
+        Some(manifest)
     }
 
     /// A manifest by tag: the cached answer within its TTL, else revalidated (one revalidation
@@ -254,6 +345,10 @@ impl Proxy {
             tracing::warn!(reference = %logical, digest = %answer.digest, failed = %summary(&failures), "every source failed; serving the last known answer");
             return Ok(cached);
         }
+        if !all_not_found && let Some(manifest) = self.shared_tag_answer(logical, route).await {
+            tracing::warn!(reference = %logical, digest = %manifest.digest, failed = %summary(&failures), "every source failed; serving the answer recorded in the shared cache");
+            return Ok(manifest);
+        }
         if all_not_found {
             self.cache.tags.remove(logical.as_str());
         }
@@ -272,6 +367,14 @@ impl Proxy {
     ) -> Arc<StoredManifest> {
         let manifest = Arc::new(manifest);
         self.sizes.learn(logical.name(), &manifest.bytes);
+        // Verified (by digest, or against the digest the upstream announced): other replicas
+        // may have it, once per manifest this replica did not have.
+        if let Some(tier) = &self.shared
+            && let Ok(digest) = manifest.digest.parse::<Digest>()
+            && self.cache.manifests.get(&digest).is_none()
+        {
+            tier.upload_manifest_in_background(&digest, manifest.bytes.clone());
+        }
         self.cache.manifests.put(manifest.clone());
         self.remember_source(logical, &source.reference);
         self.remember_content(logical.name(), &manifest.digest);
@@ -290,6 +393,33 @@ impl Proxy {
     }
 
     fn record_tag(&self, logical: &Reference, digest: &str, source: &PullSource, route: u64) {
+        // Other replicas learn the answer too (for when every upstream fails them): when it is
+        // new or changed here, and now and then while it holds.
+        if let Some(tier) = &self.shared
+            && let Some(tag) = logical.tag()
+            && let Ok(parsed) = digest.parse::<Digest>()
+        {
+            let stale = self
+                .cache
+                .tags
+                .get(logical.as_str())
+                .is_none_or(|previous| {
+                    previous.digest != digest
+                        || previous.route != route
+                        || previous.confirmed_at.elapsed() > SHARED_TAG_REFRESH
+                });
+            if stale {
+                tier.record_tag_in_background(
+                    logical.name(),
+                    tag,
+                    TagRecord {
+                        digest: parsed,
+                        route,
+                        recorded_at: unix_now(),
+                    },
+                );
+            }
+        }
         self.cache.tags.put(
             logical.as_str(),
             TagAnswer {
@@ -490,6 +620,22 @@ fn media_type_field(bytes: &[u8]) -> Option<String> {
         media_type: Option<String>,
     }
     serde_json::from_slice::<MediaType>(bytes).ok()?.media_type
+}
+
+/// The type of an OCI manifest that names none (the field is optional there; Docker manifests
+/// always carry it): an index lists `manifests`, an image manifest `layers`.
+fn guess_media_type(bytes: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Shape {
+        manifests: Option<serde_json::Value>,
+    }
+    let index = serde_json::from_slice::<Shape>(bytes).is_ok_and(|s| s.manifests.is_some());
+    if index {
+        STANDARD_MANIFEST_TYPES[1]
+    } else {
+        STANDARD_MANIFEST_TYPES[0]
+    }
+    .to_owned()
 }
 
 /// Reads a whole response body, failing as soon as it passes `limit` bytes.

@@ -23,6 +23,7 @@ mod manifest;
 mod reach;
 mod repository;
 mod route;
+mod shared;
 pub mod sizes;
 mod status;
 /// Content verification lives with the stores that only ever take verified bytes.
@@ -35,8 +36,6 @@ use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use http::HeaderMap;
-
-use tokio::sync::watch;
 
 use crate::access::{Access, AccessError, ClientsConfig};
 use crate::cache::blobs::DownloadState;
@@ -80,9 +79,12 @@ pub struct Proxy {
     default_registry: String,
     cache: Cache,
     /// Manifest fetches and tag revalidations under way.
-    manifest_flights: Flights<Result<Arc<StoredManifest>, Error>>,
-    /// Blob downloads under way, by digest, with the logical repository that started each.
-    downloads: Mutex<HashMap<String, (watch::Receiver<DownloadState>, String)>>,
+    manifest_flights: Flights<Option<Result<Arc<StoredManifest>, Error>>>,
+    /// Blob downloads under way, by digest, started by a logical repository: every client of
+    /// a digest follows the one spool.
+    downloads: Flights<DownloadState>,
+    /// The tier shared with other replicas (`cache.shared`), if configured and usable.
+    shared: Option<shared::SharedTier>,
     metrics: Arc<Metrics>,
     /// `/metrics` is served on `metrics_listen`, not on the API address.
     metrics_elsewhere: bool,
@@ -200,7 +202,16 @@ impl Proxy {
             cause,
         })?;
         let known = confirmed::Confirmations::open(cache.dir());
-        let metrics = Arc::new(Metrics::new(cache.stats.clone()));
+        let shared = settings
+            .cache
+            .shared
+            .as_ref()
+            .and_then(shared::SharedTier::open);
+        let mut metrics = Metrics::new(cache.stats.clone());
+        if let Some(tier) = &shared {
+            metrics = metrics.with_shared(tier.store().clone());
+        }
+        let metrics = Arc::new(metrics);
         metrics.rules_loaded(&rules, settings.configured_registries());
         Ok(Proxy {
             reachable: ArcSwap::from_pointee(Reachable::new(&rules, &settings)),
@@ -210,7 +221,8 @@ impl Proxy {
             cache,
             metrics_elsewhere: settings.metrics_elsewhere,
             manifest_flights: Flights::default(),
-            downloads: Mutex::new(HashMap::new()),
+            downloads: Flights::default(),
+            shared,
             affinity: Mutex::new(HashMap::new()),
             corrupt: Arc::new(Mutex::new(HashMap::new())),
             backoff: Mutex::new(HashMap::new()),
@@ -363,7 +375,21 @@ impl Proxy {
 
     /// Records that an upstream served or confirmed `digest` in the logical `repository`.
     fn remember_content(&self, repository: &str, digest: &str) {
-        self.known.insert(repository, digest);
+        let new = self.known.insert(repository, digest);
+        if new
+            && let Some(tier) = &self.shared
+            && let Ok(digest) = digest.parse()
+        {
+            tier.confirm_in_background(repository, &digest);
+        }
+    }
+
+    /// Checks the shared cache (`cache.shared`), if configured, in the background: wrong
+    /// credentials or a missing bucket are logged as errors; pulls are served either way.
+    pub fn check_shared_cache(&self) {
+        if let Some(tier) = &self.shared {
+            tier.check_in_background();
+        }
     }
 
     /// Whether cached content `digest` (`stored_len` bytes, when known) may be served for
@@ -387,6 +413,14 @@ impl Proxy {
             return Ok(());
         };
         if self.known.contains(logical.name(), digest) {
+            return Ok(());
+        }
+        // Another replica's confirmation, recorded in the shared store, is as good as ours.
+        if let Some(tier) = &self.shared
+            && let Ok(parsed) = digest.parse()
+            && tier.is_confirmed(logical.name(), &parsed).await
+        {
+            self.known.insert(logical.name(), digest);
             return Ok(());
         }
         let _slot = self.fetch_slots.acquire(logical.as_str()).await?;

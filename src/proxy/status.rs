@@ -130,16 +130,10 @@ impl Proxy {
         let (blob_hits, blob_misses) = (count(&stats.blob_hits), count(&stats.blob_misses));
         let mut downloads: Vec<DownloadStatus> = self
             .downloads
-            .lock()
-            .map(|d| {
-                d.iter()
-                    .map(|(digest, (_, repository))| DownloadStatus {
-                        digest: digest.clone(),
-                        repository: repository.clone(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+            .list()
+            .into_iter()
+            .map(|(digest, repository)| DownloadStatus { digest, repository })
+            .collect();
         downloads.sort_by(|a, b| a.digest.cmp(&b.digest));
         Status {
             version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -1,0 +1,584 @@
+//! The shared cache tier end to end: mirrorgate replicas (separate processes, each with its own
+//! local cache) on one bucket of a real S3-compatible server (SeaweedFS), real registries as
+//! upstreams and skopeo as the client. Every test starts its own server; they run one at a time
+//! (see `support::SeaweedFs`).
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path as FsPath;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path;
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload};
+use support::{
+    Image, Mirrorgate, Registry, SeaweedFs, copy_to_layout, http_get, layouts_identical, push,
+    sha256_digest, single_arch, try_http_request, wait_until,
+};
+use tempfile::TempDir;
+
+const SOURCE: &str = "source.test";
+const MIRROR: &str = "mirror.test";
+/// Long enough for background uploads on a loaded machine; the waits end as soon as the
+/// condition holds.
+const UPLOADED: Duration = Duration::from_secs(60);
+
+fn rules() -> String {
+    let set = |kind: &str, field: &str| {
+        format!(
+            "---\napiVersion: config.openshift.io/v1\nkind: {kind}\nmetadata:\n  name: m\nspec:\n  {field}:\n  - source: {SOURCE}/ns\n    mirrors:\n    - {MIRROR}/ns\n    mirrorSourcePolicy: NeverContactSource\n"
+        )
+    };
+    set("ImageDigestMirrorSet", "imageDigestMirrors") + &set("ImageTagMirrorSet", "imageTagMirrors")
+}
+
+/// A server, a credentials file for it, and the replicas' configuration.
+struct Bucket {
+    server: SeaweedFs,
+    dir: TempDir,
+}
+
+impl Bucket {
+    fn start() -> Bucket {
+        let server = SeaweedFs::start();
+        let dir = tempfile::tempdir().expect("tempdir");
+        Bucket::write_credentials(&dir.path().join("credentials"), SeaweedFs::SECRET_KEY);
+        Bucket { server, dir }
+    }
+
+    fn write_credentials(path: &FsPath, secret: &str) {
+        std::fs::write(
+            path,
+            format!(
+                "[default]\naws_access_key_id = {}\naws_secret_access_key = {secret}\n",
+                SeaweedFs::ACCESS_KEY
+            ),
+        )
+        .expect("write credentials");
+    }
+
+    /// The `cache.shared` configuration of a replica, on `endpoint` (the server's unless given).
+    fn config(&self, endpoint: Option<&str>, bucket: &str, credentials: &FsPath) -> String {
+        format!(
+            "cache:\n  shared:\n    s3:\n      bucket: {bucket}\n      endpoint: {}\n      path_style: true\n      insecure: true\n      credentials_file: {}\n",
+            endpoint.map_or_else(|| self.server.endpoint(), str::to_owned),
+            credentials.display()
+        )
+    }
+
+    /// A replica on the bucket, with `upstream` as the mirror.
+    fn replica(&self, upstream: &Registry) -> Mirrorgate {
+        self.replica_via(upstream, None)
+    }
+
+    fn replica_via(&self, upstream: &Registry, endpoint: Option<&str>) -> Mirrorgate {
+        Mirrorgate::start(
+            &rules(),
+            &[(MIRROR, &upstream.endpoint())],
+            &self.config(
+                endpoint,
+                SeaweedFs::BUCKET,
+                &self.dir.path().join("credentials"),
+            ),
+        )
+    }
+
+    /// A plain S3 client on the bucket, to look at and tamper with objects behind mirrorgate.
+    fn raw(&self) -> AmazonS3 {
+        AmazonS3Builder::new()
+            .with_bucket_name(SeaweedFs::BUCKET)
+            .with_region("us-east-1")
+            .with_endpoint(self.server.endpoint())
+            .with_access_key_id(SeaweedFs::ACCESS_KEY)
+            .with_secret_access_key(SeaweedFs::SECRET_KEY)
+            .with_client_options(ClientOptions::new().with_allow_http(true))
+            .build()
+            .expect("raw client")
+    }
+
+    /// The keys under `prefix`, sorted.
+    fn keys(&self, prefix: &str) -> Vec<String> {
+        block_on(async {
+            let mut keys: Vec<String> = self
+                .raw()
+                .list(Some(&Path::from(prefix)))
+                .map_ok(|meta| meta.location.to_string())
+                .try_collect()
+                .await
+                .unwrap_or_default();
+            keys.sort();
+            keys
+        })
+    }
+
+    /// The bytes of object `key`, `None` if it is absent.
+    fn object(&self, key: &str) -> Option<Vec<u8>> {
+        block_on(async {
+            let result = self.raw().get(&Path::from(key)).await.ok()?;
+            Some(result.bytes().await.ok()?.to_vec())
+        })
+    }
+
+    fn put(&self, key: &str, bytes: Vec<u8>) {
+        block_on(async {
+            self.raw()
+                .put(&Path::from(key), PutPayload::from(bytes))
+                .await
+                .expect("put")
+        });
+    }
+
+    /// Waits until the bucket holds every blob and the manifest of `image`, with the right bytes,
+    /// and the confirmation of each for `repository`.
+    fn wait_for_image(&self, image: &Image, repository: &str) {
+        let mut objects: Vec<(String, String)> = image
+            .blobs
+            .iter()
+            .map(|digest| (blob_key(digest), digest.clone()))
+            .collect();
+        objects.push((
+            manifest_key(&image.manifest_digest),
+            image.manifest_digest.clone(),
+        ));
+        let result = wait_until(UPLOADED, || {
+            Ok(objects.iter().all(|(key, digest)| {
+                self.object(key)
+                    .is_some_and(|bytes| sha256_digest(&bytes) == *digest)
+                    && self.object(&marker_key(repository, digest)).is_some()
+            }))
+        });
+        result.unwrap_or_else(|why| {
+            panic!(
+                "the bucket does not hold {}: {why}; keys: {:?}",
+                image.manifest_digest,
+                self.keys("")
+            )
+        });
+    }
+}
+
+fn hex(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").expect("a sha256 digest")
+}
+
+fn blob_key(digest: &str) -> String {
+    format!("blobs/sha256/{}", hex(digest))
+}
+
+fn manifest_key(digest: &str) -> String {
+    format!("manifests/sha256/{}", hex(digest))
+}
+
+fn marker_key(repository: &str, digest: &str) -> String {
+    format!("repos/{repository}/sha256/{}", hex(digest))
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(future)
+}
+
+/// The value of counter `name` (without `mirrorgate_` and `_total`) on `proxy`'s `/metrics`.
+fn counter(proxy: &Mirrorgate, name: &str) -> u64 {
+    let text = proxy.get("/metrics", &[]).text();
+    let prefix = format!("mirrorgate_{name}_total ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map_or(0, |value| value as u64)
+}
+
+/// `GET` requests for each blob at `registry` since `mark`.
+fn blob_gets(registry: &Registry, mark: usize) -> BTreeMap<String, usize> {
+    let mut gets = BTreeMap::new();
+    for request in registry.requests_since(mark) {
+        if request.method == "GET"
+            && let Some((_, digest)) = request.path.split_once("/blobs/")
+        {
+            *gets.entry(digest.to_owned()).or_default() += 1;
+        }
+    }
+    gets
+}
+
+/// The lines of `proxy`'s log about blobs and problems, for a failure message.
+fn warnings(proxy: &Mirrorgate) -> String {
+    proxy
+        .log()
+        .lines()
+        .filter(|line| line.contains("WARN") || line.contains("ERROR") || line.contains("blob"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn pull(proxy: &Mirrorgate, image: &Image, dest: &FsPath) -> std::process::Output {
+    copy_to_layout(
+        &format!("{}/{SOURCE}/ns/app@{}", proxy.addr(), image.manifest_digest),
+        dest,
+        &[],
+    )
+}
+
+fn succeeded(output: &std::process::Output) -> Result<(), String> {
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+#[test]
+fn a_second_replica_pulls_byte_for_byte_from_the_shared_cache_with_every_upstream_stopped() {
+    let bucket = Bucket::start();
+    let mut mirror = Registry::start();
+    let image = single_arch("shared-a-b", &[3000, 2 << 20, 9 << 20]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let a = bucket.replica(&mirror);
+    let b = bucket.replica(&mirror);
+    let dir = tempfile::tempdir().unwrap();
+    let by_tag = |proxy: &Mirrorgate| format!("{}/{SOURCE}/ns/app:v1", proxy.addr());
+    succeeded(&pull(&a, &image, &dir.path().join("a"))).expect("pull through A");
+    succeeded(&copy_to_layout(&by_tag(&a), &dir.path().join("a-tag"), &[]))
+        .expect("pull by tag through A");
+    bucket.wait_for_image(&image, &format!("{SOURCE}/ns/app"));
+    // The tag's answer is recorded for replicas that never saw the tag.
+    wait_until(UPLOADED, || {
+        Ok(bucket.object(&format!("tags/{SOURCE}/ns/app/v1")).is_some())
+    })
+    .expect("the tag answer is recorded");
+    mirror.stop();
+    let through_b = pull(&b, &image, &dir.path().join("b"));
+    let by_tag_through_b = copy_to_layout(&by_tag(&b), &dir.path().join("b-tag"), &[]);
+    assert_eq!(
+        (
+            succeeded(&through_b),
+            layouts_identical(&dir.path().join("a"), &dir.path().join("b")),
+            succeeded(&by_tag_through_b),
+            layouts_identical(&dir.path().join("a-tag"), &dir.path().join("b-tag")),
+            counter(&b, "shared_hits") >= 4,
+            counter(&b, "shared_corrupt_objects"),
+        ),
+        (Ok(()), Ok(()), Ok(()), Ok(()), true, 0),
+        "B's log:\n{}",
+        b.log()
+    );
+}
+
+#[test]
+fn concurrent_cold_pulls_through_two_replicas_fetch_each_blob_upstream_at_most_once_per_replica() {
+    let bucket = Bucket::start();
+    let mirror = Registry::start();
+    let image = single_arch("shared-concurrent", &[1 << 20, 12 << 20]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let a = bucket.replica(&mirror);
+    let b = bucket.replica(&mirror);
+    let dir = tempfile::tempdir().unwrap();
+    let mark = mirror.mark();
+    let results: Vec<Result<(), String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let proxy = if i % 2 == 0 { &a } else { &b };
+                let dest = dir.path().join(format!("pull-{i}"));
+                let image = &image;
+                s.spawn(move || succeeded(&pull(proxy, image, &dest)))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let all_identical: Vec<Result<(), String>> = (1..16)
+        .map(|i| {
+            layouts_identical(
+                &dir.path().join("pull-0"),
+                &dir.path().join(format!("pull-{i}")),
+            )
+        })
+        .collect();
+    bucket.wait_for_image(&image, &format!("{SOURCE}/ns/app"));
+    let most_gets = blob_gets(&mirror, mark).into_values().max().unwrap_or(0);
+    let wanted: BTreeSet<String> = image.blobs.iter().map(|d| blob_key(d)).collect();
+    let stored: BTreeSet<String> = bucket.keys("blobs").into_iter().collect();
+    assert_eq!(
+        (
+            results,
+            all_identical,
+            most_gets <= 2,
+            stored,
+            bucket.keys("manifests").len()
+        ),
+        (vec![Ok(()); 16], vec![Ok(()); 15], true, wanted, 1),
+        "blob GETs upstream: {:?}\nA: {}\nB: {}",
+        blob_gets(&mirror, mark),
+        warnings(&a),
+        warnings(&b)
+    );
+}
+
+/// A TCP forwarder to `backend` that lets requests (the uploads) through slowly: 16 KiB every
+/// 10 ms. Answers come back at full speed. Stops accepting when dropped.
+struct SlowUploads {
+    addr: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl SlowUploads {
+    fn start(backend: &str) -> SlowUploads {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().unwrap().to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let backend = backend.to_owned();
+        let stopping = stop.clone();
+        std::thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let Ok(server) = TcpStream::connect(&backend) else {
+                            continue;
+                        };
+                        client.set_nonblocking(false).ok();
+                        forward(client, server, stopping.clone());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        SlowUploads { addr, stop }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for SlowUploads {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn forward(client: TcpStream, server: TcpStream, stop: Arc<AtomicBool>) {
+    let (mut client_in, mut server_out) =
+        (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let stopping = stop.clone();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 16 << 10];
+        while !stopping.load(Ordering::Relaxed) {
+            match client_in.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if server_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        let _ = server_out.shutdown(std::net::Shutdown::Write);
+    });
+    let (mut server_in, mut client_out) = (server, client);
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut server_in, &mut client_out);
+        let _ = client_out.shutdown(std::net::Shutdown::Write);
+    });
+}
+
+#[test]
+fn a_replica_killed_during_an_upload_leaves_no_object_and_the_next_pull_is_whole() {
+    let bucket = Bucket::start();
+    let mirror = Registry::start();
+    let image = single_arch("shared-kill", &[20 << 20]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let slow = SlowUploads::start(&bucket.server.endpoint().replace("http://", ""));
+    let mut a = bucket.replica_via(&mirror, Some(&slow.endpoint()));
+    let layer = image.layers[0].clone();
+    let path = format!("/v2/{SOURCE}/ns/app/blobs/{layer}");
+    let first = http_get(&a.addr(), &path, &[]);
+    // The upload follows the download, in the background, at 1.6 MB/s: kill -9 while it runs.
+    wait_until(UPLOADED, || Ok(counter(&a, "shared_bytes_written") > 0))
+        .expect("the upload started");
+    let uploads_before_kill = counter(&a, "shared_uploads");
+    a.stop();
+    drop(slow);
+    let visible_after_kill = bucket.object(&blob_key(&layer)).is_some();
+    let b = bucket.replica(&mirror);
+    let next = http_get(&b.addr(), &path, &[]);
+    let stored = wait_until(UPLOADED, || Ok(bucket.object(&blob_key(&layer)).is_some()))
+        .map(|()| sha256_digest(&bucket.object(&blob_key(&layer)).unwrap_or_default()) == layer);
+    assert_eq!(
+        (
+            first.body == image.blob(&layer),
+            uploads_before_kill,
+            visible_after_kill,
+            next.body == image.blob(&layer),
+            stored
+        ),
+        (true, 0, false, true, Ok(true))
+    );
+}
+
+#[test]
+fn a_corrupt_shared_object_is_never_served_and_is_refetched_and_replaced() {
+    let bucket = Bucket::start();
+    let mirror = Registry::start();
+    let image = single_arch("shared-corrupt", &[4000, 3 << 20]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let a = bucket.replica(&mirror);
+    let dir = tempfile::tempdir().unwrap();
+    succeeded(&pull(&a, &image, &dir.path().join("a"))).expect("pull through A");
+    bucket.wait_for_image(&image, &format!("{SOURCE}/ns/app"));
+    // One object shorter than its blob, one of the same length with other bytes.
+    let (short, same_length) = (image.layers[0].clone(), image.layers[1].clone());
+    bucket.put(&blob_key(&short), b"not the layer".to_vec());
+    let mut flipped = image.blob(&same_length);
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0xff;
+    bucket.put(&blob_key(&same_length), flipped.clone());
+    let b = bucket.replica(&mirror);
+    // A client reads the manifest first: it declares each blob's size.
+    let manifest = b.get(
+        &format!("/v2/{SOURCE}/ns/app/manifests/{}", image.manifest_digest),
+        &[("Accept", support::OCI_MANIFEST_MEDIA_TYPE)],
+    );
+    assert_eq!(manifest.status, 200);
+    let path = |digest: &str| format!("/v2/{SOURCE}/ns/app/blobs/{digest}");
+    // The short object is known bad before a byte is sent: the pull is served from upstream.
+    let short_pull = http_get(&b.addr(), &path(&short), &[]);
+    // The other is found bad at its end: the response breaks off without its last bytes; the
+    // next request gets the blob refetched from upstream.
+    let first = try_http_request("GET", &b.addr(), &path(&same_length), &[], b"");
+    let second = http_get(&b.addr(), &path(&same_length), &[]);
+    let replaced = wait_until(UPLOADED, || {
+        Ok(bucket
+            .object(&blob_key(&short))
+            .is_some_and(|bytes| sha256_digest(&bytes) == short)
+            && bucket
+                .object(&blob_key(&same_length))
+                .is_some_and(|bytes| sha256_digest(&bytes) == same_length))
+    });
+    assert_eq!(
+        (
+            short_pull.body == image.blob(&short),
+            first
+                .as_ref()
+                .map_or(true, |r| r.body != flipped && r.body.len() < flipped.len()),
+            second.body == image.blob(&same_length),
+            replaced,
+            counter(&b, "shared_corrupt_objects"),
+            counter(&b, "shared_replaced_objects"),
+        ),
+        (true, true, true, Ok(()), 2, 2),
+        "B's log:\n{}",
+        b.log()
+    );
+}
+
+#[test]
+fn pulls_keep_working_while_the_s3_server_is_stopped_and_uploads_resume_when_it_returns() {
+    let mut bucket = Bucket::start();
+    let mirror = Registry::start();
+    let during = single_arch("shared-outage", &[5000, 1 << 20]);
+    let after = single_arch("shared-after", &[6000, 1 << 20]);
+    push(&during, &format!("{}/ns/app:during", mirror.addr()));
+    push(&after, &format!("{}/ns/app:after", mirror.addr()));
+    let a = bucket.replica(&mirror);
+    let dir = tempfile::tempdir().unwrap();
+    bucket.server.stop();
+    let pulled_during = succeeded(&pull(&a, &during, &dir.path().join("during")));
+    let again_during = succeeded(&pull(&a, &during, &dir.path().join("again")));
+    let ready = a.get("/readyz", &[]).status;
+    let failures = counter(&a, "shared_errors") + counter(&a, "shared_upload_failures");
+    bucket.server.restart();
+    let pulled_after = succeeded(&pull(&a, &after, &dir.path().join("after")));
+    bucket.wait_for_image(&after, &format!("{SOURCE}/ns/app"));
+    assert_eq!(
+        (
+            pulled_during,
+            again_during,
+            ready,
+            failures > 0,
+            pulled_after
+        ),
+        (Ok(()), Ok(()), 200, true, Ok(())),
+        "log:\n{}",
+        a.log()
+    );
+}
+
+fn check_output(proxy: &Mirrorgate) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_mirrorgate"))
+        .arg("check")
+        .arg("--config")
+        .arg(proxy.config_path())
+        .output()
+        .expect("run mirrorgate check");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned()
+            + &String::from_utf8_lossy(&output.stdout),
+    )
+}
+
+#[test]
+fn wrong_credentials_or_a_missing_bucket_are_a_clear_error_and_pulls_are_still_served() {
+    let bucket = Bucket::start();
+    let mirror = Registry::start();
+    let image = single_arch("shared-misconfigured", &[7000, 100_000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let wrong_secret = bucket.dir.path().join("wrong");
+    Bucket::write_credentials(&wrong_secret, "not-the-secret");
+    let denied = Mirrorgate::start(
+        &rules(),
+        &[(MIRROR, &mirror.endpoint())],
+        &bucket.config(None, SeaweedFs::BUCKET, &wrong_secret),
+    );
+    let missing = Mirrorgate::start(
+        &rules(),
+        &[(MIRROR, &mirror.endpoint())],
+        &bucket.config(
+            None,
+            "no-such-bucket",
+            &bucket.dir.path().join("credentials"),
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let logged = |proxy: &Mirrorgate, needle: &str| {
+        wait_until(Duration::from_secs(30), || Ok(proxy.log().contains(needle)))
+    };
+    let denied_logged = logged(&denied, "refused access");
+    let missing_logged = logged(&missing, "does not exist");
+    let pulls = (
+        succeeded(&pull(&denied, &image, &dir.path().join("denied"))),
+        succeeded(&pull(&missing, &image, &dir.path().join("missing"))),
+    );
+    let (denied_ok, denied_says) = check_output(&denied);
+    let (missing_ok, missing_says) = check_output(&missing);
+    assert_eq!(
+        (
+            denied_logged,
+            missing_logged,
+            pulls,
+            (denied_ok, denied_says.contains("refused access")),
+            (missing_ok, missing_says.contains("does not exist")),
+            bucket.keys("").len(),
+        ),
+        (
+            Ok(()),
+            Ok(()),
+            (Ok(()), Ok(())),
+            (false, true),
+            (false, true),
+            0
+        ),
+        "check said:\n{denied_says}\n{missing_says}"
+    );
+}
