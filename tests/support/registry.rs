@@ -348,7 +348,9 @@ impl Registry {
             return;
         }
         let needle = format!("\"GET {path} HTTP/1.1\"");
-        let _ = process::wait_until(Duration::from_secs(2), || {
+        // Generous: on a loaded machine the registry can take seconds to log; the wait ends as
+        // soon as the line is there.
+        let _ = process::wait_until(Duration::from_secs(15), || {
             let bytes = fs::read(self.access_log_path()).unwrap_or_default();
             Ok(String::from_utf8_lossy(&bytes).contains(&needle))
         });
