@@ -24,9 +24,13 @@ use tokio::time::Instant;
 use tokio_util::either::Either;
 
 use super::LimitsConfig;
-use super::connection::{Activity, InProgress, drive};
-use super::{API_VERSION_HEADER, Body, ServerTls, status_endpoint};
+use super::connection::{Activity, InProgress, Tracked, drive};
+use super::{API_VERSION_HEADER, ServerTls, status_endpoint};
 use crate::proxy::Proxy;
+
+/// The number of request headers hyper accepts when not told otherwise
+/// (`hyper::proto::h1::role::DEFAULT_MAX_HEADERS`).
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
 /// How long in-flight requests may take to finish once a stop is asked for.
 const GRACE_PERIOD: Duration = Duration::from_secs(30);
@@ -60,8 +64,12 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(idle)
-        .max_buf_size(max_header)
-        .max_headers(limits.max_headers);
+        .max_buf_size(max_header);
+    // hyper's own bound is 100 headers on the stack; naming any bound, even that one, makes it
+    // fill a vector of that many entries for every request head.
+    if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        builder.http1().max_headers(limits.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -101,7 +109,7 @@ pub async fn serve(
                 open.inc();
                 let held = OpenConnection { _permit: permit, open: open.clone() };
                 let proxy = proxy.clone();
-                let activity = Activity::new();
+                let activity = Activity::new(accepted_at);
                 let service = {
                     let activity = activity.clone();
                     service_fn(move |request| {
@@ -143,7 +151,6 @@ pub async fn serve(
                         connection,
                         |c| c.graceful_shutdown(),
                         &activity,
-                        accepted_at,
                         idle,
                         stopped,
                     );
@@ -186,7 +193,7 @@ async fn handle(
     local: SocketAddr,
     peer: SocketAddr,
     in_progress: InProgress,
-) -> Result<Response<Body>, Infallible> {
+) -> Result<Response<Tracked>, Infallible> {
     // `/status` depends on who is asking from where, which only this layer knows.
     if request.uri().path() == status_endpoint::PATH && !proxy.metrics_elsewhere() {
         let mut response =
@@ -194,7 +201,7 @@ async fn handle(
         response
             .headers_mut()
             .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
-        return Ok(response.map(|body| Activity::track(body, in_progress)));
+        return Ok(response.map(|body| Tracked::new(body, in_progress)));
     }
     // Routing, serving and counting are the proxy's; this layer only speaks HTTP.
     let mut response = super::answer::respond(
@@ -213,5 +220,5 @@ async fn handle(
         .headers_mut()
         .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
     // The request stays in progress until its body is sent or dropped.
-    Ok(response.map(|body| Activity::track(body, in_progress)))
+    Ok(response.map(|body| Tracked::new(body, in_progress)))
 }
