@@ -612,8 +612,16 @@ async fn shutdown_signal() {
 /// thread, so a request never waits for the terminal or the log collector; the guard flushes
 /// what is queued when `serve` returns.
 fn init_tracing(format: LogFormat, level: &str) -> tracing_appender::non_blocking::WorkerGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // rustls warns at every handshake whose client names an IP address in SNI (RFC 6066 forbids
+    // it, and OpenSSL-based clients such as wrk and h2load do it) and then ignores the name:
+    // nothing for an operator to act on, so it stays below `error` unless a filter names rustls.
+    if !filter.to_string().contains("rustls")
+        && let Ok(directive) = "rustls::msgs::handshake=error".parse()
+    {
+        filter = filter.add_directive(directive);
+    }
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     watch_dropped_log_lines(writer.error_counter());
     let builder = tracing_subscriber::fmt()

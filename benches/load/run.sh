@@ -40,6 +40,7 @@ H2_STREAMS=${H2_STREAMS:-8}        # h2load -m (concurrent streams per connectio
 CONNS=${CONNS:-1}                  # 1: CONNS_IDLE idle keep-alive connections with a wrk load on top
 CONNS_IDLE=${CONNS_IDLE:-10000}    # idle keep-alive connections held during that load
 PERF=${PERF:-0}                    # 1: perf record mirrorgate in the fan-out and TLS runs (linux-perf)
+BASELINE=${BASELINE:-}             # another mirrorgate binary (an older build) served side by side in SERVING
 KEEP=${KEEP:-0}                    # 1: keep the work directory (logs, configs) after the run
 
 READY_TIMEOUT=30     # seconds for a server to answer its readiness URL
@@ -53,6 +54,10 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=benches/common.sh
 source "$REPO/benches/common.sh"
 MG="$REPO/target/release/mirrorgate"
+if [ -n "$BASELINE" ]; then
+    [ -x "$BASELINE" ] || die "BASELINE=$BASELINE is not an executable mirrorgate binary"
+    BASELINE=$(cd "$(dirname "$BASELINE")" && pwd)/$(basename "$BASELINE")
+fi
 
 for n in BIG COLD SHARED INFO KEEP SERVING FANOUT TLS CONNS PERF; do
     [[ ${!n} =~ ^[01]$ ]] || die "$n must be 0 or 1 (got '${!n}')"
@@ -316,6 +321,15 @@ def details(results):
         print(f"| {kind} | {server} | {rnd} | {fmt_rps(float(rps))} | {tr} | {p50} | {p99} | {n} "
               f"| {non2xx} | {sockerr} | {up} |")
 
+def baseline_note(results):
+    _, med = load_results(results)
+    parts = []
+    for kind in ("digest", "tag", "blob"):
+        m, b = med.get((kind, "mirrorgate")), med.get((kind, "baseline"))
+        if m and b:
+            parts.append("%s %s req/s against %s (%.2f×)" % (kind, fmt_rps(m[0]), fmt_rps(b[0]), m[0] / b[0]))
+    print("; ".join(parts))
+
 def info_note(results):
     _, med = load_results(results)
     parts = []
@@ -343,6 +357,8 @@ if __name__ == "__main__":
         details(args[0])
     elif cmd == "info-note":
         info_note(args[0])
+    elif cmd == "baseline-note":
+        baseline_note(args[0])
     else:
         sys.exit("unknown helper command " + cmd)
 PYEOF
@@ -537,17 +553,19 @@ cache:
 $MG_EXTRA_CACHE
 $MG_EXTRA_TOP
 EOF
-    (cd "$dir" && RUST_LOG=$MG_LOG_LEVEL exec "$MG" serve --config "$dir/config.yaml") \
+    (cd "$dir" && RUST_LOG=$MG_LOG_LEVEL exec "$MG_LAUNCH_BIN" serve --config "$dir/config.yaml") \
         >>"$WORK/logs/$MG_NAME.log" 2>&1 &
     LAUNCHED_PID=$!
     PIDS+=("$LAUNCHED_PID")
 }
 
-# start_mirrorgate NAME LOG_LEVEL [EXTRA_CACHE] [EXTRA_TOP] [SCHEME]
+# start_mirrorgate NAME LOG_LEVEL [EXTRA_CACHE] [EXTRA_TOP] [SCHEME]; MG_BIN (default: this
+# build) chooses the binary.
 start_mirrorgate() {
     MG_NAME=$1 MG_LOG_LEVEL=$2 MG_EXTRA_CACHE=${3:-} MG_EXTRA_TOP=${4:-}
+    MG_LAUNCH_BIN=${MG_BIN:-$MG}
     start "$MG_NAME" launch_mirrorgate /v2/ "${5:-http}"
-    "$MG" check --config "$WORK/$MG_NAME/config.yaml" >"$WORK/logs/$MG_NAME.check.log" 2>&1 ||
+    "$MG_LAUNCH_BIN" check --config "$WORK/$MG_NAME/config.yaml" >"$WORK/logs/$MG_NAME.check.log" 2>&1 ||
         die "mirrorgate check rejects $WORK/$MG_NAME/config.yaml: $(cat "$WORK/logs/$MG_NAME.check.log")"
 }
 
@@ -629,7 +647,7 @@ check_get() {
 # 0. The machine and the command.
 # ---------------------------------------------------------------------------------------------
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-command_line="cd $REPO && DURATION=$DURATION THREADS=$THREADS CONNECTIONS=$CONNECTIONS ROUNDS=$ROUNDS INFO=$INFO BIG=$BIG BIG_CLIENTS=$BIG_CLIENTS BIG_MEMORY_MIB=$BIG_MEMORY_MIB COLD=$COLD COLD_LAYER_MIB=$COLD_LAYER_MIB COLD_ROUNDS=$COLD_ROUNDS SHARED=$SHARED SHARED_ROUNDS=$SHARED_ROUNDS SERVING=$SERVING FANOUT=$FANOUT FANOUT_CLIENTS=$FANOUT_CLIENTS FANOUT_LAYER_MIB=$FANOUT_LAYER_MIB FANOUT_ROUNDS=$FANOUT_ROUNDS TLS=$TLS H2_CONNECTIONS=$H2_CONNECTIONS H2_STREAMS=$H2_STREAMS CONNS=$CONNS CONNS_IDLE=$CONNS_IDLE PERF=$PERF bash benches/load/run.sh"
+command_line="cd $REPO && DURATION=$DURATION THREADS=$THREADS CONNECTIONS=$CONNECTIONS ROUNDS=$ROUNDS INFO=$INFO BIG=$BIG BIG_CLIENTS=$BIG_CLIENTS BIG_MEMORY_MIB=$BIG_MEMORY_MIB COLD=$COLD COLD_LAYER_MIB=$COLD_LAYER_MIB COLD_ROUNDS=$COLD_ROUNDS SHARED=$SHARED SHARED_ROUNDS=$SHARED_ROUNDS SERVING=$SERVING FANOUT=$FANOUT FANOUT_CLIENTS=$FANOUT_CLIENTS FANOUT_LAYER_MIB=$FANOUT_LAYER_MIB FANOUT_ROUNDS=$FANOUT_ROUNDS TLS=$TLS H2_CONNECTIONS=$H2_CONNECTIONS H2_STREAMS=$H2_STREAMS CONNS=$CONNS CONNS_IDLE=$CONNS_IDLE PERF=$PERF${BASELINE:+ BASELINE=$BASELINE} bash benches/load/run.sh"
 echo "# mirrorgate load comparison"
 echo
 echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
@@ -690,6 +708,11 @@ if [ "$SERVING" = 1 ]; then
     start_mirrorgate mirrorgate warn
     MG_PORT=$STARTED_PORT MG_PID=$STARTED_PID
     SERVERS=(mirrorgate distribution nginx)
+    if [ -n "$BASELINE" ]; then
+        MG_BIN=$BASELINE start_mirrorgate baseline warn
+        MGB_PORT=$STARTED_PORT MGB_PID=$STARTED_PID
+        SERVERS+=(baseline)
+    fi
     if [ "$INFO" = 1 ]; then
         start_mirrorgate mirrorgate-info info
         MGI_PORT=$STARTED_PORT MGI_PID=$STARTED_PID
@@ -702,6 +725,7 @@ if [ "$SERVING" = 1 ]; then
         case "$1" in
             mirrorgate) base="http://127.0.0.1:$MG_PORT" name=source.test/ns/app ;;
             mirrorgate-info) base="http://127.0.0.1:$MGI_PORT" name=source.test/ns/app ;;
+            baseline) base="http://127.0.0.1:$MGB_PORT" name=source.test/ns/app ;;
             distribution) base="http://127.0.0.1:$DIST_PORT" name=ns/app ;;
             nginx) base="http://127.0.0.1:$NGINX_PORT" name=ns/app ;;
         esac
@@ -747,7 +771,7 @@ if [ "$SERVING" = 1 ]; then
                 printf '%s\t%s\t%s\t%s\t%s\n' "$kind" "$server" "$round" "$(helper parse-wrk "$out")" \
                     "$(helper upstream "$WORK/logs/upstream.access.log" "$mark" "$end")" >>"$RESULTS"
                 case "$server" in
-                    mirrorgate) pid=$MG_PID ;; mirrorgate-info) pid=$MGI_PID ;; *) pid="" ;;
+                    mirrorgate) pid=$MG_PID ;; mirrorgate-info) pid=$MGI_PID ;; baseline) pid=$MGB_PID ;; *) pid="" ;;
                 esac
                 if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
                     DEAD+="$server died during the $kind run; "
@@ -771,6 +795,11 @@ if [ "$SERVING" = 1 ]; then
     echo
     helper table "$RESULTS" "$BLOB_SIZE"
     echo
+    if [ -n "$BASELINE" ]; then
+        echo "This build against the baseline \`$BASELINE\` (same run, interleaved):"
+        echo "$(helper baseline-note "$RESULTS")."
+        echo
+    fi
     if [ "$INFO" = 1 ]; then
         info_lines=$(lines "$WORK/logs/mirrorgate-info.log")
         info_bytes=$(stat -c %s "$WORK/logs/mirrorgate-info.log")
@@ -1321,7 +1350,7 @@ fi
 
 # The servers of the throughput part are done: stop them, so they neither take CPU nor disk.
 for pid in "${PIDS[@]}"; do [ "$pid" = "$UPSTREAM_PID" ] || stop_pid "$pid"; done
-rm -rf "$WORK/distribution" "$WORK/mirrorgate" "$WORK/mirrorgate-info" "$WORK/nginx"
+rm -rf "$WORK/distribution" "$WORK/mirrorgate" "$WORK/mirrorgate-info" "$WORK/baseline" "$WORK/nginx"
 
 log "generating the 1 GiB layer"
 mkdir -p "$WORK/big-image"

@@ -200,33 +200,26 @@ async fn handle(
                 head,
             ),
         },
+        // The proxy's futures are boxed: they hold every upstream path inline (many KiB), and
+        // each layer above that takes a future by value (task-locals, hyper's per-request and
+        // per-stream state) would otherwise copy all of it at every request.
         ApiRequest::Manifest { reference, .. } => {
-            proxy
-                .manifest(&reference, head, headers.get_all(header::ACCEPT))
-                .await?
+            Box::pin(proxy.manifest(&reference, head, headers.get_all(header::ACCEPT))).await?
         }
         ApiRequest::Blob { repository, digest } => {
-            proxy
-                .blob(&repository, &digest, head, headers.get(header::RANGE))
-                .await?
+            Box::pin(proxy.blob(&repository, &digest, head, headers.get(header::RANGE))).await?
         }
         ApiRequest::TagsList {
             repository,
             n,
             last,
-        } => {
-            proxy
-                .tags_list(&repository, n, last.as_deref(), head)
-                .await?
-        }
+        } => Box::pin(proxy.tags_list(&repository, n, last.as_deref(), head)).await?,
         ApiRequest::Referrers {
             repository,
             digest,
             artifact_type,
         } => {
-            proxy
-                .referrers(&repository, &digest, artifact_type.as_deref(), head)
-                .await?
+            Box::pin(proxy.referrers(&repository, &digest, artifact_type.as_deref(), head)).await?
         }
     })
 }

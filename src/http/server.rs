@@ -24,10 +24,14 @@ use tokio::time::Instant;
 use tokio_util::either::Either;
 
 use super::LimitsConfig;
-use super::connection::{Activity, InProgress, drive};
-use super::{API_VERSION_HEADER, Body, ServerTls, status_endpoint, warm_endpoint};
+use super::connection::{Activity, InProgress, Tracked, drive};
+use super::{API_VERSION_HEADER, ServerTls, status_endpoint, warm_endpoint};
 use crate::proxy::Proxy;
 use crate::warm::Warmer;
+
+/// The number of request headers hyper accepts when not told otherwise
+/// (`hyper::proto::h1::role::DEFAULT_MAX_HEADERS`).
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
 /// How long in-flight requests may take to finish once a stop is asked for.
 const GRACE_PERIOD: Duration = Duration::from_secs(30);
@@ -74,8 +78,12 @@ pub async fn serve_with_warm(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(idle)
-        .max_buf_size(max_header)
-        .max_headers(limits.max_headers);
+        .max_buf_size(max_header);
+    // hyper's own bound is 100 headers on the stack; naming any bound, even that one, makes it
+    // fill a vector of that many entries for every request head.
+    if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        builder.http1().max_headers(limits.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -116,7 +124,7 @@ pub async fn serve_with_warm(
                 let held = OpenConnection { _permit: permit, open: open.clone() };
                 let proxy = proxy.clone();
                 let warm = warm.clone();
-                let activity = Activity::new();
+                let activity = Activity::new(accepted_at);
                 let service = {
                     let activity = activity.clone();
                     service_fn(move |request| {
@@ -158,7 +166,6 @@ pub async fn serve_with_warm(
                         connection,
                         |c| c.graceful_shutdown(),
                         &activity,
-                        accepted_at,
                         idle,
                         stopped,
                     );
@@ -202,13 +209,14 @@ async fn handle(
     local: SocketAddr,
     peer: SocketAddr,
     in_progress: InProgress,
-) -> Result<Response<Body>, Infallible> {
+) -> Result<Response<Tracked>, Infallible> {
     if let Some(warmer) = &warm
         && request.uri().path().starts_with(warm_endpoint::PREFIX)
         && !proxy.metrics_elsewhere()
     {
-        let response = warm_endpoint::answer(&proxy, warmer, request, local, peer).await;
-        return Ok(response.map(|body| Activity::track(body, in_progress)));
+        // Boxed, like the proxy's answers: a rare request must not grow every request's future.
+        let response = Box::pin(warm_endpoint::answer(&proxy, warmer, request, local, peer)).await;
+        return Ok(response.map(|body| Tracked::new(body, in_progress)));
     }
     // `/status` depends on who is asking from where, which only this layer knows.
     if request.uri().path() == status_endpoint::PATH && !proxy.metrics_elsewhere() {
@@ -217,7 +225,7 @@ async fn handle(
         response
             .headers_mut()
             .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
-        return Ok(response.map(|body| Activity::track(body, in_progress)));
+        return Ok(response.map(|body| Tracked::new(body, in_progress)));
     }
     // Routing, serving and counting are the proxy's; this layer only speaks HTTP.
     let mut response = super::answer::respond(
@@ -236,5 +244,5 @@ async fn handle(
         .headers_mut()
         .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
     // The request stays in progress until its body is sent or dropped.
-    Ok(response.map(|body| Activity::track(body, in_progress)))
+    Ok(response.map(|body| Tracked::new(body, in_progress)))
 }
