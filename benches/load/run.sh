@@ -887,7 +887,8 @@ echo
 # 6b'. The shared S3 tier (SHARED=1): a real S3 server (SeaweedFS `weed mini`), a bucket that
 #     replica A filled by pulling an image of a 1 MiB and a 64 MiB layer. For each blob, alternated,
 #     medians of SHARED_ROUNDS: a GET through a fresh replica B (empty local tier: the blob comes
-#     from the bucket), the same object straight from S3 with curl (signed), and a second GET
+#     from the bucket; B has read the manifest first, as a client does), the same object straight
+#     from S3 with curl (signed), and a second GET
 #     through B (a local-disk hit). Then the cold pull of the whole image through a fresh B
 #     against the same pull again through that B (every blob a local-disk hit).
 # ---------------------------------------------------------------------------------------------
@@ -945,7 +946,7 @@ else
     head -c $((64 * 1024 * 1024)) /dev/urandom >"$WORK/layer-shared-64"
     SHARED_1=sha256:$(sha256sum "$WORK/layer-shared-1" | cut -d' ' -f1)
     SHARED_64=sha256:$(sha256sum "$WORK/layer-shared-64" | cut -d' ' -f1)
-    helper make-image "$WORK/shared-image" v1 "$WORK/layer-shared-1" "$WORK/layer-shared-64" >/dev/null
+    read -r SHARED_MANIFEST _ < <(helper make-image "$WORK/shared-image" v1 "$WORK/layer-shared-1" "$WORK/layer-shared-64")
     timeout 300 skopeo --insecure-policy copy --quiet --preserve-digests --dest-tls-verify=false \
         "oci:$WORK/shared-image:v1" "docker://127.0.0.1:$UPSTREAM_PORT/ns/shared:v1" >&2 ||
         die "skopeo copy of the shared-tier image to the upstream failed"
@@ -981,6 +982,11 @@ else
             direct_times+=("$(timed_get "http://127.0.0.1:$S3_PORT/$S3_BUCKET/blobs/sha256/${blob#sha256:}" \
                 --aws-sigv4 "aws:amz:us-east-1:s3" --user "$S3_KEY:$S3_SECRET")")
             start_mirrorgate "mirrorgate-shared-b-$r" warn "$SHARED_CACHE"
+            # As a client does, the manifest first (by digest: from the bucket, which also opens
+            # B's connections to it); then the blob, timed.
+            check_get "mirrorgate-shared-b-$r" \
+                "http://127.0.0.1:$STARTED_PORT/v2/source.test/ns/shared/manifests/$SHARED_MANIFEST" \
+                "${SHARED_MANIFEST#sha256:}"
             b_url="http://127.0.0.1:$STARTED_PORT/v2/source.test/ns/shared/blobs/$blob"
             bucket_times+=("$(timed_get "$b_url")")
             local_times+=("$(timed_get "$b_url")")

@@ -327,12 +327,9 @@ impl Proxy {
         if !self.cache.blobs.has_room(expected.unwrap_or(0)) {
             return self.no_room(digest);
         }
-        // The shared tier serves a repository only what an upstream served or confirmed for it,
-        // here or on another replica; otherwise the upstreams are asked, which confirms. (Asked
-        // here, in the download's own task, so that the wait for the bucket never widens the
-        // moment between a request's look at the store and its start of a download.)
+        // The bucket is asked here, in the download's own task, so that waiting for it never
+        // widens the moment between a request's look at the store and its start of a download.
         if let Some(tier) = &self.shared
-            && self.shared_serves(logical, digest).await
             && let Some(done) = self
                 .download_shared(tier, logical, digest, expected, state, &mut leader)
                 .await
@@ -473,8 +470,10 @@ impl Proxy {
         }
     }
 
-    /// Downloads a blob from the shared tier into the store, streaming it to the readers as an
-    /// upstream download does (verified, the last chunk held back). `None` when the tier does not
+    /// Downloads a blob from the shared tier into the store, if the tier holds it and may serve
+    /// it to `logical`'s repository (an upstream served or confirmed it there, here or on another
+    /// replica; otherwise the upstreams are asked, which confirms), streaming it to the readers
+    /// as an upstream download does (verified, the last chunk held back). `None` when the tier does not
     /// hold it or fails, before or during the read: the caller goes on to the upstreams, and
     /// readers that were following this attempt fail rather than take a broken blob.
     async fn download_shared(
@@ -486,7 +485,18 @@ impl Proxy {
         state: &watch::Sender<DownloadState>,
         leader: &mut Option<mpsc::Sender<Piece>>,
     ) -> Option<DownloadState> {
-        let read = tier.read_blob(digest, expected).await?;
+        // The confirmation and the read are asked at once: a blob read from the bucket costs
+        // one round trip before its first byte, not two. A read without a confirmation is
+        // dropped unread.
+        let (confirmed, read) = if self.known.contains(logical.name(), digest.as_str()) {
+            (true, tier.read_blob(digest, expected).await)
+        } else {
+            tokio::join!(
+                self.shared_serves(logical, digest),
+                tier.read_blob(digest, expected)
+            )
+        };
+        let read = read.filter(|_| confirmed)?;
         let len = read.size;
         if !self.cache.blobs.has_room(len) {
             return Some(self.no_room(digest));
