@@ -439,15 +439,30 @@ fn configured_releases_are_warmed_at_start_and_new_ones_on_reload() {
 fn a_client_pull_is_not_held_up_by_a_warm_job_holding_upstream_fetches() {
     let source = Registry::start();
     let mirror = Registry::start();
-    let release = SyntheticRelease::push(&source, ReleaseSpec::new("4.19.0", 4));
+    // Each component has a layer of its own of more than 64 KiB.
+    let spec = ReleaseSpec {
+        own_layer_extra: 200_000,
+        ..ReleaseSpec::new("4.19.0", 4)
+    };
+    let release = SyntheticRelease::push(&source, spec);
     release.push_to(&mirror, Some(MIRROR_COMPONENTS), None);
-    // The mirror sends 64 KiB of each blob and then nothing: the warm job's component blob
-    // downloads stay under way for as long as the test runs.
+    // The mirror sends 64 KiB of each blob and then nothing: the downloads of the components'
+    // own layers stay under way, each holding an upstream fetch slot, for as long as the test
+    // runs (the release image and the base layer it shares come from the source).
+    let payload = &release.payloads[0].blobs;
+    let stalled: Vec<String> = release
+        .components
+        .iter()
+        .flat_map(|c| c.images[0].blobs.iter())
+        .filter(|(digest, size)| **size > 64 * 1024 && !payload.contains_key(*digest))
+        .map(|(digest, _)| digest.clone())
+        .collect();
+    assert_eq!(stalled.len(), 4, "every component's own layer stalls");
     let stalling = Throttle::start_stalling_blobs(mirror.endpoint());
     let image = single_arch("client-during-warm", &[200_000]);
     push(&image, &format!("{}/other/app:v1", source.addr()));
-    // One client slot, refused after 1s of waiting: a client queued behind the warm job
-    // would get 429.
+    // One client slot, refused after 1s of waiting: a client queued behind the warm job's
+    // stalled downloads would get 429.
     let mirrorgate = Mirrorgate::start(
         &idms("NeverContactSource"),
         &[
@@ -466,12 +481,13 @@ fn a_client_pull_is_not_held_up_by_a_warm_job_holding_upstream_fetches() {
     );
     assert_eq!(started.status, 202, "{}", started.text());
     let id = started.json()["id"].as_u64().unwrap();
-    // Wait until the job downloads component blobs from the stalling mirror.
+    // Wait until the job holds a stalled download.
     wait_until(Duration::from_secs(60), || {
         let status = http_get(&mirrorgate.addr(), "/status", &[]).json();
-        Ok(status["fetches"]["downloads"]
-            .as_array()
-            .is_some_and(|d| d.iter().any(|d| d["repository"] == COMPONENTS)))
+        Ok(status["fetches"]["downloads"].as_array().is_some_and(|d| {
+            d.iter()
+                .any(|d| stalled.iter().any(|s| d["digest"] == s.as_str()))
+        }))
     })
     .unwrap_or_else(|e| {
         panic!(
