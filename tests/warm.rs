@@ -74,7 +74,18 @@ fn expected_summary(
     fetched: u64,
     cached: u64,
 ) -> Vec<String> {
-    let blobs = release.expected_blobs(None);
+    expected_summary_of(release, None, images, fetched, cached)
+}
+
+/// [`expected_summary`] for the release's blobs on `architectures` (`None`: all).
+fn expected_summary_of(
+    release: &SyntheticRelease,
+    architectures: Option<&[&str]>,
+    images: usize,
+    fetched: u64,
+    cached: u64,
+) -> Vec<String> {
+    let blobs = release.expected_blobs(architectures);
     let total: u64 = blobs.values().sum();
     vec![
         format!(
@@ -519,4 +530,53 @@ fn a_client_pull_is_not_held_up_by_a_warm_job_holding_upstream_fetches() {
         "{}",
         mirrorgate.log()
     );
+}
+
+#[test]
+fn a_multi_arch_release_is_warmed_for_the_configured_architectures() {
+    let source = Registry::start();
+    let mirror = Registry::start();
+    let release = SyntheticRelease::push(
+        &source,
+        ReleaseSpec {
+            multi_arch: true,
+            ..ReleaseSpec::new("4.16.2", 4)
+        },
+    );
+    release.push_to(&mirror, Some(MIRROR_COMPONENTS), Some(MIRROR_RELEASE));
+    let registries = [
+        ("quay.io", source.endpoint()),
+        ("mirror.test", mirror.endpoint()),
+    ];
+    let registries: Vec<(&str, &str)> = registries.iter().map(|(h, e)| (*h, e.as_str())).collect();
+    let mut outcomes = Vec::new();
+    let mut expected = Vec::new();
+    for (setting, architectures, images) in [
+        ("[amd64]", Some(&["amd64"][..]), 1 + 4),
+        ("[all]", None, 2 + 4 * 2),
+    ] {
+        let mirrorgate = Mirrorgate::start(
+            &idms("AllowContactingSource"),
+            &registries,
+            &format!("warm:\n  architectures: {setting}\n"),
+        );
+        let marks = (source.mark(), mirror.mark());
+        let output = warm_cli(&mirrorgate, &[&release.pull_spec]);
+        let blobs = release.expected_blobs(architectures);
+        let total: u64 = blobs.values().sum();
+        outcomes.push((
+            output.status.success(),
+            summary_lines(&text(&output.stdout)),
+            blob_gets(&[(&source, marks.0), (&mirror, marks.1)]),
+        ));
+        expected.push((
+            true,
+            expected_summary_of(&release, architectures, images, total, 0),
+            blobs
+                .keys()
+                .map(|d| (d.clone(), 1))
+                .collect::<BTreeMap<_, _>>(),
+        ));
+    }
+    assert_eq!(outcomes, expected);
 }
