@@ -12,11 +12,12 @@
 //! - [`metrics`]: what every part did, for Prometheus;
 //! - [`tls`]: HTTPS on the listener, with a certificate reloaded on change;
 //! - [`proxy`]: serving each request from the pull sources the rules give, verifying content;
+//! - [`release`]: OpenShift release payloads and the plan of warming one;
+//! - [`warm`]: release warm-up jobs run inside the server through the proxy, and their progress
+//!   (HostedClusters watched through `kubernetes`);
 //! - [`http`]: the OCI distribution API surface (routing of paths, addressing, error bodies);
 //! - [`config`]: the proxy's own configuration file, composed of each module's section;
 //! - [`reload`]: picking up changed rules and settings without a restart;
-//! - [`release`]: OpenShift release payloads and the plan of warming one;
-//! - [`warm`]: release warm-up jobs run inside the server through the proxy, and their progress;
 //! - [`status`]: the state of a running proxy for `/status` and `mirrorgate status`;
 //! - `kubernetes` (feature `kubernetes`, on by default): mirror objects watched in a live cluster.
 //!

@@ -74,7 +74,18 @@ fn expected_summary(
     fetched: u64,
     cached: u64,
 ) -> Vec<String> {
-    let blobs = release.expected_blobs(None);
+    expected_summary_of(release, None, images, fetched, cached)
+}
+
+/// [`expected_summary`] for the release's blobs on `architectures` (`None`: all).
+fn expected_summary_of(
+    release: &SyntheticRelease,
+    architectures: Option<&[&str]>,
+    images: usize,
+    fetched: u64,
+    cached: u64,
+) -> Vec<String> {
+    let blobs = release.expected_blobs(architectures);
     let total: u64 = blobs.values().sum();
     vec![
         format!(
@@ -439,15 +450,30 @@ fn configured_releases_are_warmed_at_start_and_new_ones_on_reload() {
 fn a_client_pull_is_not_held_up_by_a_warm_job_holding_upstream_fetches() {
     let source = Registry::start();
     let mirror = Registry::start();
-    let release = SyntheticRelease::push(&source, ReleaseSpec::new("4.19.0", 4));
+    // Each component has a layer of its own of more than 64 KiB.
+    let spec = ReleaseSpec {
+        own_layer_extra: 200_000,
+        ..ReleaseSpec::new("4.19.0", 4)
+    };
+    let release = SyntheticRelease::push(&source, spec);
     release.push_to(&mirror, Some(MIRROR_COMPONENTS), None);
-    // The mirror sends 64 KiB of each blob and then nothing: the warm job's component blob
-    // downloads stay under way for as long as the test runs.
+    // The mirror sends 64 KiB of each blob and then nothing: the downloads of the components'
+    // own layers stay under way, each holding an upstream fetch slot, for as long as the test
+    // runs (the release image and the base layer it shares come from the source).
+    let payload = &release.payloads[0].blobs;
+    let stalled: Vec<String> = release
+        .components
+        .iter()
+        .flat_map(|c| c.images[0].blobs.iter())
+        .filter(|(digest, size)| **size > 64 * 1024 && !payload.contains_key(*digest))
+        .map(|(digest, _)| digest.clone())
+        .collect();
+    assert_eq!(stalled.len(), 4, "every component's own layer stalls");
     let stalling = Throttle::start_stalling_blobs(mirror.endpoint());
     let image = single_arch("client-during-warm", &[200_000]);
     push(&image, &format!("{}/other/app:v1", source.addr()));
-    // One client slot, refused after 1s of waiting: a client queued behind the warm job
-    // would get 429.
+    // One client slot, refused after 1s of waiting: a client queued behind the warm job's
+    // stalled downloads would get 429.
     let mirrorgate = Mirrorgate::start(
         &idms("NeverContactSource"),
         &[
@@ -466,12 +492,13 @@ fn a_client_pull_is_not_held_up_by_a_warm_job_holding_upstream_fetches() {
     );
     assert_eq!(started.status, 202, "{}", started.text());
     let id = started.json()["id"].as_u64().unwrap();
-    // Wait until the job downloads component blobs from the stalling mirror.
+    // Wait until the job holds a stalled download.
     wait_until(Duration::from_secs(60), || {
         let status = http_get(&mirrorgate.addr(), "/status", &[]).json();
-        Ok(status["fetches"]["downloads"]
-            .as_array()
-            .is_some_and(|d| d.iter().any(|d| d["repository"] == COMPONENTS)))
+        Ok(status["fetches"]["downloads"].as_array().is_some_and(|d| {
+            d.iter()
+                .any(|d| stalled.iter().any(|s| d["digest"] == s.as_str()))
+        }))
     })
     .unwrap_or_else(|e| {
         panic!(
@@ -503,4 +530,53 @@ fn a_client_pull_is_not_held_up_by_a_warm_job_holding_upstream_fetches() {
         "{}",
         mirrorgate.log()
     );
+}
+
+#[test]
+fn a_multi_arch_release_is_warmed_for_the_configured_architectures() {
+    let source = Registry::start();
+    let mirror = Registry::start();
+    let release = SyntheticRelease::push(
+        &source,
+        ReleaseSpec {
+            multi_arch: true,
+            ..ReleaseSpec::new("4.16.2", 4)
+        },
+    );
+    release.push_to(&mirror, Some(MIRROR_COMPONENTS), Some(MIRROR_RELEASE));
+    let registries = [
+        ("quay.io", source.endpoint()),
+        ("mirror.test", mirror.endpoint()),
+    ];
+    let registries: Vec<(&str, &str)> = registries.iter().map(|(h, e)| (*h, e.as_str())).collect();
+    let mut outcomes = Vec::new();
+    let mut expected = Vec::new();
+    for (setting, architectures, images) in [
+        ("[amd64]", Some(&["amd64"][..]), 1 + 4),
+        ("[all]", None, 2 + 4 * 2),
+    ] {
+        let mirrorgate = Mirrorgate::start(
+            &idms("AllowContactingSource"),
+            &registries,
+            &format!("warm:\n  architectures: {setting}\n"),
+        );
+        let marks = (source.mark(), mirror.mark());
+        let output = warm_cli(&mirrorgate, &[&release.pull_spec]);
+        let blobs = release.expected_blobs(architectures);
+        let total: u64 = blobs.values().sum();
+        outcomes.push((
+            output.status.success(),
+            summary_lines(&text(&output.stdout)),
+            blob_gets(&[(&source, marks.0), (&mirror, marks.1)]),
+        ));
+        expected.push((
+            true,
+            expected_summary_of(&release, architectures, images, total, 0),
+            blobs
+                .keys()
+                .map(|d| (d.clone(), 1))
+                .collect::<BTreeMap<_, _>>(),
+        ));
+    }
+    assert_eq!(outcomes, expected);
 }

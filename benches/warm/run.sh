@@ -13,7 +13,7 @@
 #   WARM_BENCH_SKIP=1 bash benches/warm/run.sh             # does nothing (for CI-like callers)
 #
 # Needs a release build (built when missing: cargo build --release --locked) and disk for three
-# copies of the unique bytes plus skopeo's per-component copies. Report to stdout, progress to
+# copies of the unique bytes plus the largest component (skopeo's copies are removed one by one). Report to stdout, progress to
 # stderr.
 set -euo pipefail
 
@@ -122,6 +122,8 @@ t0=$(now)
 while read -r name digest; do
     skopeo copy --quiet --src-tls-verify=false \
         "docker://$UP/openshift-release-dev/ocp-v4.0-art-dev@$digest" "dir:$WORK/skopeo/$name" >&2
+    # Each copy holds the component's every layer: keep the disk from filling on a large release.
+    rm -rf "${WORK:?}/skopeo/$name"
 done <"$WORK/components"
 skopeo copy --quiet --src-tls-verify=false "docker://$UP/${RELEASE#quay.io/}" "dir:$WORK/skopeo/release" >&2
 t1=$(now)

@@ -62,6 +62,8 @@ pub struct ReleaseSpec {
     pub release_label: bool,
     /// Extra `(tag, pull spec)` entries of image-references, written as given.
     pub extra_tags: Vec<(String, String)>,
+    /// Bytes added to each component's own layer (0: a few KiB each).
+    pub own_layer_extra: usize,
 }
 
 impl ReleaseSpec {
@@ -75,6 +77,7 @@ impl ReleaseSpec {
             release_manifests: true,
             release_label: true,
             extra_tags: Vec::new(),
+            own_layer_extra: 0,
         }
     }
 }
@@ -138,7 +141,10 @@ impl SyntheticRelease {
                 .map(|arch| {
                     let mut layers = vec![
                         layer_of_bytes(&format!("base/{arch}"), 64 * 1024),
-                        layer_of_bytes(&format!("own/{name}/{arch}"), 2048 + 512 * i),
+                        layer_of_bytes(
+                            &format!("own/{name}/{arch}"),
+                            2048 + 512 * i + spec.own_layer_extra,
+                        ),
                     ];
                     if i % 2 == 0 {
                         layers.insert(1, layer_of_bytes(&format!("even/{arch}"), 16 * 1024));
