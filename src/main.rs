@@ -565,6 +565,10 @@ fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
         }
         // `warm.releases` now, and the new ones of each good reload.
         warmer.apply(&config.warm, true);
+        // HostedClusters' release images, warmed when created or upgraded; the task lives as
+        // long as the server.
+        #[cfg(feature = "kubernetes")]
+        let _hosted_clusters = warmer.watch_hosted_clusters(config.kubernetes.as_ref());
         {
             let warmer = warmer.clone();
             tokio::spawn(async move {

@@ -106,3 +106,85 @@ async fn a_hosted_cluster_release_is_warmed_when_created_and_again_when_upgraded
         (vec![job(&first)], vec![job(&first), job(&second)])
     );
 }
+
+/// Through `serve` with a `kubernetes:` section: the HostedCluster watch starts with the server,
+/// and the job routes its components by the cluster's own ImageDigestMirrorSet
+/// (NeverContactSource): the source is never asked for a component.
+#[test]
+fn serve_warms_a_hosted_cluster_release_along_the_cluster_mirror_rules() {
+    use support::kmock::{CONFIG_MAPS, IDMS};
+    use support::{Mirrorgate, http_get, wait_until};
+
+    const COMPONENTS: &str = "quay.io/openshift-release-dev/ocp-v4.0-art-dev";
+    let source = Registry::start();
+    let mirror = Registry::start();
+    let release = SyntheticRelease::push(&source, ReleaseSpec::new("4.17.2", 3));
+    release.push_to(&mirror, Some("ocp/art"), None);
+    let kmock = Kmock::start(&[IDMS, HOSTED_CLUSTERS, CONFIG_MAPS]);
+    kmock.create(
+        "/apis/config.openshift.io/v1/imagedigestmirrorsets",
+        &json!({
+            "apiVersion": "config.openshift.io/v1", "kind": "ImageDigestMirrorSet",
+            "metadata": {"name": "release"},
+            "spec": {"imageDigestMirrors": [{
+                "source": COMPONENTS, "mirrors": ["mirror.test/ocp/art"],
+                "mirrorSourcePolicy": "NeverContactSource"
+            }]}
+        }),
+    );
+    let source_mark = source.mark();
+    let kube = tempfile::tempdir().unwrap();
+    let kubeconfig = kmock.kubeconfig(kube.path());
+    let mirrorgate = Mirrorgate::start(
+        "",
+        &[
+            ("quay.io", &source.endpoint()),
+            ("mirror.test", &mirror.endpoint()),
+        ],
+        &format!("kubernetes:\n  kubeconfig: {}\n", kubeconfig.display()),
+    );
+    kmock.create(
+        HOSTED,
+        &json!({
+            "apiVersion": "hypershift.openshift.io/v1beta1", "kind": "HostedCluster",
+            "metadata": {"name": "guest", "namespace": "clusters"},
+            "spec": {"release": {"image": release.pull_spec}}
+        }),
+    );
+
+    let mut jobs = Vec::new();
+    wait_until(Duration::from_secs(120), || {
+        let listed = http_get(&mirrorgate.addr(), "/warm/jobs", &[]).json()["jobs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        jobs = listed
+            .iter()
+            .map(|j| {
+                (
+                    j["trigger"].as_str().unwrap_or_default().to_owned(),
+                    j["state"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        Ok(!jobs.is_empty() && jobs.iter().all(|j| j.1 == "succeeded" || j.1 == "failed"))
+    })
+    .unwrap_or_else(|e| panic!("no finished warm job: {e}\n{}", mirrorgate.log()));
+    let component_requests_to_source: Vec<String> = source
+        .content_requests_since(source_mark)
+        .into_iter()
+        .filter(|r| r.contains("ocp-v4.0-art-dev"))
+        .collect();
+    assert_eq!(
+        (jobs, component_requests_to_source),
+        (
+            vec![(
+                "hostedcluster clusters/guest".to_owned(),
+                "succeeded".to_owned()
+            )],
+            Vec::<String>::new()
+        ),
+        "log:\n{}",
+        mirrorgate.log()
+    );
+}

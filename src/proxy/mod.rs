@@ -114,6 +114,8 @@ pub struct Proxy {
     /// Why the rule set in force is not complete yet (a rule source still on its first load):
     /// pulls are refused and `/readyz` fails while it is set.
     incomplete: ArcSwapOption<String>,
+    /// Woken when the rule set becomes complete, for in-process work that waits for it.
+    completed: tokio::sync::Notify,
 }
 
 /// What kind of stored content a HEAD upstream confirms before it is served.
@@ -238,6 +240,7 @@ impl Proxy {
             health: status::Health::default(),
             reloads: status::Reloads::new(),
             incomplete: ArcSwapOption::empty(),
+            completed: tokio::sync::Notify::new(),
         })
     }
 
@@ -326,7 +329,26 @@ impl Proxy {
     /// is incomplete, pulls are answered 503 and `/readyz` fails: serving without a missing
     /// NeverContactSource rule could contact a source the rules forbid.
     pub fn set_incomplete(&self, why: Option<String>) {
+        let complete = why.is_none();
         self.incomplete.store(why.map(Arc::new));
+        if complete {
+            self.completed.notify_waiters();
+        }
+    }
+
+    /// Completes once the rule set in force is complete: in-process work (release warm-up)
+    /// follows the same rule as pulls, which are refused until then.
+    pub async fn rules_complete(&self) {
+        loop {
+            let notified = self.completed.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a completion between the two is not missed.
+            notified.as_mut().enable();
+            if self.incomplete().is_none() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Replaces the reason the rule set is incomplete, only while it is (a complete rule set

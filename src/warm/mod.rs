@@ -175,6 +175,7 @@ impl Warmer {
     /// the rules give it, the unique blob count and size. Reads the release image and the
     /// component manifests (caching them), fetches no component blob.
     pub async fn dry_run(&self, release: &Reference) -> Result<String, ReleaseError> {
+        self.wait_for_complete_rules(release).await;
         let fetcher = ProxyFetcher::new(self.proxy.clone(), None);
         let plan = plan_release(&fetcher, release, &self.walk_options()).await?;
         Ok(plan.render_dry_run(&self.proxy.rules()))
@@ -189,7 +190,18 @@ impl Warmer {
         }
     }
 
+    /// Warm-up fetches along the rules like a pull, so it waits as pulls do for a complete rule
+    /// set (e.g. the cluster's first list): without the cluster's NeverContactSource rules it
+    /// could contact a source they forbid.
+    async fn wait_for_complete_rules(&self, release: &Reference) {
+        if let Some(why) = self.proxy.incomplete() {
+            tracing::info!(%release, %why, "warm: waiting for the rules to be complete");
+            self.proxy.rules_complete().await;
+        }
+    }
+
     async fn run(&self, job: &Arc<Job>, release: &Reference) {
+        self.wait_for_complete_rules(release).await;
         let fetcher = ProxyFetcher::new(self.proxy.clone(), Some(job.clone()));
         let (options, slots) = {
             let settings = self.settings();
