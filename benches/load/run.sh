@@ -53,7 +53,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # Shared helpers: log, die, require_tools, free_port, start/wait_ready, stop_pid.
 # shellcheck source=benches/common.sh
 source "$REPO/benches/common.sh"
-MG="$REPO/target/release/mirrorgate"
+MG_GIVEN=${MG:-}                   # another mirrorgate binary measured instead of this build
+MG="${MG:-$REPO/target/release/mirrorgate}"
 if [ -n "$BASELINE" ]; then
     [ -x "$BASELINE" ] || die "BASELINE=$BASELINE is not an executable mirrorgate binary"
     BASELINE=$(cd "$(dirname "$BASELINE")" && pwd)/$(basename "$BASELINE")
@@ -647,7 +648,7 @@ check_get() {
 # 0. The machine and the command.
 # ---------------------------------------------------------------------------------------------
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-command_line="cd $REPO && DURATION=$DURATION THREADS=$THREADS CONNECTIONS=$CONNECTIONS ROUNDS=$ROUNDS INFO=$INFO BIG=$BIG BIG_CLIENTS=$BIG_CLIENTS BIG_MEMORY_MIB=$BIG_MEMORY_MIB COLD=$COLD COLD_LAYER_MIB=$COLD_LAYER_MIB COLD_ROUNDS=$COLD_ROUNDS SHARED=$SHARED SHARED_ROUNDS=$SHARED_ROUNDS SERVING=$SERVING FANOUT=$FANOUT FANOUT_CLIENTS=$FANOUT_CLIENTS FANOUT_LAYER_MIB=$FANOUT_LAYER_MIB FANOUT_ROUNDS=$FANOUT_ROUNDS TLS=$TLS H2_CONNECTIONS=$H2_CONNECTIONS H2_STREAMS=$H2_STREAMS CONNS=$CONNS CONNS_IDLE=$CONNS_IDLE PERF=$PERF${BASELINE:+ BASELINE=$BASELINE} bash benches/load/run.sh"
+command_line="cd $REPO && DURATION=$DURATION THREADS=$THREADS CONNECTIONS=$CONNECTIONS ROUNDS=$ROUNDS INFO=$INFO BIG=$BIG BIG_CLIENTS=$BIG_CLIENTS BIG_MEMORY_MIB=$BIG_MEMORY_MIB COLD=$COLD COLD_LAYER_MIB=$COLD_LAYER_MIB COLD_ROUNDS=$COLD_ROUNDS SHARED=$SHARED SHARED_ROUNDS=$SHARED_ROUNDS SERVING=$SERVING FANOUT=$FANOUT FANOUT_CLIENTS=$FANOUT_CLIENTS FANOUT_LAYER_MIB=$FANOUT_LAYER_MIB FANOUT_ROUNDS=$FANOUT_ROUNDS TLS=$TLS H2_CONNECTIONS=$H2_CONNECTIONS H2_STREAMS=$H2_STREAMS CONNS=$CONNS CONNS_IDLE=$CONNS_IDLE PERF=$PERF${BASELINE:+ BASELINE=$BASELINE}${MG_GIVEN:+ MG=$MG_GIVEN} bash benches/load/run.sh"
 echo "# mirrorgate load comparison"
 echo
 echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
