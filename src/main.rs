@@ -6,6 +6,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -331,22 +332,18 @@ fn run(command: Command) -> Result<()> {
             token,
             ca_file,
         } => {
-            let server = match server {
-                Some(server) => server,
-                None => {
-                    let args = RuleArgs {
-                        config,
-                        rules: Vec::new(),
-                    };
-                    default_status_server(&args.config()?.0)
-                }
-            };
-            let credentials = match (creds, token) {
-                (Some(creds), _) => Some(StatusCredentials::Basic(creds)),
-                (None, Some(token)) => Some(StatusCredentials::Bearer(token)),
-                (None, None) => None,
-            };
-            status(&server, json, credentials, ca_file.as_deref())
+            let admin = admin(
+                "mirrorgate-status",
+                Duration::from_secs(30),
+                AdminArgs {
+                    server,
+                    config,
+                    creds,
+                    token,
+                    ca_file,
+                },
+            )?;
+            status(&admin, json)
         }
         Command::Warm {
             server,
@@ -357,27 +354,17 @@ fn run(command: Command) -> Result<()> {
             ca_file,
             releases,
         } => {
-            let server = match server {
-                Some(server) => server,
-                None => {
-                    let args = RuleArgs {
-                        config,
-                        rules: Vec::new(),
-                    };
-                    default_status_server(&args.config()?.0)
-                }
-            };
-            let credentials = match (creds, token) {
-                (Some(creds), _) => Some(StatusCredentials::Basic(creds)),
-                (None, Some(token)) => Some(StatusCredentials::Bearer(token)),
-                (None, None) => None,
-            };
-            let client = admin_client("mirrorgate-warm", ca_file.as_deref())?;
-            let admin = warm_cli::Admin {
-                client,
-                server: server.trim_end_matches('/').to_owned(),
-                credentials,
-            };
+            let admin = admin(
+                "mirrorgate-warm",
+                Duration::from_secs(300),
+                AdminArgs {
+                    server,
+                    config,
+                    creds,
+                    token,
+                    ca_file,
+                },
+            )?;
             if dry_run {
                 warm_cli::dry_run(&admin, &releases)
             } else {
@@ -387,15 +374,41 @@ fn run(command: Command) -> Result<()> {
     }
 }
 
-/// An HTTP client for a running server's own endpoints, trusting `ca_file` besides the system
-/// roots.
-fn admin_client(agent: &str, ca_file: Option<&Path>) -> Result<reqwest::Client> {
+/// How the commands that talk to a running server (`status`, `warm`) find and reach it.
+struct AdminArgs {
+    /// Its base URL; `None`: where a server started from `config` serves `/status`.
+    server: Option<String>,
+    config: Option<PathBuf>,
+    creds: Option<String>,
+    token: Option<String>,
+    /// Trusted besides the system roots.
+    ca_file: Option<PathBuf>,
+}
+
+/// The admin API of the running server `args` name, reached as `agent`, each request bounded
+/// by `timeout`.
+fn admin(agent: &str, timeout: Duration, args: AdminArgs) -> Result<warm_cli::Admin> {
+    let server = match args.server {
+        Some(server) => server,
+        None => {
+            let rule_args = RuleArgs {
+                config: args.config,
+                rules: Vec::new(),
+            };
+            default_status_server(&rule_args.config()?.0)
+        }
+    };
+    let credentials = match (args.creds, args.token) {
+        (Some(creds), _) => Some(StatusCredentials::Basic(creds)),
+        (None, Some(token)) => Some(StatusCredentials::Bearer(token)),
+        (None, None) => None,
+    };
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut builder = reqwest::Client::builder()
         .user_agent(format!("{agent}/{}", env!("CARGO_PKG_VERSION")))
-        .timeout(std::time::Duration::from_secs(300))
+        .timeout(timeout)
         .no_proxy();
-    if let Some(path) = ca_file {
+    if let Some(path) = &args.ca_file {
         let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         for certificate in reqwest::Certificate::from_pem_bundle(&pem)
             .with_context(|| format!("{}: no PEM certificate", path.display()))?
@@ -403,7 +416,11 @@ fn admin_client(agent: &str, ca_file: Option<&Path>) -> Result<reqwest::Client> 
             builder = builder.add_root_certificate(certificate);
         }
     }
-    builder.build().context("cannot set up the HTTP client")
+    Ok(warm_cli::Admin {
+        client: builder.build().context("cannot set up the HTTP client")?,
+        server: server.trim_end_matches('/').to_owned(),
+        credentials,
+    })
 }
 
 /// How `mirrorgate status` authenticates.
@@ -430,66 +447,16 @@ fn default_status_server(config: &Config) -> String {
     format!("{scheme}://{host}:{}", address.port())
 }
 
-/// Prints the status of the server at `server` (a base URL).
-fn status(
-    server: &str,
-    json: bool,
-    credentials: Option<StatusCredentials>,
-    ca_file: Option<&Path>,
-) -> Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let url = format!(
-        "{}{}",
-        server.trim_end_matches('/'),
-        http::status_endpoint::PATH
-    );
-    let mut builder = reqwest::Client::builder()
-        .user_agent(concat!("mirrorgate-status/", env!("CARGO_PKG_VERSION")))
-        .timeout(std::time::Duration::from_secs(30))
-        .no_proxy();
-    if let Some(path) = ca_file {
-        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        for certificate in reqwest::Certificate::from_pem_bundle(&pem)
-            .with_context(|| format!("{}: no PEM certificate", path.display()))?
-        {
-            builder = builder.add_root_certificate(certificate);
-        }
-    }
-    let client = builder.build().context("cannot set up the HTTP client")?;
+/// Prints the status of the server `admin` reaches.
+fn status(admin: &warm_cli::Admin, json: bool) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    let body = runtime.block_on(async {
-        let mut request = client.get(&url);
-        request = match &credentials {
-            Some(StatusCredentials::Basic(creds)) => {
-                let (user, password) = creds.split_once(':').unwrap_or((creds, ""));
-                request.basic_auth(user, Some(password))
-            }
-            Some(StatusCredentials::Bearer(token)) => request.bearer_auth(token),
-            None => request,
-        };
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {url}"))?;
-        let code = response.status();
-        let text = response
-            .text()
-            .await
-            .with_context(|| format!("cannot read the answer of {url}"))?;
-        if !code.is_success() {
-            let message = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| text.trim().to_owned());
-            bail!("{url} answered {code}: {message}");
-        }
-        anyhow::Ok(text)
-    })?;
+    let path = http::status_endpoint::PATH;
+    let body = runtime.block_on(admin.call(reqwest::Method::GET, path, None))?;
     let status: mirrorgate::status::Status = serde_json::from_str(&body)
-        .with_context(|| format!("{url} did not answer a mirrorgate status"))?;
+        .with_context(|| format!("{}{path} did not answer a mirrorgate status", admin.server))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {

@@ -28,7 +28,9 @@ pub struct Admin {
 }
 
 impl Admin {
-    async fn call(
+    /// `method path` with `body` as JSON; the answer's text, or an error naming the URL and
+    /// the server's message.
+    pub async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
