@@ -83,7 +83,8 @@ async fn allowed(
     }
 }
 
-fn json(body: Bytes, head: bool) -> Response<Body> {
+/// A JSON answer of `body` (its head alone for `HEAD`); also the warm API's.
+pub(super) fn json(body: Bytes, head: bool) -> Response<Body> {
     let length = body.len();
     let mut response = Response::new(if head { empty_body() } else { full_body(body) });
     let headers = response.headers_mut();

@@ -16,13 +16,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
+use super::Body;
 use super::error::{ApiError, ErrorCode};
-use super::{Body, full_body};
 use crate::access::Access;
 use crate::proxy::Proxy;
 use crate::reference::Reference;
@@ -190,15 +190,8 @@ async fn allowed(
 
 fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let body = Bytes::from(serde_json::to_vec_pretty(value).unwrap_or_default());
-    let length = body.len();
-    let mut response = Response::new(full_body(body));
+    let mut response = super::status_endpoint::json(body, false);
     *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
     response
 }
 
@@ -230,7 +223,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         if let Some(token) = token {
             headers.insert(
-                header::AUTHORIZATION,
+                http::header::AUTHORIZATION,
                 format!("Bearer {token}").parse().unwrap(),
             );
         }
