@@ -219,38 +219,20 @@ fn drop_labels(error: RuleError, origins: &[String]) -> RuleError {
         }
         text
     };
-    match error {
-        RuleError::Invalid { at, problem } => RuleError::Invalid {
-            at: clean(&at),
-            problem: match problem {
-                Problem::ConflictingPolicy {
-                    source_name,
-                    policy,
-                    other_policy,
-                    other,
-                } => Problem::ConflictingPolicy {
-                    source_name,
-                    policy,
-                    other_policy,
-                    other: clean(&other),
-                },
-                other => other,
-            },
-        },
-        RuleError::Syntax { file, message } => RuleError::Syntax {
-            file: clean(&file),
-            message,
-        },
-        other => other,
-    }
+    rewrite_locations(error, clean)
 }
 
 /// Replaces the loader's `cluster: document N (Kind/name)` with the origin of object N.
 fn name_objects(error: RuleError, origins: &[String]) -> RuleError {
-    let rename = |text: &str| rename_documents(text, origins);
+    rewrite_locations(error, |text| rename_documents(text, origins))
+}
+
+/// `error` with `rewrite` applied to every place it names (where, and the other object of a
+/// conflict); the problem itself unchanged.
+fn rewrite_locations(error: RuleError, rewrite: impl Fn(&str) -> String) -> RuleError {
     match error {
         RuleError::Invalid { at, problem } => RuleError::Invalid {
-            at: rename(&at),
+            at: rewrite(&at),
             problem: match problem {
                 Problem::ConflictingPolicy {
                     source_name,
@@ -261,13 +243,13 @@ fn name_objects(error: RuleError, origins: &[String]) -> RuleError {
                     source_name,
                     policy,
                     other_policy,
-                    other: rename(&other),
+                    other: rewrite(&other),
                 },
                 other => other,
             },
         },
         RuleError::Syntax { file, message } => RuleError::Syntax {
-            file: rename(&file),
+            file: rewrite(&file),
             message,
         },
         other => other,
