@@ -332,24 +332,10 @@ fn the_dry_run_prints_the_plan_and_fetches_no_component_blob() {
     let marks = (source.mark(), mirror.mark());
     let output = warm_cli(&mirrorgate, &["--dry-run", &release.pull_spec]);
 
-    let blobs = release.expected_blobs(None);
-    let mut expected = format!(
-        "release {RELEASE}:4.17.0-x86_64 ({digest})\nversion 4.17.0\narchitectures amd64\n  source {RELEASE}:4.17.0-x86_64\npayload {RELEASE}@{digest}\n  mirror mirror.test/{MIRROR_RELEASE}@{digest}\n  source {RELEASE}@{digest}\ncomponents 3\n",
-        digest = release.digest
+    let expected = release.expected_dry_run(
+        &format!("mirror.test/{MIRROR_RELEASE}"),
+        &format!("mirror.test/{MIRROR_COMPONENTS}"),
     );
-    for component in &release.components {
-        expected.push_str(&format!(
-            "  {name} {spec}\n    mirror mirror.test/{MIRROR_COMPONENTS}@{digest}\n    source {spec}\n",
-            name = component.name,
-            spec = component.pull_spec,
-            digest = component.digest
-        ));
-    }
-    expected.push_str(&format!(
-        "manifests 4\nunique blobs {} ({})\n",
-        blobs.len(),
-        ByteSize(blobs.values().sum()).human()
-    ));
     // Only the release image's own blobs (its config and the layer with release-manifests/)
     // were read; no component blob.
     let payload = &release.payloads[0].blobs;

@@ -276,6 +276,43 @@ impl SyntheticRelease {
         self.pull_spec.rsplit_once(':').map_or("", |(_, tag)| tag)
     }
 
+    /// What `--dry-run` prints for this single-architecture release (amd64) when the rules mirror
+    /// the release to `release_mirror` and the components to `components_mirror` (repositories
+    /// with their registry), the source allowed after each.
+    pub fn expected_dry_run(&self, release_mirror: &str, components_mirror: &str) -> String {
+        assert!(
+            !self.spec.multi_arch,
+            "the expected text is a single-architecture one"
+        );
+        let repository = self
+            .pull_spec
+            .rsplit_once(':')
+            .map_or(self.pull_spec.as_str(), |(repository, _)| repository);
+        let tag = self.release_tag();
+        let digest = &self.digest;
+        let mut expected = format!(
+            "release {repository}:{tag} ({digest})\nversion {version}\narchitectures amd64\n  source {repository}:{tag}\npayload {repository}@{digest}\n  mirror {release_mirror}@{digest}\n  source {repository}@{digest}\ncomponents {count}\n",
+            version = self.spec.version,
+            count = self.components.len(),
+        );
+        for component in &self.components {
+            expected.push_str(&format!(
+                "  {name} {spec}\n    mirror {components_mirror}@{digest}\n    source {spec}\n",
+                name = component.name,
+                spec = component.pull_spec,
+                digest = component.digest
+            ));
+        }
+        let blobs = self.expected_blobs(None);
+        expected.push_str(&format!(
+            "manifests {}\nunique blobs {} ({})\n",
+            self.components.len() + 1,
+            blobs.len(),
+            mirrorgate::settings::ByteSize(blobs.values().sum()).human()
+        ));
+        expected
+    }
+
     /// Every blob (digest → size) of the release's payloads and components on the given
     /// architectures (`None`: all).
     pub fn expected_blobs(&self, architectures: Option<&[&str]>) -> BTreeMap<String, u64> {
