@@ -1,5 +1,8 @@
 //! `mirrorgate warm` (part of the binary): starts warm-up jobs on a running server through its
 //! admin API, follows them, and prints their summaries; `--dry-run` prints their plans.
+//!
+//! Principal type: [`Admin`], a running server's admin API (also what `mirrorgate status` reads
+//! `/status` through).
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
