@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::AmazonS3;
 use object_store::path::Path;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use support::{
     Image, Mirrorgate, Registry, SeaweedFs, copy_to_layout, http_get, layouts_identical, push,
     sha256_digest, single_arch, try_http_request, wait_until,
@@ -92,15 +92,7 @@ impl Bucket {
 
     /// A plain S3 client on the bucket, to look at and tamper with objects behind mirrorgate.
     fn raw(&self) -> AmazonS3 {
-        AmazonS3Builder::new()
-            .with_bucket_name(SeaweedFs::BUCKET)
-            .with_region("us-east-1")
-            .with_endpoint(self.server.endpoint())
-            .with_access_key_id(SeaweedFs::ACCESS_KEY)
-            .with_secret_access_key(SeaweedFs::SECRET_KEY)
-            .with_client_options(ClientOptions::new().with_allow_http(true))
-            .build()
-            .expect("raw client")
+        self.server.client()
     }
 
     /// The keys under `prefix`, sorted.

@@ -17,9 +17,9 @@ use mirrorgate::cache::shared::{
 };
 use mirrorgate::proxy::verify::digest_of;
 use mirrorgate::reference::{Algorithm, Digest};
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::AmazonS3;
 use object_store::path::Path;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use support::SeaweedFs;
 use tempfile::TempDir;
 use tokio::io::{AsyncRead, ReadBuf};
@@ -71,15 +71,7 @@ impl Setup {
 
     /// A plain S3 client on the bucket, to look at and tamper with objects behind the store.
     fn raw(&self) -> AmazonS3 {
-        AmazonS3Builder::new()
-            .with_bucket_name(SeaweedFs::BUCKET)
-            .with_region("us-east-1")
-            .with_endpoint(self.server.endpoint())
-            .with_access_key_id(SeaweedFs::ACCESS_KEY)
-            .with_secret_access_key(SeaweedFs::SECRET_KEY)
-            .with_client_options(ClientOptions::new().with_allow_http(true))
-            .build()
-            .expect("raw client")
+        self.server.client()
     }
 
     /// Writes `bytes` to a local file (the verified file the tiered cache would hand over).

@@ -197,6 +197,20 @@ impl SeaweedFs {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// A plain S3 client on the test bucket, to look at and tamper with objects behind
+    /// mirrorgate.
+    pub fn client(&self) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(Self::BUCKET)
+            .with_region("us-east-1")
+            .with_endpoint(self.endpoint())
+            .with_access_key_id(Self::ACCESS_KEY)
+            .with_secret_access_key(Self::SECRET_KEY)
+            .with_client_options(object_store::ClientOptions::new().with_allow_http(true))
+            .build()
+            .expect("a plain S3 client on the test bucket")
+    }
+
     /// The data directory (kept across [`stop`](Self::stop) and [`restart`](Self::restart)).
     pub fn data(&self) -> PathBuf {
         self.dir.path().join("data")
