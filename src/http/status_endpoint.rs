@@ -7,6 +7,7 @@
 //! the credentials of `clients` (and is refused when `clients.mode` is `anonymous`).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -14,7 +15,7 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 
 use super::error::{ApiError, ErrorCode};
 use super::{Body, empty_body, full_body};
-use crate::access::Access;
+use crate::access::{Access, Client};
 use crate::proxy::Proxy;
 
 /// The path.
@@ -65,22 +66,46 @@ async fn allowed(
     if !matches!(*method, Method::GET | Method::HEAD) {
         return Err(ApiError::unsupported(method).into_response(head));
     }
+    operator(
+        access,
+        PATH,
+        headers,
+        local,
+        peer,
+        "/status is served to clients on this host, or with the credentials of `clients` (clients.mode is anonymous)",
+    )
+    .await
+    .map(|_| ())
+    .map_err(|refusal| refusal.into_response(head))
+}
+
+/// Who may use an endpoint for operators (`/status`, the warm API) at `path`: anyone on this
+/// host (`None`: the listener or the peer is loopback); from elsewhere, the client `access`
+/// authenticates, never an anonymous one (`anonymous_refusal` says what to do instead).
+pub(super) async fn operator(
+    access: &Access,
+    path: &str,
+    headers: &HeaderMap,
+    local: SocketAddr,
+    peer: SocketAddr,
+    anonymous_refusal: &str,
+) -> Result<Option<Arc<Client>>, ApiError> {
     if local.ip().is_loopback() || peer.ip().is_loopback() {
-        return Ok(());
+        return Ok(None);
     }
     if access.is_anonymous() {
-        tracing::info!(%peer, "refused: /status to an anonymous client from elsewhere");
+        tracing::info!(%peer, path, "refused: an operator endpoint to an anonymous client from elsewhere");
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             ErrorCode::Denied,
-            "/status is served to clients on this host, or with the credentials of `clients` (clients.mode is anonymous)",
-        )
-        .into_response(head));
+            anonymous_refusal,
+        ));
     }
-    match access.authenticate(PATH, headers, Some(peer.ip())).await {
-        Ok(_) => Ok(()),
-        Err(refusal) => Err(ApiError::unauthorized(refusal).into_response(head)),
-    }
+    let client = access
+        .authenticate(path, headers, Some(peer.ip()))
+        .await
+        .map_err(ApiError::unauthorized)?;
+    Ok(Some(client))
 }
 
 /// A JSON answer of `body` (its head alone for `HEAD`); also the warm API's.

@@ -159,21 +159,18 @@ async fn allowed(
     local: SocketAddr,
     peer: SocketAddr,
 ) -> Result<(), ApiError> {
-    if local.ip().is_loopback() || peer.ip().is_loopback() {
+    let Some(client) = super::status_endpoint::operator(
+        access,
+        JOBS,
+        headers,
+        local,
+        peer,
+        "the warm API is served to clients on this host, or to clients named in warm.admins (clients.mode is anonymous)",
+    )
+    .await?
+    else {
         return Ok(());
-    }
-    if access.is_anonymous() {
-        tracing::info!(%peer, "refused: the warm API to an anonymous client from elsewhere");
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            ErrorCode::Denied,
-            "the warm API is served to clients on this host, or to clients named in warm.admins (clients.mode is anonymous)",
-        ));
-    }
-    let client = access
-        .authenticate(JOBS, headers, Some(peer.ip()))
-        .await
-        .map_err(ApiError::unauthorized)?;
+    };
     match client.name() {
         Some(name) if is_admin(name) => Ok(()),
         name => {
