@@ -75,51 +75,22 @@ enum Command {
     /// Show what a running server is doing: the rules in force and the last reload, each
     /// upstream registry's health, the caches, and the upstream fetches under way.
     Status {
-        /// The server's base URL [default: from the configuration: `metrics_listen` when set,
-        /// else `listen`, with 127.0.0.1 for an unspecified address].
-        #[arg(long, value_name = "URL")]
-        server: Option<String>,
-        /// The configuration file that gives the default server [default: config/mirrorgate.yaml,
-        /// or the built-in defaults when that file does not exist].
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        server: AdminArgs,
         /// Print the status as JSON (for scripts) instead of text.
         #[arg(long)]
         json: bool,
-        /// `USER:PASSWORD` for a server that wants `clients` credentials (htpasswd mode).
-        #[arg(long, value_name = "USER:PASSWORD", conflicts_with = "token")]
-        creds: Option<String>,
-        /// A token for a server that wants `clients` credentials (token mode).
-        #[arg(long, value_name = "TOKEN")]
-        token: Option<String>,
-        /// Extra PEM roots to trust for an https server.
-        #[arg(long, value_name = "FILE")]
-        ca_file: Option<PathBuf>,
     },
     /// Warm the cache with whole OpenShift releases on a running server: start a job per
     /// release, follow them (a progress bar on a terminal, progress lines otherwise), print a
     /// summary, and fail if anything could not be fetched.
     Warm {
-        /// The server's base URL [default: from the configuration, as for `status`].
-        #[arg(long, value_name = "URL")]
-        server: Option<String>,
-        /// The configuration file that gives the default server [default:
-        /// config/mirrorgate.yaml, or the built-in defaults when that file does not exist].
-        #[arg(long, value_name = "FILE")]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        server: AdminArgs,
         /// Print each release's plan (version, components with their pull sources, unique
         /// blobs and size) without fetching it.
         #[arg(long)]
         dry_run: bool,
-        /// `USER:PASSWORD` of a `warm.admins` user, for a server on another host.
-        #[arg(long, value_name = "USER:PASSWORD", conflicts_with = "token")]
-        creds: Option<String>,
-        /// A token of a `warm.admins` name, for a server on another host.
-        #[arg(long, value_name = "TOKEN")]
-        token: Option<String>,
-        /// Extra PEM roots to trust for an https server.
-        #[arg(long, value_name = "FILE")]
-        ca_file: Option<PathBuf>,
         /// Release images (`quay.io/openshift-release-dev/ocp-release:4.16.0-x86_64`, or by
         /// digest).
         #[arg(required = true, value_name = "RELEASE")]
@@ -324,47 +295,16 @@ fn run(command: Command) -> Result<()> {
             print!("{}", rule_set.to_registries_conf()?);
             Ok(())
         }
-        Command::Status {
-            server,
-            config,
-            json,
-            creds,
-            token,
-            ca_file,
-        } => {
-            let admin = admin(
-                "mirrorgate-status",
-                Duration::from_secs(30),
-                AdminArgs {
-                    server,
-                    config,
-                    creds,
-                    token,
-                    ca_file,
-                },
-            )?;
+        Command::Status { server, json } => {
+            let admin = admin("mirrorgate-status", Duration::from_secs(30), server)?;
             status(&admin, json)
         }
         Command::Warm {
             server,
-            config,
             dry_run,
-            creds,
-            token,
-            ca_file,
             releases,
         } => {
-            let admin = admin(
-                "mirrorgate-warm",
-                Duration::from_secs(300),
-                AdminArgs {
-                    server,
-                    config,
-                    creds,
-                    token,
-                    ca_file,
-                },
-            )?;
+            let admin = admin("mirrorgate-warm", Duration::from_secs(300), server)?;
             if dry_run {
                 warm_cli::dry_run(&admin, &releases)
             } else {
@@ -375,13 +315,26 @@ fn run(command: Command) -> Result<()> {
 }
 
 /// How the commands that talk to a running server (`status`, `warm`) find and reach it.
+#[derive(Debug, Args)]
 struct AdminArgs {
-    /// Its base URL; `None`: where a server started from `config` serves `/status`.
+    /// The server's base URL [default: from the configuration: `metrics_listen` when set,
+    /// else `listen`, with 127.0.0.1 for an unspecified address].
+    #[arg(long, value_name = "URL")]
     server: Option<String>,
+    /// The configuration file that gives the default server [default: config/mirrorgate.yaml,
+    /// or the built-in defaults when that file does not exist].
+    #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// `USER:PASSWORD` for a server on another host that wants `clients` credentials
+    /// (htpasswd mode; for `warm`, a user named in `warm.admins`).
+    #[arg(long, value_name = "USER:PASSWORD", conflicts_with = "token")]
     creds: Option<String>,
+    /// A token for a server on another host that wants `clients` credentials (token mode; for
+    /// `warm`, a name in `warm.admins`).
+    #[arg(long, value_name = "TOKEN")]
     token: Option<String>,
-    /// Trusted besides the system roots.
+    /// Extra PEM roots to trust for an https server.
+    #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,
 }
 
