@@ -25,14 +25,11 @@ fn rules() -> String {
     set("ImageDigestMirrorSet", "imageDigestMirrors") + &set("ImageTagMirrorSet", "imageTagMirrors")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_in_process_api_caches_a_manifest_and_its_blobs_along_the_rules() {
-    let mirror = Registry::start();
-    let image = single_arch("ensure", &[3_000, 300_000]);
-    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
-    let cache = tempfile::tempdir().unwrap();
+/// A proxy in-process with the test's rules, `mirror` as the mirror registry and its cache in
+/// `cache`.
+fn proxy_with_mirror(mirror: &Registry, cache: &std::path::Path) -> Arc<Proxy> {
     let mut config = Config::default();
-    config.cache.dir = cache.path().to_path_buf();
+    config.cache.dir = cache.to_path_buf();
     config.registries.insert(
         MIRROR.to_owned(),
         RegistrySettings {
@@ -42,8 +39,16 @@ async fn the_in_process_api_caches_a_manifest_and_its_blobs_along_the_rules() {
         },
     );
     let rule_set = mirrorgate::rules::load_str(&rules(), "rules.yaml").unwrap();
-    let proxy =
-        Arc::new(Proxy::new(Arc::new(rule_set), Upstream::new(&config).unwrap(), &config).unwrap());
+    Arc::new(Proxy::new(Arc::new(rule_set), Upstream::new(&config).unwrap(), &config).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_process_api_caches_a_manifest_and_its_blobs_along_the_rules() {
+    let mirror = Registry::start();
+    let image = single_arch("ensure", &[3_000, 300_000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let cache = tempfile::tempdir().unwrap();
+    let proxy = proxy_with_mirror(&mirror, cache.path());
 
     // What a warm-up job does: the manifest by tag, then every blob it references.
     let tag = Reference::parse_normalized(&format!("{SOURCE}/ns/app:v1")).unwrap();
@@ -67,7 +72,7 @@ async fn the_in_process_api_caches_a_manifest_and_its_blobs_along_the_rules() {
         listener,
         proxy.clone(),
         None,
-        config.limits.clone(),
+        Config::default().limits,
         std::future::pending(),
     ));
     let mark = mirror.mark();
@@ -115,19 +120,7 @@ async fn the_in_process_api_caches_a_manifest_and_its_blobs_along_the_rules() {
 async fn the_in_process_api_follows_the_rules_and_reports_what_is_missing() {
     let mirror = Registry::start();
     let cache = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.cache.dir = cache.path().to_path_buf();
-    config.registries.insert(
-        MIRROR.to_owned(),
-        RegistrySettings {
-            endpoint: Some(mirror.endpoint().parse().unwrap()),
-            insecure: true,
-            ca_file: None,
-        },
-    );
-    let rule_set = mirrorgate::rules::load_str(&rules(), "rules.yaml").unwrap();
-    let proxy =
-        Arc::new(Proxy::new(Arc::new(rule_set), Upstream::new(&config).unwrap(), &config).unwrap());
+    let proxy = proxy_with_mirror(&mirror, cache.path());
     let mark = mirror.mark();
     let missing = Reference::parse_normalized(&format!("{SOURCE}/ns/absent:v1")).unwrap();
     let error = proxy
