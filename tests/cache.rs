@@ -642,3 +642,29 @@ fn a_cached_blob_is_served_for_another_repository_that_holds_it() {
         (200, 200, true, 0, 1)
     );
 }
+
+#[test]
+fn a_cached_blob_named_by_a_manifest_the_other_repository_served_needs_no_confirmation() {
+    let mirror = Registry::start();
+    let image = single_arch("vouched-layer", &[20_000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    push(&image, &format!("{}/ns/shared:v1", mirror.addr()));
+    let proxy = Mirrorgate::start(&rules(&[MIRROR]), &[(MIRROR, &mirror.endpoint())], "");
+    let layer = &image.layers[0];
+    let held = proxy.get(&format!("/v2/{SOURCE}/ns/app/blobs/{layer}"), &[]);
+    // A registry takes a manifest into a repository only with every blob it names there, so
+    // the manifest ns/shared served vouches for the layer in ns/shared.
+    let manifest = proxy.get(&format!("/v2/{SOURCE}/ns/shared/manifests/v1"), &[]);
+    let mark = mirror.mark();
+    let shared = proxy.get(&format!("/v2/{SOURCE}/ns/shared/blobs/{layer}"), &[]);
+    assert_eq!(
+        (
+            held.status,
+            manifest.status,
+            shared.status,
+            shared.body == image.blob(layer),
+            mirror.content_requests_since(mark)
+        ),
+        (200, 200, 200, true, Vec::<String>::new())
+    );
+}

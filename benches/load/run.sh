@@ -1059,12 +1059,18 @@ else
     rm -rf "$WORK/fan-image"
     FAN_RESULTS="$WORK/fanout.tsv"
     : >"$FAN_RESULTS"
+    # children_cpu: user + system CPU seconds of this shell's waited-for descendants so far.
+    children_cpu() {
+        times | awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.2f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }'
+    }
     # fan_out SRC: FANOUT_CLIENTS `skopeo copy docker://SRC dir:…` at once; sets FAN_WALL (seconds
-    # until the last is done) and FAN_FAILED (copies that failed; skopeo verifies every digest).
+    # until the last is done), FAN_FAILED (copies that failed; skopeo verifies every digest) and
+    # FAN_CLIENT_CPU (the copies' CPU seconds together).
     fan_out() {
-        local src=$1 pids=() i t0 t1 failed=0
+        local src=$1 pids=() i t0 t1 failed=0 cpu0
         rm -rf "$WORK/fan-out"
         mkdir -p "$WORK/fan-out"
+        cpu0=$(children_cpu)
         t0=$(date +%s.%N)
         for ((i = 1; i <= FANOUT_CLIENTS; i++)); do
             timeout 600 skopeo --insecure-policy copy --quiet --src-tls-verify=false "docker://$src" \
@@ -1077,6 +1083,7 @@ else
             forget_pid "$i"
         done
         t1=$(date +%s.%N)
+        FAN_CLIENT_CPU=$(awk -v a="$cpu0" -v b="$(children_cpu)" 'BEGIN { printf "%.2f", b - a }')
         rm -rf "$WORK/fan-out"
         FAN_WALL=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
         FAN_FAILED=$failed
@@ -1098,14 +1105,17 @@ else
                     DIST_NAME="distribution-fan-$r"
                     start "$DIST_NAME" launch_distribution /v2/
                     pid=$STARTED_PID src="127.0.0.1:$STARTED_PORT/ns/fan:v1"
+                    cpu_before=$(cpu_seconds "$pid")
                     ;;
             esac
             log "fan-out $kind round $r of $FANOUT_ROUNDS: $FANOUT_CLIENTS skopeo copies"
             mark=$(lines "$WORK/logs/upstream.access.log")
             [ "$kind" != mirrorgate ] || perf_start "fan-out-mirrorgate-$r" "$pid"
+            up_before=$(cpu_seconds "$UPSTREAM_PID")
             fan_out "$src"
             perf_stop
             wall=$FAN_WALL failed=$FAN_FAILED
+            up_cpu=$(awk -v a="$up_before" -v b="$(cpu_seconds "$UPSTREAM_PID")" 'BEGIN { printf "%.2f", b - a }')
             cpu="–"
             [ -z "$cpu_before" ] || cpu=$(awk -v a="$cpu_before" -v b="$(cpu_seconds "$pid")" 'BEGIN { printf "%.2f", b - a }')
             if [ -n "$pid" ]; then
@@ -1116,7 +1126,8 @@ else
             end=$(lines "$WORK/logs/upstream.access.log")
             bytes=$(helper upstream-bytes "$WORK/logs/upstream.access.log" "$mark" "$end")
             reqs=$(helper upstream "$WORK/logs/upstream.access.log" "$mark" "$end")
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$r" "$wall" "$failed" "$bytes" "$cpu" "$reqs" >>"$FAN_RESULTS"
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$r" "$wall" "$failed" "$bytes" "$cpu" "$reqs" \
+                "$FAN_CLIENT_CPU" "$up_cpu" >>"$FAN_RESULTS"
             rm -rf "$WORK/mirrorgate-fan-$r/cache" "$WORK/distribution-fan-$r/data"
         done
     done
@@ -1127,11 +1138,19 @@ else
     echo "Image: $FAN_IMAGE_BYTES bytes (manifest, config, layers). Each kind starts empty: a fresh mirrorgate, a fresh"
     echo "Distribution proxy; \`direct\` is every client straight to the upstream. Medians of $FANOUT_ROUNDS round(s)."
     echo
-    echo "| fan-out | median wall s | every round (s) | failed copies | upstream bytes (× image) | upstream requests (last round) | server CPU s |"
-    echo "| --- | ---: | --- | ---: | ---: | --- | ---: |"
+    echo "| fan-out | median wall s | every round (s) | failed copies | upstream bytes (× image) | upstream requests (last round) | server CPU s | clients' CPU s | upstream's CPU s |"
+    echo "| --- | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: |"
     for kind in direct mirrorgate distribution; do
         b=$(fan_median "$kind" 5)
-        echo "| $kind | $(fan_median "$kind" 3) | $(fan_all "$kind" 3) | $(fan_all "$kind" 4) | $b ($(awk -v b="$b" -v i="$FAN_IMAGE_BYTES" 'BEGIN { printf "%.2f", b / i }')×) | $(awk -F'\t' -v k="$kind" '$1 == k { v = $7 } END { print v }' "$FAN_RESULTS") | $(fan_all "$kind" 6) |"
+        echo "| $kind | $(fan_median "$kind" 3) | $(fan_all "$kind" 3) | $(fan_all "$kind" 4) | $b ($(awk -v b="$b" -v i="$FAN_IMAGE_BYTES" 'BEGIN { printf "%.2f", b / i }')×) | $(awk -F'\t' -v k="$kind" '$1 == k { v = $7 } END { print v }' "$FAN_RESULTS") | $(fan_all "$kind" 6) | $(fan_all "$kind" 8) | $(fan_all "$kind" 9) |"
+    done
+    echo
+    echo "The wall time is bounded by the CPU the machine has: $(nproc) cores × the wall time against the CPU"
+    echo "seconds spent (clients + upstream + the server in between; medians):"
+    for kind in direct mirrorgate distribution; do
+        spent=$(median $(awk -F'\t' -v k="$kind" '$1 == k { print $8 + $9 + ($6 == "–" ? 0 : $6) }' "$FAN_RESULTS"))
+        awk -v k="$kind" -v t="$spent" -v w="$(fan_median "$kind" 3)" -v n="$(nproc)" \
+            'BEGIN { printf "- %s: %.1f CPU s spent of %.1f available (%.0f%% busy)\n", k, t, w * n, 100 * t / (w * n) }'
     done
     echo
     mg=$(fan_median mirrorgate 3) di=$(fan_median distribution 3) dr=$(fan_median direct 3)

@@ -7,6 +7,7 @@
 //! [`serve`] (or [`serve_with_warm`], with the warm-up admin API) and [`serve_metrics`].
 
 mod answer;
+mod coalesce;
 mod connection;
 pub mod error;
 mod limits;

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use tokio_util::either::Either;
 
 use super::LimitsConfig;
+use super::coalesce::Coalesced;
 use super::connection::{Activity, InProgress, Tracked, drive};
 use super::{API_VERSION_HEADER, ServerTls, status_endpoint, warm_endpoint};
 use crate::proxy::Proxy;
@@ -139,7 +140,7 @@ pub async fn serve_with_warm(
                     // A plain stream, or the same after the TLS handshake (bounded by the idle
                     // timeout counted from accept); one path serves both.
                     let stream = match tls {
-                        None => Either::Left(stream),
+                        None => Coalesced::new(Either::Left(stream), false),
                         Some(tls) => {
                             let handshake = tokio::time::timeout_at(
                                 accepted_at + idle,
@@ -147,7 +148,11 @@ pub async fn serve_with_warm(
                             );
                             tokio::select! {
                                 result = handshake => match result {
-                                    Ok(Ok(stream)) => Either::Right(stream),
+                                    Ok(Ok(stream)) => {
+                                        // HTTP/2 multiplexes: its responses are worth gathering.
+                                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                                        Coalesced::new(Either::Right(stream), h2)
+                                    }
                                     Ok(Err(error)) => {
                                         tracing::debug!(%peer, %error, "TLS handshake failed");
                                         return;

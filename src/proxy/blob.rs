@@ -263,9 +263,6 @@ impl Proxy {
         let Some(tier) = &self.shared else {
             return false;
         };
-        if self.known.contains(logical.name(), digest.as_str()) {
-            return true;
-        }
         if tier.is_confirmed(logical.name(), digest).await {
             self.known.insert(logical.name(), digest.as_str());
             return true;
@@ -488,7 +485,7 @@ impl Proxy {
         // The confirmation and the read are asked at once: a blob read from the bucket costs
         // one round trip before its first byte, not two. A read without a confirmation is
         // dropped unread.
-        let (confirmed, read) = if self.known.contains(logical.name(), digest.as_str()) {
+        let (confirmed, read) = if self.holds(logical.name(), digest.as_str(), expected) {
             (true, tier.read_blob(digest, expected).await)
         } else {
             tokio::join!(

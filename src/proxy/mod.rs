@@ -395,6 +395,13 @@ impl Proxy {
         );
     }
 
+    /// Whether the logical `repository` holds `digest` (`len` bytes, when known), as far as
+    /// this replica knows without asking: an upstream served or confirmed the pair, or a
+    /// manifest it served or confirmed there names it.
+    fn holds(&self, repository: &str, digest: &str, len: Option<u64>) -> bool {
+        self.known.contains(repository, digest) || self.sizes.vouches(repository, digest, len)
+    }
+
     /// Records that an upstream served or confirmed `digest` in the logical `repository`.
     fn remember_content(&self, repository: &str, digest: &str) {
         let new = self.known.insert(repository, digest);
@@ -434,7 +441,7 @@ impl Proxy {
         let Some(digest) = logical.digest_str() else {
             return Ok(());
         };
-        if self.known.contains(logical.name(), digest) {
+        if self.holds(logical.name(), digest, stored_len) {
             return Ok(());
         }
         // Another replica's confirmation, recorded in the shared store, is as good as ours.
