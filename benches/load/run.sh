@@ -577,6 +577,12 @@ lines() { wc -l <"$1" | tr -d ' '; }
 
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
+# children_cpu: user + system CPU seconds of this shell's waited-for descendants so far (a
+# command substitution's are its subshell's, which the shell waits for: they count).
+children_cpu() {
+    times | awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.2f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }'
+}
+
 # cpu_seconds PID: user + system CPU time the process used so far.
 cpu_seconds() {
     awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.3f", ($12 + $13) / hz }' "/proc/$1/stat"
@@ -974,14 +980,16 @@ else
         [ "${out%% *}" = 200 ] || die "GET $url answered '${out%% *}', not 200"
         echo "${out#* }"
     }
-    SHARED_RESULTS=() SHARED_RATIOS=()
+    SHARED_RESULTS=() SHARED_RATIOS=() SHARED_CPU=()
     for blob in "$SHARED_1" "$SHARED_64"; do
         [ "$blob" = "$SHARED_1" ] && size="1 MiB" || size="64 MiB"
-        bucket_times=() direct_times=() local_times=()
+        bucket_times=() direct_times=() local_times=() bucket_cpu=() direct_cpu=()
         for ((r = 1; r <= SHARED_ROUNDS; r++)); do
             log "shared tier, $size blob, round $r of $SHARED_ROUNDS"
+            s3_before=$(cpu_seconds "$S3_PID") c_before=$(children_cpu)
             direct_times+=("$(timed_get "http://127.0.0.1:$S3_PORT/$S3_BUCKET/blobs/sha256/${blob#sha256:}" \
                 --aws-sigv4 "aws:amz:us-east-1:s3" --user "$S3_KEY:$S3_SECRET")")
+            direct_cpu+=("$(awk -v a="$s3_before" -v b="$(cpu_seconds "$S3_PID")" -v c="$c_before" -v d="$(children_cpu)" 'BEGIN { printf "%.2f", b - a + d - c }')")
             start_mirrorgate "mirrorgate-shared-b-$r" warn "$SHARED_CACHE"
             # As a client does, the manifest first (by digest: from the bucket, which also opens
             # B's connections to it); then the blob, timed.
@@ -989,13 +997,20 @@ else
                 "http://127.0.0.1:$STARTED_PORT/v2/source.test/ns/shared/manifests/$SHARED_MANIFEST" \
                 "${SHARED_MANIFEST#sha256:}"
             b_url="http://127.0.0.1:$STARTED_PORT/v2/source.test/ns/shared/blobs/$blob"
+            s3_before=$(cpu_seconds "$S3_PID") c_before=$(children_cpu) b_before=$(cpu_seconds "$STARTED_PID")
             bucket_times+=("$(timed_get "$b_url")")
+            # B keeps working a moment after the client has every byte (the local tier's fsync).
+            bucket_cpu+=("$(awk -v a="$s3_before" -v b="$(cpu_seconds "$S3_PID")" -v c="$c_before" -v d="$(children_cpu)" \
+                -v e="$b_before" -v f="$(cpu_seconds "$STARTED_PID")" 'BEGIN { printf "%.2f %.2f", b - a + d - c + f - e, f - e }')")
             local_times+=("$(timed_get "$b_url")")
             stop_pid "$STARTED_PID"
             rm -rf "$WORK/mirrorgate-shared-b-$r/cache"
         done
         bucket_median=$(median "${bucket_times[@]}") direct_median=$(median "${direct_times[@]}")
         local_median=$(median "${local_times[@]}")
+        all_cpu=() b_cpu=()
+        for pair in "${bucket_cpu[@]}"; do all_cpu+=("${pair% *}") b_cpu+=("${pair#* }"); done
+        SHARED_CPU+=("$size: CPU seconds per read (the client, S3 and the replica together; medians): straight from S3 $(median "${direct_cpu[@]}"), through the replica $(median "${all_cpu[@]}") of which the replica $(median "${b_cpu[@]}"); on $(nproc) cores the read through the replica cannot take less than $(awk -v t="$(median "${all_cpu[@]}")" -v n="$(nproc)" 'BEGIN { printf "%.3f", t / n }') s")
         SHARED_RESULTS+=("| $size from the bucket through a fresh replica | $bucket_median | ${bucket_times[*]} |"
             "| $size straight from S3 (curl, signed) | $direct_median | ${direct_times[*]} |"
             "| $size local-disk hit (same replica, second GET) | $local_median | ${local_times[*]} |")
@@ -1030,7 +1045,7 @@ else
     echo "| pull of the image through a fresh replica B (blobs from the bucket) | $cold_b_median | ${cold_b_times[*]} |"
     echo "| the same pull again through B (local-disk hits) | $hit_median | ${hit_times[*]} |"
     echo
-    printf -- '- %s\n' "${SHARED_RATIOS[@]}"
+    printf -- '- %s\n' "${SHARED_RATIOS[@]}" "${SHARED_CPU[@]}"
     echo "- cold pull through B after A fetched / local-disk hit pull: ${pull_ratio}× (target ≤ 1.1×)"
     stop_pid "$S3_PID"
 fi
@@ -1059,10 +1074,6 @@ else
     rm -rf "$WORK/fan-image"
     FAN_RESULTS="$WORK/fanout.tsv"
     : >"$FAN_RESULTS"
-    # children_cpu: user + system CPU seconds of this shell's waited-for descendants so far.
-    children_cpu() {
-        times | awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.2f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }'
-    }
     # fan_out SRC: FANOUT_CLIENTS `skopeo copy docker://SRC dir:…` at once; sets FAN_WALL (seconds
     # until the last is done), FAN_FAILED (copies that failed; skopeo verifies every digest) and
     # FAN_CLIENT_CPU (the copies' CPU seconds together).
