@@ -25,6 +25,17 @@ use tokio::net::TcpListener;
 
 mod warm_cli;
 
+/// jemalloc rather than glibc's malloc. An idle keep-alive connection holds buffers of 8 KiB
+/// (hyper's read buffer and response-head buffer) of which it has written the first page;
+/// jemalloc gives each two pages of their own and keeps its bookkeeping elsewhere, where glibc's
+/// chunk headers between neighbouring buffers make more of their pages resident (10,000 idle
+/// connections: README, "Where clusters hurt"). It also keeps freed pages for reuse and returns
+/// them to the kernel gradually, over about 10 s, so that a blob download does not page-fault in
+/// the receive buffers the previous one freed, and threads that come and go (tokio's blocking
+/// pool) leave nothing behind: what glibc needed `mallopt` settings for.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// A pull-through OCI registry proxy that applies OpenShift image mirror rules
 /// (ImageContentSourcePolicy, ImageDigestMirrorSet, ImageTagMirrorSet) as a node would.
 #[derive(Debug, Parser)]
@@ -226,55 +237,12 @@ async fn watch_cluster(_config: &Config) -> Result<Option<mirrorgate::source::Cl
 }
 
 fn main() -> ExitCode {
-    tune_malloc();
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// Tunes glibc's malloc for a server that streams large bodies, unless the environment
-/// (`MALLOC_ARENA_MAX`, `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_` or a malloc entry in
-/// `GLIBC_TUNABLES`) says otherwise.
-///
-/// - Arenas are capped at the number of CPUs (at least 2). glibc gives threads their own arenas,
-///   up to 8 per CPU, and keeps what each arena once held; tokio's blocking pool grows and
-///   shrinks with the load, so over hours more and more arenas each keep a little and the
-///   resident size creeps up although nothing leaks (a 10-minute soak: +10% without the cap,
-///   +3.6% with it).
-/// - Buffers up to 4 MiB come from the arenas, and an arena keeps up to 32 MiB free before it
-///   returns memory to the kernel. By default glibc trims anything over about twice the largest
-///   buffer freed so far (under 1 MiB here), so every blob download handed its receive buffers
-///   back when it ended and the next one page-faulted them in again (page faults were 12% of
-///   the CPU time of a cold pull). Peak memory is unchanged; what stays resident after a burst
-///   is bounded by the threshold per arena.
-fn tune_malloc() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        let set_by_user = |name: &str| std::env::var_os(name).is_some();
-        let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
-        if tunables.contains("glibc.malloc.") {
-            return;
-        }
-        let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
-        let arenas = libc::c_int::try_from(cpus.max(2)).unwrap_or(libc::c_int::MAX);
-        let settings = [
-            ("MALLOC_ARENA_MAX", libc::M_ARENA_MAX, arenas),
-            ("MALLOC_MMAP_THRESHOLD_", libc::M_MMAP_THRESHOLD, 4 << 20),
-            ("MALLOC_TRIM_THRESHOLD_", libc::M_TRIM_THRESHOLD, 32 << 20),
-        ];
-        for (variable, parameter, value) in settings {
-            if !set_by_user(variable) {
-                // SAFETY: mallopt only adjusts a malloc tunable; it is called before any thread
-                // starts.
-                unsafe {
-                    libc::mallopt(parameter, value);
-                }
-            }
         }
     }
 }

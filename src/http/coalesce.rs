@@ -9,8 +9,9 @@
 //! are ready finish first, so the connection writes what they all produced at once.
 //!
 //! A batch waits once, and only for the tasks already runnable, so a response waits one turn
-//! and no more; frames of a large body pass straight through. HTTP/1.1 answers one request at a time per connection and gains nothing from it, so
-//! the wrapper is switched on only for connections that negotiated HTTP/2.
+//! and no more; frames of a large body pass straight through. HTTP/1.1 answers one request at a
+//! time per connection and gains nothing from it, so the wrapper is switched on only for
+//! connections known to speak HTTP/2 (by ALPN, or by the preface a plain-text client sent).
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;

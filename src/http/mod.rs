@@ -12,6 +12,7 @@ mod connection;
 pub mod error;
 mod limits;
 mod metrics_endpoint;
+mod protocol;
 pub mod route;
 mod server;
 pub mod status_endpoint;

@@ -13,19 +13,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use http::{HeaderValue, Request, Response};
 use hyper::body::{Body as _, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 use tokio_util::either::Either;
 
 use super::LimitsConfig;
 use super::coalesce::Coalesced;
 use super::connection::{Activity, InProgress, Tracked, drive};
+use super::protocol::{self, Builders, Version};
 use super::{API_VERSION_HEADER, ServerTls, status_endpoint, warm_endpoint};
 use crate::proxy::Proxy;
 use crate::warm::Warmer;
@@ -91,7 +94,7 @@ pub async fn serve_with_warm(
         .keep_alive_interval(Some(idle))
         .keep_alive_timeout(idle)
         .max_header_list_size(u32::try_from(max_header).unwrap_or(u32::MAX));
-    let builder = Arc::new(builder);
+    let builders = Arc::new(Builders::new(builder));
     let max_connections = limits.max_connections;
     let connections = Arc::new(Semaphore::new(max_connections));
     let open = proxy.metrics().connections();
@@ -128,48 +131,51 @@ pub async fn serve_with_warm(
                 let activity = Activity::new(accepted_at);
                 let service = {
                     let activity = activity.clone();
-                    service_fn(move |request| {
-                        handle(proxy.clone(), warm.clone(), request, local, peer, activity.begin())
+                    // Boxed: hyper keeps a slot for the request's future as long as the
+                    // connection lives, idle or not; a box makes it a pointer.
+                    service_fn(move |request| -> BoxFuture<'static, _> {
+                        Box::pin(handle(
+                            proxy.clone(),
+                            warm.clone(),
+                            request,
+                            local,
+                            peer,
+                            activity.begin(),
+                        ))
                     })
                 };
-                let builder = builder.clone();
+                let builders = builders.clone();
                 let tls = tls.clone();
                 let mut stopped = stopped.clone();
                 tokio::spawn(async move {
                     let _held = held;
-                    // A plain stream, or the same after the TLS handshake (bounded by the idle
-                    // timeout counted from accept); one path serves both.
-                    let stream = match tls {
-                        None => Coalesced::new(Either::Left(stream), false),
-                        Some(tls) => {
-                            let handshake = tokio::time::timeout_at(
-                                accepted_at + idle,
-                                tls.acceptor().accept(stream),
-                            );
-                            tokio::select! {
-                                result = handshake => match result {
-                                    Ok(Ok(stream)) => {
-                                        // HTTP/2 multiplexes: its responses are worth gathering.
-                                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                                        Coalesced::new(Either::Right(stream), h2)
-                                    }
-                                    Ok(Err(error)) => {
-                                        tracing::debug!(%peer, %error, "TLS handshake failed");
-                                        return;
-                                    }
-                                    Err(_) => {
-                                        tracing::debug!(%peer, "TLS handshake timed out");
-                                        return;
-                                    }
-                                },
-                                _ = stopped.changed() => return,
+                    // The TLS handshake, and the wait for the bytes that tell the HTTP version,
+                    // fall within the idle timeout counted from accept.
+                    let tls_on = tls.is_some();
+                    let opening = tokio::time::timeout_at(accepted_at + idle, opened(stream, tls));
+                    let (stream, version) = tokio::select! {
+                        result = opening => match result {
+                            Ok(Ok(opened)) => opened,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, tls = tls_on, %error, "connection failed before its first request (TLS handshake or first read)");
+                                return;
                             }
-                        }
+                            Err(_) => {
+                                tracing::debug!(%peer, tls = tls_on, "connection closed: no TLS handshake or no request within the idle timeout");
+                                return;
+                            }
+                        },
+                        _ = stopped.changed() => return,
                     };
-                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    // HTTP/2 multiplexes: the responses ready at once are worth one write.
+                    let stream = Coalesced::new(stream, version == Some(Version::Http2));
+                    let connection =
+                        builders.get(version).serve_connection(TokioIo::new(stream), service);
+                    // Boxed: each layer that takes the connection by value (this task, `drive`,
+                    // its pinned copy) would otherwise reserve room for all of it in the task.
                     let served = drive(
-                        connection,
-                        |c| c.graceful_shutdown(),
+                        Box::pin(connection),
+                        |c| c.get_mut().as_mut().graceful_shutdown(),
                         &activity,
                         idle,
                         stopped,
@@ -193,6 +199,30 @@ pub async fn serve_with_warm(
         }
     }
     Ok(())
+}
+
+/// A connection's stream, after the TLS handshake with `tls`, and its HTTP version when the
+/// client's first bytes (plain text, waited for) or ALPN (TLS) tell it.
+async fn opened(
+    stream: TcpStream,
+    tls: Option<Arc<ServerTls>>,
+) -> std::io::Result<(
+    Either<TcpStream, Box<TlsStream<TcpStream>>>,
+    Option<Version>,
+)> {
+    match tls {
+        None => {
+            let version = protocol::sniff(&stream).await?;
+            Ok((Either::Left(stream), version))
+        }
+        // The TLS state (1.2 KiB) is boxed so that plain-text connections, which share the
+        // stream type, do not carry room for it.
+        Some(tls) => {
+            let stream = Box::pin(tls.acceptor().accept(stream)).await?;
+            let version = protocol::negotiated(stream.get_ref().1.alpn_protocol());
+            Ok((Either::Right(Box::new(stream)), version))
+        }
+    }
 }
 
 /// A connection's place under `limits.max_connections`, counted in the open-connections gauge.
