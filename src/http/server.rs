@@ -1,6 +1,6 @@
-//! The server loop: HTTP/1.1 and HTTP/2 (hyper-util's auto builder) on a TCP listener, in plain
-//! text or over TLS ([`ServerTls`]), each request parsed by [`route`](super::route) and answered
-//! by the [`Proxy`], with a graceful stop.
+//! The server loop: HTTP/1.1 and HTTP/2 (hyper-util's builders, told which by the `protocol`
+//! module) on a TCP listener, in plain text or over TLS ([`ServerTls`]), each request parsed by
+//! [`route`](super::route) and answered by the [`Proxy`], with a graceful stop.
 //!
 //! What a client can hold is bounded (`limits`): connections (beyond the bound, new ones wait
 //! in the kernel's listen backlog, which is how a server under load should push back), the
