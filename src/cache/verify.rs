@@ -28,16 +28,9 @@ pub enum Outcome {
 /// The last chunk is held back until the digest is checked: a client that has received every
 /// byte may take the response as complete even if the connection is then reset, so the bytes
 /// that would complete it are only released once they are known to be right.
-///
-/// When the length is announced, every chunk before the last is released as it arrives and
-/// hashed at the next poll, while the consumer passes it on: the hash is off the path of the
-/// bytes except for the last chunk. Without a length, any chunk may be the last, so each one
-/// is held until the next arrives.
 pub struct Verified<S> {
     inner: S,
     held: Option<Bytes>,
-    /// A chunk released before it was hashed; hashed before anything else is read.
-    unhashed: Option<Bytes>,
     hasher: Option<Hasher>,
     expected: Digest,
     expected_len: Option<u64>,
@@ -57,7 +50,6 @@ impl<S> Verified<S> {
         Verified {
             inner,
             held: None,
-            unhashed: None,
             hasher: Some(Hasher::new(expected.algorithm())),
             expected,
             expected_len,
@@ -69,7 +61,6 @@ impl<S> Verified<S> {
     fn fail(&mut self, outcome: Outcome) -> Poll<Option<Result<Bytes, std::io::Error>>> {
         self.hasher = None;
         self.held = None;
-        self.unhashed = None;
         let reason = match &outcome {
             Outcome::Corrupt(reason) | Outcome::Broken(reason) => reason.clone(),
             Outcome::Complete(_) => String::new(),
@@ -94,26 +85,19 @@ where
             let Some(hasher) = this.hasher.as_mut() else {
                 return Poll::Ready(this.held.take().map(Ok));
             };
-            if let Some(released) = this.unhashed.take() {
-                hasher.update(&released);
-            }
             match this.inner.poll_next_unpin(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(chunk))) => {
                     if chunk.is_empty() {
                         continue;
                     }
+                    hasher.update(&chunk);
                     this.received += chunk.len() as u64;
                     if let Some(len) = this.expected_len.filter(|&len| this.received > len) {
                         return this.fail(Outcome::Corrupt(format!(
                             "upstream sent more than the {len} bytes it announced"
                         )));
                     }
-                    if this.expected_len.is_some_and(|len| this.received < len) {
-                        this.unhashed = Some(chunk.clone());
-                        return Poll::Ready(Some(Ok(chunk)));
-                    }
-                    hasher.update(&chunk);
                     if let Some(previous) = this.held.replace(chunk) {
                         return Poll::Ready(Some(Ok(previous)));
                     }
@@ -208,44 +192,6 @@ mod tests {
         let digest = digest_of(Algorithm::Sha256, b"hello world");
         let items = collect(vec![b"hello ", b"WORLD"], &digest, Some(11)).await;
         assert!(items.len() == 2 && items[0].is_ok() && items[1].is_err());
-    }
-
-    #[tokio::test]
-    async fn with_a_length_every_chunk_but_the_last_passes_at_once_and_a_mismatch_still_fails() {
-        let digest = digest_of(Algorithm::Sha256, b"hello world");
-        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
-        let chunks = futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx));
-        let mut verified = Verified::new(chunks, digest.parse().unwrap(), Some(11), |_| {});
-        sender
-            .send(Ok::<_, std::io::Error>(Bytes::from_static(b"hello ")))
-            .unwrap();
-        // Released before the next chunk exists: nothing waits for more bytes.
-        let first = verified.next().await.map(|r| r.map_err(|e| e.to_string()));
-        sender.send(Ok(Bytes::from_static(b"WORLD"))).unwrap();
-        drop(sender);
-        let rest: Vec<_> = verified
-            .map(|r| r.map_err(|e| e.to_string()))
-            .collect()
-            .await;
-        assert_eq!(first, Some(Ok(Bytes::from_static(b"hello "))));
-        assert!(
-            rest.len() == 1
-                && rest[0]
-                    .as_ref()
-                    .is_err_and(|e| e.contains("digest mismatch")),
-            "the last chunk must not pass a mismatch: {rest:?}"
-        );
-    }
-
-    #[tokio::test]
-    async fn with_a_length_a_matching_stream_passes_whole() {
-        let digest = digest_of(Algorithm::Sha256, b"hello world");
-        let items = collect(vec![b"he", b"llo ", b"wor", b"ld"], &digest, Some(11)).await;
-        let joined: Vec<u8> = items
-            .iter()
-            .flat_map(|item| item.as_ref().unwrap().to_vec())
-            .collect();
-        assert_eq!((items.len(), joined), (4, b"hello world".to_vec()));
     }
 
     #[tokio::test]
