@@ -577,10 +577,12 @@ lines() { wc -l <"$1" | tr -d ' '; }
 
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-# children_cpu: user + system CPU seconds of this shell's waited-for descendants so far (a
-# command substitution's are its subshell's, which the shell waits for: they count).
+# children_cpu: sets CHILDREN_CPU to the user + system CPU seconds of this shell's waited-for
+# descendants so far (those of a command substitution count: the shell waits for its subshell,
+# which waited for them). Call it directly, not in `$(…)`: a subshell's `times` are its own.
 children_cpu() {
-    times | awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.2f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }'
+    times >"$WORK/times.txt"
+    CHILDREN_CPU=$(awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.2f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$WORK/times.txt")
 }
 
 # cpu_seconds PID: user + system CPU time the process used so far.
@@ -986,10 +988,13 @@ else
         bucket_times=() direct_times=() local_times=() bucket_cpu=() direct_cpu=()
         for ((r = 1; r <= SHARED_ROUNDS; r++)); do
             log "shared tier, $size blob, round $r of $SHARED_ROUNDS"
-            s3_before=$(cpu_seconds "$S3_PID") c_before=$(children_cpu)
+            s3_before=$(cpu_seconds "$S3_PID")
+            children_cpu
+            c_before=$CHILDREN_CPU
             direct_times+=("$(timed_get "http://127.0.0.1:$S3_PORT/$S3_BUCKET/blobs/sha256/${blob#sha256:}" \
                 --aws-sigv4 "aws:amz:us-east-1:s3" --user "$S3_KEY:$S3_SECRET")")
-            direct_cpu+=("$(awk -v a="$s3_before" -v b="$(cpu_seconds "$S3_PID")" -v c="$c_before" -v d="$(children_cpu)" 'BEGIN { printf "%.2f", b - a + d - c }')")
+            children_cpu
+            direct_cpu+=("$(awk -v a="$s3_before" -v b="$(cpu_seconds "$S3_PID")" -v c="$c_before" -v d="$CHILDREN_CPU" 'BEGIN { printf "%.2f", b - a + d - c }')")
             start_mirrorgate "mirrorgate-shared-b-$r" warn "$SHARED_CACHE"
             # As a client does, the manifest first (by digest: from the bucket, which also opens
             # B's connections to it); then the blob, timed.
@@ -997,10 +1002,13 @@ else
                 "http://127.0.0.1:$STARTED_PORT/v2/source.test/ns/shared/manifests/$SHARED_MANIFEST" \
                 "${SHARED_MANIFEST#sha256:}"
             b_url="http://127.0.0.1:$STARTED_PORT/v2/source.test/ns/shared/blobs/$blob"
-            s3_before=$(cpu_seconds "$S3_PID") c_before=$(children_cpu) b_before=$(cpu_seconds "$STARTED_PID")
+            s3_before=$(cpu_seconds "$S3_PID") b_before=$(cpu_seconds "$STARTED_PID")
+            children_cpu
+            c_before=$CHILDREN_CPU
             bucket_times+=("$(timed_get "$b_url")")
+            children_cpu
             # B keeps working a moment after the client has every byte (the local tier's fsync).
-            bucket_cpu+=("$(awk -v a="$s3_before" -v b="$(cpu_seconds "$S3_PID")" -v c="$c_before" -v d="$(children_cpu)" \
+            bucket_cpu+=("$(awk -v a="$s3_before" -v b="$(cpu_seconds "$S3_PID")" -v c="$c_before" -v d="$CHILDREN_CPU" \
                 -v e="$b_before" -v f="$(cpu_seconds "$STARTED_PID")" 'BEGIN { printf "%.2f %.2f", b - a + d - c + f - e, f - e }')")
             local_times+=("$(timed_get "$b_url")")
             stop_pid "$STARTED_PID"
@@ -1081,7 +1089,8 @@ else
         local src=$1 pids=() i t0 t1 failed=0 cpu0
         rm -rf "$WORK/fan-out"
         mkdir -p "$WORK/fan-out"
-        cpu0=$(children_cpu)
+        children_cpu
+        cpu0=$CHILDREN_CPU
         t0=$(date +%s.%N)
         for ((i = 1; i <= FANOUT_CLIENTS; i++)); do
             timeout 600 skopeo --insecure-policy copy --quiet --src-tls-verify=false "docker://$src" \
@@ -1094,7 +1103,8 @@ else
             forget_pid "$i"
         done
         t1=$(date +%s.%N)
-        FAN_CLIENT_CPU=$(awk -v a="$cpu0" -v b="$(children_cpu)" 'BEGIN { printf "%.2f", b - a }')
+        children_cpu
+        FAN_CLIENT_CPU=$(awk -v a="$cpu0" -v b="$CHILDREN_CPU" 'BEGIN { printf "%.2f", b - a }')
         rm -rf "$WORK/fan-out"
         FAN_WALL=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
         FAN_FAILED=$failed
