@@ -585,6 +585,17 @@ children_cpu() {
     CHILDREN_CPU=$(awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.2f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' "$WORK/times.txt")
 }
 
+# timed_copy SRC DEST: `skopeo copy docker://SRC dir:DEST`, timed in seconds.
+timed_copy() {
+    local src=$1 dest=$2 t0 t1
+    rm -rf "$dest"
+    t0=$(date +%s.%N)
+    timeout 300 skopeo --insecure-policy copy --quiet --src-tls-verify=false "docker://$src" "dir:$dest" >&2 ||
+        die "skopeo copy of $src failed"
+    t1=$(date +%s.%N)
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'
+}
+
 # cpu_seconds PID: user + system CPU time the process used so far.
 cpu_seconds() {
     awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.3f", ($12 + $13) / hz }' "/proc/$1/stat"
@@ -855,25 +866,15 @@ else
     timeout 300 skopeo --insecure-policy copy --quiet --preserve-digests --dest-tls-verify=false \
         "oci:$WORK/cold-image:v1" "docker://127.0.0.1:$UPSTREAM_PORT/ns/cold:v1" >&2 ||
         die "skopeo copy of the cold image to the upstream failed"
-    # skopeo copy into a directory, timed in seconds.
-    cold_copy() {
-        local src=$1 dest=$2 t0 t1
-        rm -rf "$dest"
-        t0=$(date +%s.%N)
-        timeout 300 skopeo --insecure-policy copy --quiet --src-tls-verify=false "docker://$src" "dir:$dest" >&2 ||
-            die "skopeo copy of $src failed"
-        t1=$(date +%s.%N)
-        awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'
-    }
     # One direct copy first, so that the upstream's page cache is warm for both kinds.
-    cold_copy "127.0.0.1:$UPSTREAM_PORT/ns/cold:v1" "$WORK/cold-out" >/dev/null
+    timed_copy "127.0.0.1:$UPSTREAM_PORT/ns/cold:v1" "$WORK/cold-out" >/dev/null
     direct_times=() through_times=() cpu_times=()
     for ((r = 1; r <= COLD_ROUNDS; r++)); do
         log "cold pull round $r of $COLD_ROUNDS"
-        direct_times+=("$(cold_copy "127.0.0.1:$UPSTREAM_PORT/ns/cold:v1" "$WORK/cold-out")")
+        direct_times+=("$(timed_copy "127.0.0.1:$UPSTREAM_PORT/ns/cold:v1" "$WORK/cold-out")")
         start_mirrorgate "mirrorgate-cold-$r" warn
         cpu_before=$(cpu_seconds "$STARTED_PID")
-        through_times+=("$(cold_copy "127.0.0.1:$STARTED_PORT/source.test/ns/cold:v1" "$WORK/cold-out")")
+        through_times+=("$(timed_copy "127.0.0.1:$STARTED_PORT/source.test/ns/cold:v1" "$WORK/cold-out")")
         cpu_times+=("$(awk -v a="$cpu_before" -v b="$(cpu_seconds "$STARTED_PID")" 'BEGIN { printf "%.3f", b - a }')")
         stop_pid "$STARTED_PID"
         rm -rf "$WORK/mirrorgate-cold-$r/cache"
@@ -1026,22 +1027,12 @@ else
         SHARED_RATIOS+=("$size: shared tier / direct S3 GET throughput $(awk -v a="$direct_median" -v b="$bucket_median" 'BEGIN { printf "%.2f", a / b }')× (target ≥ 0.8×); local-disk hit $(awk -v a="$bucket_median" -v b="$local_median" 'BEGIN { printf "%.1f", a / b }')× faster than the bucket")
     done
     # Cold pull through a fresh replica B after A fetched, against the same pull again (local hits).
-    # shared_copy SRC DEST: skopeo copy into a directory, timed in seconds.
-    shared_copy() {
-        local src=$1 dest=$2 t0 t1
-        rm -rf "$dest"
-        t0=$(date +%s.%N)
-        timeout 300 skopeo --insecure-policy copy --quiet --src-tls-verify=false "docker://$src" "dir:$dest" >&2 ||
-            die "skopeo copy of $src failed"
-        t1=$(date +%s.%N)
-        awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'
-    }
     cold_b_times=() hit_times=()
     for ((r = 1; r <= SHARED_ROUNDS; r++)); do
         log "cold pull through a fresh replica B, round $r of $SHARED_ROUNDS"
         start_mirrorgate "mirrorgate-shared-pull-$r" warn "$SHARED_CACHE"
-        cold_b_times+=("$(shared_copy "127.0.0.1:$STARTED_PORT/source.test/ns/shared:v1" "$WORK/shared-out")")
-        hit_times+=("$(shared_copy "127.0.0.1:$STARTED_PORT/source.test/ns/shared:v1" "$WORK/shared-out")")
+        cold_b_times+=("$(timed_copy "127.0.0.1:$STARTED_PORT/source.test/ns/shared:v1" "$WORK/shared-out")")
+        hit_times+=("$(timed_copy "127.0.0.1:$STARTED_PORT/source.test/ns/shared:v1" "$WORK/shared-out")")
         stop_pid "$STARTED_PID"
         rm -rf "$WORK/mirrorgate-shared-pull-$r/cache"
     done
