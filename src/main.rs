@@ -189,13 +189,18 @@ impl RuleArgs {
 #[cfg(feature = "kubernetes")]
 const LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// A runtime on this thread for a command that does one piece of I/O and ends.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
+}
+
 /// Lists the cluster's mirror objects once (`check`, `resolve`).
 #[cfg(feature = "kubernetes")]
 fn list_cluster(config: &kubernetes::Config) -> Result<kubernetes::Snapshot> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
+    let runtime = runtime()?;
     runtime
         .block_on(async {
             let client = kubernetes::connect(config).await?;
@@ -370,10 +375,7 @@ fn default_status_server(config: &Config) -> String {
 
 /// Prints the status of the server `admin` reaches.
 fn status(admin: &warm_cli::Admin, json: bool) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
+    let runtime = runtime()?;
     let path = http::status_endpoint::PATH;
     let body = runtime.block_on(admin.call(reqwest::Method::GET, path, None))?;
     let status: mirrorgate::status::Status = serde_json::from_str(&body)
@@ -626,10 +628,7 @@ fn check_shared_cache(cache: &mirrorgate::cache::CacheConfig) -> Result<Option<S
     let described = shared.s3.describe();
     let store = SharedStore::open(&shared.s3, Timeouts::default())
         .with_context(|| format!("the shared cache {described} cannot be used"))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
+    let runtime = runtime()?;
     runtime
         .block_on(async {
             tokio::time::timeout(std::time::Duration::from_secs(30), store.check())

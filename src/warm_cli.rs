@@ -83,16 +83,9 @@ impl Admin {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")
-}
-
 /// Prints the plan of each release.
 pub fn dry_run(admin: &Admin, releases: &[String]) -> Result<()> {
-    runtime()?.block_on(async {
+    crate::runtime()?.block_on(async {
         for release in releases {
             let text = admin
                 .call(
@@ -113,7 +106,7 @@ pub fn dry_run(admin: &Admin, releases: &[String]) -> Result<()> {
 /// Starts a job per release, follows them to their end, prints the summaries; fails when a
 /// job did.
 pub fn warm(admin: &Admin, releases: &[String]) -> Result<()> {
-    let finished = runtime()?.block_on(async {
+    let finished = crate::runtime()?.block_on(async {
         let mut jobs = BTreeMap::new();
         for release in releases {
             let progress = admin

@@ -133,6 +133,26 @@ impl SharedTier {
         SharedError::Timeout(format!("{what}: no answer within {}s", WAIT.as_secs()))
     }
 
+    /// `call`'s answer if the bucket gives it within [`WAIT`]; otherwise `None`, the failure or
+    /// the timeout counted and logged as `what`.
+    async fn within_wait<T>(
+        &self,
+        what: &str,
+        call: impl std::future::Future<Output = Result<T, SharedError>>,
+    ) -> Option<T> {
+        match tokio::time::timeout(WAIT, call).await {
+            Ok(Ok(answer)) => Some(answer),
+            Ok(Err(error)) => {
+                self.failed(what, &error);
+                None
+            }
+            Err(_) => {
+                self.failed(what, &self.timed_out(what));
+                None
+            }
+        }
+    }
+
     fn corrupt_key(kind: Kind, digest: &Digest) -> String {
         format!("{kind:?} {digest}")
     }
@@ -169,18 +189,9 @@ impl SharedTier {
         if self.skipping() || self.is_corrupt(Kind::Blob, digest) {
             return None;
         }
-        let read = match tokio::time::timeout(WAIT, self.store.get(Kind::Blob, digest, None)).await
-        {
-            Ok(Ok(read)) => read?,
-            Ok(Err(error)) => {
-                self.failed("read", &error);
-                return None;
-            }
-            Err(_) => {
-                self.failed("read", &self.timed_out("read"));
-                return None;
-            }
-        };
+        let read = self
+            .within_wait("read", self.store.get(Kind::Blob, digest, None))
+            .await??;
         if let Some(expected) = expected
             && expected != read.size
         {
@@ -208,25 +219,19 @@ impl SharedTier {
             let mut bytes = BytesMut::with_capacity(read.size as usize);
             let mut stream = read.stream;
             while let Some(chunk) = stream.next().await {
-                bytes.extend_from_slice(&chunk?);
+                match chunk {
+                    Ok(chunk) => bytes.extend_from_slice(&chunk),
+                    // A corrupt object is not a failure of the bucket: it is replaced, not skipped.
+                    Err(SharedError::Corrupt { reason, .. }) => {
+                        self.mark_corrupt(Kind::Manifest, digest, &reason);
+                        return Ok(None);
+                    }
+                    Err(error) => return Err(error),
+                }
             }
             Ok(Some(bytes.freeze()))
         };
-        match tokio::time::timeout(WAIT, read).await {
-            Ok(Ok(bytes)) => bytes,
-            Ok(Err(SharedError::Corrupt { reason, .. })) => {
-                self.mark_corrupt(Kind::Manifest, digest, &reason);
-                None
-            }
-            Ok(Err(error)) => {
-                self.failed("read", &error);
-                None
-            }
-            Err(_) => {
-                self.failed("read", &self.timed_out("read"));
-                None
-            }
-        }
+        self.within_wait("read", read).await?
     }
 
     /// Whether any replica recorded that an upstream served or confirmed `digest` for
@@ -235,20 +240,12 @@ impl SharedTier {
         if self.skipping() {
             return false;
         }
-        match tokio::time::timeout(WAIT, self.store.is_confirmed(repository, digest)).await {
-            Ok(Ok(confirmed)) => confirmed,
-            Ok(Err(error)) => {
-                self.failed("confirmation lookup", &error);
-                false
-            }
-            Err(_) => {
-                self.failed(
-                    "confirmation lookup",
-                    &self.timed_out("confirmation lookup"),
-                );
-                false
-            }
-        }
+        self.within_wait(
+            "confirmation lookup",
+            self.store.is_confirmed(repository, digest),
+        )
+        .await
+        .unwrap_or(false)
     }
 
     /// The tag answer another replica (or this one) recorded for `repository:tag`, if the
@@ -257,17 +254,9 @@ impl SharedTier {
         if self.skipping() {
             return None;
         }
-        match tokio::time::timeout(WAIT, self.store.tag(repository, tag)).await {
-            Ok(Ok(record)) => record,
-            Ok(Err(error)) => {
-                self.failed("tag lookup", &error);
-                None
-            }
-            Err(_) => {
-                self.failed("tag lookup", &self.timed_out("tag lookup"));
-                None
-            }
-        }
+        self.within_wait("tag lookup", self.store.tag(repository, tag))
+            .await
+            .flatten()
     }
 
     /// Records, in the background, what an upstream answered for `repository:tag`.
