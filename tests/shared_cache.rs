@@ -49,19 +49,8 @@ impl Bucket {
     fn start() -> Bucket {
         let server = SeaweedFs::start();
         let dir = tempfile::tempdir().expect("tempdir");
-        Bucket::write_credentials(&dir.path().join("credentials"), SeaweedFs::SECRET_KEY);
+        SeaweedFs::write_credentials(&dir.path().join("credentials"), SeaweedFs::SECRET_KEY);
         Bucket { server, dir }
-    }
-
-    fn write_credentials(path: &FsPath, secret: &str) {
-        std::fs::write(
-            path,
-            format!(
-                "[default]\naws_access_key_id = {}\naws_secret_access_key = {secret}\n",
-                SeaweedFs::ACCESS_KEY
-            ),
-        )
-        .expect("write credentials");
     }
 
     /// The `cache.shared` configuration of a replica, on `endpoint` (the server's unless given).
@@ -527,7 +516,7 @@ fn wrong_credentials_or_a_missing_bucket_are_a_clear_error_and_pulls_are_still_s
     let image = single_arch("shared-misconfigured", &[7000, 100_000]);
     push(&image, &format!("{}/ns/app:v1", mirror.addr()));
     let wrong_secret = bucket.dir.path().join("wrong");
-    Bucket::write_credentials(&wrong_secret, "not-the-secret");
+    SeaweedFs::write_credentials(&wrong_secret, "not-the-secret");
     let denied = Mirrorgate::start(
         &rules(),
         &[(MIRROR, &mirror.endpoint())],

@@ -39,15 +39,7 @@ impl Setup {
     fn start() -> Setup {
         let server = SeaweedFs::start();
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(
-            dir.path().join("credentials"),
-            format!(
-                "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-                SeaweedFs::ACCESS_KEY,
-                SeaweedFs::SECRET_KEY
-            ),
-        )
-        .expect("write credentials");
+        SeaweedFs::write_credentials(&dir.path().join("credentials"), SeaweedFs::SECRET_KEY);
         Setup { server, dir }
     }
 
@@ -393,14 +385,7 @@ async fn wrong_credentials_and_a_missing_bucket_fail_the_check_clearly() {
     assert_eq!(setup.store("check").check().await.ok(), Some(()));
 
     let wrong = setup.dir.path().join("wrong-credentials");
-    std::fs::write(
-        &wrong,
-        format!(
-            "[default]\naws_access_key_id = {}\naws_secret_access_key = not-the-secret\n",
-            SeaweedFs::ACCESS_KEY
-        ),
-    )
-    .unwrap();
+    SeaweedFs::write_credentials(&wrong, "not-the-secret");
     let config = S3Config {
         credentials_file: Some(wrong),
         ..setup.config("check")

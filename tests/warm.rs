@@ -30,6 +30,19 @@ fn idms(policy: &str) -> String {
     )
 }
 
+/// mirrorgate with [`idms`]`(policy)`, `quay.io` served by `source` and `mirror.test` by
+/// `mirror`, and `extra` configuration.
+fn release_proxy(policy: &str, source: &Registry, mirror: &Registry, extra: &str) -> Mirrorgate {
+    Mirrorgate::start(
+        &idms(policy),
+        &[
+            ("quay.io", &source.endpoint()),
+            ("mirror.test", &mirror.endpoint()),
+        ],
+        extra,
+    )
+}
+
 /// `mirrorgate warm ARGS…` against `mirrorgate`'s address.
 fn warm_cli(mirrorgate: &Mirrorgate, args: &[&str]) -> Output {
     let server = format!("http://{}", mirrorgate.addr());
@@ -165,14 +178,7 @@ fn a_warmed_release_is_pulled_byte_for_byte_with_every_upstream_stopped() {
         direct.path(),
     );
     assert_eq!(problems, Vec::<String>::new());
-    let mirrorgate = Mirrorgate::start(
-        &idms("AllowContactingSource"),
-        &[
-            ("quay.io", &source.endpoint()),
-            ("mirror.test", &mirror.endpoint()),
-        ],
-        "",
-    );
+    let mirrorgate = release_proxy("AllowContactingSource", &source, &mirror, "");
     let marks = (source.mark(), mirror.mark());
 
     let first = warm_cli(&mirrorgate, &[&release.pull_spec]);
@@ -266,14 +272,7 @@ fn components_only_on_the_source_under_never_contact_source_fail_and_the_source_
     let release = SyntheticRelease::push(&source, ReleaseSpec::new("4.16.1", 4));
     // The mirror holds the release image only.
     release.push_to(&mirror, None, Some(MIRROR_RELEASE));
-    let mirrorgate = Mirrorgate::start(
-        &idms("NeverContactSource"),
-        &[
-            ("quay.io", &source.endpoint()),
-            ("mirror.test", &mirror.endpoint()),
-        ],
-        "",
-    );
+    let mirrorgate = release_proxy("NeverContactSource", &source, &mirror, "");
     let mark = source.mark();
     let output = warm_cli(&mirrorgate, &[&release.pull_spec]);
     let stdout = text(&output.stdout);
@@ -321,14 +320,7 @@ fn the_dry_run_prints_the_plan_and_fetches_no_component_blob() {
     let mirror = Registry::start();
     let release = SyntheticRelease::push(&source, ReleaseSpec::new("4.17.0", 3));
     release.push_to(&mirror, Some(MIRROR_COMPONENTS), Some(MIRROR_RELEASE));
-    let mirrorgate = Mirrorgate::start(
-        &idms("AllowContactingSource"),
-        &[
-            ("quay.io", &source.endpoint()),
-            ("mirror.test", &mirror.endpoint()),
-        ],
-        "",
-    );
+    let mirrorgate = release_proxy("AllowContactingSource", &source, &mirror, "");
     let marks = (source.mark(), mirror.mark());
     let output = warm_cli(&mirrorgate, &["--dry-run", &release.pull_spec]);
 
@@ -397,12 +389,10 @@ fn configured_releases_are_warmed_at_start_and_new_ones_on_reload() {
     first.push_to(&mirror, Some(MIRROR_COMPONENTS), Some(MIRROR_RELEASE));
     let second = SyntheticRelease::push(&source, ReleaseSpec::new("4.18.1", 3));
     second.push_to(&mirror, Some(MIRROR_COMPONENTS), Some(MIRROR_RELEASE));
-    let mut mirrorgate = Mirrorgate::start(
-        &idms("AllowContactingSource"),
-        &[
-            ("quay.io", &source.endpoint()),
-            ("mirror.test", &mirror.endpoint()),
-        ],
+    let mut mirrorgate = release_proxy(
+        "AllowContactingSource",
+        &source,
+        &mirror,
         &format!("warm:\n  releases: ['{}']\n", first.pull_spec),
     );
     let at_start = finished_jobs(&mirrorgate);

@@ -60,6 +60,19 @@ impl SeaweedFs {
     /// Its secret.
     pub const SECRET_KEY: &'static str = "mirrorgate-test-secret";
 
+    /// Writes an AWS credentials file at `path`: the server's access key with `secret` (its
+    /// [`SECRET_KEY`](Self::SECRET_KEY), or a wrong one).
+    pub fn write_credentials(path: &std::path::Path, secret: &str) {
+        std::fs::write(
+            path,
+            format!(
+                "[default]\naws_access_key_id = {}\naws_secret_access_key = {secret}\n",
+                SeaweedFs::ACCESS_KEY
+            ),
+        )
+        .expect("write credentials");
+    }
+
     /// Starts a server with an empty data directory, ready when its S3 port answers and the
     /// bucket exists. Waits for any other instance (in this or another test process) to stop.
     pub fn start() -> SeaweedFs {
