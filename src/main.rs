@@ -550,8 +550,10 @@ fn watch_dropped_log_lines(dropped: tracing_appender::non_blocking::ErrorCounter
 
 fn resolve(args: &RuleArgs, json: bool, image: &str) -> Result<()> {
     let (rule_set, config, _) = args.load(true)?;
-    let reference =
-        Reference::parse_normalized(image).with_context(|| format!("invalid image \"{image}\""))?;
+    // The same normalisation as `serve`'s addressing: a name without a registry is in
+    // `default_registry`.
+    let reference = Reference::parse_with_default(image, &config.default_registry)
+        .with_context(|| format!("invalid image \"{image}\""))?;
     let mut resolution = match rule_set.resolve(&reference) {
         Ok(resolution) => resolution,
         Err(error @ ResolveError::Blocked { .. }) => {

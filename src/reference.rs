@@ -224,19 +224,27 @@ struct Parts<'a> {
     canonical: bool,
 }
 
+/// The registry a name names and the rest of it, the one rule that normalisation, `serve`'s
+/// addressing and `resolve` share: the first `/`-component is a registry only if it looks like a
+/// host. `None` for a name that names none (`foo/bar` is the default registry's `foo/bar`).
+pub fn named_domain(name: &str) -> Option<(&str, &str)> {
+    name.split_once('/')
+        .filter(|(first, _)| Host::is_registry_component(first))
+}
+
 impl<'a> Parts<'a> {
-    /// ParseNormalizedNamed: split the domain the Docker way, then check the full grammar.
-    fn parse(s: &'a str) -> Result<Parts<'a>, ReferenceError> {
+    /// ParseNormalizedNamed: split the domain the Docker way (a name that names no registry is
+    /// in `default_domain`), then check the full grammar.
+    fn parse(s: &'a str, default_domain: &'a str) -> Result<Parts<'a>, ReferenceError> {
         if s.is_empty() {
             return Err(ReferenceError::Empty);
         }
         if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(ReferenceError::HexName(s.to_owned()));
         }
-        // The first component is a host only if it looks like one; `foo/bar` is Docker Hub.
-        let (domain, remainder, named_domain) = match s.find('/') {
-            Some(i) if Host::is_registry_component(&s[..i]) => (&s[..i], &s[i + 1..], true),
-            _ => (DEFAULT_DOMAIN, s, false),
+        let (domain, remainder, named_domain) = match named_domain(s) {
+            Some((domain, remainder)) => (domain, remainder, true),
+            None => (default_domain, s, false),
         };
         let (domain, legacy) = if domain == LEGACY_DEFAULT_DOMAIN {
             (DEFAULT_DOMAIN, true)
@@ -360,7 +368,15 @@ impl Reference {
     /// missing domain becomes `docker.io`, `index.docker.io` becomes `docker.io`, one-component
     /// Docker Hub names get `library/`, and a reference without tag and digest gets `:latest`.
     pub fn parse_normalized(s: &str) -> Result<Reference, ReferenceError> {
-        let mut parts = Parts::parse(s)?;
+        Self::parse_with_default(s, DEFAULT_DOMAIN)
+    }
+
+    /// [`Reference::parse_normalized`] with another registry for names that name none: what
+    /// `serve` does with `default_registry` for `/v2/<name>/…`, so that `resolve` answers for
+    /// the same upstream image as `serve` (`busybox` is `quay.io/busybox:latest` when
+    /// `default_registry` is `quay.io`; only Docker Hub names get `library/`).
+    pub fn parse_with_default(s: &str, default_domain: &str) -> Result<Reference, ReferenceError> {
+        let mut parts = Parts::parse(s, default_domain)?;
         if parts.tag.is_none() && parts.digest.is_none() {
             parts.tag = Some(DEFAULT_TAG);
             parts.canonical = false;
@@ -380,7 +396,7 @@ impl Reference {
 
     /// [`Reference::parse_canonical`] on an owned string, which becomes the reference's text.
     pub fn parse_canonical_owned(s: String) -> Result<Reference, ReferenceError> {
-        let parts = Parts::parse(&s)?;
+        let parts = Parts::parse(&s, DEFAULT_DOMAIN)?;
         if !parts.canonical {
             return Err(ReferenceError::NotCanonical {
                 canonical: parts.build()?.to_string(),
@@ -568,6 +584,31 @@ mod tests {
     #[test]
     fn docker_hub_name_with_namespace_keeps_it() {
         assert_eq!(normalized("bitnami/redis:7"), "docker.io/bitnami/redis:7");
+    }
+
+    #[test]
+    fn a_bare_name_is_in_the_default_domain_given_and_only_docker_hub_adds_library() {
+        let in_quay = |s: &str| {
+            Reference::parse_with_default(s, "quay.io")
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            [
+                in_quay("conformance/repo1:x"),
+                in_quay("busybox"),
+                in_quay("registry.example:5000/ns/app:v1"),
+                Reference::parse_with_default("busybox", DEFAULT_DOMAIN)
+                    .unwrap()
+                    .to_string(),
+            ],
+            [
+                "quay.io/conformance/repo1:x",
+                "quay.io/busybox:latest",
+                "registry.example:5000/ns/app:v1",
+                "docker.io/library/busybox:latest",
+            ]
+        );
     }
 
     #[test]

@@ -93,6 +93,47 @@ fn resolve_of_a_registry_named_in_the_configuration_is_answered() {
 }
 
 #[test]
+fn resolve_and_serve_put_a_bare_name_in_the_configured_default_registry() {
+    let quay = Registry::start();
+    let image = single_arch("bare-name", &[300]);
+    push(&image, &format!("{}/conformance/repo1:x", quay.addr()));
+    let proxy = Mirrorgate::start(
+        "",
+        &[("quay.io", &quay.endpoint())],
+        "default_registry: quay.io\n",
+    );
+    let served = proxy.get(
+        "/v2/conformance/repo1/manifests/x",
+        &[("Accept", support::OCI_MANIFEST_MEDIA_TYPE)],
+    );
+    let config = proxy.config_path();
+    let config = config.to_str().unwrap();
+    let resolved = mirrorgate_in(
+        proxy.dir(),
+        &["resolve", "--config", config, "conformance/repo1:x"],
+    );
+    let official = mirrorgate_in(proxy.dir(), &["resolve", "--config", config, "busybox"]);
+    assert_eq!(
+        (
+            served.status,
+            quay.count("GET", "/v2/conformance/repo1/manifests/x"),
+            text(&resolved.stdout),
+            text(&official.stdout),
+        ),
+        (
+            200,
+            1,
+            "source quay.io/conformance/repo1:x\n".to_owned(),
+            // Only Docker Hub's one-component names are `library/` ones.
+            "source quay.io/busybox:latest\n".to_owned(),
+        ),
+        "{}{}",
+        text(&resolved.stderr),
+        text(&official.stderr)
+    );
+}
+
+#[test]
 fn check_warns_about_a_registries_entry_nothing_names() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("rules.yaml"), RULES).unwrap();

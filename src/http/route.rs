@@ -14,7 +14,7 @@ use http::Method;
 
 use super::error::{ApiError, ErrorCode};
 pub use crate::proxy::{Repository, Route};
-use crate::reference::{Digest, Host, Reference};
+use crate::reference::{self, Digest, Reference};
 
 /// What a request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,10 +182,7 @@ fn repository(name: &str, params: &Params, default_registry: &str) -> Result<Rep
     };
     let (domain, path) = match params.get("ns") {
         Some(ns) => (ns, name),
-        None => match name.split_once('/') {
-            Some((first, rest)) if Host::is_registry_component(first) => (first, rest),
-            _ => (default_registry, name),
-        },
+        None => reference::named_domain(name).unwrap_or((default_registry, name)),
     };
     let reference =
         Reference::from_parts(domain, path, Some("latest"), None).map_err(|e| invalid(&e))?;
