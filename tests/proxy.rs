@@ -692,3 +692,72 @@ fn failing_sources_get_a_bad_gateway_listing_each_reason() {
         "{message}"
     );
 }
+
+/// The answers a client gets from a registry where the path, not the content, decides: asked of
+/// Distribution and of mirrorgate in front of it, side by side.
+#[test]
+fn the_base_redirect_options_and_an_invalid_tag_are_answered_as_distribution_answers() {
+    let registries = Registries::start();
+    let image = image("registry-answers");
+    push(&image, &format!("{}/ns/app:v1", registries.source.addr()));
+    let proxy = registries.proxy("");
+    let answer = |addr: &str, method: &str, path: &str| {
+        let response = http_request(method, addr, path, &[], &[]);
+        (
+            response.status,
+            response.header("location").map(str::to_owned),
+            // Distribution allows its write methods too; only what both allow is compared.
+            response
+                .header("allow")
+                .map(|allow| allow.contains("GET") && allow.contains("HEAD")),
+            response.text().starts_with("{}"),
+        )
+    };
+    let paths = [
+        ("GET", "/v2".to_owned()),
+        ("OPTIONS", "/v2/".to_owned()),
+        ("OPTIONS", "/v2/ns/app/manifests/v1".to_owned()),
+        (
+            "GET",
+            "/v2/ns/app/manifests/.INVALID_MANIFEST_NAME".to_owned(),
+        ),
+    ];
+    let direct: Vec<_> = paths
+        .iter()
+        .map(|(method, path)| answer(&registries.source.addr(), method, path))
+        .collect();
+    let through: Vec<_> = paths
+        .iter()
+        .map(|(method, path)| {
+            let path = path.replacen("/v2/ns/", &format!("/v2/{SOURCE}/ns/"), 1);
+            answer(&proxy.addr(), method, &path)
+        })
+        .collect();
+    let invalid_tag = http_request(
+        "GET",
+        &proxy.addr(),
+        &format!("/v2/{SOURCE}/ns/app/manifests/.INVALID_MANIFEST_NAME"),
+        &[],
+        &[],
+    );
+    assert_eq!(
+        (through, invalid_tag.json()["errors"][0]["code"].clone()),
+        (direct, serde_json::json!("MANIFEST_UNKNOWN"))
+    );
+}
+
+#[test]
+fn the_catalog_is_not_kept_and_says_so_in_an_oci_error() {
+    let registries = Registries::start();
+    let proxy = registries.proxy("");
+    let response = http_request("GET", &proxy.addr(), "/v2/_catalog", &[], &[]);
+    assert_eq!(
+        (
+            response.status,
+            response.json()["errors"][0]["code"].clone()
+        ),
+        (404, serde_json::json!("UNSUPPORTED")),
+        "{}",
+        response.text()
+    );
+}

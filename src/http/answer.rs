@@ -179,6 +179,32 @@ async fn handle(
     }
     Ok(match request {
         ApiRequest::Base => json_response(Bytes::from_static(b"{}"), head),
+        ApiRequest::BaseWithoutSlash => {
+            let mut response =
+                text_response(StatusCode::MOVED_PERMANENTLY, "moved to /v2/\n", head);
+            response
+                .headers_mut()
+                .insert(header::LOCATION, http::HeaderValue::from_static("/v2/"));
+            response
+        }
+        // What Distribution answers: the base endpoint as to `GET`, any other path its methods.
+        ApiRequest::Options { path } if matches!(*path, ApiRequest::Base) => {
+            json_response(Bytes::from_static(b"{}"), false)
+        }
+        ApiRequest::Options { .. } => {
+            let mut response = bytes_response(StatusCode::OK, "text/plain", Bytes::new(), false);
+            response
+                .headers_mut()
+                .insert(header::ALLOW, http::HeaderValue::from_static(READ_METHODS));
+            response
+        }
+        ApiRequest::Catalog => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::Unsupported,
+                "mirrorgate keeps no catalog: /v2/_catalog is not part of the OCI distribution spec, and an upstream's catalog is not a mirror's to give; list a repository's tags with /v2/<name>/tags/list",
+            ));
+        }
         ApiRequest::Metrics if proxy.metrics_elsewhere() => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -224,6 +250,9 @@ async fn handle(
     })
 }
 
+/// The methods every API path takes: mirrorgate is read-only.
+const READ_METHODS: &str = "GET, HEAD, OPTIONS";
+
 /// A bounded label value for a request method.
 fn method_label(method: &http::Method) -> &'static str {
     match *method {
@@ -233,6 +262,7 @@ fn method_label(method: &http::Method) -> &'static str {
         http::Method::POST => "POST",
         http::Method::PATCH => "PATCH",
         http::Method::DELETE => "DELETE",
+        http::Method::OPTIONS => "OPTIONS",
         _ => "OTHER",
     }
 }

@@ -273,8 +273,11 @@ impl From<Error> for ApiError {
             }
             Error::Busy { retry_after, .. } => ApiError::too_many_requests(message, retry_after),
             Error::InvalidDigest(_) => ApiError::digest_invalid(message),
+            // No manifest can have a tag outside the grammar, so it is not there: 404
+            // `MANIFEST_UNKNOWN`, as Distribution answers (the spec's `TAG_INVALID` is for a
+            // pushed manifest whose tag does not match the URI).
             Error::InvalidTag { .. } => {
-                ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::ManifestInvalid, message)
+                ApiError::new(StatusCode::NOT_FOUND, ErrorCode::ManifestUnknown, message)
             }
         }
     }

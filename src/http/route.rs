@@ -21,6 +21,15 @@ use crate::reference::{self, Digest, Reference};
 pub enum ApiRequest {
     /// `GET /v2/`: the API version check.
     Base,
+    /// `GET /v2`: moved to `/v2/`, as Distribution answers.
+    BaseWithoutSlash,
+    /// `OPTIONS` on an API path: which methods it takes.
+    Options {
+        /// What the same path asks for with `GET`.
+        path: Box<ApiRequest>,
+    },
+    /// `GET /v2/_catalog`: not part of the OCI distribution spec, and not kept by mirrorgate.
+    Catalog,
     /// `/v2/<name>/manifests/<tag|digest>`.
     Manifest {
         /// The repository.
@@ -65,20 +74,25 @@ impl ApiRequest {
     /// The repository the request names, if any.
     pub fn repository(&self) -> Option<&Repository> {
         match self {
+            ApiRequest::Options { path } => path.repository(),
             ApiRequest::Manifest { repository, .. }
             | ApiRequest::Blob { repository, .. }
             | ApiRequest::TagsList { repository, .. }
             | ApiRequest::Referrers { repository, .. } => Some(repository),
-            ApiRequest::Base | ApiRequest::Healthz | ApiRequest::Readyz | ApiRequest::Metrics => {
-                None
-            }
+            ApiRequest::Base
+            | ApiRequest::BaseWithoutSlash
+            | ApiRequest::Catalog
+            | ApiRequest::Healthz
+            | ApiRequest::Readyz
+            | ApiRequest::Metrics => None,
         }
     }
 
     /// What the request is about, for metrics and logs.
     pub fn route(&self) -> Route {
         match self {
-            ApiRequest::Base => Route::Base,
+            ApiRequest::Base | ApiRequest::BaseWithoutSlash | ApiRequest::Catalog => Route::Base,
+            ApiRequest::Options { path } => path.route(),
             ApiRequest::Manifest { .. } => Route::Manifest,
             ApiRequest::Blob { .. } => Route::Blob,
             ApiRequest::TagsList { .. } => Route::Tags,
@@ -103,11 +117,20 @@ pub fn parse(
         "/metrics" => return Ok(ApiRequest::Metrics),
         _ => {}
     }
+    if *method == Method::OPTIONS {
+        let path = parse(&Method::GET, path, query, default_registry)?;
+        return Ok(ApiRequest::Options {
+            path: Box::new(path),
+        });
+    }
     if !matches!(*method, Method::GET | Method::HEAD) {
         return Err(ApiError::unsupported(method));
     }
-    if path == "/v2" || path == "/v2/" {
-        return Ok(ApiRequest::Base);
+    match path {
+        "/v2/" => return Ok(ApiRequest::Base),
+        "/v2" => return Ok(ApiRequest::BaseWithoutSlash),
+        "/v2/_catalog" => return Ok(ApiRequest::Catalog),
+        _ => {}
     }
     let Some(rest) = path.strip_prefix("/v2/") else {
         return Err(ApiError::new(
