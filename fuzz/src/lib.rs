@@ -200,6 +200,11 @@ pub fn check_route(method: &Method, path: &str, query: Option<&str>) {
         return;
     };
     let _ = request.route();
+    // OPTIONS names what the same path names with GET.
+    let request = match request {
+        ApiRequest::Options { path } => *path,
+        request => request,
+    };
     let repository = match &request {
         ApiRequest::Manifest {
             repository,
@@ -214,7 +219,13 @@ pub fn check_route(method: &Method, path: &str, query: Option<&str>) {
         ApiRequest::Blob { repository, .. }
         | ApiRequest::TagsList { repository, .. }
         | ApiRequest::Referrers { repository, .. } => repository,
-        ApiRequest::Base | ApiRequest::Healthz | ApiRequest::Readyz | ApiRequest::Metrics => {
+        ApiRequest::Base
+        | ApiRequest::BaseWithoutSlash
+        | ApiRequest::Catalog
+        | ApiRequest::Options { .. }
+        | ApiRequest::Healthz
+        | ApiRequest::Readyz
+        | ApiRequest::Metrics => {
             return;
         }
     };
