@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The integration tests run real registries and clients: Debian's docker-registry (CNCF
-# Distribution) and skopeo, and a real Prometheus with promtool (Debian's prometheus; the tests run
+# Distribution), skopeo and podman, and a real Prometheus with promtool (Debian's prometheus; the tests run
 # their own server on a free loopback port, never the packaged service's :9090). Install whichever
 # is missing; nothing happens when all are present.
 missing=()
@@ -13,6 +13,7 @@ as_root=()
 [ "$(id -u)" -eq 0 ] || as_root=(sudo)
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+command -v podman >/dev/null 2>&1 || missing+=(podman)
 { command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; } || missing+=(prometheus)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
