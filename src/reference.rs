@@ -19,9 +19,11 @@ use thiserror::Error;
 
 mod hash;
 mod host;
+mod manifest_digest;
 pub use hash::{Hasher, digest_of};
 pub use host::{Host, HostError};
 pub(crate) use host::{is_domain, is_domain_label, is_host_name, is_port};
+pub use manifest_digest::manifest_digest;
 
 /// The registry that names without a domain belong to.
 pub const DEFAULT_DOMAIN: &str = "docker.io";

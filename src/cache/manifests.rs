@@ -11,7 +11,7 @@ use bytes::Bytes;
 use super::lru::Lru;
 use super::stats::CacheStats;
 use super::write_atomically;
-use crate::reference::{Digest, digest_of};
+use crate::reference::{Digest, manifest_digest};
 
 /// A manifest as it is served: the exact bytes, their media type and digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +108,7 @@ impl ManifestStore {
         let (bytes_path, type_path) = self.paths(digest);
         let bytes = std::fs::read(&bytes_path).ok()?;
         let media_type = std::fs::read_to_string(&type_path).ok()?;
-        if digest_of(digest.algorithm(), &bytes) != digest.as_str() {
+        if manifest_digest(digest.algorithm(), &bytes) != digest.as_str() {
             // Damaged on disk: forget it rather than serve it.
             tracing::warn!(path = %bytes_path.display(), "stored manifest does not match its digest; removed");
             let _ = std::fs::remove_file(&bytes_path);

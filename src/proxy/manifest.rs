@@ -14,7 +14,6 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use super::admission::Admission;
 use super::sizes;
-use super::verify::digest_of;
 use super::{
     AttemptFailure, Body, Error, Failure, Missing, Proxy, bytes_response, exhausted, summary,
 };
@@ -23,7 +22,7 @@ use crate::cache::manifests::StoredManifest;
 use crate::cache::shared::TagRecord;
 use crate::cache::stats::CacheStats;
 use crate::cache::tags::TagAnswer;
-use crate::reference::{Algorithm, Digest, Reference};
+use crate::reference::{Algorithm, Digest, Reference, manifest_digest};
 use crate::rules::{PullSource, Resolution, Role};
 use crate::upstream::UpstreamRequest;
 
@@ -527,7 +526,9 @@ impl Proxy {
         let algorithm = physical
             .digest()
             .map_or(Algorithm::Sha256, |d| d.algorithm());
-        let digest = digest_of(algorithm, &bytes);
+        // A signed schema-1 manifest's digest is over its payload (Distribution re-signs it on
+        // every GET): `manifest_digest` knows.
+        let digest = manifest_digest(algorithm, &bytes);
         // By digest the bytes must be that digest; by tag they must at least be what the upstream
         // says they are, or they were damaged on the way.
         let expected = physical
