@@ -761,3 +761,69 @@ fn the_catalog_is_not_kept_and_says_so_in_an_oci_error() {
         response.text()
     );
 }
+
+#[test]
+fn manifests_and_blobs_carry_their_digest_as_etag_and_if_none_match_gets_304() {
+    let registries = Registries::start();
+    let image = image("etag");
+    push(&image, &format!("{}/ns/app:v1", registries.source.addr()));
+    let proxy = registries.proxy("");
+    let accept = ("Accept", support::OCI_MANIFEST_MEDIA_TYPE);
+    let manifest = format!("/v2/{SOURCE}/ns/app/manifests/v1");
+    let blob = format!("/v2/{SOURCE}/ns/app/blobs/{}", image.layers[0]);
+    let tag_of = |digest: &str| format!("\"{digest}\"");
+    let answer = |path: &str, if_none_match: Option<&str>| {
+        let mut headers = vec![accept];
+        headers.extend(if_none_match.map(|tag| ("If-None-Match", tag)));
+        let response = proxy.get(path, &headers);
+        (
+            response.status,
+            response.header("etag").map(str::to_owned),
+            response.body.len(),
+        )
+    };
+    let manifest_tag = tag_of(&image.manifest_digest);
+    let blob_tag = tag_of(&image.layers[0]);
+    let blob_len = image.blob(&image.layers[0]).len();
+    assert_eq!(
+        [
+            answer(&manifest, None),
+            answer(&manifest, Some(&manifest_tag)),
+            answer(&manifest, Some("\"sha256:0000\"")),
+            answer(&blob, None),
+            answer(&blob, Some(&blob_tag)),
+        ],
+        [
+            (200, Some(manifest_tag.clone()), answer(&manifest, None).2),
+            (304, Some(manifest_tag.clone()), 0),
+            (200, Some(manifest_tag.clone()), answer(&manifest, None).2),
+            (200, Some(blob_tag.clone()), blob_len),
+            (304, Some(blob_tag.clone()), 0),
+        ]
+    );
+}
+
+#[test]
+fn an_inverted_range_is_416_with_the_size_cached_or_not() {
+    let registries = Registries::start();
+    let image = image("inverted-range");
+    push(&image, &format!("{}/ns/app:v1", registries.source.addr()));
+    let proxy = registries.proxy("");
+    let layer = &image.layers[1];
+    let size = image.blob(layer).len();
+    let range = [("Range", "bytes=500-0")];
+    let answer = |addr: &str, path: &str| {
+        let response = http_request("GET", addr, path, &range, &[]);
+        (
+            response.status,
+            response.header("content-range").map(str::to_owned),
+        )
+    };
+    let path = format!("/v2/{SOURCE}/ns/app/blobs/{layer}");
+    // Before the blob is cached (passed through), and from the cache.
+    let uncached = answer(&proxy.addr(), &path);
+    assert_eq!(proxy.get(&path, &[]).status, 200);
+    let cached = answer(&proxy.addr(), &path);
+    let expected = (416, Some(format!("bytes */{size}")));
+    assert_eq!((uncached, cached), (expected.clone(), expected));
+}

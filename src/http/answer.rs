@@ -134,7 +134,7 @@ async fn respond_in_chain(
                 Err(denied) => Err(ApiError::from(denied)),
             };
             match result {
-                Ok(response) => (route, response),
+                Ok(response) => (route, super::conditional::apply(headers, response)),
                 Err(error) => (route, error.into_response(head)),
             }
         }

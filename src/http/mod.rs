@@ -8,6 +8,7 @@
 
 mod answer;
 mod coalesce;
+mod conditional;
 mod connection;
 pub mod error;
 mod limits;

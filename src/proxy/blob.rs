@@ -126,6 +126,20 @@ impl Proxy {
         // ignore Range). Other ranges of an uncached blob pass through unverified, as in the
         // Distribution registry: their bytes cannot be checked without the rest of the blob.
         let range = range.filter(|range| !from_first_byte(range));
+        // A range no byte of any blob satisfies (`bytes=500-0`) is 416; a HEAD of the pull
+        // sources says whether the blob is there at all, and its size for `Content-Range`.
+        if let Some(range) = range
+            && matches!(parse_range(range, u64::MAX), RangeAnswer::Unsatisfiable)
+        {
+            let found = self
+                .blob_passthrough(&logical, digest, candidates, true, None)
+                .await?;
+            let size = found
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok());
+            return Ok(unsatisfiable_response(digest, size));
+        }
         if head || range.is_some() {
             return self
                 .blob_passthrough(&logical, digest, candidates, head, range)
@@ -878,6 +892,20 @@ fn blob_response(
     response
 }
 
+/// 416 for a range the blob cannot satisfy, with `Content-Range: bytes */SIZE` when the size is
+/// known. It carries no digest: no content is served.
+fn unsatisfiable_response(digest: &Digest, size: Option<u64>) -> Response<Body> {
+    let mut response = blob_response(
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        Some(0),
+        digest,
+        size.and_then(|size| HeaderValue::from_str(&format!("bytes */{size}")).ok()),
+        empty_body(),
+    );
+    response.headers_mut().remove("docker-content-digest");
+    response
+}
+
 /// A stored blob, whole or the part a single `Range` asks for.
 fn stored_blob_response(
     blob: BlobFile,
@@ -895,17 +923,7 @@ fn stored_blob_response(
             end - start + 1,
             HeaderValue::from_str(&format!("bytes {start}-{end}/{size}")).ok(),
         ),
-        Some(RangeAnswer::Unsatisfiable) => {
-            let mut response = blob_response(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                Some(0),
-                digest,
-                HeaderValue::from_str(&format!("bytes */{size}")).ok(),
-                empty_body(),
-            );
-            response.headers_mut().remove("docker-content-digest");
-            return response;
-        }
+        Some(RangeAnswer::Unsatisfiable) => return unsatisfiable_response(digest, Some(size)),
     };
     if head {
         return blob_response(status, Some(len), digest, content_range, empty_body());
@@ -970,6 +988,9 @@ fn parse_range(header: &HeaderValue, size: u64) -> RangeAnswer {
             .map(|a| Some((a, size.saturating_sub(1)))),
         (false, false) => match (first.parse::<u64>(), last.parse::<u64>()) {
             (Ok(a), Ok(b)) if a <= b => Some(Some((a, b.min(size.saturating_sub(1))))),
+            // An inverted range (`bytes=500-0`) can be satisfied by no byte: 416, as Go's
+            // `http.ServeContent` (Distribution) answers, not the whole blob.
+            (Ok(_), Ok(_)) => Some(None),
             _ => None,
         },
         (true, true) => None,
@@ -1030,6 +1051,14 @@ mod tests {
         assert_eq!(
             range("bytes=95-200", 100),
             RangeAnswer::Part { start: 95, end: 99 }
+        );
+    }
+
+    #[test]
+    fn an_inverted_range_is_unsatisfiable_whatever_the_size() {
+        assert_eq!(
+            [range("bytes=500-0", 1000), range("bytes=500-0", u64::MAX)],
+            [RangeAnswer::Unsatisfiable, RangeAnswer::Unsatisfiable]
         );
     }
 
