@@ -92,6 +92,26 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Withdraw content on a running server: the digests are refused from then on (404, with a
+    /// message saying so) whatever holds them, and deleted from the cache. Kept across restarts.
+    Deny {
+        #[command(flatten)]
+        server: AdminArgs,
+        /// Why, shown to clients refused and in `status` (e.g. a CVE).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// The digests (`sha256:…`) of manifests or blobs to withdraw.
+        #[arg(required = true, value_name = "DIGEST")]
+        digests: Vec<String>,
+    },
+    /// Lift withdrawals made with `deny` on a running server.
+    Allow {
+        #[command(flatten)]
+        server: AdminArgs,
+        /// The digests to serve again.
+        #[arg(required = true, value_name = "DIGEST")]
+        digests: Vec<String>,
+    },
     /// Warm the cache with whole OpenShift releases on a running server: start a job per
     /// release, follow them (a progress bar on a terminal, progress lines otherwise), print a
     /// summary, and fail if anything could not be fetched.
@@ -272,6 +292,30 @@ fn run(command: Command) -> Result<()> {
             let admin = admin("mirrorgate-status", Duration::from_secs(30), server)?;
             status(&admin, json)
         }
+        Command::Deny {
+            server,
+            reason,
+            digests,
+        } => {
+            let admin = admin("mirrorgate-deny", Duration::from_secs(30), server)?;
+            withdrawal(
+                &admin,
+                http::withdrawn_endpoint::PATH,
+                serde_json::json!({ "digests": digests, "reason": reason }),
+                "added",
+                "withdrawn",
+            )
+        }
+        Command::Allow { server, digests } => {
+            let admin = admin("mirrorgate-allow", Duration::from_secs(30), server)?;
+            withdrawal(
+                &admin,
+                http::withdrawn_endpoint::ALLOW,
+                serde_json::json!({ "digests": digests }),
+                "lifted",
+                "allowed again",
+            )
+        }
         Command::Warm {
             server,
             dry_run,
@@ -385,6 +429,31 @@ fn status(admin: &warm_cli::Admin, json: bool) -> Result<()> {
     } else {
         print!("{}", status.render());
     }
+    Ok(())
+}
+
+/// Sends a change of the deny list and prints what it did: one line per digest `field` of the
+/// answer lists (`withdrawn sha256:…`), and how many digests stay withdrawn.
+fn withdrawal(
+    admin: &warm_cli::Admin,
+    path: &str,
+    body: serde_json::Value,
+    field: &str,
+    done: &str,
+) -> Result<()> {
+    let runtime = runtime()?;
+    let answer = runtime.block_on(admin.call(reqwest::Method::POST, path, Some(body)))?;
+    let answer: serde_json::Value = serde_json::from_str(&answer)
+        .with_context(|| format!("{}{path} did not answer JSON", admin.server))?;
+    let changed = answer[field].as_array().cloned().unwrap_or_default();
+    for digest in &changed {
+        println!("{done} {}", digest.as_str().unwrap_or_default());
+    }
+    if changed.is_empty() {
+        println!("nothing changed");
+    }
+    let count = answer["withdrawn"].as_object().map_or(0, |m| m.len());
+    println!("{count} digest(s) withdrawn on {}", admin.server);
     Ok(())
 }
 

@@ -368,6 +368,8 @@ pub struct Metrics {
     fetches_queued: Gauge,
     fetches_refused: Counter,
     loops_refused: Counter,
+    withdrawn_refused: Family<RouteLabels, Counter>,
+    withdrawn_digests: Gauge,
     cluster: ClusterMetrics,
     /// The shared cache tier whose counters are exported, once there is one.
     shared: Arc<std::sync::OnceLock<crate::cache::shared::SharedStore>>,
@@ -584,6 +586,8 @@ impl Metrics {
             fetches_queued: Gauge::default(),
             fetches_refused: Counter::default(),
             loops_refused: Counter::default(),
+            withdrawn_refused: Family::default(),
+            withdrawn_digests: Gauge::default(),
             cluster: ClusterMetrics::default(),
             shared: Arc::default(),
             known_registries: ArcSwap::from_pointee(HashSet::new()),
@@ -685,6 +689,16 @@ impl Metrics {
             "loops_refused",
             "Requests answered 508 Loop Detected because they carried this mirrorgate's own Via token",
             metrics.loops_refused.clone(),
+        );
+        root.register(
+            "withdrawn_refused",
+            "Requests answered 404 because an operator withdrew the digest (mirrorgate deny), by route",
+            metrics.withdrawn_refused.clone(),
+        );
+        root.register(
+            "withdrawn_digests",
+            "Digests an operator has withdrawn (mirrorgate deny) and mirrorgate refuses to serve",
+            metrics.withdrawn_digests.clone(),
         );
         metrics.cluster.register(&mut root);
         let build = Family::<VersionLabels, Gauge>::default();
@@ -830,6 +844,19 @@ impl Metrics {
     /// Counts a request refused as a loop (508).
     pub fn loop_refused(&self) {
         self.loops_refused.inc();
+    }
+
+    /// Counts a request refused because its digest is withdrawn.
+    pub fn withdrawn_refused(&self, route: &'static str) {
+        self.withdrawn_refused
+            .get_or_create(&RouteLabels { route })
+            .inc();
+    }
+
+    /// Sets how many digests are withdrawn.
+    pub fn withdrawn_digests(&self, count: usize) {
+        self.withdrawn_digests
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// Counts a request refused because the source is blocked.

@@ -28,6 +28,20 @@ pub struct Status {
     pub cache: CacheStatus,
     /// Upstream fetches.
     pub fetches: FetchesStatus,
+    /// Digests an operator withdrew (`mirrorgate deny`), sorted.
+    #[serde(default)]
+    pub withdrawn: Vec<WithdrawnStatus>,
+}
+
+/// A withdrawn digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WithdrawnStatus {
+    /// The digest.
+    pub digest: String,
+    /// Why, as the operator said (may be empty).
+    pub reason: String,
+    /// When.
+    pub at: String,
 }
 
 /// The rule set in force and how it got there.
@@ -287,6 +301,17 @@ impl Status {
                 download.digest, download.repository
             )?;
         }
+        if !self.withdrawn.is_empty() {
+            writeln!(out)?;
+            writeln!(out, "withdrawn:        {}", self.withdrawn.len())?;
+            for withdrawn in &self.withdrawn {
+                write!(out, "  {} since {}", withdrawn.digest, withdrawn.at)?;
+                if !withdrawn.reason.is_empty() {
+                    write!(out, ": {}", withdrawn.reason)?;
+                }
+                writeln!(out)?;
+            }
+        }
         Ok(())
     }
 }
@@ -350,6 +375,7 @@ mod tests {
                 refused: 0,
                 downloads: vec![],
             },
+            withdrawn: vec![],
         }
     }
 

@@ -52,12 +52,7 @@ fn eventually(limit: Duration, mut probe: impl FnMut() -> bool) -> bool {
 
 /// The value of the metric line that starts with `series` (name and labels), or 0.
 fn metric(proxy: &Mirrorgate, series: &str) -> f64 {
-    proxy
-        .get("/metrics", &[])
-        .text()
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
+    proxy.metric(series)
 }
 
 /// Two mirrors holding different images under the same tag.

@@ -84,6 +84,20 @@ impl ManifestStore {
         self.remember(manifest);
     }
 
+    /// Forgets the manifest `digest`, in memory and on disk; whether it was held.
+    pub fn remove(&self, digest: &Digest) -> bool {
+        let in_memory = {
+            let mut memory = self.lock();
+            let removed = memory.remove(&digest.as_str().to_owned()).is_some();
+            CacheStats::set(&self.stats.manifest_memory_bytes, memory.weight());
+            removed
+        };
+        let (bytes_path, type_path) = self.paths(digest);
+        let on_disk = std::fs::remove_file(&bytes_path).is_ok();
+        let _ = std::fs::remove_file(&type_path);
+        in_memory || on_disk
+    }
+
     fn remember(&self, manifest: Arc<StoredManifest>) {
         let weight = manifest.bytes.len() as u64;
         let mut memory = self.lock();

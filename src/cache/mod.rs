@@ -1,6 +1,7 @@
 //! Caching that makes repeated pulls free: manifests in memory and on disk ([`manifests`]), tag
-//! answers with a TTL ([`tags`]), blobs in a content-addressed disk store ([`blobs`]), and one
-//! upstream fetch per key however many clients ask at once ([`flights`]).
+//! answers with a TTL ([`tags`]), blobs in a content-addressed disk store ([`blobs`]), one
+//! upstream fetch per key however many clients ask at once ([`flights`]), and the digests an
+//! operator withdrew ([`withdrawn`]).
 //!
 //! Principal types: [`Cache`] (every tier, opened from [`CacheConfig`]), [`ManifestStore`],
 //! [`TagStore`], [`BlobStore`] and [`flights::Flights`].
@@ -18,6 +19,7 @@ pub mod shared;
 pub mod stats;
 pub mod tags;
 pub mod verify;
+pub mod withdrawn;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -30,6 +32,7 @@ pub use config::CacheConfig;
 use manifests::ManifestStore;
 use stats::CacheStats;
 use tags::TagStore;
+use withdrawn::Withdrawn;
 
 /// Every cache tier, opened from the `cache` configuration.
 pub struct Cache {
@@ -47,6 +50,8 @@ pub struct Cache {
     pub stale_if_error: Duration,
     /// The blob store's bound (`cache.max_size`).
     pub max_size: u64,
+    /// Digests an operator has withdrawn: refused whatever tier or upstream holds them.
+    pub withdrawn: Withdrawn,
     dir: PathBuf,
 }
 
@@ -65,11 +70,12 @@ impl Cache {
         )?;
         let manifests = ManifestStore::open(
             config.dir.join("manifests"),
-            tmp,
+            tmp.clone(),
             config.memory.bytes(),
             stats.clone(),
         )?;
-        Ok(Cache {
+        let withdrawn = Withdrawn::open(&config.dir, &tmp).map_err(io::Error::other)?;
+        let cache = Cache {
             manifests,
             tags: TagStore::default(),
             blobs,
@@ -77,13 +83,44 @@ impl Cache {
             tag_ttl: config.tag_ttl,
             stale_if_error: config.stale_if_error,
             max_size: config.max_size.bytes(),
+            withdrawn,
             dir: config.dir.clone(),
-        })
+        };
+        // What was withdrawn while a reader held it, or by a replica while this one was down.
+        cache.purge_withdrawn();
+        Ok(cache)
     }
 
     /// The cache directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Withdraws `digests` (see [`withdrawn`]) and deletes them from the local tiers; a blob
+    /// being read at that moment is deleted once its readers are gone, at the latest at the
+    /// next withdrawal or start (the request that reads it was admitted before).
+    pub fn withdraw(
+        &self,
+        digests: &[crate::reference::Digest],
+        reason: &str,
+    ) -> Result<Vec<crate::reference::Digest>, withdrawn::WithdrawnError> {
+        let added = self.withdrawn.withdraw(digests, reason)?;
+        self.purge_withdrawn();
+        Ok(added)
+    }
+
+    /// Deletes every withdrawn digest still held by a local tier; how many were.
+    pub fn purge_withdrawn(&self) -> usize {
+        let mut purged = 0;
+        for key in self.withdrawn.list().keys() {
+            let Ok(digest) = key.parse::<crate::reference::Digest>() else {
+                continue;
+            };
+            let manifest = self.manifests.remove(&digest);
+            let blob = self.blobs.evict(&digest);
+            purged += usize::from(manifest || blob);
+        }
+        purged
     }
 }
 

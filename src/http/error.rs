@@ -273,6 +273,9 @@ impl From<Error> for ApiError {
             }
             Error::Busy { retry_after, .. } => ApiError::too_many_requests(message, retry_after),
             Error::InvalidDigest(_) => ApiError::digest_invalid(message),
+            Error::Withdrawn { missing, .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, unknown(missing), message)
+            }
             // No manifest can have a tag outside the grammar, so it is not there: 404
             // `MANIFEST_UNKNOWN`, as Distribution answers (the spec's `TAG_INVALID` is for a
             // pushed manifest whose tag does not match the URI).

@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpListener;
 
-use super::{Body, full_body, status_endpoint, warm_endpoint};
+use super::{Body, full_body, status_endpoint, warm_endpoint, withdrawn_endpoint};
 use crate::proxy::Proxy;
 use crate::warm::Warmer;
 
@@ -61,6 +61,11 @@ async fn answer(
         && request.uri().path().starts_with(warm_endpoint::PREFIX)
     {
         return Ok(warm_endpoint::answer(&proxy, warmer, request, local, peer).await);
+    }
+    if let Some(warmer) = &warm
+        && withdrawn_endpoint::is_for(request.uri().path())
+    {
+        return Ok(withdrawn_endpoint::answer(&proxy, warmer, request, local, peer).await);
     }
     let (status, content_type, body) = match request.uri().path() {
         "/metrics" => {

@@ -18,6 +18,7 @@ pub mod route;
 mod server;
 pub mod status_endpoint;
 pub mod warm_endpoint;
+pub mod withdrawn_endpoint;
 
 pub use crate::proxy::{Body, empty_body, full_body};
 pub use crate::tls::ServerTls;

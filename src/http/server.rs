@@ -29,7 +29,7 @@ use super::LimitsConfig;
 use super::coalesce::Coalesced;
 use super::connection::{Activity, InProgress, Tracked, drive};
 use super::protocol::{self, Builders, Version};
-use super::{API_VERSION_HEADER, ServerTls, status_endpoint, warm_endpoint};
+use super::{API_VERSION_HEADER, ServerTls, status_endpoint, warm_endpoint, withdrawn_endpoint};
 use crate::proxy::Proxy;
 use crate::warm::Warmer;
 
@@ -251,6 +251,16 @@ async fn handle(
     {
         // Boxed, like the proxy's answers: a rare request must not grow every request's future.
         let response = Box::pin(warm_endpoint::answer(&proxy, warmer, request, local, peer)).await;
+        return Ok(response.map(|body| Tracked::new(body, in_progress)));
+    }
+    if let Some(warmer) = &warm
+        && withdrawn_endpoint::is_for(request.uri().path())
+        && !proxy.metrics_elsewhere()
+    {
+        let response = Box::pin(withdrawn_endpoint::answer(
+            &proxy, warmer, request, local, peer,
+        ))
+        .await;
         return Ok(response.map(|body| Tracked::new(body, in_progress)));
     }
     // `/status` depends on who is asking from where, which only this layer knows.

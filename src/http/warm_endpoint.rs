@@ -149,10 +149,10 @@ async fn release_of(request: Request<Incoming>) -> Result<Reference, ApiError> {
         .map_err(|e| ApiError::name_invalid(format!("invalid image \"{}\": {e}", asked.image)))
 }
 
-/// Whether the client at `peer`, on the listener bound to `local`, may use the API: anyone on
-/// this host; from elsewhere, a client with valid credentials of `clients` whose name is in
-/// `warm.admins`.
-async fn allowed(
+/// Whether the client at `peer`, on the listener bound to `local`, may use an admin API (the
+/// warm API, withdrawals): anyone on this host; from elsewhere, a client with valid credentials
+/// of `clients` whose name is in `warm.admins`.
+pub(super) async fn allowed(
     access: &Access,
     is_admin: impl Fn(&str) -> bool,
     headers: &HeaderMap,
@@ -185,7 +185,8 @@ async fn allowed(
     }
 }
 
-fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+/// `value` as a JSON answer with `status`.
+pub(super) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let body = Bytes::from(serde_json::to_vec_pretty(value).unwrap_or_default());
     let mut response = super::status_endpoint::json(body, false);
     *response.status_mut() = status;

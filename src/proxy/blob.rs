@@ -94,6 +94,7 @@ impl Proxy {
         head: bool,
         range: Option<&HeaderValue>,
     ) -> Result<Response<Body>, Error> {
+        self.refuse_withdrawn(digest.as_str(), Missing::Blob, Route::Blob)?;
         let logical = repository.with_digest(digest);
         // The rules decide first: a stored blob is only served where they allow a pull.
         let candidates = self.blob_candidates(repository, &logical)?;

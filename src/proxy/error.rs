@@ -68,6 +68,16 @@ pub enum Error {
         /// Seconds after which the client may try again.
         retry_after: u64,
     },
+    /// Content an operator withdrew (`mirrorgate deny`): refused wherever it is held.
+    #[error("{digest} was withdrawn by an operator{}", reason_suffix(.reason))]
+    Withdrawn {
+        /// What was asked for.
+        missing: Missing,
+        /// The withdrawn digest.
+        digest: String,
+        /// The operator's reason, if one was given.
+        reason: String,
+    },
     /// A digest that does not parse.
     #[error("{0}")]
     InvalidDigest(String),
@@ -79,4 +89,12 @@ pub enum Error {
         /// Why it is invalid.
         reason: String,
     },
+}
+
+fn reason_suffix(reason: &str) -> String {
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {reason}")
+    }
 }

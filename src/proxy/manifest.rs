@@ -75,13 +75,17 @@ impl Proxy {
         self.reachable_only(logical, &mut resolution.sources, |s| {
             (s.reference.domain(), s.role)
         })?;
-        match logical.digest() {
+        let manifest = match logical.digest() {
             Some(digest) => {
+                self.refuse_withdrawn(digest.as_str(), Missing::Manifest, Route::Manifest)?;
                 self.manifest_by_digest(logical, &digest, resolution, accept)
                     .await
             }
             None => self.manifest_by_tag(logical, resolution, accept).await,
-        }
+        }?;
+        // A tag is only known to lead to a withdrawn digest once it is answered.
+        self.refuse_withdrawn(&manifest.digest, Missing::Manifest, Route::Manifest)?;
+        Ok(manifest)
     }
 
     /// A manifest by digest: from the cache, else fetched along the digest route (one fetch

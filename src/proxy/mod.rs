@@ -26,6 +26,7 @@ mod route;
 mod shared;
 pub mod sizes;
 mod status;
+mod withdraw;
 /// Content verification lives with the stores that only ever take verified bytes.
 pub use crate::cache::verify;
 
@@ -215,6 +216,7 @@ impl Proxy {
         }
         let metrics = Arc::new(metrics);
         metrics.rules_loaded(&rules, settings.configured_registries());
+        metrics.withdrawn_digests(cache.withdrawn.len());
         Ok(Proxy {
             reachable: ArcSwap::from_pointee(Reachable::new(&rules, &settings)),
             rules: ArcSwap::new(rules),

@@ -4,13 +4,13 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::Proxy;
 use crate::cache::stats::CacheStats;
 use crate::status::{
     CacheStatus, DownloadStatus, ErrorStatus, FetchesStatus, RegistryStatus, ReloadStatus,
-    RulesStatus, Status,
+    RulesStatus, Status, WithdrawnStatus,
 };
 use crate::upstream::AttemptError;
 
@@ -177,6 +177,15 @@ impl Proxy {
                 refused: self.fetch_slots.refused(),
                 downloads,
             },
+            withdrawn: self
+                .withdrawn()
+                .iter()
+                .map(|(digest, withdrawal)| WithdrawnStatus {
+                    digest: digest.clone(),
+                    reason: withdrawal.reason.clone(),
+                    at: timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(withdrawal.at)),
+                })
+                .collect(),
         }
     }
 

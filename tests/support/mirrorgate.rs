@@ -195,6 +195,15 @@ impl Mirrorgate {
         http_get(&self.addr(), path_and_query, headers)
     }
 
+    /// The value of one series of `/metrics` (`name{labels}` as exposed), 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        self.get("/metrics", &[])
+            .text()
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// The temporary directory holding config, rules, cache and log.
     pub fn dir(&self) -> &Path {
         self.dir.path()

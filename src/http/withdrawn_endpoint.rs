@@ -1,0 +1,155 @@
+//! The withdrawal API (`mirrorgate deny` / `allow`), served with the warm API (on
+//! `metrics_listen` when that is set, else on `listen`) and to the same operators:
+//! - `GET /withdrawn`: `{"withdrawn": {"<digest>": {"reason", "at"}…}}`;
+//! - `POST /withdrawn` with `{"digests": [...], "reason": "..."}`: withdraws them (refused from
+//!   then on, deleted from the cache); `{"added": [...], "withdrawn": {...}}`;
+//! - `POST /withdrawn/allow` with `{"digests": [...]}`: lifts them; `{"lifted": [...],
+//!   "withdrawn": {...}}`.
+//!
+//! A body that does not parse, or a digest that is not one, is 400 and changes nothing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use super::Body;
+use super::error::{ApiError, ErrorCode};
+use super::warm_endpoint::{allowed, json};
+use crate::proxy::Proxy;
+use crate::reference::Digest;
+use crate::warm::Warmer;
+
+/// The path of the list, and the prefix of the API.
+pub const PATH: &str = "/withdrawn";
+/// Lifting withdrawals.
+pub const ALLOW: &str = "/withdrawn/allow";
+
+/// The largest request body read: thousands of digests.
+const MAX_BODY: usize = 1 << 20;
+
+/// Whether `path` is the API's.
+pub fn is_for(path: &str) -> bool {
+    path == PATH || path.starts_with("/withdrawn/")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Change {
+    digests: Vec<String>,
+    #[serde(default)]
+    reason: String,
+}
+
+/// Answers a `/withdrawn…` request on a listener bound to `local`, for a client at `peer`;
+/// `warmer` holds who the admins are.
+pub async fn answer(
+    proxy: &Proxy,
+    warmer: &Arc<Warmer>,
+    request: Request<Incoming>,
+    local: SocketAddr,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let admin = |name: &str| warmer.is_admin(name);
+    let response = match allowed(&proxy.access(), admin, request.headers(), local, peer).await {
+        Ok(()) => route(proxy, request)
+            .await
+            .unwrap_or_else(|e| e.into_response(false)),
+        Err(refusal) => refusal.into_response(false),
+    };
+    let method = match method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        _ => "OTHER",
+    };
+    proxy.metrics().request(
+        "withdrawn",
+        method,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+async fn route(proxy: &Proxy, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let path = request.uri().path().trim_end_matches('/').to_owned();
+    let method = request.method().clone();
+    let stored = |e: crate::cache::withdrawn::WithdrawnError| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Unknown,
+            format!("the withdrawal could not be kept, nothing changed: {e}"),
+        )
+    };
+    match (method.clone(), path.as_str()) {
+        (Method::GET, PATH) => Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({ "withdrawn": &*proxy.withdrawn() }),
+        )),
+        (Method::POST, PATH) => {
+            let (digests, reason) = change_of(request).await?;
+            let added = texts(proxy.withdraw(&digests, &reason).map_err(stored)?);
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({ "added": added, "withdrawn": &*proxy.withdrawn() }),
+            ))
+        }
+        (Method::POST, ALLOW) => {
+            let (digests, _) = change_of(request).await?;
+            let lifted = texts(proxy.allow(&digests).map_err(stored)?);
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({ "lifted": lifted, "withdrawn": &*proxy.withdrawn() }),
+            ))
+        }
+        (_, PATH | ALLOW) => Err(ApiError::unsupported(&method)),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::Unsupported,
+            format!("{path}: not a withdrawal API path (GET {PATH}, POST {PATH}, POST {ALLOW})"),
+        )),
+    }
+}
+
+fn texts(digests: Vec<Digest>) -> Vec<String> {
+    digests.iter().map(|d| d.as_str().to_owned()).collect()
+}
+
+/// The digests (and reason) of a change's body; every digest must parse, or nothing changes.
+async fn change_of(request: Request<Incoming>) -> Result<(Vec<Digest>, String), ApiError> {
+    let bad =
+        |message: String| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, message);
+    let body = Limited::new(request.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            bad(format!(
+                "cannot read the request body (at most {MAX_BODY} bytes): {e}"
+            ))
+        })?
+        .to_bytes();
+    let change: Change = serde_json::from_slice(&body).map_err(|e| {
+        bad(format!(
+            "the body must be {{\"digests\": [\"sha256:…\"], \"reason\": \"…\"}}: {e}"
+        ))
+    })?;
+    if change.digests.is_empty() {
+        return Err(bad("no digests given".to_owned()));
+    }
+    let digests = change
+        .digests
+        .iter()
+        .map(|d| {
+            d.trim()
+                .parse::<Digest>()
+                .map_err(|e| ApiError::digest_invalid(format!("\"{d}\" is not a digest: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((digests, change.reason))
+}
