@@ -196,6 +196,21 @@ mod tests {
     }
 
     #[test]
+    fn no_headers_in_time_or_a_redirect_hop_out_of_reach_is_one_failed_request() {
+        let results = [
+            Err(AttemptError::Timeout {
+                connecting: false,
+                after: Duration::from_secs(30),
+            }),
+            Err(AttemptError::Timeout {
+                connecting: true,
+                after: Duration::from_secs(5),
+            }),
+        ];
+        assert_eq!(skipped_after(&results, Duration::ZERO), [false, false]);
+    }
+
+    #[test]
     fn failures_a_window_apart_are_not_a_streak() {
         let results = [closed(), closed(), closed()];
         assert_eq!(

@@ -837,6 +837,37 @@ async fn cross_host_redirect_drops_authorization_and_still_fetches_the_blob() {
 }
 
 #[tokio::test]
+async fn a_redirect_to_dead_storage_fails_the_request_not_the_registry() {
+    let storage_address = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address").to_string()
+    };
+    let registry = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(REDIRECTED_BLOB))
+        .respond_with(
+            ResponseTemplate::new(307)
+                .insert_header("Location", format!("http://{storage_address}/bucket/blob")),
+        )
+        .mount(&registry)
+        .await;
+    let secret = pull_secret(&[]);
+    let upstream = upstream_allowing(&registry, secret.path(), &["127.0.0.0/8"]);
+    let mut request = get(&name_of(&registry), REDIRECTED_BLOB);
+    request.follow_redirects = true;
+    let result = upstream.send(request).await.map(|_| ());
+    // A connection error of this request, not `Unreachable`, which would back off the
+    // registry that answered.
+    assert_eq!(
+        result,
+        Err(AttemptError::Connect(format!(
+            "connection refused ({})",
+            name_of(&registry)
+        )))
+    );
+}
+
+#[tokio::test]
 async fn a_redirect_to_a_loopback_address_is_refused_without_contacting_it() {
     let storage = MockServer::start().await;
     let (registry, secret) = redirecting_registry(&storage).await;
