@@ -81,20 +81,24 @@ pub struct ReloadStatus {
 pub struct RegistryStatus {
     /// The registry, `host[:port]` as references and rules write it.
     pub registry: String,
-    /// `ok` (its last attempt got an answer), `failing` (its last attempt failed),
-    /// `backing_off` (unreachable: skipped until `backing_off_until`) or `unused` (not contacted
-    /// since the start).
+    /// `ok` (its last attempt got an answer), `refusing` (it answered the last attempt with a
+    /// refusal: 401, 403, 429, 400…; it is up), `failing` (its last attempt got no answer or a
+    /// 5xx), `backing_off` (it looks down: skipped until `backing_off_until`) or `unused` (not
+    /// contacted since the start).
     pub state: String,
     /// Until when it is skipped after it could not be reached.
     pub backing_off_until: Option<String>,
     /// The last answer it gave (any status a registry gives, not found included).
     pub last_success: Option<String>,
-    /// The last failure: when, and why.
+    /// The last failure or refusal: when, and why.
     pub last_error: Option<ErrorStatus>,
     /// Attempts since the start.
     pub attempts: u64,
-    /// Failed attempts since the start.
+    /// Failed attempts since the start (no answer, or a 5xx).
     pub failures: u64,
+    /// Attempts answered with a refusal (401, 403, 429, 400…) since the start.
+    #[serde(default)]
+    pub refusals: u64,
 }
 
 /// A failure and when it happened.
@@ -248,6 +252,9 @@ impl Status {
                 "  {:width$}  {state}, {} attempts, {} failed",
                 registry.registry, registry.attempts, registry.failures
             )?;
+            if registry.refusals > 0 {
+                write!(out, ", {} refused", registry.refusals)?;
+            }
             if let Some(error) = &registry.last_error {
                 write!(
                     out,
@@ -354,6 +361,7 @@ mod tests {
                 }),
                 attempts: 3,
                 failures: 1,
+                refusals: 0,
             }],
             cache: CacheStatus {
                 manifest_entries: 2,

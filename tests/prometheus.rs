@@ -356,7 +356,7 @@ fn expectations(
         ),
         // Alerts
         (
-            r#"sum by (namespace, job, registry) (rate(mirrorgate_upstream_requests_total{role="mirror",outcome=~"error|timeout|skipped|unauthorized|digest_mismatch|size_mismatch"}[5m])) > 0 and on (namespace, job) sum by (namespace, job) (rate(mirrorgate_source_after_mirrors_total[5m])) > 0"#,
+            r#"sum by (namespace, job, registry) (rate(mirrorgate_upstream_requests_total{role="mirror",outcome=~"error|timeout|skipped|unauthorized|rejected|digest_mismatch|size_mismatch"}[5m])) > 0 and on (namespace, job) sum by (namespace, job) (rate(mirrorgate_source_after_mirrors_total[5m])) > 0"#,
             by("registry", &[(DOWN, rate(2.0))]),
         ),
         (

@@ -411,11 +411,15 @@ impl Proxy {
             // back until the bytes hash to the digest and their length is the one announced.
             let verdict: Arc<Mutex<Option<Outcome>>> = Arc::default();
             let record = verdict.clone();
+            // Told apart from a failure of the store, which is not the source's.
+            let source_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let failed = source_failed.clone();
             let body = Verified::new(response.bytes_stream(), digest.clone(), len, move |o| {
                 *record.lock().unwrap_or_else(|e| e.into_inner()) = Some(o);
             })
             .map(move |item| {
                 item.map_err(|_| {
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
                     verdict
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -428,6 +432,7 @@ impl Proxy {
             let ending = spool(body, &mut file, state, &mut leader).await;
             let committed = match ending {
                 Outcome::Complete(size) => {
+                    self.note_blob_body(&physical, true);
                     self.commit_spool(digest, &temp, &mut file, size, state, &mut leader)
                         .await
                 }
@@ -437,7 +442,12 @@ impl Proxy {
                     self.count_attempt(physical.domain(), role, Route::Blob, "digest_mismatch");
                     Err(reason)
                 }
-                Outcome::Broken(reason) => Err(reason),
+                Outcome::Broken(reason) => {
+                    if source_failed.load(std::sync::atomic::Ordering::Relaxed) {
+                        self.note_blob_body(&physical, false);
+                    }
+                    Err(reason)
+                }
             };
             return match committed {
                 Ok(size) => {
@@ -656,7 +666,8 @@ impl Proxy {
     /// The physical blob references to try, in order, without repeats: the digest route, then
     /// the tag route's mirrors, with the source that recently served this repository's manifest
     /// moved to the front — if the current rules still route there at all. Sources that recently
-    /// served corrupt bytes for this blob are left out.
+    /// served corrupt bytes for this blob are left out; those whose bodies of it broke off
+    /// [`BROKEN_BODIES`](super::BROKEN_BODIES) times in a row go last.
     fn blob_candidates(
         &self,
         repository: &Repository,
@@ -708,6 +719,9 @@ impl Proxy {
             let preferred = candidates.remove(position);
             candidates.insert(0, preferred);
         }
+        // Sources whose bodies of this blob keep breaking off go last (stable: the rest keep
+        // their order), so the next pull tries the others.
+        candidates.sort_by_key(|(physical, _)| self.breaks_off(physical));
         Ok(candidates)
     }
 

@@ -12,6 +12,7 @@
 //! never contacted. Everything fetched by digest is verified (`verify`).
 
 mod admission;
+mod backoff;
 mod blob;
 mod body;
 mod confirmed;
@@ -64,10 +65,12 @@ const AFFINITY_TTL: Duration = Duration::from_secs(600);
 const AFFINITY_CAPACITY: usize = 10_000;
 /// How long a source that served corrupt bytes for a blob is skipped for that blob.
 const CORRUPT_TTL: Duration = Duration::from_secs(600);
-/// How long a registry that could not be reached is skipped.
-const BACKOFF: Duration = Duration::from_secs(5);
-/// At most this many (source, blob) pairs are remembered as corrupt.
+/// At most this many (source, blob) pairs are remembered as corrupt, or as breaking off.
 const CORRUPT_CAPACITY: usize = 10_000;
+/// After this many bodies of one blob from one source broke off in a row, that source is tried
+/// last for the blob (for `CORRUPT_TTL`): a mirror truncating every body must not be retried
+/// forever while another source could serve.
+const BROKEN_BODIES: u32 = 2;
 
 /// The proxy: the current rules, the upstream client, the caches and what it remembers between
 /// requests.
@@ -95,9 +98,10 @@ pub struct Proxy {
     /// digest; they are skipped for a while, so the next pull goes to the next source. Shared
     /// with the streams that discover the corruption.
     corrupt: Arc<Mutex<HashMap<String, Instant>>>,
-    /// Registries that could not be reached, skipped until the given time; with the cause, which
-    /// the skipped attempts report.
-    backoff: Mutex<HashMap<String, (Instant, String)>>,
+    /// Physical blob references whose bodies broke off in a row: how many, and the last time.
+    broken: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Registries that look down, skipped for a moment.
+    backoff: backoff::Backoff,
     /// Who may pull what (the `clients` section and its files).
     access: ArcSwap<Access>,
     /// `repository@digest` pairs an upstream served or confirmed. The stores are
@@ -229,7 +233,8 @@ impl Proxy {
             shared,
             affinity: Mutex::new(HashMap::new()),
             corrupt: Arc::new(Mutex::new(HashMap::new())),
-            backoff: Mutex::new(HashMap::new()),
+            broken: Mutex::new(HashMap::new()),
+            backoff: backoff::Backoff::default(),
             access: ArcSwap::from_pointee(access),
             known,
             fetch_slots: FetchSlots::new(
@@ -543,6 +548,40 @@ impl Proxy {
         })
     }
 
+    /// Records whether the body of the blob `physical` came whole or broke off.
+    fn note_blob_body(&self, physical: &Reference, whole: bool) {
+        let Ok(mut broken) = self.broken.lock() else {
+            return;
+        };
+        if whole {
+            broken.remove(physical.as_str());
+            return;
+        }
+        if broken.len() >= CORRUPT_CAPACITY {
+            broken.retain(|_, (_, at)| at.elapsed() < CORRUPT_TTL);
+            if broken.len() >= CORRUPT_CAPACITY {
+                broken.clear();
+            }
+        }
+        let entry = broken
+            .entry(physical.as_str().to_owned())
+            .or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= CORRUPT_TTL {
+            entry.0 = 0;
+        }
+        *entry = (entry.0.saturating_add(1), Instant::now());
+    }
+
+    /// Whether the bodies of the blob `physical` recently broke off [`BROKEN_BODIES`] times in
+    /// a row: it is tried after every other source.
+    fn breaks_off(&self, physical: &Reference) -> bool {
+        self.broken.lock().is_ok_and(|broken| {
+            broken
+                .get(physical.as_str())
+                .is_some_and(|(count, at)| *count >= BROKEN_BODIES && at.elapsed() < CORRUPT_TTL)
+        })
+    }
+
     fn remembered_source(&self, logical_name: &str) -> Option<Reference> {
         let affinity = self.affinity.lock().ok()?;
         affinity
@@ -599,16 +638,22 @@ impl AttemptFailure {
     }
 
     /// A failure to answer (unreachable, timed out, 5xx, broken protocol), as opposed to an
-    /// answer: not found, refused, or content that is not what was asked for.
+    /// answer: not found, refused (401, 403, 429, 400…), or content that is not what was asked
+    /// for. Only failures are an outage, during which cached content may be served unconfirmed.
     fn is_failure(&self) -> bool {
         match self {
-            AttemptFailure::Upstream(error) => matches!(
-                error,
-                AttemptError::Status { .. }
-                    | AttemptError::Timeout { .. }
-                    | AttemptError::Connect(_)
-                    | AttemptError::Protocol(_)
-            ),
+            // A refusal (401, 403, 429, 400…) is an answer: the registry is up.
+            AttemptFailure::Upstream(error) => {
+                !error.is_refusal()
+                    && matches!(
+                        error,
+                        AttemptError::Status { .. }
+                            | AttemptError::Timeout { .. }
+                            | AttemptError::Unreachable { .. }
+                            | AttemptError::Connect(_)
+                            | AttemptError::Protocol(_)
+                    )
+            }
             AttemptFailure::Body(_) => true,
             AttemptFailure::DigestMismatch { .. }
             | AttemptFailure::TooLarge(_)
@@ -693,17 +738,18 @@ impl Proxy {
         let route = route.as_str();
         let registry = request.registry.clone();
         let started = Instant::now();
-        if let Some((remaining, cause)) = self.backing_off(&registry) {
+        if let Some((remaining, cause)) = self.backoff.skipping(&registry, started) {
             self.metrics
                 .upstream(&registry, role.as_str(), route, "skipped", Duration::ZERO);
             return Err(AttemptError::Connect(format!(
-                "not contacted: unreachable moments ago ({cause}), retried in {}s",
+                "not contacted: {cause}, retried in {}s",
                 remaining.as_secs() + 1
             )));
         }
         let upstream = self.upstream.load_full();
         let result = upstream.send(request).await;
-        self.note_reachability(&registry, &result);
+        self.backoff
+            .record(&registry, started, Instant::now(), &result);
         self.health.record(&registry, result.as_ref().map(|_| ()));
         if let Err(error) = &result
             && !matches!(error, AttemptError::NotFound)
@@ -725,38 +771,6 @@ impl Proxy {
         self.metrics
             .upstream(&registry, role.as_str(), route, outcome, started.elapsed());
         result
-    }
-
-    /// How much longer `registry` is skipped after it could not be reached, if it is.
-    fn backing_off(&self, registry: &str) -> Option<(Duration, String)> {
-        let backoff = self.backoff.lock().ok()?;
-        let (until, cause) = backoff.get(registry)?;
-        until
-            .checked_duration_since(Instant::now())
-            .map(|remaining| (remaining, cause.clone()))
-    }
-
-    /// A registry that cannot be connected to (refused, unroutable, timed out) is skipped for a
-    /// short while, so that a dead mirror does not cost every request its timeout; any answer
-    /// ends the back-off.
-    fn note_reachability(&self, registry: &str, result: &Result<reqwest::Response, AttemptError>) {
-        let Ok(mut backoff) = self.backoff.lock() else {
-            return;
-        };
-        match result {
-            Err(error @ (AttemptError::Connect(_) | AttemptError::Timeout { .. })) => {
-                if backoff.len() >= AFFINITY_CAPACITY {
-                    backoff.retain(|_, (until, _)| *until > Instant::now());
-                }
-                backoff.insert(
-                    registry.to_owned(),
-                    (Instant::now() + BACKOFF, error.to_string()),
-                );
-            }
-            _ => {
-                backoff.remove(registry);
-            }
-        }
     }
 
     /// Counts a source attempt that only happens because mirror attempts failed.
@@ -858,6 +872,23 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn a_refusal_is_an_answer_not_an_outage() {
+        let failures = [
+            AttemptError::Status { status: 429 },
+            AttemptError::Status { status: 400 },
+            AttemptError::Unauthorized { status: 403 },
+            AttemptError::Status { status: 503 },
+            AttemptError::Connect("connection reset (mirror.test)".to_owned()),
+            AttemptError::Unreachable {
+                reason: "connection refused (mirror.test)".to_owned(),
+                timed_out: false,
+            },
+        ]
+        .map(|error| AttemptFailure::Upstream(error).is_failure());
+        assert_eq!(failures, [false, false, false, true, true, true]);
     }
 
     #[test]

@@ -29,14 +29,19 @@ struct RegistryHealth {
     attempts: u64,
     failures: u64,
     last_success: Option<SystemTime>,
+    refusals: u64,
     last_error: Option<(SystemTime, String)>,
     /// Whether the last attempt failed.
     failing: bool,
+    /// Whether the last attempt was answered with a refusal.
+    refusing: bool,
 }
 
 impl Health {
     /// Records one attempt at `registry`. Any answer a registry gives about the content (found
-    /// or not found) is a success; errors, refusals and no answer are failures.
+    /// or not found) is a success; a refusal (401, 403, 429, 400…) is an answer too, but kept
+    /// apart, since it is why nothing was served; no answer, a 5xx or a broken protocol is a
+    /// failure.
     pub(super) fn record(&self, registry: &str, result: Result<(), &AttemptError>) {
         let Ok(mut registries) = self.registries.lock() else {
             return;
@@ -50,11 +55,21 @@ impl Health {
             Ok(()) | Err(AttemptError::NotFound) => {
                 entry.last_success = Some(SystemTime::now());
                 entry.failing = false;
+                entry.refusing = false;
+            }
+            Err(error) if error.is_refusal() => {
+                let now = SystemTime::now();
+                entry.refusals += 1;
+                entry.last_success = Some(now);
+                entry.last_error = Some((now, error.to_string()));
+                entry.failing = false;
+                entry.refusing = true;
             }
             Err(error) => {
                 entry.failures += 1;
                 entry.last_error = Some((SystemTime::now(), error.to_string()));
                 entry.failing = true;
+                entry.refusing = false;
             }
         }
     }
@@ -195,15 +210,7 @@ impl Proxy {
         for registry in self.reachable.load().listed() {
             health.entry(registry).or_default();
         }
-        let backoff: HashMap<String, Instant> = self
-            .backoff
-            .lock()
-            .map(|b| {
-                b.iter()
-                    .map(|(r, (until, _))| (r.clone(), *until))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let backoff = self.backoff.skipped();
         let now = Instant::now();
         let mut statuses: Vec<RegistryStatus> = health
             .into_iter()
@@ -218,6 +225,8 @@ impl Proxy {
                     "unused"
                 } else if h.failing {
                     "failing"
+                } else if h.refusing {
+                    "refusing"
                 } else {
                     "ok"
                 };
@@ -231,6 +240,7 @@ impl Proxy {
                     }),
                     attempts: h.attempts,
                     failures: h.failures,
+                    refusals: h.refusals,
                     registry,
                 }
             })

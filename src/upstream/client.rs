@@ -3,10 +3,11 @@
 //!
 //! A client owns its connection pool and TLS configuration, so one is built per distinct TLS
 //! setting (system roots; system roots plus a registry's `ca_file`; no verification for
-//! `insecure`), never per request. Each setting gets two clients, neither of which follows
+//! `insecure`), never per request. Each setting gets three clients, none of which follows
 //! redirects by itself (blob redirects are followed hop by hop, see [`super::redirect`]): one
-//! for the registries themselves, and a guarded one, whose resolver refuses internal
-//! addresses, for redirect hops to anywhere else.
+//! for the registries themselves, the same without a connection pool for the one retry of a
+//! request whose pooled connection was closed under it, and a guarded one, whose resolver
+//! refuses internal addresses, for redirect hops to anywhere else.
 
 use std::path::Path;
 use std::time::Duration;
@@ -40,6 +41,8 @@ pub(crate) enum TlsMode {
 pub(crate) struct Clients {
     /// For the registries (and redirect hops to them).
     pub(crate) direct: reqwest::Client,
+    /// `direct` without idle connections: every request on it opens a new one.
+    pub(crate) fresh: reqwest::Client,
     /// For redirect hops elsewhere: never connects to a loopback, link-local or metadata
     /// address unless the policy allows it.
     pub(crate) guarded: reqwest::Client,
@@ -59,7 +62,7 @@ impl Clients {
             TlsMode::ExtraRoots(path) => load_roots(path, registry.unwrap_or("?"))?,
             TlsMode::System | TlsMode::Insecure => Vec::new(),
         };
-        let build = |guarded: bool| {
+        let build = |guarded: bool, pooled: bool| {
             let mut builder = reqwest::Client::builder()
                 .user_agent(USER_AGENT)
                 .connect_timeout(timeouts.connect_timeout)
@@ -82,14 +85,18 @@ impl Clients {
             if guarded {
                 builder = builder.dns_resolver(Arc::new(GuardedResolver::new(redirects.clone())));
             }
+            if !pooled {
+                builder = builder.pool_max_idle_per_host(0);
+            }
             builder.build().map_err(|err| UpstreamError::Client {
                 registry: registry.map(str::to_owned),
                 reason: error_chain(&err),
             })
         };
         Ok(Clients {
-            direct: build(false)?,
-            guarded: build(true)?,
+            direct: build(false, true)?,
+            fresh: build(false, false)?,
+            guarded: build(true, true)?,
             redirects: redirects.clone(),
         })
     }
@@ -151,6 +158,41 @@ pub(crate) fn attempt_error(err: &reqwest::Error, timeouts: &UpstreamConfig) -> 
         return AttemptError::Protocol(format!("invalid request: {}", innermost(err)));
     }
     AttemptError::Connect(with_host(err, &connect_reason(err)))
+}
+
+/// Turns a failed exchange with a registry's own endpoint into an [`AttemptError`]: a failure to
+/// connect (refused, DNS, unreachable, TLS handshake, connect timeout) is
+/// [`AttemptError::Unreachable`], the evidence that the registry is down.
+pub(crate) fn endpoint_error(err: &reqwest::Error, timeouts: &UpstreamConfig) -> AttemptError {
+    let error = attempt_error(err, timeouts);
+    match error {
+        AttemptError::Connect(_) | AttemptError::Timeout { .. } if err.is_connect() => {
+            AttemptError::Unreachable {
+                reason: error.to_string(),
+                timed_out: err.is_timeout(),
+            }
+        }
+        other => other,
+    }
+}
+
+/// Whether the connection of a sent request was closed (or reset) before the response headers
+/// arrived: what a registry closing an idle pooled connection just as it is reused looks like.
+pub(crate) fn closed_before_response(err: &reqwest::Error) -> bool {
+    !err.is_connect()
+        && !err.is_timeout()
+        && chain(err).iter().any(|e| {
+            e.downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_incomplete_message)
+                || e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                    matches!(
+                        io.kind(),
+                        std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::ConnectionAborted
+                            | std::io::ErrorKind::BrokenPipe
+                    )
+                })
+        })
 }
 
 /// Whether the exchange failed because the guarded resolver refused every address of the host.

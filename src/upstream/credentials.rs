@@ -15,6 +15,13 @@
 //!
 //! Secrets never leave this module except as a ready-made `Authorization` header value marked
 //! sensitive; `Debug` output and error messages never contain them.
+//!
+//! A registry's credentials go to its own endpoint, and to the token realm its bearer challenge
+//! names only when [`realm_receives_credentials`]: the realm is on the registry's own endpoint
+//! (quay.io's `https://quay.io/v2/auth`), or on a host that is no other configured registry's
+//! endpoint (Docker Hub's `https://auth.docker.io/token`). A realm on another configured
+//! registry's endpoint host is asked for a token anonymously: the registry chooses the realm,
+//! and must not be able to hand its credentials to another registry mirrorgate talks to.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -24,6 +31,8 @@ use base64::Engine;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use base64::engine::{DecodePaddingMode, general_purpose};
 use http::HeaderValue;
+
+use url::{Origin, Url};
 
 use super::UpstreamError;
 
@@ -182,6 +191,35 @@ impl Credentials {
 
 /// Reads one `auths` entry: `auth` (base64 of `user:password`) or `username` + `password`.
 /// `Ok(None)` for an entry with neither (e.g. only an `identitytoken`, which is not supported).
+/// Whether a token `realm` may receive the credentials of the registry whose endpoints are
+/// `own`, when `configured` are the endpoints of every configured registry: yes on the
+/// registry's own endpoint (origin or host); no on another configured registry's endpoint
+/// origin or host; yes anywhere else (a public token service).
+pub(crate) fn realm_receives_credentials(
+    realm: &Url,
+    own: &[Origin],
+    configured: &[Origin],
+) -> bool {
+    let origin = realm.origin();
+    if own.contains(&origin) {
+        return true;
+    }
+    let host = |origin: &Origin| match origin {
+        Origin::Tuple(_, host, _) => Some(host.clone()),
+        Origin::Opaque(_) => None,
+    };
+    let Some(realm_host) = host(&origin) else {
+        return false;
+    };
+    let mut others = configured.iter().filter(|endpoint| !own.contains(endpoint));
+    if others.clone().any(|endpoint| *endpoint == origin) {
+        return false;
+    }
+    own.iter()
+        .any(|endpoint| host(endpoint).as_ref() == Some(&realm_host))
+        || !others.any(|endpoint| host(endpoint).as_ref() == Some(&realm_host))
+}
+
 fn parse_entry(entry: &serde_json::Value) -> Result<Option<BasicAuth>, String> {
     let Some(entry) = entry.as_object() else {
         return Err("expected an object".to_owned());
@@ -269,6 +307,52 @@ mod tests {
         credentials
             .lookup(registry, repository)
             .map(|a| a.username().to_owned())
+    }
+
+    fn origins(urls: &[&str]) -> Vec<Origin> {
+        urls.iter()
+            .map(|url| Url::parse(url).expect("URL").origin())
+            .collect()
+    }
+
+    #[test]
+    fn a_realm_gets_credentials_on_its_own_endpoint_or_a_host_no_other_registry_has() {
+        // Two registries configured: quay.io (its realm on itself) and a corporate mirror.
+        let configured = origins(&["https://quay.io", "https://mirror.corp:8443"]);
+        let docker_hub = origins(&["https://registry-1.docker.io"]);
+        let quay = origins(&["https://quay.io"]);
+        let receives = |realm: &str, own: &[Origin]| {
+            realm_receives_credentials(&Url::parse(realm).expect("URL"), own, &configured)
+        };
+        assert_eq!(
+            [
+                receives("https://auth.docker.io/token", &docker_hub),
+                receives("https://quay.io/v2/auth", &quay),
+                receives("https://quay.io:8443/v2/auth", &quay),
+                receives("https://mirror.corp:8443/token", &docker_hub),
+                receives("https://mirror.corp/token", &docker_hub),
+                receives("https://quay.io/v2/auth", &docker_hub),
+                receives("https://mirror.corp:8443/token", &quay),
+            ],
+            [true, true, true, false, false, false, false]
+        );
+    }
+
+    #[test]
+    fn on_a_host_two_registries_share_a_realm_gets_credentials_except_on_the_others_endpoint() {
+        let configured = origins(&["http://10.0.0.5:5000", "http://10.0.0.5:5001"]);
+        let own = origins(&["http://10.0.0.5:5000"]);
+        let receives = |realm: &str| {
+            realm_receives_credentials(&Url::parse(realm).expect("URL"), &own, &configured)
+        };
+        assert_eq!(
+            [
+                receives("http://10.0.0.5:5000/token"),
+                receives("http://10.0.0.5:5002/token"),
+                receives("http://10.0.0.5:5001/token"),
+            ],
+            [true, true, false]
+        );
     }
 
     #[test]

@@ -21,13 +21,20 @@
 //!
 //! Credentials are looked up by the registry actually contacted (a mirror's credentials are the
 //! mirror's, not the source's), are only ever sent to that registry's endpoint and its token
-//! realm, and are dropped when a blob redirect leaves the origin (scheme, host and port); the
+//! realm — unless that realm is another configured registry's endpoint (see `credentials`) —
+//! and are dropped when a blob redirect leaves the origin (scheme, host and port); the
 //! redirect hops themselves are checked by the `redirect` module. They never appear in logs, `Debug`
 //! output or error messages.
 //!
 //! Timeouts: `upstream.connect_timeout` bounds TCP connect plus TLS handshake; `upstream.timeout`
 //! bounds one `send` until the final response headers arrive (token round trips included) and
 //! is then the idle timeout of the body, so a large blob can take as long as it keeps flowing.
+//!
+//! Failures say what they are evidence of: [`AttemptError::Unreachable`] when the registry's own
+//! endpoint cannot be connected to (the registry looks down), other errors when one request
+//! failed (a reset, no headers in time, a redirect hop or token endpoint out of reach). A
+//! request whose connection closed before the response is sent once more on a new connection
+//! first: that is what a registry closing an idle keep-alive connection as it is reused does.
 
 mod auth;
 mod client;
@@ -200,7 +207,8 @@ pub enum AttemptError {
         /// The HTTP status code.
         status: u16,
     },
-    /// No response in time.
+    /// No response in time. Connecting to the registry's own endpoint in time is
+    /// [`AttemptError::Unreachable`]; `connecting` is then a redirect hop or token endpoint.
     #[error("{}timed out after {}", if *connecting { "connect " } else { "" }, short_duration(*after))]
     Timeout {
         /// True when connecting (TCP or TLS handshake) took too long, false when the response
@@ -209,8 +217,19 @@ pub enum AttemptError {
         /// The timeout that expired.
         after: Duration,
     },
-    /// The connection failed: refused, reset, DNS, TLS handshake (`connection refused
-    /// (127.0.0.1:5001)`).
+    /// The registry's own endpoint could not be reached: connection refused, DNS failure, host
+    /// unreachable, TLS handshake failure, or no connection within `upstream.connect_timeout`
+    /// (`connection refused (127.0.0.1:5001)`). This, unlike a failure of one request, is
+    /// evidence that the registry is down.
+    #[error("{reason}")]
+    Unreachable {
+        /// What failed, naming the registry.
+        reason: String,
+        /// Whether the connection timed out (counted as a `timeout`).
+        timed_out: bool,
+    },
+    /// A connection failed under one request: reset, or closed before the response; or a
+    /// redirect hop (blob storage) or token endpoint could not be reached.
     #[error("{0}")]
     Connect(String),
     /// The registry or its token endpoint broke the protocol: malformed challenge, token
@@ -220,16 +239,31 @@ pub enum AttemptError {
 }
 
 impl AttemptError {
-    /// A label for metrics: `not_found`, `unauthorized`, `timeout` or `error`.
+    /// A label for metrics: `not_found`, `unauthorized`, `rejected` (another 4xx answer),
+    /// `timeout` or `error`.
     pub fn outcome(&self) -> &'static str {
         match self {
             AttemptError::NotFound => "not_found",
             AttemptError::Unauthorized { .. } => "unauthorized",
-            AttemptError::Timeout { .. } => "timeout",
-            AttemptError::Status { .. } | AttemptError::Connect(_) | AttemptError::Protocol(_) => {
-                "error"
-            }
+            AttemptError::Status { status: 400..=499 } => "rejected",
+            AttemptError::Timeout { .. }
+            | AttemptError::Unreachable {
+                timed_out: true, ..
+            } => "timeout",
+            AttemptError::Status { .. }
+            | AttemptError::Unreachable { .. }
+            | AttemptError::Connect(_)
+            | AttemptError::Protocol(_) => "error",
         }
+    }
+
+    /// An answer refusing the request (401, 403, 429, 400, any 4xx but 404): the registry is
+    /// up, whatever it thinks of this request.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            AttemptError::Unauthorized { .. } | AttemptError::Status { status: 400..=499 }
+        )
     }
 }
 
@@ -415,14 +449,19 @@ impl Upstream {
         };
         // The endpoint behind a registry name (`registries.*.endpoint`) is the operator's
         // business: clients read errors naming the registry, the log names the endpoint.
-        let result = result.map_err(|error| match error {
-            AttemptError::Connect(reason) => {
-                let public = name_registry(&reason, &request.registry);
-                if public != reason {
-                    tracing::info!(registry = %request.registry, error = %reason, "cannot connect to registry");
-                }
-                AttemptError::Connect(public)
+        let public = |reason: String| {
+            let public = name_registry(&reason, &request.registry);
+            if public != reason {
+                tracing::info!(registry = %request.registry, error = %reason, "cannot connect to registry");
             }
+            public
+        };
+        let result = result.map_err(|error| match error {
+            AttemptError::Connect(reason) => AttemptError::Connect(public(reason)),
+            AttemptError::Unreachable { reason, timed_out } => AttemptError::Unreachable {
+                reason: public(reason),
+                timed_out,
+            },
             other => other,
         });
         match &result {
@@ -507,7 +546,9 @@ impl Upstream {
 
     /// Sends the request once, trying the target's endpoints in order. Only a fast connection
     /// failure (refused, TLS handshake) moves on to the next endpoint: a timeout would double
-    /// what a dead registry costs.
+    /// what a dead registry costs. A request whose connection was closed before the response
+    /// (a pooled connection the registry closed as it was reused) is sent once more, on a new
+    /// connection: every request sent here is a GET or HEAD, which may be repeated.
     async fn exchange(
         &self,
         target: &Target<'_>,
@@ -515,17 +556,32 @@ impl Upstream {
         headers: &HeaderMap,
         authorization: Option<&HeaderValue>,
     ) -> Result<reqwest::Response, AttemptError> {
-        let client = &target.clients.direct;
         let mut last_error = None;
         for endpoint in &target.endpoints {
             let url = request_url(endpoint, &request.path, request.query.as_deref())?;
-            let mut builder = client
-                .request(request.method.clone(), url)
-                .headers(headers.clone());
-            if let Some(authorization) = authorization {
-                builder = builder.header(header::AUTHORIZATION, authorization.clone());
+            let send = |client: &reqwest::Client| {
+                let mut builder = client
+                    .request(request.method.clone(), url.clone())
+                    .headers(headers.clone());
+                if let Some(authorization) = authorization {
+                    builder = builder.header(header::AUTHORIZATION, authorization.clone());
+                }
+                builder.send()
+            };
+            let mut sent = send(&target.clients.direct).await;
+            if let Err(err) = &sent
+                && matches!(request.method, Method::GET | Method::HEAD)
+                && client::closed_before_response(err)
+            {
+                tracing::debug!(
+                    registry = %target.registry,
+                    endpoint = %endpoint,
+                    error = %attempt_error(err, &self.inner.timeouts),
+                    "connection closed before the response; sending once more on a new connection"
+                );
+                sent = send(&target.clients.fresh).await;
             }
-            match builder.send().await {
+            match sent {
                 Ok(response) => {
                     if target.endpoints.len() > 1 {
                         self.inner
@@ -538,15 +594,17 @@ impl Upstream {
                     }
                     return Ok(response);
                 }
-                Err(err) => match attempt_error(&err, &self.inner.timeouts) {
-                    AttemptError::Connect(reason) => {
+                Err(err) => match client::endpoint_error(&err, &self.inner.timeouts) {
+                    error @ AttemptError::Unreachable {
+                        timed_out: false, ..
+                    } => {
                         tracing::debug!(
                             registry = %target.registry,
                             endpoint = %endpoint,
-                            %reason,
+                            %error,
                             "cannot connect to endpoint"
                         );
-                        last_error = Some(AttemptError::Connect(reason));
+                        last_error = Some(error);
                     }
                     other => return Err(other),
                 },
@@ -613,7 +671,9 @@ impl Upstream {
     ///
     /// The realm gets the registry's credentials when there are some: that is how the token
     /// protocol works (the realm is the registry's own auth service, named by the registry),
-    /// but never over plain http unless the registry itself is insecure.
+    /// but never over plain http unless the registry itself is insecure, and never on another
+    /// configured registry's endpoint ([`credentials::realm_receives_credentials`]), which is
+    /// asked anonymously.
     async fn fetch_token(
         &self,
         target: &Target<'_>,
@@ -660,6 +720,22 @@ impl Upstream {
             &target.clients.redirects,
         )?;
         let realm_host = url.host_str().unwrap_or_default().to_owned();
+        let credentials = credentials.filter(|_| {
+            let receives = credentials::realm_receives_credentials(
+                &url,
+                &registry_origins,
+                &self.inner.configured,
+            );
+            if !receives {
+                tracing::warn!(
+                    registry = %target.registry,
+                    realm = %realm_host,
+                    "the token realm is another configured registry's endpoint: this registry's \
+                     credentials are not sent there; asking for a token anonymously"
+                );
+            }
+            receives
+        });
         let client = match hop {
             Hop::SameOrigin | Hop::Configured => &target.clients.direct,
             Hop::Guarded => &target.clients.guarded,

@@ -287,9 +287,10 @@ async fn refused_port_fails_fast_with_a_connect_error() {
     assert_eq!(
         (result.err(), started.elapsed() < Duration::from_secs(1)),
         (
-            Some(AttemptError::Connect(format!(
-                "connection refused (127.0.0.1:{port})"
-            ))),
+            Some(AttemptError::Unreachable {
+                reason: format!("connection refused (127.0.0.1:{port})"),
+                timed_out: false
+            }),
             true
         )
     );
@@ -314,9 +315,10 @@ async fn a_connect_error_names_the_registry_not_its_endpoint() {
     let result = upstream.send(get("mirror.corp.test", MANIFEST_PATH)).await;
     assert_eq!(
         result.err(),
-        Some(AttemptError::Connect(
-            "connection refused (mirror.corp.test)".to_owned()
-        ))
+        Some(AttemptError::Unreachable {
+            reason: "connection refused (mirror.corp.test)".to_owned(),
+            timed_out: false
+        })
     );
 }
 
@@ -333,6 +335,106 @@ async fn silent_server() -> SocketAddr {
         }
     });
     address
+}
+
+/// A keep-alive HTTP server that answers `answered` requests on each connection and then
+/// closes it as the next request arrives, without answering: what a registry closing an idle
+/// connection just as a client reuses it looks like. Counts the connections it accepted.
+async fn closing_server(answered: usize) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let accepted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                for request in 0..=answered {
+                    head.clear();
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    if request == answered {
+                        return;
+                    }
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nmanifest")
+                        .await;
+                }
+            });
+        }
+    });
+    (address, connections)
+}
+
+/// An `Upstream` for a plain-http registry at `address`, named by it.
+fn upstream_at(address: SocketAddr) -> Upstream {
+    Upstream::new(&config(
+        vec![(
+            address.to_string(),
+            insecure_at(&format!("http://{address}")),
+        )],
+        None,
+        Duration::from_secs(5),
+        Duration::from_secs(10),
+    ))
+    .expect("valid configuration")
+}
+
+#[tokio::test]
+async fn a_pooled_connection_closed_before_the_answer_is_retried_once_on_a_new_one() {
+    let (address, connections) = closing_server(1).await;
+    let upstream = upstream_at(address);
+    let mut bodies = Vec::new();
+    for _ in 0..2 {
+        let response = upstream
+            .send(get(&address.to_string(), MANIFEST_PATH))
+            .await;
+        bodies.push(match response {
+            Ok(response) => Ok(response.text().await.unwrap_or_default()),
+            Err(error) => Err(error),
+        });
+    }
+    assert_eq!(
+        (
+            bodies,
+            connections.load(std::sync::atomic::Ordering::SeqCst)
+        ),
+        (
+            vec![Ok("manifest".to_owned()), Ok("manifest".to_owned())],
+            2
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_registry_closing_every_request_unanswered_fails_the_request_not_the_registry() {
+    let (address, connections) = closing_server(0).await;
+    let upstream = upstream_at(address);
+    let result = upstream
+        .send(get(&address.to_string(), MANIFEST_PATH))
+        .await
+        .map(|_| ());
+    assert_eq!(
+        (
+            result,
+            connections.load(std::sync::atomic::Ordering::SeqCst)
+        ),
+        (
+            Err(AttemptError::Connect(format!(
+                "connection closed before the response ({address})"
+            ))),
+            2
+        )
+    );
 }
 
 #[tokio::test]
@@ -376,9 +478,9 @@ async fn silent_tls_handshake_times_out_after_connect_timeout() {
     assert_eq!(
         (result.err(), started.elapsed() < Duration::from_secs(2)),
         (
-            Some(AttemptError::Timeout {
-                connecting: true,
-                after: Duration::from_millis(200)
+            Some(AttemptError::Unreachable {
+                reason: "connect timed out after 200ms".to_owned(),
+                timed_out: true
             }),
             true
         )
@@ -422,28 +524,40 @@ async fn cached_token_is_sent_without_a_401_round_trip() {
 }
 
 #[tokio::test]
-async fn bearer_token_request_carries_the_registry_credentials_only() {
+async fn a_token_realm_on_another_configured_registry_is_asked_without_credentials() {
     let registry = MockServer::start().await;
-    let auth_server = MockServer::start().await;
-    mount_bearer_registry(&registry, "tok", &format!("{}/token", auth_server.uri())).await;
-    mount_token_endpoint(&auth_server, "tok").await;
-    // Credentials for the registry, and different ones for the token server's own host:
-    // the token request must carry the registry's.
+    let other_registry = MockServer::start().await;
+    mount_bearer_registry(&registry, "tok", &format!("{}/token", other_registry.uri())).await;
+    mount_token_endpoint(&other_registry, "tok").await;
+    // Credentials for both registries: the realm, being the other registry's endpoint, must
+    // get neither this registry's nor its own.
     let secret = pull_secret(&[
         (&name_of(&registry), "alice", "pw-a"),
-        (&name_of(&auth_server), "bob", "pw-b"),
+        (&name_of(&other_registry), "bob", "pw-b"),
     ]);
-    let upstream = upstream_for(&[&registry, &auth_server], Some(secret.path()));
-    upstream
+    let upstream = upstream_for(&[&registry, &other_registry], Some(secret.path()));
+    let result = upstream
         .send(get(&name_of(&registry), MANIFEST_PATH))
         .await
-        .expect("200");
-    let seen: Vec<Option<String>> = received_on(&auth_server, "/token")
+        .map(|_| ());
+    let seen: Vec<Option<String>> = received_on(&other_registry, "/token")
         .await
         .iter()
         .map(authorization_of)
         .collect();
-    assert_eq!(seen, vec![Some(basic("alice", "pw-a"))]);
+    assert_eq!((result, seen), (Ok(()), vec![None]));
+}
+
+#[tokio::test]
+async fn a_token_realm_on_no_configured_endpoint_gets_the_registry_credentials() {
+    let auth_server = MockServer::start().await;
+    mount_token_endpoint(&auth_server, "tok").await;
+    // `localhost` is no configured endpoint (the registry is configured as 127.0.0.1).
+    let realm = format!("http://localhost:{}/token", auth_server.address().port());
+    let (result, token_requests) =
+        with_realm(&realm, &auth_server, &["127.0.0.0/8", "::1/128"]).await;
+    let seen: Vec<Option<String>> = token_requests.iter().map(authorization_of).collect();
+    assert_eq!((result, seen), (Ok(()), vec![Some(basic("alice", "pw-a"))]));
 }
 
 /// Sends one manifest request to `registry`, which challenges with `realm`, through an upstream
@@ -453,7 +567,7 @@ async fn with_realm(
     realm: &str,
     auth_server: &MockServer,
     allowed: &[&str],
-) -> (Result<(), AttemptError>, usize) {
+) -> (Result<(), AttemptError>, Vec<Request>) {
     let registry = MockServer::start().await;
     mount_bearer_registry(&registry, "tok", realm).await;
     let secret = pull_secret(&[(&name_of(&registry), "alice", "pw-a")]);
@@ -462,7 +576,7 @@ async fn with_realm(
         .send(get(&name_of(&registry), MANIFEST_PATH))
         .await
         .map(|_| ());
-    (result, received_on(auth_server, "/token").await.len())
+    (result, received_on(auth_server, "/token").await)
 }
 
 #[tokio::test]
@@ -477,7 +591,7 @@ async fn a_token_realm_on_an_internal_address_is_refused_naming_its_host() {
         "http://169.254.169.254/latest/token".to_owned(),
     ] {
         let (result, token_requests) = with_realm(&realm, &auth_server, &[]).await;
-        outcomes.push((result.map_err(|e| e.to_string()), token_requests));
+        outcomes.push((result.map_err(|e| e.to_string()), token_requests.len()));
     }
     let refused = |host: &str| {
         Err(format!(
@@ -502,7 +616,7 @@ async fn a_token_realm_in_an_allowed_network_is_used() {
     let realm = format!("http://localhost:{}/token", auth_server.address().port());
     let (result, token_requests) =
         with_realm(&realm, &auth_server, &["127.0.0.0/8", "::1/128"]).await;
-    assert_eq!((result, token_requests), (Ok(()), 1));
+    assert_eq!((result, token_requests.len()), (Ok(()), 1));
 }
 
 #[tokio::test]
@@ -720,6 +834,37 @@ async fn cross_host_redirect_drops_authorization_and_still_fetches_the_blob() {
         .map(authorization_of)
         .collect();
     assert_eq!((body.as_str(), storage_saw), ("blob-bytes", vec![None]));
+}
+
+#[tokio::test]
+async fn a_redirect_to_dead_storage_fails_the_request_not_the_registry() {
+    let storage_address = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address").to_string()
+    };
+    let registry = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(REDIRECTED_BLOB))
+        .respond_with(
+            ResponseTemplate::new(307)
+                .insert_header("Location", format!("http://{storage_address}/bucket/blob")),
+        )
+        .mount(&registry)
+        .await;
+    let secret = pull_secret(&[]);
+    let upstream = upstream_allowing(&registry, secret.path(), &["127.0.0.0/8"]);
+    let mut request = get(&name_of(&registry), REDIRECTED_BLOB);
+    request.follow_redirects = true;
+    let result = upstream.send(request).await.map(|_| ());
+    // A connection error of this request, not `Unreachable`, which would back off the
+    // registry that answered.
+    assert_eq!(
+        result,
+        Err(AttemptError::Connect(format!(
+            "connection refused ({})",
+            name_of(&registry)
+        )))
+    );
 }
 
 #[tokio::test]
@@ -1000,7 +1145,7 @@ async fn unknown_issuer_is_a_connect_error() {
     let address = tls_server();
     let result = get_over_tls(address, false, None).await;
     assert!(
-        matches!(&result, Err(AttemptError::Connect(reason)) if reason.starts_with("TLS handshake failed")),
+        matches!(&result, Err(AttemptError::Unreachable { reason, timed_out: false }) if reason.starts_with("TLS handshake failed")),
         "{:?}",
         result.err()
     );
@@ -1057,13 +1202,31 @@ fn outcomes_are_metric_labels() {
         },
         AttemptError::Status { status: 500 },
         AttemptError::Protocol(String::new()),
+        AttemptError::Status { status: 429 },
+        AttemptError::Unreachable {
+            reason: "connect timed out after 5s".to_owned(),
+            timed_out: true,
+        },
+        AttemptError::Unreachable {
+            reason: "connection refused (mirror.test)".to_owned(),
+            timed_out: false,
+        },
     ]
     .iter()
     .map(AttemptError::outcome)
     .collect();
     assert_eq!(
         outcomes,
-        vec!["not_found", "unauthorized", "timeout", "error", "error"]
+        vec![
+            "not_found",
+            "unauthorized",
+            "timeout",
+            "error",
+            "error",
+            "rejected",
+            "timeout",
+            "error"
+        ]
     );
 }
 

@@ -1,9 +1,9 @@
 //! A forwarder to a real registry that misbehaves on blobs in one chosen way: it sends their
 //! bodies slowly (16 KiB every 10 ms, so a test can act while a download is under way), breaks
-//! the first one off, stalls them, pads them, redirects them to the registry itself, or claims
-//! to hold every blob asked for by HEAD.
+//! the first one (or every one) off, stalls them, pads them, redirects them to the registry
+//! itself, or claims to hold every blob asked for by HEAD. Or it misbehaves on the requests for
+//! one path: closes their connection unanswered, or answers `429 Too Many Requests`.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +23,12 @@ enum Behaviour {
     Slow,
     /// Slow bodies; the first GET breaks off after 64 KiB.
     CutFirst,
+    /// Every GET breaks off after 64 KiB, at full speed.
+    CutEvery,
+    /// Every request whose path contains this has its connection closed, unanswered.
+    CloseUnanswered(&'static str),
+    /// Every request whose path contains this is answered `429 Too Many Requests`.
+    TooManyRequests(&'static str),
     /// 64 KiB of the body, then nothing more (the connection stays open).
     Stall,
     /// The whole body at full speed plus 1 KiB of zeros, with a matching Content-Length.
@@ -51,6 +57,24 @@ impl Throttle {
     /// connection is reset mid-body); later ones are whole.
     pub fn start_cutting_first_blob(backend: String) -> Throttle {
         Throttle::launch(backend, Behaviour::CutFirst)
+    }
+
+    /// Like [`Throttle::start_cutting_first_blob`] for every blob GET, at full speed: a mirror
+    /// that truncates every body.
+    pub fn start_cutting_every_blob(backend: String) -> Throttle {
+        Throttle::launch(backend, Behaviour::CutEvery)
+    }
+
+    /// Closes the connection of every request whose path contains `path_contains` without
+    /// answering it; forwards the others.
+    pub fn start_closing_unanswered(backend: String, path_contains: &'static str) -> Throttle {
+        Throttle::launch(backend, Behaviour::CloseUnanswered(path_contains))
+    }
+
+    /// Answers every request whose path contains `path_contains` with `429 Too Many Requests`;
+    /// forwards the others.
+    pub fn start_refusing_with_429(backend: String, path_contains: &'static str) -> Throttle {
+        Throttle::launch(backend, Behaviour::TooManyRequests(path_contains))
     }
 
     /// Sends the first 64 KiB of every blob, then stalls with the connection open.
@@ -137,7 +161,23 @@ async fn throttled(
     cut: Arc<std::sync::atomic::AtomicBool>,
     behaviour: Behaviour,
     request: Request<Incoming>,
-) -> Result<Response<ThrottledBody>, Infallible> {
+) -> Result<Response<ThrottledBody>, std::io::Error> {
+    let path = request.uri().path();
+    match behaviour {
+        // A service error makes hyper close the connection without an answer.
+        Behaviour::CloseUnanswered(marker) if path.contains(marker) => {
+            return Err(std::io::Error::other("closed unanswered by the test"));
+        }
+        Behaviour::TooManyRequests(marker) if path.contains(marker) => {
+            let response = Response::builder()
+                .status(StatusCode::TOO_MANY_REQUESTS)
+                .header(http::header::RETRY_AFTER, "1")
+                .body(http_body_util::Empty::new().map_err(|n| match n {}).boxed())
+                .unwrap();
+            return Ok(response);
+        }
+        _ => {}
+    }
     let url = format!(
         "{backend}{}",
         request.uri().path_and_query().map_or("/", |p| p.as_str())
@@ -209,9 +249,10 @@ async fn throttled(
         return Ok(builder.body(BodyExt::boxed(StreamBody::new(body))).unwrap());
     }
     let slow = blob && matches!(behaviour, Behaviour::Slow | Behaviour::CutFirst);
-    let cut_this = slow
+    let cut_this = blob
         && request.method() == http::Method::GET
-        && cut.swap(false, std::sync::atomic::Ordering::SeqCst);
+        && (behaviour == Behaviour::CutEvery
+            || (slow && cut.swap(false, std::sync::atomic::Ordering::SeqCst)));
     let mut sent = 0usize;
     let body = upstream
         .bytes_stream()
