@@ -60,3 +60,58 @@ fn a_manifest_is_served_as_what_it_says_it_is_whatever_type_one_upstream_announc
         from_real.text()
     );
 }
+
+#[test]
+fn a_tag_list_that_is_not_one_is_a_502_naming_the_upstream_and_null_tags_are_an_empty_list() {
+    let malformed = [
+        ("array", "[]"),
+        ("string", r#""x""#),
+        ("number", "42"),
+        ("tags-number", r#"{"name":"ns/tags-number","tags":42}"#),
+        (
+            "tags-of-numbers",
+            r#"{"name":"ns/tags-of-numbers","tags":[1,2]}"#,
+        ),
+    ];
+    let hostile = Hostile::start(move |_, path| {
+        let repository = path.strip_prefix("/v2/ns/")?.strip_suffix("/tags/list")?;
+        let body = match repository {
+            "null-tags" => r#"{"name":"ns/null-tags","tags":null}"#,
+            "tags" => r#"{"name":"ns/tags","tags":["v1","v2"]}"#,
+            other => malformed.iter().find(|(name, _)| *name == other)?.1,
+        };
+        Some(HttpResponse::ok("application/json", body))
+    });
+    let proxy = Mirrorgate::start("", &[(HOSTILE, &hostile.endpoint())], "");
+    let answers: Vec<(&str, u16, String, bool)> = malformed
+        .iter()
+        .map(|(repository, _)| {
+            let response = proxy.get(&format!("/v2/{HOSTILE}/ns/{repository}/tags/list"), &[]);
+            let error = &response.json()["errors"][0];
+            (
+                *repository,
+                response.status,
+                error["code"].as_str().unwrap_or_default().to_owned(),
+                error["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains(&format!("{HOSTILE}/ns/{repository}: invalid tag list")),
+            )
+        })
+        .collect();
+    let expected: Vec<(&str, u16, String, bool)> = malformed
+        .iter()
+        .map(|(repository, _)| (*repository, 502, "UNKNOWN".to_owned(), true))
+        .collect();
+    let null_tags = proxy.get(&format!("/v2/{HOSTILE}/ns/null-tags/tags/list"), &[]);
+    let tags = proxy.get(&format!("/v2/{HOSTILE}/ns/tags/tags/list"), &[]);
+    assert_eq!(
+        (answers, null_tags.status, null_tags.json(), tags.json()),
+        (
+            expected,
+            200,
+            serde_json::json!({"name": format!("{HOSTILE}/ns/null-tags"), "tags": null}),
+            serde_json::json!({"name": format!("{HOSTILE}/ns/tags"), "tags": ["v1", "v2"]}),
+        )
+    );
+}
