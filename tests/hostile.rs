@@ -115,3 +115,38 @@ fn a_tag_list_that_is_not_one_is_a_502_naming_the_upstream_and_null_tags_are_an_
         )
     );
 }
+
+#[test]
+fn a_pull_every_mirror_fails_lists_the_first_failures_and_counts_the_others() {
+    // As many mirrors as a scope may have, each a registry on a port nothing listens on.
+    let hosts: Vec<String> = (0..64).map(|i| format!("m{i}.test")).collect();
+    let mirrors: Vec<String> = hosts.iter().map(|host| format!("{host}/ns")).collect();
+    let rules = format!(
+        "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: many\nspec:\n  imageDigestMirrors:\n  - source: {REAL}/ns\n    mirrors: [{}]\n",
+        mirrors.join(", ")
+    );
+    let registries: Vec<(&str, &str)> = hosts
+        .iter()
+        .map(|host| (host.as_str(), "http://127.0.0.1:1"))
+        .chain([(REAL, "http://127.0.0.1:1")])
+        .collect();
+    let proxy = Mirrorgate::start(&rules, &registries, "");
+    let response = proxy.get(
+        &format!("/v2/{REAL}/ns/app/manifests/sha256:{}", "a".repeat(64)),
+        &[ACCEPT],
+    );
+    let body = response.json();
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert_eq!(
+        (
+            response.status,
+            message.matches("mirror m").count(),
+            message.ends_with("; … and 55 more"),
+            body["errors"][0]["detail"]["tried"]
+                .as_array()
+                .map(Vec::len),
+        ),
+        (502, 10, true, Some(65)),
+        "{message}"
+    );
+}

@@ -786,7 +786,8 @@ impl Proxy {
 }
 
 /// The answer when no pull source served: not found when every one said so, a failure
-/// otherwise; the message lists every source tried and why it failed. Logged here, once.
+/// otherwise; the message lists the sources tried and why each failed (the first
+/// [`error::MAX_LISTED_FAILURES`]; the detail has every one). Logged here, once.
 fn exhausted(what: &str, logical: &str, failures: &[Failure], missing: Missing) -> Error {
     let tried: Vec<Tried> = failures
         .iter()
@@ -796,11 +797,7 @@ fn exhausted(what: &str, logical: &str, failures: &[Failure], missing: Missing) 
             error: f.reason.to_string(),
         })
         .collect();
-    let listed = tried
-        .iter()
-        .map(|t| format!("{} {}: {}", t.role, t.reference, t.error))
-        .collect::<Vec<_>>()
-        .join("; ");
+    let listed = error::listing(&tried);
     let all_not_found = !failures.is_empty() && failures.iter().all(|f| f.reason.is_not_found());
     let message = if all_not_found {
         format!("{what} {logical} not found; tried {listed}")
