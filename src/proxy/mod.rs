@@ -118,6 +118,12 @@ pub struct Proxy {
     completed: tokio::sync::Notify,
 }
 
+/// What clients are told while the rule set is incomplete. Why it is names cluster objects
+/// (another tenant's ConfigMap, its content, a permission to grant): that is for operators, in
+/// `/status` (`rules.incomplete`) and the logs, not for whoever pulls or probes.
+pub const RULES_INCOMPLETE: &str =
+    "the mirror rules are not complete yet (an operator finds why in /status and the logs)";
+
 /// What kind of stored content a HEAD upstream confirms before it is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stored {
@@ -365,10 +371,11 @@ impl Proxy {
     }
 
     /// Ready means the rule set is complete ([`Proxy::set_incomplete`]) and the cache directory
-    /// can be written (a failed reload keeps the last good rules).
+    /// can be written (a failed reload keeps the last good rules). An incomplete rule set is
+    /// [`RULES_INCOMPLETE`], whatever the reason: that names cluster objects.
     pub fn readiness(&self) -> Result<(), String> {
-        if let Some(why) = self.incomplete() {
-            return Err(why.as_str().to_owned());
+        if self.incomplete().is_some() {
+            return Err(RULES_INCOMPLETE.to_owned());
         }
         let dir = self.cache.dir();
         std::fs::create_dir_all(dir)
