@@ -564,6 +564,11 @@ async fn basic(
     if let Some(wait) = logins.blocked(peer, user) {
         return Err(Refused::TooMany(wait));
     }
+    // No htpasswd file holds such a name, so refusing it at once tells nothing.
+    if user.len() > logins::MAX_USER_NAME_BYTES {
+        logins.failed(peer, user);
+        return Err(Refused::Invalid("unknown user or wrong password"));
+    }
     let entry = users.get(user);
     // An unknown user costs a verification too (against a dummy hash): the time a refusal
     // takes does not tell which users exist.
@@ -670,6 +675,16 @@ fn parse_htpasswd(
         };
         if user.is_empty() {
             return Err(invalid(path, number, "empty user name"));
+        }
+        if user.len() > logins::MAX_USER_NAME_BYTES {
+            return Err(invalid(
+                path,
+                number,
+                format!(
+                    "user name longer than {} bytes",
+                    logins::MAX_USER_NAME_BYTES
+                ),
+            ));
         }
         check_bcrypt(hash).map_err(|why| invalid(path, number, format!("user {user:?}: {why}")))?;
         let client = Arc::new(Client {
@@ -1044,6 +1059,23 @@ mod tests {
                 elsewhere
             ),
             (expected, 429, true, true)
+        );
+    }
+
+    #[test]
+    fn an_htpasswd_user_name_longer_than_htpasswd_allows_is_refused_naming_the_line() {
+        let config = htpasswd_config(&[]);
+        let long = "u".repeat(logins::MAX_USER_NAME_BYTES + 1);
+        let longest = "u".repeat(logins::MAX_USER_NAME_BYTES);
+        let text = format!("{longest}:{HASH}\n{long}:{HASH}\n");
+        assert_eq!(
+            parse_htpasswd(&text, Path::new("h"), &config)
+                .map(|users| users.len())
+                .map_err(|e| e.to_string()),
+            Err(format!(
+                "h:2: user name longer than {} bytes",
+                logins::MAX_USER_NAME_BYTES
+            ))
         );
     }
 

@@ -63,6 +63,10 @@ pub struct RulesStatus {
     pub loaded_at: String,
     /// The last reload attempt, if any happened since the start.
     pub last_reload: Option<ReloadStatus>,
+    /// Why the rule set is not complete yet, while it is not (pulls are refused 503 meanwhile,
+    /// with a message that does not say why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<String>,
 }
 
 /// One reload attempt.
@@ -234,6 +238,9 @@ impl Status {
                 )?,
             },
         }
+        if let Some(why) = &rules.incomplete {
+            writeln!(out, "  not complete:   {}", indented(why))?;
+        }
         writeln!(out)?;
         writeln!(out, "registries")?;
         let width = self
@@ -349,6 +356,7 @@ mod tests {
                     result: "failure".into(),
                     error: Some("the rule set is invalid: idms.yaml: …".into()),
                 }),
+                incomplete: None,
             },
             registries: vec![RegistryStatus {
                 registry: "mirror.example.com".into(),

@@ -210,6 +210,20 @@ fn digest_set(kind: &str, name: &str, source: &str, mirror: &str, policy: Option
     }
 }
 
+/// A HostedCluster `name` with `image_content_sources` whose further mirrors are in the
+/// ConfigMap `config_map` (`imageMirrorConfigRef`).
+fn hosted_cluster(name: &str, config_map: &str, image_content_sources: Value) -> Value {
+    json!({
+        "apiVersion": "hypershift.openshift.io/v1beta1", "kind": "HostedCluster",
+        "metadata": {"name": name},
+        "spec": {
+            "release": {"image": "quay.io/openshift-release-dev/ocp-release:4.16.0-x86_64"},
+            "imageContentSources": image_content_sources,
+            "imageMirrorConfigRef": {"name": config_map}
+        }
+    })
+}
+
 /// An image pushed to `registry` as `repository:tag`; returns it.
 fn image_on(registry: &Registry, seed: &str, repository_and_tag: &str) -> Image {
     let image = single_arch(seed, &[1500]);
@@ -336,15 +350,11 @@ fn a_hosted_cluster_routes_pulls_and_its_config_map_created_later_is_applied() {
     let kmock = Kmock::start(EVERY_KIND);
     kmock.create(
         HOSTED_CLUSTERS_PATH,
-        &json!({
-            "apiVersion": "hypershift.openshift.io/v1beta1", "kind": "HostedCluster",
-            "metadata": {"name": "guest"},
-            "spec": {
-                "release": {"image": "quay.io/openshift-release-dev/ocp-release:4.16.0-x86_64"},
-                "imageContentSources": [{"source": format!("{SOURCE}/ocp"), "mirrors": [format!("{MIRROR_A}/ocp")]}],
-                "imageMirrorConfigRef": {"name": "guest-mirrors"}
-            }
-        }),
+        &hosted_cluster(
+            "guest",
+            "guest-mirrors",
+            json!([{"source": format!("{SOURCE}/ocp"), "mirrors": [format!("{MIRROR_A}/ocp")]}]),
+        ),
     );
     let setup = Setup::with_kmock(kmock, "", &[]);
     let release = image_on(&setup.mirror_a, "hc-release", "ocp/release:v1");
@@ -460,19 +470,13 @@ fn pulls_wait_for_the_first_sync_then_survive_a_lost_api_server_and_follow_it_wh
         refused.text()
     );
     let source_asked = setup.source.content_requests_since(0);
-    // What stands in the way is said, once discovery has failed.
+    // What stands in the way is said to operators, once discovery has failed.
     let explained = wait_until(WAIT, || {
-        Ok(setup
-            .proxy
-            .get("/readyz", &[])
-            .text()
-            .contains("last error: "))
+        Ok(setup.status()["rules"]["incomplete"]
+            .as_str()
+            .is_some_and(|why| why.contains("last error: ")))
     });
-    assert!(
-        explained.is_ok(),
-        "{}",
-        setup.proxy.get("/readyz", &[]).text()
-    );
+    assert!(explained.is_ok(), "{}", setup.status());
 
     setup.kmock.restart(EVERY_KIND);
     setup.kmock.create(
@@ -801,8 +805,17 @@ fn a_file_reload_keeps_the_cluster_rules_and_a_cluster_change_keeps_the_file_rul
     );
 }
 
+/// Why the rules are incomplete, as `/status` tells operators, once it contains `what`.
+fn wait_incomplete_for(setup: &Setup, what: &str) -> Result<(), String> {
+    wait_until(WAIT, || {
+        Ok(setup.status()["rules"]["incomplete"]
+            .as_str()
+            .is_some_and(|why| why.contains(what)))
+    })
+}
+
 #[test]
-fn a_403_names_the_permission_to_grant_in_readyz_pulls_and_check() {
+fn a_403_names_the_permission_to_grant_in_status_and_check() {
     let kmock = Kmock::start(EVERY_KIND);
     kmock.forbid(&["imagedigestmirrorsets"]);
     let dir = tempfile::tempdir().unwrap();
@@ -810,9 +823,7 @@ fn a_403_names_the_permission_to_grant_in_readyz_pulls_and_check() {
     let (checked, _, check_err) = mirrorgate(&["check", "--config", config.to_str().unwrap()]);
     let setup = Setup::with_kmock(kmock, "", &[]);
     let grant = "grant \"list\" on \"imagedigestmirrorsets.config.openshift.io\"";
-    let explained = wait_until(WAIT, || {
-        Ok(setup.proxy.get("/readyz", &[]).text().contains(grant))
-    });
+    let explained = wait_incomplete_for(&setup, grant);
     let readyz = setup.proxy.get("/readyz", &[]);
     let pull = setup.proxy.get(
         &format!("/v2/{SOURCE}/ns/app/manifests/v1"),
@@ -823,15 +834,51 @@ fn a_403_names_the_permission_to_grant_in_readyz_pulls_and_check() {
             explained.is_ok(),
             readyz.status,
             pull.status,
-            pull.json()["errors"][0]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains(grant)),
             checked,
             check_err.contains(grant),
         ),
-        (true, 503, 503, true, false, true),
-        "readyz: {}\npull: {}\ncheck: {check_err}",
-        readyz.text(),
+        (true, 503, 503, false, true),
+        "status: {}\npull: {}\ncheck: {check_err}",
+        setup.status(),
         pull.text()
+    );
+}
+
+#[test]
+fn a_pull_or_probe_refused_for_incomplete_rules_does_not_show_the_cluster_objects_in_the_way() {
+    // Another tenant's HostedCluster and its ConfigMap, whose content is no valid mirror set.
+    let kmock = Kmock::start(EVERY_KIND);
+    kmock.create(
+        HOSTED_CLUSTERS_PATH,
+        &hosted_cluster("tenant-a", "tenant-a-mirrors", json!([])),
+    );
+    kmock.create(
+        CONFIG_MAPS_PATH,
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "tenant-a-mirrors"},
+                "data": {"idms.yaml": "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: tenant-a\nspec:\n  imageDigestMirrors:\n  - source: quay.io/tenant-a\n    mirrors: [\"Registry.Tenant-A.internal/Secret\"]\n"}}),
+    );
+    let setup = Setup::with_kmock(kmock, "", &[]);
+    // The operator's view names the ConfigMap and what is wrong in it.
+    let explained = wait_incomplete_for(&setup, "ConfigMap clusters/tenant-a-mirrors");
+    let pull = setup.proxy.get(
+        &format!("/v2/{SOURCE}/ns/app/manifests/v1"),
+        &[("Accept", MANIFEST_ACCEPT)],
+    );
+    let readyz = setup.proxy.get("/readyz", &[]);
+    let shows_the_tenant = |text: &str| text.contains("tenant-a") || text.contains("Secret");
+    assert_eq!(
+        (
+            explained.is_ok(),
+            pull.status,
+            pull.json()["errors"][0]["code"].as_str().map(str::to_owned),
+            shows_the_tenant(&pull.text()),
+            readyz.status,
+            shows_the_tenant(&readyz.text()),
+        ),
+        (true, 503, Some("UNAVAILABLE".to_owned()), false, 503, false),
+        "status: {}\npull: {}\nreadyz: {}",
+        setup.status(),
+        pull.text(),
+        readyz.text()
     );
 }

@@ -576,6 +576,54 @@ fn hosted_cluster_with_more_than_255_sources_is_refused() {
     assert!(error(&yaml).contains("spec.imageContentSources: must have at most 255 items"));
 }
 
+fn mirror_entry(source: &str, mirrors: std::ops::Range<usize>) -> String {
+    let mirrors: Vec<String> = mirrors.map(|i| format!("m{i}.example.com/ns")).collect();
+    format!(
+        "  - source: {source}\n    mirrors: [{}]\n",
+        mirrors.join(", ")
+    )
+}
+
+#[test]
+fn more_mirrors_for_one_scope_than_a_pull_tries_are_refused_naming_the_entry() {
+    let max = rules::MAX_MIRRORS_PER_SCOPE;
+    let at_the_limit = idms("many", &mirror_entry("quay.io/ns", 0..max));
+    let one_entry = idms("many", &mirror_entry("quay.io/ns", 0..max + 1));
+    // Merged from two objects, each under the limit.
+    let two_objects = format!(
+        "{}---\n{}",
+        idms("first-half", &mirror_entry("quay.io/ns", 0..max / 2 + 1)),
+        idms(
+            "second-half",
+            &mirror_entry("quay.io/ns", max / 2 + 1..max + 1)
+        ),
+    );
+    let tag_mirrors = itms("tags", &mirror_entry("quay.io/ns", 0..max + 1));
+    assert_eq!(
+        (
+            sources(&load(&at_the_limit), &format!("quay.io/ns/app@{DIGEST}")).len(),
+            error(&one_entry),
+            error(&two_objects),
+            error(&tag_mirrors),
+        ),
+        (
+            max + 1,
+            format!(
+                "rules/test.yaml: document 1 (ImageDigestMirrorSet/many): spec.imageDigestMirrors[0].mirrors: scope \"quay.io/ns\" has {} digest mirrors, more than the {max} a pull may try (each is an upstream request of a pull they all fail); entries merged: 1, this one the last",
+                max + 1
+            ),
+            format!(
+                "rules/test.yaml: document 2 (ImageDigestMirrorSet/second-half): spec.imageDigestMirrors[0].mirrors: scope \"quay.io/ns\" has {} digest mirrors, more than the {max} a pull may try (each is an upstream request of a pull they all fail); entries merged: 2, this one the last",
+                max + 1
+            ),
+            format!(
+                "rules/test.yaml: document 1 (ImageTagMirrorSet/tags): spec.imageTagMirrors[0].mirrors: scope \"quay.io/ns\" has {} tag mirrors, more than the {max} a pull may try (each is an upstream request of a pull they all fail); entries merged: 1, this one the last",
+                max + 1
+            ),
+        )
+    );
+}
+
 // ---- resolve: explanations ----
 
 #[test]

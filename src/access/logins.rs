@@ -10,8 +10,15 @@
 //!   the window ends, without running bcrypt. Successful verifications are cached by the
 //!   caller (keyed by a hash of the credentials), so a client already logged in keeps working
 //!   while its user name is being attacked.
+//! - What failures cost in memory is bounded whatever names are tried: a user is tracked by a
+//!   keyed hash of the name (not the name, which a client may make as long as a header), at most
+//!   [`CAPACITY`] addresses and users are tracked, and a full table makes room by dropping
+//!   expired entries, then the oldest that block nothing, so that a flood of new names does not
+//!   lift a lock-out in force. A user name longer than [`MAX_USER_NAME_BYTES`] is refused before
+//!   any of this (no htpasswd file can hold one).
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,14 +31,17 @@ pub(super) const MAX_FAILURES: u32 = 10;
 pub(super) const WINDOW: Duration = Duration::from_secs(60);
 /// At most this many addresses and users are tracked at once.
 const CAPACITY: usize = 10_000;
+/// The longest user name accepted, in bytes (as Apache's htpasswd bounds them).
+pub(super) const MAX_USER_NAME_BYTES: usize = 255;
 /// The bcrypt cost of the dummy hash when the file's hashes do not tell.
 const DEFAULT_COST: u32 = 10;
 
-/// Who failed.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Who failed: an address, or a user by the hash of its name (randomly keyed per table, so that
+/// nobody can choose names that collide with another's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Key {
     Address(IpAddr),
-    User(String),
+    User(u64),
 }
 
 /// The password-check guard of one htpasswd file.
@@ -40,6 +50,8 @@ pub(super) struct Logins {
     verifications: Arc<Semaphore>,
     /// Failures in the current window, and when it started.
     failures: Mutex<HashMap<Key, (u32, Instant)>>,
+    /// The key of the user-name hashes.
+    names: std::collections::hash_map::RandomState,
 }
 
 impl Logins {
@@ -57,13 +69,14 @@ impl Logins {
             dummy: dummy.into(),
             verifications: Arc::new(Semaphore::new(parallelism)),
             failures: Mutex::new(HashMap::new()),
+            names: std::collections::hash_map::RandomState::new(),
         }
     }
 
     /// How long attempts from `peer` or for `user` are still refused, if they are.
     pub(super) fn blocked(&self, peer: Option<IpAddr>, user: &str) -> Option<Duration> {
         let failures = self.failures.lock().ok()?;
-        keys(peer, user)
+        self.keys(peer, user)
             .iter()
             .filter_map(|key| failures.get(key))
             .filter(|(count, _)| *count >= MAX_FAILURES)
@@ -76,13 +89,10 @@ impl Logins {
         let Ok(mut failures) = self.failures.lock() else {
             return;
         };
-        if failures.len() >= CAPACITY {
-            failures.retain(|_, (_, since)| since.elapsed() < WINDOW);
-            if failures.len() >= CAPACITY {
-                failures.clear();
-            }
+        if failures.len() + 2 > CAPACITY {
+            make_room(&mut failures);
         }
-        for key in keys(peer, user) {
+        for key in self.keys(peer, user) {
             let entry = failures.entry(key).or_insert((0, Instant::now()));
             if entry.1.elapsed() >= WINDOW {
                 *entry = (0, Instant::now());
@@ -107,12 +117,45 @@ impl Logins {
     }
 }
 
-fn keys(peer: Option<IpAddr>, user: &str) -> Vec<Key> {
-    let mut keys = vec![Key::User(user.to_owned())];
-    if let Some(peer) = peer {
-        keys.push(Key::Address(peer));
+impl Logins {
+    /// The keys a failure from `peer` for `user` counts against (a name too long to be a user
+    /// counts against the address alone).
+    fn keys(&self, peer: Option<IpAddr>, user: &str) -> Vec<Key> {
+        let mut keys = Vec::with_capacity(2);
+        if user.len() <= MAX_USER_NAME_BYTES {
+            keys.push(Key::User(self.names.hash_one(user)));
+        }
+        if let Some(peer) = peer {
+            keys.push(Key::Address(peer));
+        }
+        keys
     }
-    keys
+
+    /// How many addresses and users are tracked.
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.failures.lock().map_or(0, |f| f.len())
+    }
+}
+
+/// Frees a tenth of a full table: expired entries first, then the oldest that block nothing,
+/// and only then the oldest lock-outs. A tenth at a time, so that a flood pays the sort once
+/// per thousand failures rather than a scan for each.
+fn make_room(failures: &mut HashMap<Key, (u32, Instant)>) {
+    failures.retain(|_, (_, since)| since.elapsed() < WINDOW);
+    let target = CAPACITY - CAPACITY / 10;
+    if failures.len() <= target {
+        return;
+    }
+    let mut by_age: Vec<(bool, Instant, Key)> = failures
+        .iter()
+        .map(|(key, (count, since))| (*count >= MAX_FAILURES, *since, *key))
+        .collect();
+    // Non-blocking before blocking (false < true), oldest first.
+    by_age.sort_unstable_by_key(|(blocking, since, _)| (*blocking, *since));
+    for (_, _, key) in by_age.iter().take(failures.len() - target) {
+        failures.remove(key);
+    }
 }
 
 #[cfg(test)]
@@ -134,6 +177,38 @@ mod tests {
                 logins.blocked(Some(other), "bob").is_some(),
             ),
             (true, true, false)
+        );
+    }
+
+    #[test]
+    fn a_flood_of_distinct_long_user_names_stays_bounded_and_keeps_the_lock_outs() {
+        let logins = Logins::new(Some("$2y$04$"));
+        let attacker: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..MAX_FAILURES {
+            logins.failed(Some(attacker), "alice");
+        }
+        // Twice the table's capacity of new names, each as long as a header allows, from as
+        // many addresses.
+        let mut name = "x".repeat(MAX_USER_NAME_BYTES - 8);
+        let prefix = name.len();
+        for i in 0..2 * CAPACITY as u32 {
+            name.truncate(prefix);
+            name.push_str(&format!("{i:08}"));
+            let peer = IpAddr::from(std::net::Ipv6Addr::from(u128::from(i) + 1));
+            logins.failed(Some(peer), &name);
+        }
+        let long = "y".repeat(64 * 1024);
+        for _ in 0..MAX_FAILURES {
+            logins.failed(None, &long);
+        }
+        assert_eq!(
+            (
+                logins.tracked() <= CAPACITY,
+                logins.blocked(Some(attacker), "bob").is_some(),
+                logins.blocked(None, "alice").is_some(),
+                logins.blocked(None, &long).is_some(),
+            ),
+            (true, true, true, false)
         );
     }
 

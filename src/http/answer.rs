@@ -163,7 +163,7 @@ async fn handle(
     head: bool,
     headers: &HeaderMap,
 ) -> Result<Response<Body>, ApiError> {
-    if let Some(why) = proxy.incomplete()
+    if proxy.incomplete().is_some()
         && matches!(
             request,
             ApiRequest::Manifest { .. }
@@ -173,7 +173,10 @@ async fn handle(
         )
     {
         return Err(ApiError::unavailable(
-            format!("not ready: {why}; try again later"),
+            format!(
+                "not ready: {}; try again later",
+                crate::proxy::RULES_INCOMPLETE
+            ),
             INCOMPLETE_RETRY_AFTER_SECONDS,
         ));
     }

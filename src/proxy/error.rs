@@ -25,6 +25,29 @@ pub struct Tried {
     pub error: String,
 }
 
+/// The most failures the message of an [`Error::Exhausted`] lists; the others are counted
+/// (its detail has every one).
+pub const MAX_LISTED_FAILURES: usize = 10;
+
+/// `role reference: error; …` for a message: the first [`MAX_LISTED_FAILURES`] of `tried`, then
+/// how many more there are.
+pub(super) fn listing(tried: &[Tried]) -> String {
+    let mut listed = tried
+        .iter()
+        .take(MAX_LISTED_FAILURES)
+        .map(|t| format!("{} {}: {}", t.role, t.reference, t.error))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if let Some(more) = tried
+        .len()
+        .checked_sub(MAX_LISTED_FAILURES)
+        .filter(|&n| n > 0)
+    {
+        listed.push_str(&format!("; … and {more} more"));
+    }
+    listed
+}
+
 /// Why a request was not served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
@@ -96,5 +119,37 @@ fn reason_suffix(reason: &str) -> String {
         String::new()
     } else {
         format!(": {reason}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_names_the_first_failures_and_counts_the_rest() {
+        let tried: Vec<Tried> = (0..MAX_LISTED_FAILURES + 3)
+            .map(|i| Tried {
+                reference: format!("m{i}.example.com/ns/app:v1"),
+                role: Role::Mirror,
+                error: "not found".to_owned(),
+            })
+            .collect();
+        let listed = listing(&tried);
+        let last_listed = format!("mirror m{}.example.com/ns/app:v1", MAX_LISTED_FAILURES - 1);
+        assert_eq!(
+            (
+                listed.matches("not found").count(),
+                listed.contains(&last_listed),
+                listed.ends_with("; … and 3 more"),
+                listing(&tried[..2]),
+            ),
+            (
+                MAX_LISTED_FAILURES,
+                true,
+                true,
+                "mirror m0.example.com/ns/app:v1: not found; mirror m1.example.com/ns/app:v1: not found".to_owned()
+            )
+        );
     }
 }

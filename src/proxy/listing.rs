@@ -4,6 +4,7 @@
 //! with its pagination link leading back through the proxy.
 
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::Route;
@@ -37,19 +38,15 @@ impl Proxy {
         let bytes = read_bounded(upstream, MAX_LISTING_BYTES)
             .await
             .map_err(|e| listing_error(&physical, e))?;
-        let mut list: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        let tags = tag_list(&bytes).map_err(|e| {
             listing_error(
                 &physical,
                 AttemptFailure::Body(format!("invalid tag list: {e}")),
             )
         })?;
+        let last_tag = tags.as_ref().and_then(|tags| tags.last()).cloned();
         // The upstream names its own (physical) repository; the client asked for the logical one.
-        list["name"] = Value::String(repository.client_name.clone());
-        let last_tag = list["tags"]
-            .as_array()
-            .and_then(|tags| tags.last())
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let list = serde_json::json!({"name": repository.client_name, "tags": tags});
         let body = bytes::Bytes::from(list.to_string());
         let mut response = bytes_response(StatusCode::OK, "application/json", body, head);
         if has_next && let Some(last_tag) = last_tag {
@@ -191,7 +188,53 @@ fn page_query(n: Option<usize>, last: Option<&str>, ns: Option<&str>) -> Option<
     Some(query.finish()).filter(|q| !q.is_empty())
 }
 
+/// The tags of an upstream's tag list: an object whose `tags` is a list of strings, or null
+/// (what Distribution answers for a repository without tags). Anything else is no tag list.
+fn tag_list(bytes: &[u8]) -> Result<Option<Vec<String>>, String> {
+    // An object first: a struct would also accept a JSON array of its fields.
+    let list: serde_json::Map<String, Value> =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a JSON object ({e})"))?;
+    match list.get("tags") {
+        None | Some(Value::Null) => Ok(None),
+        Some(tags) => Vec::<String>::deserialize(tags)
+            .map(Some)
+            .map_err(|e| format!("tags: {e}")),
+    }
+}
+
 /// A listing that answered but could not be read.
 fn listing_error(physical: &Reference, failure: AttemptFailure) -> Error {
     Error::Upstream(format!("{}: {failure}", physical.name()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tag_list_is_an_object_of_string_tags_or_null_tags() {
+        let read = |body: &str| tag_list(body.as_bytes()).map_err(|_| "refused");
+        assert_eq!(
+            [
+                read(r#"{"name":"ns/app","tags":["v1","v2"]}"#),
+                read(r#"{"name":"ns/app","tags":null}"#),
+                read("[]"),
+                read(r#"[["v1"]]"#),
+                read(r#""x""#),
+                read("42"),
+                read(r#"{"tags":42}"#),
+                read(r#"{"tags":[1,2]}"#),
+            ],
+            [
+                Ok(Some(vec!["v1".to_owned(), "v2".to_owned()])),
+                Ok(None),
+                Err("refused"),
+                Err("refused"),
+                Err("refused"),
+                Err("refused"),
+                Err("refused"),
+                Err("refused"),
+            ]
+        );
+    }
 }

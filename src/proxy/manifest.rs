@@ -1,7 +1,8 @@
 //! Manifests: tried along the route of the reference's kind (digest or tag), read whole (they are
 //! small and bounded), and verified against the digest asked for before a byte is sent. By digest
 //! they are cached for good; by tag the answer (tag → digest) is reused for `cache.tag_ttl`, then
-//! revalidated with a HEAD.
+//! revalidated with a HEAD. A manifest is served as the type it names itself (see
+//! [`media_type_of`](crate::cache::manifests::media_type_of)), whichever upstream served it.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -163,12 +164,7 @@ impl Proxy {
         {
             return Some(Err(error));
         }
-        let media_type = media_type_field(&bytes).unwrap_or_else(|| guess_media_type(&bytes));
-        let manifest = Arc::new(StoredManifest {
-            bytes,
-            media_type,
-            digest: digest.to_string(),
-        });
+        let manifest = Arc::new(StoredManifest::new(bytes, digest.to_string()));
         self.sizes.learn(logical.name(), &manifest.bytes);
         self.cache.manifests.put(manifest.clone());
         tracing::info!(reference = %logical, served_by = "shared cache", "manifest served");
@@ -195,13 +191,7 @@ impl Proxy {
                 let bytes = tier
                     .read_manifest(&record.digest, MAX_MANIFEST_BYTES)
                     .await?;
-                let media_type =
-                    media_type_field(&bytes).unwrap_or_else(|| guess_media_type(&bytes));
-                let manifest = Arc::new(StoredManifest {
-                    bytes,
-                    media_type,
-                    digest: record.digest.to_string(),
-                });
+                let manifest = Arc::new(StoredManifest::new(bytes, record.digest.to_string()));
                 self.cache.manifests.put(manifest.clone());
                 manifest
             }
@@ -546,15 +536,14 @@ impl Proxy {
             self.count_attempt(physical.domain(), role, Route::Manifest, "digest_mismatch");
             return Err(AttemptFailure::DigestMismatch { actual: digest });
         }
-        let media_type = content_type
-            .filter(|t| !t.is_empty() && t != "application/octet-stream")
-            .or_else(|| media_type_field(&bytes))
-            .unwrap_or_else(|| STANDARD_MANIFEST_TYPES[0].to_owned());
-        Ok(StoredManifest {
-            bytes,
-            media_type,
-            digest,
-        })
+        let manifest = StoredManifest::new(bytes, digest);
+        // This upstream's header is not what other repositories holding the digest are told.
+        if let Some(header) = content_type
+            && header.split(';').next().map(str::trim) != Some(manifest.media_type.as_str())
+        {
+            tracing::debug!(reference = %physical, content_type = header, media_type = %manifest.media_type, "the upstream's Content-Type is not what the manifest says it is; served as the manifest says");
+        }
+        Ok(manifest)
     }
 }
 
@@ -617,32 +606,6 @@ fn accept_header(client: GetAll<'_, HeaderValue>) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static(STANDARD_MANIFEST_TYPES[0]))
 }
 
-/// The `mediaType` field of a manifest, for upstreams that send no usable `Content-Type`.
-fn media_type_field(bytes: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct MediaType {
-        #[serde(rename = "mediaType")]
-        media_type: Option<String>,
-    }
-    serde_json::from_slice::<MediaType>(bytes).ok()?.media_type
-}
-
-/// The type of an OCI manifest that names none (the field is optional there; Docker manifests
-/// always carry it): an index lists `manifests`, an image manifest `layers`.
-fn guess_media_type(bytes: &[u8]) -> String {
-    #[derive(serde::Deserialize)]
-    struct Shape {
-        manifests: Option<serde_json::Value>,
-    }
-    let index = serde_json::from_slice::<Shape>(bytes).is_ok_and(|s| s.manifests.is_some());
-    if index {
-        STANDARD_MANIFEST_TYPES[1]
-    } else {
-        STANDARD_MANIFEST_TYPES[0]
-    }
-    .to_owned()
-}
-
 /// Reads a whole response body, failing as soon as it passes `limit` bytes.
 pub(super) async fn read_bounded(
     response: reqwest::Response,
@@ -690,16 +653,6 @@ mod tests {
         assert_eq!(
             accept.to_str().unwrap(),
             "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json"
-        );
-    }
-
-    #[test]
-    fn media_type_is_read_from_the_manifest_when_the_header_lacks_it() {
-        assert_eq!(
-            media_type_field(
-                br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json"}"#
-            ),
-            Some("application/vnd.oci.image.index.v1+json".to_owned())
         );
     }
 }

@@ -123,6 +123,12 @@ pub struct Proxy {
     completed: tokio::sync::Notify,
 }
 
+/// What clients are told while the rule set is incomplete. Why it is names cluster objects
+/// (another tenant's ConfigMap, its content, a permission to grant): that is for operators, in
+/// `/status` (`rules.incomplete`) and the logs, not for whoever pulls or probes.
+pub const RULES_INCOMPLETE: &str =
+    "the mirror rules are not complete yet (an operator finds why in /status and the logs)";
+
 /// What kind of stored content a HEAD upstream confirms before it is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stored {
@@ -372,10 +378,11 @@ impl Proxy {
     }
 
     /// Ready means the rule set is complete ([`Proxy::set_incomplete`]) and the cache directory
-    /// can be written (a failed reload keeps the last good rules).
+    /// can be written (a failed reload keeps the last good rules). An incomplete rule set is
+    /// [`RULES_INCOMPLETE`], whatever the reason: that names cluster objects.
     pub fn readiness(&self) -> Result<(), String> {
-        if let Some(why) = self.incomplete() {
-            return Err(why.as_str().to_owned());
+        if self.incomplete().is_some() {
+            return Err(RULES_INCOMPLETE.to_owned());
         }
         let dir = self.cache.dir();
         std::fs::create_dir_all(dir)
@@ -802,7 +809,8 @@ impl Proxy {
 }
 
 /// The answer when no pull source served: not found when every one said so, a failure
-/// otherwise; the message lists every source tried and why it failed. Logged here, once.
+/// otherwise; the message lists the sources tried and why each failed (the first
+/// [`error::MAX_LISTED_FAILURES`]; the detail has every one). Logged here, once.
 fn exhausted(what: &str, logical: &str, failures: &[Failure], missing: Missing) -> Error {
     let tried: Vec<Tried> = failures
         .iter()
@@ -812,11 +820,7 @@ fn exhausted(what: &str, logical: &str, failures: &[Failure], missing: Missing) 
             error: f.reason.to_string(),
         })
         .collect();
-    let listed = tried
-        .iter()
-        .map(|t| format!("{} {}: {}", t.role, t.reference, t.error))
-        .collect::<Vec<_>>()
-        .join("; ");
+    let listed = error::listing(&tried);
     let all_not_found = !failures.is_empty() && failures.iter().all(|f| f.reason.is_not_found());
     let message = if all_not_found {
         format!("{what} {logical} not found; tried {listed}")

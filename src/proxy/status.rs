@@ -170,6 +170,7 @@ impl Proxy {
                     result: if result.is_ok() { "success" } else { "failure" }.to_owned(),
                     error: result.as_ref().err().cloned(),
                 }),
+                incomplete: self.incomplete().map(|why| why.to_string()),
             },
             registries: self.registry_statuses(),
             cache: CacheStatus {

@@ -38,6 +38,11 @@ pub use ruleset::{ConfigMapUse, Rule, RuleSet, Summary};
 pub use scope::{RepoScope, Scope, ScopeError};
 pub use self_names::{SelfMirror, SelfNames};
 
+/// The most mirrors one scope may have for one kind of reference (digest or tag), after its
+/// objects are merged: each is an upstream request of a pull that they all fail, and a line of
+/// the error that pull gets. More is a configuration error naming the entries.
+pub const MAX_MIRRORS_PER_SCOPE: usize = 64;
+
 /// Whether a source may be contacted when its mirrors fail (`mirrorSourcePolicy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum Policy {
@@ -282,6 +287,22 @@ pub enum Problem {
         max: usize,
         /// Items or characters.
         what: &'static str,
+    },
+    /// More mirrors for one scope than mirrorgate tries for a pull ([`MAX_MIRRORS_PER_SCOPE`]).
+    #[error(
+        "scope \"{scope}\" has {count} {serves} mirrors, more than the {max} a pull may try (each is an upstream request of a pull they all fail); entries merged: {entries}, this one the last"
+    )]
+    TooManyMirrors {
+        /// The source scope.
+        scope: String,
+        /// `digest` or `tag`.
+        serves: &'static str,
+        /// Its mirrors after merging.
+        count: usize,
+        /// The entries they were merged from.
+        entries: usize,
+        /// The limit.
+        max: usize,
     },
     /// Embedded YAML (a ConfigMap key) that does not parse.
     #[error("invalid YAML: {0}")]

@@ -4,7 +4,8 @@
 //!
 //! Building applies the Machine Config Operator's checks across objects (one policy per source
 //! string), drops entries without a real mirror, and merges the mirror lists of each scope
-//! separately for digest and tag mirrors (see `merge`).
+//! separately for digest and tag mirrors (see `merge`), each at most [`MAX_MIRRORS_PER_SCOPE`]
+//! long (mirrorgate's own bound: every mirror is a request of a pull they all fail).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -16,7 +17,7 @@ use super::merge::merge_mirror_lists;
 use super::objects::{ConfigMapReference, ConfigMapSeen, Decoded};
 use super::scope::{RepoScope, Scope, prefix_ends, wildcard_suffixes};
 use super::self_names::{SelfMirror, SelfNames};
-use super::{MirrorSet, Policy, Problem, RuleError, Serves, Warning};
+use super::{MAX_MIRRORS_PER_SCOPE, MirrorSet, Policy, Problem, RuleError, Serves, Warning};
 
 /// The merged rule of one source scope: what a `[[registry]]` entry of `registries.conf` holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,11 +162,14 @@ impl RuleSet {
                     .collect()
             };
             let entry_name = |s: &&MirrorSet| format!("{}: {}", s.origin, s.field);
+            let (digest_mirrors, tag_mirrors) = (merged(Serves::Digest), merged(Serves::Tag));
+            check_mirror_count(&sets, Serves::Digest, digest_mirrors.len())?;
+            check_mirror_count(&sets, Serves::Tag, tag_mirrors.len())?;
             rules.push(Rule {
                 scope: sets[0].source.clone(),
                 blocked: sets.iter().any(|s| s.policy == Policy::NeverContactSource),
-                digest_mirrors: merged(Serves::Digest),
-                tag_mirrors: merged(Serves::Tag),
+                digest_mirrors,
+                tag_mirrors,
                 defined_by: sets.iter().map(entry_name).collect(),
                 blocked_by: sets
                     .iter()
@@ -394,6 +398,31 @@ impl RuleSet {
         }
         .map(|&index| &self.rules[index])
     }
+}
+
+/// At most [`MAX_MIRRORS_PER_SCOPE`] mirrors of one kind for the scope of `sets` (`count` after
+/// merging); over it, the error names the last entry of that kind.
+fn check_mirror_count(sets: &[&MirrorSet], serves: Serves, count: usize) -> Result<(), RuleError> {
+    if count <= MAX_MIRRORS_PER_SCOPE {
+        return Ok(());
+    }
+    let of_kind: Vec<&&MirrorSet> = sets.iter().filter(|s| s.serves == serves).collect();
+    let Some(last) = of_kind.last() else {
+        return Ok(());
+    };
+    Err(RuleError::Invalid {
+        at: format!("{}: {}.mirrors", last.origin, last.field),
+        problem: Problem::TooManyMirrors {
+            scope: last.source.to_string(),
+            serves: match serves {
+                Serves::Digest => "digest",
+                Serves::Tag => "tag",
+            },
+            count,
+            entries: of_kind.len(),
+            max: MAX_MIRRORS_PER_SCOPE,
+        },
+    })
 }
 
 /// The MCO's rule: every entry for one source string, of any kind and whether or not it has

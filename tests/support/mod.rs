@@ -12,7 +12,8 @@
 //! - [`Kmock`]: an emulated Kubernetes API server (PyPI `kmock`) for the cluster rule source;
 //! - [`Prometheus`]: a real Prometheus (Debian's `prometheus`) scraping it;
 //! - [`SeaweedFs`]: a real S3-compatible server (SeaweedFS `weed mini`), one at a time;
-//! - [`http_get`], [`http_request`]: a minimal HTTP/1.1 client over `std::net::TcpStream`.
+//! - [`http_get`], [`http_request`]: a minimal HTTP/1.1 client over `std::net::TcpStream`;
+//! - [`Hostile`]: an in-process registry whose every answer the test writes.
 //!
 //! Every process runs on 127.0.0.1 and is killed (and reaped) when its guard is dropped, also when
 //! the test panics. Each guard owns its own temporary directory and port, so tests run in
@@ -21,6 +22,7 @@
 // Not every integration test uses every helper.
 #![allow(dead_code, unused_imports)]
 
+mod hostile;
 mod http;
 mod image;
 pub mod kmock;
@@ -32,6 +34,7 @@ mod release;
 mod seaweedfs;
 mod throttle;
 
+pub use hostile::Hostile;
 pub use http::{HttpResponse, http_get, http_request, try_http_request};
 pub use image::{
     Image, LAYER_MEDIA_TYPE, OCI_INDEX_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE, copy_to_layout,

@@ -1,0 +1,152 @@
+//! What a hostile upstream or rule author cannot make mirrorgate do: give other repositories
+//! the type it chose for a manifest they share, crash a handler with a tag list that is not one,
+//! or turn a pull into an unbounded error message.
+
+mod support;
+
+use support::{
+    Hostile, HttpResponse, Mirrorgate, OCI_INDEX_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE, Registry,
+    push, single_arch,
+};
+
+const HOSTILE: &str = "hostile.test";
+const REAL: &str = "real.test";
+const ACCEPT: (&str, &str) = (
+    "Accept",
+    "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json",
+);
+
+fn content_type(response: &HttpResponse) -> Option<String> {
+    response.header("content-type").map(str::to_owned)
+}
+
+#[test]
+fn a_manifest_is_served_as_what_it_says_it_is_whatever_type_one_upstream_announced() {
+    let real = Registry::start();
+    let image = single_arch("typed-by-its-bytes", &[1000]);
+    push(&image, &format!("{}/ns/app:v1", real.addr()));
+    let digest = image.manifest_digest.clone();
+    let bytes = image.manifest_bytes.clone();
+    // The same bytes (so the same digest), announced as an index.
+    let hostile = Hostile::start(move |_, path| {
+        (path == format!("/v2/ns/app/manifests/{digest}")).then(|| {
+            HttpResponse::ok(OCI_INDEX_MEDIA_TYPE, bytes.clone())
+                .with_header("docker-content-digest", &digest)
+        })
+    });
+    let proxy = Mirrorgate::start(
+        "",
+        &[(HOSTILE, &hostile.endpoint()), (REAL, &real.endpoint())],
+        "",
+    );
+    let digest = &image.manifest_digest;
+    let from_hostile = proxy.get(
+        &format!("/v2/{HOSTILE}/ns/app/manifests/{digest}"),
+        &[ACCEPT],
+    );
+    // Another repository holding the digest, served from the cache the hostile answer filled.
+    let from_real = proxy.get(&format!("/v2/{REAL}/ns/app/manifests/{digest}"), &[ACCEPT]);
+    let oci = Some(OCI_MANIFEST_MEDIA_TYPE.to_owned());
+    assert_eq!(
+        (
+            from_hostile.status,
+            content_type(&from_hostile),
+            from_real.status,
+            content_type(&from_real),
+            from_real.body == image.manifest_bytes,
+        ),
+        (200, oci.clone(), 200, oci, true),
+        "{}",
+        from_real.text()
+    );
+}
+
+#[test]
+fn a_tag_list_that_is_not_one_is_a_502_naming_the_upstream_and_null_tags_are_an_empty_list() {
+    let malformed = [
+        ("array", "[]"),
+        ("string", r#""x""#),
+        ("number", "42"),
+        ("tags-number", r#"{"name":"ns/tags-number","tags":42}"#),
+        (
+            "tags-of-numbers",
+            r#"{"name":"ns/tags-of-numbers","tags":[1,2]}"#,
+        ),
+    ];
+    let hostile = Hostile::start(move |_, path| {
+        let repository = path.strip_prefix("/v2/ns/")?.strip_suffix("/tags/list")?;
+        let body = match repository {
+            "null-tags" => r#"{"name":"ns/null-tags","tags":null}"#,
+            "tags" => r#"{"name":"ns/tags","tags":["v1","v2"]}"#,
+            other => malformed.iter().find(|(name, _)| *name == other)?.1,
+        };
+        Some(HttpResponse::ok("application/json", body))
+    });
+    let proxy = Mirrorgate::start("", &[(HOSTILE, &hostile.endpoint())], "");
+    let answers: Vec<(&str, u16, String, bool)> = malformed
+        .iter()
+        .map(|(repository, _)| {
+            let response = proxy.get(&format!("/v2/{HOSTILE}/ns/{repository}/tags/list"), &[]);
+            let error = &response.json()["errors"][0];
+            (
+                *repository,
+                response.status,
+                error["code"].as_str().unwrap_or_default().to_owned(),
+                error["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains(&format!("{HOSTILE}/ns/{repository}: invalid tag list")),
+            )
+        })
+        .collect();
+    let expected: Vec<(&str, u16, String, bool)> = malformed
+        .iter()
+        .map(|(repository, _)| (*repository, 502, "UNKNOWN".to_owned(), true))
+        .collect();
+    let null_tags = proxy.get(&format!("/v2/{HOSTILE}/ns/null-tags/tags/list"), &[]);
+    let tags = proxy.get(&format!("/v2/{HOSTILE}/ns/tags/tags/list"), &[]);
+    assert_eq!(
+        (answers, null_tags.status, null_tags.json(), tags.json()),
+        (
+            expected,
+            200,
+            serde_json::json!({"name": format!("{HOSTILE}/ns/null-tags"), "tags": null}),
+            serde_json::json!({"name": format!("{HOSTILE}/ns/tags"), "tags": ["v1", "v2"]}),
+        )
+    );
+}
+
+#[test]
+fn a_pull_every_mirror_fails_lists_the_first_failures_and_counts_the_others() {
+    // As many mirrors as a scope may have, each a registry on a port nothing listens on.
+    let hosts: Vec<String> = (0..64).map(|i| format!("m{i}.test")).collect();
+    let mirrors: Vec<String> = hosts.iter().map(|host| format!("{host}/ns")).collect();
+    let rules = format!(
+        "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: many\nspec:\n  imageDigestMirrors:\n  - source: {REAL}/ns\n    mirrors: [{}]\n",
+        mirrors.join(", ")
+    );
+    let registries: Vec<(&str, &str)> = hosts
+        .iter()
+        .map(|host| (host.as_str(), "http://127.0.0.1:1"))
+        .chain([(REAL, "http://127.0.0.1:1")])
+        .collect();
+    let proxy = Mirrorgate::start(&rules, &registries, "");
+    let response = proxy.get(
+        &format!("/v2/{REAL}/ns/app/manifests/sha256:{}", "a".repeat(64)),
+        &[ACCEPT],
+    );
+    let body = response.json();
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert_eq!(
+        (
+            response.status,
+            message.matches("mirror m").count(),
+            message.ends_with("; … and 55 more"),
+            body["errors"][0]["detail"]["tried"]
+                .as_array()
+                .map(Vec::len),
+        ),
+        (502, 10, true, Some(65)),
+        "{message}"
+    );
+}
