@@ -399,12 +399,11 @@ mod tests {
     }
 
     #[test]
-    fn bad_tag_is_manifest_invalid() {
+    fn a_tag_outside_the_grammar_names_no_manifest() {
+        let error = get("/v2/quay.io/ns/app/manifests/.bad", None).unwrap_err();
         assert_eq!(
-            get("/v2/quay.io/ns/app/manifests/.bad", None)
-                .unwrap_err()
-                .code,
-            ErrorCode::ManifestInvalid
+            (error.status, error.code),
+            (http::StatusCode::NOT_FOUND, ErrorCode::ManifestUnknown)
         );
     }
 
