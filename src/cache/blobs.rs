@@ -205,6 +205,12 @@ impl BlobStore {
         }
     }
 
+    /// Whether a blob of `len` bytes can be stored at all (`cache.max_size`): a larger one is
+    /// streamed without being cached, rather than evicting the whole store for nothing.
+    pub fn fits(&self, len: u64) -> bool {
+        len <= self.lock().capacity()
+    }
+
     /// Whether `len` more bytes fit on the store's filesystem with `cache.min_free_space` to
     /// spare. Eviction only bounds the store itself; the disk may be shared, or full of
     /// something else. When the free space cannot be read, the write is left to tell.
@@ -272,18 +278,29 @@ impl BlobStore {
         // on disk never holds more than its bound, not even for a moment.
         let key = digest.as_str().to_owned();
         let mut index = self.lock();
+        // The same content is already stored (and may be read): the copy is not needed.
+        if index.peek(&key).is_some() {
+            return std::fs::remove_file(temp);
+        }
         let entry = BlobEntry {
             size,
             readers: Arc::new(AtomicUsize::new(0)),
         };
-        let evicted = index.insert(key.clone(), entry, size, |_, entry| {
+        let mut evicted = index.insert(key.clone(), entry, size, |_, entry| {
             entry.readers.load(Ordering::Acquire) > 0
         });
-        // A blob larger than the whole bound is evicted at once: it is not kept.
-        let kept = !evicted.iter().any(|(evicted, _)| *evicted == key);
+        // A blob the bound cannot make room for (larger than `cache.max_size`, or than what the
+        // blobs being read leave) is refused alone, without evicting anything: it is served, not
+        // kept.
+        let refused = evicted.iter().position(|(evicted, _)| *evicted == key);
+        if let Some(refused) = refused {
+            evicted.swap_remove(refused);
+        }
         self.delete_evicted(evicted);
         CacheStats::set(&self.stats.blob_bytes, index.weight());
-        if !kept {
+        if refused.is_some() {
+            tracing::warn!(digest = %digest, size, max_size = index.capacity(), "blob larger than the room the store can make: served, not stored");
+            CacheStats::count(&self.stats.store_failures);
             return std::fs::remove_file(temp);
         }
         if let Err(error) = std::fs::rename(temp, &path) {
@@ -394,6 +411,12 @@ impl TempWriter {
         self.file
             .take()
             .ok_or_else(|| io::Error::other("an earlier write of this file failed"))
+    }
+
+    /// A writer of `file`, which a test chooses (one whose writes fail, say).
+    #[cfg(test)]
+    pub(crate) fn of_file(file: std::fs::File) -> TempWriter {
+        TempWriter::new(file)
     }
 
     fn start_batch(&mut self) {
@@ -741,14 +764,65 @@ mod tests {
     }
 
     fn store(dir: &Path) -> BlobStore {
+        store_of(dir, u64::MAX)
+    }
+
+    fn store_of(dir: &Path, max_size: u64) -> BlobStore {
         BlobStore::open(
             dir.join("blobs"),
             dir.join("tmp"),
-            u64::MAX,
+            max_size,
             0,
             Arc::new(CacheStats::default()),
         )
         .unwrap()
+    }
+
+    /// Writes and commits `len` bytes of `fill`; their digest.
+    async fn put(store: &BlobStore, fill: u8, len: usize) -> Digest {
+        let content = vec![fill; len];
+        let digest: Digest = crate::reference::digest_of(Algorithm::Sha256, &content)
+            .parse()
+            .unwrap();
+        let (spool, mut writer) = store.begin_write(&digest, None).await.unwrap();
+        writer.push(Bytes::from(content)).await.unwrap();
+        let written = writer.flush().await.unwrap();
+        store.commit(&spool, &digest, written).unwrap();
+        digest
+    }
+
+    #[tokio::test]
+    async fn a_blob_larger_than_the_store_is_not_kept_and_evicts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_of(dir.path(), 100);
+        let small = [put(&store, 1, 30).await, put(&store, 2, 30).await];
+        let big = put(&store, 3, 150).await;
+        let leftovers = std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
+        assert_eq!(
+            (
+                small.map(|digest| store.stat(&digest)),
+                store.stat(&big),
+                store.fits(150),
+                leftovers
+            ),
+            ([Some(30), Some(30)], None, false, 0)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_blob_that_fits_only_in_place_of_blobs_being_read_evicts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_of(dir.path(), 100);
+        let older = put(&store, 1, 30).await;
+        let read = put(&store, 2, 60).await;
+        let reading = store.open_blob(&read).expect("stored");
+        // 60 bytes being read leave room for 40: evicting the older 30 would not make room.
+        let newer = put(&store, 3, 50).await;
+        drop(reading);
+        assert_eq!(
+            (store.stat(&older), store.stat(&read), store.stat(&newer)),
+            (Some(30), Some(60), None)
+        );
     }
 
     #[tokio::test]

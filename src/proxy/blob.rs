@@ -26,7 +26,9 @@ use super::{
     summary,
 };
 use super::{Route, Stored};
-use crate::cache::blobs::{BlobFile, DownloadState, Spool, TempWriter, follow, read_range};
+use crate::cache::blobs::{
+    BlobFile, BlobStore, DownloadState, Spool, TempWriter, follow, read_range,
+};
 use crate::cache::shared::{Kind, SharedError};
 use crate::cache::stats::CacheStats;
 use crate::reference::{Digest, Reference};
@@ -35,6 +37,9 @@ use crate::upstream::UpstreamRequest;
 
 /// Chunks queued for the client that started a download before it counts as lagging.
 const LEADER_QUEUE: usize = 64;
+/// How many downloads started for other repositories a request follows, when each ends without
+/// the blob, before it gives up (each time it tries to start one of its own).
+const JOIN_ROUNDS: usize = 4;
 
 /// What a download hands the client that started it.
 #[derive(Debug)]
@@ -132,105 +137,99 @@ impl Proxy {
                 .await;
         }
         CacheStats::count(&self.cache.stats.blob_misses);
-        // A download started for another repository may only be shared once this repository
-        // is known to hold the blob too.
-        // The confirmation checks the length the download has (or announced), like a stored
-        // blob's: a HEAD that claims the blob with another length confirms nothing.
-        let started_elsewhere = self
-            .downloads
-            .get(digest.as_str())
-            .filter(|(_, origin)| origin != logical.name())
-            .map(|(state, _)| match &*state.borrow() {
-                DownloadState::Complete { len, .. } => Some(*len),
-                DownloadState::Streaming { len, .. } => *len,
-                _ => None,
-            });
-        if let Some(len) = started_elsewhere {
-            self.may_serve_cached(&logical, &candidates, Stored::Blob, len)
-                .await?;
-        }
-        // Joining a download under way takes no slot; starting one does, before it starts, so
-        // that a refusal reaches this client alone.
-        let under_way = self.downloads.contains(digest.as_str());
-        let slot = if under_way {
-            None
-        } else {
-            Some(self.fetch_slots.acquire(logical.as_str()).await?)
-        };
-        let (mut state, leader) = self.join_download(&logical, digest, candidates, slot);
-        loop {
-            let current = state.borrow_and_update().clone();
-            match current {
-                DownloadState::Connecting => {
-                    if state.changed().await.is_err() {
-                        return Err(download_lost());
+        'rounds: for _ in 0..JOIN_ROUNDS {
+            let (mut state, leader, origin) =
+                self.join_download(&logical, digest, &candidates).await?;
+            // A download started for another repository may only be shared once this
+            // repository is known to hold the blob too. That is checked after the join, whoever
+            // started the download and however long this request waited for its slot: a client
+            // queued for one may find a download started meanwhile (by a warm job, say).
+            // The confirmation checks the length the download has (or announced), like a
+            // stored blob's: a HEAD that claims the blob with another length confirms nothing.
+            let foreign = origin != logical.name();
+            if foreign {
+                let len = match &*state.borrow() {
+                    DownloadState::Complete { len, .. } => Some(*len),
+                    DownloadState::Streaming { len, .. } => *len,
+                    _ => None,
+                };
+                self.may_serve_cached(&logical, &candidates, Stored::Blob, len)
+                    .await?;
+            }
+            loop {
+                let current = state.borrow_and_update().clone();
+                match current {
+                    DownloadState::Connecting => {
+                        if state.changed().await.is_err() {
+                            return Err(download_lost());
+                        }
                     }
-                }
-                DownloadState::Streaming { temp, len, .. } => {
-                    let stats = self.cache.stats.clone();
-                    let bytes = match leader {
-                        Some(leader) => lead(leader, temp, state).boxed(),
-                        None => follow(temp, state, 0).boxed(),
-                    };
-                    let body = bytes.map_ok(move |chunk| {
-                        CacheStats::add(&stats.bytes_from_upstream, chunk.len() as u64);
-                        hyper::body::Frame::data(chunk)
-                    });
-                    return Ok(blob_response(
-                        StatusCode::OK,
-                        len,
-                        digest,
-                        None,
-                        StreamBody::new(body).boxed_unsync(),
-                    ));
-                }
-                DownloadState::Complete { len, temp } => {
-                    if let Some(blob) = self.cache.blobs.open_blob(digest) {
-                        return Ok(stored_blob_response(
-                            blob,
+                    DownloadState::Streaming { temp, len, .. } => {
+                        let stats = self.cache.stats.clone();
+                        let bytes = match leader {
+                            Some(leader) => lead(leader, temp, state).boxed(),
+                            None => follow(temp, state, 0).boxed(),
+                        };
+                        let body = bytes.map_ok(move |chunk| {
+                            CacheStats::add(&stats.bytes_from_upstream, chunk.len() as u64);
+                            hyper::body::Frame::data(chunk)
+                        });
+                        return Ok(blob_response(
+                            StatusCode::OK,
+                            len,
                             digest,
                             None,
-                            false,
-                            &self.cache.stats,
+                            StreamBody::new(body).boxed_unsync(),
                         ));
                     }
-                    // Verified but not yet in the store: read it where it is.
-                    let stats = self.cache.stats.clone();
-                    let body = follow(temp, state, 0).map_ok(move |chunk| {
-                        CacheStats::add(&stats.bytes_from_upstream, chunk.len() as u64);
-                        hyper::body::Frame::data(chunk)
-                    });
-                    return Ok(blob_response(
-                        StatusCode::OK,
-                        Some(len),
-                        digest,
-                        None,
-                        StreamBody::new(body).boxed_unsync(),
-                    ));
-                }
-                DownloadState::Failed { reason, not_found } => {
-                    return Err(if not_found {
-                        Error::NotFound {
-                            missing: Missing::Blob,
-                            message: reason.to_string(),
+                    DownloadState::Complete { len, temp } => {
+                        if let Some(blob) = self.cache.blobs.open_blob(digest) {
+                            return Ok(stored_blob_response(
+                                blob,
+                                digest,
+                                None,
+                                false,
+                                &self.cache.stats,
+                            ));
                         }
-                    } else {
-                        Error::Upstream(reason.to_string())
-                    });
-                }
-                DownloadState::Uncacheable => {
-                    return self
-                        .blob_passthrough(
-                            &logical,
+                        // Verified but not yet in the store: read it where it is.
+                        let stats = self.cache.stats.clone();
+                        let body = follow(temp, state, 0).map_ok(move |chunk| {
+                            CacheStats::add(&stats.bytes_from_upstream, chunk.len() as u64);
+                            hyper::body::Frame::data(chunk)
+                        });
+                        return Ok(blob_response(
+                            StatusCode::OK,
+                            Some(len),
                             digest,
-                            self.blob_candidates(repository, &logical)?,
-                            false,
                             None,
-                        )
-                        .await;
+                            StreamBody::new(body).boxed_unsync(),
+                        ));
+                    }
+                    // Another repository's failure is its route's (its 404 names it): this
+                    // repository's route is asked in a download of its own.
+                    DownloadState::Failed { .. } if foreign => continue 'rounds,
+                    DownloadState::Failed { reason, not_found } => {
+                        return Err(if not_found {
+                            Error::NotFound {
+                                missing: Missing::Blob,
+                                message: reason.to_string(),
+                            }
+                        } else {
+                            Error::Upstream(reason.to_string())
+                        });
+                    }
+                    DownloadState::Uncacheable => {
+                        return self
+                            .blob_passthrough(&logical, digest, candidates, false, None)
+                            .await;
+                    }
                 }
             }
         }
+        Err(Error::Upstream(format!(
+            "blob {logical}: downloads of it for other repositories kept failing; try again"
+        )))
     }
 
     /// Waits while a download of `digest` whose bytes are all verified is being made durable
@@ -257,6 +256,24 @@ impl Proxy {
         DownloadState::Uncacheable
     }
 
+    /// The outcome of a download larger than the store may hold (`cache.max_size`): storing it
+    /// would evict everything else and keep nothing.
+    fn too_large(&self, digest: &Digest, len: u64) -> DownloadState {
+        tracing::warn!(digest = %digest, len, "the blob is larger than cache.max_size; serving it uncached");
+        CacheStats::count(&self.cache.stats.store_failures);
+        DownloadState::Uncacheable
+    }
+
+    /// Where a download of `temp` is written.
+    fn sink<'a>(&'a self, file: &'a mut TempWriter, temp: &'a Spool) -> Sink<'a> {
+        Sink {
+            file,
+            temp,
+            store: &self.cache.blobs,
+            stats: &self.cache.stats,
+        }
+    }
+
     /// Whether the shared tier may serve `digest` for `logical`'s repository: the pair is
     /// confirmed here or in the shared store.
     async fn shared_serves(&self, logical: &Reference, digest: &Digest) -> bool {
@@ -270,27 +287,39 @@ impl Proxy {
         false
     }
 
-    /// Joins the download of `digest` under way, or starts one holding `slot` until it ends.
-    fn join_download(
+    /// Joins the download of `digest` under way (taking no slot), or starts one holding a fetch
+    /// slot until it ends; with the repository whose download it is, and for the client that
+    /// started it, the bytes as they arrive.
+    async fn join_download(
         self: &Arc<Self>,
         logical: &Reference,
         digest: &Digest,
-        candidates: Vec<(Reference, Role)>,
-        slot: Option<FetchSlot>,
-    ) -> (
-        watch::Receiver<DownloadState>,
-        Option<mpsc::Receiver<Piece>>,
-    ) {
+        candidates: &[(Reference, Role)],
+    ) -> Result<
+        (
+            watch::Receiver<DownloadState>,
+            Option<mpsc::Receiver<Piece>>,
+            String,
+        ),
+        Error,
+    > {
+        if let Some((state, origin)) = self.downloads.get(digest.as_str()) {
+            CacheStats::count(&self.cache.stats.coalesced);
+            return Ok((state, None, origin));
+        }
+        // The slot is taken before the download starts, so that a refusal reaches this client
+        // alone. A download started while it waited is joined instead (the slot goes back).
+        let slot = self.fetch_slots.acquire(logical.as_str()).await?;
         let (leader, leader_receiver) = mpsc::channel(LEADER_QUEUE);
         let this = self.clone();
-        let owned = (logical.clone(), digest.clone());
+        let owned = (logical.clone(), digest.clone(), candidates.to_vec());
         let (state, joined) = self.downloads.join_or_start(
             digest.as_str(),
             logical.name(),
             DownloadState::Connecting,
             move |progress| {
                 crate::upstream::via::carried(async move {
-                    let (logical, digest) = owned;
+                    let (logical, digest, candidates) = owned;
                     let outcome = this
                         .download(&logical, &digest, candidates, &progress, leader)
                         .await;
@@ -299,11 +328,11 @@ impl Proxy {
                 })
             },
         );
-        if joined {
+        if let Some(origin) = joined {
             CacheStats::count(&self.cache.stats.coalesced);
-            return (state, None);
+            return Ok((state, None, origin));
         }
-        (state, Some(leader_receiver))
+        Ok((state, Some(leader_receiver), logical.name().to_owned()))
     }
 
     /// Downloads a blob into the store, from the shared tier when it holds the blob and may
@@ -323,6 +352,9 @@ impl Proxy {
         // A full disk must cost the cache, not the pull: the readers fetch it for themselves.
         if !self.cache.blobs.has_room(expected.unwrap_or(0)) {
             return self.no_room(digest);
+        }
+        if let Some(len) = expected.filter(|len| !self.cache.blobs.fits(*len)) {
+            return self.too_large(digest, len);
         }
         // The bucket is asked here, in the download's own task, so that waiting for it never
         // widens the moment between a request's look at the store and its start of a download.
@@ -379,6 +411,9 @@ impl Proxy {
             if !self.cache.blobs.has_room(len.unwrap_or(0)) {
                 return self.no_room(digest);
             }
+            if let Some(len) = len.filter(|len| !self.cache.blobs.fits(*len)) {
+                return self.too_large(digest, len);
+            }
             let (temp, mut file) = match self.cache.blobs.begin_write(digest, len).await {
                 Ok(temp) => temp,
                 Err(error) => {
@@ -410,8 +445,10 @@ impl Proxy {
                         })
                 })
             });
-            let ending = spool(body, &mut file, state, &mut leader).await;
-            let committed = match ending {
+            let sink = self.sink(&mut file, &temp);
+            let Spooled { outcome, in_file } = spool(body, sink, state, &mut leader).await;
+            let committed = match outcome {
+                Outcome::Complete(size) if !in_file => Ok(size),
                 Outcome::Complete(size) => {
                     self.commit_spool(digest, &temp, &mut file, size, state, &mut leader)
                         .await
@@ -437,6 +474,9 @@ impl Proxy {
                         && let Some(blob) = self.cache.blobs.open_blob(digest)
                     {
                         tier.upload_blob_in_background(digest, blob);
+                    }
+                    if !in_file {
+                        return DownloadState::Uncacheable;
                     }
                     DownloadState::Complete {
                         len: size,
@@ -498,6 +538,9 @@ impl Proxy {
         if !self.cache.blobs.has_room(len) {
             return Some(self.no_room(digest));
         }
+        if !self.cache.blobs.fits(len) {
+            return Some(self.too_large(digest, len));
+        }
         let (temp, mut file) = match self.cache.blobs.begin_write(digest, Some(len)).await {
             Ok(temp) => temp,
             Err(error) => {
@@ -517,8 +560,10 @@ impl Proxy {
                 other => Outcome::Broken(other.to_string()),
             })
         });
-        let ending = spool(body, &mut file, state, leader).await;
-        let committed = match ending {
+        let sink = self.sink(&mut file, &temp);
+        let Spooled { outcome, in_file } = spool(body, sink, state, leader).await;
+        let committed = match outcome {
+            Outcome::Complete(size) if !in_file => Ok(size),
             Outcome::Complete(size) => {
                 self.commit_spool(digest, &temp, &mut file, size, state, leader)
                     .await
@@ -535,6 +580,9 @@ impl Proxy {
         match committed {
             Ok(size) => {
                 tracing::info!(reference = %logical, served_by = "shared cache", size, "blob fetched");
+                if !in_file {
+                    return Some(DownloadState::Uncacheable);
+                }
                 Some(DownloadState::Complete { len: size, temp })
             }
             Err(_) => {
@@ -583,7 +631,7 @@ impl Proxy {
     /// Serves a blob straight from the first candidate that has it, without storing it: HEAD,
     /// `Range` requests on blobs not stored, and a store that cannot take the blob.
     async fn blob_passthrough(
-        &self,
+        self: &Arc<Self>,
         logical: &Reference,
         digest: &Digest,
         candidates: Vec<(Reference, Role)>,
@@ -611,7 +659,14 @@ impl Proxy {
                     });
                 }
                 Ok(upstream) => {
-                    self.remember_content(logical.name(), digest.as_str());
+                    // An answer passed through confirms the pair only where it vouches for the
+                    // content: a whole blob once its bytes are verified (as it ends), a HEAD or a
+                    // part by the digest and total length it announces.
+                    let partial = upstream.status() == StatusCode::PARTIAL_CONTENT;
+                    let known = expected.or_else(|| self.cache.blobs.stat(digest));
+                    if (head || partial) && vouches(&upstream, digest, known) {
+                        self.remember_content(logical.name(), digest.as_str());
+                    }
                     if !failures.is_empty() {
                         self.metrics.fallback(Route::Blob.as_str());
                     }
@@ -623,9 +678,9 @@ impl Proxy {
                         failed = %summary(&failures),
                         "blob served"
                     );
-                    return Ok(
-                        self.passthrough_response(upstream, slot, expected, digest, physical, head)
-                    );
+                    return Ok(self.passthrough_response(
+                        upstream, slot, expected, logical, digest, physical, head,
+                    ));
                 }
                 Err(error) => failures.push(Failure {
                     reference: physical,
@@ -699,16 +754,23 @@ impl Proxy {
     /// A blob streamed straight from an upstream, holding `slot` until its body is done; a whole
     /// blob is verified on the way, and bounded by the `expected` size if its length is not
     /// announced.
+    #[allow(clippy::too_many_arguments)]
     fn passthrough_response(
-        &self,
+        self: &Arc<Self>,
         upstream: reqwest::Response,
         slot: FetchSlot,
         expected: Option<u64>,
+        logical: &Reference,
         digest: &Digest,
         physical: Reference,
         head: bool,
     ) -> Response<Body> {
         let stats = self.cache.stats.clone();
+        let confirm = {
+            let (this, repository, digest) =
+                (self.clone(), logical.name().to_owned(), digest.clone());
+            move || this.remember_content(&repository, digest.as_str())
+        };
         let on_corrupt = self.corrupt_recorder();
         let status = upstream.status();
         let partial = status == StatusCode::PARTIAL_CONTENT;
@@ -741,7 +803,7 @@ impl Proxy {
                 digest.clone(),
                 length,
                 move |outcome| match outcome {
-                    Outcome::Complete(_) => {}
+                    Outcome::Complete(_) => confirm(),
                     Outcome::Corrupt(reason) => {
                         tracing::warn!(served_by = %physical, %reason, "blob aborted: corrupt; the source is skipped for this blob for a while");
                         on_corrupt(&physical);
@@ -804,44 +866,92 @@ pub(super) fn blob_request(
     }
 }
 
+/// How a body written into its spool ended: `Complete` with the bytes it had, and whether those
+/// bytes are all in the spool (writing it failed, a full disk say, and only the caching was
+/// abandoned: the client that started the download got them from memory).
+struct Spooled {
+    outcome: Outcome,
+    in_file: bool,
+}
+
+/// Where a body is written: the writer of `temp`, in `store`.
+struct Sink<'a> {
+    file: &'a mut TempWriter,
+    temp: &'a Spool,
+    store: &'a BlobStore,
+    stats: &'a CacheStats,
+}
+
 /// Writes a verified body into its spool, handing each chunk to the leader while it keeps up
-/// and telling the readers as bytes reach the file; returns how the body ended (`Complete` with
-/// the bytes written).
+/// and telling the readers as bytes reach the file; returns how the body ended.
+///
+/// A write that fails costs the cache, not the pull: the partial file is removed, the readers
+/// of the file fail (later requests fetch for themselves), and the leader, if it kept up, gets
+/// the rest from memory at its own pace.
 async fn spool(
     mut body: impl futures_util::Stream<Item = Result<Bytes, Outcome>> + Unpin,
-    file: &mut TempWriter,
+    sink: Sink<'_>,
     state: &watch::Sender<DownloadState>,
     leader: &mut Option<mpsc::Sender<Piece>>,
-) -> Outcome {
+) -> Spooled {
     let mut total = 0u64;
+    let mut in_file = true;
     loop {
-        match body.next().await {
-            Some(Ok(chunk)) => {
-                total += chunk.len() as u64;
-                // The client that started the download gets the bytes from memory while it
-                // keeps up; once it lags (or leaves) it reads the file like the rest.
-                if let Some(sender) = leader
-                    && sender.try_send(Piece::Data(chunk.clone())).is_err()
-                {
-                    *leader = None;
+        let chunk = match body.next().await {
+            Some(Ok(chunk)) => chunk,
+            Some(Err(outcome)) => return Spooled { outcome, in_file },
+            None => {
+                // Without a file there is no commit to send the end: every byte is verified.
+                if !in_file && let Some(sender) = leader.take() {
+                    let _ = sender.send(Piece::Done).await;
                 }
-                // Readers are told about bytes once they are in the file.
-                match file.push(chunk).await {
-                    Ok(Some(in_file)) => {
-                        state.send_modify(|s| {
-                            if let DownloadState::Streaming { written: w, .. } = s {
-                                *w = in_file;
-                            }
-                        });
-                    }
-                    Ok(None) => {}
-                    Err(error) => {
-                        return Outcome::Broken(format!("writing the blob store: {error}"));
-                    }
-                }
+                return Spooled {
+                    outcome: Outcome::Complete(total),
+                    in_file,
+                };
             }
-            Some(Err(outcome)) => return outcome,
-            None => return Outcome::Complete(total),
+        };
+        total += chunk.len() as u64;
+        if !in_file {
+            let sent = match leader {
+                Some(sender) => sender.send(Piece::Data(chunk)).await.is_ok(),
+                None => false,
+            };
+            if !sent {
+                let outcome = Outcome::Broken("the client left a download it alone read".into());
+                return Spooled { outcome, in_file };
+            }
+            continue;
+        }
+        // The client that started the download gets the bytes from memory while it keeps up;
+        // once it lags (or leaves) it reads the file like the rest.
+        if let Some(sender) = leader
+            && sender.try_send(Piece::Data(chunk.clone())).is_err()
+        {
+            *leader = None;
+        }
+        // Readers are told about bytes once they are in the file.
+        match sink.file.push(chunk).await {
+            Ok(Some(written)) => {
+                state.send_modify(|s| {
+                    if let DownloadState::Streaming { written: w, .. } = s {
+                        *w = written;
+                    }
+                });
+            }
+            Ok(None) => {}
+            Err(error) => {
+                sink.store.discard(sink.temp).await;
+                CacheStats::count(&sink.stats.store_failures);
+                state.send_replace(DownloadState::Uncacheable);
+                in_file = false;
+                if leader.is_none() {
+                    tracing::warn!(%error, "writing the blob store failed mid-download; its readers fetch it again");
+                    let outcome = Outcome::Broken(format!("writing the blob store: {error}"));
+                    return Spooled { outcome, in_file };
+                }
+                tracing::warn!(%error, "writing the blob store failed mid-download; the blob is served uncached");
+            }
         }
     }
 }
@@ -984,6 +1094,33 @@ fn parse_range(header: &HeaderValue, size: u64) -> RangeAnswer {
     }
 }
 
+/// Whether a `HEAD` or `Range` answer passed through vouches that its upstream holds `digest`
+/// of the `known` length: the length it announces for the whole blob (`Content-Length` of a
+/// 200, the total of a 206's `Content-Range`) is that length, and it names the digest (as a
+/// confirming HEAD must). Without a length known here, nothing can be checked: no vouch.
+fn vouches(upstream: &reqwest::Response, digest: &Digest, known: Option<u64>) -> bool {
+    let whole = match upstream.status() {
+        StatusCode::OK => announced_length(upstream),
+        StatusCode::PARTIAL_CONTENT => upstream
+            .headers()
+            .get(header::CONTENT_RANGE)
+            .and_then(|range| range.to_str().ok())
+            .and_then(|range| range.rsplit_once('/'))
+            .and_then(|(_, total)| total.trim().parse().ok()),
+        _ => None,
+    };
+    let from_registry = upstream.url().path().starts_with("/v2/");
+    known.is_some()
+        && super::answer_confirms(
+            upstream.headers(),
+            from_registry,
+            digest.as_str(),
+            whole,
+            known,
+        )
+        .is_ok()
+}
+
 /// The length an upstream announces (`Content-Length`), also for a `HEAD` answer, whose body is
 /// empty whatever the header says.
 fn announced_length(response: &reqwest::Response) -> Option<u64> {
@@ -996,6 +1133,83 @@ fn announced_length(response: &reqwest::Response) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_failed_write_of_the_spool_costs_the_cache_not_the_client_that_started_the_download()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(CacheStats::default());
+        let store = BlobStore::open(
+            dir.path().join("blobs"),
+            dir.path().join("tmp"),
+            u64::MAX,
+            0,
+            stats.clone(),
+        )
+        .unwrap();
+        let digest: Digest = crate::reference::digest_of(crate::reference::Algorithm::Sha256, b"")
+            .parse()
+            .unwrap();
+        let (temp, _unused) = store.begin_write(&digest, None).await.unwrap();
+        // The disk is full: every write of the spool fails (ENOSPC).
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let mut file = TempWriter::of_file(full);
+        // More chunks than the leader's queue holds: once the file is lost, the download waits
+        // for the leader.
+        let chunks: Vec<Bytes> = (0..4 * LEADER_QUEUE)
+            .map(|i| Bytes::from(vec![i as u8; 64 * 1024]))
+            .collect();
+        let body = futures_util::stream::iter(chunks.clone().into_iter().map(Ok));
+        let (state, readers) = watch::channel(DownloadState::Streaming {
+            temp: temp.clone(),
+            len: None,
+            written: 0,
+        });
+        let (sender, mut received) = mpsc::channel(LEADER_QUEUE);
+        let mut leader = Some(sender);
+        let sink = Sink {
+            file: &mut file,
+            temp: &temp,
+            store: &store,
+            stats: &stats,
+        };
+        let leader_reads = async {
+            let (mut bytes, mut done) = (Vec::new(), false);
+            while let Some(piece) = received.recv().await {
+                match piece {
+                    Piece::Data(chunk) => bytes.extend_from_slice(&chunk),
+                    Piece::Done => {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+            (bytes, done)
+        };
+        let download = async {
+            let spooled = spool(body, sink, &state, &mut leader).await;
+            // However it ended, the leader's queue ends with it.
+            leader.take();
+            spooled
+        };
+        let (spooled, (bytes, done)) = tokio::join!(download, leader_reads);
+        let total = chunks.iter().map(Bytes::len).sum::<usize>() as u64;
+        assert_eq!(
+            (
+                matches!(spooled.outcome, Outcome::Complete(n) if n == total),
+                spooled.in_file,
+                bytes == chunks.concat(),
+                done,
+                matches!(*readers.borrow(), DownloadState::Uncacheable),
+                std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+                CacheStats::get(&stats.store_failures)
+            ),
+            (true, false, true, true, true, 0, 1)
+        );
+    }
 
     fn range(spec: &str, size: u64) -> RangeAnswer {
         parse_range(&HeaderValue::from_str(spec).unwrap(), size)
