@@ -350,12 +350,17 @@ impl BlobStore {
 pub struct TempWriter {
     /// `None` while a batch is being written.
     file: Option<std::fs::File>,
-    in_flight: Option<tokio::task::JoinHandle<(std::fs::File, io::Result<u64>)>>,
+    in_flight: Option<tokio::task::JoinHandle<(std::fs::File, Batch)>>,
     pending: Vec<Bytes>,
     pending_len: usize,
     /// Bytes known to be in the file.
     written: u64,
+    /// The batch whose write failed: after `written`, before `pending`.
+    failed: Vec<Bytes>,
 }
+
+/// A batch written (its length), or why not, with its chunks.
+type Batch = Result<u64, (io::Error, Vec<Bytes>)>;
 
 /// How many bytes a [`TempWriter`] collects before it writes them.
 pub const WRITE_BATCH: usize = 1 << 20;
@@ -368,7 +373,17 @@ impl TempWriter {
             pending: Vec::new(),
             pending_len: 0,
             written: 0,
+            failed: Vec::new(),
         }
+    }
+
+    /// After a failed write: the bytes known to be in the file, and the chunks that follow
+    /// them, which never reached it (bounded by two batches).
+    pub fn unwritten(&mut self) -> (u64, Vec<Bytes>) {
+        let mut chunks = std::mem::take(&mut self.failed);
+        chunks.append(&mut self.pending);
+        self.pending_len = 0;
+        (self.written, chunks)
     }
 
     /// Adds a chunk. When a batch is full it is handed to the blocking pool (after the previous
@@ -430,10 +445,10 @@ impl TempWriter {
         self.pending_len = 0;
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
             use std::io::Write;
-            let result = batch
-                .iter()
-                .try_for_each(|chunk| file.write_all(chunk))
-                .map(|()| batch.iter().map(|c| c.len() as u64).sum());
+            let result = match batch.iter().try_for_each(|chunk| file.write_all(chunk)) {
+                Ok(()) => Ok(batch.iter().map(|c| c.len() as u64).sum()),
+                Err(error) => Err((error, batch)),
+            };
             (file, result)
         }));
     }
@@ -449,8 +464,16 @@ impl TempWriter {
         };
         let (file, result) = in_flight.await.map_err(io::Error::other)?;
         self.file = Some(file);
-        self.written += result?;
-        Ok(())
+        match result {
+            Ok(written) => {
+                self.written += written;
+                Ok(())
+            }
+            Err((error, batch)) => {
+                self.failed = batch;
+                Err(error)
+            }
+        }
     }
 }
 
@@ -500,6 +523,18 @@ fn free_space(path: &Path) -> Option<u64> {
     Some(blocks.saturating_mul(size))
 }
 
+/// What a download hands a reader from memory rather than through the file.
+#[derive(Debug)]
+pub enum Piece {
+    /// The next bytes (never the last ones before the digest is verified).
+    Data(Bytes),
+    /// Every byte was sent and verified.
+    Done,
+}
+
+/// The rest of a download that lost its file, for the one reader that takes it.
+pub type Relay = Arc<Mutex<Option<tokio::sync::mpsc::Receiver<Piece>>>>;
+
 /// The progress of a blob download shared by everyone reading it.
 #[derive(Debug, Clone)]
 pub enum DownloadState {
@@ -532,6 +567,15 @@ pub enum DownloadState {
     /// The store cannot take the blob (the cache directory is unusable): each reader fetches it
     /// for itself, uncached.
     Uncacheable,
+    /// Writing `temp` failed after its first `from` bytes (a full disk): the download goes on
+    /// uncached, for one reader, which reads the file up to `from` and takes the rest from
+    /// `rest`. Other readers fail, and later requests fetch the blob for themselves.
+    Relayed {
+        /// The bytes in the file.
+        from: u64,
+        /// The rest, for the first reader that gets that far.
+        rest: Relay,
+    },
 }
 
 /// Reads `len` bytes of `file` from `start`, as chunks of at most [`READ_CHUNK`].
@@ -628,6 +672,8 @@ pub fn follow(
         position: u64,
         state: watch::Receiver<DownloadState>,
         done: bool,
+        /// The rest of a download that lost its file, and where its next chunk starts.
+        relay: Option<(tokio::sync::mpsc::Receiver<Piece>, u64)>,
     }
     let follower = Follower {
         temp: spool.temp,
@@ -636,12 +682,35 @@ pub fn follow(
         position: start,
         state,
         done: false,
+        relay: None,
     };
     futures_util::stream::unfold(follower, |mut f| async move {
         if f.done {
             return None;
         }
         loop {
+            if let Some((rest, at)) = &mut f.relay {
+                match rest.recv().await {
+                    Some(Piece::Data(chunk)) => {
+                        let start = *at;
+                        *at += chunk.len() as u64;
+                        // Bytes this reader already had from the file (or from memory).
+                        if *at <= f.position {
+                            continue;
+                        }
+                        let skip = usize::try_from(f.position - start).unwrap_or(0);
+                        let chunk = chunk.slice(skip..);
+                        f.position += chunk.len() as u64;
+                        return Some((Ok(chunk), f));
+                    }
+                    Some(Piece::Done) => return None,
+                    None => {
+                        f.done = true;
+                        let error = io::Error::other("the uncached download of the blob failed");
+                        return Some((Err(error), f));
+                    }
+                }
+            }
             let snapshot = f.state.borrow_and_update().clone();
             // A download that started over (its first source broke off or was corrupt) grows
             // another spool: the bytes read so far came from the abandoned one.
@@ -671,6 +740,17 @@ pub fn follow(
                     return Some((Err(error), f));
                 }
                 DownloadState::Connecting => (0, false),
+                DownloadState::Relayed { from, .. } if f.position < from => (from, false),
+                DownloadState::Relayed { from, rest } => {
+                    let taken = rest.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    let Some(rest) = taken else {
+                        f.done = true;
+                        let error = io::Error::other("the blob could not be cached; try again");
+                        return Some((Err(error), f));
+                    };
+                    f.relay = Some((rest, from));
+                    continue;
+                }
             };
             if f.position < readable {
                 let want = usize::try_from(readable - f.position)

@@ -27,7 +27,7 @@ use super::{
 };
 use super::{Route, Stored};
 use crate::cache::blobs::{
-    BlobFile, BlobStore, DownloadState, Spool, TempWriter, follow, read_range,
+    BlobFile, BlobStore, DownloadState, Piece, Spool, TempWriter, follow, read_range,
 };
 use crate::cache::shared::{Kind, SharedError};
 use crate::cache::stats::CacheStats;
@@ -40,15 +40,6 @@ const LEADER_QUEUE: usize = 64;
 /// How many downloads started for other repositories a request follows, when each ends without
 /// the blob, before it gives up (each time it tries to start one of its own).
 const JOIN_ROUNDS: usize = 4;
-
-/// What a download hands the client that started it.
-#[derive(Debug)]
-pub(super) enum Piece {
-    /// The next bytes (never the last ones before the digest is verified).
-    Data(Bytes),
-    /// Every byte was sent and verified.
-    Done,
-}
 
 /// The body of the client that started a download: bytes from memory as they arrive, then, if
 /// the queue was dropped before `Done` (the client lagged, or the download failed), the rest
@@ -219,7 +210,8 @@ impl Proxy {
                             Error::Upstream(reason.to_string())
                         });
                     }
-                    DownloadState::Uncacheable => {
+                    // The download lost its file and goes on for one reader only.
+                    DownloadState::Uncacheable | DownloadState::Relayed { .. } => {
                         return self
                             .blob_passthrough(&logical, digest, candidates, false, None)
                             .await;
@@ -868,7 +860,7 @@ pub(super) fn blob_request(
 
 /// How a body written into its spool ended: `Complete` with the bytes it had, and whether those
 /// bytes are all in the spool (writing it failed, a full disk say, and only the caching was
-/// abandoned: the client that started the download got them from memory).
+/// abandoned: one reader got the rest from memory).
 struct Spooled {
     outcome: Outcome,
     in_file: bool,
@@ -885,26 +877,50 @@ struct Sink<'a> {
 /// Writes a verified body into its spool, handing each chunk to the leader while it keeps up
 /// and telling the readers as bytes reach the file; returns how the body ended.
 ///
-/// A write that fails costs the cache, not the pull: the partial file is removed, the readers
-/// of the file fail (later requests fetch for themselves), and the leader, if it kept up, gets
-/// the rest from memory at its own pace.
+/// A write that fails costs the cache, not the pull: the download goes on for one reader, from
+/// memory at that reader's pace — the leader if it kept up, else the first reader to reach the
+/// end of what the file holds ([`DownloadState::Relayed`]). The other readers fail (their
+/// clients retry, and fetch for themselves); the partial file is removed at the end.
 async fn spool(
+    body: impl futures_util::Stream<Item = Result<Bytes, Outcome>> + Unpin,
+    mut sink: Sink<'_>,
+    state: &watch::Sender<DownloadState>,
+    leader: &mut Option<mpsc::Sender<Piece>>,
+) -> Spooled {
+    let spooled = spool_body(body, &mut sink, state, leader).await;
+    if !spooled.in_file {
+        sink.store.discard(sink.temp).await;
+    }
+    spooled
+}
+
+async fn spool_body(
     mut body: impl futures_util::Stream<Item = Result<Bytes, Outcome>> + Unpin,
-    sink: Sink<'_>,
+    sink: &mut Sink<'_>,
     state: &watch::Sender<DownloadState>,
     leader: &mut Option<mpsc::Sender<Piece>>,
 ) -> Spooled {
     let mut total = 0u64;
-    let mut in_file = true;
+    // Set once the file is lost: the one reader the rest goes to.
+    let mut relay: Option<mpsc::Sender<Piece>> = None;
     loop {
         let chunk = match body.next().await {
             Some(Ok(chunk)) => chunk,
-            Some(Err(outcome)) => return Spooled { outcome, in_file },
+            Some(Err(outcome)) => {
+                let in_file = relay.is_none();
+                return Spooled { outcome, in_file };
+            }
             None => {
                 // Without a file there is no commit to send the end: every byte is verified.
-                if !in_file && let Some(sender) = leader.take() {
-                    let _ = sender.send(Piece::Done).await;
-                }
+                let in_file = match relay {
+                    Some(relay) => {
+                        if !relayed(&relay, Piece::Done, state).await {
+                            return left_alone();
+                        }
+                        false
+                    }
+                    None => true,
+                };
                 return Spooled {
                     outcome: Outcome::Complete(total),
                     in_file,
@@ -912,14 +928,9 @@ async fn spool(
             }
         };
         total += chunk.len() as u64;
-        if !in_file {
-            let sent = match leader {
-                Some(sender) => sender.send(Piece::Data(chunk)).await.is_ok(),
-                None => false,
-            };
-            if !sent {
-                let outcome = Outcome::Broken("the client left a download it alone read".into());
-                return Spooled { outcome, in_file };
+        if let Some(relay) = &relay {
+            if !relayed(relay, Piece::Data(chunk), state).await {
+                return left_alone();
             }
             continue;
         }
@@ -941,18 +952,62 @@ async fn spool(
             }
             Ok(None) => {}
             Err(error) => {
-                sink.store.discard(sink.temp).await;
-                CacheStats::count(&sink.stats.store_failures);
-                state.send_replace(DownloadState::Uncacheable);
-                in_file = false;
-                if leader.is_none() {
-                    tracing::warn!(%error, "writing the blob store failed mid-download; its readers fetch it again");
-                    let outcome = Outcome::Broken(format!("writing the blob store: {error}"));
-                    return Spooled { outcome, in_file };
-                }
                 tracing::warn!(%error, "writing the blob store failed mid-download; the blob is served uncached");
+                CacheStats::count(&sink.stats.store_failures);
+                let rest = match leader.take() {
+                    // The leader kept up: it has every byte so far.
+                    Some(leader) => {
+                        state.send_replace(DownloadState::Uncacheable);
+                        leader
+                    }
+                    None => {
+                        let (from, unwritten) = sink.file.unwritten();
+                        let (rest, receiver) = mpsc::channel(LEADER_QUEUE);
+                        state.send_replace(DownloadState::Relayed {
+                            from,
+                            rest: Arc::new(Mutex::new(Some(receiver))),
+                        });
+                        for chunk in unwritten {
+                            if !relayed(&rest, Piece::Data(chunk), state).await {
+                                return left_alone();
+                            }
+                        }
+                        rest
+                    }
+                };
+                relay = Some(rest);
             }
         }
+    }
+}
+
+/// Hands `piece` to the one reader of a download that lost its file, waiting for it; false
+/// once that reader is gone, or nobody is left who could take the rest.
+async fn relayed(
+    relay: &mpsc::Sender<Piece>,
+    piece: Piece,
+    state: &watch::Sender<DownloadState>,
+) -> bool {
+    let sent = relay.send(piece);
+    tokio::pin!(sent);
+    loop {
+        tokio::select! {
+            sent = &mut sent => return sent.is_ok(),
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
+                // The map of downloads holds one receiver of the state; readers hold the others.
+                if state.receiver_count() <= 1 {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// The end of a download whose file was lost and whose last reader left.
+fn left_alone() -> Spooled {
+    Spooled {
+        outcome: Outcome::Broken("no reader is left for a download that lost its file".into()),
+        in_file: false,
     }
 }
 
@@ -1134,9 +1189,15 @@ fn announced_length(response: &reqwest::Response) -> Option<u64> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_failed_write_of_the_spool_costs_the_cache_not_the_client_that_started_the_download()
-    {
+    /// A download of `chunks` into a store whose disk is full (every write of the spool fails,
+    /// ENOSPC), for the `leader` given; with a reader that follows the spool from its start when
+    /// `follower`. How it ended, what the leader and the follower got, and what the store has
+    /// in its temporary directory and counted as failures.
+    async fn into_a_full_disk(
+        chunks: &[Bytes],
+        leader: Option<mpsc::Sender<Piece>>,
+        follower: bool,
+    ) -> (Spooled, Option<Vec<u8>>, usize, u64) {
         let dir = tempfile::tempdir().unwrap();
         let stats = Arc::new(CacheStats::default());
         let store = BlobStore::open(
@@ -1151,43 +1212,23 @@ mod tests {
             .parse()
             .unwrap();
         let (temp, _unused) = store.begin_write(&digest, None).await.unwrap();
-        // The disk is full: every write of the spool fails (ENOSPC).
         let full = std::fs::OpenOptions::new()
             .write(true)
             .open("/dev/full")
             .unwrap();
         let mut file = TempWriter::of_file(full);
-        // More chunks than the leader's queue holds: once the file is lost, the download waits
-        // for the leader.
-        let chunks: Vec<Bytes> = (0..4 * LEADER_QUEUE)
-            .map(|i| Bytes::from(vec![i as u8; 64 * 1024]))
-            .collect();
-        let body = futures_util::stream::iter(chunks.clone().into_iter().map(Ok));
+        let body = futures_util::stream::iter(chunks.iter().cloned().map(Ok));
         let (state, readers) = watch::channel(DownloadState::Streaming {
             temp: temp.clone(),
             len: None,
             written: 0,
         });
-        let (sender, mut received) = mpsc::channel(LEADER_QUEUE);
-        let mut leader = Some(sender);
+        let mut leader = leader;
         let sink = Sink {
             file: &mut file,
             temp: &temp,
             store: &store,
             stats: &stats,
-        };
-        let leader_reads = async {
-            let (mut bytes, mut done) = (Vec::new(), false);
-            while let Some(piece) = received.recv().await {
-                match piece {
-                    Piece::Data(chunk) => bytes.extend_from_slice(&chunk),
-                    Piece::Done => {
-                        done = true;
-                        break;
-                    }
-                }
-            }
-            (bytes, done)
         };
         let download = async {
             let spooled = spool(body, sink, &state, &mut leader).await;
@@ -1195,19 +1236,76 @@ mod tests {
             leader.take();
             spooled
         };
-        let (spooled, (bytes, done)) = tokio::join!(download, leader_reads);
+        let reader = async {
+            if !follower {
+                return None;
+            }
+            let read: std::io::Result<Vec<Bytes>> =
+                follow(temp.clone(), readers.clone(), 0).try_collect().await;
+            read.ok().map(|chunks| chunks.concat())
+        };
+        let (spooled, followed) = tokio::join!(download, reader);
+        let left = std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
+        (
+            spooled,
+            followed,
+            left,
+            CacheStats::get(&stats.store_failures),
+        )
+    }
+
+    fn chunks(count: usize) -> Vec<Bytes> {
+        (0..count)
+            .map(|i| Bytes::from(vec![i as u8; 64 * 1024]))
+            .collect()
+    }
+
+    fn complete(spooled: &Spooled, chunks: &[Bytes]) -> bool {
         let total = chunks.iter().map(Bytes::len).sum::<usize>() as u64;
+        matches!(spooled.outcome, Outcome::Complete(n) if n == total)
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_kept_up_gets_every_byte_when_the_spool_cannot_be_written() {
+        // Fewer chunks than the leader's queue holds: it keeps up without reading meanwhile,
+        // and more than two batches: the write of the first fails with the second.
+        let chunks = chunks(LEADER_QUEUE - 8);
+        let (sender, mut received) = mpsc::channel(LEADER_QUEUE);
+        let (spooled, _, left, failures) = into_a_full_disk(&chunks, Some(sender), false).await;
+        let (mut bytes, mut done) = (Vec::new(), false);
+        while let Some(piece) = received.recv().await {
+            match piece {
+                Piece::Data(chunk) => bytes.extend_from_slice(&chunk),
+                Piece::Done => done = true,
+            }
+        }
         assert_eq!(
             (
-                matches!(spooled.outcome, Outcome::Complete(n) if n == total),
+                complete(&spooled, &chunks),
                 spooled.in_file,
                 bytes == chunks.concat(),
                 done,
-                matches!(*readers.borrow(), DownloadState::Uncacheable),
-                std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
-                CacheStats::get(&stats.store_failures)
+                left,
+                failures
             ),
-            (true, false, true, true, true, 0, 1)
+            (true, false, true, true, 0, 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reader_of_the_spool_gets_every_byte_when_the_spool_cannot_be_written() {
+        // The leader lagged (or left): the reader of the file takes the rest from memory.
+        let chunks = chunks(4 * LEADER_QUEUE);
+        let (spooled, followed, left, failures) = into_a_full_disk(&chunks, None, true).await;
+        assert_eq!(
+            (
+                complete(&spooled, &chunks),
+                spooled.in_file,
+                followed == Some(chunks.concat()),
+                left,
+                failures
+            ),
+            (true, false, true, 0, 1)
         );
     }
 
