@@ -7,6 +7,10 @@
 //! while hashing, and every client — the first included — streams from that file as it grows.
 //! The last byte is only released once the digest is verified, and the file only enters the store
 //! then; a mismatch aborts every response and marks the source as corrupt for that blob.
+//!
+//! The download is by digest, but its outcome is its repository's: a client of another
+//! repository that joins it is served only once that repository is known to hold the blob, and
+//! fetches along its own route when the download fails.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -94,23 +98,14 @@ impl Proxy {
         // The rules decide first: a stored blob is only served where they allow a pull.
         let candidates = self.blob_candidates(repository, &logical)?;
         // A hit costs one look at the index; only a miss checks for a commit under way.
-        let stored = self.cache.blobs.stat(digest).is_some()
-            || (self.wait_for_commit(digest).await && self.cache.blobs.stat(digest).is_some());
-        if stored {
-            let stored_len = self.cache.blobs.stat(digest);
-            self.may_serve_cached(&logical, &candidates, Stored::Blob, stored_len)
-                .await?;
+        if self.cache.blobs.stat(digest).is_none() {
+            self.wait_for_commit(digest).await;
         }
-        if let Some(blob) = self.cache.blobs.open_blob(digest) {
-            CacheStats::count(&self.cache.stats.blob_hits);
-            tracing::info!(reference = %logical, served_by = "cache", "blob served");
-            return Ok(stored_blob_response(
-                blob,
-                digest,
-                range,
-                head,
-                &self.cache.stats,
-            ));
+        if let Some(response) = self
+            .serve_stored(&logical, &candidates, range, head)
+            .await?
+        {
+            return Ok(response);
         }
         if candidates.is_empty() {
             return Err(Error::Upstream(format!(
@@ -129,8 +124,18 @@ impl Proxy {
         }
         CacheStats::count(&self.cache.stats.blob_misses);
         'rounds: for _ in 0..JOIN_ROUNDS {
-            let (mut state, leader, origin) =
-                self.join_download(&logical, digest, &candidates).await?;
+            let Some((mut state, leader, origin)) =
+                self.join_download(&logical, digest, &candidates).await?
+            else {
+                // A download that ended meanwhile stored the blob.
+                if let Some(response) = self
+                    .serve_stored(&logical, &candidates, None, false)
+                    .await?
+                {
+                    return Ok(response);
+                }
+                continue;
+            };
             // A download started for another repository may only be shared once this
             // repository is known to hold the blob too. That is checked after the join, whoever
             // started the download and however long this request waited for its slot: a client
@@ -279,29 +284,67 @@ impl Proxy {
         false
     }
 
+    /// Blob `logical` from the store, whole or the part `range` asks, once the pair is
+    /// confirmed for its repository; `None` when it is not stored.
+    async fn serve_stored(
+        &self,
+        logical: &Reference,
+        candidates: &[(Reference, Role)],
+        range: Option<&HeaderValue>,
+        head: bool,
+    ) -> Result<Option<Response<Body>>, Error> {
+        let Some(digest) = logical.digest() else {
+            return Ok(None);
+        };
+        let Some(stored_len) = self.cache.blobs.stat(&digest) else {
+            return Ok(None);
+        };
+        self.may_serve_cached(logical, candidates, Stored::Blob, Some(stored_len))
+            .await?;
+        let Some(blob) = self.cache.blobs.open_blob(&digest) else {
+            return Ok(None);
+        };
+        CacheStats::count(&self.cache.stats.blob_hits);
+        tracing::info!(reference = %logical, served_by = "cache", "blob served");
+        Ok(Some(stored_blob_response(
+            blob,
+            &digest,
+            range,
+            head,
+            &self.cache.stats,
+        )))
+    }
+
     /// Joins the download of `digest` under way (taking no slot), or starts one holding a fetch
     /// slot until it ends; with the repository whose download it is, and for the client that
-    /// started it, the bytes as they arrive.
+    /// started it, the bytes as they arrive. `None` when the blob is stored by now (a download
+    /// that ended meanwhile): no other is started.
     async fn join_download(
         self: &Arc<Self>,
         logical: &Reference,
         digest: &Digest,
         candidates: &[(Reference, Role)],
     ) -> Result<
-        (
+        Option<(
             watch::Receiver<DownloadState>,
             Option<mpsc::Receiver<Piece>>,
             String,
-        ),
+        )>,
         Error,
     > {
         if let Some((state, origin)) = self.downloads.get(digest.as_str()) {
             CacheStats::count(&self.cache.stats.coalesced);
-            return Ok((state, None, origin));
+            return Ok(Some((state, None, origin)));
+        }
+        if self.cache.blobs.stat(digest).is_some() {
+            return Ok(None);
         }
         // The slot is taken before the download starts, so that a refusal reaches this client
         // alone. A download started while it waited is joined instead (the slot goes back).
         let slot = self.fetch_slots.acquire(logical.as_str()).await?;
+        if self.cache.blobs.stat(digest).is_some() {
+            return Ok(None);
+        }
         let (leader, leader_receiver) = mpsc::channel(LEADER_QUEUE);
         let this = self.clone();
         let owned = (logical.clone(), digest.clone(), candidates.to_vec());
@@ -322,9 +365,13 @@ impl Proxy {
         );
         if let Some(origin) = joined {
             CacheStats::count(&self.cache.stats.coalesced);
-            return Ok((state, None, origin));
+            return Ok(Some((state, None, origin)));
         }
-        Ok((state, Some(leader_receiver), logical.name().to_owned()))
+        Ok(Some((
+            state,
+            Some(leader_receiver),
+            logical.name().to_owned(),
+        )))
     }
 
     /// Downloads a blob into the store, from the shared tier when it holds the blob and may
