@@ -424,15 +424,7 @@ async fn a_tag_answer_is_not_reused_once_the_rules_route_the_tag_elsewhere() {
         )
         .unwrap(),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(mirrorgate::http::serve(
-        listener,
-        proxy.clone(),
-        None,
-        config.limits.clone(),
-        std::future::pending(),
-    ));
+    let addr = support::serve_in_process(&proxy, config.limits.clone()).await;
     let digest_of_tag = || {
         let addr = addr.clone();
         tokio::task::spawn_blocking(move || {

@@ -52,20 +52,6 @@ fn proxy_with(
     Arc::new(Proxy::new(Arc::new(rule_set), Upstream::new(&config).unwrap(), &config).unwrap())
 }
 
-/// Serves `proxy` on a free loopback port; its address.
-async fn serve(proxy: &Arc<Proxy>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(mirrorgate::http::serve(
-        listener,
-        proxy.clone(),
-        None,
-        Config::default().limits,
-        std::future::pending(),
-    ));
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_in_process_api_caches_a_manifest_and_its_blobs_along_the_rules() {
     let mirror = Registry::start();
@@ -90,7 +76,7 @@ async fn the_in_process_api_caches_a_manifest_and_its_blobs_along_the_rules() {
         .collect();
 
     // A client now gets all of it from the caches: the mirror sees no request.
-    let addr = serve(&proxy).await;
+    let addr = support::serve_in_process(&proxy, Config::default().limits).await;
     let mark = mirror.mark();
     let paths: Vec<String> = std::iter::once(format!("/v2/{SOURCE}/ns/app/manifests/v1"))
         .chain(
@@ -184,7 +170,7 @@ fn a_scoped_client_queued_for_a_slot_does_not_get_a_blob_a_warm_job_streams_for_
         config.clients.mode = mirrorgate::access::ClientMode::Token;
         config.clients.tokens_file = Some(tokens);
     });
-    let addr = runtime.block_on(serve(&proxy));
+    let addr = runtime.block_on(support::serve_in_process(&proxy, Config::default().limits));
     let get = |path: String, token: &'static str| {
         let addr = addr.clone();
         std::thread::spawn(move || {
