@@ -424,15 +424,7 @@ async fn a_tag_answer_is_not_reused_once_the_rules_route_the_tag_elsewhere() {
         )
         .unwrap(),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(mirrorgate::http::serve(
-        listener,
-        proxy.clone(),
-        None,
-        config.limits.clone(),
-        std::future::pending(),
-    ));
+    let addr = support::serve_in_process(&proxy, config.limits.clone()).await;
     let digest_of_tag = || {
         let addr = addr.clone();
         tokio::task::spawn_blocking(move || {
@@ -666,5 +658,205 @@ fn a_cached_blob_named_by_a_manifest_the_other_repository_served_needs_no_confir
             mirror.content_requests_since(mark)
         ),
         (200, 200, 200, true, Vec::<String>::new())
+    );
+}
+
+/// The value of the counter or gauge `series` on the proxy's `/metrics`.
+fn metric(proxy: &Mirrorgate, series: &str) -> u64 {
+    proxy
+        .get("/metrics", &[])
+        .text()
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_download_that_fails_for_one_repository_is_not_the_answer_of_another_that_joined_it() {
+    let mirror = Registry::start();
+    let image = single_arch("joined-failure", &[40_000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let front = support::Throttle::start_holding_blobs(mirror.endpoint());
+    let proxy = Mirrorgate::start(&rules(&[MIRROR]), &[(MIRROR, &front.endpoint())], "");
+    let layer = &image.layers[0];
+    std::thread::scope(|s| {
+        // ns/missing does not hold the layer: its download will end in a 404.
+        let missing = s.spawn(|| proxy.get(&format!("/v2/{SOURCE}/ns/missing/blobs/{layer}"), &[]));
+        support::wait_until(support::READY_TIMEOUT, || Ok(front.held() == 1))
+            .expect("the download for ns/missing reached the mirror");
+        // ns/app holds it, and asks while that download is under way.
+        let app = s.spawn(|| proxy.get(&format!("/v2/{SOURCE}/ns/app/blobs/{layer}"), &[]));
+        support::wait_until(support::READY_TIMEOUT, || {
+            Ok(metric(&proxy, "mirrorgate_cache_coalesced_total") == 1)
+        })
+        .expect("ns/app joined the download under way");
+        front.release_all();
+        let (missing, app) = (missing.join().unwrap(), app.join().unwrap());
+        assert_eq!(
+            (
+                missing.status,
+                app.status,
+                app.body == image.blob(layer),
+                app.text().contains("ns/missing")
+            ),
+            (404, 200, true, false),
+            "ns/app got: {}",
+            app.text()
+        );
+    });
+}
+
+#[test]
+fn a_head_passed_through_without_digest_or_length_confirms_nothing() {
+    let mirror = Registry::start();
+    let image = single_arch("bare-head", &[20_000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let front = support::Throttle::start_bare_blob_heads(mirror.endpoint());
+    let proxy = Mirrorgate::start(&rules(&[MIRROR]), &[(MIRROR, &front.endpoint())], "");
+    let layer = &image.layers[0];
+    let elsewhere = format!("/v2/{SOURCE}/ns/elsewhere/blobs/{layer}");
+    // The front answers 200 for a HEAD of any blob in any repository, vouching for nothing.
+    let head = support::http_request("HEAD", &proxy.addr(), &elsewhere, &[], b"");
+    let held = proxy.get(&format!("/v2/{SOURCE}/ns/app/blobs/{layer}"), &[]);
+    let served = proxy.get(&elsewhere, &[]);
+    let confirmed =
+        std::fs::read_to_string(proxy.cache_dir().join("confirmed")).unwrap_or_default();
+    assert_eq!(
+        (
+            head.status,
+            held.status,
+            served.body == image.blob(layer),
+            confirmed.contains("ns/elsewhere")
+        ),
+        (200, 200, false, false),
+        "{}: {}\nconfirmed:\n{confirmed}",
+        served.status,
+        served.text()
+    );
+}
+
+#[test]
+fn a_blob_larger_than_max_size_is_served_uncached_and_evicts_nothing() {
+    let mirror = Registry::start();
+    let image = single_arch("oversized", &[40_000, 40_000, 40_000, 200_000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let proxy = Mirrorgate::start(
+        &rules(&[MIRROR]),
+        &[(MIRROR, &mirror.endpoint())],
+        "cache:\n  max_size: 150KiB\n",
+    );
+    let path = |layer: &str| format!("/v2/{SOURCE}/ns/app/blobs/{layer}");
+    let (small, big) = image.layers.split_at(3);
+    let blobs = proxy.cache_dir().join("blobs");
+    for layer in small {
+        assert_eq!(proxy.get(&path(layer), &[]).status, 200);
+    }
+    support::wait_until(support::READY_TIMEOUT, || Ok(files_in(&blobs).len() == 3))
+        .expect("the small layers are stored");
+    let served = proxy.get(&path(&big[0]), &[]);
+    // A download is committed after its client has the last byte; a HEAD right after waits
+    // for that commit.
+    let head = support::http_request("HEAD", &proxy.addr(), &path(&big[0]), &[], b"");
+    let mut stored: Vec<u64> = files_in(&blobs).into_iter().map(|(_, size)| size).collect();
+    stored.sort_unstable();
+    let mut small_sizes: Vec<u64> = small.iter().map(|l| image.blob(l).len() as u64).collect();
+    small_sizes.sort_unstable();
+    let mark = mirror.mark();
+    let again: Vec<u16> = small
+        .iter()
+        .map(|layer| proxy.get(&path(layer), &[]).status)
+        .collect();
+    assert_eq!(
+        (
+            served.status,
+            served.body == image.blob(&big[0]),
+            head.status,
+            stored,
+            again,
+            mirror.count_since(mark, "GET", "/blobs/"),
+        ),
+        (200, true, 200, small_sizes, vec![200; 3], 0)
+    );
+}
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted when dropped; `None` (with the
+/// reason printed) where mounting is not allowed.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match mounted {
+            Ok(output) if output.status.success() => Some(SmallDisk { dir }),
+            Ok(output) => {
+                println!(
+                    "skipped: cannot mount a tmpfs ({})",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                );
+                None
+            }
+            Err(error) => {
+                println!("skipped: cannot run mount ({error})");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_disk_that_fills_mid_download_costs_the_cache_not_the_pull() {
+    let Some(disk) = SmallDisk::mount("1m") else {
+        return;
+    };
+    let mirror = Registry::start();
+    let image = single_arch("disk-fills", &[4 << 20]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    // Sent without a length, the blob cannot be reserved on disk up front: the disk fills
+    // while it streams.
+    let front = support::Throttle::start_unsized_blobs(mirror.endpoint());
+    let cache = disk.dir.path().join("cache");
+    let proxy = Mirrorgate::start(
+        &rules(&[MIRROR]),
+        &[(MIRROR, &front.endpoint())],
+        &format!("cache:\n  dir: {}\n  min_free_space: 0\n", cache.display()),
+    );
+    let layer = &image.layers[0];
+    let pulled = support::try_http_request(
+        "GET",
+        &proxy.addr(),
+        &format!("/v2/{SOURCE}/ns/app/blobs/{layer}"),
+        &[],
+        b"",
+    );
+    let left_behind = files_in(&cache.join("tmp"));
+    let stored = files_in(&cache.join("blobs"));
+    assert_eq!(
+        (
+            pulled
+                .as_ref()
+                .map(|r| (r.status, r.body == image.blob(layer)))
+                .map_err(ToString::to_string),
+            left_behind,
+            stored,
+            metric(&proxy, "mirrorgate_cache_store_failures_total")
+        ),
+        (Ok((200, true)), Vec::new(), Vec::new(), 1),
+        "log:\n{}",
+        proxy.log()
     );
 }

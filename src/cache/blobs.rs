@@ -205,6 +205,12 @@ impl BlobStore {
         }
     }
 
+    /// Whether a blob of `len` bytes can be stored at all (`cache.max_size`): a larger one is
+    /// streamed without being cached, rather than evicting the whole store for nothing.
+    pub fn fits(&self, len: u64) -> bool {
+        len <= self.lock().capacity()
+    }
+
     /// Whether `len` more bytes fit on the store's filesystem with `cache.min_free_space` to
     /// spare. Eviction only bounds the store itself; the disk may be shared, or full of
     /// something else. When the free space cannot be read, the write is left to tell.
@@ -272,18 +278,29 @@ impl BlobStore {
         // on disk never holds more than its bound, not even for a moment.
         let key = digest.as_str().to_owned();
         let mut index = self.lock();
+        // The same content is already stored (and may be read): the copy is not needed.
+        if index.peek(&key).is_some() {
+            return std::fs::remove_file(temp);
+        }
         let entry = BlobEntry {
             size,
             readers: Arc::new(AtomicUsize::new(0)),
         };
-        let evicted = index.insert(key.clone(), entry, size, |_, entry| {
+        let mut evicted = index.insert(key.clone(), entry, size, |_, entry| {
             entry.readers.load(Ordering::Acquire) > 0
         });
-        // A blob larger than the whole bound is evicted at once: it is not kept.
-        let kept = !evicted.iter().any(|(evicted, _)| *evicted == key);
+        // A blob the bound cannot make room for (larger than `cache.max_size`, or than what the
+        // blobs being read leave) is refused alone, without evicting anything: it is served, not
+        // kept.
+        let refused = evicted.iter().position(|(evicted, _)| *evicted == key);
+        if let Some(refused) = refused {
+            evicted.swap_remove(refused);
+        }
         self.delete_evicted(evicted);
         CacheStats::set(&self.stats.blob_bytes, index.weight());
-        if !kept {
+        if refused.is_some() {
+            tracing::warn!(digest = %digest, size, max_size = index.capacity(), "blob larger than the room the store can make: served, not stored");
+            CacheStats::count(&self.stats.store_failures);
             return std::fs::remove_file(temp);
         }
         if let Err(error) = std::fs::rename(temp, &path) {
@@ -333,12 +350,17 @@ impl BlobStore {
 pub struct TempWriter {
     /// `None` while a batch is being written.
     file: Option<std::fs::File>,
-    in_flight: Option<tokio::task::JoinHandle<(std::fs::File, io::Result<u64>)>>,
+    in_flight: Option<tokio::task::JoinHandle<(std::fs::File, Batch)>>,
     pending: Vec<Bytes>,
     pending_len: usize,
     /// Bytes known to be in the file.
     written: u64,
+    /// The batch whose write failed: after `written`, before `pending`.
+    failed: Vec<Bytes>,
 }
+
+/// A batch written (its length), or why not, with its chunks.
+type Batch = Result<u64, (io::Error, Vec<Bytes>)>;
 
 /// How many bytes a [`TempWriter`] collects before it writes them.
 pub const WRITE_BATCH: usize = 1 << 20;
@@ -351,7 +373,17 @@ impl TempWriter {
             pending: Vec::new(),
             pending_len: 0,
             written: 0,
+            failed: Vec::new(),
         }
+    }
+
+    /// After a failed write: the bytes known to be in the file, and the chunks that follow
+    /// them, which never reached it (bounded by two batches).
+    pub fn unwritten(&mut self) -> (u64, Vec<Bytes>) {
+        let mut chunks = std::mem::take(&mut self.failed);
+        chunks.append(&mut self.pending);
+        self.pending_len = 0;
+        (self.written, chunks)
     }
 
     /// Adds a chunk. When a batch is full it is handed to the blocking pool (after the previous
@@ -396,6 +428,12 @@ impl TempWriter {
             .ok_or_else(|| io::Error::other("an earlier write of this file failed"))
     }
 
+    /// A writer of `file`, which a test chooses (one whose writes fail, say).
+    #[cfg(test)]
+    pub(crate) fn of_file(file: std::fs::File) -> TempWriter {
+        TempWriter::new(file)
+    }
+
     fn start_batch(&mut self) {
         if self.pending.is_empty() {
             return;
@@ -407,10 +445,10 @@ impl TempWriter {
         self.pending_len = 0;
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
             use std::io::Write;
-            let result = batch
-                .iter()
-                .try_for_each(|chunk| file.write_all(chunk))
-                .map(|()| batch.iter().map(|c| c.len() as u64).sum());
+            let result = match batch.iter().try_for_each(|chunk| file.write_all(chunk)) {
+                Ok(()) => Ok(batch.iter().map(|c| c.len() as u64).sum()),
+                Err(error) => Err((error, batch)),
+            };
             (file, result)
         }));
     }
@@ -426,8 +464,16 @@ impl TempWriter {
         };
         let (file, result) = in_flight.await.map_err(io::Error::other)?;
         self.file = Some(file);
-        self.written += result?;
-        Ok(())
+        match result {
+            Ok(written) => {
+                self.written += written;
+                Ok(())
+            }
+            Err((error, batch)) => {
+                self.failed = batch;
+                Err(error)
+            }
+        }
     }
 }
 
@@ -477,6 +523,18 @@ fn free_space(path: &Path) -> Option<u64> {
     Some(blocks.saturating_mul(size))
 }
 
+/// What a download hands a reader from memory rather than through the file.
+#[derive(Debug)]
+pub enum Piece {
+    /// The next bytes (never the last ones before the digest is verified).
+    Data(Bytes),
+    /// Every byte was sent and verified.
+    Done,
+}
+
+/// The rest of a download that lost its file, for the one reader that takes it.
+pub type Relay = Arc<Mutex<Option<tokio::sync::mpsc::Receiver<Piece>>>>;
+
 /// The progress of a blob download shared by everyone reading it.
 #[derive(Debug, Clone)]
 pub enum DownloadState {
@@ -509,6 +567,15 @@ pub enum DownloadState {
     /// The store cannot take the blob (the cache directory is unusable): each reader fetches it
     /// for itself, uncached.
     Uncacheable,
+    /// Writing `temp` failed after its first `from` bytes (a full disk): the download goes on
+    /// uncached, for one reader, which reads the file up to `from` and takes the rest from
+    /// `rest`. Other readers fail, and later requests fetch the blob for themselves.
+    Relayed {
+        /// The bytes in the file.
+        from: u64,
+        /// The rest, for the first reader that gets that far.
+        rest: Relay,
+    },
 }
 
 /// Reads `len` bytes of `file` from `start`, as chunks of at most [`READ_CHUNK`].
@@ -605,6 +672,8 @@ pub fn follow(
         position: u64,
         state: watch::Receiver<DownloadState>,
         done: bool,
+        /// The rest of a download that lost its file, and where its next chunk starts.
+        relay: Option<(tokio::sync::mpsc::Receiver<Piece>, u64)>,
     }
     let follower = Follower {
         temp: spool.temp,
@@ -613,12 +682,35 @@ pub fn follow(
         position: start,
         state,
         done: false,
+        relay: None,
     };
     futures_util::stream::unfold(follower, |mut f| async move {
         if f.done {
             return None;
         }
         loop {
+            if let Some((rest, at)) = &mut f.relay {
+                match rest.recv().await {
+                    Some(Piece::Data(chunk)) => {
+                        let start = *at;
+                        *at += chunk.len() as u64;
+                        // Bytes this reader already had from the file (or from memory).
+                        if *at <= f.position {
+                            continue;
+                        }
+                        let skip = usize::try_from(f.position - start).unwrap_or(0);
+                        let chunk = chunk.slice(skip..);
+                        f.position += chunk.len() as u64;
+                        return Some((Ok(chunk), f));
+                    }
+                    Some(Piece::Done) => return None,
+                    None => {
+                        f.done = true;
+                        let error = io::Error::other("the uncached download of the blob failed");
+                        return Some((Err(error), f));
+                    }
+                }
+            }
             let snapshot = f.state.borrow_and_update().clone();
             // A download that started over (its first source broke off or was corrupt) grows
             // another spool: the bytes read so far came from the abandoned one.
@@ -648,6 +740,17 @@ pub fn follow(
                     return Some((Err(error), f));
                 }
                 DownloadState::Connecting => (0, false),
+                DownloadState::Relayed { from, .. } if f.position < from => (from, false),
+                DownloadState::Relayed { from, rest } => {
+                    let taken = rest.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    let Some(rest) = taken else {
+                        f.done = true;
+                        let error = io::Error::other("the blob could not be cached; try again");
+                        return Some((Err(error), f));
+                    };
+                    f.relay = Some((rest, from));
+                    continue;
+                }
             };
             if f.position < readable {
                 let want = usize::try_from(readable - f.position)
@@ -741,14 +844,65 @@ mod tests {
     }
 
     fn store(dir: &Path) -> BlobStore {
+        store_of(dir, u64::MAX)
+    }
+
+    fn store_of(dir: &Path, max_size: u64) -> BlobStore {
         BlobStore::open(
             dir.join("blobs"),
             dir.join("tmp"),
-            u64::MAX,
+            max_size,
             0,
             Arc::new(CacheStats::default()),
         )
         .unwrap()
+    }
+
+    /// Writes and commits `len` bytes of `fill`; their digest.
+    async fn put(store: &BlobStore, fill: u8, len: usize) -> Digest {
+        let content = vec![fill; len];
+        let digest: Digest = crate::reference::digest_of(Algorithm::Sha256, &content)
+            .parse()
+            .unwrap();
+        let (spool, mut writer) = store.begin_write(&digest, None).await.unwrap();
+        writer.push(Bytes::from(content)).await.unwrap();
+        let written = writer.flush().await.unwrap();
+        store.commit(&spool, &digest, written).unwrap();
+        digest
+    }
+
+    #[tokio::test]
+    async fn a_blob_larger_than_the_store_is_not_kept_and_evicts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_of(dir.path(), 100);
+        let small = [put(&store, 1, 30).await, put(&store, 2, 30).await];
+        let big = put(&store, 3, 150).await;
+        let leftovers = std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
+        assert_eq!(
+            (
+                small.map(|digest| store.stat(&digest)),
+                store.stat(&big),
+                store.fits(150),
+                leftovers
+            ),
+            ([Some(30), Some(30)], None, false, 0)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_blob_that_fits_only_in_place_of_blobs_being_read_evicts_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_of(dir.path(), 100);
+        let older = put(&store, 1, 30).await;
+        let read = put(&store, 2, 60).await;
+        let reading = store.open_blob(&read).expect("stored");
+        // 60 bytes being read leave room for 40: evicting the older 30 would not make room.
+        let newer = put(&store, 3, 50).await;
+        drop(reading);
+        assert_eq!(
+            (store.stat(&older), store.stat(&read), store.stat(&newer)),
+            (Some(30), Some(60), None)
+        );
     }
 
     #[tokio::test]

@@ -62,24 +62,26 @@ impl<S: Send + Sync + 'static> Flights<S> {
             .collect()
     }
 
-    /// Follows the flight for `key` (returning `joined = true`), or starts `work` in a task, in
-    /// state `initial`. The work publishes its progress through the [`Progress`] it is given;
-    /// the state it returns is published last, once the flight has left the map (so a request
-    /// that sees it finds the cache filled, and a finished flight is never joined). The sender
-    /// is dropped after that: a follower waiting for changes sees the end.
+    /// Follows the flight for `key` (returning who started it), or starts `work` in a task, in
+    /// state `initial` (returning `None`). The work publishes its progress through the
+    /// [`Progress`] it is given; the state it returns is published last, once the flight has
+    /// left the map (so a request that sees it finds the cache filled, and a finished flight is
+    /// never joined). The sender is dropped after that: a follower waiting for changes sees the
+    /// end. The origin of a joined flight is returned because its outcome is the origin's: a
+    /// follower started elsewhere decides whether that outcome is valid for it too.
     pub fn join_or_start<F>(
         &self,
         key: &str,
         origin: &str,
         initial: S,
         work: impl FnOnce(Progress<S>) -> F,
-    ) -> (watch::Receiver<S>, bool)
+    ) -> (watch::Receiver<S>, Option<String>)
     where
         F: Future<Output = S> + Send + 'static,
     {
         let mut running = self.lock();
         if let Some(flight) = running.get(key) {
-            return (flight.state.clone(), true);
+            return (flight.state.clone(), Some(flight.origin.clone()));
         }
         let (sender, receiver) = watch::channel(initial);
         running.insert(
@@ -98,7 +100,7 @@ impl<S: Send + Sync + 'static> Flights<S> {
             map.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
             sender.send_replace(value);
         });
-        (receiver, false)
+        (receiver, None)
     }
 }
 
@@ -113,6 +115,7 @@ impl<V: Clone + Send + Sync + 'static> Flights<Option<V>> {
             let future = work();
             async move { Some(future.await) }
         });
+        let joined = joined.is_some();
         loop {
             if let Some(value) = receiver.borrow_and_update().clone() {
                 return (Some(value), joined);
@@ -170,9 +173,8 @@ mod tests {
                 2
             });
         first.wait_for(|state| *state == 1).await.unwrap();
-        let (mut follower, joined) = flights.join_or_start("key", "repo-b", 0, |_| async { 99 });
+        let (mut follower, origin) = flights.join_or_start("key", "repo-b", 0, |_| async { 99 });
         let seen_joining = *follower.borrow_and_update();
-        let origin = flights.get("key").map(|(_, origin)| origin);
         go.send(()).unwrap();
         // The sender is dropped after the final state: the end is observable.
         while follower.changed().await.is_ok() {}
@@ -180,13 +182,12 @@ mod tests {
         assert_eq!(
             (
                 first_joined,
-                joined,
                 seen_joining,
                 origin,
                 last,
                 flights.contains("key")
             ),
-            (false, true, 1, Some("repo-a".to_owned()), 2, false)
+            (None, 1, Some("repo-a".to_owned()), 2, false)
         );
     }
 

@@ -56,7 +56,9 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
 
     /// Inserts (or replaces) `key` as the most recently used entry, then evicts least recently
     /// used entries that `pinned` does not protect until the total weight fits. Returns what was
-    /// evicted, which may include the new entry itself if it cannot fit.
+    /// evicted. An entry that cannot fit even with every unpinned entry gone (heavier than the
+    /// capacity, or than what the pinned ones leave) is refused alone: it is the only entry
+    /// returned, and nothing else is evicted for it.
     pub fn insert(
         &mut self,
         key: K,
@@ -65,6 +67,9 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
         pinned: impl Fn(&K, &V) -> bool,
     ) -> Vec<(K, V)> {
         self.remove(&key);
+        if !self.can_make_room(weight, &pinned) {
+            return vec![(key, value)];
+        }
         self.tick += 1;
         self.order.insert(self.tick, key.clone());
         self.entries.insert(
@@ -77,6 +82,31 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
         );
         self.weight += weight;
         self.evict(pinned)
+    }
+
+    /// Whether evicting unpinned entries, least recently used first, can make room for `weight`
+    /// more. Walks only as far as the eviction itself would.
+    fn can_make_room(&self, weight: u64, pinned: &impl Fn(&K, &V) -> bool) -> bool {
+        if weight > self.capacity {
+            return false;
+        }
+        let mut excess = (self.weight + weight).saturating_sub(self.capacity);
+        for key in self.order.values() {
+            if excess == 0 {
+                break;
+            }
+            if let Some(slot) = self.entries.get(key)
+                && !pinned(key, &slot.value)
+            {
+                excess = excess.saturating_sub(slot.weight);
+            }
+        }
+        excess == 0
+    }
+
+    /// The total weight the map may hold.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
     }
 
     /// Removes `key`.
@@ -169,6 +199,28 @@ mod tests {
         let mut lru: Lru<&str, u32> = Lru::new(2);
         let evicted = lru.insert("big", 1, 5, never);
         assert_eq!((evicted, lru.len()), (vec![("big", 1)], 0));
+    }
+
+    #[test]
+    fn an_entry_larger_than_the_capacity_evicts_nothing_else() {
+        let mut lru = Lru::new(10);
+        lru.insert("a", 1, 4, never);
+        lru.insert("b", 2, 4, never);
+        let evicted = lru.insert("big", 3, 11, never);
+        assert_eq!((evicted, lru.len(), lru.weight()), (vec![("big", 3)], 2, 8));
+    }
+
+    #[test]
+    fn an_entry_that_only_fits_in_place_of_pinned_ones_evicts_nothing_else() {
+        let mut lru = Lru::new(10);
+        lru.insert("pinned", 1, 6, never);
+        lru.insert("b", 2, 3, never);
+        // 6 pinned + 5 > 10, whatever else goes: "b" stays.
+        let evicted = lru.insert("new", 3, 5, |k, _| *k == "pinned");
+        assert_eq!(
+            (evicted, lru.peek(&"b"), lru.weight()),
+            (vec![("new", 3)], Some(&2), 9)
+        );
     }
 
     #[test]

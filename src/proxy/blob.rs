@@ -7,6 +7,10 @@
 //! while hashing, and every client — the first included — streams from that file as it grows.
 //! The last byte is only released once the digest is verified, and the file only enters the store
 //! then; a mismatch aborts every response and marks the source as corrupt for that blob.
+//!
+//! The download is by digest, but its outcome is its repository's: a client of another
+//! repository that joins it is served only once that repository is known to hold the blob, and
+//! fetches along its own route when the download fails.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -26,7 +30,9 @@ use super::{
     summary,
 };
 use super::{Route, Stored};
-use crate::cache::blobs::{BlobFile, DownloadState, Spool, TempWriter, follow, read_range};
+use crate::cache::blobs::{
+    BlobFile, BlobStore, DownloadState, Piece, Spool, TempWriter, follow, read_range,
+};
 use crate::cache::shared::{Kind, SharedError};
 use crate::cache::stats::CacheStats;
 use crate::reference::{Digest, Reference};
@@ -35,15 +41,9 @@ use crate::upstream::UpstreamRequest;
 
 /// Chunks queued for the client that started a download before it counts as lagging.
 const LEADER_QUEUE: usize = 64;
-
-/// What a download hands the client that started it.
-#[derive(Debug)]
-pub(super) enum Piece {
-    /// The next bytes (never the last ones before the digest is verified).
-    Data(Bytes),
-    /// Every byte was sent and verified.
-    Done,
-}
+/// How many downloads started for other repositories a request follows, when each ends without
+/// the blob, before it gives up (each time it tries to start one of its own).
+const JOIN_ROUNDS: usize = 4;
 
 /// The body of the client that started a download: bytes from memory as they arrive, then, if
 /// the queue was dropped before `Done` (the client lagged, or the download failed), the rest
@@ -99,23 +99,14 @@ impl Proxy {
         // The rules decide first: a stored blob is only served where they allow a pull.
         let candidates = self.blob_candidates(repository, &logical)?;
         // A hit costs one look at the index; only a miss checks for a commit under way.
-        let stored = self.cache.blobs.stat(digest).is_some()
-            || (self.wait_for_commit(digest).await && self.cache.blobs.stat(digest).is_some());
-        if stored {
-            let stored_len = self.cache.blobs.stat(digest);
-            self.may_serve_cached(&logical, &candidates, Stored::Blob, stored_len)
-                .await?;
+        if self.cache.blobs.stat(digest).is_none() {
+            self.wait_for_commit(digest).await;
         }
-        if let Some(blob) = self.cache.blobs.open_blob(digest) {
-            CacheStats::count(&self.cache.stats.blob_hits);
-            tracing::info!(reference = %logical, served_by = "cache", "blob served");
-            return Ok(stored_blob_response(
-                blob,
-                digest,
-                range,
-                head,
-                &self.cache.stats,
-            ));
+        if let Some(response) = self
+            .serve_stored(&logical, &candidates, range, head)
+            .await?
+        {
+            return Ok(response);
         }
         if candidates.is_empty() {
             return Err(Error::Upstream(format!(
@@ -147,105 +138,110 @@ impl Proxy {
                 .await;
         }
         CacheStats::count(&self.cache.stats.blob_misses);
-        // A download started for another repository may only be shared once this repository
-        // is known to hold the blob too.
-        // The confirmation checks the length the download has (or announced), like a stored
-        // blob's: a HEAD that claims the blob with another length confirms nothing.
-        let started_elsewhere = self
-            .downloads
-            .get(digest.as_str())
-            .filter(|(_, origin)| origin != logical.name())
-            .map(|(state, _)| match &*state.borrow() {
-                DownloadState::Complete { len, .. } => Some(*len),
-                DownloadState::Streaming { len, .. } => *len,
-                _ => None,
-            });
-        if let Some(len) = started_elsewhere {
-            self.may_serve_cached(&logical, &candidates, Stored::Blob, len)
-                .await?;
-        }
-        // Joining a download under way takes no slot; starting one does, before it starts, so
-        // that a refusal reaches this client alone.
-        let under_way = self.downloads.contains(digest.as_str());
-        let slot = if under_way {
-            None
-        } else {
-            Some(self.fetch_slots.acquire(logical.as_str()).await?)
-        };
-        let (mut state, leader) = self.join_download(&logical, digest, candidates, slot);
-        loop {
-            let current = state.borrow_and_update().clone();
-            match current {
-                DownloadState::Connecting => {
-                    if state.changed().await.is_err() {
-                        return Err(download_lost());
+        'rounds: for _ in 0..JOIN_ROUNDS {
+            let Some((mut state, leader, origin)) =
+                self.join_download(&logical, digest, &candidates).await?
+            else {
+                // A download that ended meanwhile stored the blob.
+                if let Some(response) = self
+                    .serve_stored(&logical, &candidates, None, false)
+                    .await?
+                {
+                    return Ok(response);
+                }
+                continue;
+            };
+            // A download started for another repository may only be shared once this
+            // repository is known to hold the blob too. That is checked after the join, whoever
+            // started the download and however long this request waited for its slot: a client
+            // queued for one may find a download started meanwhile (by a warm job, say).
+            // The confirmation checks the length the download has (or announced), like a
+            // stored blob's: a HEAD that claims the blob with another length confirms nothing.
+            let foreign = origin != logical.name();
+            if foreign {
+                let len = match &*state.borrow() {
+                    DownloadState::Complete { len, .. } => Some(*len),
+                    DownloadState::Streaming { len, .. } => *len,
+                    _ => None,
+                };
+                self.may_serve_cached(&logical, &candidates, Stored::Blob, len)
+                    .await?;
+            }
+            loop {
+                let current = state.borrow_and_update().clone();
+                match current {
+                    DownloadState::Connecting => {
+                        if state.changed().await.is_err() {
+                            return Err(download_lost());
+                        }
                     }
-                }
-                DownloadState::Streaming { temp, len, .. } => {
-                    let stats = self.cache.stats.clone();
-                    let bytes = match leader {
-                        Some(leader) => lead(leader, temp, state).boxed(),
-                        None => follow(temp, state, 0).boxed(),
-                    };
-                    let body = bytes.map_ok(move |chunk| {
-                        CacheStats::add(&stats.bytes_from_upstream, chunk.len() as u64);
-                        hyper::body::Frame::data(chunk)
-                    });
-                    return Ok(blob_response(
-                        StatusCode::OK,
-                        len,
-                        digest,
-                        None,
-                        StreamBody::new(body).boxed_unsync(),
-                    ));
-                }
-                DownloadState::Complete { len, temp } => {
-                    if let Some(blob) = self.cache.blobs.open_blob(digest) {
-                        return Ok(stored_blob_response(
-                            blob,
+                    DownloadState::Streaming { temp, len, .. } => {
+                        let stats = self.cache.stats.clone();
+                        let bytes = match leader {
+                            Some(leader) => lead(leader, temp, state).boxed(),
+                            None => follow(temp, state, 0).boxed(),
+                        };
+                        let body = bytes.map_ok(move |chunk| {
+                            CacheStats::add(&stats.bytes_from_upstream, chunk.len() as u64);
+                            hyper::body::Frame::data(chunk)
+                        });
+                        return Ok(blob_response(
+                            StatusCode::OK,
+                            len,
                             digest,
                             None,
-                            false,
-                            &self.cache.stats,
+                            StreamBody::new(body).boxed_unsync(),
                         ));
                     }
-                    // Verified but not yet in the store: read it where it is.
-                    let stats = self.cache.stats.clone();
-                    let body = follow(temp, state, 0).map_ok(move |chunk| {
-                        CacheStats::add(&stats.bytes_from_upstream, chunk.len() as u64);
-                        hyper::body::Frame::data(chunk)
-                    });
-                    return Ok(blob_response(
-                        StatusCode::OK,
-                        Some(len),
-                        digest,
-                        None,
-                        StreamBody::new(body).boxed_unsync(),
-                    ));
-                }
-                DownloadState::Failed { reason, not_found } => {
-                    return Err(if not_found {
-                        Error::NotFound {
-                            missing: Missing::Blob,
-                            message: reason.to_string(),
+                    DownloadState::Complete { len, temp } => {
+                        if let Some(blob) = self.cache.blobs.open_blob(digest) {
+                            return Ok(stored_blob_response(
+                                blob,
+                                digest,
+                                None,
+                                false,
+                                &self.cache.stats,
+                            ));
                         }
-                    } else {
-                        Error::Upstream(reason.to_string())
-                    });
-                }
-                DownloadState::Uncacheable => {
-                    return self
-                        .blob_passthrough(
-                            &logical,
+                        // Verified but not yet in the store: read it where it is.
+                        let stats = self.cache.stats.clone();
+                        let body = follow(temp, state, 0).map_ok(move |chunk| {
+                            CacheStats::add(&stats.bytes_from_upstream, chunk.len() as u64);
+                            hyper::body::Frame::data(chunk)
+                        });
+                        return Ok(blob_response(
+                            StatusCode::OK,
+                            Some(len),
                             digest,
-                            self.blob_candidates(repository, &logical)?,
-                            false,
                             None,
-                        )
-                        .await;
+                            StreamBody::new(body).boxed_unsync(),
+                        ));
+                    }
+                    // Another repository's failure is its route's (its 404 names it): this
+                    // repository's route is asked in a download of its own.
+                    DownloadState::Failed { .. } if foreign => continue 'rounds,
+                    DownloadState::Failed { reason, not_found } => {
+                        return Err(if not_found {
+                            Error::NotFound {
+                                missing: Missing::Blob,
+                                message: reason.to_string(),
+                            }
+                        } else {
+                            Error::Upstream(reason.to_string())
+                        });
+                    }
+                    // The download lost its file and goes on for one reader only.
+                    DownloadState::Uncacheable | DownloadState::Relayed { .. } => {
+                        return self
+                            .blob_passthrough(&logical, digest, candidates, false, None)
+                            .await;
+                    }
                 }
             }
         }
+        Err(Error::Upstream(format!(
+            "blob {logical}: downloads of it for other repositories kept failing; try again"
+        )))
     }
 
     /// Waits while a download of `digest` whose bytes are all verified is being made durable
@@ -272,6 +268,24 @@ impl Proxy {
         DownloadState::Uncacheable
     }
 
+    /// The outcome of a download larger than the store may hold (`cache.max_size`): storing it
+    /// would evict everything else and keep nothing.
+    fn too_large(&self, digest: &Digest, len: u64) -> DownloadState {
+        tracing::warn!(digest = %digest, len, "the blob is larger than cache.max_size; serving it uncached");
+        CacheStats::count(&self.cache.stats.store_failures);
+        DownloadState::Uncacheable
+    }
+
+    /// Where a download of `temp` is written.
+    fn sink<'a>(&'a self, file: &'a mut TempWriter, temp: &'a Spool) -> Sink<'a> {
+        Sink {
+            file,
+            temp,
+            store: &self.cache.blobs,
+            stats: &self.cache.stats,
+        }
+    }
+
     /// Whether the shared tier may serve `digest` for `logical`'s repository: the pair is
     /// confirmed here or in the shared store.
     async fn shared_serves(&self, logical: &Reference, digest: &Digest) -> bool {
@@ -285,27 +299,77 @@ impl Proxy {
         false
     }
 
-    /// Joins the download of `digest` under way, or starts one holding `slot` until it ends.
-    fn join_download(
+    /// Blob `logical` from the store, whole or the part `range` asks, once the pair is
+    /// confirmed for its repository; `None` when it is not stored.
+    async fn serve_stored(
+        &self,
+        logical: &Reference,
+        candidates: &[(Reference, Role)],
+        range: Option<&HeaderValue>,
+        head: bool,
+    ) -> Result<Option<Response<Body>>, Error> {
+        let Some(digest) = logical.digest() else {
+            return Ok(None);
+        };
+        let Some(stored_len) = self.cache.blobs.stat(&digest) else {
+            return Ok(None);
+        };
+        self.may_serve_cached(logical, candidates, Stored::Blob, Some(stored_len))
+            .await?;
+        let Some(blob) = self.cache.blobs.open_blob(&digest) else {
+            return Ok(None);
+        };
+        CacheStats::count(&self.cache.stats.blob_hits);
+        tracing::info!(reference = %logical, served_by = "cache", "blob served");
+        Ok(Some(stored_blob_response(
+            blob,
+            &digest,
+            range,
+            head,
+            &self.cache.stats,
+        )))
+    }
+
+    /// Joins the download of `digest` under way (taking no slot), or starts one holding a fetch
+    /// slot until it ends; with the repository whose download it is, and for the client that
+    /// started it, the bytes as they arrive. `None` when the blob is stored by now (a download
+    /// that ended meanwhile): no other is started.
+    async fn join_download(
         self: &Arc<Self>,
         logical: &Reference,
         digest: &Digest,
-        candidates: Vec<(Reference, Role)>,
-        slot: Option<FetchSlot>,
-    ) -> (
-        watch::Receiver<DownloadState>,
-        Option<mpsc::Receiver<Piece>>,
-    ) {
+        candidates: &[(Reference, Role)],
+    ) -> Result<
+        Option<(
+            watch::Receiver<DownloadState>,
+            Option<mpsc::Receiver<Piece>>,
+            String,
+        )>,
+        Error,
+    > {
+        if let Some((state, origin)) = self.downloads.get(digest.as_str()) {
+            CacheStats::count(&self.cache.stats.coalesced);
+            return Ok(Some((state, None, origin)));
+        }
+        if self.cache.blobs.stat(digest).is_some() {
+            return Ok(None);
+        }
+        // The slot is taken before the download starts, so that a refusal reaches this client
+        // alone. A download started while it waited is joined instead (the slot goes back).
+        let slot = self.fetch_slots.acquire(logical.as_str()).await?;
+        if self.cache.blobs.stat(digest).is_some() {
+            return Ok(None);
+        }
         let (leader, leader_receiver) = mpsc::channel(LEADER_QUEUE);
         let this = self.clone();
-        let owned = (logical.clone(), digest.clone());
+        let owned = (logical.clone(), digest.clone(), candidates.to_vec());
         let (state, joined) = self.downloads.join_or_start(
             digest.as_str(),
             logical.name(),
             DownloadState::Connecting,
             move |progress| {
                 crate::upstream::via::carried(async move {
-                    let (logical, digest) = owned;
+                    let (logical, digest, candidates) = owned;
                     let outcome = this
                         .download(&logical, &digest, candidates, &progress, leader)
                         .await;
@@ -314,11 +378,15 @@ impl Proxy {
                 })
             },
         );
-        if joined {
+        if let Some(origin) = joined {
             CacheStats::count(&self.cache.stats.coalesced);
-            return (state, None);
+            return Ok(Some((state, None, origin)));
         }
-        (state, Some(leader_receiver))
+        Ok(Some((
+            state,
+            Some(leader_receiver),
+            logical.name().to_owned(),
+        )))
     }
 
     /// Downloads a blob into the store, from the shared tier when it holds the blob and may
@@ -338,6 +406,9 @@ impl Proxy {
         // A full disk must cost the cache, not the pull: the readers fetch it for themselves.
         if !self.cache.blobs.has_room(expected.unwrap_or(0)) {
             return self.no_room(digest);
+        }
+        if let Some(len) = expected.filter(|len| !self.cache.blobs.fits(*len)) {
+            return self.too_large(digest, len);
         }
         // The bucket is asked here, in the download's own task, so that waiting for it never
         // widens the moment between a request's look at the store and its start of a download.
@@ -394,6 +465,9 @@ impl Proxy {
             if !self.cache.blobs.has_room(len.unwrap_or(0)) {
                 return self.no_room(digest);
             }
+            if let Some(len) = len.filter(|len| !self.cache.blobs.fits(*len)) {
+                return self.too_large(digest, len);
+            }
             let (temp, mut file) = match self.cache.blobs.begin_write(digest, len).await {
                 Ok(temp) => temp,
                 Err(error) => {
@@ -429,8 +503,10 @@ impl Proxy {
                         })
                 })
             });
-            let ending = spool(body, &mut file, state, &mut leader).await;
-            let committed = match ending {
+            let sink = self.sink(&mut file, &temp);
+            let Spooled { outcome, in_file } = spool(body, sink, state, &mut leader).await;
+            let committed = match outcome {
+                Outcome::Complete(size) if !in_file => Ok(size),
                 Outcome::Complete(size) => {
                     self.note_blob_body(&physical, true);
                     self.commit_spool(digest, &temp, &mut file, size, state, &mut leader)
@@ -462,6 +538,9 @@ impl Proxy {
                         && let Some(blob) = self.cache.blobs.open_blob(digest)
                     {
                         tier.upload_blob_in_background(digest, blob);
+                    }
+                    if !in_file {
+                        return DownloadState::Uncacheable;
                     }
                     DownloadState::Complete {
                         len: size,
@@ -523,6 +602,9 @@ impl Proxy {
         if !self.cache.blobs.has_room(len) {
             return Some(self.no_room(digest));
         }
+        if !self.cache.blobs.fits(len) {
+            return Some(self.too_large(digest, len));
+        }
         let (temp, mut file) = match self.cache.blobs.begin_write(digest, Some(len)).await {
             Ok(temp) => temp,
             Err(error) => {
@@ -542,8 +624,10 @@ impl Proxy {
                 other => Outcome::Broken(other.to_string()),
             })
         });
-        let ending = spool(body, &mut file, state, leader).await;
-        let committed = match ending {
+        let sink = self.sink(&mut file, &temp);
+        let Spooled { outcome, in_file } = spool(body, sink, state, leader).await;
+        let committed = match outcome {
+            Outcome::Complete(size) if !in_file => Ok(size),
             Outcome::Complete(size) => {
                 self.commit_spool(digest, &temp, &mut file, size, state, leader)
                     .await
@@ -560,6 +644,9 @@ impl Proxy {
         match committed {
             Ok(size) => {
                 tracing::info!(reference = %logical, served_by = "shared cache", size, "blob fetched");
+                if !in_file {
+                    return Some(DownloadState::Uncacheable);
+                }
                 Some(DownloadState::Complete { len: size, temp })
             }
             Err(_) => {
@@ -608,7 +695,7 @@ impl Proxy {
     /// Serves a blob straight from the first candidate that has it, without storing it: HEAD,
     /// `Range` requests on blobs not stored, and a store that cannot take the blob.
     async fn blob_passthrough(
-        &self,
+        self: &Arc<Self>,
         logical: &Reference,
         digest: &Digest,
         candidates: Vec<(Reference, Role)>,
@@ -636,7 +723,14 @@ impl Proxy {
                     });
                 }
                 Ok(upstream) => {
-                    self.remember_content(logical.name(), digest.as_str());
+                    // An answer passed through confirms the pair only where it vouches for the
+                    // content: a whole blob once its bytes are verified (as it ends), a HEAD or a
+                    // part by the digest and total length it announces.
+                    let partial = upstream.status() == StatusCode::PARTIAL_CONTENT;
+                    let known = expected.or_else(|| self.cache.blobs.stat(digest));
+                    if (head || partial) && vouches(&upstream, digest, known) {
+                        self.remember_content(logical.name(), digest.as_str());
+                    }
                     if !failures.is_empty() {
                         self.metrics.fallback(Route::Blob.as_str());
                     }
@@ -648,9 +742,9 @@ impl Proxy {
                         failed = %summary(&failures),
                         "blob served"
                     );
-                    return Ok(
-                        self.passthrough_response(upstream, slot, expected, digest, physical, head)
-                    );
+                    return Ok(self.passthrough_response(
+                        upstream, slot, expected, logical, digest, physical, head,
+                    ));
                 }
                 Err(error) => failures.push(Failure {
                     reference: physical,
@@ -728,16 +822,23 @@ impl Proxy {
     /// A blob streamed straight from an upstream, holding `slot` until its body is done; a whole
     /// blob is verified on the way, and bounded by the `expected` size if its length is not
     /// announced.
+    #[allow(clippy::too_many_arguments)]
     fn passthrough_response(
-        &self,
+        self: &Arc<Self>,
         upstream: reqwest::Response,
         slot: FetchSlot,
         expected: Option<u64>,
+        logical: &Reference,
         digest: &Digest,
         physical: Reference,
         head: bool,
     ) -> Response<Body> {
         let stats = self.cache.stats.clone();
+        let confirm = {
+            let (this, repository, digest) =
+                (self.clone(), logical.name().to_owned(), digest.clone());
+            move || this.remember_content(&repository, digest.as_str())
+        };
         let on_corrupt = self.corrupt_recorder();
         let status = upstream.status();
         let partial = status == StatusCode::PARTIAL_CONTENT;
@@ -770,7 +871,7 @@ impl Proxy {
                 digest.clone(),
                 length,
                 move |outcome| match outcome {
-                    Outcome::Complete(_) => {}
+                    Outcome::Complete(_) => confirm(),
                     Outcome::Corrupt(reason) => {
                         tracing::warn!(served_by = %physical, %reason, "blob aborted: corrupt; the source is skipped for this blob for a while");
                         on_corrupt(&physical);
@@ -833,45 +934,156 @@ pub(super) fn blob_request(
     }
 }
 
+/// How a body written into its spool ended: `Complete` with the bytes it had, and whether those
+/// bytes are all in the spool (writing it failed, a full disk say, and only the caching was
+/// abandoned: one reader got the rest from memory).
+struct Spooled {
+    outcome: Outcome,
+    in_file: bool,
+}
+
+/// Where a body is written: the writer of `temp`, in `store`.
+struct Sink<'a> {
+    file: &'a mut TempWriter,
+    temp: &'a Spool,
+    store: &'a BlobStore,
+    stats: &'a CacheStats,
+}
+
 /// Writes a verified body into its spool, handing each chunk to the leader while it keeps up
-/// and telling the readers as bytes reach the file; returns how the body ended (`Complete` with
-/// the bytes written).
+/// and telling the readers as bytes reach the file; returns how the body ended.
+///
+/// A write that fails costs the cache, not the pull: the download goes on for one reader, from
+/// memory at that reader's pace — the leader if it kept up, else the first reader to reach the
+/// end of what the file holds ([`DownloadState::Relayed`]). The other readers fail (their
+/// clients retry, and fetch for themselves); the partial file is removed at the end.
 async fn spool(
-    mut body: impl futures_util::Stream<Item = Result<Bytes, Outcome>> + Unpin,
-    file: &mut TempWriter,
+    body: impl futures_util::Stream<Item = Result<Bytes, Outcome>> + Unpin,
+    mut sink: Sink<'_>,
     state: &watch::Sender<DownloadState>,
     leader: &mut Option<mpsc::Sender<Piece>>,
-) -> Outcome {
+) -> Spooled {
+    let spooled = spool_body(body, &mut sink, state, leader).await;
+    if !spooled.in_file {
+        sink.store.discard(sink.temp).await;
+    }
+    spooled
+}
+
+async fn spool_body(
+    mut body: impl futures_util::Stream<Item = Result<Bytes, Outcome>> + Unpin,
+    sink: &mut Sink<'_>,
+    state: &watch::Sender<DownloadState>,
+    leader: &mut Option<mpsc::Sender<Piece>>,
+) -> Spooled {
     let mut total = 0u64;
+    // Set once the file is lost: the one reader the rest goes to.
+    let mut relay: Option<mpsc::Sender<Piece>> = None;
     loop {
-        match body.next().await {
-            Some(Ok(chunk)) => {
-                total += chunk.len() as u64;
-                // The client that started the download gets the bytes from memory while it
-                // keeps up; once it lags (or leaves) it reads the file like the rest.
-                if let Some(sender) = leader
-                    && sender.try_send(Piece::Data(chunk.clone())).is_err()
-                {
-                    *leader = None;
-                }
-                // Readers are told about bytes once they are in the file.
-                match file.push(chunk).await {
-                    Ok(Some(in_file)) => {
-                        state.send_modify(|s| {
-                            if let DownloadState::Streaming { written: w, .. } = s {
-                                *w = in_file;
-                            }
+        let chunk = match body.next().await {
+            Some(Ok(chunk)) => chunk,
+            Some(Err(outcome)) => {
+                let in_file = relay.is_none();
+                return Spooled { outcome, in_file };
+            }
+            None => {
+                // Without a file there is no commit to send the end: every byte is verified.
+                let in_file = match relay {
+                    Some(relay) => {
+                        if !relayed(&relay, Piece::Done, state).await {
+                            return left_alone();
+                        }
+                        false
+                    }
+                    None => true,
+                };
+                return Spooled {
+                    outcome: Outcome::Complete(total),
+                    in_file,
+                };
+            }
+        };
+        total += chunk.len() as u64;
+        if let Some(relay) = &relay {
+            if !relayed(relay, Piece::Data(chunk), state).await {
+                return left_alone();
+            }
+            continue;
+        }
+        // The client that started the download gets the bytes from memory while it keeps up;
+        // once it lags (or leaves) it reads the file like the rest.
+        if let Some(sender) = leader
+            && sender.try_send(Piece::Data(chunk.clone())).is_err()
+        {
+            *leader = None;
+        }
+        // Readers are told about bytes once they are in the file.
+        match sink.file.push(chunk).await {
+            Ok(Some(written)) => {
+                state.send_modify(|s| {
+                    if let DownloadState::Streaming { written: w, .. } = s {
+                        *w = written;
+                    }
+                });
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, "writing the blob store failed mid-download; the blob is served uncached");
+                CacheStats::count(&sink.stats.store_failures);
+                let rest = match leader.take() {
+                    // The leader kept up: it has every byte so far.
+                    Some(leader) => {
+                        state.send_replace(DownloadState::Uncacheable);
+                        leader
+                    }
+                    None => {
+                        let (from, unwritten) = sink.file.unwritten();
+                        let (rest, receiver) = mpsc::channel(LEADER_QUEUE);
+                        state.send_replace(DownloadState::Relayed {
+                            from,
+                            rest: Arc::new(Mutex::new(Some(receiver))),
                         });
+                        for chunk in unwritten {
+                            if !relayed(&rest, Piece::Data(chunk), state).await {
+                                return left_alone();
+                            }
+                        }
+                        rest
                     }
-                    Ok(None) => {}
-                    Err(error) => {
-                        return Outcome::Broken(format!("writing the blob store: {error}"));
-                    }
+                };
+                relay = Some(rest);
+            }
+        }
+    }
+}
+
+/// Hands `piece` to the one reader of a download that lost its file, waiting for it; false
+/// once that reader is gone, or nobody is left who could take the rest.
+async fn relayed(
+    relay: &mpsc::Sender<Piece>,
+    piece: Piece,
+    state: &watch::Sender<DownloadState>,
+) -> bool {
+    let sent = relay.send(piece);
+    tokio::pin!(sent);
+    loop {
+        tokio::select! {
+            sent = &mut sent => return sent.is_ok(),
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
+                // The map of downloads holds one receiver of the state; readers hold the others.
+                if state.receiver_count() <= 1 {
+                    return false;
                 }
             }
-            Some(Err(outcome)) => return outcome,
-            None => return Outcome::Complete(total),
         }
+    }
+}
+
+/// The end of a download whose file was lost and whose last reader left.
+fn left_alone() -> Spooled {
+    Spooled {
+        outcome: Outcome::Broken("no reader is left for a download that lost its file".into()),
+        in_file: false,
     }
 }
 
@@ -1020,6 +1232,33 @@ fn parse_range(header: &HeaderValue, size: u64) -> RangeAnswer {
     }
 }
 
+/// Whether a `HEAD` or `Range` answer passed through vouches that its upstream holds `digest`
+/// of the `known` length: the length it announces for the whole blob (`Content-Length` of a
+/// 200, the total of a 206's `Content-Range`) is that length, and it names the digest (as a
+/// confirming HEAD must). Without a length known here, nothing can be checked: no vouch.
+fn vouches(upstream: &reqwest::Response, digest: &Digest, known: Option<u64>) -> bool {
+    let whole = match upstream.status() {
+        StatusCode::OK => announced_length(upstream),
+        StatusCode::PARTIAL_CONTENT => upstream
+            .headers()
+            .get(header::CONTENT_RANGE)
+            .and_then(|range| range.to_str().ok())
+            .and_then(|range| range.rsplit_once('/'))
+            .and_then(|(_, total)| total.trim().parse().ok()),
+        _ => None,
+    };
+    let from_registry = upstream.url().path().starts_with("/v2/");
+    known.is_some()
+        && super::answer_confirms(
+            upstream.headers(),
+            from_registry,
+            digest.as_str(),
+            whole,
+            known,
+        )
+        .is_ok()
+}
+
 /// The length an upstream announces (`Content-Length`), also for a `HEAD` answer, whose body is
 /// empty whatever the header says.
 fn announced_length(response: &reqwest::Response) -> Option<u64> {
@@ -1032,6 +1271,126 @@ fn announced_length(response: &reqwest::Response) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A download of `chunks` into a store whose disk is full (every write of the spool fails,
+    /// ENOSPC), for the `leader` given; with a reader that follows the spool from its start when
+    /// `follower`. How it ended, what the leader and the follower got, and what the store has
+    /// in its temporary directory and counted as failures.
+    async fn into_a_full_disk(
+        chunks: &[Bytes],
+        leader: Option<mpsc::Sender<Piece>>,
+        follower: bool,
+    ) -> (Spooled, Option<Vec<u8>>, usize, u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let stats = Arc::new(CacheStats::default());
+        let store = BlobStore::open(
+            dir.path().join("blobs"),
+            dir.path().join("tmp"),
+            u64::MAX,
+            0,
+            stats.clone(),
+        )
+        .unwrap();
+        let digest: Digest = crate::reference::digest_of(crate::reference::Algorithm::Sha256, b"")
+            .parse()
+            .unwrap();
+        let (temp, _unused) = store.begin_write(&digest, None).await.unwrap();
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let mut file = TempWriter::of_file(full);
+        let body = futures_util::stream::iter(chunks.iter().cloned().map(Ok));
+        let (state, readers) = watch::channel(DownloadState::Streaming {
+            temp: temp.clone(),
+            len: None,
+            written: 0,
+        });
+        let mut leader = leader;
+        let sink = Sink {
+            file: &mut file,
+            temp: &temp,
+            store: &store,
+            stats: &stats,
+        };
+        let download = async {
+            let spooled = spool(body, sink, &state, &mut leader).await;
+            // However it ended, the leader's queue ends with it.
+            leader.take();
+            spooled
+        };
+        let reader = async {
+            if !follower {
+                return None;
+            }
+            let read: std::io::Result<Vec<Bytes>> =
+                follow(temp.clone(), readers.clone(), 0).try_collect().await;
+            read.ok().map(|chunks| chunks.concat())
+        };
+        let (spooled, followed) = tokio::join!(download, reader);
+        let left = std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
+        (
+            spooled,
+            followed,
+            left,
+            CacheStats::get(&stats.store_failures),
+        )
+    }
+
+    fn chunks(count: usize) -> Vec<Bytes> {
+        (0..count)
+            .map(|i| Bytes::from(vec![i as u8; 64 * 1024]))
+            .collect()
+    }
+
+    fn complete(spooled: &Spooled, chunks: &[Bytes]) -> bool {
+        let total = chunks.iter().map(Bytes::len).sum::<usize>() as u64;
+        matches!(spooled.outcome, Outcome::Complete(n) if n == total)
+    }
+
+    #[tokio::test]
+    async fn a_leader_that_kept_up_gets_every_byte_when_the_spool_cannot_be_written() {
+        // Fewer chunks than the leader's queue holds: it keeps up without reading meanwhile,
+        // and more than two batches: the write of the first fails with the second.
+        let chunks = chunks(LEADER_QUEUE - 8);
+        let (sender, mut received) = mpsc::channel(LEADER_QUEUE);
+        let (spooled, _, left, failures) = into_a_full_disk(&chunks, Some(sender), false).await;
+        let (mut bytes, mut done) = (Vec::new(), false);
+        while let Some(piece) = received.recv().await {
+            match piece {
+                Piece::Data(chunk) => bytes.extend_from_slice(&chunk),
+                Piece::Done => done = true,
+            }
+        }
+        assert_eq!(
+            (
+                complete(&spooled, &chunks),
+                spooled.in_file,
+                bytes == chunks.concat(),
+                done,
+                left,
+                failures
+            ),
+            (true, false, true, true, 0, 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reader_of_the_spool_gets_every_byte_when_the_spool_cannot_be_written() {
+        // The leader lagged (or left): the reader of the file takes the rest from memory.
+        let chunks = chunks(4 * LEADER_QUEUE);
+        let (spooled, followed, left, failures) = into_a_full_disk(&chunks, None, true).await;
+        assert_eq!(
+            (
+                complete(&spooled, &chunks),
+                spooled.in_file,
+                followed == Some(chunks.concat()),
+                left,
+                failures
+            ),
+            (true, false, true, 0, 1)
+        );
+    }
 
     fn range(spec: &str, size: u64) -> RangeAnswer {
         parse_range(&HeaderValue::from_str(spec).unwrap(), size)

@@ -707,13 +707,27 @@ fn head_confirms(
     digest: &str,
     stored_len: Option<u64>,
 ) -> Result<(), String> {
+    let length = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok());
+    answer_confirms(headers, from_registry, digest, length, stored_len)
+}
+
+/// [`head_confirms`] for an answer announcing `length` bytes for the whole content (a part's
+/// total, say).
+fn answer_confirms(
+    headers: &HeaderMap,
+    from_registry: bool,
+    digest: &str,
+    length: Option<u64>,
+    stored_len: Option<u64>,
+) -> Result<(), String> {
     let header = |name: &str| {
         headers
             .get(name)
             .and_then(|value| value.to_str().ok())
             .map(str::trim)
     };
-    let length = header("content-length").and_then(|l| l.parse::<u64>().ok());
     match header("docker-content-digest") {
         Some(announced) if announced != digest => {
             return Err(format!("HEAD announced digest {announced}"));

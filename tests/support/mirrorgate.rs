@@ -309,3 +309,21 @@ fn merge(base: &mut serde_json::Value, extra: serde_json::Value) {
         (base, extra) => *base = extra,
     }
 }
+
+/// Serves `proxy` (built in the test's process) with `limits` on a free loopback port, in a task
+/// of the current runtime; its address.
+pub async fn serve_in_process(
+    proxy: &std::sync::Arc<mirrorgate::proxy::Proxy>,
+    limits: mirrorgate::http::LimitsConfig,
+) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(mirrorgate::http::serve(
+        listener,
+        proxy.clone(),
+        None,
+        limits,
+        std::future::pending(),
+    ));
+    addr
+}

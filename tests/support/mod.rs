@@ -41,7 +41,7 @@ pub use image::{
     layouts_identical, multi_arch, push, push_with_creds, sha256_digest, single_arch, skopeo,
 };
 pub use kmock::Kmock;
-pub use mirrorgate::{Mirrorgate, SELF_ADDR};
+pub use mirrorgate::{Mirrorgate, SELF_ADDR, serve_in_process};
 pub use process::{PROBE_USER_AGENT, READY_TIMEOUT, free_port, wait_until};
 pub use prometheus::Prometheus;
 pub use registry::{LoggedRequest, Registry, parse_access_line};

@@ -1,8 +1,10 @@
 //! A forwarder to a real registry that misbehaves on blobs in one chosen way: it sends their
 //! bodies slowly (16 KiB every 10 ms, so a test can act while a download is under way), breaks
 //! the first one (or every one) off, stalls them, pads them, redirects them to the registry
-//! itself, or claims to hold every blob asked for by HEAD. Or it misbehaves on the requests for
-//! one path: closes their connection unanswered, or answers `429 Too Many Requests`.
+//! itself, claims to hold every blob asked for by HEAD (with a wrong length, or with no digest
+//! and length at all), holds them until the test releases them, or sends them without a length.
+//! Or it misbehaves on the requests for one path: closes their connection unanswered, or answers
+//! `429 Too Many Requests`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +40,13 @@ enum Behaviour {
     /// Every blob HEAD answered 200 with the digest asked for and a 1-byte length, whether the
     /// backend holds the blob or not.
     AffirmHeads,
+    /// Every blob HEAD answered 200 with neither a digest nor a length, whether the backend
+    /// holds the blob or not.
+    BareHeads,
+    /// Every blob GET held (not forwarded) until the test releases its digest.
+    Hold,
+    /// Blob GET bodies forwarded whole but without `Content-Length` (chunked).
+    Unsized,
 }
 
 /// The throttling forwarder; stopped when dropped.
@@ -45,6 +54,40 @@ pub struct Throttle {
     /// Where it listens.
     pub addr: SocketAddr,
     runtime: Option<tokio::runtime::Runtime>,
+    gate: Arc<Gate>,
+}
+
+/// The blob GETs [`Throttle::start_holding_blobs`] holds, and what the test released.
+#[derive(Default)]
+struct Gate {
+    /// Released digests; `None` once everything is.
+    released: std::sync::Mutex<Option<Vec<String>>>,
+    changed: tokio::sync::Notify,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+impl Gate {
+    fn opens_for(&self, path: &str) -> bool {
+        self.released
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_none_or(|released| released.iter().any(|digest| path.ends_with(digest)))
+    }
+
+    async fn pass(&self, path: &str) {
+        self.waiting
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        loop {
+            let changed = self.changed.notified();
+            if self.opens_for(path) {
+                break;
+            }
+            changed.await;
+        }
+        self.waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Throttle {
@@ -98,6 +141,44 @@ impl Throttle {
         Throttle::launch(backend, Behaviour::AffirmHeads)
     }
 
+    /// Answers every blob HEAD 200 with neither `Docker-Content-Digest` nor `Content-Length`,
+    /// without asking the backend.
+    pub fn start_bare_blob_heads(backend: String) -> Throttle {
+        Throttle::launch(backend, Behaviour::BareHeads)
+    }
+
+    /// Holds every blob GET until [`Throttle::release`] names its digest (or
+    /// [`Throttle::release_all`]), then forwards it.
+    pub fn start_holding_blobs(backend: String) -> Throttle {
+        let throttle = Throttle::launch(backend, Behaviour::Hold);
+        *throttle.gate.released.lock().unwrap() = Some(Vec::new());
+        throttle
+    }
+
+    /// Forwards blob GETs without their `Content-Length`: the body is sent chunked.
+    pub fn start_unsized_blobs(backend: String) -> Throttle {
+        Throttle::launch(backend, Behaviour::Unsized)
+    }
+
+    /// How many blob GETs [`Throttle::start_holding_blobs`] holds now.
+    pub fn held(&self) -> usize {
+        self.gate.waiting.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Forwards the held GETs of `digest`, and those to come.
+    pub fn release(&self, digest: &str) {
+        if let Some(released) = self.gate.released.lock().unwrap().as_mut() {
+            released.push(digest.to_owned());
+        }
+        self.gate.changed.notify_waiters();
+    }
+
+    /// Forwards every blob GET held, and those to come.
+    pub fn release_all(&self) {
+        *self.gate.released.lock().unwrap() = None;
+        self.gate.changed.notify_waiters();
+    }
+
     fn launch(backend: String, behaviour: Behaviour) -> Throttle {
         let cut = Arc::new(std::sync::atomic::AtomicBool::new(
             behaviour == Behaviour::CutFirst,
@@ -112,6 +193,8 @@ impl Throttle {
             .unwrap();
         let addr = listener.local_addr().unwrap();
         let backend = Arc::new(backend);
+        let gate = Arc::new(Gate::default());
+        let gate_of_server = gate.clone();
         runtime.spawn(async move {
             let client = reqwest::Client::new();
             loop {
@@ -119,12 +202,13 @@ impl Throttle {
                     continue;
                 };
                 let (backend, client, cut) = (backend.clone(), client.clone(), cut.clone());
+                let gate = gate_of_server.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
                         throttled(
                             backend.clone(),
                             client.clone(),
-                            cut.clone(),
+                            (cut.clone(), gate.clone()),
                             behaviour,
                             request,
                         )
@@ -138,6 +222,7 @@ impl Throttle {
         Throttle {
             addr,
             runtime: Some(runtime),
+            gate,
         }
     }
 }
@@ -158,7 +243,7 @@ type ThrottledBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>
 async fn throttled(
     backend: Arc<String>,
     client: reqwest::Client,
-    cut: Arc<std::sync::atomic::AtomicBool>,
+    (cut, gate): (Arc<std::sync::atomic::AtomicBool>, Arc<Gate>),
     behaviour: Behaviour,
     request: Request<Incoming>,
 ) -> Result<Response<ThrottledBody>, std::io::Error> {
@@ -193,6 +278,16 @@ async fn throttled(
             .unwrap();
         return Ok(response);
     }
+    if blob && behaviour == Behaviour::BareHeads && request.method() == http::Method::HEAD {
+        let response = Response::builder()
+            .status(StatusCode::OK)
+            .body(http_body_util::Empty::new().map_err(|n| match n {}).boxed())
+            .unwrap();
+        return Ok(response);
+    }
+    if blob && behaviour == Behaviour::Hold && request.method() == http::Method::GET {
+        gate.pass(request.uri().path()).await;
+    }
     if blob && behaviour == Behaviour::Redirect && request.method() == http::Method::GET {
         let response = Response::builder()
             .status(StatusCode::TEMPORARY_REDIRECT)
@@ -213,7 +308,11 @@ async fn throttled(
     };
     let mut builder = Response::builder().status(upstream.status());
     let pad = blob && behaviour == Behaviour::Pad && upstream.status() == StatusCode::OK;
+    let unsized_body = blob && behaviour == Behaviour::Unsized;
     for name in ["content-type", "content-length", "docker-content-digest"] {
+        if unsized_body && name == "content-length" {
+            continue;
+        }
         if let Some(value) = upstream.headers().get(name) {
             let value = match value.to_str().ok().and_then(|v| v.parse::<u64>().ok()) {
                 Some(length) if pad && name == "content-length" => {
