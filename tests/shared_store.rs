@@ -565,10 +565,7 @@ async fn a_rewritten_or_unsealed_tag_answer_is_not_trusted() {
         .record_tag("quay.io/a/app", "v1", &record)
         .await
         .expect("record");
-    let recorded = store
-        .tag("quay.io/a/app", "v1")
-        .await
-        .map_err(why_untrusted);
+    let recorded = trusted_tag(&store, "v1").await;
     // The same answer pointing at another manifest, its MAC kept; and an answer as mirrorgate
     // wrote them before they were sealed (digest, route, time).
     let key = "answers/tags/quay.io/a/app/v1";
@@ -584,14 +581,8 @@ async fn a_rewritten_or_unsealed_tag_answer_is_not_trusted() {
     assert_eq!(
         (
             recorded,
-            store
-                .tag("quay.io/a/app", "v1")
-                .await
-                .map_err(why_untrusted),
-            store
-                .tag("quay.io/a/app", "v2")
-                .await
-                .map_err(why_untrusted),
+            trusted_tag(&store, "v1").await,
+            trusted_tag(&store, "v2").await,
             store.stats().snapshot().rejected_tags,
         ),
         (
@@ -601,6 +592,14 @@ async fn a_rewritten_or_unsealed_tag_answer_is_not_trusted() {
             2
         )
     );
+}
+
+/// The answer `store` trusts for `quay.io/a/app:<tag>`, or why it does not.
+async fn trusted_tag(
+    store: &SharedStore,
+    tag: &str,
+) -> Result<Option<TagRecord>, Result<Rejected, &'static str>> {
+    store.tag("quay.io/a/app", tag).await.map_err(why_untrusted)
 }
 
 /// What `store` trusts of the records for `quay.io/a/app`: the confirmation of `digest` and
@@ -617,10 +616,7 @@ async fn trusted(
             .is_confirmed("quay.io/a/app", digest)
             .await
             .map_err(why_untrusted),
-        store
-            .tag("quay.io/a/app", "v1")
-            .await
-            .map_err(why_untrusted),
+        trusted_tag(store, "v1").await,
     )
 }
 

@@ -1438,22 +1438,18 @@ mod tests {
                 .map(|s3| (s3.bucket.as_str(), s3.path_style, s3.insecure)),
             Some(("team-cache", true, true))
         );
-        let error = crate::config::Config::from_yaml_str(
-            "cache: {shared: {s3: {bucket: team-cache, endpoint: 'http://s3:8333'}}}",
-            "f.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+        let error_of = |text: &str| {
+            crate::config::Config::from_yaml_str(text, "f.yaml")
+                .unwrap_err()
+                .to_string()
+        };
+        let error =
+            error_of("cache: {shared: {s3: {bucket: team-cache, endpoint: 'http://s3:8333'}}}");
         assert!(
             error.starts_with("f.yaml: cache.shared.s3.endpoint: plain http"),
             "{error}"
         );
-        let error = crate::config::Config::from_yaml_str(
-            "cache: {shared: {s3: {bucket: b, secret: x}}}",
-            "f.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+        let error = error_of("cache: {shared: {s3: {bucket: b, secret: x}}}");
         assert!(error.contains("secret"), "{error}");
         let keyed = crate::config::Config::from_yaml_str(
             "cache: {shared: {key_file: /etc/mirrorgate/shared-key/key, s3: {bucket: b-1}}}",
@@ -1464,12 +1460,7 @@ mod tests {
             keyed.cache.shared.and_then(|shared| shared.key_file),
             Some(PathBuf::from("/etc/mirrorgate/shared-key/key"))
         );
-        let error = crate::config::Config::from_yaml_str(
-            "cache: {shared: {key_file: '', s3: {bucket: b-1}}}",
-            "f.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+        let error = error_of("cache: {shared: {key_file: '', s3: {bucket: b-1}}}");
         assert!(
             error.starts_with("f.yaml: cache.shared.key_file: empty path"),
             "{error}"
