@@ -30,7 +30,7 @@
 //! confirmed that digest for that repository, and `tags/<repository>/<tag>` for a tag answer.
 //!
 //! A third rule covers the markers and tag answers, which carry authorisation rather than
-//! content: *a record is trusted only when sealed* ([`seal`]) with a key from
+//! content: *a record is trusted only when sealed* (module `seal`) with a key from
 //! `cache.shared.key_file`, so that write access to the bucket alone grants no repository
 //! anything. Without a key, records are neither written nor read.
 

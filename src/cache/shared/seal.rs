@@ -42,7 +42,7 @@ impl fmt::Debug for RecordKeys {
 /// Why a record is not trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejected {
-    /// Larger than [`MAX_RECORD_LEN`].
+    /// Larger than any record mirrorgate writes (1 KiB).
     TooLarge,
     /// No MAC line: written without a key (e.g. by a version before sealing, or planted).
     Unsealed,
