@@ -690,14 +690,15 @@ fn resolve(args: &RuleArgs, json: bool, image: &str) -> Result<()> {
 }
 
 /// Reaches the shared cache (`cache.shared`), if configured, with its credentials: wrong
-/// credentials or a missing bucket are an error. Returns what it checked.
+/// credentials, a missing bucket or an unusable key file are an error. Returns what it checked,
+/// and whether its records are sealed.
 fn check_shared_cache(cache: &mirrorgate::cache::CacheConfig) -> Result<Option<String>> {
     use mirrorgate::cache::shared::{SharedStore, Timeouts};
     let Some(shared) = &cache.shared else {
         return Ok(None);
     };
     let described = shared.s3.describe();
-    let store = SharedStore::open(&shared.s3, Timeouts::default())
+    let store = SharedStore::open(shared, Timeouts::default())
         .with_context(|| format!("the shared cache {described} cannot be used"))?;
     let runtime = runtime()?;
     runtime
@@ -708,7 +709,15 @@ fn check_shared_cache(cache: &mirrorgate::cache::CacheConfig) -> Result<Option<S
                 .map_err(anyhow::Error::from)
         })
         .with_context(|| format!("the shared cache {described} cannot be used"))?;
-    Ok(Some(described))
+    let records = match store.record_keys() {
+        0 => "no cache.shared.key_file: confirmations and tag answers are neither shared nor \
+              trusted, only content is"
+            .to_owned(),
+        keys => format!("records sealed and checked with {keys} key(s) from cache.shared.key_file"),
+    };
+    Ok(Some(format!(
+        "{described} (reachable, bucket found; {records})"
+    )))
 }
 
 fn check(args: &RuleArgs, offline: bool) -> Result<()> {
@@ -729,7 +738,7 @@ fn check(args: &RuleArgs, offline: bool) -> Result<()> {
         None => println!("config: built-in defaults (listen {})", config.listen),
     }
     if let Some(shared) = shared {
-        println!("shared cache: {shared} (reachable, bucket found)");
+        println!("shared cache: {shared}");
     }
     println!("files: {}", summary.files.len());
     for file in &summary.files {

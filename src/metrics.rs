@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
@@ -553,6 +554,16 @@ impl Collector for SharedCollector {
             let counter = ConstCounter::new(value);
             let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
             counter.encode(metric)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "shared_rejected_records",
+            "Confirmation markers and tag answers in the shared cache not sealed with this replica's key (cache.shared.key_file); treated as absent.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (kind, value) in [("marker", c.rejected_markers), ("tag", c.rejected_tags)] {
+            let labels = [("kind", kind)];
+            ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
     }

@@ -39,7 +39,7 @@ fn rules() -> String {
     set("ImageDigestMirrorSet", "imageDigestMirrors") + &set("ImageTagMirrorSet", "imageTagMirrors")
 }
 
-/// A server, a credentials file for it, and the replicas' configuration.
+/// A server, a credentials file and a record key for it, and the replicas' configuration.
 struct Bucket {
     server: SeaweedFs,
     dir: TempDir,
@@ -49,14 +49,34 @@ impl Bucket {
     fn start() -> Bucket {
         let server = SeaweedFs::start();
         let dir = tempfile::tempdir().expect("tempdir");
-        SeaweedFs::write_credentials(&dir.path().join("credentials"), SeaweedFs::SECRET_KEY);
+        SeaweedFs::write_replica_files(dir.path());
         Bucket { server, dir }
     }
 
-    /// The `cache.shared` configuration of a replica, on `endpoint` (the server's unless given).
+    fn credentials(&self) -> std::path::PathBuf {
+        self.dir.path().join(SeaweedFs::CREDENTIALS_FILE)
+    }
+
+    /// The `cache.shared` configuration of a replica, on `endpoint` (the server's unless given),
+    /// sealing records with the test key.
     fn config(&self, endpoint: Option<&str>, bucket: &str, credentials: &FsPath) -> String {
+        let key_file = self.dir.path().join(SeaweedFs::RECORD_KEY_FILE);
+        self.config_with_key(endpoint, bucket, credentials, Some(&key_file))
+    }
+
+    /// [`config`](Self::config) with the record keys in `key_file` (none: no key).
+    fn config_with_key(
+        &self,
+        endpoint: Option<&str>,
+        bucket: &str,
+        credentials: &FsPath,
+        key_file: Option<&FsPath>,
+    ) -> String {
+        let key_file = key_file.map_or_else(String::new, |path| {
+            format!("    key_file: {}\n", path.display())
+        });
         format!(
-            "cache:\n  shared:\n    s3:\n      bucket: {bucket}\n      endpoint: {}\n      path_style: true\n      insecure: true\n      credentials_file: {}\n",
+            "cache:\n  shared:\n{key_file}    s3:\n      bucket: {bucket}\n      endpoint: {}\n      path_style: true\n      insecure: true\n      credentials_file: {}\n",
             endpoint.map_or_else(|| self.server.endpoint(), str::to_owned),
             credentials.display()
         )
@@ -71,11 +91,16 @@ impl Bucket {
         Mirrorgate::start(
             &rules(),
             &[(MIRROR, &upstream.endpoint())],
-            &self.config(
-                endpoint,
-                SeaweedFs::BUCKET,
-                &self.dir.path().join("credentials"),
-            ),
+            &self.config(endpoint, SeaweedFs::BUCKET, &self.credentials()),
+        )
+    }
+
+    /// A replica on the bucket whose record keys are in `key_file` (none: no key).
+    fn replica_with_key(&self, upstream: &Registry, key_file: Option<&FsPath>) -> Mirrorgate {
+        Mirrorgate::start(
+            &rules(),
+            &[(MIRROR, &upstream.endpoint())],
+            &self.config_with_key(None, SeaweedFs::BUCKET, &self.credentials(), key_file),
         )
     }
 
@@ -171,12 +196,26 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 
 /// The value of counter `name` (without `mirrorgate_` and `_total`) on `proxy`'s `/metrics`.
 fn counter(proxy: &Mirrorgate, name: &str) -> u64 {
+    series_sum(proxy, &format!("mirrorgate_{name}_total "))
+}
+
+/// The sum of the series on `proxy`'s `/metrics` whose line starts with `prefix` (a name and
+/// a space, or a name and some of its labels).
+fn series_sum(proxy: &Mirrorgate, prefix: &str) -> u64 {
     let text = proxy.get("/metrics", &[]).text();
-    let prefix = format!("mirrorgate_{name}_total ");
     text.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .and_then(|value| value.trim().parse::<f64>().ok())
-        .map_or(0, |value| value as u64)
+        .filter_map(|line| line.strip_prefix(prefix))
+        .filter_map(|rest| rest.rsplit(' ').next()?.trim().parse::<f64>().ok())
+        .map(|value| value as u64)
+        .sum()
+}
+
+/// The records of `kind` (`marker`, `tag`) `proxy` found in the bucket and did not trust.
+fn rejected_records(proxy: &Mirrorgate, kind: &str) -> u64 {
+    series_sum(
+        proxy,
+        &format!("mirrorgate_shared_rejected_records_total{{kind=\"{kind}\"}} "),
+    )
 }
 
 /// `GET` requests for each blob at `registry` since `mark`.
@@ -525,11 +564,7 @@ fn wrong_credentials_or_a_missing_bucket_are_a_clear_error_and_pulls_are_still_s
     let missing = Mirrorgate::start(
         &rules(),
         &[(MIRROR, &mirror.endpoint())],
-        &bucket.config(
-            None,
-            "no-such-bucket",
-            &bucket.dir.path().join("credentials"),
-        ),
+        &bucket.config(None, "no-such-bucket", &bucket.credentials()),
     );
     let dir = tempfile::tempdir().unwrap();
     let logged = |proxy: &Mirrorgate, needle: &str| {
@@ -561,5 +596,137 @@ fn wrong_credentials_or_a_missing_bucket_are_a_clear_error_and_pulls_are_still_s
             0
         ),
         "check said:\n{denied_says}\n{missing_says}"
+    );
+}
+
+#[test]
+fn a_marker_planted_for_another_repository_does_not_make_a_replica_serve_it_the_content() {
+    let bucket = Bucket::start();
+    let mirror = Registry::start();
+    let image = single_arch("shared-planted", &[4000, 5000]);
+    let other = single_arch("shared-planted-other", &[6000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    // The other repository exists upstream, without the image's layers.
+    push(&other, &format!("{}/ns/other:v1", mirror.addr()));
+    let a = bucket.replica(&mirror);
+    let dir = tempfile::tempdir().unwrap();
+    succeeded(&pull(&a, &image, &dir.path().join("a"))).expect("pull through A");
+    let app = format!("{SOURCE}/ns/app");
+    bucket.wait_for_image(&image, &app);
+    // Whoever can write the bucket grants ns/other the layers: an empty marker (as mirrorgate
+    // wrote them before they were sealed) for one, A's marker for ns/app copied for the other.
+    let (planted, copied) = (&image.layers[0], &image.layers[1]);
+    let other_repository = format!("{SOURCE}/ns/other");
+    bucket.put(&marker_key(&other_repository, planted), Vec::new());
+    let sealed = bucket
+        .object(&marker_key(&app, copied))
+        .expect("A's marker");
+    bucket.put(&marker_key(&other_repository, copied), sealed);
+    let b = bucket.replica(&mirror);
+    let answers = [planted, copied].map(|digest| {
+        b.get(&format!("/v2/{other_repository}/blobs/{digest}"), &[])
+            .status
+    });
+    assert_eq!(
+        (answers, rejected_records(&b, "marker") >= 2),
+        ([404, 404], true),
+        "B's log:\n{}",
+        warnings(&b)
+    );
+}
+
+#[test]
+fn a_rewritten_tag_record_does_not_make_a_replica_serve_another_manifest() {
+    let bucket = Bucket::start();
+    let mut mirror = Registry::start();
+    let image = single_arch("shared-tag", &[3000]);
+    let secret = single_arch("shared-tag-secret", &[3500]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    push(&secret, &format!("{}/ns/secret:v1", mirror.addr()));
+    let a = bucket.replica(&mirror);
+    let accept = [("Accept", support::OCI_MANIFEST_MEDIA_TYPE)];
+    let by_tag =
+        |proxy: &Mirrorgate| proxy.get(&format!("/v2/{SOURCE}/ns/app/manifests/v1"), &accept);
+    let secret_path = format!(
+        "/v2/{SOURCE}/ns/secret/manifests/{}",
+        secret.manifest_digest
+    );
+    assert_eq!(
+        (by_tag(&a).status, a.get(&secret_path, &accept).status),
+        (200, 200)
+    );
+    let tag_key = format!("tags/{SOURCE}/ns/app/v1");
+    wait_until(UPLOADED, || {
+        Ok(bucket.object(&tag_key).is_some()
+            && bucket
+                .object(&manifest_key(&secret.manifest_digest))
+                .is_some())
+    })
+    .expect("the tag answer and the other repository's manifest are in the bucket");
+    // Whoever can write the bucket points the tag at the other repository's manifest, keeping
+    // the rest of the record (route, time, MAC).
+    let record = String::from_utf8(bucket.object(&tag_key).unwrap()).expect("text");
+    let rewritten = record.replacen(&image.manifest_digest, &secret.manifest_digest, 1);
+    bucket.put(&tag_key, rewritten.into_bytes());
+    mirror.stop();
+    let b = bucket.replica(&mirror);
+    let answer = by_tag(&b);
+    assert_eq!(
+        (
+            answer.status,
+            answer.header("Docker-Content-Digest"),
+            rejected_records(&b, "tag") >= 1
+        ),
+        (502, None, true),
+        "B's log:\n{}",
+        warnings(&b)
+    );
+}
+
+#[test]
+fn replicas_trust_the_markers_sealed_with_their_key_and_not_those_of_another_key() {
+    let bucket = Bucket::start();
+    let mirror = Registry::start();
+    let image = single_arch("shared-keys", &[4000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let a = bucket.replica(&mirror);
+    let dir = tempfile::tempdir().unwrap();
+    succeeded(&pull(&a, &image, &dir.path().join("a"))).expect("pull through A");
+    bucket.wait_for_image(&image, &format!("{SOURCE}/ns/app"));
+    let other_key = bucket.dir.path().join("other-key");
+    SeaweedFs::write_record_key(&other_key, "another-test-record-key-0123456789abcdef");
+    let replicas = [
+        bucket.replica(&mirror),
+        bucket.replica_with_key(&mirror, Some(&other_key)),
+        bucket.replica_with_key(&mirror, None),
+    ];
+    let layer = &image.layers[0];
+    // Each serves the layer from the bucket; only a replica that trusts A's marker for the
+    // repository does so without asking the mirror first.
+    let seen: Vec<(bool, bool, u64)> = replicas
+        .iter()
+        .map(|replica| {
+            let response = replica.get(&format!("/v2/{SOURCE}/ns/app/blobs/{layer}"), &[]);
+            (
+                response.body == image.blob(layer),
+                series_sum(replica, "mirrorgate_upstream_requests_total{") > 0,
+                rejected_records(replica, "marker"),
+            )
+        })
+        .collect();
+    let (_, sealed_check) = check_output(&replicas[0]);
+    let (_, keyless_check) = check_output(&replicas[2]);
+    assert_eq!(
+        (
+            seen,
+            sealed_check.contains("records sealed and checked with 1 key(s)"),
+            keyless_check.contains("no cache.shared.key_file"),
+        ),
+        (
+            vec![(true, false, 0), (true, true, 1), (true, true, 0)],
+            true,
+            true
+        ),
+        "check said:\n{sealed_check}\n{keyless_check}"
     );
 }

@@ -13,7 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use mirrorgate::cache::shared::{
-    Kind, PART_SIZE, S3Config, SharedError, SharedStore, Timeouts, Uploaded,
+    Kind, PART_SIZE, Rejected, S3Config, SharedConfig, SharedError, SharedStore, TagRecord,
+    Timeouts, Uploaded,
 };
 use mirrorgate::proxy::verify::digest_of;
 use mirrorgate::reference::{Algorithm, Digest};
@@ -29,7 +30,8 @@ const TIMEOUTS: Timeouts = Timeouts {
     request: Duration::from_secs(10),
 };
 
-/// A server, a credentials file for it, and a scratch directory for local files.
+/// A server, a credentials file and a record key for it, and a scratch directory for local
+/// files.
 struct Setup {
     server: SeaweedFs,
     dir: TempDir,
@@ -39,7 +41,7 @@ impl Setup {
     fn start() -> Setup {
         let server = SeaweedFs::start();
         let dir = tempfile::tempdir().expect("tempdir");
-        SeaweedFs::write_credentials(&dir.path().join("credentials"), SeaweedFs::SECRET_KEY);
+        SeaweedFs::write_replica_files(dir.path());
         Setup { server, dir }
     }
 
@@ -52,13 +54,48 @@ impl Setup {
             path_style: true,
             insecure: true,
             ca_file: None,
-            credentials_file: Some(self.dir.path().join("credentials")),
+            credentials_file: Some(self.dir.path().join(SeaweedFs::CREDENTIALS_FILE)),
+        }
+    }
+
+    /// The `cache.shared` section of a replica on `s3`, sealing records with the test key.
+    fn shared(&self, s3: S3Config) -> SharedConfig {
+        SharedConfig {
+            s3,
+            key_file: Some(self.dir.path().join(SeaweedFs::RECORD_KEY_FILE)),
         }
     }
 
     /// A client on `prefix`, as one replica has.
     fn store(&self, prefix: &str) -> SharedStore {
-        SharedStore::open(&self.config(prefix), TIMEOUTS).expect("open the shared store")
+        SharedStore::open(&self.shared(self.config(prefix)), TIMEOUTS)
+            .expect("open the shared store")
+    }
+
+    /// A client on `prefix` whose key file holds `keys` (none: no key file at all).
+    fn store_with_keys(&self, prefix: &str, keys: &[&str]) -> SharedStore {
+        let key_file = (!keys.is_empty()).then(|| {
+            let path = self.dir.path().join(format!("keys-{}", keys.join("-")));
+            std::fs::write(&path, keys.join("\n")).expect("write key file");
+            path
+        });
+        let config = SharedConfig {
+            s3: self.config(prefix),
+            key_file,
+        };
+        SharedStore::open(&config, TIMEOUTS).expect("open the shared store")
+    }
+
+    async fn put_raw(&self, key: &str, bytes: Vec<u8>) {
+        self.raw()
+            .put(&Path::from(key), PutPayload::from(bytes))
+            .await
+            .expect("put");
+    }
+
+    async fn get_raw(&self, key: &str) -> Vec<u8> {
+        let result = self.raw().get(&Path::from(key)).await.expect("get");
+        result.bytes().await.expect("read").to_vec()
     }
 
     /// A plain S3 client on the bucket, to look at and tamper with objects behind the store.
@@ -390,7 +427,7 @@ async fn wrong_credentials_and_a_missing_bucket_fail_the_check_clearly() {
         credentials_file: Some(wrong),
         ..setup.config("check")
     };
-    let error = SharedStore::open(&config, TIMEOUTS)
+    let error = SharedStore::open(&setup.shared(config), TIMEOUTS)
         .expect("open")
         .check()
         .await
@@ -402,7 +439,7 @@ async fn wrong_credentials_and_a_missing_bucket_fail_the_check_clearly() {
         bucket: "no-such-bucket".to_owned(),
         ..setup.config("check")
     };
-    let error = SharedStore::open(&config, TIMEOUTS)
+    let error = SharedStore::open(&setup.shared(config), TIMEOUTS)
         .expect("open")
         .check()
         .await
@@ -421,9 +458,17 @@ async fn wrong_credentials_and_a_missing_bucket_fail_the_check_clearly() {
         credentials_file: Some(setup.dir.path().join("absent")),
         ..setup.config("check")
     };
-    let error = SharedStore::open(&config, TIMEOUTS).unwrap_err();
+    let error = SharedStore::open(&setup.shared(config), TIMEOUTS).unwrap_err();
     assert_eq!(error.kind(), "config", "{error}");
     assert!(error.to_string().contains("absent"), "{error}");
+
+    let config = SharedConfig {
+        key_file: Some(setup.dir.path().join("no-key-file")),
+        ..setup.shared(setup.config("check"))
+    };
+    let error = SharedStore::open(&config, TIMEOUTS).unwrap_err();
+    assert_eq!(error.kind(), "config", "{error}");
+    assert!(error.to_string().contains("key_file"), "{error}");
 }
 
 #[tokio::test]
@@ -458,6 +503,181 @@ async fn confirmations_are_seen_by_another_replica() {
     assert_eq!(error.kind(), "invalid_repository");
 }
 
+/// The reason a record lookup was not trusted, or its kind of failure otherwise.
+fn why_untrusted(error: SharedError) -> Result<Rejected, &'static str> {
+    match error {
+        SharedError::Untrusted { reason, .. } => Ok(reason),
+        other => Err(other.kind()),
+    }
+}
+
+#[tokio::test]
+async fn a_planted_or_copied_marker_is_not_a_confirmation() {
+    let setup = Setup::start();
+    let store = setup.store("planted");
+    let d = digest(&content(10, 11));
+    let marker = |repository: &str| format!("planted/repos/{repository}/sha256/{}", d.hex());
+    store
+        .confirm("quay.io/team-a/app", &d)
+        .await
+        .expect("confirm");
+    // Whoever can write the bucket plants an empty marker (as mirrorgate wrote them before
+    // they were sealed), copies a sealed one to another repository's key, and plants a large
+    // object where a marker goes.
+    setup
+        .put_raw(&marker("quay.io/team-b/app"), Vec::new())
+        .await;
+    let sealed = setup.get_raw(&marker("quay.io/team-a/app")).await;
+    setup.put_raw(&marker("quay.io/team-c/app"), sealed).await;
+    setup
+        .put_raw(&marker("quay.io/team-d/app"), vec![b'\n'; 1 << 20])
+        .await;
+    let mut answers = Vec::new();
+    for team in ["team-a", "team-b", "team-c", "team-d"] {
+        let answer = store.is_confirmed(&format!("quay.io/{team}/app"), &d).await;
+        answers.push(answer.map_err(why_untrusted));
+    }
+    assert_eq!(
+        (answers, store.stats().snapshot().rejected_markers),
+        (
+            vec![
+                Ok(true),
+                Err(Ok(Rejected::Unsealed)),
+                Err(Ok(Rejected::BadMac)),
+                Err(Ok(Rejected::TooLarge)),
+            ],
+            3
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_rewritten_or_unsealed_tag_answer_is_not_trusted() {
+    let setup = Setup::start();
+    let store = setup.store("answers");
+    let (served, other) = (digest(b"served"), digest(b"another repository's"));
+    let record = TagRecord {
+        digest: served.clone(),
+        route: 7,
+        recorded_at: 1_700_000_000,
+    };
+    store
+        .record_tag("quay.io/a/app", "v1", &record)
+        .await
+        .expect("record");
+    let recorded = trusted_tag(&store, "v1").await;
+    // The same answer pointing at another manifest, its MAC kept; and an answer as mirrorgate
+    // wrote them before they were sealed (digest, route, time).
+    let key = "answers/tags/quay.io/a/app/v1";
+    let sealed = String::from_utf8(setup.get_raw(key).await).expect("text");
+    let rewritten = sealed.replacen(served.as_str(), other.as_str(), 1);
+    setup.put_raw(key, rewritten.into_bytes()).await;
+    setup
+        .put_raw(
+            "answers/tags/quay.io/a/app/v2",
+            format!("{other}\n7\n1700000000\n").into_bytes(),
+        )
+        .await;
+    assert_eq!(
+        (
+            recorded,
+            trusted_tag(&store, "v1").await,
+            trusted_tag(&store, "v2").await,
+            store.stats().snapshot().rejected_tags,
+        ),
+        (
+            Ok(Some(record)),
+            Err(Ok(Rejected::BadMac)),
+            Err(Ok(Rejected::Unsealed)),
+            2
+        )
+    );
+}
+
+/// The answer `store` trusts for `quay.io/a/app:<tag>`, or why it does not.
+async fn trusted_tag(
+    store: &SharedStore,
+    tag: &str,
+) -> Result<Option<TagRecord>, Result<Rejected, &'static str>> {
+    store.tag("quay.io/a/app", tag).await.map_err(why_untrusted)
+}
+
+/// What `store` trusts of the records for `quay.io/a/app`: the confirmation of `digest` and
+/// the answer for tag `v1`.
+async fn trusted(
+    store: &SharedStore,
+    digest: &Digest,
+) -> (
+    Result<bool, Result<Rejected, &'static str>>,
+    Result<Option<TagRecord>, Result<Rejected, &'static str>>,
+) {
+    (
+        store
+            .is_confirmed("quay.io/a/app", digest)
+            .await
+            .map_err(why_untrusted),
+        trusted_tag(store, "v1").await,
+    )
+}
+
+#[tokio::test]
+async fn records_sealed_with_the_key_are_trusted_by_every_replica_holding_it_and_by_no_other() {
+    const OTHER_KEY: &str = "another-test-record-key-0123456789abcdef";
+    let setup = Setup::start();
+    let writer = setup.store("keys");
+    let d = digest(&content(10, 12));
+    let record = TagRecord {
+        digest: d.clone(),
+        route: 3,
+        recorded_at: 1_700_000_000,
+    };
+    writer.confirm("quay.io/a/app", &d).await.expect("confirm");
+    writer
+        .record_tag("quay.io/a/app", "v1", &record)
+        .await
+        .expect("record");
+    let same_key = setup.store("keys");
+    let other_key = setup.store_with_keys("keys", &[OTHER_KEY]);
+    // Rotation: the new key seals, the old one is still accepted.
+    let rotated = setup.store_with_keys("keys", &[OTHER_KEY, SeaweedFs::RECORD_KEY]);
+    let keyless = setup.store_with_keys("keys", &[]);
+    assert_eq!(
+        [
+            trusted(&same_key, &d).await,
+            trusted(&other_key, &d).await,
+            trusted(&rotated, &d).await,
+            trusted(&keyless, &d).await,
+        ],
+        [
+            (Ok(true), Ok(Some(record.clone()))),
+            (Err(Ok(Rejected::BadMac)), Err(Ok(Rejected::BadMac))),
+            (Ok(true), Ok(Some(record.clone()))),
+            (Ok(false), Ok(None)),
+        ]
+    );
+    // What the rotated replica seals is trusted only where the new key is listed (so it must
+    // reach every replica before any seals with it); a replica without a key writes nothing.
+    rotated.confirm("quay.io/b/app", &d).await.expect("confirm");
+    keyless.confirm("quay.io/c/app", &d).await.expect("confirm");
+    keyless
+        .record_tag("quay.io/c/app", "v1", &record)
+        .await
+        .expect("record");
+    assert_eq!(
+        (
+            other_key.is_confirmed("quay.io/b/app", &d).await.ok(),
+            same_key
+                .is_confirmed("quay.io/b/app", &d)
+                .await
+                .map_err(why_untrusted),
+            setup.keys("keys/repos/quay.io/c").await,
+            setup.keys("keys/tags/quay.io/c").await,
+            keyless.stats().snapshot().errors,
+        ),
+        (Some(true), Err(Ok(Rejected::BadMac)), vec![], vec![], 0)
+    );
+}
+
 #[tokio::test]
 async fn a_server_that_never_answers_costs_a_bounded_wait_and_a_timeout_error() {
     // Accepts connections and reads requests, but never answers.
@@ -487,7 +707,10 @@ async fn a_server_that_never_answers_costs_a_bounded_wait_and_a_timeout_error() 
         credentials_file: Some(credentials),
     };
     let store = SharedStore::open(
-        &config,
+        &SharedConfig {
+            s3: config,
+            key_file: None,
+        },
         Timeouts {
             connect: Duration::from_secs(1),
             request: Duration::from_millis(300),

@@ -921,6 +921,9 @@ else
     S3_DIR="$WORK/s3"
     mkdir -p "$S3_DIR/data"
     printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$S3_KEY" "$S3_SECRET" >"$S3_DIR/credentials"
+    # The key sealing the replicas' confirmations in the bucket (without one, each replica would
+    # confirm every digest upstream itself).
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$S3_DIR/record-key"
     launch_s3() {
         (cd "$S3_DIR" && AWS_ACCESS_KEY_ID=$S3_KEY AWS_SECRET_ACCESS_KEY=$S3_SECRET exec "$WEED_BIN" mini \
             -dir="$S3_DIR/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.telemetry=false -webdav=false \
@@ -945,6 +948,7 @@ else
     [ "$code" = 200 ] || die "weed mini did not serve the bucket within 60 s (see $WORK/logs/s3.log)"
     log "S3 (SeaweedFS) ready on 127.0.0.1:$S3_PORT"
     SHARED_CACHE="  shared:
+    key_file: $S3_DIR/record-key
     s3:
       bucket: $S3_BUCKET
       endpoint: http://127.0.0.1:$S3_PORT

@@ -26,8 +26,15 @@
 //!   object; it deletes none: eviction is the bucket's lifecycle policy.
 //!
 //! Keys, under the configured prefix: `blobs/<algorithm>/<hex>`, `manifests/<algorithm>/<hex>`,
-//! and `repos/<repository>/<algorithm>/<hex>` for the (empty) marker saying that an upstream
-//! served or confirmed that digest for that repository.
+//! `repos/<repository>/<algorithm>/<hex>` for the marker saying that an upstream served or
+//! confirmed that digest for that repository, and `tags/<repository>/<tag>` for a tag answer.
+//!
+//! A third rule covers the markers and tag answers, which carry authorisation rather than
+//! content: *a record is trusted only when sealed* (module `seal`) with a key from
+//! `cache.shared.key_file`, so that write access to the bucket alone grants no repository
+//! anything. Without a key, records are neither written nor read.
+
+mod seal;
 
 use std::fmt;
 use std::ops::Range;
@@ -50,6 +57,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::verify::{Hasher, Outcome, Verified};
 use crate::reference::Digest;
+pub use seal::Rejected;
+use seal::{MAX_RECORD_LEN, RecordKeys};
 
 /// Objects up to this size are stored with one conditional `PUT` (read into memory); larger ones
 /// with a multipart upload in parts of this size.
@@ -65,6 +74,10 @@ const PARTS_IN_FLIGHT: usize = 4;
 pub struct SharedConfig {
     /// The S3-compatible bucket (`cache.shared.s3`).
     pub s3: S3Config,
+    /// The keys that seal the bucket's records (`cache.shared.key_file`): one per line, the
+    /// first seals, all are accepted. `None`: records are neither written nor trusted, and only
+    /// content is shared.
+    pub key_file: Option<PathBuf>,
 }
 
 /// The `cache.shared.s3` section: where the bucket is and how to sign requests to it.
@@ -96,6 +109,7 @@ pub struct S3Config {
 #[serde(deny_unknown_fields, default)]
 pub struct RawSharedConfig {
     s3: Option<RawS3>,
+    key_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -128,6 +142,7 @@ impl RawSharedConfig {
                 ca_file: raw.ca_file,
                 credentials_file: raw.credentials_file,
             },
+            key_file: self.key_file,
         })
     }
 }
@@ -137,7 +152,15 @@ impl SharedConfig {
     pub fn validate(&self) -> Result<(), (String, String)> {
         self.s3
             .validate()
-            .map_err(|(key, message)| (format!("s3.{key}"), message))
+            .map_err(|(key, message)| (format!("s3.{key}"), message))?;
+        if self
+            .key_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(("key_file".to_owned(), "empty path".to_owned()));
+        }
+        Ok(())
     }
 }
 
@@ -330,6 +353,14 @@ pub enum SharedError {
     /// A repository name that cannot be a key.
     #[error("{0:?} is not a repository name")]
     InvalidRepository(String),
+    /// A marker or tag answer not sealed with any of this replica's keys: treated as absent.
+    #[error("untrusted record {key} in the shared store (treated as absent): {reason}")]
+    Untrusted {
+        /// The record's key.
+        key: String,
+        /// Why it is not trusted.
+        reason: Rejected,
+    },
 }
 
 impl SharedError {
@@ -347,6 +378,7 @@ impl SharedError {
             SharedError::Unverified { .. } => "unverified",
             SharedError::Config(_) => "config",
             SharedError::InvalidRepository(_) => "invalid_repository",
+            SharedError::Untrusted { .. } => "untrusted",
         }
     }
 
@@ -427,6 +459,8 @@ pub struct SharedStats {
     errors: AtomicU64,
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
+    rejected_markers: AtomicU64,
+    rejected_tags: AtomicU64,
 }
 
 /// A snapshot of [`SharedStats`].
@@ -452,6 +486,10 @@ pub struct SharedCounts {
     pub bytes_read: u64,
     /// Object bytes sent in uploads, completed or not.
     pub bytes_written: u64,
+    /// Confirmation markers found without a valid seal (not trusted).
+    pub rejected_markers: u64,
+    /// Tag answers found without a valid seal (not trusted).
+    pub rejected_tags: u64,
 }
 
 impl SharedStats {
@@ -469,6 +507,8 @@ impl SharedStats {
             errors: get(&self.errors),
             bytes_read: get(&self.bytes_read),
             bytes_written: get(&self.bytes_written),
+            rejected_markers: get(&self.rejected_markers),
+            rejected_tags: get(&self.rejected_tags),
         }
     }
 }
@@ -597,6 +637,8 @@ struct Inner {
     reads: AmazonS3,
     prefix: Path,
     config: S3Config,
+    /// What seals and opens records; `None`: no records are written or trusted.
+    keys: Option<RecordKeys>,
     stats: SharedStats,
 }
 
@@ -626,12 +668,25 @@ impl fmt::Debug for Credentials {
 }
 
 impl SharedStore {
-    /// Builds the clients for a validated `config`: reads the credentials (file or environment)
-    /// and the CA file. Contacts nothing; call [`check`](Self::check) for that.
-    pub fn open(config: &S3Config, timeouts: Timeouts) -> Result<SharedStore, SharedError> {
-        config
+    /// Builds the clients for a validated `shared` configuration: reads the credentials (file
+    /// or environment), the CA file and the key file. Contacts nothing; call
+    /// [`check`](Self::check) for that.
+    pub fn open(shared: &SharedConfig, timeouts: Timeouts) -> Result<SharedStore, SharedError> {
+        shared
             .validate()
             .map_err(|(key, message)| SharedError::Config(format!("{key}: {message}")))?;
+        let config = &shared.s3;
+        let keys = match &shared.key_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    SharedError::Config(format!("key_file {}: cannot read: {e}", path.display()))
+                })?;
+                Some(RecordKeys::parse(&text).map_err(|why| {
+                    SharedError::Config(format!("key_file {}: {why}", path.display()))
+                })?)
+            }
+            None => None,
+        };
         let credentials = match &config.credentials_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
@@ -713,6 +768,7 @@ impl SharedStore {
                 reads: build(true)?,
                 prefix: prefix_path(&config.prefix).map_err(SharedError::Config)?,
                 config: config.clone(),
+                keys,
                 stats: SharedStats::default(),
             }),
         })
@@ -721,6 +777,12 @@ impl SharedStore {
     /// The configuration it was opened with.
     pub fn config(&self) -> &S3Config {
         &self.inner.config
+    }
+
+    /// How many keys records are sealed and checked with; 0: none, and records are neither
+    /// written nor trusted.
+    pub fn record_keys(&self) -> usize {
+        self.inner.keys.as_ref().map_or(0, RecordKeys::len)
     }
 
     /// The counters.
@@ -1050,28 +1112,30 @@ impl SharedStore {
     }
 
     /// Records that an upstream served or confirmed `digest` for `repository` (e.g.
-    /// `quay.io/openshift/release`), so that every replica may serve the shared object for it.
+    /// `quay.io/openshift/release`), so that every replica may serve the shared object for it:
+    /// a marker sealed with the key. Without a key it writes nothing, since no replica would
+    /// trust it.
     pub async fn confirm(&self, repository: &str, digest: &Digest) -> Result<(), SharedError> {
         let path = self.marker(repository, digest)?;
-        self.inner
-            .requests
-            .put(&path, PutPayload::new())
-            .await
-            .map(|_| ())
-            .map_err(|e| self.failed(e))
+        self.write_record(&path, "").await
     }
 
-    /// Whether [`confirm`](Self::confirm) was called for this pair, by any replica.
+    /// Whether a replica with the key recorded, with [`confirm`](Self::confirm), that an
+    /// upstream served or confirmed this pair. A marker without a valid seal is
+    /// [`SharedError::Untrusted`] (counted); without a key, the bucket is not asked.
     pub async fn is_confirmed(
         &self,
         repository: &str,
         digest: &Digest,
     ) -> Result<bool, SharedError> {
         let path = self.marker(repository, digest)?;
-        match self.inner.requests.head(&path).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(error) => Err(self.failed(error)),
+        match self.read_record(&path).await? {
+            None => Ok(false),
+            // The seal binds the key, which names the pair: the (empty) content adds nothing.
+            Some(Ok(_)) => Ok(true),
+            Some(Err(reason)) => {
+                Err(self.untrusted(&self.inner.stats.rejected_markers, &path, reason))
+            }
         }
     }
 
@@ -1103,7 +1167,8 @@ impl SharedStore {
 
     /// Records the answer an upstream gave for `repository:tag` (a digest, on the route with
     /// fingerprint `route`), so that another replica can serve it when every upstream fails.
-    /// Overwrites the previous answer: it is a pointer, not content.
+    /// Overwrites the previous answer: it is a pointer, not content. Without a key it writes
+    /// nothing.
     pub async fn record_tag(
         &self,
         repository: &str,
@@ -1115,25 +1180,67 @@ impl SharedStore {
             "{}\n{}\n{}\n",
             answer.digest, answer.route, answer.recorded_at
         );
+        self.write_record(&path, &text).await
+    }
+
+    /// The last answer recorded for `repository:tag` by a replica with the key; `None` when
+    /// there is none, or no key. An answer without a valid seal is [`SharedError::Untrusted`]
+    /// (counted).
+    pub async fn tag(&self, repository: &str, tag: &str) -> Result<Option<TagRecord>, SharedError> {
+        let path = self.tag_path(repository, tag)?;
+        match self.read_record(&path).await? {
+            None => Ok(None),
+            Some(Ok(content)) => Ok(TagRecord::parse(content.as_bytes())),
+            Some(Err(reason)) => {
+                Err(self.untrusted(&self.inner.stats.rejected_tags, &path, reason))
+            }
+        }
+    }
+
+    /// Writes the record `content` at `path`, sealed; nothing without a key.
+    async fn write_record(&self, path: &Path, content: &str) -> Result<(), SharedError> {
+        let Some(keys) = &self.inner.keys else {
+            return Ok(());
+        };
+        let body = keys.seal(path.as_ref(), content);
         self.inner
             .requests
-            .put(&path, PutPayload::from(text.into_bytes()))
+            .put(path, PutPayload::from(body.into_bytes()))
             .await
             .map(|_| ())
             .map_err(|e| self.failed(e))
     }
 
-    /// The last answer recorded for `repository:tag` by any replica; `None` when there is none
-    /// (or it cannot be read as one).
-    pub async fn tag(&self, repository: &str, tag: &str) -> Result<Option<TagRecord>, SharedError> {
-        let path = self.tag_path(repository, tag)?;
-        let result = match self.inner.requests.get(&path).await {
+    /// The content of the record at `path`: `None` when there is none (or no key to open it
+    /// with, in which case the bucket is not asked), the reason when it is not sealed with a key
+    /// of ours.
+    async fn read_record(
+        &self,
+        path: &Path,
+    ) -> Result<Option<Result<String, Rejected>>, SharedError> {
+        let Some(keys) = &self.inner.keys else {
+            return Ok(None);
+        };
+        let result = match self.inner.requests.get(path).await {
             Ok(result) => result,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(error) => return Err(self.failed(error)),
         };
+        // Whoever can write the bucket could plant a huge object here: it is not read.
+        if result.meta.size > MAX_RECORD_LEN {
+            return Ok(Some(Err(Rejected::TooLarge)));
+        }
         let bytes = result.bytes().await.map_err(|e| self.failed(e))?;
-        Ok(TagRecord::parse(&bytes))
+        Ok(Some(keys.open(path.as_ref(), &bytes).map(str::to_owned)))
+    }
+
+    /// Counts a record at `path` that is not trusted, in `counter` (its kind's).
+    fn untrusted(&self, counter: &AtomicU64, path: &Path, reason: Rejected) -> SharedError {
+        bump(counter, 1);
+        SharedError::Untrusted {
+            key: path.to_string(),
+            reason,
+        }
     }
 }
 
@@ -1288,6 +1395,7 @@ mod tests {
                 bucket: Some("mirrorgate-cache".to_owned()),
                 ..RawS3::default()
             }),
+            key_file: None,
         }
         .into_config()
         .unwrap()
@@ -1330,23 +1438,33 @@ mod tests {
                 .map(|s3| (s3.bucket.as_str(), s3.path_style, s3.insecure)),
             Some(("team-cache", true, true))
         );
-        let error = crate::config::Config::from_yaml_str(
-            "cache: {shared: {s3: {bucket: team-cache, endpoint: 'http://s3:8333'}}}",
-            "f.yaml",
-        )
-        .unwrap_err()
-        .to_string();
+        let error_of = |text: &str| {
+            crate::config::Config::from_yaml_str(text, "f.yaml")
+                .unwrap_err()
+                .to_string()
+        };
+        let error =
+            error_of("cache: {shared: {s3: {bucket: team-cache, endpoint: 'http://s3:8333'}}}");
         assert!(
             error.starts_with("f.yaml: cache.shared.s3.endpoint: plain http"),
             "{error}"
         );
-        let error = crate::config::Config::from_yaml_str(
-            "cache: {shared: {s3: {bucket: b, secret: x}}}",
+        let error = error_of("cache: {shared: {s3: {bucket: b, secret: x}}}");
+        assert!(error.contains("secret"), "{error}");
+        let keyed = crate::config::Config::from_yaml_str(
+            "cache: {shared: {key_file: /etc/mirrorgate/shared-key/key, s3: {bucket: b-1}}}",
             "f.yaml",
         )
-        .unwrap_err()
-        .to_string();
-        assert!(error.contains("secret"), "{error}");
+        .unwrap();
+        assert_eq!(
+            keyed.cache.shared.and_then(|shared| shared.key_file),
+            Some(PathBuf::from("/etc/mirrorgate/shared-key/key"))
+        );
+        let error = error_of("cache: {shared: {key_file: '', s3: {bucket: b-1}}}");
+        assert!(
+            error.starts_with("f.yaml: cache.shared.key_file: empty path"),
+            "{error}"
+        );
         assert_eq!(
             crate::config::Config::from_yaml_str("cache: {shared: }", "f.yaml")
                 .unwrap()

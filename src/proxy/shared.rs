@@ -10,6 +10,8 @@
 //!
 //! Objects found corrupt are remembered until they are replaced: they are not read again, and
 //! the next upload of their digest overwrites them (the one overwrite mirrorgate makes).
+//! Records (confirmations, tag answers) not sealed with our key are logged like a failure and
+//! answered as absent, without backing off: the bucket works, the record is not ours.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -60,7 +62,7 @@ impl SharedTier {
     /// cannot be used at all (an unreadable credentials or CA file): the local cache then works
     /// alone, and `mirrorgate check` reports the same error.
     pub fn open(config: &SharedConfig) -> Option<SharedTier> {
-        match SharedStore::open(&config.s3, Timeouts::default()) {
+        match SharedStore::open(config, Timeouts::default()) {
             Ok(store) => Some(SharedTier {
                 store,
                 skip_until: Arc::default(),
@@ -83,6 +85,9 @@ impl SharedTier {
     /// bucket are an error in the log (pulls are served either way).
     pub fn check_in_background(&self) {
         let store = self.store.clone();
+        if store.record_keys() == 0 {
+            tracing::warn!(store = %store.config().describe(), "cache.shared.key_file is not set: confirmations and tag answers are neither shared nor trusted from the bucket (content still is, verified by digest)");
+        }
         tokio::spawn(async move {
             let described = store.config().describe();
             match tokio::time::timeout(WAIT * 2, store.check()).await {
@@ -115,7 +120,20 @@ impl SharedTier {
             *self.skip_until.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(Instant::now() + BACKOFF);
         }
-        if let Some(held_back) = FAILED.admit(error.kind(), Instant::now()) {
+        let Some(held_back) = FAILED.admit(error.kind(), Instant::now()) else {
+            return;
+        };
+        if let SharedError::Untrusted { key, reason } = error {
+            tracing::warn!(
+                store = %self.store.config().describe(),
+                operation = what,
+                key = %key,
+                %reason,
+                similar_held_back = held_back,
+                "a record in the shared cache is not sealed with our key: not trusted, treated as absent (one line every {}s)",
+                log_limit::INTERVAL.as_secs()
+            );
+        } else {
             tracing::warn!(
                 store = %self.store.config().describe(),
                 operation = what,
@@ -234,8 +252,9 @@ impl SharedTier {
         self.within_wait("read", read).await?
     }
 
-    /// Whether any replica recorded that an upstream served or confirmed `digest` for
-    /// `repository`; `false` when the bucket cannot say.
+    /// Whether a replica with the key recorded (in a sealed marker) that an upstream served or
+    /// confirmed `digest` for `repository`; `false` when the bucket cannot say, the marker is not
+    /// sealed with our key, or there is no key.
     pub async fn is_confirmed(&self, repository: &str, digest: &Digest) -> bool {
         if self.skipping() {
             return false;
@@ -249,7 +268,7 @@ impl SharedTier {
     }
 
     /// The tag answer another replica (or this one) recorded for `repository:tag`, if the
-    /// bucket has one and answers in time.
+    /// bucket has one sealed with our key and answers in time.
     pub async fn tag(&self, repository: &str, tag: &str) -> Option<TagRecord> {
         if self.skipping() {
             return None;

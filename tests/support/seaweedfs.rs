@@ -60,6 +60,26 @@ impl SeaweedFs {
     /// Its secret.
     pub const SECRET_KEY: &'static str = "mirrorgate-test-secret";
 
+    /// The key the test replicas seal their shared records with (`cache.shared.key_file`).
+    pub const RECORD_KEY: &'static str = "mirrorgate-test-record-key-0123456789abcdef";
+    /// The name of the credentials file [`write_replica_files`](Self::write_replica_files) writes.
+    pub const CREDENTIALS_FILE: &'static str = "credentials";
+    /// The name of the key file [`write_replica_files`](Self::write_replica_files) writes.
+    pub const RECORD_KEY_FILE: &'static str = "record-key";
+
+    /// Writes in `dir` what a replica of the test bucket reads: its credentials
+    /// ([`CREDENTIALS_FILE`](Self::CREDENTIALS_FILE)) and the key that seals its records
+    /// ([`RECORD_KEY_FILE`](Self::RECORD_KEY_FILE), holding [`RECORD_KEY`](Self::RECORD_KEY)).
+    pub fn write_replica_files(dir: &std::path::Path) {
+        SeaweedFs::write_credentials(&dir.join(Self::CREDENTIALS_FILE), SeaweedFs::SECRET_KEY);
+        SeaweedFs::write_record_key(&dir.join(Self::RECORD_KEY_FILE), SeaweedFs::RECORD_KEY);
+    }
+
+    /// Writes a `cache.shared.key_file` at `path` holding `key` (one key per line).
+    pub fn write_record_key(path: &std::path::Path, key: &str) {
+        std::fs::write(path, format!("{key}\n")).expect("write record key");
+    }
+
     /// Writes an AWS credentials file at `path`: the server's access key with `secret` (its
     /// [`SECRET_KEY`](Self::SECRET_KEY), or a wrong one).
     pub fn write_credentials(path: &std::path::Path, secret: &str) {
