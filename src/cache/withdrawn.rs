@@ -98,11 +98,12 @@ impl Withdrawn {
                 entries
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(source) => {
-                return Err(WithdrawnError::Io {
-                    path: shown(),
-                    source,
-                });
+            // A cache directory that cannot be used holds no content to withdraw either, and it
+            // must not fail pulls: withdrawals made now are kept in memory (and refused to be
+            // written, so the operator hears of it).
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "the list of withdrawn digests cannot be read; none is withdrawn");
+                BTreeMap::new()
             }
         };
         Ok(Withdrawn {
