@@ -843,6 +843,10 @@ fn a_disk_that_fills_mid_download_costs_the_cache_not_the_pull() {
         &[],
         b"",
     );
+    // The partial file is removed once the download has ended, just after the last byte.
+    let _ = support::wait_until(support::READY_TIMEOUT, || {
+        Ok(files_in(&cache.join("tmp")).is_empty())
+    });
     let left_behind = files_in(&cache.join("tmp"));
     let stored = files_in(&cache.join("blobs"));
     assert_eq!(
