@@ -265,6 +265,7 @@ fn run(command: Command) -> Result<()> {
         Command::Check { rules, offline } => check(&rules, offline),
         Command::RegistriesConf { rules } => {
             let (rule_set, _, _) = rules.load(true)?;
+            tell_refused(&rule_set);
             print!("{}", rule_set.to_registries_conf()?);
             Ok(())
         }
@@ -548,8 +549,17 @@ fn watch_dropped_log_lines(dropped: tracing_appender::non_blocking::ErrorCounter
     });
 }
 
+/// Says on stderr which cluster objects the answer leaves out or takes in an earlier version
+/// (as `serve` does), so that it is not mistaken for the whole cluster's.
+fn tell_refused(rule_set: &RuleSet) {
+    for error in rule_set.errors() {
+        eprintln!("refused: {error}");
+    }
+}
+
 fn resolve(args: &RuleArgs, json: bool, image: &str) -> Result<()> {
     let (rule_set, config, _) = args.load(true)?;
+    tell_refused(&rule_set);
     let reference =
         Reference::parse_normalized(image).with_context(|| format!("invalid image \"{image}\""))?;
     let mut resolution = match rule_set.resolve(&reference) {
@@ -716,6 +726,24 @@ fn check(args: &RuleArgs, offline: bool) -> Result<()> {
             .as_ref()
             .map_or("built-in defaults".to_owned(), |p| p.display().to_string());
         println!("  {at}: {}", Reachable::unused_registry_warning(registry));
+    }
+    // A refused cluster object does not stop `serve` (the rest is served), but it is an error
+    // of the configuration to fix: listed, and the check fails.
+    println!("refused cluster objects: {}", summary.errors.len());
+    for error in &summary.errors {
+        println!("  {error}");
+    }
+    if !summary.errors.is_empty() {
+        bail!(
+            "{} cluster object(s) refused: {}",
+            summary.errors.len(),
+            summary
+                .errors
+                .iter()
+                .map(|e| e.member.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     println!("ok");
     Ok(())

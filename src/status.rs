@@ -45,6 +45,10 @@ pub struct RulesStatus {
     pub blocked_scopes: Vec<String>,
     /// Warnings of the rule set in force.
     pub warnings: Vec<String>,
+    /// The cluster objects refused because they are invalid or conflict, each with what is
+    /// wrong and what of it is in force instead (the rest of the rules are in force).
+    #[serde(default)]
+    pub refused: Vec<String>,
     /// When the rules in force were loaded.
     pub loaded_at: String,
     /// The last reload attempt, if any happened since the start.
@@ -201,6 +205,12 @@ impl Status {
                 writeln!(out, "    {warning}")?;
             }
         }
+        if !rules.refused.is_empty() {
+            writeln!(out, "  refused:        {}", rules.refused.len())?;
+            for refused in &rules.refused {
+                writeln!(out, "    {}", indented(refused))?;
+            }
+        }
         writeln!(out, "  loaded at:      {}", rules.loaded_at)?;
         match &rules.last_reload {
             None => writeln!(out, "  last reload:    none since the start")?,
@@ -311,6 +321,7 @@ mod tests {
                 scopes: 2,
                 blocked_scopes: vec!["quay.io/blocked".into()],
                 warnings: vec![],
+                refused: vec![],
                 loaded_at: "2026-11-29T20:00:00Z".into(),
                 last_reload: Some(ReloadStatus {
                     at: "2026-11-29T20:05:00Z".into(),

@@ -7,7 +7,7 @@
 //! (`imageContentSources`, `imageMirrorConfigRef`, `imageMirrorConfig`), a NodePool its
 //! `config` and `clusterName`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use serde_json::{Map, Value};
@@ -97,9 +97,15 @@ impl ClusterObject {
     /// Where the object came from, as rule messages and `check` show it:
     /// `cluster: ImageDigestMirrorSet/foo`, `cluster: ConfigMap clusters/foo`.
     pub fn origin(&self) -> String {
+        format!("{CLUSTER}: {}", self.name_in_messages())
+    }
+
+    /// The object as errors and logs name it: `ImageDigestMirrorSet/foo`,
+    /// `NodePool clusters/workers`.
+    pub fn name_in_messages(&self) -> String {
         match &self.namespace {
-            Some(namespace) => format!("{CLUSTER}: {} {namespace}/{}", self.kind, self.name),
-            None => format!("{CLUSTER}: {}/{}", self.kind, self.name),
+            Some(namespace) => format!("{} {namespace}/{}", self.kind, self.name),
+            None => format!("{}/{}", self.kind, self.name),
         }
     }
 
@@ -188,38 +194,73 @@ impl Snapshot {
 }
 
 impl Snapshot {
-    /// Builds ONE rule set from the rule files under `paths` and the cluster's objects, with the
-    /// node semantics of the rules engine: an object conflicts with a file exactly as two files
-    /// do. Each object keeps its origin (`cluster: ImageDigestMirrorSet/foo`) in `check`'s list
-    /// and in errors, which name both objects of a conflict.
-    pub fn merged_with_files(&self, paths: &[PathBuf]) -> Result<RuleSet, RuleError> {
-        let documents = self.objects.iter().map(|o| rules::Documents {
+    /// The cluster's objects as the members of a rule set, each taken or refused on its own
+    /// ([`rules::load_with_members`]): every ImageContentSourcePolicy, ImageDigestMirrorSet and
+    /// ImageTagMirrorSet alone; every HostedCluster and NodePool with the ConfigMaps it names
+    /// (what HyperShift applies to that hosted cluster or pool, and what a view of it will
+    /// hold); a ConfigMap that nothing names, alone. In snapshot order.
+    pub fn members(&self) -> Vec<rules::Member> {
+        let object = |o: &ClusterObject| rules::MemberObject {
             origin: o.origin(),
-            documents: vec![o.value.clone()],
-        });
-        let origins: Vec<String> = self.objects.iter().map(ClusterObject::origin).collect();
-        rules::load_with_documents(paths, documents).map_err(|e| drop_labels(e, &origins))
-    }
-}
-
-/// Drops the loader's ` document 1 (Kind/name)` after an object's origin: an object is one
-/// document, and its origin already says what it is.
-fn drop_labels(error: RuleError, origins: &[String]) -> RuleError {
-    let clean = |text: &str| {
-        let mut text = text.to_owned();
-        for origin in origins {
-            let mark = format!("{origin}: document 1 (");
-            while let Some(at) = text.find(&mark) {
-                let label = at + mark.len();
-                let Some(end) = text[label..].find(')') else {
-                    break;
+            document: o.value.clone(),
+        };
+        let config_maps: BTreeMap<(&str, &str), &ClusterObject> = self
+            .objects
+            .iter()
+            .filter(|o| o.kind == Kind::ConfigMap)
+            .map(|o| ((o.namespace.as_deref().unwrap_or_default(), &*o.name), o))
+            .collect();
+        let mut named = BTreeSet::new();
+        let mut members = Vec::with_capacity(self.objects.len());
+        for owner in self.objects.iter().filter(|o| o.kind != Kind::ConfigMap) {
+            let mut objects = vec![object(owner)];
+            for (namespace, name) in owner.referenced_config_maps() {
+                let Some(config_map) = config_maps.get(&(&*namespace, &*name)) else {
+                    continue;
                 };
-                text.replace_range(at + origin.len()..label + end + 1, "");
+                let config_map = object(config_map);
+                // An owner may name one ConfigMap twice.
+                if !objects.iter().any(|o| o.origin == config_map.origin) {
+                    objects.push(config_map);
+                }
+                named.insert((namespace, name));
+            }
+            members.push(rules::Member {
+                name: owner.name_in_messages(),
+                objects,
+            });
+        }
+        for config_map in config_maps.values() {
+            let key = (
+                config_map.namespace.clone().unwrap_or_default(),
+                config_map.name.clone(),
+            );
+            if !named.contains(&key) {
+                members.push(rules::Member {
+                    name: config_map.name_in_messages(),
+                    objects: vec![object(config_map)],
+                });
             }
         }
-        text
-    };
-    rewrite_locations(error, clean)
+        members
+    }
+
+    /// Builds ONE rule set from the rule files under `paths` and the cluster's [`members`]
+    /// (Snapshot::members), with the node semantics of the rules engine: a member that is
+    /// invalid or conflicts is refused on its own, keeping its version in `history` (its last
+    /// good one) or left out, and named in [`RuleSet::errors`]; the returned history is for the
+    /// next snapshot. Each object keeps its origin (`cluster: ImageDigestMirrorSet/foo`) in
+    /// `check`'s list and in messages, which name both objects of a conflict. Fails only for
+    /// the rule files, as they fail alone.
+    ///
+    /// [`members`]: Snapshot::members
+    pub fn merged_with_files(
+        &self,
+        paths: &[PathBuf],
+        history: &rules::MemberHistory,
+    ) -> Result<(RuleSet, rules::MemberHistory), RuleError> {
+        rules::load_with_members(paths, self.members(), history)
+    }
 }
 
 /// Replaces the loader's `cluster: document N (Kind/name)` with the origin of object N.
@@ -429,7 +470,8 @@ mod tests {
     }
 
     #[test]
-    fn files_and_objects_merge_into_one_rule_set_and_a_conflict_names_both() {
+    fn files_and_objects_merge_into_one_rule_set_and_an_object_conflicting_with_a_file_is_refused_naming_both()
+     {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("idms.yaml");
         std::fs::write(
@@ -437,31 +479,37 @@ mod tests {
             "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: from-file\nspec:\n  imageDigestMirrors:\n  - source: quay.io/b\n    mirrors: [mirror.example.com/b]\n",
         )
         .unwrap();
-        let merged = Snapshot::new(vec![idms(
+        let history = rules::MemberHistory::default();
+        let (merged, _) = Snapshot::new(vec![idms(
             "allow",
             "quay.io/a",
             "mirror.example.com/a",
             None,
         )])
-        .merged_with_files(std::slice::from_ref(&file))
-        .map(|r| (r.rules().len(), r.summary().files.len()));
-        let error = Snapshot::new(vec![idms(
-            "never",
-            "quay.io/b",
-            "mirror.example.com/b",
-            Some("NeverContactSource"),
-        )])
-        .merged_with_files(&[file])
-        .unwrap_err()
-        .to_string();
+        .merged_with_files(std::slice::from_ref(&file), &history)
+        .unwrap();
+        let (refusing, _) = Snapshot::new(vec![
+            idms("allow", "quay.io/a", "mirror.example.com/a", None),
+            idms(
+                "never",
+                "quay.io/b",
+                "mirror.example.com/b",
+                Some("NeverContactSource"),
+            ),
+        ])
+        .merged_with_files(&[file], &history)
+        .unwrap();
+        let error = refusing.errors()[0].to_string();
         assert_eq!(
             (
-                merged.ok(),
-                error.contains("cluster: ImageDigestMirrorSet/never:"),
+                (merged.rules().len(), merged.summary().files.len()),
+                (refusing.rules().len(), refusing.summary().files.len()),
+                refusing.errors().len(),
+                error.starts_with("ImageDigestMirrorSet/never: cluster: ImageDigestMirrorSet/never: spec.imageDigestMirrors[0].mirrorSourcePolicy: conflicting"),
                 error.contains("idms.yaml: document 1 (ImageDigestMirrorSet/from-file)"),
                 error.contains("document 1 (ImageDigestMirrorSet/never)"),
             ),
-            (Some((2, 2)), true, true, false),
+            ((2, 2), (2, 2), 1, true, true, false),
             "{error}"
         );
     }
