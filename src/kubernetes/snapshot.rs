@@ -514,6 +514,131 @@ mod tests {
         );
     }
 
+    fn namespaced(kind: Kind, name: &str, field: &str, value: serde_json::Value) -> ClusterObject {
+        ClusterObject::new(
+            kind,
+            &json!({"metadata": {"name": name, "namespace": "clusters"}, field: value}),
+        )
+    }
+
+    fn idms_config_map(name: &str, key: &str, source: &str) -> ClusterObject {
+        let text = format!(
+            "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: {name}\nspec:\n  imageDigestMirrors:\n  - source: {source}\n    mirrors: [mirror.example.com/{name}]\n"
+        );
+        namespaced(Kind::ConfigMap, name, "data", json!({ key: text }))
+    }
+
+    #[test]
+    fn hosted_clusters_and_node_pools_are_members_with_the_config_maps_they_name() {
+        let snapshot = Snapshot::new(vec![
+            idms("release", "quay.io/a", "mirror.example.com/a", None),
+            namespaced(
+                Kind::HostedCluster,
+                "guest",
+                "spec",
+                json!({"imageMirrorConfigRef": {"name": "guest-mirrors"}}),
+            ),
+            namespaced(
+                Kind::NodePool,
+                "workers",
+                "spec",
+                json!({"config": [{"name": "pool-mirrors"}, {"name": "pool-mirrors"}, {"name": "absent"}]}),
+            ),
+            idms_config_map("guest-mirrors", "idms.yaml", "quay.io/guest"),
+            idms_config_map("pool-mirrors", "config", "quay.io/pool"),
+            idms_config_map("named-by-nobody", "idms.yaml", "quay.io/other"),
+        ]);
+        let members: Vec<(String, Vec<String>)> = snapshot
+            .members()
+            .into_iter()
+            .map(|m| (m.name, m.objects.into_iter().map(|o| o.origin).collect()))
+            .collect();
+        let owned = |name: &str, origins: &[&str]| {
+            (
+                name.to_owned(),
+                origins.iter().map(|o| format!("cluster: {o}")).collect(),
+            )
+        };
+        assert_eq!(
+            members,
+            vec![
+                owned(
+                    "ImageDigestMirrorSet/release",
+                    &["ImageDigestMirrorSet/release"]
+                ),
+                owned(
+                    "HostedCluster clusters/guest",
+                    &[
+                        "HostedCluster clusters/guest",
+                        "ConfigMap clusters/guest-mirrors"
+                    ]
+                ),
+                owned(
+                    "NodePool clusters/workers",
+                    &["NodePool clusters/workers", "ConfigMap clusters/pool-mirrors"]
+                ),
+                owned(
+                    "ConfigMap clusters/named-by-nobody",
+                    &["ConfigMap clusters/named-by-nobody"]
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_config_map_and_a_node_pool_naming_no_config_map_are_refused_on_their_own_at_a_first_load()
+     {
+        let snapshot = Snapshot::new(vec![
+            namespaced(
+                Kind::HostedCluster,
+                "tenant-a",
+                "spec",
+                json!({"imageContentSources": [{"source": "quay.io/a", "mirrors": ["mirror.example.com/a"]}],
+                       "imageMirrorConfigRef": {"name": "a-mirrors"}}),
+            ),
+            namespaced(
+                Kind::ConfigMap,
+                "a-mirrors",
+                "data",
+                json!({"idms.yaml": "kind: [unclosed"}),
+            ),
+            namespaced(
+                Kind::NodePool,
+                "tenant-b",
+                "spec",
+                json!({"config": [{"name": ""}]}),
+            ),
+            namespaced(
+                Kind::HostedCluster,
+                "tenant-c",
+                "spec",
+                json!({"imageMirrorConfigRef": {"name": "c-mirrors"}}),
+            ),
+            idms_config_map("c-mirrors", "idms.yaml", "quay.io/c"),
+        ]);
+        let (rules, _) = snapshot
+            .merged_with_files(&[], &rules::MemberHistory::default())
+            .unwrap();
+        let errors: Vec<String> = rules.errors().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            (
+                rules.rule("quay.io/a").is_some(),
+                rules.rule("quay.io/c").is_some(),
+                errors.len(),
+                errors[0].starts_with("HostedCluster clusters/tenant-a: cluster: ConfigMap clusters/a-mirrors: data.idms.yaml: invalid YAML"),
+                errors[1].as_str(),
+            ),
+            (
+                false,
+                true,
+                2,
+                true,
+                "NodePool clusters/tenant-b: cluster: NodePool clusters/tenant-b: spec.config[0].name: required field is missing; left out (it has no good version to keep)",
+            ),
+            "{errors:#?}"
+        );
+    }
+
     #[test]
     fn an_invalid_object_is_named_by_origin() {
         let snapshot = Snapshot::new(vec![idms(

@@ -387,3 +387,265 @@ fn without_document_labels(text: &str, objects: &[MemberObject]) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn mirror_set(name: &str, entries: &[(&str, &str, Option<&str>)]) -> Member {
+        let entries: Vec<Value> = entries
+            .iter()
+            .map(|(source, mirror, policy)| {
+                let mut entry = json!({"source": source, "mirrors": [mirror]});
+                if let Some(policy) = policy {
+                    entry["mirrorSourcePolicy"] = json!(policy);
+                }
+                entry
+            })
+            .collect();
+        Member {
+            name: format!("ImageDigestMirrorSet/{name}"),
+            objects: vec![MemberObject {
+                origin: format!("cluster: ImageDigestMirrorSet/{name}"),
+                document: json!({
+                    "apiVersion": "config.openshift.io/v1", "kind": "ImageDigestMirrorSet",
+                    "metadata": {"name": name},
+                    "spec": {"imageDigestMirrors": entries}
+                }),
+            }],
+        }
+    }
+
+    fn build(members: Vec<Member>, history: &MemberHistory) -> (RuleSet, MemberHistory) {
+        load_with_members(&[], members, history).expect("no rule files to fail")
+    }
+
+    /// The digest mirrors of `scope`, and whether its source is blocked.
+    fn rule(rules: &RuleSet, scope: &str) -> Option<(Vec<String>, bool)> {
+        rules.rule(scope).map(|rule| {
+            let mirrors = rule.digest_mirrors.iter().map(|m| m.to_string()).collect();
+            (mirrors, rule.blocked)
+        })
+    }
+
+    fn mirrors(mirror: &str) -> Option<(Vec<String>, bool)> {
+        Some((vec![mirror.to_owned()], false))
+    }
+
+    fn refused(rules: &RuleSet) -> Vec<(&str, InForce)> {
+        rules
+            .errors()
+            .iter()
+            .map(|e| (e.member.as_str(), e.in_force))
+            .collect()
+    }
+
+    #[test]
+    fn an_invalid_member_keeps_its_last_good_version_while_the_others_change_and_has_none_after_a_restart()
+     {
+        let (_, history) = build(
+            vec![
+                mirror_set("a", &[("quay.io/a", "m.example.com/a1", None)]),
+                mirror_set("b", &[("quay.io/b", "m.example.com/b1", None)]),
+            ],
+            &MemberHistory::default(),
+        );
+        let now = || {
+            vec![
+                mirror_set("a", &[("https://quay.io/a", "m.example.com/a2", None)]),
+                mirror_set("b", &[("quay.io/b", "m.example.com/b2", None)]),
+            ]
+        };
+        let (changed, _) = build(now(), &history);
+        let (restarted, _) = build(now(), &MemberHistory::default());
+        assert_eq!(
+            (
+                rule(&changed, "quay.io/a"),
+                rule(&changed, "quay.io/b"),
+                refused(&changed),
+                changed.errors()[0].to_string().starts_with(
+                    "ImageDigestMirrorSet/a: cluster: ImageDigestMirrorSet/a: spec.imageDigestMirrors[0].source: invalid source \"https://quay.io/a\""
+                ),
+                changed.errors()[0]
+                    .to_string()
+                    .ends_with("; its last good version stays in force"),
+                rule(&restarted, "quay.io/a"),
+                rule(&restarted, "quay.io/b"),
+                refused(&restarted),
+            ),
+            (
+                mirrors("m.example.com/a1"),
+                mirrors("m.example.com/b2"),
+                vec![("ImageDigestMirrorSet/a", InForce::LastGood)],
+                true,
+                true,
+                None,
+                mirrors("m.example.com/b2"),
+                vec![("ImageDigestMirrorSet/a", InForce::Nothing)],
+            )
+        );
+    }
+
+    #[test]
+    fn the_change_that_brings_a_conflict_is_refused_and_the_other_side_keeps_taking_changes_until_it_is_gone()
+     {
+        let a = |mirror: &str| mirror_set("a", &[("quay.io/x", mirror, None)]);
+        let b_before = mirror_set("b", &[("quay.io/y", "m.example.com/b1", None)]);
+        let b_after = mirror_set(
+            "b",
+            &[
+                ("quay.io/y", "m.example.com/b2", None),
+                ("quay.io/x", "m.example.com/bx", Some("NeverContactSource")),
+            ],
+        );
+        let (_, history) = build(
+            vec![a("m.example.com/a1"), b_before],
+            &MemberHistory::default(),
+        );
+        // b brings the conflict while a changes too: only b is refused.
+        let (both_changed, history) =
+            build(vec![a("m.example.com/a2"), b_after.clone()], &history);
+        // b's refused change does not hold a's next one back either.
+        let (a_again, history) = build(vec![a("m.example.com/a3"), b_after.clone()], &history);
+        // With a gone, b's change has nothing to conflict with.
+        let (a_gone, _) = build(vec![b_after], &history);
+        let error = both_changed.errors()[0].to_string();
+        assert_eq!(
+            (
+                (rule(&both_changed, "quay.io/x"), rule(&both_changed, "quay.io/y")),
+                refused(&both_changed),
+                error.contains("cluster: ImageDigestMirrorSet/b: spec.imageDigestMirrors[1].mirrorSourcePolicy: conflicting mirrorSourcePolicy is set for the same source \"quay.io/x\""),
+                error.contains("(NeverContactSource here, AllowContactingSource at cluster: ImageDigestMirrorSet/a: spec.imageDigestMirrors[0])"),
+                (rule(&a_again, "quay.io/x"), refused(&a_again)),
+                (rule(&a_gone, "quay.io/x"), rule(&a_gone, "quay.io/y"), refused(&a_gone)),
+            ),
+            (
+                (mirrors("m.example.com/a2"), mirrors("m.example.com/b1")),
+                vec![("ImageDigestMirrorSet/b", InForce::LastGood)],
+                true,
+                true,
+                (
+                    mirrors("m.example.com/a3"),
+                    vec![("ImageDigestMirrorSet/b", InForce::LastGood)]
+                ),
+                (
+                    Some((vec!["m.example.com/bx".to_owned()], true)),
+                    mirrors("m.example.com/b2"),
+                    vec![]
+                ),
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn members_new_together_in_a_conflict_are_all_left_out_and_named_and_the_rest_is_built() {
+        let members = || {
+            vec![
+                mirror_set("a", &[("quay.io/x", "m.example.com/a", None)]),
+                mirror_set(
+                    "b",
+                    &[("quay.io/x", "m.example.com/b", Some("NeverContactSource"))],
+                ),
+                mirror_set("c", &[("quay.io/z", "m.example.com/c", None)]),
+            ]
+        };
+        let (rules, _) = build(members(), &MemberHistory::default());
+        let names_the_other = |index: usize, other: &str| {
+            rules.errors()[index]
+                .to_string()
+                .contains(&format!("at cluster: ImageDigestMirrorSet/{other}:"))
+        };
+        let (reversed, _) = build(
+            members().into_iter().rev().collect(),
+            &MemberHistory::default(),
+        );
+        assert_eq!(
+            (
+                rule(&rules, "quay.io/x"),
+                rule(&rules, "quay.io/z"),
+                refused(&rules),
+                names_the_other(0, "b"),
+                names_the_other(1, "a"),
+                rule(&reversed, "quay.io/x"),
+                rules.summary().files,
+            ),
+            (
+                None,
+                mirrors("m.example.com/c"),
+                vec![
+                    ("ImageDigestMirrorSet/a", InForce::Nothing),
+                    ("ImageDigestMirrorSet/b", InForce::Nothing)
+                ],
+                true,
+                true,
+                None,
+                vec![PathBuf::from("cluster: ImageDigestMirrorSet/c")],
+            )
+        );
+    }
+
+    #[test]
+    fn a_node_pool_whose_config_map_is_missing_keeps_its_last_good_version_with_that_config_map()
+    {
+        let node_pool = MemberObject {
+            origin: "cluster: NodePool clusters/workers".to_owned(),
+            document: json!({
+                "apiVersion": "hypershift.openshift.io/v1beta1", "kind": "NodePool",
+                "metadata": {"name": "workers", "namespace": "clusters"},
+                "spec": {"clusterName": "guest", "config": [{"name": "pool-mirrors"}]}
+            }),
+        };
+        let config_map = MemberObject {
+            origin: "cluster: ConfigMap clusters/pool-mirrors".to_owned(),
+            document: json!({
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "pool-mirrors", "namespace": "clusters"},
+                "data": {"config": "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: pool\nspec:\n  imageDigestMirrors:\n  - source: quay.io/pool\n    mirrors: [m.example.com/pool]\n"}
+            }),
+        };
+        let pool = |objects: Vec<MemberObject>| Member {
+            name: "NodePool clusters/workers".to_owned(),
+            objects,
+        };
+        let (_, history) = build(
+            vec![pool(vec![node_pool.clone(), config_map])],
+            &MemberHistory::default(),
+        );
+        let (deleted, _) = build(vec![pool(vec![node_pool.clone()])], &history);
+        let (restarted, _) = build(vec![pool(vec![node_pool])], &MemberHistory::default());
+        assert_eq!(
+            (
+                rule(&deleted, "quay.io/pool"),
+                deleted.errors().iter().map(ToString::to_string).collect::<Vec<_>>(),
+                rule(&restarted, "quay.io/pool"),
+                refused(&restarted),
+            ),
+            (
+                mirrors("m.example.com/pool"),
+                vec!["NodePool clusters/workers: cluster: NodePool clusters/workers: spec.config[0]: names ConfigMap \"clusters/pool-mirrors\", which does not exist; its last good version stays in force".to_owned()],
+                None,
+                vec![("NodePool clusters/workers", InForce::Nothing)],
+            )
+        );
+    }
+
+    #[test]
+    fn a_bad_rule_file_fails_the_whole_build_as_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rules.yaml");
+        std::fs::write(&file, "kind: [").unwrap();
+        let result = load_with_members(
+            &[file],
+            vec![mirror_set("a", &[("quay.io/a", "m.example.com/a", None)])],
+            &MemberHistory::default(),
+        );
+        assert!(
+            matches!(result, Err(RuleError::Syntax { .. })),
+            "{:?}",
+            result.map(|(rules, _)| rules.summary())
+        );
+    }
+}
