@@ -835,3 +835,410 @@ fn a_403_names_the_permission_to_grant_in_readyz_pulls_and_check() {
         pull.text()
     );
 }
+
+// One tenant's bad object is that tenant's error only (issue 31, item 9): a member (a mirror set,
+// or a HostedCluster or NodePool with its ConfigMaps) that is invalid or conflicts keeps its last
+// good rules or is left out, and everyone else's changes go on being applied.
+
+/// An ImageDigestMirrorSet document (YAML) as a ConfigMap key holds it.
+fn idms_yaml(name: &str, source: &str, mirror: &str, policy: Option<&str>) -> String {
+    let policy = policy
+        .map(|p| format!("    mirrorSourcePolicy: {p}\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: {name}\nspec:\n  imageDigestMirrors:\n  - source: {source}\n    mirrors: [{mirror}]\n{policy}"
+    )
+}
+
+fn config_map(name: &str, key: &str, text: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {key: text}})
+}
+
+/// A HostedCluster with these `imageContentSources` (source, mirror) and, if given, an
+/// `imageMirrorConfigRef`.
+fn hosted_cluster(name: &str, sources: &[(&str, &str)], config: Option<&str>) -> Value {
+    let sources: Vec<Value> = sources
+        .iter()
+        .map(|(source, mirror)| json!({"source": source, "mirrors": [mirror]}))
+        .collect();
+    let mut spec = json!({
+        "release": {"image": "quay.io/openshift-release-dev/ocp-release:4.16.0-x86_64"},
+        "imageContentSources": sources,
+    });
+    if let Some(config) = config {
+        spec["imageMirrorConfigRef"] = json!({"name": config});
+    }
+    json!({"apiVersion": "hypershift.openshift.io/v1beta1", "kind": "HostedCluster",
+           "metadata": {"name": name}, "spec": spec})
+}
+
+impl Setup {
+    /// `/status`'s refused cluster objects.
+    fn refused(&self) -> Vec<String> {
+        self.status()["rules"]["refused"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter_map(|e| e.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits (bounded by [`WAIT`]) until `/status` lists `member` among the refused cluster
+    /// objects; returns its entry.
+    fn wait_refused(&self, member: &str) -> String {
+        let prefix = format!("{member}: ");
+        let found = || self.refused().into_iter().find(|r| r.starts_with(&prefix));
+        let waited = wait_until(WAIT, || Ok(found().is_some()));
+        assert!(
+            waited.is_ok(),
+            "{member} not refused; status: {}\n{}",
+            self.status(),
+            self.proxy.log()
+        );
+        found().expect("waited for it")
+    }
+}
+
+#[test]
+fn an_invalid_config_map_of_one_tenant_keeps_its_last_good_rules_and_another_tenants_later_change_is_in_force()
+ {
+    let kmock = Kmock::start(EVERY_KIND);
+    kmock.create(
+        CONFIG_MAPS_PATH,
+        &config_map(
+            "a-mirrors",
+            "idms.yaml",
+            &idms_yaml("a", &format!("{SOURCE}/a"), &format!("{MIRROR_A}/a"), None),
+        ),
+    );
+    kmock.create(
+        HOSTED_CLUSTERS_PATH,
+        &hosted_cluster("tenant-a", &[], Some("a-mirrors")),
+    );
+    kmock.create(
+        HOSTED_CLUSTERS_PATH,
+        &hosted_cluster(
+            "tenant-b",
+            &[(&format!("{SOURCE}/b"), &format!("{MIRROR_A}/b"))],
+            None,
+        ),
+    );
+    let setup = Setup::with_kmock(kmock, "", &[]);
+    let a_image = image_on(&setup.mirror_a, "tenant-a", "a/app:v1");
+    let b_image = image_on(&setup.mirror_b, "tenant-b", "b/app:v1");
+    let a_ref = format!("a/app@{}", a_image.manifest_digest);
+    let b_ref = format!("b/app@{}", b_image.manifest_digest);
+    setup.wait_ready();
+    setup.wait_pullable(&a_ref, Instant::now(), WAIT);
+
+    setup.kmock.patch(
+        &format!("{CONFIG_MAPS_PATH}/a-mirrors"),
+        &json!({"data": {"idms.yaml": "kind: [unclosed"}}),
+    );
+    let refused = setup.wait_refused("HostedCluster clusters/tenant-a");
+    let b_before = setup.manifest_status(&b_ref);
+    let changed = Instant::now();
+    setup.kmock.patch(
+        &format!("{HOSTED_CLUSTERS_PATH}/tenant-b"),
+        &json!({"spec": {"imageContentSources": [{"source": format!("{SOURCE}/b"), "mirrors": [format!("{MIRROR_B}/b")]}]}}),
+    );
+    setup.wait_pullable(&b_ref, changed, WITHIN);
+    let (a_pulled, stderr) = setup.skopeo_pull(&a_ref);
+    assert_eq!(
+        (
+            b_before,
+            a_pulled,
+            refused.starts_with("HostedCluster clusters/tenant-a: cluster: ConfigMap clusters/a-mirrors: data.idms.yaml: invalid YAML"),
+            refused.ends_with("; its last good version stays in force"),
+            setup.metric("mirrorgate_cluster_objects_refused{in_force=\"last_good\"}"),
+            setup.proxy.get("/readyz", &[]).status,
+        ),
+        (404, true, true, true, Some(1.0), 200),
+        "refused: {refused}\nskopeo: {stderr}"
+    );
+}
+
+#[test]
+fn of_two_tenants_giving_one_source_different_policies_the_later_is_refused_and_named_and_other_changes_still_apply()
+ {
+    let shared = format!("{SOURCE}/shared");
+    let kmock = Kmock::start(EVERY_KIND);
+    kmock.create(
+        CONFIG_MAPS_PATH,
+        &config_map(
+            "a-mirrors",
+            "idms.yaml",
+            &idms_yaml(
+                "a",
+                &shared,
+                &format!("{MIRROR_A}/shared"),
+                Some("NeverContactSource"),
+            ),
+        ),
+    );
+    kmock.create(
+        HOSTED_CLUSTERS_PATH,
+        &hosted_cluster("tenant-a", &[], Some("a-mirrors")),
+    );
+    let setup = Setup::with_kmock(kmock, "", &[]);
+    let from_b = image_on(&setup.mirror_b, "conflict-b", "b/app:v1");
+    let later = image_on(&setup.mirror_b, "conflict-later", "later/app:v1");
+    let only_at_source = image_on(&setup.source, "conflict-source", "shared/app:v1");
+    setup.wait_ready();
+    setup.wait_applied("cluster: ConfigMap clusters/a-mirrors");
+    let failures_before = setup.metric("mirrorgate_reloads_total{result=\"failure\"}");
+
+    // Tenant B's HostedCluster allows the source tenant A's ConfigMap blocks.
+    setup.kmock.create(
+        HOSTED_CLUSTERS_PATH,
+        &hosted_cluster(
+            "tenant-b",
+            &[
+                (&shared, &format!("{MIRROR_B}/shared")),
+                (&format!("{SOURCE}/b"), &format!("{MIRROR_B}/b")),
+            ],
+            None,
+        ),
+    );
+    let refused = setup.wait_refused("HostedCluster clusters/tenant-b");
+    let last_reload = setup.status()["rules"]["last_reload"].clone();
+    // Another change made afterwards is applied.
+    let created = Instant::now();
+    setup.kmock.create(
+        IDMS_PATH,
+        &digest_set(
+            "ImageDigestMirrorSet",
+            "later",
+            &format!("{SOURCE}/later"),
+            &format!("{MIRROR_B}/later"),
+            None,
+        ),
+    );
+    setup.wait_pullable(
+        &format!("later/app@{}", later.manifest_digest),
+        created,
+        WITHIN,
+    );
+    let source_mark = setup.source.mark();
+    assert_eq!(
+        (
+            refused.contains(&format!("conflicting mirrorSourcePolicy is set for the same source \"{shared}\"")),
+            refused.contains("cluster: ConfigMap clusters/a-mirrors"),
+            refused.ends_with("; left out (it has no good version to keep)"),
+            last_reload["result"].as_str(),
+            last_reload["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("HostedCluster clusters/tenant-b")),
+            setup.metric("mirrorgate_reloads_total{result=\"failure\"}"),
+            // Tenant B is left out whole (its other mirror too), tenant A's block stays in force.
+            setup.manifest_status(&format!("b/app@{}", from_b.manifest_digest)),
+            setup.manifest_status(&format!("shared/app@{}", only_at_source.manifest_digest)),
+            setup
+                .source
+                .content_requests_since(source_mark)
+                .iter()
+                .any(|r| r.contains("/shared/")),
+            setup.metric("mirrorgate_cluster_objects_refused{in_force=\"left_out\"}"),
+        ),
+        (
+            true,
+            true,
+            true,
+            Some("failure"),
+            true,
+            failures_before.map(|n| n + 1.0),
+            404,
+            404,
+            false,
+            Some(1.0),
+        ),
+        "refused: {refused}\nlast reload: {last_reload}"
+    );
+}
+
+#[test]
+fn a_node_pool_changed_to_an_empty_config_name_keeps_its_last_good_rules_and_other_changes_apply()
+{
+    let kmock = Kmock::start(EVERY_KIND);
+    kmock.create(
+        CONFIG_MAPS_PATH,
+        &config_map(
+            "pool-mirrors",
+            "config",
+            &idms_yaml(
+                "pool",
+                &format!("{SOURCE}/pool"),
+                &format!("{MIRROR_A}/pool"),
+                None,
+            ),
+        ),
+    );
+    kmock.create(
+        NODE_POOLS_PATH,
+        &json!({
+            "apiVersion": "hypershift.openshift.io/v1beta1", "kind": "NodePool",
+            "metadata": {"name": "workers"},
+            "spec": {"clusterName": "guest", "replicas": 2, "config": [{"name": "pool-mirrors"}]}
+        }),
+    );
+    let setup = Setup::with_kmock(kmock, "", &[]);
+    let pool = image_on(&setup.mirror_a, "pool-empty-name", "pool/app:v1");
+    let later = image_on(&setup.mirror_b, "pool-later", "later/app:v1");
+    let pool_ref = format!("pool/app@{}", pool.manifest_digest);
+    setup.wait_ready();
+    setup.wait_pullable(&pool_ref, Instant::now(), WAIT);
+
+    setup.kmock.patch(
+        &format!("{NODE_POOLS_PATH}/workers"),
+        &json!({"spec": {"config": [{"name": ""}]}}),
+    );
+    let refused = setup.wait_refused("NodePool clusters/workers");
+    let created = Instant::now();
+    setup.kmock.create(
+        IDMS_PATH,
+        &digest_set(
+            "ImageDigestMirrorSet",
+            "later",
+            &format!("{SOURCE}/later"),
+            &format!("{MIRROR_B}/later"),
+            None,
+        ),
+    );
+    setup.wait_pullable(
+        &format!("later/app@{}", later.manifest_digest),
+        created,
+        WITHIN,
+    );
+    let (pool_pulled, stderr) = setup.skopeo_pull(&pool_ref);
+    assert_eq!(
+        (refused.as_str(), pool_pulled),
+        (
+            "NodePool clusters/workers: cluster: NodePool clusters/workers: spec.config[0].name: required field is missing; its last good version stays in force",
+            true
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn after_a_restart_with_bad_objects_of_three_tenants_pulls_of_the_others_are_served_and_check_names_each()
+ {
+    let kmock = Kmock::start(EVERY_KIND);
+    // An invalid ConfigMap (tenant-a), a NodePool naming no ConfigMap (tenant-b), and two
+    // HostedClusters giving one source different policies (tenant-c blocks it, tenant-d allows it).
+    kmock.create(
+        CONFIG_MAPS_PATH,
+        &config_map("a-mirrors", "idms.yaml", "kind: [unclosed"),
+    );
+    kmock.create(
+        HOSTED_CLUSTERS_PATH,
+        &hosted_cluster("tenant-a", &[], Some("a-mirrors")),
+    );
+    kmock.create(
+        NODE_POOLS_PATH,
+        &json!({
+            "apiVersion": "hypershift.openshift.io/v1beta1", "kind": "NodePool",
+            "metadata": {"name": "tenant-b"},
+            "spec": {"clusterName": "tenant-b", "config": [{"name": ""}]}
+        }),
+    );
+    let contested = format!("{SOURCE}/contested");
+    kmock.create(
+        CONFIG_MAPS_PATH,
+        &config_map(
+            "c-mirrors",
+            "idms.yaml",
+            &idms_yaml(
+                "c",
+                &contested,
+                &format!("{MIRROR_A}/contested"),
+                Some("NeverContactSource"),
+            ),
+        ),
+    );
+    kmock.create(
+        HOSTED_CLUSTERS_PATH,
+        &hosted_cluster("tenant-c", &[], Some("c-mirrors")),
+    );
+    kmock.create(
+        HOSTED_CLUSTERS_PATH,
+        &hosted_cluster(
+            "tenant-d",
+            &[(&contested, &format!("{MIRROR_B}/contested"))],
+            None,
+        ),
+    );
+    // Everyone else: the management cluster's mirror set and a good tenant.
+    kmock.create(
+        IDMS_PATH,
+        &digest_set(
+            "ImageDigestMirrorSet",
+            "release",
+            &format!("{SOURCE}/ns"),
+            &format!("{MIRROR_A}/ns"),
+            None,
+        ),
+    );
+    kmock.create(
+        HOSTED_CLUSTERS_PATH,
+        &hosted_cluster(
+            "tenant-e",
+            &[(&format!("{SOURCE}/e"), &format!("{MIRROR_B}/e"))],
+            None,
+        ),
+    );
+    // A new mirrorgate process: no last good version of anything.
+    let setup = Setup::with_kmock(kmock, "", &[]);
+    let management = image_on(&setup.mirror_a, "restart-management", "ns/app:v1");
+    let tenant = image_on(&setup.mirror_b, "restart-tenant", "e/app:v1");
+    setup.wait_ready();
+    let (management_pulled, management_err) =
+        setup.skopeo_pull(&format!("ns/app@{}", management.manifest_digest));
+    let (tenant_pulled, tenant_err) = setup.skopeo_pull(&format!("e/app@{}", tenant.manifest_digest));
+    let mut refused: Vec<String> = setup
+        .refused()
+        .iter()
+        .map(|r| r.split(": ").next().unwrap_or_default().to_owned())
+        .collect();
+    refused.sort();
+    let (checked, check_out, check_err) = mirrorgate(&[
+        "check",
+        "--config",
+        setup.proxy.config_path().to_str().unwrap(),
+    ]);
+    let named_by_check = [
+        "HostedCluster clusters/tenant-a: cluster: ConfigMap clusters/a-mirrors: data.idms.yaml",
+        "NodePool clusters/tenant-b: cluster: NodePool clusters/tenant-b: spec.config[0].name",
+        "HostedCluster clusters/tenant-c: cluster: ConfigMap clusters/c-mirrors",
+        "HostedCluster clusters/tenant-d: cluster: HostedCluster clusters/tenant-d: spec.imageContentSources[0].mirrorSourcePolicy",
+    ]
+    .map(|line| check_out.contains(line));
+    assert_eq!(
+        (
+            (management_pulled, tenant_pulled),
+            setup.proxy.get("/readyz", &[]).status,
+            refused,
+            setup.metric("mirrorgate_cluster_objects_refused{in_force=\"left_out\"}"),
+            checked,
+            named_by_check,
+            check_err.contains("4 cluster object(s) refused"),
+        ),
+        (
+            (true, true),
+            200,
+            vec![
+                "HostedCluster clusters/tenant-a".to_owned(),
+                "HostedCluster clusters/tenant-c".to_owned(),
+                "HostedCluster clusters/tenant-d".to_owned(),
+                "NodePool clusters/tenant-b".to_owned(),
+            ],
+            Some(4.0),
+            false,
+            [true; 4],
+            true,
+        ),
+        "management: {management_err}\ntenant: {tenant_err}\ncheck: {check_out}{check_err}"
+    );
+}
