@@ -1024,7 +1024,9 @@ fn of_two_tenants_giving_one_source_different_policies_the_later_is_refused_and_
     let source_mark = setup.source.mark();
     assert_eq!(
         (
-            refused.contains(&format!("conflicting mirrorSourcePolicy is set for the same source \"{shared}\"")),
+            refused.contains(&format!(
+                "conflicting mirrorSourcePolicy is set for the same source \"{shared}\""
+            )),
             refused.contains("cluster: ConfigMap clusters/a-mirrors"),
             refused.ends_with("; left out (it has no good version to keep)"),
             last_reload["result"].as_str(),
@@ -1059,8 +1061,7 @@ fn of_two_tenants_giving_one_source_different_policies_the_later_is_refused_and_
 }
 
 #[test]
-fn a_node_pool_changed_to_an_empty_config_name_keeps_its_last_good_rules_and_other_changes_apply()
-{
+fn a_node_pool_changed_to_an_empty_config_name_keeps_its_last_good_rules_and_other_changes_apply() {
     let kmock = Kmock::start(EVERY_KIND);
     kmock.create(
         CONFIG_MAPS_PATH,
@@ -1196,7 +1197,8 @@ fn after_a_restart_with_bad_objects_of_three_tenants_pulls_of_the_others_are_ser
     setup.wait_ready();
     let (management_pulled, management_err) =
         setup.skopeo_pull(&format!("ns/app@{}", management.manifest_digest));
-    let (tenant_pulled, tenant_err) = setup.skopeo_pull(&format!("e/app@{}", tenant.manifest_digest));
+    let (tenant_pulled, tenant_err) =
+        setup.skopeo_pull(&format!("e/app@{}", tenant.manifest_digest));
     let mut refused: Vec<String> = setup
         .refused()
         .iter()

@@ -575,7 +575,10 @@ mod tests {
                 ),
                 owned(
                     "NodePool clusters/workers",
-                    &["NodePool clusters/workers", "ConfigMap clusters/pool-mirrors"]
+                    &[
+                        "NodePool clusters/workers",
+                        "ConfigMap clusters/pool-mirrors"
+                    ]
                 ),
                 owned(
                     "ConfigMap clusters/named-by-nobody",

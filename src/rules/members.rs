@@ -92,7 +92,12 @@ impl fmt::Display for MemberError {
             InForce::LastGood => "its last good version stays in force",
             InForce::Nothing => "left out (it has no good version to keep)",
         };
-        write!(f, "{}: {}; {in_force}", self.member, self.problems.join("; "))
+        write!(
+            f,
+            "{}: {}; {in_force}",
+            self.member,
+            self.problems.join("; ")
+        )
     }
 }
 
@@ -308,15 +313,14 @@ fn policies(decoded: &Decoded, objects: &[MemberObject]) -> Policies {
     policies
 }
 
+/// One entry for a source string: the member's index (`None`: the rule files), its policy, and
+/// where it is.
+type Party<'a> = (Option<usize>, Policy, &'a str);
+
 /// Refuses members until no source string has two policies (see the module documentation).
-fn settle_conflicts(
-    states: &mut [State],
-    files: &Policies,
-    in_force: &HashMap<String, Policy>,
-) {
+fn settle_conflicts(states: &mut [State], files: &Policies, in_force: &HashMap<String, Policy>) {
     loop {
-        // Per source string: (member index, or None for the rule files), policy, where.
-        let mut parties: BTreeMap<&str, Vec<(Option<usize>, Policy, &str)>> = BTreeMap::new();
+        let mut parties: BTreeMap<&str, Vec<Party>> = BTreeMap::new();
         for (source, (policy, at)) in files {
             parties.entry(source).or_default().push((None, *policy, at));
         }
@@ -505,8 +509,7 @@ mod tests {
             &MemberHistory::default(),
         );
         // b brings the conflict while a changes too: only b is refused.
-        let (both_changed, history) =
-            build(vec![a("m.example.com/a2"), b_after.clone()], &history);
+        let (both_changed, history) = build(vec![a("m.example.com/a2"), b_after.clone()], &history);
         // b's refused change does not hold a's next one back either.
         let (a_again, history) = build(vec![a("m.example.com/a3"), b_after.clone()], &history);
         // With a gone, b's change has nothing to conflict with.
@@ -588,8 +591,7 @@ mod tests {
     }
 
     #[test]
-    fn a_node_pool_whose_config_map_is_missing_keeps_its_last_good_version_with_that_config_map()
-    {
+    fn a_node_pool_whose_config_map_is_missing_keeps_its_last_good_version_with_that_config_map() {
         let node_pool = MemberObject {
             origin: "cluster: NodePool clusters/workers".to_owned(),
             document: json!({
