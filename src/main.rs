@@ -729,11 +729,11 @@ fn check(args: &RuleArgs, offline: bool) -> Result<()> {
     }
     // A refused cluster object does not stop `serve` (the rest is served), but it is an error
     // of the configuration to fix: listed, and the check fails.
-    println!("refused cluster objects: {}", summary.errors.len());
-    for error in &summary.errors {
-        println!("  {error}");
-    }
     if !summary.errors.is_empty() {
+        println!("refused cluster objects: {}", summary.errors.len());
+        for error in &summary.errors {
+            println!("  {error}");
+        }
         bail!(
             "{} cluster object(s) refused: {}",
             summary.errors.len(),

@@ -432,10 +432,12 @@ async fn run(
                         proxy.record_reload(Err(error.clone()));
                         if proxy.incomplete().is_some() {
                             proxy.set_incomplete(Some(format!(
-                                "the cluster's mirror objects make no valid rule set: {error}"
+                                "the cluster's mirror objects cannot be applied: {error}"
                             )));
                         }
-                        tracing::error!(%error, "the cluster's mirror objects changed into an invalid rule set; the last good rules stay in force");
+                        // Cluster objects are refused one by one; what fails the whole set is the
+                        // rule files (changed on disk since their last reload).
+                        tracing::error!(%error, "the cluster's mirror objects cannot be applied; the last good rules stay in force");
                     }
                 }
             }
