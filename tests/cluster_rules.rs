@@ -404,14 +404,7 @@ fn a_node_pool_config_map_with_an_image_tag_mirror_set_routes_tag_pulls() {
         &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "pool-mirrors"},
                "data": {"config": format!("apiVersion: config.openshift.io/v1\nkind: ImageTagMirrorSet\nmetadata:\n  name: pool-tags\nspec:\n  imageTagMirrors:\n  - source: {SOURCE}/pool\n    mirrors: [{MIRROR_A}/pool]\n")}}),
     );
-    kmock.create(
-        NODE_POOLS_PATH,
-        &json!({
-            "apiVersion": "hypershift.openshift.io/v1beta1", "kind": "NodePool",
-            "metadata": {"name": "workers"},
-            "spec": {"clusterName": "guest", "replicas": 2, "config": [{"name": "pool-mirrors"}]}
-        }),
-    );
+    create_node_pool(&kmock, "workers", &["pool-mirrors"]);
     let setup = Setup::with_kmock(kmock, "", &[]);
     image_on(&setup.mirror_a, "pool-tag", "pool/app:v1");
     setup.wait_ready();
@@ -475,16 +468,7 @@ fn pulls_wait_for_the_first_sync_then_survive_a_lost_api_server_and_follow_it_wh
     );
 
     setup.kmock.restart(EVERY_KIND);
-    setup.kmock.create(
-        IDMS_PATH,
-        &digest_set(
-            "ImageDigestMirrorSet",
-            "release",
-            &format!("{SOURCE}/ns"),
-            &format!("{MIRROR_A}/ns"),
-            None,
-        ),
-    );
+    create_release_mirror_set(&setup.kmock);
     setup.wait_ready();
     setup.wait_applied("cluster: ImageDigestMirrorSet/release");
     let (pulled_first, stderr) = setup.skopeo_pull(&first_ref);
@@ -585,16 +569,7 @@ fn a_cluster_without_image_tag_mirror_sets_serves_and_picks_the_kind_up_when_ins
         "",
         &[("MIRRORGATE_KUBERNETES_REDISCOVERY", "300ms")],
     );
-    setup.kmock.create(
-        IDMS_PATH,
-        &digest_set(
-            "ImageDigestMirrorSet",
-            "release",
-            &format!("{SOURCE}/ns"),
-            &format!("{MIRROR_A}/ns"),
-            None,
-        ),
-    );
+    create_release_mirror_set(&setup.kmock);
     setup.wait_ready();
     setup.wait_applied("cluster: ImageDigestMirrorSet/release");
     let digest_image = image_on(&setup.mirror_a, "nitms-digest", "ns/app:v1");
@@ -671,16 +646,7 @@ fn write_config(dir: &Path, kubeconfig: &Path) -> PathBuf {
 #[test]
 fn check_and_resolve_list_the_cluster_once_and_answer_from_the_merged_set() {
     let kmock = Kmock::start(EVERY_KIND);
-    kmock.create(
-        IDMS_PATH,
-        &digest_set(
-            "ImageDigestMirrorSet",
-            "release",
-            &format!("{SOURCE}/ns"),
-            &format!("{MIRROR_A}/ns"),
-            None,
-        ),
-    );
+    create_release_mirror_set(&kmock);
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &kmock.kubeconfig(dir.path()));
     let config = config.to_str().unwrap();
@@ -751,16 +717,7 @@ fn a_file_reload_keeps_the_cluster_rules_and_a_cluster_change_keeps_the_file_rul
         )
     };
     let kmock = Kmock::start(EVERY_KIND);
-    kmock.create(
-        IDMS_PATH,
-        &digest_set(
-            "ImageDigestMirrorSet",
-            "release",
-            &format!("{SOURCE}/ns"),
-            &format!("{MIRROR_A}/ns"),
-            None,
-        ),
-    );
+    create_release_mirror_set(&kmock);
     let setup = Setup::with_kmock(kmock, &file_rules(&["files"]), &[]);
     setup.wait_ready();
     let from_cluster = image_on(&setup.mirror_a, "keep-cluster", "ns/app:v1");
@@ -854,12 +811,66 @@ fn config_map(name: &str, key: &str, text: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {key: text}})
 }
 
-/// A HostedCluster with these `imageContentSources` (source, mirror) and, if given, an
-/// `imageMirrorConfigRef`.
-fn hosted_cluster(name: &str, sources: &[(&str, &str)], config: Option<&str>) -> Value {
+/// Creates the ImageDigestMirrorSet `release`: `SOURCE/ns` from `MIRROR_A/ns`.
+fn create_release_mirror_set(kmock: &Kmock) {
+    kmock.create(
+        IDMS_PATH,
+        &digest_set(
+            "ImageDigestMirrorSet",
+            "release",
+            &format!("{SOURCE}/ns"),
+            &format!("{MIRROR_A}/ns"),
+            None,
+        ),
+    );
+}
+
+/// Creates the ConfigMap `name` whose `key` holds an ImageDigestMirrorSet sending
+/// `SOURCE/<repository>` to `<mirror>/<repository>`, with `policy`.
+fn create_mirror_config_map(
+    kmock: &Kmock,
+    name: &str,
+    key: &str,
+    repository: &str,
+    mirror: &str,
+    policy: Option<&str>,
+) {
+    let text = idms_yaml(
+        name,
+        &format!("{SOURCE}/{repository}"),
+        &format!("{mirror}/{repository}"),
+        policy,
+    );
+    kmock.create(CONFIG_MAPS_PATH, &config_map(name, key, &text));
+}
+
+/// Creates a NodePool of the HostedCluster `guest` in `clusters` whose `spec.config` names these
+/// ConfigMaps.
+fn create_node_pool(kmock: &Kmock, name: &str, config_maps: &[&str]) {
+    let config: Vec<Value> = config_maps.iter().map(|n| json!({"name": n})).collect();
+    kmock.create(
+        NODE_POOLS_PATH,
+        &json!({
+            "apiVersion": "hypershift.openshift.io/v1beta1", "kind": "NodePool",
+            "metadata": {"name": name},
+            "spec": {"clusterName": "guest", "replicas": 2, "config": config}
+        }),
+    );
+}
+
+/// Creates a HostedCluster in `clusters` whose `imageContentSources` send `SOURCE/<repository>`
+/// to `<mirror host>/<repository>`, and with an `imageMirrorConfigRef` if `config` is given.
+fn create_hosted_cluster(
+    kmock: &Kmock,
+    name: &str,
+    sources: &[(&str, &str)],
+    config: Option<&str>,
+) {
     let sources: Vec<Value> = sources
         .iter()
-        .map(|(source, mirror)| json!({"source": source, "mirrors": [mirror]}))
+        .map(|(repository, mirror)| {
+            json!({"source": format!("{SOURCE}/{repository}"), "mirrors": [format!("{mirror}/{repository}")]})
+        })
         .collect();
     let mut spec = json!({
         "release": {"image": "quay.io/openshift-release-dev/ocp-release:4.16.0-x86_64"},
@@ -868,8 +879,11 @@ fn hosted_cluster(name: &str, sources: &[(&str, &str)], config: Option<&str>) ->
     if let Some(config) = config {
         spec["imageMirrorConfigRef"] = json!({"name": config});
     }
-    json!({"apiVersion": "hypershift.openshift.io/v1beta1", "kind": "HostedCluster",
-           "metadata": {"name": name}, "spec": spec})
+    kmock.create(
+        HOSTED_CLUSTERS_PATH,
+        &json!({"apiVersion": "hypershift.openshift.io/v1beta1", "kind": "HostedCluster",
+                "metadata": {"name": name}, "spec": spec}),
+    );
 }
 
 impl Setup {
@@ -899,32 +913,36 @@ impl Setup {
         );
         found().expect("waited for it")
     }
+
+    /// Another change made now, an ImageDigestMirrorSet `later` for `SOURCE/later` on MIRROR_B,
+    /// routes the pull of `later` (`later/app` on MIRROR_B) within 2 seconds.
+    fn another_change_applies(&self, later: &Image) {
+        let created = Instant::now();
+        self.kmock.create(
+            IDMS_PATH,
+            &digest_set(
+                "ImageDigestMirrorSet",
+                "later",
+                &format!("{SOURCE}/later"),
+                &format!("{MIRROR_B}/later"),
+                None,
+            ),
+        );
+        self.wait_pullable(
+            &format!("later/app@{}", later.manifest_digest),
+            created,
+            WITHIN,
+        );
+    }
 }
 
 #[test]
 fn an_invalid_config_map_of_one_tenant_keeps_its_last_good_rules_and_another_tenants_later_change_is_in_force()
  {
     let kmock = Kmock::start(EVERY_KIND);
-    kmock.create(
-        CONFIG_MAPS_PATH,
-        &config_map(
-            "a-mirrors",
-            "idms.yaml",
-            &idms_yaml("a", &format!("{SOURCE}/a"), &format!("{MIRROR_A}/a"), None),
-        ),
-    );
-    kmock.create(
-        HOSTED_CLUSTERS_PATH,
-        &hosted_cluster("tenant-a", &[], Some("a-mirrors")),
-    );
-    kmock.create(
-        HOSTED_CLUSTERS_PATH,
-        &hosted_cluster(
-            "tenant-b",
-            &[(&format!("{SOURCE}/b"), &format!("{MIRROR_A}/b"))],
-            None,
-        ),
-    );
+    create_mirror_config_map(&kmock, "a-mirrors", "idms.yaml", "a", MIRROR_A, None);
+    create_hosted_cluster(&kmock, "tenant-a", &[], Some("a-mirrors"));
+    create_hosted_cluster(&kmock, "tenant-b", &[("b", MIRROR_A)], None);
     let setup = Setup::with_kmock(kmock, "", &[]);
     let a_image = image_on(&setup.mirror_a, "tenant-a", "a/app:v1");
     let b_image = image_on(&setup.mirror_b, "tenant-b", "b/app:v1");
@@ -965,23 +983,15 @@ fn of_two_tenants_giving_one_source_different_policies_the_later_is_refused_and_
  {
     let shared = format!("{SOURCE}/shared");
     let kmock = Kmock::start(EVERY_KIND);
-    kmock.create(
-        CONFIG_MAPS_PATH,
-        &config_map(
-            "a-mirrors",
-            "idms.yaml",
-            &idms_yaml(
-                "a",
-                &shared,
-                &format!("{MIRROR_A}/shared"),
-                Some("NeverContactSource"),
-            ),
-        ),
+    create_mirror_config_map(
+        &kmock,
+        "a-mirrors",
+        "idms.yaml",
+        "shared",
+        MIRROR_A,
+        Some("NeverContactSource"),
     );
-    kmock.create(
-        HOSTED_CLUSTERS_PATH,
-        &hosted_cluster("tenant-a", &[], Some("a-mirrors")),
-    );
+    create_hosted_cluster(&kmock, "tenant-a", &[], Some("a-mirrors"));
     let setup = Setup::with_kmock(kmock, "", &[]);
     let from_b = image_on(&setup.mirror_b, "conflict-b", "b/app:v1");
     let later = image_on(&setup.mirror_b, "conflict-later", "later/app:v1");
@@ -991,36 +1001,15 @@ fn of_two_tenants_giving_one_source_different_policies_the_later_is_refused_and_
     let failures_before = setup.metric("mirrorgate_reloads_total{result=\"failure\"}");
 
     // Tenant B's HostedCluster allows the source tenant A's ConfigMap blocks.
-    setup.kmock.create(
-        HOSTED_CLUSTERS_PATH,
-        &hosted_cluster(
-            "tenant-b",
-            &[
-                (&shared, &format!("{MIRROR_B}/shared")),
-                (&format!("{SOURCE}/b"), &format!("{MIRROR_B}/b")),
-            ],
-            None,
-        ),
+    create_hosted_cluster(
+        &setup.kmock,
+        "tenant-b",
+        &[("shared", MIRROR_B), ("b", MIRROR_B)],
+        None,
     );
     let refused = setup.wait_refused("HostedCluster clusters/tenant-b");
     let last_reload = setup.status()["rules"]["last_reload"].clone();
-    // Another change made afterwards is applied.
-    let created = Instant::now();
-    setup.kmock.create(
-        IDMS_PATH,
-        &digest_set(
-            "ImageDigestMirrorSet",
-            "later",
-            &format!("{SOURCE}/later"),
-            &format!("{MIRROR_B}/later"),
-            None,
-        ),
-    );
-    setup.wait_pullable(
-        &format!("later/app@{}", later.manifest_digest),
-        created,
-        WITHIN,
-    );
+    setup.another_change_applies(&later);
     let source_mark = setup.source.mark();
     assert_eq!(
         (
@@ -1063,27 +1052,8 @@ fn of_two_tenants_giving_one_source_different_policies_the_later_is_refused_and_
 #[test]
 fn a_node_pool_changed_to_an_empty_config_name_keeps_its_last_good_rules_and_other_changes_apply() {
     let kmock = Kmock::start(EVERY_KIND);
-    kmock.create(
-        CONFIG_MAPS_PATH,
-        &config_map(
-            "pool-mirrors",
-            "config",
-            &idms_yaml(
-                "pool",
-                &format!("{SOURCE}/pool"),
-                &format!("{MIRROR_A}/pool"),
-                None,
-            ),
-        ),
-    );
-    kmock.create(
-        NODE_POOLS_PATH,
-        &json!({
-            "apiVersion": "hypershift.openshift.io/v1beta1", "kind": "NodePool",
-            "metadata": {"name": "workers"},
-            "spec": {"clusterName": "guest", "replicas": 2, "config": [{"name": "pool-mirrors"}]}
-        }),
-    );
+    create_mirror_config_map(&kmock, "pool-mirrors", "config", "pool", MIRROR_A, None);
+    create_node_pool(&kmock, "workers", &["pool-mirrors"]);
     let setup = Setup::with_kmock(kmock, "", &[]);
     let pool = image_on(&setup.mirror_a, "pool-empty-name", "pool/app:v1");
     let later = image_on(&setup.mirror_b, "pool-later", "later/app:v1");
@@ -1096,22 +1066,7 @@ fn a_node_pool_changed_to_an_empty_config_name_keeps_its_last_good_rules_and_oth
         &json!({"spec": {"config": [{"name": ""}]}}),
     );
     let refused = setup.wait_refused("NodePool clusters/workers");
-    let created = Instant::now();
-    setup.kmock.create(
-        IDMS_PATH,
-        &digest_set(
-            "ImageDigestMirrorSet",
-            "later",
-            &format!("{SOURCE}/later"),
-            &format!("{MIRROR_B}/later"),
-            None,
-        ),
-    );
-    setup.wait_pullable(
-        &format!("later/app@{}", later.manifest_digest),
-        created,
-        WITHIN,
-    );
+    setup.another_change_applies(&later);
     let (pool_pulled, stderr) = setup.skopeo_pull(&pool_ref);
     assert_eq!(
         (refused.as_str(), pool_pulled),
@@ -1133,63 +1088,21 @@ fn after_a_restart_with_bad_objects_of_three_tenants_pulls_of_the_others_are_ser
         CONFIG_MAPS_PATH,
         &config_map("a-mirrors", "idms.yaml", "kind: [unclosed"),
     );
-    kmock.create(
-        HOSTED_CLUSTERS_PATH,
-        &hosted_cluster("tenant-a", &[], Some("a-mirrors")),
+    create_hosted_cluster(&kmock, "tenant-a", &[], Some("a-mirrors"));
+    create_node_pool(&kmock, "tenant-b", &[""]);
+    create_mirror_config_map(
+        &kmock,
+        "c-mirrors",
+        "idms.yaml",
+        "contested",
+        MIRROR_A,
+        Some("NeverContactSource"),
     );
-    kmock.create(
-        NODE_POOLS_PATH,
-        &json!({
-            "apiVersion": "hypershift.openshift.io/v1beta1", "kind": "NodePool",
-            "metadata": {"name": "tenant-b"},
-            "spec": {"clusterName": "tenant-b", "config": [{"name": ""}]}
-        }),
-    );
-    let contested = format!("{SOURCE}/contested");
-    kmock.create(
-        CONFIG_MAPS_PATH,
-        &config_map(
-            "c-mirrors",
-            "idms.yaml",
-            &idms_yaml(
-                "c",
-                &contested,
-                &format!("{MIRROR_A}/contested"),
-                Some("NeverContactSource"),
-            ),
-        ),
-    );
-    kmock.create(
-        HOSTED_CLUSTERS_PATH,
-        &hosted_cluster("tenant-c", &[], Some("c-mirrors")),
-    );
-    kmock.create(
-        HOSTED_CLUSTERS_PATH,
-        &hosted_cluster(
-            "tenant-d",
-            &[(&contested, &format!("{MIRROR_B}/contested"))],
-            None,
-        ),
-    );
+    create_hosted_cluster(&kmock, "tenant-c", &[], Some("c-mirrors"));
+    create_hosted_cluster(&kmock, "tenant-d", &[("contested", MIRROR_B)], None);
     // Everyone else: the management cluster's mirror set and a good tenant.
-    kmock.create(
-        IDMS_PATH,
-        &digest_set(
-            "ImageDigestMirrorSet",
-            "release",
-            &format!("{SOURCE}/ns"),
-            &format!("{MIRROR_A}/ns"),
-            None,
-        ),
-    );
-    kmock.create(
-        HOSTED_CLUSTERS_PATH,
-        &hosted_cluster(
-            "tenant-e",
-            &[(&format!("{SOURCE}/e"), &format!("{MIRROR_B}/e"))],
-            None,
-        ),
-    );
+    create_release_mirror_set(&kmock);
+    create_hosted_cluster(&kmock, "tenant-e", &[("e", MIRROR_B)], None);
     // A new mirrorgate process: no last good version of anything.
     let setup = Setup::with_kmock(kmock, "", &[]);
     let management = image_on(&setup.mirror_a, "restart-management", "ns/app:v1");
