@@ -589,7 +589,7 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_config_map_and_a_node_pool_naming_no_config_map_are_refused_on_their_own_at_a_first_load()
+    fn a_bad_config_map_a_bad_hosted_cluster_field_and_an_empty_node_pool_config_name_are_refused_on_their_own_at_a_first_load()
      {
         let snapshot = Snapshot::new(vec![
             namespaced(
@@ -618,6 +618,12 @@ mod tests {
                 json!({"imageMirrorConfigRef": {"name": "c-mirrors"}}),
             ),
             idms_config_map("c-mirrors", "idms.yaml", "quay.io/c"),
+            namespaced(
+                Kind::HostedCluster,
+                "tenant-d",
+                "spec",
+                json!({"imageContentSources": "quay.io/d"}),
+            ),
         ]);
         let (rules, _) = snapshot
             .merged_with_files(&[], &rules::MemberHistory::default())
@@ -630,12 +636,14 @@ mod tests {
                 errors.len(),
                 errors[0].starts_with("HostedCluster clusters/tenant-a: cluster: ConfigMap clusters/a-mirrors: data.idms.yaml: invalid YAML"),
                 errors[1].as_str(),
+                errors[2].as_str(),
             ),
             (
                 false,
                 true,
-                2,
+                3,
                 true,
+                "HostedCluster clusters/tenant-d: cluster: HostedCluster clusters/tenant-d: spec.imageContentSources: expected a list, found a string; left out (it has no good version to keep)",
                 "NodePool clusters/tenant-b: cluster: NodePool clusters/tenant-b: spec.config[0].name: required field is missing; left out (it has no good version to keep)",
             ),
             "{errors:#?}"
