@@ -378,6 +378,25 @@ mod tests {
     }
 
     #[test]
+    fn the_text_lists_the_refused_cluster_objects() {
+        let mut status = example();
+        status.rules.refused = vec!["NodePool clusters/workers: cluster: NodePool clusters/workers: spec.config[0].name: required field is missing; its last good version stays in force".into()];
+        let text = status.render();
+        assert!(
+            text.contains("  refused:        1\n    NodePool clusters/workers: cluster: NodePool clusters/workers: spec.config[0].name: required field is missing; its last good version stays in force\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_status_without_refused_objects_reads_as_none_refused() {
+        let mut json = serde_json::to_value(example()).unwrap();
+        json["rules"].as_object_mut().unwrap().remove("refused");
+        let read: Status = serde_json::from_value(json).unwrap();
+        assert_eq!(read.rules.refused, Vec::<String>::new());
+    }
+
+    #[test]
     fn the_json_form_reads_back_as_the_same_status() {
         let status = example();
         let json = serde_json::to_string(&status).unwrap();
