@@ -285,6 +285,7 @@ fn run(command: Command) -> Result<()> {
         Command::Check { rules, offline } => check(&rules, offline),
         Command::RegistriesConf { rules } => {
             let (rule_set, _, _) = rules.load(true)?;
+            tell_refused(&rule_set);
             print!("{}", rule_set.to_registries_conf()?);
             Ok(())
         }
@@ -617,8 +618,17 @@ fn watch_dropped_log_lines(dropped: tracing_appender::non_blocking::ErrorCounter
     });
 }
 
+/// Says on stderr which cluster objects the answer leaves out or takes in an earlier version
+/// (as `serve` does), so that it is not mistaken for the whole cluster's.
+fn tell_refused(rule_set: &RuleSet) {
+    for error in rule_set.errors() {
+        eprintln!("refused: {error}");
+    }
+}
+
 fn resolve(args: &RuleArgs, json: bool, image: &str) -> Result<()> {
     let (rule_set, config, _) = args.load(true)?;
+    tell_refused(&rule_set);
     // The same normalisation as `serve`'s addressing: a name without a registry is in
     // `default_registry`.
     let reference = Reference::parse_with_default(image, &config.default_registry)
@@ -796,6 +806,24 @@ fn check(args: &RuleArgs, offline: bool) -> Result<()> {
             .as_ref()
             .map_or("built-in defaults".to_owned(), |p| p.display().to_string());
         println!("  {at}: {}", Reachable::unused_registry_warning(registry));
+    }
+    // A refused cluster object does not stop `serve` (the rest is served), but it is an error
+    // of the configuration to fix: listed, and the check fails.
+    if !summary.errors.is_empty() {
+        println!("refused cluster objects: {}", summary.errors.len());
+        for error in &summary.errors {
+            println!("  {error}");
+        }
+        bail!(
+            "{} cluster object(s) refused: {}",
+            summary.errors.len(),
+            summary
+                .errors
+                .iter()
+                .map(|e| e.member.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     println!("ok");
     Ok(())

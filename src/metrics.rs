@@ -24,7 +24,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::cache::stats::CacheStats;
-use crate::rules::RuleSet;
+use crate::rules::{InForce, MemberError, RuleSet};
 
 /// The content type of OpenMetrics text.
 pub const OPENMETRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -109,6 +109,11 @@ struct KindLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InForceLabels {
+    in_force: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: &'static str,
 }
@@ -144,6 +149,7 @@ struct ClusterMetrics {
     capability: Family<KindLabels, Gauge>,
     watch_restarts: Counter,
     failures: Family<KindLabels, Counter>,
+    refused: Family<InForceLabels, Gauge>,
     /// The totals already counted, to turn the watch's totals into increments.
     counted: std::sync::Mutex<ClusterSync>,
 }
@@ -175,6 +181,11 @@ impl ClusterMetrics {
         let _ = self.failures.get_or_create(&KindLabels {
             kind: "discovery".to_owned(),
         });
+        for in_force in [InForce::LastGood, InForce::Nothing] {
+            let _ = self.refused.get_or_create(&InForceLabels {
+                in_force: in_force.as_str(),
+            });
+        }
         root.register(
             "cluster_synced",
             "Whether the cluster's mirror objects have been listed completely and applied (1), or pulls wait for it (0); 0 without a kubernetes section",
@@ -199,6 +210,11 @@ impl ClusterMetrics {
             "cluster_watch_restarts",
             "Re-lists of a cluster watch after its first complete list (errors, expired versions)",
             self.watch_restarts.clone(),
+        );
+        root.register(
+            "cluster_objects_refused",
+            "Cluster objects refused because they are invalid or conflict (a mirror set, or a HostedCluster or NodePool with its ConfigMaps), by what of them is in force: their last good version, or nothing (left out)",
+            self.refused.clone(),
         );
         root.register(
             "cluster_sync_failures",
@@ -790,6 +806,20 @@ impl Metrics {
     /// `mirrorgate_cluster_*`.
     pub fn cluster_sync(&self, sync: &ClusterSync) {
         self.cluster.record(sync);
+    }
+
+    /// Records the cluster objects the rule set in force refused
+    /// ([`RuleSet::errors`]): exported as `mirrorgate_cluster_objects_refused`.
+    pub fn cluster_refused(&self, errors: &[MemberError]) {
+        for in_force in [InForce::LastGood, InForce::Nothing] {
+            let count = errors.iter().filter(|e| e.in_force == in_force).count();
+            self.cluster
+                .refused
+                .get_or_create(&InForceLabels {
+                    in_force: in_force.as_str(),
+                })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
     }
 
     /// Counts a reload attempt.

@@ -9,8 +9,11 @@
 //! With a cluster rule source (the `kubernetes` section), its snapshots are the second input:
 //! each one (already debounced by the watch) is merged with the rule files into one new rule set,
 //! swapped in whole; a file reload keeps the cluster part and a cluster change keeps the files.
-//! Until the first complete snapshot the proxy is held incomplete (pulls 503, `/readyz` 503); a
-//! cluster state that makes no valid rule set keeps the last good one and counts a failed reload.
+//! Until the first complete snapshot the proxy is held incomplete (pulls 503, `/readyz` 503).
+//! A cluster object that is invalid or conflicts is refused on its own
+//! ([`crate::rules::load_with_members`]): it keeps its last good version (remembered here, across
+//! snapshots and file reloads) or is left out, everything else is applied, and the proxy stays
+//! ready; a change that brings a new refusal counts as a failed reload naming it.
 //!
 //! Watching follows Kubernetes ConfigMap volumes: their files are symlinks into a `..data`
 //! directory that is replaced by an atomic symlink swap, which a watch on a file never sees after
@@ -90,6 +93,11 @@ struct ClusterPart {
     )>,
     #[cfg(feature = "kubernetes")]
     current: Option<Arc<crate::kubernetes::Snapshot>>,
+    /// What the last rule set with the cluster remembers for the next: each cluster object's
+    /// last good version.
+    history: Arc<rules::MemberHistory>,
+    /// The refused cluster objects of the rule set in force, so that each change is logged once.
+    refused: Vec<rules::MemberError>,
 }
 
 impl ClusterPart {
@@ -129,15 +137,54 @@ impl ClusterPart {
                 (watch, snapshots)
             }),
             current: None,
+            history: Arc::default(),
+            refused: Vec::new(),
         }
     }
 
     #[cfg(not(feature = "kubernetes"))]
     fn new(cluster: Option<ClusterSource>, _proxy: &Arc<Proxy>) -> ClusterPart {
         match cluster {
-            None => ClusterPart {},
+            None => ClusterPart {
+                history: Arc::default(),
+                refused: Vec::new(),
+            },
             Some(never) => match never {},
         }
+    }
+
+    /// Keeps the history of a rule set swapped in, logs the cluster objects it refuses that it
+    /// did not refuse before (and those no longer refused), and counts them. Returns the new
+    /// refusals.
+    fn swapped_in(
+        &mut self,
+        rule_set: &rules::RuleSet,
+        history: rules::MemberHistory,
+        proxy: &Proxy,
+    ) -> Vec<String> {
+        self.history = Arc::new(history);
+        let refused = rule_set.errors();
+        for gone in &self.refused {
+            if !refused.iter().any(|e| e.member == gone.member) {
+                tracing::info!(member = %gone.member, "a cluster object is no longer refused (fixed or deleted)");
+            }
+        }
+        let new: Vec<String> = refused
+            .iter()
+            .filter(|e| !self.refused.contains(e))
+            .inspect(|error| {
+                tracing::error!(
+                    member = %error.member,
+                    in_force = error.in_force.as_str(),
+                    %error,
+                    "a cluster object is refused; the rest of the rules are in force"
+                );
+            })
+            .map(ToString::to_string)
+            .collect();
+        proxy.metrics().cluster_refused(refused);
+        self.refused = refused.to_vec();
+        new
     }
 
     /// Whether the rules lack a cluster part they are waiting for.
@@ -365,9 +412,9 @@ async fn run(
                         Err(_quiet) => break,
                     }
                 }
-                match reload(&proxy, &feed, &config_path, &config, &cluster).await {
-                    Ok(new_config) => {
-                        proxy.record_reload(Ok(()));
+                match reload(&proxy, &feed, &config_path, &config, &mut cluster).await {
+                    Ok((new_config, refused)) => {
+                        proxy.record_reload(outcome(&refused));
                         configs.send_replace(new_config.clone());
                         config = new_config;
                     }
@@ -378,17 +425,19 @@ async fn run(
                 }
             }
             () = cluster.changed() => {
-                match apply_cluster(&proxy, &feed, &config, &cluster).await {
-                    Ok(()) => proxy.record_reload(Ok(())),
+                match apply_cluster(&proxy, &feed, &config, &mut cluster).await {
+                    Ok(refused) => proxy.record_reload(outcome(&refused)),
                     Err(error) => {
                         let error = format!("{error:#}");
                         proxy.record_reload(Err(error.clone()));
                         if proxy.incomplete().is_some() {
                             proxy.set_incomplete(Some(format!(
-                                "the cluster's mirror objects make no valid rule set: {error}"
+                                "the cluster's mirror objects cannot be applied: {error}"
                             )));
                         }
-                        tracing::error!(%error, "the cluster's mirror objects changed into an invalid rule set; the last good rules stay in force");
+                        // Cluster objects are refused one by one; what fails the whole set is the
+                        // rule files (changed on disk since their last reload).
+                        tracing::error!(%error, "the cluster's mirror objects cannot be applied; the last good rules stay in force");
                     }
                 }
             }
@@ -396,24 +445,40 @@ async fn run(
     }
 }
 
+/// What a reload that applied its rule set records: a failure naming the cluster objects it
+/// refused that were not refused before (everything else is in force), else a success.
+fn outcome(refused: &[String]) -> Result<(), String> {
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "cluster objects refused (the rest of the rules are in force): {}",
+            refused.join("; ")
+        ))
+    }
+}
+
 /// Merges a new cluster snapshot with the rule files of `config` and swaps the result in.
+/// Returns the cluster objects newly refused.
 async fn apply_cluster(
     proxy: &Proxy,
     feed: &RuleFeed,
     config: &Config,
-    cluster: &ClusterPart,
-) -> anyhow::Result<()> {
+    cluster: &mut ClusterPart,
+) -> anyhow::Result<Vec<String>> {
     use anyhow::Context;
     let source = cluster.source(config.rules.clone());
     let self_names = rules::SelfNames::new(config.self_names());
-    let rule_set = tokio::task::spawn_blocking(move || source.load())
+    let history = cluster.history.clone();
+    let (rule_set, history) = tokio::task::spawn_blocking(move || source.load_after(&history))
         .await
         .context("the reload task failed")?
-        .context("the rule set is invalid")?
-        .with_self_names(self_names);
+        .context("the rule set is invalid")?;
+    let rule_set = rule_set.with_self_names(self_names);
     for warning in rule_set.warnings() {
         tracing::warn!(%warning, "rule warning");
     }
+    let refused = cluster.swapped_in(&rule_set, history, proxy);
     let summary = rule_set.summary();
     feed.publish(Arc::new(rule_set));
     proxy.replace_rules(feed.current(), config);
@@ -422,25 +487,28 @@ async fn apply_cluster(
         sources = summary.files.len(),
         scopes = summary.scopes,
         blocked_scopes = summary.blocked_scopes.len(),
+        refused = summary.errors.len(),
         "cluster rules applied"
     );
-    Ok(())
+    Ok(refused)
 }
 
-/// Reads the configuration and the rules again, and swaps them in if they are good.
+/// Reads the configuration and the rules again, and swaps them in if they are good. Returns
+/// the configuration and the cluster objects newly refused.
 async fn reload(
     proxy: &Proxy,
     feed: &RuleFeed,
     config_path: &Option<PathBuf>,
     current: &Config,
-    cluster: &ClusterPart,
-) -> anyhow::Result<Config> {
+    cluster: &mut ClusterPart,
+) -> anyhow::Result<(Config, Vec<String>)> {
     use anyhow::Context;
     let config_path = config_path.clone();
     let fallback = current.clone();
     let source = cluster.source(Vec::new());
+    let history = cluster.history.clone();
     // File reading and parsing are blocking work.
-    let (config, rule_set, upstream) = tokio::task::spawn_blocking(move || {
+    let (config, (rule_set, history), upstream) = tokio::task::spawn_blocking(move || {
         let config = match &config_path {
             Some(path) => Config::load(path)?,
             None => fallback,
@@ -453,12 +521,12 @@ async fn reload(
                 cluster,
             },
         };
-        let rule_set = source
-            .load()
-            .context("the rule set is invalid")?
-            .with_self_names(rules::SelfNames::new(config.self_names()));
+        let (rule_set, history) = source
+            .load_after(&history)
+            .context("the rule set is invalid")?;
+        let rule_set = rule_set.with_self_names(rules::SelfNames::new(config.self_names()));
         let upstream = Upstream::new(&config).context("the upstream settings are invalid")?;
-        anyhow::Ok((config, rule_set, upstream))
+        anyhow::Ok((config, (rule_set, history), upstream))
     })
     .await
     .context("the reload task failed")??;
@@ -484,6 +552,7 @@ async fn reload(
             tracing::error!(%error, "cannot reload the clients files; the access in force is kept");
         }
     }
+    let refused = cluster.swapped_in(&rule_set, history, proxy);
     feed.publish(Arc::new(rule_set));
     proxy.replace_rules(feed.current(), &config);
     if cluster.waiting() {
@@ -495,7 +564,7 @@ async fn reload(
         blocked_scopes = summary.blocked_scopes.len(),
         "reloaded"
     );
-    Ok(config)
+    Ok((config, refused))
 }
 
 /// The settings that differ between `old` and `new` but only take effect at start.

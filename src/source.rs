@@ -6,8 +6,9 @@
 //! a source produces, `watch`-style: a subscriber sees the rule set in force at once and then
 //! every later one; a change that fails to load publishes nothing, so the last good set stays).
 //!
-//! A source builds each rule set whole, through [`RuleSet::from_documents`] or
-//! [`rules::load`]; a source that has not completed its first load never
+//! A source builds each rule set whole, through [`RuleSet::from_documents`],
+//! [`rules::load`] or [`rules::load_with_members`] (where a cluster object that fails is refused
+//! on its own and the rest is built); a source that has not completed its first load never
 //! yields a partial set.
 
 use std::path::PathBuf;
@@ -15,7 +16,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::rules::{self, RuleError, RuleSet};
+use crate::rules::{self, MemberHistory, RuleError, RuleSet};
 
 /// What produces rule sets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,12 +36,30 @@ pub enum RuleSource {
 }
 
 impl RuleSource {
-    /// Loads one complete rule set now. Blocking: file reads and parsing.
+    /// Loads one complete rule set now, as a first load (no member has a last good version).
+    /// Blocking: file reads and parsing.
     pub fn load(&self) -> Result<RuleSet, RuleError> {
+        self.load_after(&MemberHistory::default())
+            .map(|(rules, _)| rules)
+    }
+
+    /// Loads one complete rule set now, after the loads `history` remembers: a cluster object
+    /// that is invalid or conflicts keeps the version it had in force then (see
+    /// [`rules::load_with_members`]). Returns the history for the next load. Rule files fail
+    /// the whole load, as always. Blocking: file reads and parsing.
+    pub fn load_after(
+        &self,
+        history: &MemberHistory,
+    ) -> Result<(RuleSet, MemberHistory), RuleError> {
         match self {
-            RuleSource::Files(paths) => rules::load(paths),
+            RuleSource::Files(paths) => {
+                let _ = history;
+                Ok((rules::load(paths)?, MemberHistory::default()))
+            }
             #[cfg(feature = "kubernetes")]
-            RuleSource::FilesAndCluster { files, cluster } => cluster.merged_with_files(files),
+            RuleSource::FilesAndCluster { files, cluster } => {
+                cluster.merged_with_files(files, history)
+            }
         }
     }
 

@@ -59,6 +59,10 @@ pub struct RulesStatus {
     pub blocked_scopes: Vec<String>,
     /// Warnings of the rule set in force.
     pub warnings: Vec<String>,
+    /// The cluster objects refused because they are invalid or conflict, each with what is
+    /// wrong and what of it is in force instead (the rest of the rules are in force).
+    #[serde(default)]
+    pub refused: Vec<String>,
     /// When the rules in force were loaded.
     pub loaded_at: String,
     /// The last reload attempt, if any happened since the start.
@@ -223,6 +227,12 @@ impl Status {
                 writeln!(out, "    {warning}")?;
             }
         }
+        if !rules.refused.is_empty() {
+            writeln!(out, "  refused:        {}", rules.refused.len())?;
+            for refused in &rules.refused {
+                writeln!(out, "    {}", indented(refused))?;
+            }
+        }
         writeln!(out, "  loaded at:      {}", rules.loaded_at)?;
         match &rules.last_reload {
             None => writeln!(out, "  last reload:    none since the start")?,
@@ -350,6 +360,7 @@ mod tests {
                 scopes: 2,
                 blocked_scopes: vec!["quay.io/blocked".into()],
                 warnings: vec![],
+                refused: vec![],
                 loaded_at: "2026-11-29T20:00:00Z".into(),
                 last_reload: Some(ReloadStatus {
                     at: "2026-11-29T20:05:00Z".into(),
@@ -406,6 +417,25 @@ mod tests {
         ];
         let missing: Vec<&str> = wanted.into_iter().filter(|w| !text.contains(w)).collect();
         assert_eq!(missing, Vec::<&str>::new(), "in:\n{text}");
+    }
+
+    #[test]
+    fn the_text_lists_the_refused_cluster_objects() {
+        let mut status = example();
+        status.rules.refused = vec!["NodePool clusters/workers: cluster: NodePool clusters/workers: spec.config[0].name: required field is missing; its last good version stays in force".into()];
+        let text = status.render();
+        assert!(
+            text.contains("  refused:        1\n    NodePool clusters/workers: cluster: NodePool clusters/workers: spec.config[0].name: required field is missing; its last good version stays in force\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_status_without_refused_objects_reads_as_none_refused() {
+        let mut json = serde_json::to_value(example()).unwrap();
+        json["rules"].as_object_mut().unwrap().remove("refused");
+        let read: Status = serde_json::from_value(json).unwrap();
+        assert_eq!(read.rules.refused, Vec::<String>::new());
     }
 
     #[test]

@@ -414,14 +414,7 @@ fn a_node_pool_config_map_with_an_image_tag_mirror_set_routes_tag_pulls() {
         &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "pool-mirrors"},
                "data": {"config": format!("apiVersion: config.openshift.io/v1\nkind: ImageTagMirrorSet\nmetadata:\n  name: pool-tags\nspec:\n  imageTagMirrors:\n  - source: {SOURCE}/pool\n    mirrors: [{MIRROR_A}/pool]\n")}}),
     );
-    kmock.create(
-        NODE_POOLS_PATH,
-        &json!({
-            "apiVersion": "hypershift.openshift.io/v1beta1", "kind": "NodePool",
-            "metadata": {"name": "workers"},
-            "spec": {"clusterName": "guest", "replicas": 2, "config": [{"name": "pool-mirrors"}]}
-        }),
-    );
+    create_node_pool(&kmock, "workers", &["pool-mirrors"]);
     let setup = Setup::with_kmock(kmock, "", &[]);
     image_on(&setup.mirror_a, "pool-tag", "pool/app:v1");
     setup.wait_ready();
@@ -479,16 +472,7 @@ fn pulls_wait_for_the_first_sync_then_survive_a_lost_api_server_and_follow_it_wh
     assert!(explained.is_ok(), "{}", setup.status());
 
     setup.kmock.restart(EVERY_KIND);
-    setup.kmock.create(
-        IDMS_PATH,
-        &digest_set(
-            "ImageDigestMirrorSet",
-            "release",
-            &format!("{SOURCE}/ns"),
-            &format!("{MIRROR_A}/ns"),
-            None,
-        ),
-    );
+    create_release_mirror_set(&setup.kmock);
     setup.wait_ready();
     setup.wait_applied("cluster: ImageDigestMirrorSet/release");
     let (pulled_first, stderr) = setup.skopeo_pull(&first_ref);
@@ -589,16 +573,7 @@ fn a_cluster_without_image_tag_mirror_sets_serves_and_picks_the_kind_up_when_ins
         "",
         &[("MIRRORGATE_KUBERNETES_REDISCOVERY", "300ms")],
     );
-    setup.kmock.create(
-        IDMS_PATH,
-        &digest_set(
-            "ImageDigestMirrorSet",
-            "release",
-            &format!("{SOURCE}/ns"),
-            &format!("{MIRROR_A}/ns"),
-            None,
-        ),
-    );
+    create_release_mirror_set(&setup.kmock);
     setup.wait_ready();
     setup.wait_applied("cluster: ImageDigestMirrorSet/release");
     let digest_image = image_on(&setup.mirror_a, "nitms-digest", "ns/app:v1");
@@ -675,16 +650,7 @@ fn write_config(dir: &Path, kubeconfig: &Path) -> PathBuf {
 #[test]
 fn check_and_resolve_list_the_cluster_once_and_answer_from_the_merged_set() {
     let kmock = Kmock::start(EVERY_KIND);
-    kmock.create(
-        IDMS_PATH,
-        &digest_set(
-            "ImageDigestMirrorSet",
-            "release",
-            &format!("{SOURCE}/ns"),
-            &format!("{MIRROR_A}/ns"),
-            None,
-        ),
-    );
+    create_release_mirror_set(&kmock);
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &kmock.kubeconfig(dir.path()));
     let config = config.to_str().unwrap();
@@ -755,16 +721,7 @@ fn a_file_reload_keeps_the_cluster_rules_and_a_cluster_change_keeps_the_file_rul
         )
     };
     let kmock = Kmock::start(EVERY_KIND);
-    kmock.create(
-        IDMS_PATH,
-        &digest_set(
-            "ImageDigestMirrorSet",
-            "release",
-            &format!("{SOURCE}/ns"),
-            &format!("{MIRROR_A}/ns"),
-            None,
-        ),
-    );
+    create_release_mirror_set(&kmock);
     let setup = Setup::with_kmock(kmock, &file_rules(&["files"]), &[]);
     setup.wait_ready();
     let from_cluster = image_on(&setup.mirror_a, "keep-cluster", "ns/app:v1");
@@ -845,7 +802,7 @@ fn a_403_names_the_permission_to_grant_in_status_and_check() {
 }
 
 #[test]
-fn a_pull_or_probe_refused_for_incomplete_rules_does_not_show_the_cluster_objects_in_the_way() {
+fn another_tenants_refused_object_is_shown_to_operators_and_never_to_clients() {
     // Another tenant's HostedCluster and its ConfigMap, whose content is no valid mirror set.
     let kmock = Kmock::start(EVERY_KIND);
     kmock.create(
@@ -858,27 +815,391 @@ fn a_pull_or_probe_refused_for_incomplete_rules_does_not_show_the_cluster_object
                 "data": {"idms.yaml": "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: tenant-a\nspec:\n  imageDigestMirrors:\n  - source: quay.io/tenant-a\n    mirrors: [\"Registry.Tenant-A.internal/Secret\"]\n"}}),
     );
     let setup = Setup::with_kmock(kmock, "", &[]);
-    // The operator's view names the ConfigMap and what is wrong in it.
-    let explained = wait_incomplete_for(&setup, "ConfigMap clusters/tenant-a-mirrors");
+    // The operator's view names the ConfigMap and what is wrong in it; everyone else is served.
+    let refused = setup.wait_refused("HostedCluster clusters/tenant-a");
+    setup.wait_ready();
     let pull = setup.proxy.get(
-        &format!("/v2/{SOURCE}/ns/app/manifests/v1"),
+        &format!("/v2/{SOURCE}/ns/absent/manifests/v1"),
         &[("Accept", MANIFEST_ACCEPT)],
     );
     let readyz = setup.proxy.get("/readyz", &[]);
     let shows_the_tenant = |text: &str| text.contains("tenant-a") || text.contains("Secret");
     assert_eq!(
         (
-            explained.is_ok(),
+            refused.contains("ConfigMap clusters/tenant-a-mirrors"),
             pull.status,
-            pull.json()["errors"][0]["code"].as_str().map(str::to_owned),
             shows_the_tenant(&pull.text()),
             readyz.status,
             shows_the_tenant(&readyz.text()),
         ),
-        (true, 503, Some("UNAVAILABLE".to_owned()), false, 503, false),
-        "status: {}\npull: {}\nreadyz: {}",
-        setup.status(),
+        (true, 404, false, 200, false),
+        "refused: {refused}\npull: {}\nreadyz: {}",
         pull.text(),
         readyz.text()
+    );
+}
+
+// One tenant's bad object is that tenant's error only (issue 31, item 9): a member (a mirror set,
+// or a HostedCluster or NodePool with its ConfigMaps) that is invalid or conflicts keeps its last
+// good rules or is left out, and everyone else's changes go on being applied.
+
+/// An ImageDigestMirrorSet document (YAML) as a ConfigMap key holds it.
+fn idms_yaml(name: &str, source: &str, mirror: &str, policy: Option<&str>) -> String {
+    let policy = policy
+        .map(|p| format!("    mirrorSourcePolicy: {p}\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: {name}\nspec:\n  imageDigestMirrors:\n  - source: {source}\n    mirrors: [{mirror}]\n{policy}"
+    )
+}
+
+fn config_map(name: &str, key: &str, text: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {key: text}})
+}
+
+/// Creates the ImageDigestMirrorSet `release`: `SOURCE/ns` from `MIRROR_A/ns`.
+fn create_release_mirror_set(kmock: &Kmock) {
+    kmock.create(
+        IDMS_PATH,
+        &digest_set(
+            "ImageDigestMirrorSet",
+            "release",
+            &format!("{SOURCE}/ns"),
+            &format!("{MIRROR_A}/ns"),
+            None,
+        ),
+    );
+}
+
+/// Creates the ConfigMap `name` whose `key` holds an ImageDigestMirrorSet sending
+/// `SOURCE/<repository>` to `<mirror>/<repository>`, with `policy`.
+fn create_mirror_config_map(
+    kmock: &Kmock,
+    name: &str,
+    key: &str,
+    repository: &str,
+    mirror: &str,
+    policy: Option<&str>,
+) {
+    let text = idms_yaml(
+        name,
+        &format!("{SOURCE}/{repository}"),
+        &format!("{mirror}/{repository}"),
+        policy,
+    );
+    kmock.create(CONFIG_MAPS_PATH, &config_map(name, key, &text));
+}
+
+/// Creates a NodePool of the HostedCluster `guest` in `clusters` whose `spec.config` names these
+/// ConfigMaps.
+fn create_node_pool(kmock: &Kmock, name: &str, config_maps: &[&str]) {
+    let config: Vec<Value> = config_maps.iter().map(|n| json!({"name": n})).collect();
+    kmock.create(
+        NODE_POOLS_PATH,
+        &json!({
+            "apiVersion": "hypershift.openshift.io/v1beta1", "kind": "NodePool",
+            "metadata": {"name": name},
+            "spec": {"clusterName": "guest", "replicas": 2, "config": config}
+        }),
+    );
+}
+
+/// Creates a HostedCluster in `clusters` whose `imageContentSources` send `SOURCE/<repository>`
+/// to `<mirror host>/<repository>`, and with an `imageMirrorConfigRef` if `config` is given.
+fn create_hosted_cluster(
+    kmock: &Kmock,
+    name: &str,
+    sources: &[(&str, &str)],
+    config: Option<&str>,
+) {
+    let sources: Vec<Value> = sources
+        .iter()
+        .map(|(repository, mirror)| {
+            json!({"source": format!("{SOURCE}/{repository}"), "mirrors": [format!("{mirror}/{repository}")]})
+        })
+        .collect();
+    let mut spec = json!({
+        "release": {"image": "quay.io/openshift-release-dev/ocp-release:4.16.0-x86_64"},
+        "imageContentSources": sources,
+    });
+    if let Some(config) = config {
+        spec["imageMirrorConfigRef"] = json!({"name": config});
+    }
+    kmock.create(
+        HOSTED_CLUSTERS_PATH,
+        &json!({"apiVersion": "hypershift.openshift.io/v1beta1", "kind": "HostedCluster",
+                "metadata": {"name": name}, "spec": spec}),
+    );
+}
+
+impl Setup {
+    /// `/status`'s refused cluster objects.
+    fn refused(&self) -> Vec<String> {
+        self.status()["rules"]["refused"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter_map(|e| e.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits (bounded by [`WAIT`]) until `/status` lists `member` among the refused cluster
+    /// objects; returns its entry.
+    fn wait_refused(&self, member: &str) -> String {
+        let prefix = format!("{member}: ");
+        let found = || self.refused().into_iter().find(|r| r.starts_with(&prefix));
+        let waited = wait_until(WAIT, || Ok(found().is_some()));
+        assert!(
+            waited.is_ok(),
+            "{member} not refused; status: {}\n{}",
+            self.status(),
+            self.proxy.log()
+        );
+        found().expect("waited for it")
+    }
+
+    /// Another change made now, an ImageDigestMirrorSet `later` for `SOURCE/later` on MIRROR_B,
+    /// routes the pull of `later` (`later/app` on MIRROR_B) within 2 seconds.
+    fn another_change_applies(&self, later: &Image) {
+        let created = Instant::now();
+        self.kmock.create(
+            IDMS_PATH,
+            &digest_set(
+                "ImageDigestMirrorSet",
+                "later",
+                &format!("{SOURCE}/later"),
+                &format!("{MIRROR_B}/later"),
+                None,
+            ),
+        );
+        self.wait_pullable(
+            &format!("later/app@{}", later.manifest_digest),
+            created,
+            WITHIN,
+        );
+    }
+}
+
+#[test]
+fn an_invalid_config_map_of_one_tenant_keeps_its_last_good_rules_and_another_tenants_later_change_is_in_force()
+ {
+    let kmock = Kmock::start(EVERY_KIND);
+    create_mirror_config_map(&kmock, "a-mirrors", "idms.yaml", "a", MIRROR_A, None);
+    create_hosted_cluster(&kmock, "tenant-a", &[], Some("a-mirrors"));
+    create_hosted_cluster(&kmock, "tenant-b", &[("b", MIRROR_A)], None);
+    let setup = Setup::with_kmock(kmock, "", &[]);
+    let a_image = image_on(&setup.mirror_a, "tenant-a", "a/app:v1");
+    let b_image = image_on(&setup.mirror_b, "tenant-b", "b/app:v1");
+    let a_ref = format!("a/app@{}", a_image.manifest_digest);
+    let b_ref = format!("b/app@{}", b_image.manifest_digest);
+    setup.wait_ready();
+    setup.wait_pullable(&a_ref, Instant::now(), WAIT);
+
+    setup.kmock.patch(
+        &format!("{CONFIG_MAPS_PATH}/a-mirrors"),
+        &json!({"data": {"idms.yaml": "kind: [unclosed"}}),
+    );
+    let refused = setup.wait_refused("HostedCluster clusters/tenant-a");
+    let b_before = setup.manifest_status(&b_ref);
+    let changed = Instant::now();
+    setup.kmock.patch(
+        &format!("{HOSTED_CLUSTERS_PATH}/tenant-b"),
+        &json!({"spec": {"imageContentSources": [{"source": format!("{SOURCE}/b"), "mirrors": [format!("{MIRROR_B}/b")]}]}}),
+    );
+    setup.wait_pullable(&b_ref, changed, WITHIN);
+    let (a_pulled, stderr) = setup.skopeo_pull(&a_ref);
+    assert_eq!(
+        (
+            b_before,
+            a_pulled,
+            refused.starts_with("HostedCluster clusters/tenant-a: cluster: ConfigMap clusters/a-mirrors: data.idms.yaml: invalid YAML"),
+            refused.ends_with("; its last good version stays in force"),
+            setup.metric("mirrorgate_cluster_objects_refused{in_force=\"last_good\"}"),
+            setup.proxy.get("/readyz", &[]).status,
+        ),
+        (404, true, true, true, Some(1.0), 200),
+        "refused: {refused}\nskopeo: {stderr}"
+    );
+}
+
+#[test]
+fn of_two_tenants_giving_one_source_different_policies_the_later_is_refused_and_named_and_other_changes_still_apply()
+ {
+    let shared = format!("{SOURCE}/shared");
+    let kmock = Kmock::start(EVERY_KIND);
+    create_mirror_config_map(
+        &kmock,
+        "a-mirrors",
+        "idms.yaml",
+        "shared",
+        MIRROR_A,
+        Some("NeverContactSource"),
+    );
+    create_hosted_cluster(&kmock, "tenant-a", &[], Some("a-mirrors"));
+    let setup = Setup::with_kmock(kmock, "", &[]);
+    let from_b = image_on(&setup.mirror_b, "conflict-b", "b/app:v1");
+    let later = image_on(&setup.mirror_b, "conflict-later", "later/app:v1");
+    let only_at_source = image_on(&setup.source, "conflict-source", "shared/app:v1");
+    setup.wait_ready();
+    setup.wait_applied("cluster: ConfigMap clusters/a-mirrors");
+    let failures_before = setup.metric("mirrorgate_reloads_total{result=\"failure\"}");
+
+    // Tenant B's HostedCluster allows the source tenant A's ConfigMap blocks.
+    create_hosted_cluster(
+        &setup.kmock,
+        "tenant-b",
+        &[("shared", MIRROR_B), ("b", MIRROR_B)],
+        None,
+    );
+    let refused = setup.wait_refused("HostedCluster clusters/tenant-b");
+    let last_reload = setup.status()["rules"]["last_reload"].clone();
+    setup.another_change_applies(&later);
+    let source_mark = setup.source.mark();
+    assert_eq!(
+        (
+            refused.contains(&format!(
+                "conflicting mirrorSourcePolicy is set for the same source \"{shared}\""
+            )),
+            refused.contains("cluster: ConfigMap clusters/a-mirrors"),
+            refused.ends_with("; left out (it has no good version to keep)"),
+            last_reload["result"].as_str(),
+            last_reload["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("HostedCluster clusters/tenant-b")),
+            setup.metric("mirrorgate_reloads_total{result=\"failure\"}"),
+            // Tenant B is left out whole (its other mirror too), tenant A's block stays in force.
+            setup.manifest_status(&format!("b/app@{}", from_b.manifest_digest)),
+            setup.manifest_status(&format!("shared/app@{}", only_at_source.manifest_digest)),
+            setup
+                .source
+                .content_requests_since(source_mark)
+                .iter()
+                .any(|r| r.contains("/shared/")),
+            setup.metric("mirrorgate_cluster_objects_refused{in_force=\"left_out\"}"),
+        ),
+        (
+            true,
+            true,
+            true,
+            Some("failure"),
+            true,
+            failures_before.map(|n| n + 1.0),
+            404,
+            404,
+            false,
+            Some(1.0),
+        ),
+        "refused: {refused}\nlast reload: {last_reload}"
+    );
+}
+
+#[test]
+fn a_node_pool_changed_to_an_empty_config_name_keeps_its_last_good_rules_and_other_changes_apply() {
+    let kmock = Kmock::start(EVERY_KIND);
+    create_mirror_config_map(&kmock, "pool-mirrors", "config", "pool", MIRROR_A, None);
+    create_node_pool(&kmock, "workers", &["pool-mirrors"]);
+    let setup = Setup::with_kmock(kmock, "", &[]);
+    let pool = image_on(&setup.mirror_a, "pool-empty-name", "pool/app:v1");
+    let later = image_on(&setup.mirror_b, "pool-later", "later/app:v1");
+    let pool_ref = format!("pool/app@{}", pool.manifest_digest);
+    setup.wait_ready();
+    setup.wait_pullable(&pool_ref, Instant::now(), WAIT);
+
+    setup.kmock.patch(
+        &format!("{NODE_POOLS_PATH}/workers"),
+        &json!({"spec": {"config": [{"name": ""}]}}),
+    );
+    let refused = setup.wait_refused("NodePool clusters/workers");
+    setup.another_change_applies(&later);
+    let (pool_pulled, stderr) = setup.skopeo_pull(&pool_ref);
+    assert_eq!(
+        (refused.as_str(), pool_pulled),
+        (
+            "NodePool clusters/workers: cluster: NodePool clusters/workers: spec.config[0].name: required field is missing; its last good version stays in force",
+            true
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn after_a_restart_with_bad_objects_of_three_tenants_pulls_of_the_others_are_served_and_check_names_each()
+ {
+    let kmock = Kmock::start(EVERY_KIND);
+    // An invalid ConfigMap (tenant-a), a NodePool naming no ConfigMap (tenant-b), and two
+    // HostedClusters giving one source different policies (tenant-c blocks it, tenant-d allows it).
+    kmock.create(
+        CONFIG_MAPS_PATH,
+        &config_map("a-mirrors", "idms.yaml", "kind: [unclosed"),
+    );
+    create_hosted_cluster(&kmock, "tenant-a", &[], Some("a-mirrors"));
+    create_node_pool(&kmock, "tenant-b", &[""]);
+    create_mirror_config_map(
+        &kmock,
+        "c-mirrors",
+        "idms.yaml",
+        "contested",
+        MIRROR_A,
+        Some("NeverContactSource"),
+    );
+    create_hosted_cluster(&kmock, "tenant-c", &[], Some("c-mirrors"));
+    create_hosted_cluster(&kmock, "tenant-d", &[("contested", MIRROR_B)], None);
+    // Everyone else: the management cluster's mirror set and a good tenant.
+    create_release_mirror_set(&kmock);
+    create_hosted_cluster(&kmock, "tenant-e", &[("e", MIRROR_B)], None);
+    // A new mirrorgate process: no last good version of anything.
+    let setup = Setup::with_kmock(kmock, "", &[]);
+    let management = image_on(&setup.mirror_a, "restart-management", "ns/app:v1");
+    let tenant = image_on(&setup.mirror_b, "restart-tenant", "e/app:v1");
+    setup.wait_ready();
+    let (management_pulled, management_err) =
+        setup.skopeo_pull(&format!("ns/app@{}", management.manifest_digest));
+    let (tenant_pulled, tenant_err) =
+        setup.skopeo_pull(&format!("e/app@{}", tenant.manifest_digest));
+    let mut refused: Vec<String> = setup
+        .refused()
+        .iter()
+        .map(|r| r.split(": ").next().unwrap_or_default().to_owned())
+        .collect();
+    refused.sort();
+    let (checked, check_out, check_err) = mirrorgate(&[
+        "check",
+        "--config",
+        setup.proxy.config_path().to_str().unwrap(),
+    ]);
+    let named_by_check = [
+        "HostedCluster clusters/tenant-a: cluster: ConfigMap clusters/a-mirrors: data.idms.yaml",
+        "NodePool clusters/tenant-b: cluster: NodePool clusters/tenant-b: spec.config[0].name",
+        "HostedCluster clusters/tenant-c: cluster: ConfigMap clusters/c-mirrors",
+        "HostedCluster clusters/tenant-d: cluster: HostedCluster clusters/tenant-d: spec.imageContentSources[0].mirrorSourcePolicy",
+    ]
+    .map(|line| check_out.contains(line));
+    assert_eq!(
+        (
+            (management_pulled, tenant_pulled),
+            setup.proxy.get("/readyz", &[]).status,
+            refused,
+            setup.metric("mirrorgate_cluster_objects_refused{in_force=\"left_out\"}"),
+            checked,
+            named_by_check,
+            check_err.contains("4 cluster object(s) refused"),
+        ),
+        (
+            (true, true),
+            200,
+            vec![
+                "HostedCluster clusters/tenant-a".to_owned(),
+                "HostedCluster clusters/tenant-c".to_owned(),
+                "HostedCluster clusters/tenant-d".to_owned(),
+                "NodePool clusters/tenant-b".to_owned(),
+            ],
+            Some(4.0),
+            false,
+            [true; 4],
+            true,
+        ),
+        "management: {management_err}\ntenant: {tenant_err}\ncheck: {check_out}{check_err}"
     );
 }

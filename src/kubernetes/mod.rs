@@ -12,7 +12,9 @@
 //!   after every change (debounced). [`Health`] tells whether and when it last synced, what it
 //!   watches and what failed;
 //! - [`Snapshot::to_rule_set`] turns a snapshot into a [`RuleSet`](crate::rules::RuleSet) with the
-//!   rules engine of [`crate::rules`];
+//!   rules engine of [`crate::rules`]; [`Snapshot::merged_with_files`] merges it with the rule
+//!   files, the cluster's objects grouped into [`Snapshot::members`] that are each refused on
+//!   their own when invalid or conflicting (one tenant's bad object is that tenant's error);
 //! - [`enum@Error`]: why the cluster could not be read, naming the resource and verb (a 403 names the
 //!   permission to grant).
 //!

@@ -7,7 +7,7 @@
 //! (`imageContentSources`, `imageMirrorConfigRef`, `imageMirrorConfig`), a NodePool its
 //! `config` and `clusterName`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use serde_json::{Map, Value};
@@ -97,9 +97,15 @@ impl ClusterObject {
     /// Where the object came from, as rule messages and `check` show it:
     /// `cluster: ImageDigestMirrorSet/foo`, `cluster: ConfigMap clusters/foo`.
     pub fn origin(&self) -> String {
+        format!("{CLUSTER}: {}", self.name_in_messages())
+    }
+
+    /// The object as errors and logs name it: `ImageDigestMirrorSet/foo`,
+    /// `NodePool clusters/workers`.
+    pub fn name_in_messages(&self) -> String {
         match &self.namespace {
-            Some(namespace) => format!("{CLUSTER}: {} {namespace}/{}", self.kind, self.name),
-            None => format!("{CLUSTER}: {}/{}", self.kind, self.name),
+            Some(namespace) => format!("{} {namespace}/{}", self.kind, self.name),
+            None => format!("{}/{}", self.kind, self.name),
         }
     }
 
@@ -188,38 +194,73 @@ impl Snapshot {
 }
 
 impl Snapshot {
-    /// Builds ONE rule set from the rule files under `paths` and the cluster's objects, with the
-    /// node semantics of the rules engine: an object conflicts with a file exactly as two files
-    /// do. Each object keeps its origin (`cluster: ImageDigestMirrorSet/foo`) in `check`'s list
-    /// and in errors, which name both objects of a conflict.
-    pub fn merged_with_files(&self, paths: &[PathBuf]) -> Result<RuleSet, RuleError> {
-        let documents = self.objects.iter().map(|o| rules::Documents {
+    /// The cluster's objects as the members of a rule set, each taken or refused on its own
+    /// ([`rules::load_with_members`]): every ImageContentSourcePolicy, ImageDigestMirrorSet and
+    /// ImageTagMirrorSet alone; every HostedCluster and NodePool with the ConfigMaps it names
+    /// (what HyperShift applies to that hosted cluster or pool, and what a view of it will
+    /// hold); a ConfigMap that nothing names, alone. In snapshot order.
+    pub fn members(&self) -> Vec<rules::Member> {
+        let object = |o: &ClusterObject| rules::MemberObject {
             origin: o.origin(),
-            documents: vec![o.value.clone()],
-        });
-        let origins: Vec<String> = self.objects.iter().map(ClusterObject::origin).collect();
-        rules::load_with_documents(paths, documents).map_err(|e| drop_labels(e, &origins))
-    }
-}
-
-/// Drops the loader's ` document 1 (Kind/name)` after an object's origin: an object is one
-/// document, and its origin already says what it is.
-fn drop_labels(error: RuleError, origins: &[String]) -> RuleError {
-    let clean = |text: &str| {
-        let mut text = text.to_owned();
-        for origin in origins {
-            let mark = format!("{origin}: document 1 (");
-            while let Some(at) = text.find(&mark) {
-                let label = at + mark.len();
-                let Some(end) = text[label..].find(')') else {
-                    break;
+            document: o.value.clone(),
+        };
+        let config_maps: BTreeMap<(&str, &str), &ClusterObject> = self
+            .objects
+            .iter()
+            .filter(|o| o.kind == Kind::ConfigMap)
+            .map(|o| ((o.namespace.as_deref().unwrap_or_default(), &*o.name), o))
+            .collect();
+        let mut named = BTreeSet::new();
+        let mut members = Vec::with_capacity(self.objects.len());
+        for owner in self.objects.iter().filter(|o| o.kind != Kind::ConfigMap) {
+            let mut objects = vec![object(owner)];
+            for (namespace, name) in owner.referenced_config_maps() {
+                let Some(config_map) = config_maps.get(&(&*namespace, &*name)) else {
+                    continue;
                 };
-                text.replace_range(at + origin.len()..label + end + 1, "");
+                let config_map = object(config_map);
+                // An owner may name one ConfigMap twice.
+                if !objects.iter().any(|o| o.origin == config_map.origin) {
+                    objects.push(config_map);
+                }
+                named.insert((namespace, name));
+            }
+            members.push(rules::Member {
+                name: owner.name_in_messages(),
+                objects,
+            });
+        }
+        for config_map in config_maps.values() {
+            let key = (
+                config_map.namespace.clone().unwrap_or_default(),
+                config_map.name.clone(),
+            );
+            if !named.contains(&key) {
+                members.push(rules::Member {
+                    name: config_map.name_in_messages(),
+                    objects: vec![object(config_map)],
+                });
             }
         }
-        text
-    };
-    rewrite_locations(error, clean)
+        members
+    }
+
+    /// Builds ONE rule set from the rule files under `paths` and the cluster's [`members`]
+    /// (Snapshot::members), with the node semantics of the rules engine: a member that is
+    /// invalid or conflicts is refused on its own, keeping its version in `history` (its last
+    /// good one) or left out, and named in [`RuleSet::errors`]; the returned history is for the
+    /// next snapshot. Each object keeps its origin (`cluster: ImageDigestMirrorSet/foo`) in
+    /// `check`'s list and in messages, which name both objects of a conflict. Fails only for
+    /// the rule files, as they fail alone.
+    ///
+    /// [`members`]: Snapshot::members
+    pub fn merged_with_files(
+        &self,
+        paths: &[PathBuf],
+        history: &rules::MemberHistory,
+    ) -> Result<(RuleSet, rules::MemberHistory), RuleError> {
+        rules::load_with_members(paths, self.members(), history)
+    }
 }
 
 /// Replaces the loader's `cluster: document N (Kind/name)` with the origin of object N.
@@ -429,7 +470,8 @@ mod tests {
     }
 
     #[test]
-    fn files_and_objects_merge_into_one_rule_set_and_a_conflict_names_both() {
+    fn files_and_objects_merge_into_one_rule_set_and_an_object_conflicting_with_a_file_is_refused_naming_both()
+     {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("idms.yaml");
         std::fs::write(
@@ -437,32 +479,174 @@ mod tests {
             "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: from-file\nspec:\n  imageDigestMirrors:\n  - source: quay.io/b\n    mirrors: [mirror.example.com/b]\n",
         )
         .unwrap();
-        let merged = Snapshot::new(vec![idms(
+        let history = rules::MemberHistory::default();
+        let (merged, _) = Snapshot::new(vec![idms(
             "allow",
             "quay.io/a",
             "mirror.example.com/a",
             None,
         )])
-        .merged_with_files(std::slice::from_ref(&file))
-        .map(|r| (r.rules().len(), r.summary().files.len()));
-        let error = Snapshot::new(vec![idms(
-            "never",
-            "quay.io/b",
-            "mirror.example.com/b",
-            Some("NeverContactSource"),
-        )])
-        .merged_with_files(&[file])
-        .unwrap_err()
-        .to_string();
+        .merged_with_files(std::slice::from_ref(&file), &history)
+        .unwrap();
+        let (refusing, _) = Snapshot::new(vec![
+            idms("allow", "quay.io/a", "mirror.example.com/a", None),
+            idms(
+                "never",
+                "quay.io/b",
+                "mirror.example.com/b",
+                Some("NeverContactSource"),
+            ),
+        ])
+        .merged_with_files(&[file], &history)
+        .unwrap();
+        let error = refusing.errors()[0].to_string();
         assert_eq!(
             (
-                merged.ok(),
-                error.contains("cluster: ImageDigestMirrorSet/never:"),
+                (merged.rules().len(), merged.summary().files.len()),
+                (refusing.rules().len(), refusing.summary().files.len()),
+                refusing.errors().len(),
+                error.starts_with("ImageDigestMirrorSet/never: cluster: ImageDigestMirrorSet/never: spec.imageDigestMirrors[0].mirrorSourcePolicy: conflicting"),
                 error.contains("idms.yaml: document 1 (ImageDigestMirrorSet/from-file)"),
                 error.contains("document 1 (ImageDigestMirrorSet/never)"),
             ),
-            (Some((2, 2)), true, true, false),
+            ((2, 2), (2, 2), 1, true, true, false),
             "{error}"
+        );
+    }
+
+    fn namespaced(kind: Kind, name: &str, field: &str, value: serde_json::Value) -> ClusterObject {
+        ClusterObject::new(
+            kind,
+            &json!({"metadata": {"name": name, "namespace": "clusters"}, field: value}),
+        )
+    }
+
+    fn idms_config_map(name: &str, key: &str, source: &str) -> ClusterObject {
+        let text = format!(
+            "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: {name}\nspec:\n  imageDigestMirrors:\n  - source: {source}\n    mirrors: [mirror.example.com/{name}]\n"
+        );
+        namespaced(Kind::ConfigMap, name, "data", json!({ key: text }))
+    }
+
+    #[test]
+    fn hosted_clusters_and_node_pools_are_members_with_the_config_maps_they_name() {
+        let snapshot = Snapshot::new(vec![
+            idms("release", "quay.io/a", "mirror.example.com/a", None),
+            namespaced(
+                Kind::HostedCluster,
+                "guest",
+                "spec",
+                json!({"imageMirrorConfigRef": {"name": "guest-mirrors"}}),
+            ),
+            namespaced(
+                Kind::NodePool,
+                "workers",
+                "spec",
+                json!({"config": [{"name": "pool-mirrors"}, {"name": "pool-mirrors"}, {"name": "absent"}]}),
+            ),
+            idms_config_map("guest-mirrors", "idms.yaml", "quay.io/guest"),
+            idms_config_map("pool-mirrors", "config", "quay.io/pool"),
+            idms_config_map("named-by-nobody", "idms.yaml", "quay.io/other"),
+        ]);
+        let members: Vec<(String, Vec<String>)> = snapshot
+            .members()
+            .into_iter()
+            .map(|m| (m.name, m.objects.into_iter().map(|o| o.origin).collect()))
+            .collect();
+        let owned = |name: &str, origins: &[&str]| {
+            (
+                name.to_owned(),
+                origins.iter().map(|o| format!("cluster: {o}")).collect(),
+            )
+        };
+        assert_eq!(
+            members,
+            vec![
+                owned(
+                    "ImageDigestMirrorSet/release",
+                    &["ImageDigestMirrorSet/release"]
+                ),
+                owned(
+                    "HostedCluster clusters/guest",
+                    &[
+                        "HostedCluster clusters/guest",
+                        "ConfigMap clusters/guest-mirrors"
+                    ]
+                ),
+                owned(
+                    "NodePool clusters/workers",
+                    &[
+                        "NodePool clusters/workers",
+                        "ConfigMap clusters/pool-mirrors"
+                    ]
+                ),
+                owned(
+                    "ConfigMap clusters/named-by-nobody",
+                    &["ConfigMap clusters/named-by-nobody"]
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_config_map_a_bad_hosted_cluster_field_and_an_empty_node_pool_config_name_are_refused_on_their_own_at_a_first_load()
+     {
+        let snapshot = Snapshot::new(vec![
+            namespaced(
+                Kind::HostedCluster,
+                "tenant-a",
+                "spec",
+                json!({"imageContentSources": [{"source": "quay.io/a", "mirrors": ["mirror.example.com/a"]}],
+                       "imageMirrorConfigRef": {"name": "a-mirrors"}}),
+            ),
+            namespaced(
+                Kind::ConfigMap,
+                "a-mirrors",
+                "data",
+                json!({"idms.yaml": "kind: [unclosed"}),
+            ),
+            namespaced(
+                Kind::NodePool,
+                "tenant-b",
+                "spec",
+                json!({"config": [{"name": ""}]}),
+            ),
+            namespaced(
+                Kind::HostedCluster,
+                "tenant-c",
+                "spec",
+                json!({"imageMirrorConfigRef": {"name": "c-mirrors"}}),
+            ),
+            idms_config_map("c-mirrors", "idms.yaml", "quay.io/c"),
+            namespaced(
+                Kind::HostedCluster,
+                "tenant-d",
+                "spec",
+                json!({"imageContentSources": "quay.io/d"}),
+            ),
+        ]);
+        let (rules, _) = snapshot
+            .merged_with_files(&[], &rules::MemberHistory::default())
+            .unwrap();
+        let errors: Vec<String> = rules.errors().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            (
+                rules.rule("quay.io/a").is_some(),
+                rules.rule("quay.io/c").is_some(),
+                errors.len(),
+                errors[0].starts_with("HostedCluster clusters/tenant-a: cluster: ConfigMap clusters/a-mirrors: data.idms.yaml: invalid YAML"),
+                errors[1].as_str(),
+                errors[2].as_str(),
+            ),
+            (
+                false,
+                true,
+                3,
+                true,
+                "HostedCluster clusters/tenant-d: cluster: HostedCluster clusters/tenant-d: spec.imageContentSources: expected a list, found a string; left out (it has no good version to keep)",
+                "NodePool clusters/tenant-b: cluster: NodePool clusters/tenant-b: spec.config[0].name: required field is missing; left out (it has no good version to keep)",
+            ),
+            "{errors:#?}"
         );
     }
 

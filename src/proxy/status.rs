@@ -164,6 +164,7 @@ impl Proxy {
                 scopes: summary.scopes,
                 blocked_scopes: summary.blocked_scopes.clone(),
                 warnings: summary.warnings.iter().map(ToString::to_string).collect(),
+                refused: summary.errors.iter().map(ToString::to_string).collect(),
                 loaded_at: timestamp(reloads.loaded_at),
                 last_reload: reloads.last.as_ref().map(|(at, result)| ReloadStatus {
                     at: timestamp(*at),

@@ -54,6 +54,17 @@ pub fn load_with_documents(
     paths: &[PathBuf],
     documents: impl IntoIterator<Item = Documents>,
 ) -> Result<RuleSet, RuleError> {
+    let (mut decoded, mut origins) = decode_files(paths)?;
+    for source in documents {
+        let origin: Arc<str> = Arc::from(source.origin);
+        decode_documents(&origin, source.documents, &mut decoded)?;
+        origins.push(origin);
+    }
+    RuleSet::build(decoded, origins)
+}
+
+/// Reads and decodes every rule file under `paths`, in order: what they hold, and their names.
+pub(super) fn decode_files(paths: &[PathBuf]) -> Result<(Decoded, Vec<Arc<str>>), RuleError> {
     let mut files = Vec::new();
     for path in paths {
         collect_files(path, &mut files, &mut HashSet::new())?;
@@ -69,12 +80,7 @@ pub fn load_with_documents(
         decode_text(&origin, &text, is_json(file), &mut decoded)?;
         origins.push(origin);
     }
-    for source in documents {
-        let origin: Arc<str> = Arc::from(source.origin);
-        decode_documents(&origin, source.documents, &mut decoded)?;
-        origins.push(origin);
-    }
-    RuleSet::build(decoded, origins)
+    Ok((decoded, origins))
 }
 
 /// Builds a rule set from YAML (or JSON) text, naming it `file` in messages.

@@ -16,8 +16,13 @@
 //! and [`RuleSet::resolve`] answers for a reference, skipping the mirrors that are mirrorgate
 //! itself ([`SelfNames`], set with [`RuleSet::with_self_names`]). [`RuleSet::to_registries_conf`] renders the same rule set
 //! as the TOML a node would get.
+//!
+//! Objects of many owners (a live cluster's tenants) are given as [`Member`]s to
+//! [`load_with_members`]: each stands or fails on its own ([`MemberError`]), keeping its last good
+//! version ([`MemberHistory`]) while the rest of the set is built.
 
 mod load;
+mod members;
 mod merge;
 mod objects;
 mod registries_conf;
@@ -33,6 +38,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 pub use load::{Documents, load, load_str, load_with_documents};
+pub use members::{InForce, Member, MemberError, MemberHistory, MemberObject, load_with_members};
 pub use resolve::{BlockedSource, PullSource, Resolution, ResolveError, Role, SkippedSource};
 pub use ruleset::{ConfigMapUse, Rule, RuleSet, Summary};
 pub use scope::{RepoScope, Scope, ScopeError};
@@ -164,7 +170,7 @@ impl fmt::Display for Warning {
 }
 
 /// Why a rule set could not be loaded. Any error fails the whole set, as the MCO refuses to render
-/// a `registries.conf` from an invalid one.
+/// a `registries.conf` from an invalid one; only a [`Member`] fails on its own.
 #[derive(Debug, Error)]
 pub enum RuleError {
     /// A rule path could not be read.
@@ -307,4 +313,7 @@ pub enum Problem {
     /// Embedded YAML (a ConfigMap key) that does not parse.
     #[error("invalid YAML: {0}")]
     EmbeddedSyntax(String),
+    /// A NodePool `spec.config` entry naming a ConfigMap that does not exist (`namespace/name`).
+    #[error("names ConfigMap \"{0}\", which does not exist")]
+    MissingConfigMap(String),
 }

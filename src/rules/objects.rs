@@ -56,6 +56,17 @@ pub(crate) struct ConfigMapReference {
     pub config_map: String,
 }
 
+impl ConfigMapReference {
+    /// Whether `config_map` is the one named: same name, and same namespace unless one of them
+    /// leaves it unset (rule files often omit it).
+    pub fn finds(&self, config_map: &ConfigMapSeen) -> bool {
+        config_map.name == self.config_map
+            && (config_map.namespace == self.namespace
+                || config_map.namespace.is_empty()
+                || self.namespace.is_empty())
+    }
+}
+
 /// Where a document sits, which decides the kinds it may have.
 #[derive(Debug, Clone, Copy)]
 enum Context {

@@ -13,6 +13,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::members::MemberError;
 use super::merge::merge_mirror_lists;
 use super::objects::{ConfigMapReference, ConfigMapSeen, Decoded};
 use super::scope::{RepoScope, Scope, prefix_ends, wildcard_suffixes};
@@ -77,6 +78,8 @@ pub struct RuleSet {
     /// mirrorgate's own addresses: mirrors on them are skipped by `resolve`.
     self_names: SelfNames,
     config_map_uses: Vec<ConfigMapUse>,
+    /// The members refused, and what of each is in force instead.
+    errors: Vec<MemberError>,
 }
 
 /// The ConfigMaps a HostedCluster (`spec.imageMirrorConfigRef`) or NodePool (`spec.config`) of
@@ -109,6 +112,8 @@ pub struct Summary {
     pub warnings: Vec<Warning>,
     /// What each HostedCluster and NodePool draws from ConfigMaps.
     pub config_map_uses: Vec<ConfigMapUse>,
+    /// The members refused (see [`RuleSet::errors`]).
+    pub errors: Vec<MemberError>,
 }
 
 impl RuleSet {
@@ -197,6 +202,7 @@ impl RuleSet {
             origins,
             self_names: SelfNames::default(),
             config_map_uses,
+            errors: Vec::new(),
         };
         rule_set.exposed_mirrors = rule_set.find_exposed_mirrors();
         Ok(rule_set)
@@ -244,6 +250,7 @@ impl RuleSet {
             origins: Vec::new(),
             self_names: SelfNames::default(),
             config_map_uses: Vec::new(),
+            errors: Vec::new(),
         }
     }
 
@@ -303,6 +310,18 @@ impl RuleSet {
         &self.warnings
     }
 
+    /// The members ([`super::load_with_members`]) that could not be taken as they are: each
+    /// named with what is wrong and what of it is in force instead. Empty for a set built from
+    /// files and documents alone, which fails as a whole.
+    pub fn errors(&self) -> &[MemberError] {
+        &self.errors
+    }
+
+    pub(super) fn with_member_errors(mut self, errors: Vec<MemberError>) -> RuleSet {
+        self.errors = errors;
+        self
+    }
+
     /// What the rule set holds.
     pub fn summary(&self) -> Summary {
         Summary {
@@ -321,6 +340,7 @@ impl RuleSet {
                 .collect(),
             warnings: self.warnings.clone(),
             config_map_uses: self.config_map_uses.clone(),
+            errors: self.errors.clone(),
         }
     }
 
@@ -427,7 +447,7 @@ fn check_mirror_count(sets: &[&MirrorSet], serves: Serves, count: usize) -> Resu
 
 /// The MCO's rule: every entry for one source string, of any kind and whether or not it has
 /// mirrors, must have the same policy (ICSP and a missing policy count as AllowContactingSource).
-fn check_policies(sets: &[MirrorSet]) -> Result<(), RuleError> {
+pub(super) fn check_policies(sets: &[MirrorSet]) -> Result<(), RuleError> {
     let mut first: HashMap<&str, &MirrorSet> = HashMap::new();
     for set in sets {
         let earlier = *first.entry(set.source.as_str()).or_insert(set);
@@ -446,9 +466,9 @@ fn check_policies(sets: &[MirrorSet]) -> Result<(), RuleError> {
     Ok(())
 }
 
-/// Matches each HostedCluster and NodePool reference with the ConfigMaps read: same name, and same
-/// namespace unless one of them leaves it unset (rule files often omit it). A missing ConfigMap is
-/// a warning, not an error: it may arrive in another file later.
+/// Matches each HostedCluster and NodePool reference with the ConfigMaps read
+/// ([`ConfigMapReference::finds`]). A missing ConfigMap is a warning, not an error: it may arrive
+/// in another file later.
 fn resolve_references(
     references: &[ConfigMapReference],
     config_maps: &[ConfigMapSeen],
@@ -479,15 +499,8 @@ fn resolve_references(
                 uses.len() - 1
             }
         };
-        let found: Vec<&ConfigMapSeen> = config_maps
-            .iter()
-            .filter(|c| {
-                c.name == reference.config_map
-                    && (c.namespace == reference.namespace
-                        || c.namespace.is_empty()
-                        || reference.namespace.is_empty())
-            })
-            .collect();
+        let found: Vec<&ConfigMapSeen> =
+            config_maps.iter().filter(|c| reference.finds(c)).collect();
         if found.is_empty() {
             let wanted = qualified(&reference.namespace, &reference.config_map);
             warnings.push(Warning {
