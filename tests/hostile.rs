@@ -150,3 +150,96 @@ fn a_pull_every_mirror_fails_lists_the_first_failures_and_counts_the_others() {
         "{message}"
     );
 }
+
+/// A Docker schema-1 manifest's payload, as Distribution stores it before signing.
+const SCHEMA1_PAYLOAD: &str = "{\n   \"schemaVersion\": 1,\n   \"name\": \"ns/legacy\",\n   \"tag\": \"v1\",\n   \"architecture\": \"amd64\",\n   \"fsLayers\": [],\n   \"history\": []\n}";
+const SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+
+/// `payload` in libtrust's "pretty" JWS form with the signature `signature`, as Distribution
+/// writes it anew on every GET of a schema-1 manifest.
+fn signed_schema1(payload: &str, signature: &str) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let length = payload.rfind("\n}").expect("a closing brace");
+    let protected = b64.encode(format!(
+        r#"{{"formatLength":{length},"formatTail":"{}","time":"2026-12-08T00:00:00Z"}}"#,
+        b64.encode(&payload[length..])
+    ));
+    format!(
+        "{},\n   \"signatures\": [\n      {{\n         \"header\": {{\"alg\": \"ES256\"}},\n         \"signature\": \"{signature}\",\n         \"protected\": \"{protected}\"\n      }}\n   ]{}",
+        &payload[..length],
+        &payload[length..]
+    )
+}
+
+/// A registry serving one signed schema-1 manifest by tag and by digest, signed anew on every GET
+/// as Distribution does; `payload` is what it signs (the digest it announces is always that of
+/// `SCHEMA1_PAYLOAD`).
+fn resigning_registry(payload: &'static str) -> Hostile {
+    let digest = support::sha256_digest(SCHEMA1_PAYLOAD.as_bytes());
+    let served = std::sync::atomic::AtomicUsize::new(0);
+    Hostile::start(move |_, path| {
+        let asked = path.strip_prefix("/v2/ns/legacy/manifests/")?;
+        (asked == "v1" || asked == digest).then(|| {
+            let n = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            HttpResponse::ok(SCHEMA1_SIGNED, signed_schema1(payload, &format!("c2ln{n}")))
+                .with_header("docker-content-digest", &digest)
+        })
+    })
+}
+
+#[test]
+fn a_signed_schema1_manifest_resigned_on_every_get_pulls_by_its_payload_digest() {
+    let registry = resigning_registry(SCHEMA1_PAYLOAD);
+    let proxy = Mirrorgate::start("", &[(HOSTILE, &registry.endpoint())], "");
+    let digest = support::sha256_digest(SCHEMA1_PAYLOAD.as_bytes());
+    let accept = ("Accept", SCHEMA1_SIGNED);
+    let pulled = |reference: &str| {
+        let response = proxy.get(
+            &format!("/v2/{HOSTILE}/ns/legacy/manifests/{reference}"),
+            &[accept],
+        );
+        (
+            response.status,
+            response.header("docker-content-digest").map(str::to_owned),
+            content_type(&response),
+            // What is served is a signature of the payload.
+            response
+                .text()
+                .starts_with(&SCHEMA1_PAYLOAD[..SCHEMA1_PAYLOAD.rfind("\n}").unwrap()]),
+        )
+    };
+    let expected = (
+        200,
+        Some(digest.clone()),
+        Some(SCHEMA1_SIGNED.to_owned()),
+        true,
+    );
+    assert_eq!(
+        [pulled("v1"), pulled(&digest), pulled(&digest)],
+        [expected.clone(), expected.clone(), expected],
+        "{}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn a_signed_schema1_manifest_whose_payload_is_not_the_digest_is_never_served() {
+    const TAMPERED: &str = "{\n   \"schemaVersion\": 1,\n   \"name\": \"ns/legacy\",\n   \"tag\": \"v2\",\n   \"architecture\": \"amd64\",\n   \"fsLayers\": [],\n   \"history\": []\n}";
+    let registry = resigning_registry(TAMPERED);
+    let proxy = Mirrorgate::start("", &[(HOSTILE, &registry.endpoint())], "");
+    let digest = support::sha256_digest(SCHEMA1_PAYLOAD.as_bytes());
+    let response = proxy.get(
+        &format!("/v2/{HOSTILE}/ns/legacy/manifests/{digest}"),
+        &[("Accept", SCHEMA1_SIGNED)],
+    );
+    assert_eq!(
+        (
+            response.status,
+            response.text().contains("served wrong content")
+        ),
+        (502, true),
+        "{}",
+        response.text()
+    );
+}
