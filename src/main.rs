@@ -511,6 +511,8 @@ fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
         let mut reloaded =
             reload::spawn(proxy.clone(), config_path.clone(), config.clone(), cluster);
         proxy.check_shared_cache();
+        // Withdrawals made on other replicas (the shared store's record), every 10 s.
+        tokio::spawn(proxy.clone().follow_withdrawn());
         let warmer = Warmer::new(proxy.clone(), &config.warm);
         if let Some(address) = config.metrics_listen {
             let listener = TcpListener::bind(address)

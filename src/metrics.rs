@@ -573,11 +573,15 @@ impl Collector for SharedCollector {
         }
         let mut family = encoder.encode_descriptor(
             "shared_rejected_records",
-            "Confirmation markers and tag answers in the shared cache not sealed with this replica's key (cache.shared.key_file); treated as absent.",
+            "Confirmation markers, tag answers and withdrawals in the shared cache not sealed with this replica's key (cache.shared.key_file); treated as absent.",
             None,
             MetricType::Counter,
         )?;
-        for (kind, value) in [("marker", c.rejected_markers), ("tag", c.rejected_tags)] {
+        for (kind, value) in [
+            ("marker", c.rejected_markers),
+            ("tag", c.rejected_tags),
+            ("withdrawal", c.rejected_withdrawals),
+        ] {
             let labels = [("kind", kind)];
             ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
         }

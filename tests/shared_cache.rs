@@ -730,3 +730,81 @@ fn replicas_trust_the_markers_sealed_with_their_key_and_not_those_of_another_key
         "check said:\n{sealed_check}\n{keyless_check}"
     );
 }
+
+/// Runs `mirrorgate ARGS --server http://<replica>`: (success, stdout and stderr).
+fn admin(replica: &Mirrorgate, args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_mirrorgate"))
+        .args(args)
+        .args(["--server", &format!("http://{}", replica.addr())])
+        .output()
+        .expect("run mirrorgate");
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+#[test]
+fn a_digest_withdrawn_on_one_replica_is_refused_by_every_replica_and_deleted_from_the_bucket() {
+    let bucket = Bucket::start();
+    let mirror = Registry::start();
+    let image = single_arch("shared-withdrawn", &[4000]);
+    push(&image, &format!("{}/ns/app:v1", mirror.addr()));
+    let (a, b) = (bucket.replica(&mirror), bucket.replica(&mirror));
+    let dir = tempfile::tempdir().unwrap();
+    succeeded(&pull(&a, &image, &dir.path().join("a"))).expect("pull through A");
+    bucket.wait_for_image(&image, &format!("{SOURCE}/ns/app"));
+    let layer = &image.layers[0];
+    let path = format!("/v2/{SOURCE}/ns/app/blobs/{layer}");
+    let served_by_b = b.get(&path, &[]).status;
+
+    let denied = admin(&a, &["deny", "--reason", "leaked", layer]);
+    // B reads the shared record within its refresh interval.
+    let refused_by_b = wait_until(Duration::from_secs(60), || {
+        Ok(b.get(&path, &[]).status == 404)
+    });
+    let withdrawal_key = format!("withdrawn/sha256/{}", hex(layer));
+    let in_bucket = (
+        bucket.object(&withdrawal_key).is_some(),
+        bucket.object(&blob_key(layer)).is_some(),
+    );
+    // A record planted without the key withdraws nothing.
+    let other = &image.configs[0];
+    bucket.put(
+        &format!("withdrawn/sha256/{}", hex(other)),
+        br#"{"reason":"planted","at":0}"#.to_vec(),
+    );
+    let planted_rejected = wait_until(Duration::from_secs(60), || {
+        Ok(rejected_records(&b, "withdrawal") >= 1)
+    });
+    let other_served = b
+        .get(&format!("/v2/{SOURCE}/ns/app/blobs/{other}"), &[])
+        .status;
+
+    let allowed = admin(&b, &["allow", layer]);
+    let served_again_by_a = wait_until(Duration::from_secs(60), || {
+        Ok(a.get(&path, &[]).status == 200)
+    });
+    assert_eq!(
+        (
+            served_by_b,
+            denied.0,
+            refused_by_b.is_ok(),
+            in_bucket,
+            planted_rejected.is_ok(),
+            other_served,
+            allowed.0,
+            served_again_by_a.is_ok(),
+        ),
+        (200, true, true, (true, false), true, 200, true, true),
+        "deny: {}\nallow: {}\nA: {}\nB: {}",
+        denied.1,
+        allowed.1,
+        warnings(&a),
+        warnings(&b)
+    );
+}

@@ -461,6 +461,7 @@ pub struct SharedStats {
     bytes_written: AtomicU64,
     rejected_markers: AtomicU64,
     rejected_tags: AtomicU64,
+    rejected_withdrawals: AtomicU64,
 }
 
 /// A snapshot of [`SharedStats`].
@@ -490,6 +491,8 @@ pub struct SharedCounts {
     pub rejected_markers: u64,
     /// Tag answers found without a valid seal (not trusted).
     pub rejected_tags: u64,
+    /// Withdrawal records found without a valid seal (not trusted).
+    pub rejected_withdrawals: u64,
 }
 
 impl SharedStats {
@@ -509,6 +512,7 @@ impl SharedStats {
             bytes_written: get(&self.bytes_written),
             rejected_markers: get(&self.rejected_markers),
             rejected_tags: get(&self.rejected_tags),
+            rejected_withdrawals: get(&self.rejected_withdrawals),
         }
     }
 }
@@ -1195,6 +1199,96 @@ impl SharedStore {
                 Err(self.untrusted(&self.inner.stats.rejected_tags, &path, reason))
             }
         }
+    }
+
+    fn withdrawal_path(&self, digest: &Digest) -> Path {
+        self.inner
+            .prefix
+            .clone()
+            .join("withdrawn")
+            .join(digest.algorithm().name())
+            .join(digest.hex())
+    }
+
+    /// Records that an operator withdrew `digest` (`content` says why and when), so that every
+    /// replica with the key refuses it, and deletes its manifest and blob objects. Returns
+    /// whether the record was shared: without a key nothing is written (no replica would trust
+    /// it), and the withdrawal holds for this replica only.
+    pub async fn withdraw(&self, digest: &Digest, content: &str) -> Result<bool, SharedError> {
+        if self.inner.keys.is_none() {
+            return Ok(false);
+        }
+        self.write_record(&self.withdrawal_path(digest), content)
+            .await?;
+        for kind in [Kind::Manifest, Kind::Blob] {
+            let path = Path::from(self.key(kind, digest));
+            match self.inner.requests.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(error) => return Err(self.failed(error)),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Lifts the withdrawal of `digest` in the bucket (a record that is not there is no error).
+    pub async fn allow(&self, digest: &Digest) -> Result<(), SharedError> {
+        if self.inner.keys.is_none() {
+            return Ok(());
+        }
+        match self
+            .inner
+            .requests
+            .delete(&self.withdrawal_path(digest))
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(error) => Err(self.failed(error)),
+        }
+    }
+
+    /// Every withdrawal recorded by a replica with the key, as (digest, content); `None` without
+    /// a key. Records without a valid seal, or under a key that is no digest, are left out and
+    /// counted: a planted one must not withdraw content.
+    pub async fn withdrawals(&self) -> Result<Option<Vec<(Digest, String)>>, SharedError> {
+        if self.inner.keys.is_none() {
+            return Ok(None);
+        }
+        let prefix = self.inner.prefix.clone().join("withdrawn");
+        let listed: Vec<object_store::ObjectMeta> = self
+            .inner
+            .requests
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.failed(e))?;
+        let mut found = Vec::new();
+        for meta in listed {
+            // `…/withdrawn/<algorithm>/<hex>`, and nothing else, names a withdrawal.
+            let digest = meta
+                .location
+                .as_ref()
+                .rsplit_once('/')
+                .and_then(|(dir, hex)| {
+                    let algorithm = dir.rsplit('/').next()?;
+                    format!("{algorithm}:{hex}").parse::<Digest>().ok()
+                });
+            let Some(digest) = digest.filter(|d| self.withdrawal_path(d) == meta.location) else {
+                bump(&self.inner.stats.rejected_withdrawals, 1);
+                continue;
+            };
+            match self.read_record(&meta.location).await? {
+                None => {}
+                Some(Ok(content)) => found.push((digest, content)),
+                Some(Err(reason)) => {
+                    let _ = self.untrusted(
+                        &self.inner.stats.rejected_withdrawals,
+                        &meta.location,
+                        reason,
+                    );
+                }
+            }
+        }
+        Ok(Some(found))
     }
 
     /// Writes the record `content` at `path`, sealed; nothing without a key.

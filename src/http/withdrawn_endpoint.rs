@@ -80,11 +80,15 @@ pub async fn answer(
 async fn route(proxy: &Proxy, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let path = request.uri().path().trim_end_matches('/').to_owned();
     let method = request.method().clone();
-    let stored = |e: crate::cache::withdrawn::WithdrawnError| {
+    let stored = |e: crate::proxy::WithdrawError| {
+        let status = match e {
+            crate::proxy::WithdrawError::Shared(_) => StatusCode::BAD_GATEWAY,
+            crate::proxy::WithdrawError::Local(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
         ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
+            status,
             ErrorCode::Unknown,
-            format!("the withdrawal could not be kept, nothing changed: {e}"),
+            format!("the change could not be kept: {e}"),
         )
     };
     match (method.clone(), path.as_str()) {
@@ -94,7 +98,7 @@ async fn route(proxy: &Proxy, request: Request<Incoming>) -> Result<Response<Bod
         )),
         (Method::POST, PATH) => {
             let (digests, reason) = change_of(request).await?;
-            let added = texts(proxy.withdraw(&digests, &reason).map_err(stored)?);
+            let added = texts(proxy.withdraw(&digests, &reason).await.map_err(stored)?);
             Ok(json(
                 StatusCode::OK,
                 &serde_json::json!({ "added": added, "withdrawn": &*proxy.withdrawn() }),
@@ -102,7 +106,7 @@ async fn route(proxy: &Proxy, request: Request<Incoming>) -> Result<Response<Bod
         }
         (Method::POST, ALLOW) => {
             let (digests, _) = change_of(request).await?;
-            let lifted = texts(proxy.allow(&digests).map_err(stored)?);
+            let lifted = texts(proxy.allow(&digests).await.map_err(stored)?);
             Ok(json(
                 StatusCode::OK,
                 &serde_json::json!({ "lifted": lifted, "withdrawn": &*proxy.withdrawn() }),

@@ -58,6 +58,7 @@ pub use error::{Error, Missing, Tried};
 pub use reach::Reachable;
 pub use repository::Repository;
 pub use route::Route;
+pub use withdraw::WithdrawError;
 
 /// How long a repository keeps pulling its blobs from the source that served its manifest.
 const AFFINITY_TTL: Duration = Duration::from_secs(600);

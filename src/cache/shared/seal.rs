@@ -100,6 +100,12 @@ impl RecordKeys {
 
     /// The body of the record `content` stored at object key `key`.
     pub fn seal(&self, key: &str, content: &str) -> String {
+        // The seal is the line after the content: content that does not end a line could not be
+        // told from it when opened.
+        debug_assert!(
+            content.is_empty() || content.ends_with('\n'),
+            "a sealed record is whole lines"
+        );
         let mac = hmac::sign(&self.keys[0], &message(key, content));
         let mut body = String::with_capacity(content.len() + MAC_TAG.len() + 65);
         body.push_str(content);
