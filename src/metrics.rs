@@ -364,6 +364,7 @@ pub struct Metrics {
     last_reload: Gauge<f64, std::sync::atomic::AtomicU64>,
     last_reload_successful: Gauge,
     connections: Gauge,
+    connections_stalled: Counter,
     fetches_in_flight: Gauge,
     fetches_queued: Gauge,
     fetches_refused: Counter,
@@ -580,6 +581,7 @@ impl Metrics {
             last_reload: Gauge::default(),
             last_reload_successful: Gauge::default(),
             connections: Gauge::default(),
+            connections_stalled: Counter::default(),
             fetches_in_flight: Gauge::default(),
             fetches_queued: Gauge::default(),
             fetches_refused: Counter::default(),
@@ -667,6 +669,11 @@ impl Metrics {
             metrics.connections.clone(),
         );
         root.register(
+            "connections_stalled",
+            "Client connections closed because a response got no bytes out within limits.write_stall_timeout",
+            metrics.connections_stalled.clone(),
+        );
+        root.register(
             "upstream_fetches_in_flight",
             "Upstream fetches under way (bounded by limits.max_upstream_fetches)",
             metrics.fetches_in_flight.clone(),
@@ -750,6 +757,11 @@ impl Metrics {
     /// The gauge of open client connections.
     pub fn connections(&self) -> Gauge {
         self.connections.clone()
+    }
+
+    /// The counter of client connections closed for a stalled response.
+    pub fn connections_stalled(&self) -> Counter {
+        self.connections_stalled.clone()
     }
 
     /// The gauges of upstream fetches under way and waiting, and the counter of those refused.

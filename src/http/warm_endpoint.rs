@@ -212,6 +212,7 @@ mod tests {
             htpasswd_file: None,
             tokens_file: Some(file),
             scopes: Default::default(),
+            trust_loopback: true,
         })
         .unwrap()
     }
