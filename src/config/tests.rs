@@ -514,6 +514,24 @@ fn clients_token_section_parses() {
 }
 
 #[test]
+fn loopback_is_trusted_unless_clients_say_otherwise() {
+    let trusted = |text: &str| {
+        parse(text)
+            .expect("valid clients section")
+            .clients
+            .trust_loopback
+    };
+    assert_eq!(
+        (
+            trusted(""),
+            trusted("clients:\n  mode: anonymous\n"),
+            trusted("clients:\n  mode: anonymous\n  trust_loopback: false\n"),
+        ),
+        (true, true, false)
+    );
+}
+
+#[test]
 fn null_clients_means_anonymous() {
     assert_eq!(parse("clients:\n").ok(), Some(Config::default()));
 }

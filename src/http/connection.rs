@@ -55,6 +55,10 @@ struct Shared {
     /// The hand-off of each HTTP/2 response body that has handed hyper a piece: when that
     /// piece was handed, as a [`stamp`] (0: the stream came back for the next one).
     handed: Mutex<Vec<Arc<AtomicU64>>>,
+    /// HTTP/2: body bytes read and not yet handed to hyper, over all streams.
+    in_hand: AtomicUsize,
+    /// HTTP/2 bodies waiting for `in_hand` to fall below [`IN_HAND`].
+    waiting: Mutex<Vec<std::task::Waker>>,
     origin: Instant,
 }
 
@@ -81,6 +85,8 @@ impl Activity {
                 idle_since: AtomicU64::new(0),
                 write_refused_since: AtomicU64::new(0),
                 handed: Mutex::new(Vec::new()),
+                in_hand: AtomicUsize::new(0),
+                waiting: Mutex::new(Vec::new()),
                 origin: accepted,
             }),
         }
@@ -149,6 +155,13 @@ impl Drop for InProgress {
 /// within it.
 const PIECE: usize = 16 * 1024;
 
+/// The most body an HTTP/2 connection's streams hold read and not yet handed to hyper: a cached
+/// blob is read in chunks of 256 KiB, so without a bound every stream the peer keeps at a
+/// window of zero would hold one (100 streams, 25 MiB a connection); past it, a body waits
+/// to read more until another has handed some out (or the stall deadline closes the
+/// connection).
+const IN_HAND: usize = 4 * 1024 * 1024;
+
 /// A response body that keeps its request counted as in progress while it is being sent, and,
 /// on an HTTP/2 connection, hands its data to hyper in pieces of at most [`PIECE`], recording
 /// since when a piece has waited for the stream to take it.
@@ -187,6 +200,7 @@ impl Pieces {
         } else {
             std::mem::take(&mut self.rest)
         };
+        shared.release(piece.len());
         let handed = self.handed.get_or_insert_with(|| {
             let handed = Arc::new(AtomicU64::new(0));
             shared
@@ -198,6 +212,35 @@ impl Pieces {
         });
         handed.store(shared.stamp(Instant::now()), Ordering::Release);
         piece
+    }
+}
+
+impl Shared {
+    /// Whether the connection's bodies hold less than [`IN_HAND`]; if not, `cx` is woken when
+    /// they do.
+    fn room_in_hand(&self, cx: &Context<'_>) -> bool {
+        if self.in_hand.load(Ordering::Acquire) < IN_HAND {
+            return true;
+        }
+        self.waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(cx.waker().clone());
+        // Looked at again once registered: a release in between would have found no waker.
+        self.in_hand.load(Ordering::Acquire) < IN_HAND
+    }
+
+    /// `bytes` no longer held; wakes the bodies waiting for room when there is some.
+    fn release(&self, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        let before = self.in_hand.fetch_sub(bytes, Ordering::AcqRel);
+        if before - bytes < IN_HAND {
+            let waiting =
+                std::mem::take(&mut *self.waiting.lock().unwrap_or_else(PoisonError::into_inner));
+            waiting.into_iter().for_each(std::task::Waker::wake);
+        }
     }
 }
 
@@ -221,9 +264,13 @@ impl HttpBody for Tracked {
         if !pieces.rest.is_empty() {
             return Poll::Ready(Some(Ok(Frame::data(pieces.hand(shared)))));
         }
+        if !shared.room_in_hand(cx) {
+            return Poll::Pending;
+        }
         match ready!(Pin::new(&mut this.body).poll_frame(cx)) {
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
+                    shared.in_hand.fetch_add(data.len(), Ordering::AcqRel);
                     pieces.rest = data;
                     Poll::Ready(Some(Ok(Frame::data(pieces.hand(shared)))))
                 }
@@ -251,6 +298,9 @@ impl HttpBody for Tracked {
 
 impl Drop for Tracked {
     fn drop(&mut self) {
+        if let Some(pieces) = &self.pieces {
+            self.in_progress.shared.release(pieces.rest.len());
+        }
         if let Some(handed) = self.pieces.as_mut().and_then(|p| p.handed.take()) {
             self.in_progress
                 .shared
@@ -464,11 +514,7 @@ mod tests {
         drop(body);
         assert_eq!(
             (seen, after_end, activity.stalled_since()),
-            (
-                vec![(PIECE, true), (PIECE, true), (100, true)],
-                false,
-                None
-            )
+            (vec![(PIECE, true), (PIECE, true), (100, true)], false, None)
         );
     }
 
@@ -494,5 +540,27 @@ mod tests {
         let after = Instant::now();
         let since = activity.stalled_since().expect("a piece waits");
         assert!(handed && since >= before && since <= after);
+    }
+
+    #[test]
+    fn http2_bodies_wait_to_read_more_while_the_connection_holds_its_bound_unhanded() {
+        let activity = Activity::new(Instant::now());
+        let chunk = Bytes::from(vec![7u8; 256 * 1024]);
+        let body = || Tracked::new(full_body(chunk.clone()), activity.begin(), true);
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        // Each holds what it has not handed of its chunk, as a stream at a window of zero does.
+        let held = IN_HAND / (chunk.len() - PIECE) + 1;
+        let mut holding: Vec<Tracked> = (0..held).map(|_| body()).collect();
+        let first_pieces = holding
+            .iter_mut()
+            .all(|body| Pin::new(body).poll_frame(&mut cx).is_ready());
+        let mut next = body();
+        let waits = Pin::new(&mut next).poll_frame(&mut cx).is_pending();
+        drop(holding.pop());
+        let reads_once_one_is_gone = Pin::new(&mut next).poll_frame(&mut cx).is_ready();
+        assert_eq!(
+            (first_pieces, waits, reads_once_one_is_gone),
+            (true, true, true)
+        );
     }
 }
