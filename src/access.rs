@@ -54,7 +54,7 @@ pub const MIN_TOKEN_LEN: usize = 16;
 /// The files it names are read when the proxy starts (a bad one fails `serve`, naming the file
 /// and the line or key) and again on every reload; a reload whose files are bad keeps the access
 /// in force.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(from = "RawClients")]
 pub struct ClientsConfig {
     /// How requests are authenticated.
@@ -66,6 +66,16 @@ pub struct ClientsConfig {
     /// Mode `htpasswd`: the repository scopes of each user; a user not listed may pull
     /// everything.
     pub scopes: BTreeMap<String, Vec<ClientScope>>,
+    /// Whether a client on this host (a loopback listener or peer, without the headers a
+    /// proxy in front adds) is an operator without credentials (`/status`, the warm API).
+    /// `false` when a proxy on the same host forwards other hosts' requests.
+    pub trust_loopback: bool,
+}
+
+impl Default for ClientsConfig {
+    fn default() -> Self {
+        ClientsConfig::from(RawClients::default())
+    }
 }
 
 /// The `clients.mode` values.
@@ -89,6 +99,7 @@ struct RawClients {
     htpasswd_file: Option<PathBuf>,
     tokens_file: Option<PathBuf>,
     scopes: Option<BTreeMap<String, Vec<ClientScope>>>,
+    trust_loopback: Option<bool>,
 }
 
 impl From<RawClients> for ClientsConfig {
@@ -98,6 +109,7 @@ impl From<RawClients> for ClientsConfig {
             htpasswd_file: raw.htpasswd_file,
             tokens_file: raw.tokens_file,
             scopes: raw.scopes.unwrap_or_default(),
+            trust_loopback: raw.trust_loopback.unwrap_or(true),
         }
     }
 }
@@ -372,6 +384,7 @@ enum Mode {
 pub struct Access {
     mode: Mode,
     anyone: Arc<Client>,
+    trust_loopback: bool,
 }
 
 impl fmt::Debug for Access {
@@ -426,6 +439,7 @@ impl Access {
         Access {
             mode: Mode::Anonymous,
             anyone: Client::anyone(),
+            trust_loopback: true,
         }
     }
 
@@ -464,7 +478,14 @@ impl Access {
         Ok(Access {
             mode,
             anyone: Client::anyone(),
+            trust_loopback: config.trust_loopback,
         })
+    }
+
+    /// Whether a request from this host that no proxy forwarded is an operator's without
+    /// credentials (`clients.trust_loopback`).
+    pub fn trusts_loopback(&self) -> bool {
+        self.trust_loopback
     }
 
     /// Whether requests are served without credentials.
@@ -872,6 +893,7 @@ mod tests {
                 .iter()
                 .map(|(u, s)| ((*u).to_owned(), s.iter().map(|s| scope(s)).collect()))
                 .collect(),
+            trust_loopback: true,
         }
     }
 
@@ -983,6 +1005,7 @@ mod tests {
                 logins: logins::Logins::new(None),
             },
             anyone: Client::anyone(),
+            trust_loopback: true,
         };
         let shown = format!(
             "{access:?} {:?}",
@@ -1015,6 +1038,7 @@ mod tests {
                 logins: logins::Logins::new(Some(&hash)),
             },
             anyone: Client::anyone(),
+            trust_loopback: true,
         }
     }
 

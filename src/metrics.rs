@@ -381,6 +381,7 @@ pub struct Metrics {
     last_reload: Gauge<f64, std::sync::atomic::AtomicU64>,
     last_reload_successful: Gauge,
     connections: Gauge,
+    connections_stalled: Counter,
     fetches_in_flight: Gauge,
     fetches_queued: Gauge,
     fetches_refused: Counter,
@@ -613,6 +614,7 @@ impl Metrics {
             last_reload: Gauge::default(),
             last_reload_successful: Gauge::default(),
             connections: Gauge::default(),
+            connections_stalled: Counter::default(),
             fetches_in_flight: Gauge::default(),
             fetches_queued: Gauge::default(),
             fetches_refused: Counter::default(),
@@ -700,6 +702,11 @@ impl Metrics {
             "connections",
             "Client connections open on the API address",
             metrics.connections.clone(),
+        );
+        root.register(
+            "connections_stalled",
+            "Client connections closed because a response got no bytes out within limits.write_stall_timeout",
+            metrics.connections_stalled.clone(),
         );
         root.register(
             "upstream_fetches_in_flight",
@@ -795,6 +802,11 @@ impl Metrics {
     /// The gauge of open client connections.
     pub fn connections(&self) -> Gauge {
         self.connections.clone()
+    }
+
+    /// The counter of client connections closed for a stalled response.
+    pub fn connections_stalled(&self) -> Counter {
+        self.connections_stalled.clone()
     }
 
     /// The gauges of upstream fetches under way and waiting, and the counter of those refused.

@@ -348,3 +348,231 @@ fn a_request_with_more_header_fields_than_max_headers_gets_431() {
         )
     );
 }
+
+/// A mirrorgate (with `extra_yaml`) in front of a mirror holding `image` as `ns/app:v1`, whose
+/// first layer it has cached; returns the path of that layer's blob.
+fn proxy_with_a_cached_blob(
+    image: &support::Image,
+    extra_yaml: &str,
+) -> (Registry, Mirrorgate, String) {
+    let mirror = Registry::start();
+    support::push(image, &format!("{}/ns/app:v1", mirror.addr()));
+    let proxy = Mirrorgate::start(RULES, &[("mirror.test", &mirror.endpoint())], extra_yaml);
+    let path = format!("/v2/source.test/ns/app/blobs/{}", image.layers[0]);
+    let first = proxy.get(&path, &[]);
+    assert_eq!(
+        first.body,
+        image.blob(&image.layers[0]),
+        "the blob is cached"
+    );
+    (mirror, proxy, path)
+}
+
+/// A connection to `addr` that sends `request` with a receive buffer of a few KiB (so that the
+/// kernel does not take a large response in for it) and reads nothing until told to.
+fn slow_client(addr: &str, request: &str) -> TcpStream {
+    use std::os::fd::AsRawFd;
+    let stream = TcpStream::connect(addr).unwrap();
+    let size: libc::c_int = 4096;
+    // SAFETY: a valid socket and an int option of the size given.
+    let set = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
+    (&stream).write_all(request.as_bytes()).unwrap();
+    stream
+}
+
+/// The value of the counter `mirrorgate_connections_stalled_total` in `metrics`.
+fn stalled_connections(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("mirrorgate_connections_stalled_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn clients_that_never_read_their_response_are_disconnected_so_that_healthz_answers() {
+    let image = support::single_arch("unread", &[8 * 1024 * 1024]);
+    // Idle connections are never closed within the test: only the stall deadline frees a slot.
+    let (_mirror, proxy, path) = proxy_with_a_cached_blob(
+        &image,
+        "limits:\n  max_connections: 4\n  header_read_timeout: 120s\n  write_stall_timeout: 1s\n",
+    );
+    let request = format!("GET {path} HTTP/1.1\r\nHost: mirrorgate\r\n\r\n");
+    let mut readers: Vec<TcpStream> = (0..4)
+        .map(|_| slow_client(&proxy.addr(), &request))
+        .collect();
+    // Waits in the listen backlog until a slot frees (the client's read timeout is a minute).
+    let healthz = support::try_http_request("GET", &proxy.addr(), "/healthz", &[], b"")
+        .map(|response| response.status)
+        .map_err(|error| error.to_string());
+    let stalled = stalled_connections(&proxy.get("/metrics", &[]).text());
+    let ends: Vec<(bool, bool)> = readers
+        .iter_mut()
+        .map(|reader| {
+            let (closed, seen) = read_until_closed(reader);
+            (closed, seen.len() < image.blob(&image.layers[0]).len())
+        })
+        .collect();
+    assert_eq!(
+        (healthz, stalled >= 1.0, ends),
+        (Ok(200), true, vec![(true, true); 4]),
+        "the readers were closed before the whole blob"
+    );
+}
+
+#[test]
+fn a_client_that_reads_slowly_but_steadily_gets_the_whole_blob() {
+    let image = support::single_arch("slow-reader", &[2 * 1024 * 1024]);
+    let (_mirror, proxy, path) =
+        proxy_with_a_cached_blob(&image, "limits:\n  write_stall_timeout: 1s\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: mirrorgate\r\nConnection: close\r\n\r\n");
+    let mut reader = slow_client(&proxy.addr(), &request);
+    reader
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    // 32 KiB every 50 ms: the download takes seconds, several times the stall deadline, but the
+    // socket takes bytes all along.
+    let mut seen = Vec::new();
+    let mut buffer = vec![0u8; 32 * 1024];
+    loop {
+        match reader.read(&mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buffer[..n]),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let body_start = seen
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(seen.len(), |at| at + 4);
+    assert!(
+        seen[body_start..] == image.blob(&image.layers[0])[..],
+        "{} body bytes of {}",
+        seen.len() - body_start,
+        image.blob(&image.layers[0]).len()
+    );
+}
+
+#[test]
+fn http2_streams_are_bounded_and_streams_left_without_a_window_close_their_connection() {
+    let image = support::single_arch("h2-window", &[8 * 1024 * 1024]);
+    let (_mirror, proxy, path) =
+        proxy_with_a_cached_blob(&image, "limits:\n  write_stall_timeout: 1s\n");
+    let addr = proxy.addr();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (advertised, statuses, connection_ended) = runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        // A stream window of zero: the server may send headers, never a byte of body.
+        let (client, connection) = h2::client::Builder::new()
+            .initial_window_size(0)
+            .handshake::<_, bytes::Bytes>(tcp)
+            .await
+            .unwrap();
+        let connection = tokio::spawn(connection);
+        let mut client = client.ready().await.unwrap();
+        let mut responses = Vec::new();
+        for _ in 0..20 {
+            let request = http::Request::get(format!("http://{addr}{path}"))
+                .body(())
+                .unwrap();
+            client = client.ready().await.unwrap();
+            responses.push(client.send_request(request, true).unwrap().0);
+        }
+        // The bodies are kept: a dropped one would cancel its stream.
+        let mut statuses = Vec::new();
+        let mut bodies = Vec::new();
+        for response in responses {
+            let response = response.await.unwrap();
+            statuses.push(response.status().as_u16());
+            bodies.push(response.into_body());
+        }
+        let advertised = client.current_max_send_streams();
+        // A bound far beyond the server's deadline.
+        let ended = tokio::time::timeout(Duration::from_secs(60), connection)
+            .await
+            .is_ok();
+        (advertised, statuses, ended)
+    });
+    let stalled = stalled_connections(&proxy.get("/metrics", &[]).text());
+    assert_eq!(
+        (advertised, statuses, connection_ended, stalled),
+        (100, vec![200; 20], true, 1.0)
+    );
+}
+
+/// A request head of exactly `size` bytes (request line, `Host` and a filler field).
+fn head_of(size: usize) -> String {
+    let start = "GET /v2/ HTTP/1.1\r\nHost: mirrorgate\r\nX-Filler: ";
+    let end = "\r\n\r\n";
+    format!("{start}{}{end}", "a".repeat(size - start.len() - end.len()))
+}
+
+#[test]
+fn a_request_head_of_max_header_size_passes_and_one_byte_more_gets_431() {
+    let proxy = Mirrorgate::start("", &[], "");
+    let status_line = |size: usize| {
+        let mut stream = TcpStream::connect(proxy.addr()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        exchange(&mut stream, head_of(size).as_bytes())
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    // The documented default, 64 KiB.
+    assert_eq!(
+        (status_line(64 * 1024), status_line(64 * 1024 + 1)),
+        (
+            "HTTP/1.1 200 OK".to_owned(),
+            "HTTP/1.1 431 Request Header Fields Too Large".to_owned()
+        )
+    );
+}
+
+#[test]
+fn an_http2_header_list_of_max_header_size_passes_and_one_byte_more_gets_431() {
+    let proxy = Mirrorgate::start("", &[], "");
+    let addr = proxy.addr();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let statuses = runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(connection);
+        // RFC 9113's size of a header list: each field's name and value, plus 32; pseudo-fields
+        // count with their colon.
+        let fixed = [
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":authority", addr.as_str()),
+            (":path", "/v2/"),
+        ]
+        .iter()
+        .map(|(name, value)| name.len() + value.len() + 32)
+        .sum::<usize>()
+            + "x-filler".len()
+            + 32;
+        let mut statuses = Vec::new();
+        for size in [64 * 1024, 64 * 1024 + 1] {
+            let request = http::Request::get(format!("http://{addr}/v2/"))
+                .header("x-filler", "a".repeat(size - fixed))
+                .body(())
+                .unwrap();
+            let mut ready = client.clone().ready().await.unwrap();
+            let response = ready.send_request(request, true).unwrap().0.await;
+            statuses.push(response.map(|r| r.status().as_u16()).ok());
+        }
+        statuses
+    });
+    assert_eq!(statuses, [Some(200), Some(431)]);
+}

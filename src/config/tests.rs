@@ -85,6 +85,7 @@ fn defaults_match_the_documented_values() {
             htpasswd_file: None,
             tokens_file: None,
             scopes: BTreeMap::new(),
+            trust_loopback: true,
         },
         limits: LimitsConfig {
             max_connections: 4096,
@@ -93,6 +94,8 @@ fn defaults_match_the_documented_values() {
             max_headers: 100,
             max_upstream_fetches: 64,
             upstream_queue_timeout: Duration::from_secs(10),
+            write_stall_timeout: Duration::from_secs(30),
+            max_concurrent_streams: 100,
         },
         self_names: Vec::new(),
         via_token: None,
@@ -494,6 +497,7 @@ fn clients_htpasswd_section_parses() {
                     crate::access::ClientScope::All,
                 ]
             )]),
+            trust_loopback: true,
         }
     );
 }
@@ -506,6 +510,24 @@ fn clients_token_section_parses() {
     assert_eq!(
         (clients.mode, clients.tokens_file),
         (ClientMode::Token, Some(PathBuf::from("tokens.yaml")))
+    );
+}
+
+#[test]
+fn loopback_is_trusted_unless_clients_say_otherwise() {
+    let trusted = |text: &str| {
+        parse(text)
+            .expect("valid clients section")
+            .clients
+            .trust_loopback
+    };
+    assert_eq!(
+        (
+            trusted(""),
+            trusted("clients:\n  mode: anonymous\n"),
+            trusted("clients:\n  mode: anonymous\n  trust_loopback: false\n"),
+        ),
+        (true, true, false)
     );
 }
 
@@ -583,7 +605,7 @@ fn empty_client_scope_list_is_rejected() {
 #[test]
 fn limits_section_parses() {
     let config = parse(
-            "limits:\n  max_connections: 10\n  header_read_timeout: 2s\n  max_header_size: 16KiB\n  max_headers: 200\n  max_upstream_fetches: 3\n  upstream_queue_timeout: 500ms\n",
+            "limits:\n  max_connections: 10\n  header_read_timeout: 2s\n  max_header_size: 16KiB\n  max_headers: 200\n  max_upstream_fetches: 3\n  upstream_queue_timeout: 500ms\n  write_stall_timeout: 5s\n  max_concurrent_streams: 20\n",
         )
         .expect("valid limits");
     assert_eq!(
@@ -595,6 +617,8 @@ fn limits_section_parses() {
             max_headers: 200,
             max_upstream_fetches: 3,
             upstream_queue_timeout: Duration::from_millis(500),
+            write_stall_timeout: Duration::from_secs(5),
+            max_concurrent_streams: 20,
         }
     );
 }
@@ -605,6 +629,8 @@ fn zero_limits_are_rejected_naming_the_key() {
         "limits:\n  max_connections: 0\n",
         "limits:\n  max_upstream_fetches: 0\n",
         "limits:\n  header_read_timeout: 0s\n",
+        "limits:\n  write_stall_timeout: 0s\n",
+        "limits:\n  max_concurrent_streams: 0\n",
     ]
     .iter()
     .map(|text| error_text(text))
@@ -612,7 +638,9 @@ fn zero_limits_are_rejected_naming_the_key() {
     assert!(
         errors[0].contains("limits.max_connections: must be greater than 0")
             && errors[1].contains("limits.max_upstream_fetches: must be greater than 0")
-            && errors[2].contains("limits.header_read_timeout: must be greater than 0s"),
+            && errors[2].contains("limits.header_read_timeout: must be greater than 0s")
+            && errors[3].contains("limits.write_stall_timeout: must be greater than 0s")
+            && errors[4].contains("limits.max_concurrent_streams: must be greater than 0"),
         "{errors:?}"
     );
 }

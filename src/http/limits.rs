@@ -21,8 +21,9 @@ pub struct LimitsConfig {
     /// accept to its first request head (TLS handshake included), between requests (HTTP/1.1
     /// keep-alive, HTTP/2 with no open stream), and to answer an HTTP/2 ping.
     pub header_read_timeout: Duration,
-    /// The largest request head (request line and headers) accepted; a larger one is answered
-    /// `431`.
+    /// The largest request head accepted; a larger one is answered `431`. HTTP/1.1: the request
+    /// line and header lines as sent, bytes exactly; HTTP/2: the header list size of RFC 9113
+    /// (each field's name and value, plus 32 bytes).
     pub max_header_size: ByteSize,
     /// The most header fields an HTTP/1.1 request may carry; more are answered `431` (HTTP/2
     /// heads are bounded by `max_header_size` alone).
@@ -33,6 +34,13 @@ pub struct LimitsConfig {
     pub max_upstream_fetches: usize,
     /// How long a request waits for an upstream fetch slot.
     pub upstream_queue_timeout: Duration,
+    /// How long a response may make no progress towards the client before its connection is
+    /// closed: the socket accepting no bytes (HTTP/1.1 and HTTP/2), or an HTTP/2 stream whose
+    /// flow-control window lets less than a piece of its body out (see the `connection` module).
+    pub write_stall_timeout: Duration,
+    /// HTTP/2 streams (requests in progress) one connection may have open at once, advertised
+    /// in `SETTINGS_MAX_CONCURRENT_STREAMS`; further ones are refused (`REFUSED_STREAM`).
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for LimitsConfig {
@@ -44,6 +52,8 @@ impl Default for LimitsConfig {
             max_headers: 100,
             max_upstream_fetches: 64,
             upstream_queue_timeout: Duration::from_secs(10),
+            write_stall_timeout: Duration::from_secs(30),
+            max_concurrent_streams: 100,
         }
     }
 }
@@ -83,6 +93,18 @@ impl LimitsConfig {
                 "must be greater than 0",
             ));
         }
+        if self.write_stall_timeout.is_zero() {
+            return Err(Invalid::new(
+                "write_stall_timeout",
+                "must be greater than 0s",
+            ));
+        }
+        if self.max_concurrent_streams == 0 {
+            return Err(Invalid::new(
+                "max_concurrent_streams",
+                "must be greater than 0",
+            ));
+        }
         Ok(())
     }
 }
@@ -97,6 +119,8 @@ struct RawLimits {
     max_headers: Option<usize>,
     max_upstream_fetches: Option<usize>,
     upstream_queue_timeout: Option<HumanDuration>,
+    write_stall_timeout: Option<HumanDuration>,
+    max_concurrent_streams: Option<u32>,
 }
 
 impl From<RawLimits> for LimitsConfig {
@@ -115,6 +139,12 @@ impl From<RawLimits> for LimitsConfig {
             upstream_queue_timeout: raw
                 .upstream_queue_timeout
                 .map_or(default.upstream_queue_timeout, |d| d.0),
+            write_stall_timeout: raw
+                .write_stall_timeout
+                .map_or(default.write_stall_timeout, |d| d.0),
+            max_concurrent_streams: raw
+                .max_concurrent_streams
+                .unwrap_or(default.max_concurrent_streams),
         }
     }
 }

@@ -10,7 +10,13 @@
 //! request straight from the socket into its 8 KiB buffer, of which an idle connection has
 //! touched only the pages its requests were read into. The auto builder stays for what cannot
 //! be told in advance (a client that has sent part of the HTTP/2 preface so far, TLS without ALPN).
+//!
+//! HTTP/1.1 told in advance is served by hyper's own builder rather than hyper-util's: only it
+//! bounds a request head by its parsed length (`max_header_size`); hyper-util's checks the read
+//! buffer between reads, and a read into its spare room completes heads of nearly twice the
+//! bound.
 
+use hyper::server::conn::http1;
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpStream;
@@ -30,26 +36,31 @@ pub(super) enum Version {
 pub(super) struct Builders {
     /// Finds the version itself (reads the start of the connection).
     auto: Builder<TokioExecutor>,
-    http1: Builder<TokioExecutor>,
+    http1: http1::Builder,
     http2: Builder<TokioExecutor>,
 }
 
 impl Builders {
-    /// `builder` (with its HTTP/1.1 and HTTP/2 settings) for each way a version may be known.
-    pub(super) fn new(builder: Builder<TokioExecutor>) -> Builders {
+    /// `builder` (with its HTTP/1.1 and HTTP/2 settings) for each way a version may be known,
+    /// and `http1` (the same HTTP/1.1 settings) for HTTP/1.1 known in advance.
+    pub(super) fn new(builder: Builder<TokioExecutor>, http1: http1::Builder) -> Builders {
         Builders {
-            http1: builder.clone().http1_only(),
+            http1,
             http2: builder.clone().http2_only(),
             auto: builder,
         }
     }
 
-    /// The builder for a connection of `version`, or the one that finds it out when `None`.
+    /// The builder for HTTP/1.1, known in advance.
+    pub(super) fn http1(&self) -> &http1::Builder {
+        &self.http1
+    }
+
+    /// The builder for HTTP/2 (`Some`), or the one that finds the version out (`None`).
     pub(super) fn get(&self, version: Option<Version>) -> &Builder<TokioExecutor> {
         match version {
-            Some(Version::Http1) => &self.http1,
             Some(Version::Http2) => &self.http2,
-            None => &self.auto,
+            _ => &self.auto,
         }
     }
 }

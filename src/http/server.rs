@@ -10,6 +10,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use tokio_util::either::Either;
 
 use super::LimitsConfig;
 use super::coalesce::Coalesced;
-use super::connection::{Activity, InProgress, Tracked, drive};
+use super::connection::{Activity, Deadlines, InProgress, Socket, Tracked, drive};
 use super::protocol::{self, Builders, Version};
 use super::{API_VERSION_HEADER, ServerTls, status_endpoint, warm_endpoint, withdrawn_endpoint};
 use crate::proxy::Proxy;
@@ -36,6 +37,13 @@ use crate::warm::Warmer;
 /// The number of request headers hyper accepts when not told otherwise
 /// (`hyper::proto::h1::role::DEFAULT_MAX_HEADERS`).
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
+/// What one HTTP/2 stream buffers towards its client, at most, beyond the piece in hand.
+const H2_SEND_BUFFER: usize = 64 * 1024;
+/// What a client may send on one HTTP/2 stream before it is read: the protocol's default.
+const H2_STREAM_WINDOW: u32 = 65_535;
+/// What a client may send on one HTTP/2 connection before it is read.
+const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
 
 /// How long in-flight requests may take to finish once a stop is asked for.
 const GRACE_PERIOD: Duration = Duration::from_secs(30);
@@ -77,7 +85,14 @@ pub async fn serve_with_warm(
     let max_header = usize::try_from(limits.max_header_size.bytes()).unwrap_or(usize::MAX);
     let idle = limits.header_read_timeout;
     // A client that does not finish its request headers in time is disconnected (slowloris),
-    // and one whose head outgrows the bound is answered 431.
+    // and one whose head outgrows the bound is answered 431 (exactly at the bound by `http1`,
+    // see the `protocol` module).
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle)
+        .max_buf_size(max_header)
+        .max_header_size(max_header);
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -87,17 +102,33 @@ pub async fn serve_with_warm(
     // fill a vector of that many entries for every request head.
     if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
         builder.http1().max_headers(limits.max_headers);
+        http1.max_headers(limits.max_headers);
     }
+    // What one HTTP/2 connection may make the server hold: its streams, what each stream
+    // buffers towards the client (on top of the piece of body hyper holds, see
+    // `connection::Tracked`), and what the client may send before anything reads it (request
+    // bodies are refused unread, so a window of 1 MiB per stream would let every stream park
+    // that much).
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(idle))
         .keep_alive_timeout(idle)
-        .max_header_list_size(u32::try_from(max_header).unwrap_or(u32::MAX));
-    let builders = Arc::new(Builders::new(builder));
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_send_buf_size(H2_SEND_BUFFER)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        // h2 refuses a list that reaches the bound; one more lets a list of exactly the bound in.
+        .max_header_list_size(u32::try_from(max_header + 1).unwrap_or(u32::MAX));
+    let builders = Arc::new(Builders::new(builder, http1));
     let max_connections = limits.max_connections;
     let connections = Arc::new(Semaphore::new(max_connections));
     let open = proxy.metrics().connections();
+    let deadlines = Arc::new(Deadlines {
+        idle,
+        stall: limits.write_stall_timeout,
+        stalled: proxy.metrics().connections_stalled(),
+    });
     let local = listener.local_addr()?;
     // Dropped when the server stops: handshakes in progress end, connections are asked to finish.
     let (stop_connections, stopped) = watch::channel(());
@@ -129,22 +160,8 @@ pub async fn serve_with_warm(
                 let proxy = proxy.clone();
                 let warm = warm.clone();
                 let activity = Activity::new(accepted_at);
-                let service = {
-                    let activity = activity.clone();
-                    // Boxed: hyper keeps a slot for the request's future as long as the
-                    // connection lives, idle or not; a box makes it a pointer.
-                    service_fn(move |request| -> BoxFuture<'static, _> {
-                        Box::pin(handle(
-                            proxy.clone(),
-                            warm.clone(),
-                            request,
-                            local,
-                            peer,
-                            activity.begin(),
-                        ))
-                    })
-                };
                 let builders = builders.clone();
+                let deadlines = deadlines.clone();
                 let tls = tls.clone();
                 let mut stopped = stopped.clone();
                 tokio::spawn(async move {
@@ -167,20 +184,56 @@ pub async fn serve_with_warm(
                         },
                         _ = stopped.changed() => return,
                     };
+                    // HTTP/2 hands bodies out in pieces (and so may a connection whose version
+                    // hyper is still to find).
+                    let http2 = version != Some(Version::Http1);
+                    let service = {
+                        let activity = activity.clone();
+                        // Boxed: hyper keeps a slot for the request's future as long as the
+                        // connection lives, idle or not; a box makes it a pointer.
+                        service_fn(move |request| -> BoxFuture<'static, _> {
+                            Box::pin(handle(
+                                proxy.clone(),
+                                warm.clone(),
+                                request,
+                                local,
+                                peer,
+                                activity.begin(),
+                                http2,
+                            ))
+                        })
+                    };
+                    let fd = match &stream {
+                        Either::Left(tcp) => tcp.as_raw_fd(),
+                        Either::Right(tls) => tls.get_ref().0.as_raw_fd(),
+                    };
+                    let stream = Socket::new(stream, &activity);
                     // HTTP/2 multiplexes: the responses ready at once are worth one write.
                     let stream = Coalesced::new(stream, version == Some(Version::Http2));
-                    let connection =
-                        builders.get(version).serve_connection(TokioIo::new(stream), service);
+                    let io = TokioIo::new(stream);
                     // Boxed: each layer that takes the connection by value (this task, `drive`,
                     // its pinned copy) would otherwise reserve room for all of it in the task.
-                    let served = drive(
-                        Box::pin(connection),
-                        |c| c.get_mut().as_mut().graceful_shutdown(),
-                        &activity,
-                        idle,
-                        stopped,
-                    );
-                    if let Err(error) = served.await {
+                    // A macro: the two builders' connections share no trait to finish by.
+                    macro_rules! served {
+                        ($connection:expr) => {
+                            drive(
+                                Box::pin($connection),
+                                |c| c.get_mut().as_mut().graceful_shutdown(),
+                                || discard_unsent(fd),
+                                &activity,
+                                &deadlines,
+                                stopped,
+                            )
+                            .await
+                        };
+                    }
+                    let served: Result<(), Box<dyn std::error::Error + Send + Sync>> =
+                        if version == Some(Version::Http1) {
+                            served!(builders.http1().serve_connection(io, service)).map_err(Into::into)
+                        } else {
+                            served!(builders.get(version).serve_connection(io, service))
+                        };
+                    if let Err(error) = served {
                         tracing::debug!(%peer, %error, "connection ended with an error");
                     }
                 });
@@ -225,6 +278,30 @@ async fn opened(
     }
 }
 
+/// Makes the close of the socket `fd` discard what it has not sent, with a reset: a client
+/// that stopped reading would otherwise have the kernel keep up to its send buffer (megabytes)
+/// for it until its retries give out, and never learn that the connection is gone.
+fn discard_unsent(fd: RawFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: `fd` is the socket of a connection not yet dropped; the option is a `linger` of
+    // the size given.
+    let set = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&raw const linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    if set != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot reset a stalled connection; closing it");
+    }
+}
+
 /// A connection's place under `limits.max_connections`, counted in the open-connections gauge.
 struct OpenConnection {
     _permit: tokio::sync::OwnedSemaphorePermit,
@@ -244,6 +321,7 @@ async fn handle(
     local: SocketAddr,
     peer: SocketAddr,
     in_progress: InProgress,
+    http2: bool,
 ) -> Result<Response<Tracked>, Infallible> {
     if let Some(warmer) = &warm
         && request.uri().path().starts_with(warm_endpoint::PREFIX)
@@ -251,7 +329,7 @@ async fn handle(
     {
         // Boxed, like the proxy's answers: a rare request must not grow every request's future.
         let response = Box::pin(warm_endpoint::answer(&proxy, warmer, request, local, peer)).await;
-        return Ok(response.map(|body| Tracked::new(body, in_progress)));
+        return Ok(response.map(|body| Tracked::new(body, in_progress, http2)));
     }
     if let Some(warmer) = &warm
         && withdrawn_endpoint::is_for(request.uri().path())
@@ -270,7 +348,7 @@ async fn handle(
         response
             .headers_mut()
             .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
-        return Ok(response.map(|body| Tracked::new(body, in_progress)));
+        return Ok(response.map(|body| Tracked::new(body, in_progress, http2)));
     }
     // Routing, serving and counting are the proxy's; this layer only speaks HTTP.
     let mut response = super::answer::respond(
@@ -289,5 +367,5 @@ async fn handle(
         .headers_mut()
         .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
     // The request stays in progress until its body is sent or dropped.
-    Ok(response.map(|body| Tracked::new(body, in_progress)))
+    Ok(response.map(|body| Tracked::new(body, in_progress, http2)))
 }

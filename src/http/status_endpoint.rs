@@ -4,7 +4,9 @@
 //! It tells whoever reads it the rules, the registries and their errors, so it is never open
 //! to anonymous clients from elsewhere: a client on the same host (a loopback listener, or a
 //! loopback peer such as `kubectl exec … mirrorgate status`) needs nothing; any other needs
-//! the credentials of `clients` (and is refused when `clients.mode` is `anonymous`).
+//! the credentials of `clients` (and is refused when `clients.mode` is `anonymous`). A request
+//! that a proxy forwarded (one on this host reaches mirrorgate from loopback) is from
+//! elsewhere, and so is every request with `clients.trust_loopback: false`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -79,9 +81,15 @@ async fn allowed(
     .map_err(|refusal| refusal.into_response(head))
 }
 
+/// The headers by which a proxy says it forwards a request for another client: a front on
+/// this host connects from loopback, so without them its clients would be taken for this
+/// host's.
+const FORWARDING: [&str; 4] = ["forwarded", "x-forwarded-for", "x-real-ip", "via"];
+
 /// Who may use an endpoint for operators (`/status`, the warm API) at `path`: anyone on this
-/// host (`None`: the listener or the peer is loopback); from elsewhere, the client `access`
-/// authenticates, never an anonymous one (`anonymous_refusal` says what to do instead).
+/// host (`None`: the listener or the peer is loopback, no proxy forwarded the request and
+/// `clients.trust_loopback` holds); from elsewhere, the client `access` authenticates, never an
+/// anonymous one (`anonymous_refusal` says what to do instead).
 pub(super) async fn operator(
     access: &Access,
     path: &str,
@@ -91,7 +99,16 @@ pub(super) async fn operator(
     anonymous_refusal: &str,
 ) -> Result<Option<Arc<Client>>, ApiError> {
     if local.ip().is_loopback() || peer.ip().is_loopback() {
-        return Ok(None);
+        let forwarded = FORWARDING.iter().find(|name| headers.contains_key(**name));
+        match forwarded {
+            None if access.trusts_loopback() => return Ok(None),
+            None => {
+                tracing::debug!(%peer, path, "a client on this host, not trusted by itself (clients.trust_loopback: false)");
+            }
+            Some(header) => {
+                tracing::debug!(%peer, path, header, "a request forwarded by a proxy on this host: not trusted as this host's");
+            }
+        }
     }
     if access.is_anonymous() {
         tracing::info!(%peer, path, "refused: an operator endpoint to an anonymous client from elsewhere");
@@ -128,7 +145,7 @@ mod tests {
 
     const TOKEN: &str = "0123456789abcdef0123";
 
-    fn token_access(dir: &std::path::Path) -> Access {
+    fn token_access(dir: &std::path::Path, trust_loopback: bool) -> Access {
         let file = dir.join("tokens.yaml");
         std::fs::write(&file, format!("tokens:\n- name: ops\n  token: {TOKEN}\n")).unwrap();
         Access::load(&ClientsConfig {
@@ -136,6 +153,7 @@ mod tests {
             htpasswd_file: None,
             tokens_file: Some(file),
             scopes: Default::default(),
+            trust_loopback,
         })
         .unwrap()
     }
@@ -146,9 +164,22 @@ mod tests {
         peer: &str,
         authorization: Option<String>,
     ) -> u16 {
+        let headers = authorization
+            .map(|value| ("authorization", value))
+            .into_iter()
+            .collect::<Vec<_>>();
+        status_with(access, local, peer, &headers).await
+    }
+
+    async fn status_with(
+        access: &Access,
+        local: &str,
+        peer: &str,
+        fields: &[(&'static str, String)],
+    ) -> u16 {
         let mut headers = HeaderMap::new();
-        if let Some(value) = authorization {
-            headers.insert(header::AUTHORIZATION, value.parse().unwrap());
+        for (name, value) in fields {
+            headers.insert(*name, value.parse().unwrap());
         }
         match allowed(
             access,
@@ -168,7 +199,7 @@ mod tests {
     async fn clients_on_this_host_need_nothing_and_others_need_credentials() {
         let dir = tempfile::tempdir().unwrap();
         let anonymous = Access::anonymous();
-        let tokens = token_access(dir.path());
+        let tokens = token_access(dir.path(), true);
         let bearer = Some(format!("Bearer {TOKEN}"));
         let answers = [
             // A loopback listener, or a wildcard one reached from this host (`kubectl exec`).
@@ -188,5 +219,77 @@ mod tests {
             status_of(&tokens, "0.0.0.0:5000", "10.1.2.3:40000", bearer).await,
         ];
         assert_eq!(answers, [200, 200, 200, 403, 401, 401, 200]);
+    }
+
+    #[tokio::test]
+    async fn a_request_a_proxy_on_this_host_forwarded_is_not_this_hosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let anonymous = Access::anonymous();
+        let tokens = token_access(dir.path(), true);
+        let bearer = ("authorization", format!("Bearer {TOKEN}"));
+        let forwarded = |name: &'static str, value: &str| (name, value.to_owned());
+        let answers = [
+            status_with(
+                &anonymous,
+                "127.0.0.1:5000",
+                "127.0.0.1:40000",
+                &[forwarded("x-forwarded-for", "203.0.113.9")],
+            )
+            .await,
+            status_with(
+                &anonymous,
+                "0.0.0.0:5000",
+                "127.0.0.1:40000",
+                &[forwarded("forwarded", "for=203.0.113.9")],
+            )
+            .await,
+            status_with(
+                &anonymous,
+                "127.0.0.1:5000",
+                "127.0.0.1:40000",
+                &[forwarded("x-real-ip", "203.0.113.9")],
+            )
+            .await,
+            status_with(
+                &anonymous,
+                "127.0.0.1:5000",
+                "127.0.0.1:40000",
+                &[forwarded("via", "1.1 front")],
+            )
+            .await,
+            status_with(
+                &tokens,
+                "127.0.0.1:5000",
+                "127.0.0.1:40000",
+                &[forwarded("x-forwarded-for", "203.0.113.9")],
+            )
+            .await,
+            // Forwarded with an operator's credentials: served.
+            status_with(
+                &tokens,
+                "127.0.0.1:5000",
+                "127.0.0.1:40000",
+                &[forwarded("x-forwarded-for", "203.0.113.9"), bearer],
+            )
+            .await,
+        ];
+        assert_eq!(answers, [403, 403, 403, 403, 401, 200]);
+    }
+
+    #[tokio::test]
+    async fn without_trust_in_loopback_a_client_on_this_host_needs_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = token_access(dir.path(), false);
+        let answers = [
+            status_of(&tokens, "127.0.0.1:5000", "127.0.0.1:40000", None).await,
+            status_of(
+                &tokens,
+                "0.0.0.0:5000",
+                "127.0.0.1:40000",
+                Some(format!("Bearer {TOKEN}")),
+            )
+            .await,
+        ];
+        assert_eq!(answers, [401, 200]);
     }
 }

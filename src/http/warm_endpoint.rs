@@ -7,9 +7,9 @@
 //! - `POST /warm/plan` with `{"image": "<release>"}`: `{"plan": "<text>"}`, the dry run.
 //!
 //! Starting jobs makes the proxy fetch whole releases, so the API is never open to anonymous
-//! clients from elsewhere: a client on the same host (a loopback listener, or a loopback peer)
-//! needs nothing; any other needs the credentials of `clients` of a name listed in
-//! `warm.admins`.
+//! clients from elsewhere: a client on the same host (a loopback listener, or a loopback peer;
+//! not a request a proxy forwarded, see [`status_endpoint`](super::status_endpoint)) needs
+//! nothing; any other needs the credentials of `clients` of a name listed in `warm.admins`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -213,6 +213,7 @@ mod tests {
             htpasswd_file: None,
             tokens_file: Some(file),
             scopes: Default::default(),
+            trust_loopback: true,
         })
         .unwrap()
     }
