@@ -733,6 +733,13 @@ impl Metrics {
             "Requests answered 404 because an operator withdrew the digest (mirrorgate deny), by route",
             metrics.withdrawn_refused.clone(),
         );
+        // Both routes a withdrawn digest is refused on export 0 from the start, so that a rate
+        // over them has a series before the first refusal.
+        for route in ["manifest", "blob"] {
+            let _ = metrics
+                .withdrawn_refused
+                .get_or_create(&RouteLabels { route });
+        }
         root.register(
             "withdrawn_digests",
             "Digests an operator has withdrawn (mirrorgate deny) and mirrorgate refuses to serve",

@@ -731,13 +731,9 @@ fn replicas_trust_the_markers_sealed_with_their_key_and_not_those_of_another_key
     );
 }
 
-/// Runs `mirrorgate ARGS --server http://<replica>`: (success, stdout and stderr).
+/// Runs an admin command against `replica`: (success, stdout and stderr).
 fn admin(replica: &Mirrorgate, args: &[&str]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_mirrorgate"))
-        .args(args)
-        .args(["--server", &format!("http://{}", replica.addr())])
-        .output()
-        .expect("run mirrorgate");
+    let output = replica.admin_command(args);
     (
         output.status.success(),
         format!(

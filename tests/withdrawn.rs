@@ -5,19 +5,13 @@
 
 mod support;
 
-use std::process::Command;
-
 use support::{Mirrorgate, Registry, push, single_arch};
 
 const SOURCE: &str = "source.test";
 
-/// Runs `mirrorgate ARGS --server http://<proxy>`: (success, stdout, stderr).
+/// Runs an admin command against `proxy`: (success, stdout, stderr).
 fn cli(proxy: &Mirrorgate, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_mirrorgate"))
-        .args(args)
-        .args(["--server", &format!("http://{}", proxy.addr())])
-        .output()
-        .expect("run mirrorgate");
+    let output = proxy.admin_command(args);
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),

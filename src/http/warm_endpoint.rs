@@ -53,11 +53,49 @@ pub async fn answer(
     local: SocketAddr,
     peer: SocketAddr,
 ) -> Response<Body> {
+    let client = AdminClient { local, peer };
+    answer_admin(proxy, warmer, request, client, "warm", |request| {
+        route(warmer, request)
+    })
+    .await
+}
+
+/// Where an admin API request came from: the listener's address and the client's.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct AdminClient {
+    /// The address of the listener it arrived on.
+    pub local: SocketAddr,
+    /// The client's address.
+    pub peer: SocketAddr,
+}
+
+/// Answers a request of an admin API (the warm API, withdrawals) with `route`, once [`allowed`]
+/// says the client may use it, and counts it under `label`.
+pub(super) async fn answer_admin<F, Answer>(
+    proxy: &Proxy,
+    warmer: &Warmer,
+    request: Request<Incoming>,
+    client: AdminClient,
+    label: &'static str,
+    route: F,
+) -> Response<Body>
+where
+    F: FnOnce(Request<Incoming>) -> Answer,
+    Answer: std::future::Future<Output = Result<Response<Body>, ApiError>>,
+{
     let started = Instant::now();
     let method = request.method().clone();
     let admin = |name: &str| warmer.is_admin(name);
-    let response = match allowed(&proxy.access(), admin, request.headers(), local, peer).await {
-        Ok(()) => route(warmer, request)
+    let allowed = allowed(
+        &proxy.access(),
+        admin,
+        request.headers(),
+        client.local,
+        client.peer,
+    )
+    .await;
+    let response = match allowed {
+        Ok(()) => route(request)
             .await
             .unwrap_or_else(|e| e.into_response(false)),
         Err(refusal) => refusal.into_response(false),
@@ -67,12 +105,9 @@ pub async fn answer(
         Method::POST => "POST",
         _ => "OTHER",
     };
-    proxy.metrics().request(
-        "warm",
-        method,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
+    proxy
+        .metrics()
+        .request(label, method, response.status().as_u16(), started.elapsed());
     response
 }
 

@@ -10,7 +10,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -19,7 +18,7 @@ use serde::Deserialize;
 
 use super::Body;
 use super::error::{ApiError, ErrorCode};
-use super::warm_endpoint::{allowed, json};
+use super::warm_endpoint::{AdminClient, answer_admin, json};
 use crate::proxy::Proxy;
 use crate::reference::Digest;
 use crate::warm::Warmer;
@@ -54,27 +53,11 @@ pub async fn answer(
     local: SocketAddr,
     peer: SocketAddr,
 ) -> Response<Body> {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let admin = |name: &str| warmer.is_admin(name);
-    let response = match allowed(&proxy.access(), admin, request.headers(), local, peer).await {
-        Ok(()) => route(proxy, request)
-            .await
-            .unwrap_or_else(|e| e.into_response(false)),
-        Err(refusal) => refusal.into_response(false),
-    };
-    let method = match method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        _ => "OTHER",
-    };
-    proxy.metrics().request(
-        "withdrawn",
-        method,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
-    response
+    let client = AdminClient { local, peer };
+    answer_admin(proxy, warmer, request, client, "withdrawn", |request| {
+        route(proxy, request)
+    })
+    .await
 }
 
 async fn route(proxy: &Proxy, request: Request<Incoming>) -> Result<Response<Body>, ApiError> {

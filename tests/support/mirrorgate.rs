@@ -195,6 +195,16 @@ impl Mirrorgate {
         http_get(&self.addr(), path_and_query, headers)
     }
 
+    /// Runs `mirrorgate ARGS --server http://<this proxy>`, a command of its admin API (`deny`,
+    /// `allow`, `status`, `warm`).
+    pub fn admin_command(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mirrorgate"))
+            .args(args)
+            .args(["--server", &format!("http://{}", self.addr())])
+            .output()
+            .expect("run mirrorgate")
+    }
+
     /// The value of one series of `/metrics` (`name{labels}` as exposed), 0 when absent.
     pub fn metric(&self, series: &str) -> f64 {
         self.get("/metrics", &[])
