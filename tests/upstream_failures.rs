@@ -217,14 +217,17 @@ fn a_mirror_truncating_every_blob_gives_way_to_the_source_after_two_pulls() {
         support::try_http_request("GET", &proxy.addr(), &path, &[], b"")
             .is_ok_and(|r| r.status == 200 && r.body == image.blob(layer))
     });
+    // Two broken bodies give the mirror way; a request on a pooled connection the mirror closed
+    // meanwhile is sent once more on a fresh one, so the mirror may see a third GET.
+    let mirror_gets = mirror_backend.count("GET", &format!("/blobs/{layer}"));
     assert_eq!(
         (
             served,
-            mirror_backend.count("GET", &format!("/blobs/{layer}")),
+            (2..=3).contains(&mirror_gets),
             source.count("GET", &format!("/blobs/{layer}")),
         ),
-        (true, 2, 1),
-        "{}",
+        (true, true, 1),
+        "mirror GETs: {mirror_gets}\n{}",
         proxy.log()
     );
 }
