@@ -6,7 +6,7 @@ mod support;
 
 use support::{
     Hostile, HttpResponse, Mirrorgate, OCI_INDEX_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE, Registry,
-    push, single_arch,
+    push, sha256_digest, single_arch,
 };
 
 const HOSTILE: &str = "hostile.test";
@@ -160,7 +160,7 @@ fn a_paged_referrers_list_is_followed_page_by_page_with_its_filter_and_filters_a
     let referrer = |i: usize| format!("sha256:{}", i.to_string().repeat(64));
     let sbom = "application/vnd.example.sbom.v1";
     let page_path = format!("/v2/ns/app/referrers/{subject}");
-    let hostile = Hostile::start_with_query(move |_, path, query| {
+    let hostile = Hostile::start_with_request(move |_, path, query, _| {
         if path != page_path {
             return None;
         }
@@ -242,5 +242,68 @@ fn a_paged_referrers_list_is_followed_page_by_page_with_its_filter_and_filters_a
             )),
         ),
         (expected.clone(), expected)
+    );
+}
+
+/// An upstream that converts a tag's manifest for clients that do not take its type: the
+/// conversion is what those clients get, and only them; a client taking every type gets the
+/// stored manifest, asked or answered in either order.
+#[test]
+fn a_tag_answer_made_for_one_accept_is_not_given_to_a_client_of_another() {
+    const DOCKER_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    let manifest = |media_type: &str| {
+        serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256_digest(b"{}"), "size": 2},
+            "layers": [],
+        })
+        .to_string()
+    };
+    let (stored, converted) = (manifest(OCI_MANIFEST_MEDIA_TYPE), manifest(DOCKER_V2));
+    let hostile = Hostile::start_with_request(move |_, path, _, headers| {
+        (path == "/v2/ns/app/manifests/v1").then_some(())?;
+        let accept = headers
+            .get_all("accept")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(",");
+        let body = if accept.contains(OCI_MANIFEST_MEDIA_TYPE) {
+            &stored
+        } else if accept.contains(DOCKER_V2) {
+            &converted
+        } else {
+            return None;
+        };
+        let media_type = serde_json::from_str::<serde_json::Value>(body).ok()?["mediaType"]
+            .as_str()?
+            .to_owned();
+        Some(
+            HttpResponse::ok(&media_type, body.clone())
+                .with_header("docker-content-digest", &sha256_digest(body.as_bytes())),
+        )
+    });
+    let proxy = Mirrorgate::start("", &[(HOSTILE, &hostile.endpoint())], "");
+    let path = format!("/v2/{HOSTILE}/ns/app/manifests/v1");
+    let ask = |accept: &str| {
+        let response = proxy.get(&path, &[("Accept", accept)]);
+        (response.status, content_type(&response))
+    };
+    let every_type = format!("{}, {DOCKER_V2}", ACCEPT.1);
+    let answers = [
+        ask(DOCKER_V2),
+        ask(&every_type),
+        ask(DOCKER_V2),
+        ask(&every_type),
+        ask(OCI_MANIFEST_MEDIA_TYPE),
+    ];
+    let (oci, docker) = (
+        (200, Some(OCI_MANIFEST_MEDIA_TYPE.to_owned())),
+        (200, Some(DOCKER_V2.to_owned())),
+    );
+    assert_eq!(
+        answers,
+        [docker.clone(), oci.clone(), docker, oci.clone(), oci]
     );
 }

@@ -32,7 +32,8 @@ impl HttpResponse {
     }
 }
 
-type Answer = dyn Fn(&Method, &str, Option<&str>) -> Option<HttpResponse> + Send + Sync;
+type Answer =
+    dyn Fn(&Method, &str, Option<&str>, &http::HeaderMap) -> Option<HttpResponse> + Send + Sync;
 
 /// The hostile registry; stopped when dropped.
 pub struct Hostile {
@@ -47,13 +48,16 @@ impl Hostile {
     pub fn start(
         answer: impl Fn(&Method, &str) -> Option<HttpResponse> + Send + Sync + 'static,
     ) -> Hostile {
-        Hostile::start_with_query(move |method, path, _| answer(method, path))
+        Hostile::start_with_request(move |method, path, _, _| answer(method, path))
     }
 
-    /// Answers each request with `answer(method, path, query)`, for answers that depend on the
-    /// query (pages, filters).
-    pub fn start_with_query(
-        answer: impl Fn(&Method, &str, Option<&str>) -> Option<HttpResponse> + Send + Sync + 'static,
+    /// Answers each request with `answer(method, path, query, headers)`, for answers that
+    /// depend on the query (pages, filters) or the headers (`Accept`).
+    pub fn start_with_request(
+        answer: impl Fn(&Method, &str, Option<&str>, &http::HeaderMap) -> Option<HttpResponse>
+        + Send
+        + Sync
+        + 'static,
     ) -> Hostile {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -96,7 +100,7 @@ fn respond(answer: &Answer, request: &Request<Incoming>) -> Response<Full<Bytes>
     } else {
         request.method().clone()
     };
-    let canned = answer(&method, path, request.uri().query())
+    let canned = answer(&method, path, request.uri().query(), request.headers())
         .or_else(|| (path == "/v2/").then(|| HttpResponse::ok("application/json", "{}")))
         .unwrap_or(HttpResponse {
             status: 404,
