@@ -5,8 +5,8 @@
 mod support;
 
 use support::{
-    Hostile, HttpResponse, Mirrorgate, OCI_INDEX_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE, Registry,
-    push, sha256_digest, single_arch,
+    CONTAINERS_IMAGE_ACCEPT, DOCKER_MANIFEST_MEDIA_TYPE, Hostile, HttpResponse, Mirrorgate,
+    OCI_INDEX_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE, Registry, push, sha256_digest, single_arch,
 };
 
 const HOSTILE: &str = "hostile.test";
@@ -250,7 +250,7 @@ fn a_paged_referrers_list_is_followed_page_by_page_with_its_filter_and_filters_a
 /// stored manifest, asked or answered in either order.
 #[test]
 fn a_tag_answer_made_for_one_accept_is_not_given_to_a_client_of_another() {
-    const DOCKER_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    const DOCKER_V2: &str = DOCKER_MANIFEST_MEDIA_TYPE;
     let manifest = |media_type: &str| {
         serde_json::json!({
             "schemaVersion": 2,
@@ -290,12 +290,12 @@ fn a_tag_answer_made_for_one_accept_is_not_given_to_a_client_of_another() {
         let response = proxy.get(&path, &[("Accept", accept)]);
         (response.status, content_type(&response))
     };
-    let every_type = format!("{}, {DOCKER_V2}", ACCEPT.1);
+    let every_type = CONTAINERS_IMAGE_ACCEPT;
     let answers = [
         ask(DOCKER_V2),
-        ask(&every_type),
+        ask(every_type),
         ask(DOCKER_V2),
-        ask(&every_type),
+        ask(every_type),
         ask(OCI_MANIFEST_MEDIA_TYPE),
     ];
     let (oci, docker) = (

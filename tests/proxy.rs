@@ -7,8 +7,9 @@ mod support;
 use std::path::Path;
 
 use support::{
-    HttpResponse, Image, Mirrorgate, OCI_MANIFEST_MEDIA_TYPE, Registry, copy_to_layout, http_get,
-    http_request, layouts_identical, multi_arch, push, push_as, single_arch,
+    CONTAINERS_IMAGE_ACCEPT, DOCKER_MANIFEST_MEDIA_TYPE, HttpResponse, Image, Mirrorgate,
+    OCI_MANIFEST_MEDIA_TYPE, Registry, copy_to_layout, http_get, http_request, layouts_identical,
+    multi_arch, push, push_as, single_arch,
 };
 
 const SOURCE: &str = "source.test";
@@ -828,10 +829,7 @@ fn an_inverted_range_is_416_with_the_size_cached_or_not() {
     assert_eq!((uncached, cached), (expected.clone(), expected));
 }
 
-const DOCKER_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
-
-/// What containers/image (skopeo, podman, CRI-O) accepts.
-const CONTAINERS_IMAGE_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v1+prettyjws, application/vnd.docker.distribution.manifest.v1+json";
+const DOCKER_V2: &str = DOCKER_MANIFEST_MEDIA_TYPE;
 
 /// A manifest answer as a client tells it apart: its status, and its type or error code.
 fn manifest_answer(response: &HttpResponse) -> (u16, String) {

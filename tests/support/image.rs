@@ -26,6 +26,10 @@ pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 pub const OCI_MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 /// Media type of a multi-platform image index.
 pub const OCI_INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+/// Media type of a Docker schema 2 image manifest.
+pub const DOCKER_MANIFEST_MEDIA_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// The `Accept` of containers/image (skopeo, podman, CRI-O): every manifest type.
+pub const CONTAINERS_IMAGE_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v1+prettyjws, application/vnd.docker.distribution.manifest.v1+json";
 /// The `org.opencontainers.image.ref.name` of the top manifest in the layout's `index.json`.
 pub const LAYOUT_REF: &str = "latest";
 /// Bound on one `skopeo` invocation, so that a hung pull fails the test instead of hanging it.
