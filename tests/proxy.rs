@@ -849,7 +849,7 @@ fn manifest_answer(response: &HttpResponse) -> (u16, String) {
 
 /// A client is answered only with manifest types its `Accept` names, as Distribution answers it:
 /// asked of Distribution and of mirrorgate in front of it, side by side, for an OCI image and a
-/// Docker schema 2 image, by tag and by digest.
+/// Docker schema 2 image, by tag and by digest; skopeo pulls the Docker image as it is.
 #[test]
 fn a_manifest_is_answered_in_a_type_the_client_accepts_as_distribution_answers() {
     let registries = Registries::start();
@@ -898,6 +898,11 @@ fn a_manifest_is_answered_in_a_type_the_client_accepts_as_distribution_answers()
             manifest_answer(&proxy.get(&format!("/v2/{SOURCE}/{path}"), &[("Accept", accept)]))
         })
         .collect();
+    pull_through_matches_direct(
+        &proxy,
+        &format!("{SOURCE}/ns/docker:v1"),
+        &format!("{}/ns/docker:v1", registries.source.addr()),
+    );
     let not_oci =
         |(status, what): &(u16, String)| (*status, what.as_str() != OCI_MANIFEST_MEDIA_TYPE);
     assert_eq!(
