@@ -928,32 +928,27 @@ fn a_cached_manifest_is_served_only_to_clients_accepting_its_type() {
     let first = proxy.get(&by_tag, &[("Accept", CONTAINERS_IMAGE_ACCEPT)]);
     assert_eq!(first.status, 200, "{}", first.text());
     let mark = registries.source.mark();
-    let refused: Vec<_> = [
-        (&by_digest, DOCKER_V2),
-        (&by_digest, "application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json"),
-        (&by_digest, "*/*, application/vnd.oci.image.manifest.v1+json;q=0"),
-    ]
-    .iter()
-    .map(|(path, accept)| {
-        let response = proxy.get(path, &[("Accept", accept)]);
-        (manifest_answer(&response), response.body == oci.manifest_bytes)
-    })
-    .collect();
-    let served: Vec<_> = [
-        (&by_digest, CONTAINERS_IMAGE_ACCEPT),
-        (&by_digest, "*/*"),
-        (&by_digest, "application/*;q=0.5"),
-        (&by_tag, OCI_MANIFEST_MEDIA_TYPE),
-    ]
-    .iter()
-    .map(|(path, accept)| {
+    // What the client is answered, and whether it was given the OCI manifest's bytes.
+    let ask = |path: &str, accept: &str| {
         let response = proxy.get(path, &[("Accept", accept)]);
         (
             manifest_answer(&response),
             response.body == oci.manifest_bytes,
         )
-    })
-    .collect();
+    };
+    let refused = [
+        (&by_digest, DOCKER_V2),
+        (&by_digest, "application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json"),
+        (&by_digest, "*/*, application/vnd.oci.image.manifest.v1+json;q=0"),
+    ]
+    .map(|(path, accept)| ask(path, accept));
+    let served = [
+        (&by_digest, CONTAINERS_IMAGE_ACCEPT),
+        (&by_digest, "*/*"),
+        (&by_digest, "application/*;q=0.5"),
+        (&by_tag, OCI_MANIFEST_MEDIA_TYPE),
+    ]
+    .map(|(path, accept)| ask(path, accept));
     let refused_by_tag = manifest_answer(&proxy.get(&by_tag, &[("Accept", DOCKER_V2)]));
     let manifest_requests_for_cached: Vec<_> = registries
         .source
@@ -971,8 +966,8 @@ fn a_cached_manifest_is_served_only_to_clients_accepting_its_type() {
             manifest_requests_for_cached.len()
         ),
         (
-            vec![unknown.clone(), unknown.clone(), unknown],
-            vec![
+            [unknown.clone(), unknown.clone(), unknown],
+            [
                 oci_answer.clone(),
                 oci_answer.clone(),
                 oci_answer.clone(),
