@@ -5,8 +5,8 @@
 mod support;
 
 use support::{
-    Hostile, HttpResponse, Mirrorgate, OCI_INDEX_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE, Registry,
-    push, single_arch,
+    CONTAINERS_IMAGE_ACCEPT, DOCKER_MANIFEST_MEDIA_TYPE, Hostile, HttpResponse, Mirrorgate,
+    OCI_INDEX_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE, Registry, push, sha256_digest, single_arch,
 };
 
 const HOSTILE: &str = "hostile.test";
@@ -241,5 +241,162 @@ fn a_signed_schema1_manifest_whose_payload_is_not_the_digest_is_never_served() {
         (502, true),
         "{}",
         response.text()
+    );
+}
+
+/// A referrers list paged by its upstream: every page reaches the client through mirrorgate by
+/// following the `Link`s it is given, under either addressing, with the filter passed to the
+/// upstream and the upstream's `OCI-Filters-Applied` kept.
+#[test]
+fn a_paged_referrers_list_is_followed_page_by_page_with_its_filter_and_filters_applied() {
+    let subject = format!("sha256:{}", "5".repeat(64));
+    let referrer = |i: usize| format!("sha256:{}", i.to_string().repeat(64));
+    let sbom = "application/vnd.example.sbom.v1";
+    let page_path = format!("/v2/ns/app/referrers/{subject}");
+    let hostile = Hostile::start_with_request(move |_, path, query, _| {
+        if path != page_path {
+            return None;
+        }
+        let params: Vec<(String, String)> = form_urlencoded::parse(query?.as_bytes())
+            .into_owned()
+            .collect();
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        // Unfiltered asks are not answered: the filter must reach the upstream.
+        (param("artifactType")? == sbom).then_some(())?;
+        let after = param("last").map_or(0, |last| {
+            (1..=5)
+                .position(|i| referrer(i) == last)
+                .map_or(5, |p| p + 1)
+        });
+        let page: Vec<usize> = (after + 1..=5).take(2).collect();
+        let manifests: Vec<_> = page
+            .iter()
+            .map(|&i| serde_json::json!({"mediaType": OCI_MANIFEST_MEDIA_TYPE, "digest": referrer(i), "size": 1, "artifactType": sbom}))
+            .collect();
+        let index = serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX_MEDIA_TYPE, "manifests": manifests});
+        let mut response = HttpResponse::ok(OCI_INDEX_MEDIA_TYPE, index.to_string())
+            .with_header("oci-filters-applied", "artifactType");
+        if let Some(&last) = page.last().filter(|&&last| last < 5) {
+            response = response.with_header(
+                "link",
+                &format!(
+                    "<{page_path}?n=2&last={}&artifactType={}>; rel=\"next\"",
+                    referrer(last),
+                    sbom.replace('/', "%2F")
+                ),
+            );
+        }
+        Some(response)
+    });
+    let proxy = Mirrorgate::start("", &[(HOSTILE, &hostile.endpoint())], "");
+    let follow = |first: String| {
+        let mut pages = Vec::new();
+        let mut next = Some(first);
+        while let Some(path) = next.take().filter(|_| pages.len() < 5) {
+            let response = proxy.get(&path, &[]);
+            next = response
+                .header("link")
+                .and_then(|link| Some(link.strip_prefix('<')?.split_once('>')?.0.to_owned()));
+            let digests: Vec<String> = response.json()["manifests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| m["digest"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            pages.push((
+                response.status,
+                response.header("oci-filters-applied").map(str::to_owned),
+                digests,
+            ));
+        }
+        pages
+    };
+    let filter = format!("artifactType={}", sbom.replace('/', "%2F"));
+    let expected: Vec<(u16, Option<String>, Vec<String>)> = [vec![1, 2], vec![3, 4], vec![5]]
+        .into_iter()
+        .map(|page| {
+            (
+                200,
+                Some("artifactType".to_owned()),
+                page.into_iter().map(referrer).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        (
+            follow(format!("/v2/{HOSTILE}/ns/app/referrers/{subject}?{filter}")),
+            follow(format!(
+                "/v2/ns/app/referrers/{subject}?ns={HOSTILE}&{filter}"
+            )),
+        ),
+        (expected.clone(), expected)
+    );
+}
+
+/// An upstream that converts a tag's manifest for clients that do not take its type: the
+/// conversion is what those clients get, and only them; a client taking every type gets the
+/// stored manifest, asked or answered in either order.
+#[test]
+fn a_tag_answer_made_for_one_accept_is_not_given_to_a_client_of_another() {
+    const DOCKER_V2: &str = DOCKER_MANIFEST_MEDIA_TYPE;
+    let manifest = |media_type: &str| {
+        serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256_digest(b"{}"), "size": 2},
+            "layers": [],
+        })
+        .to_string()
+    };
+    let (stored, converted) = (manifest(OCI_MANIFEST_MEDIA_TYPE), manifest(DOCKER_V2));
+    let hostile = Hostile::start_with_request(move |_, path, _, headers| {
+        (path == "/v2/ns/app/manifests/v1").then_some(())?;
+        let accept = headers
+            .get_all("accept")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(",");
+        let body = if accept.contains(OCI_MANIFEST_MEDIA_TYPE) {
+            &stored
+        } else if accept.contains(DOCKER_V2) {
+            &converted
+        } else {
+            return None;
+        };
+        let media_type = serde_json::from_str::<serde_json::Value>(body).ok()?["mediaType"]
+            .as_str()?
+            .to_owned();
+        Some(
+            HttpResponse::ok(&media_type, body.clone())
+                .with_header("docker-content-digest", &sha256_digest(body.as_bytes())),
+        )
+    });
+    let proxy = Mirrorgate::start("", &[(HOSTILE, &hostile.endpoint())], "");
+    let path = format!("/v2/{HOSTILE}/ns/app/manifests/v1");
+    let ask = |accept: &str| {
+        let response = proxy.get(&path, &[("Accept", accept)]);
+        (response.status, content_type(&response))
+    };
+    let every_type = CONTAINERS_IMAGE_ACCEPT;
+    let answers = [
+        ask(DOCKER_V2),
+        ask(every_type),
+        ask(DOCKER_V2),
+        ask(every_type),
+        ask(OCI_MANIFEST_MEDIA_TYPE),
+    ];
+    let (oci, docker) = (
+        (200, Some(OCI_MANIFEST_MEDIA_TYPE.to_owned())),
+        (200, Some(DOCKER_V2.to_owned())),
+    );
+    assert_eq!(
+        answers,
+        [docker.clone(), oci.clone(), docker, oci.clone(), oci]
     );
 }

@@ -7,8 +7,9 @@ mod support;
 use std::path::Path;
 
 use support::{
-    Image, Mirrorgate, Registry, copy_to_layout, http_request, layouts_identical, multi_arch, push,
-    single_arch,
+    CONTAINERS_IMAGE_ACCEPT, DOCKER_MANIFEST_MEDIA_TYPE, HttpResponse, Image, Mirrorgate,
+    OCI_MANIFEST_MEDIA_TYPE, Registry, copy_to_layout, http_get, http_request, layouts_identical,
+    multi_arch, push, push_as, single_arch,
 };
 
 const SOURCE: &str = "source.test";
@@ -826,4 +827,154 @@ fn an_inverted_range_is_416_with_the_size_cached_or_not() {
     let cached = answer(&proxy.addr(), &path);
     let expected = (416, Some(format!("bytes */{size}")));
     assert_eq!((uncached, cached), (expected.clone(), expected));
+}
+
+const DOCKER_V2: &str = DOCKER_MANIFEST_MEDIA_TYPE;
+
+/// A manifest answer as a client tells it apart: its status, and its type or error code.
+fn manifest_answer(response: &HttpResponse) -> (u16, String) {
+    let what = if response.status == 200 {
+        response
+            .header("content-type")
+            .unwrap_or_default()
+            .to_owned()
+    } else {
+        response.json()["errors"][0]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    (response.status, what)
+}
+
+/// A client is answered only with manifest types its `Accept` names, as Distribution answers it:
+/// asked of Distribution and of mirrorgate in front of it, side by side, for an OCI image and a
+/// Docker schema 2 image, by tag and by digest; skopeo pulls the Docker image as it is.
+#[test]
+fn a_manifest_is_answered_in_a_type_the_client_accepts_as_distribution_answers() {
+    let registries = Registries::start();
+    let oci = image("accept-oci");
+    push(&oci, &format!("{}/ns/oci:v1", registries.source.addr()));
+    push_as(
+        &image("accept-docker"),
+        &format!("{}/ns/docker:v1", registries.source.addr()),
+        "v2s2",
+    );
+    let docker_digest = http_get(
+        &registries.source.addr(),
+        "/v2/ns/docker/manifests/v1",
+        &[("Accept", DOCKER_V2)],
+    )
+    .header("docker-content-digest")
+    .expect("a digest")
+    .to_owned();
+    let proxy = registries.proxy("");
+    let asks = [
+        ("ns/oci/manifests/v1", DOCKER_V2),
+        (
+            &format!("ns/oci/manifests/{}", oci.manifest_digest),
+            DOCKER_V2,
+        ),
+        ("ns/oci/manifests/v1", OCI_MANIFEST_MEDIA_TYPE),
+        ("ns/oci/manifests/v1", CONTAINERS_IMAGE_ACCEPT),
+        ("ns/docker/manifests/v1", DOCKER_V2),
+        (&format!("ns/docker/manifests/{docker_digest}"), DOCKER_V2),
+        ("ns/docker/manifests/v1", CONTAINERS_IMAGE_ACCEPT),
+    ];
+    let direct: Vec<_> = asks
+        .iter()
+        .map(|(path, accept)| {
+            let response = http_get(
+                &registries.source.addr(),
+                &format!("/v2/{path}"),
+                &[("Accept", accept)],
+            );
+            manifest_answer(&response)
+        })
+        .collect();
+    let through: Vec<_> = asks
+        .iter()
+        .map(|(path, accept)| {
+            manifest_answer(&proxy.get(&format!("/v2/{SOURCE}/{path}"), &[("Accept", accept)]))
+        })
+        .collect();
+    pull_through_matches_direct(
+        &proxy,
+        &format!("{SOURCE}/ns/docker:v1"),
+        &format!("{}/ns/docker:v1", registries.source.addr()),
+    );
+    let not_oci =
+        |(status, what): &(u16, String)| (*status, what.as_str() != OCI_MANIFEST_MEDIA_TYPE);
+    assert_eq!(
+        (
+            through,
+            direct.iter().map(not_oci).take(2).collect::<Vec<_>>()
+        ),
+        (direct, vec![(404, true), (404, true)])
+    );
+}
+
+/// A cached manifest keeps its type: a client that does not accept it is answered 404
+/// `MANIFEST_UNKNOWN` (never its bytes), by digest and by tag, while a client that does is served
+/// it from the cache; wildcards and q-values are read as HTTP defines them.
+#[test]
+fn a_cached_manifest_is_served_only_to_clients_accepting_its_type() {
+    let registries = Registries::start();
+    let oci = image("accept-cached");
+    push(&oci, &format!("{}/ns/app:v1", registries.source.addr()));
+    let proxy = registries.proxy("");
+    let by_tag = format!("/v2/{SOURCE}/ns/app/manifests/v1");
+    let by_digest = format!("/v2/{SOURCE}/ns/app/manifests/{}", oci.manifest_digest);
+    let first = proxy.get(&by_tag, &[("Accept", CONTAINERS_IMAGE_ACCEPT)]);
+    assert_eq!(first.status, 200, "{}", first.text());
+    let mark = registries.source.mark();
+    // What the client is answered, and whether it was given the OCI manifest's bytes.
+    let ask = |path: &str, accept: &str| {
+        let response = proxy.get(path, &[("Accept", accept)]);
+        (
+            manifest_answer(&response),
+            response.body == oci.manifest_bytes,
+        )
+    };
+    let refused = [
+        (&by_digest, DOCKER_V2),
+        (&by_digest, "application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json"),
+        (&by_digest, "*/*, application/vnd.oci.image.manifest.v1+json;q=0"),
+    ]
+    .map(|(path, accept)| ask(path, accept));
+    let served = [
+        (&by_digest, CONTAINERS_IMAGE_ACCEPT),
+        (&by_digest, "*/*"),
+        (&by_digest, "application/*;q=0.5"),
+        (&by_tag, OCI_MANIFEST_MEDIA_TYPE),
+    ]
+    .map(|(path, accept)| ask(path, accept));
+    let refused_by_tag = manifest_answer(&proxy.get(&by_tag, &[("Accept", DOCKER_V2)]));
+    let manifest_requests_for_cached: Vec<_> = registries
+        .source
+        .requests_since(mark)
+        .into_iter()
+        .filter(|r| r.path.contains(&oci.manifest_digest))
+        .collect();
+    let oci_answer = ((200, OCI_MANIFEST_MEDIA_TYPE.to_owned()), true);
+    let unknown = ((404, "MANIFEST_UNKNOWN".to_owned()), false);
+    assert_eq!(
+        (
+            refused,
+            served,
+            refused_by_tag,
+            manifest_requests_for_cached.len()
+        ),
+        (
+            [unknown.clone(), unknown.clone(), unknown],
+            [
+                oci_answer.clone(),
+                oci_answer.clone(),
+                oci_answer.clone(),
+                oci_answer
+            ],
+            (404, "MANIFEST_UNKNOWN".to_owned()),
+            0
+        )
+    );
 }

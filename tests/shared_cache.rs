@@ -644,7 +644,8 @@ fn a_rewritten_tag_record_does_not_make_a_replica_serve_another_manifest() {
     push(&image, &format!("{}/ns/app:v1", mirror.addr()));
     push(&secret, &format!("{}/ns/secret:v1", mirror.addr()));
     let a = bucket.replica(&mirror);
-    let accept = [("Accept", support::OCI_MANIFEST_MEDIA_TYPE)];
+    // A client taking every type: only such clients' tag answers are recorded in the bucket.
+    let accept = [("Accept", support::CONTAINERS_IMAGE_ACCEPT)];
     let by_tag =
         |proxy: &Mirrorgate| proxy.get(&format!("/v2/{SOURCE}/ns/app/manifests/v1"), &accept);
     let secret_path = format!(

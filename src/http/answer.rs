@@ -247,8 +247,10 @@ async fn handle(
             repository,
             digest,
             artifact_type,
+            page,
         } => {
-            Box::pin(proxy.referrers(&repository, &digest, artifact_type.as_deref(), head)).await?
+            Box::pin(proxy.referrers(&repository, &digest, artifact_type.as_deref(), &page, head))
+                .await?
         }
     })
 }

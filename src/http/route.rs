@@ -59,8 +59,11 @@ pub enum ApiRequest {
         repository: Repository,
         /// The subject's digest.
         digest: Digest,
-        /// The artifact type filter.
+        /// The artifact type filter, the one query parameter the spec defines for referrers.
         artifact_type: Option<String>,
+        /// The rest of the query but `ns`: the spec pages referrers by an opaque `Link`, so a
+        /// page's parameters (`n`, `last`, a cursor) are the upstream's own, passed back to it.
+        page: Vec<(String, String)>,
     },
     /// `/healthz`: the process is alive.
     Healthz,
@@ -184,6 +187,7 @@ pub fn parse(
             repository: repository(name, &params, default_registry)?,
             digest: parse_digest(digest)?,
             artifact_type: params.get("artifactType").map(str::to_owned),
+            page: params.except(&["ns", "artifactType"]),
         });
     }
     Err(ApiError::new(
@@ -245,6 +249,15 @@ impl Params {
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Every parameter but those named, in order.
+    fn except(&self, keys: &[&str]) -> Vec<(String, String)> {
+        self.0
+            .iter()
+            .filter(|(k, _)| !keys.contains(&k.as_str()))
+            .cloned()
+            .collect()
     }
 }
 
@@ -361,6 +374,35 @@ mod tests {
             request,
             ApiRequest::Referrers { artifact_type: Some(ref t), .. } if t == "application/vnd.example"
         ));
+    }
+
+    #[test]
+    fn a_referrers_page_keeps_the_upstreams_own_parameters_but_ns() {
+        let request = get(
+            &format!("/v2/ns/app/referrers/{DIGEST}"),
+            Some("ns=quay.io&n=2&artifactType=a%2Fb&last=sha256%3Aabc&cursor=x"),
+        )
+        .unwrap();
+        let ApiRequest::Referrers {
+            artifact_type,
+            page,
+            ..
+        } = request
+        else {
+            panic!("{request:?}");
+        };
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(
+            (artifact_type, page),
+            (
+                Some("a/b".to_owned()),
+                vec![
+                    pair("n", "2"),
+                    pair("last", "sha256:abc"),
+                    pair("cursor", "x")
+                ]
+            )
+        );
     }
 
     #[test]

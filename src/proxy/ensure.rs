@@ -35,7 +35,7 @@ impl Proxy {
         reference: &Reference,
     ) -> Result<Arc<StoredManifest>, Error> {
         Admission::Background
-            .scope(self.stored_manifest(reference, super::manifest::standard_accept()))
+            .scope(self.stored_manifest(reference, &super::manifest::standard_accept()))
             .await
     }
 

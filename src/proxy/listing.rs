@@ -62,20 +62,25 @@ impl Proxy {
         Ok(response)
     }
 
-    /// `GET /v2/<name>/referrers/<digest>[?artifactType=…]`.
+    /// `GET /v2/<name>/referrers/<digest>[?artifactType=…]`, and its next pages. Never cached:
+    /// the list changes whenever an artifact naming the subject is pushed.
     pub async fn referrers(
         &self,
         repository: &Repository,
         digest: &Digest,
         artifact_type: Option<&str>,
+        page: &[(String, String)],
         head: bool,
     ) -> Result<Response<Body>, Error> {
         let logical = repository.with_digest(digest);
-        let query = artifact_type.map(|t| {
-            form_urlencoded::Serializer::new(String::new())
-                .append_pair("artifactType", t)
-                .finish()
-        });
+        let query = {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            if let Some(artifact_type) = artifact_type {
+                query.append_pair("artifactType", artifact_type);
+            }
+            query.extend_pairs(page);
+            Some(query.finish()).filter(|q| !q.is_empty())
+        };
         let (physical, upstream, _slot) = self
             .first_listing(
                 &logical,
@@ -88,7 +93,8 @@ impl Proxy {
                 )),
             )
             .await?;
-        let filters = upstream.headers().get("oci-filters-applied").cloned();
+        let filters = upstream.headers().get(OCI_FILTERS_APPLIED).cloned();
+        let next = next_page_query(upstream.headers());
         let content_type = upstream
             .headers()
             .get(header::CONTENT_TYPE)
@@ -100,9 +106,24 @@ impl Proxy {
             .map_err(|e| listing_error(&physical, e))?;
         let mut response = bytes_response(StatusCode::OK, &content_type, bytes, head);
         if let Some(filters) = filters {
-            response
-                .headers_mut()
-                .insert("oci-filters-applied", filters);
+            response.headers_mut().insert(OCI_FILTERS_APPLIED, filters);
+        }
+        if let Some(next) = next {
+            // The upstream's page parameters, under the client's name (and its `ns`).
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            query.extend_pairs(next.iter().filter(|(k, _)| k != "ns"));
+            if let Some(ns) = &repository.ns {
+                query.append_pair("ns", ns);
+            }
+            let query = query.finish();
+            let separator = if query.is_empty() { "" } else { "?" };
+            let link = format!(
+                "</v2/{}/referrers/{digest}{separator}{query}>; rel=\"next\"",
+                repository.client_name
+            );
+            if let Ok(link) = HeaderValue::from_str(&link) {
+                response.headers_mut().insert(header::LINK, link);
+            }
         }
         Ok(response)
     }
@@ -188,6 +209,57 @@ fn page_query(n: Option<usize>, last: Option<&str>, ns: Option<&str>) -> Option<
     Some(query.finish()).filter(|q| !q.is_empty())
 }
 
+/// The query parameters of the `rel="next"` target among an upstream's `Link` headers (RFC 8288:
+/// `<URI-reference>; param…`, comma-separated), if it names one.
+fn next_page_query(headers: &HeaderMap) -> Option<Vec<(String, String)>> {
+    headers
+        .get_all(header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(link_values)
+        .find(|(_, params)| {
+            params.split(';').any(|param| {
+                param.split_once('=').is_some_and(|(name, value)| {
+                    name.trim().eq_ignore_ascii_case("rel")
+                        && value
+                            .trim()
+                            .trim_matches('"')
+                            .split_ascii_whitespace()
+                            .any(|rel| rel.eq_ignore_ascii_case("next"))
+                })
+            })
+        })
+        .map(|(target, _)| {
+            let query = target
+                .split_once('?')
+                .map_or("", |(_, q)| q.split('#').next().unwrap_or(""));
+            form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect()
+        })
+}
+
+/// The `(target, parameters)` of each link-value of one `Link` header: a target is in `<…>`, so
+/// a comma inside it separates nothing.
+fn link_values(header: &str) -> Vec<(&str, &str)> {
+    let mut values = Vec::new();
+    let mut rest = header;
+    while let Some(start) = rest.find('<') {
+        let Some(end) = rest[start..].find('>') else {
+            break;
+        };
+        let target = &rest[start + 1..start + end];
+        let after = &rest[start + end + 1..];
+        let params_end = after.find(',').unwrap_or(after.len());
+        values.push((target, &after[..params_end]));
+        rest = &after[params_end..];
+    }
+    values
+}
+
+/// The header naming the filters an upstream applied to a referrers list (distribution-spec).
+const OCI_FILTERS_APPLIED: &str = "oci-filters-applied";
+
 /// The tags of an upstream's tag list: an object whose `tags` is a list of strings, or null
 /// (what Distribution answers for a repository without tags). Anything else is no tag list.
 fn tag_list(bytes: &[u8]) -> Result<Option<Vec<String>>, String> {
@@ -210,6 +282,39 @@ fn listing_error(physical: &Reference, failure: AttemptFailure) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_page_is_the_query_of_the_link_whose_rel_is_next() {
+        let next = |links: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for link in links {
+                headers.append(header::LINK, HeaderValue::from_str(link).unwrap());
+            }
+            next_page_query(&headers)
+        };
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(
+            [
+                next(&[r#"</v2/ns/app/referrers/sha256:1?n=2&last=sha256%3Ab>; rel="next""#]),
+                next(&[
+                    r#"<https://r.example/v2/a/referrers/x?a=1,2>; rel=prev, </v2/a/referrers/x?c=3>; rel="next""#
+                ]),
+                next(&[
+                    r#"</v2/a/referrers/x?c=1>; rel=prev"#,
+                    r#"</v2/a/referrers/x>; rel=next"#
+                ]),
+                next(&[r#"</v2/a/referrers/x?c=1>; rel="prev""#]),
+                next(&[]),
+            ],
+            [
+                Some(vec![pair("n", "2"), pair("last", "sha256:b")]),
+                Some(vec![pair("c", "3")]),
+                Some(vec![]),
+                None,
+                None,
+            ]
+        );
+    }
 
     #[test]
     fn a_tag_list_is_an_object_of_string_tags_or_null_tags() {

@@ -2,7 +2,8 @@
 //! small and bounded), and verified against the digest asked for before a byte is sent. By digest
 //! they are cached for good; by tag the answer (tag → digest) is reused for `cache.tag_ttl`, then
 //! revalidated with a HEAD. A manifest is served as the type it names itself (see
-//! [`media_type_of`](crate::cache::manifests::media_type_of)), whichever upstream served it.
+//! [`media_type_of`](crate::cache::manifests::media_type_of)), whichever upstream served it, and
+//! only to a client whose `Accept` takes that type ([`ManifestAccept`]).
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -11,6 +12,8 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::header::{self, GetAll};
+
+use super::accept::ManifestAccept;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use super::admission::Admission;
@@ -41,14 +44,33 @@ fn unix_now() -> u64 {
 /// The largest manifest accepted, as the Distribution registry bounds them.
 pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 
-/// The manifest types every upstream request accepts, whatever the client listed: an upstream
-/// answers with the type it has, and the client gets exactly those bytes.
-const STANDARD_MANIFEST_TYPES: [&str; 4] = [
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-];
+/// What the upstreams are asked for on behalf of one client, and under which keys its answers
+/// are shared: a client that takes every standard type shares them with every other such client
+/// (and with mirrorgate's own requests); one that takes fewer, only with clients taking the same
+/// types, so that no answer of a type one client refused (a 404, or an upstream's conversion)
+/// reaches another.
+struct Asked {
+    /// The upstream `Accept`.
+    accept: HeaderValue,
+    /// Appended to the fetch and tag-answer keys; `None` for a client taking every standard type.
+    variant: Option<String>,
+}
+
+impl Asked {
+    fn new(accept: &ManifestAccept) -> Option<Asked> {
+        let upstream = accept.upstream()?;
+        let variant = (!accept.takes_every_standard_type())
+            .then(|| format!(" accept {}", upstream.to_str().unwrap_or_default()));
+        Some(Asked {
+            accept: upstream,
+            variant,
+        })
+    }
+
+    fn key(&self, base: &str) -> String {
+        format!("{base}{}", self.variant.as_deref().unwrap_or_default())
+    }
+}
 
 impl Proxy {
     /// `GET|HEAD /v2/<name>/manifests/<reference>`.
@@ -58,7 +80,20 @@ impl Proxy {
         head: bool,
         accept: GetAll<'_, HeaderValue>,
     ) -> Result<Response<Body>, Error> {
-        let manifest = self.stored_manifest(logical, accept_header(accept)).await?;
+        let accept = ManifestAccept::from_headers(accept);
+        let manifest = self.stored_manifest(logical, &accept).await?;
+        // Cached, joined, or an upstream that ignored the Accept: never a type the client
+        // refused. Distribution answers such a client 404 `MANIFEST_UNKNOWN` too.
+        if !accept.accepts(&manifest.media_type) {
+            tracing::info!(reference = %logical, media_type = %manifest.media_type, "manifest not of a type the client accepts");
+            return Err(Error::NotFound {
+                missing: Missing::Manifest,
+                message: format!(
+                    "{logical}: the manifest is {}, which the request's Accept header does not include",
+                    manifest.media_type
+                ),
+            });
+        }
         Ok(manifest_response(&manifest, head))
     }
 
@@ -66,7 +101,7 @@ impl Proxy {
     pub(super) async fn stored_manifest(
         self: &Arc<Self>,
         logical: &Reference,
-        accept: HeaderValue,
+        accept: &ManifestAccept,
     ) -> Result<Arc<StoredManifest>, Error> {
         // The rules decide first: cached content is only served where they allow a pull.
         let mut resolution = self.rules().resolve(logical).map_err(|e| {
@@ -76,13 +111,17 @@ impl Proxy {
         self.reachable_only(logical, &mut resolution.sources, |s| {
             (s.reference.domain(), s.role)
         })?;
+        let asked = Asked::new(accept).ok_or_else(|| Error::NotFound {
+            missing: Missing::Manifest,
+            message: format!("{logical}: the request's Accept header refuses every manifest type"),
+        })?;
         let manifest = match logical.digest() {
             Some(digest) => {
                 self.refuse_withdrawn(digest.as_str(), Missing::Manifest, Route::Manifest)?;
-                self.manifest_by_digest(logical, &digest, resolution, accept)
+                self.manifest_by_digest(logical, &digest, resolution, asked)
                     .await
             }
-            None => self.manifest_by_tag(logical, resolution, accept).await,
+            None => self.manifest_by_tag(logical, resolution, asked).await,
         }?;
         // A tag is only known to lead to a withdrawn digest once it is answered.
         self.refuse_withdrawn(&manifest.digest, Missing::Manifest, Route::Manifest)?;
@@ -96,7 +135,7 @@ impl Proxy {
         logical: &Reference,
         digest: &Digest,
         resolution: Resolution,
-        accept: HeaderValue,
+        asked: Asked,
     ) -> Result<Arc<StoredManifest>, Error> {
         if let Some(manifest) = self.cache.manifests.get(digest) {
             let sources: Vec<(Reference, Role)> = resolution
@@ -119,16 +158,18 @@ impl Proxy {
         let owned = logical.clone();
         // The fetch runs in a task of its own, in the class of whoever started it.
         let class = Admission::current();
+        let key = asked.key(logical.as_str());
         let (result, joined) = self
             .manifest_flights
-            .run(logical.as_str(), move || {
+            .run(&key, move || {
                 crate::upstream::via::carried(class.scope(async move {
                     // One miss per fetch; requests joining it are counted as coalesced.
                     CacheStats::count(&this.cache.stats.manifest_misses);
                     if let Some(shared) = this.shared_manifest(&owned, &resolution).await {
                         return shared;
                     }
-                    this.fetch_along(&owned, &resolution.sources, &accept).await
+                    this.fetch_along(&owned, &resolution.sources, &asked.accept)
+                        .await
                 }))
             })
             .await;
@@ -209,14 +250,15 @@ impl Proxy {
         self: &Arc<Self>,
         logical: &Reference,
         resolution: Resolution,
-        accept: HeaderValue,
+        asked: Asked,
     ) -> Result<Arc<StoredManifest>, Error> {
         let route = route_fingerprint(&resolution);
+        let tag_key = asked.key(logical.as_str());
         // An answer found on another route is not an answer for this one.
         let answer = self
             .cache
             .tags
-            .get(logical.as_str())
+            .get(&tag_key)
             .filter(|answer| answer.route == route);
         if let Some(answer) = &answer
             && answer.confirmed_at.elapsed() < self.cache.tag_ttl
@@ -228,13 +270,13 @@ impl Proxy {
         }
         let this = self.clone();
         let owned = logical.clone();
-        let key = format!("tag {logical}");
+        let key = format!("tag {tag_key}");
         let class = Admission::current();
         let (result, joined) = self
             .manifest_flights
             .run(&key, move || {
                 crate::upstream::via::carried(class.scope(async move {
-                    this.refresh_tag(&owned, resolution, route, answer, accept)
+                    this.refresh_tag(&owned, resolution, route, answer, asked)
                         .await
                 }))
             })
@@ -254,8 +296,9 @@ impl Proxy {
         resolution: Resolution,
         route: u64,
         answer: Option<TagAnswer>,
-        accept: HeaderValue,
+        asked: Asked,
     ) -> Result<Arc<StoredManifest>, Error> {
+        let accept = &asked.accept;
         let known = answer
             .as_ref()
             .and_then(|a| Some((a, self.cached_manifest(&a.digest)?)));
@@ -284,11 +327,11 @@ impl Proxy {
             self.note_attempt(source.role, &failures, Route::Manifest);
             if let Some((answer, cached)) = &known {
                 match self
-                    .head_digest(&source.reference, source.role, &accept)
+                    .head_digest(&source.reference, source.role, accept)
                     .await
                 {
                     Ok(Some(digest)) if digest == answer.digest => {
-                        self.record_tag(logical, &digest, source, route);
+                        self.record_tag(logical, &asked, &digest, source, route);
                         if !failures.is_empty() {
                             self.metrics.fallback(Route::Manifest.as_str());
                         }
@@ -314,12 +357,12 @@ impl Proxy {
                 CacheStats::count(&self.cache.stats.manifest_misses);
             }
             match self
-                .fetch_manifest(&source.reference, source.role, &accept, None)
+                .fetch_manifest(&source.reference, source.role, accept, None)
                 .await
             {
                 Ok(manifest) => {
                     let manifest = self.fetched(logical, source, manifest, &failures);
-                    self.record_tag(logical, &manifest.digest, source, route);
+                    self.record_tag(logical, &asked, &manifest.digest, source, route);
                     return Ok(manifest);
                 }
                 Err(reason) => failures.push(Failure {
@@ -338,12 +381,14 @@ impl Proxy {
             tracing::warn!(reference = %logical, digest = %answer.digest, failed = %summary(&failures), "every source failed; serving the last known answer");
             return Ok(cached);
         }
+        // The shared tier holds the answers of clients taking every standard type (the check of
+        // the client's Accept applies to them all the same).
         if !all_not_found && let Some(manifest) = self.shared_tag_answer(logical, route).await {
             tracing::warn!(reference = %logical, digest = %manifest.digest, failed = %summary(&failures), "every source failed; serving the answer recorded in the shared cache");
             return Ok(manifest);
         }
         if all_not_found {
-            self.cache.tags.remove(logical.as_str());
+            self.cache.tags.remove(&asked.key(logical.as_str()));
         }
         let error = exhausted("manifest", logical.as_str(), &failures, Missing::Manifest);
         Err(error)
@@ -385,22 +430,28 @@ impl Proxy {
         manifest
     }
 
-    fn record_tag(&self, logical: &Reference, digest: &str, source: &PullSource, route: u64) {
+    fn record_tag(
+        &self,
+        logical: &Reference,
+        asked: &Asked,
+        digest: &str,
+        source: &PullSource,
+        route: u64,
+    ) {
+        let key = asked.key(logical.as_str());
         // Other replicas learn the answer too (for when every upstream fails them): when it is
-        // new or changed here, and now and then while it holds.
+        // new or changed here, and now and then while it holds. Only the answers every client
+        // taking the standard types would get: the record is keyed by the tag alone.
         if let Some(tier) = &self.shared
+            && asked.variant.is_none()
             && let Some(tag) = logical.tag()
             && let Ok(parsed) = digest.parse::<Digest>()
         {
-            let stale = self
-                .cache
-                .tags
-                .get(logical.as_str())
-                .is_none_or(|previous| {
-                    previous.digest != digest
-                        || previous.route != route
-                        || previous.confirmed_at.elapsed() > SHARED_TAG_REFRESH
-                });
+            let stale = self.cache.tags.get(&key).is_none_or(|previous| {
+                previous.digest != digest
+                    || previous.route != route
+                    || previous.confirmed_at.elapsed() > SHARED_TAG_REFRESH
+            });
             if stale {
                 tier.record_tag_in_background(
                     logical.name(),
@@ -414,7 +465,7 @@ impl Proxy {
             }
         }
         self.cache.tags.put(
-            logical.as_str(),
+            &key,
             TagAnswer {
                 digest: digest.to_owned(),
                 source: source.reference.to_string(),
@@ -583,27 +634,15 @@ fn interrupted() -> Error {
 }
 
 /// An `Accept` of the standard manifest types alone (for requests no client asked for).
-pub(super) fn standard_accept() -> HeaderValue {
-    HeaderValue::from_str(&STANDARD_MANIFEST_TYPES.join(", "))
-        .unwrap_or_else(|_| HeaderValue::from_static(STANDARD_MANIFEST_TYPES[0]))
+pub(super) fn standard_accept() -> ManifestAccept {
+    ManifestAccept::standard()
 }
 
-/// The client's `Accept` values, plus every standard manifest type they lack.
-fn accept_header(client: GetAll<'_, HeaderValue>) -> HeaderValue {
-    let mut types: Vec<String> = client
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_owned())
-        .filter(|t| !t.is_empty())
-        .collect();
-    for standard in STANDARD_MANIFEST_TYPES {
-        if !types.iter().any(|t| t.split(';').next() == Some(standard)) {
-            types.push(standard.to_owned());
-        }
-    }
-    HeaderValue::from_str(&types.join(", "))
-        .unwrap_or_else(|_| HeaderValue::from_static(STANDARD_MANIFEST_TYPES[0]))
+/// The upstream `Accept` of [`standard_accept`].
+pub(super) fn standard_accept_header() -> HeaderValue {
+    standard_accept()
+        .upstream()
+        .unwrap_or_else(|| HeaderValue::from_static("application/vnd.oci.image.manifest.v1+json"))
 }
 
 /// Reads a whole response body, failing as soon as it passes `limit` bytes.
@@ -636,23 +675,4 @@ fn manifest_response(manifest: &StoredManifest, head: bool) -> Response<Body> {
             .insert("docker-content-digest", digest);
     }
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accept_keeps_the_clients_types_and_adds_the_standard_ones() {
-        let mut headers = HeaderMap::new();
-        headers.append(
-            header::ACCEPT,
-            HeaderValue::from_static("application/vnd.docker.distribution.manifest.v2+json"),
-        );
-        let accept = accept_header(headers.get_all(header::ACCEPT));
-        assert_eq!(
-            accept.to_str().unwrap(),
-            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json"
-        );
-    }
 }

@@ -11,6 +11,7 @@
 //! lists along the tag route and referrers along the digest route (`listing`). A blocked source is
 //! never contacted. Everything fetched by digest is verified (`verify`).
 
+mod accept;
 mod admission;
 mod backoff;
 mod blob;
@@ -480,7 +481,7 @@ impl Proxy {
                     None,
                 ),
                 Stored::Manifest => {
-                    manifest::manifest_request(physical, &manifest::standard_accept())
+                    manifest::manifest_request(physical, &manifest::standard_accept_header())
                 }
             };
             request.method = http::Method::HEAD;

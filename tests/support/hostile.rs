@@ -32,7 +32,8 @@ impl HttpResponse {
     }
 }
 
-type Answer = dyn Fn(&Method, &str) -> Option<HttpResponse> + Send + Sync;
+type Answer =
+    dyn Fn(&Method, &str, Option<&str>, &http::HeaderMap) -> Option<HttpResponse> + Send + Sync;
 
 /// The hostile registry; stopped when dropped.
 pub struct Hostile {
@@ -46,6 +47,17 @@ impl Hostile {
     /// headers of the `GET` answer without its body.
     pub fn start(
         answer: impl Fn(&Method, &str) -> Option<HttpResponse> + Send + Sync + 'static,
+    ) -> Hostile {
+        Hostile::start_with_request(move |method, path, _, _| answer(method, path))
+    }
+
+    /// Answers each request with `answer(method, path, query, headers)`, for answers that
+    /// depend on the query (pages, filters) or the headers (`Accept`).
+    pub fn start_with_request(
+        answer: impl Fn(&Method, &str, Option<&str>, &http::HeaderMap) -> Option<HttpResponse>
+        + Send
+        + Sync
+        + 'static,
     ) -> Hostile {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -88,7 +100,7 @@ fn respond(answer: &Answer, request: &Request<Incoming>) -> Response<Full<Bytes>
     } else {
         request.method().clone()
     };
-    let canned = answer(&method, path)
+    let canned = answer(&method, path, request.uri().query(), request.headers())
         .or_else(|| (path == "/v2/").then(|| HttpResponse::ok("application/json", "{}")))
         .unwrap_or(HttpResponse {
             status: 404,

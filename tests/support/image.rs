@@ -26,6 +26,10 @@ pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 pub const OCI_MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 /// Media type of a multi-platform image index.
 pub const OCI_INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+/// Media type of a Docker schema 2 image manifest.
+pub const DOCKER_MANIFEST_MEDIA_TYPE: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// The `Accept` of containers/image (skopeo, podman, CRI-O): every manifest type.
+pub const CONTAINERS_IMAGE_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v1+prettyjws, application/vnd.docker.distribution.manifest.v1+json";
 /// The `org.opencontainers.image.ref.name` of the top manifest in the layout's `index.json`.
 pub const LAYOUT_REF: &str = "latest";
 /// Bound on one `skopeo` invocation, so that a hung pull fails the test instead of hanging it.
@@ -376,25 +380,25 @@ pub(super) fn check(output: &Output, what: &str) {
 /// Pushes every manifest and blob of `image`, digests unchanged, to `dest`
 /// (`127.0.0.1:PORT/ns/app:v1`, plain http); panics with skopeo's output on failure.
 pub fn push(image: &Image, dest: &str) {
-    push_args(image, dest, &[]);
+    push_args(image, dest, &["--preserve-digests"]);
+}
+
+/// [`push`] with the manifests converted to `format` (skopeo's `--format`: `v2s2`, `oci`): their
+/// digests change with their type, so a test asks the registry for them.
+pub fn push_as(image: &Image, dest: &str, format: &str) {
+    push_args(image, dest, &["--format", format]);
 }
 
 /// [`push`] to a registry that requires basic auth.
 pub fn push_with_creds(image: &Image, dest: &str, user: &str, password: &str) {
     let creds = format!("{user}:{password}");
-    push_args(image, dest, &["--dest-creds", &creds]);
+    push_args(image, dest, &["--preserve-digests", "--dest-creds", &creds]);
 }
 
 fn push_args(image: &Image, dest: &str, extra: &[&str]) {
     let src = image.oci_ref();
     let dest_ref = format!("docker://{dest}");
-    let mut args = vec![
-        "copy",
-        "--all",
-        "--preserve-digests",
-        "--quiet",
-        "--dest-tls-verify=false",
-    ];
+    let mut args = vec!["copy", "--all", "--quiet", "--dest-tls-verify=false"];
     args.extend_from_slice(extra);
     args.extend_from_slice(&[&src, &dest_ref]);
     check(&skopeo(&args), &format!("skopeo copy {src} {dest_ref}"));

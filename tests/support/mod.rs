@@ -37,8 +37,9 @@ mod throttle;
 pub use hostile::Hostile;
 pub use http::{HttpResponse, http_get, http_request, try_http_request};
 pub use image::{
-    Image, LAYER_MEDIA_TYPE, OCI_INDEX_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE, copy_to_layout,
-    layouts_identical, multi_arch, push, push_with_creds, sha256_digest, single_arch, skopeo,
+    CONTAINERS_IMAGE_ACCEPT, DOCKER_MANIFEST_MEDIA_TYPE, Image, LAYER_MEDIA_TYPE,
+    OCI_INDEX_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE, copy_to_layout, layouts_identical, multi_arch,
+    push, push_as, push_with_creds, sha256_digest, single_arch, skopeo,
 };
 pub use kmock::Kmock;
 pub use mirrorgate::{Mirrorgate, SELF_ADDR, serve_in_process};
