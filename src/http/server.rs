@@ -339,7 +339,7 @@ async fn handle(
             &proxy, warmer, request, local, peer,
         ))
         .await;
-        return Ok(response.map(|body| Tracked::new(body, in_progress)));
+        return Ok(response.map(|body| Tracked::new(body, in_progress, http2)));
     }
     // `/status` depends on who is asking from where, which only this layer knows.
     if request.uri().path() == status_endpoint::PATH && !proxy.metrics_elsewhere() {
