@@ -305,3 +305,73 @@ fn serve_warns_about_an_unused_registries_entry_at_start_and_on_reload() {
     let on_reload = warned(2);
     assert_eq!((at_start, on_reload), (Ok(()), Ok(())), "{}", proxy.log());
 }
+
+const MISSPELT_HOSTED_CLUSTER: &str = "apiVersion: hypershift.openshift.io/v1beta1\nkind: HostedCluster\nmetadata:\n  name: guest\n  namespace: clusters\nspec:\n  release: {image: quay.io/openshift-release-dev/ocp-release:4.16.0-x86_64}\n  pullSecret: {name: pull-secret}\n  imageContentSource:\n  - source: quay.io/openshift-release-dev\n    mirrors: [mirror.internal/openshift-release-dev]\n";
+
+const MISSPELT_HOSTED_CLUSTER_WARNING: &str = "hostedcluster.yaml: document 1 (HostedCluster/guest): spec.imageContentSource: unknown field; ignored (the API server would prune it) (did you mean \"imageContentSources\"?)";
+
+#[test]
+fn check_warns_about_a_misspelt_hosted_cluster_mirror_field_and_not_about_its_other_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("hostedcluster.yaml"), MISSPELT_HOSTED_CLUSTER).unwrap();
+    let output = mirrorgate_in(
+        dir.path(),
+        &["check", "--offline", "--rules", "hostedcluster.yaml"],
+    );
+    let stdout = text(&output.stdout);
+    let warnings: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("warnings: "))
+        .take_while(|l| *l != "ok")
+        .collect();
+    assert_eq!(
+        (output.status.success(), warnings),
+        (
+            true,
+            vec![
+                "warnings: 1".to_owned(),
+                format!("  {MISSPELT_HOSTED_CLUSTER_WARNING}")
+            ]
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+        ),
+        "{stdout}{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn check_strict_fails_on_a_warning_and_lists_it() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("hostedcluster.yaml"), MISSPELT_HOSTED_CLUSTER).unwrap();
+    fs::write(dir.path().join("rules.yaml"), RULES).unwrap();
+    let strict = mirrorgate_in(
+        dir.path(),
+        &["check", "--offline", "--strict", "--rules", "hostedcluster.yaml"],
+    );
+    let clean = mirrorgate_in(
+        dir.path(),
+        &["check", "--offline", "--strict", "--rules", "rules.yaml"],
+    );
+    let stderr = text(&strict.stderr);
+    assert_eq!(
+        (
+            strict.status.success(),
+            stderr.lines().collect::<Vec<_>>(),
+            text(&strict.stdout).lines().last().map(str::to_owned),
+            clean.status.success(),
+        ),
+        (
+            false,
+            vec![
+                "error: --strict: 1 warning(s) are errors:",
+                &format!("  {MISSPELT_HOSTED_CLUSTER_WARNING}"),
+            ],
+            Some(format!("  {MISSPELT_HOSTED_CLUSTER_WARNING}")),
+            true,
+        ),
+        "{stderr}{}",
+        text(&clean.stderr)
+    );
+}

@@ -37,6 +37,7 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
+pub(crate) use objects::{HOSTED_CLUSTER_MIRROR_FIELDS, NODE_POOL_MIRROR_FIELDS, near_mirror_field};
 pub use load::{Documents, load, load_str, load_with_documents};
 pub use members::{InForce, Member, MemberError, MemberHistory, MemberObject, load_with_members};
 pub use resolve::{BlockedSource, PullSource, Resolution, ResolveError, Role, SkippedSource};
