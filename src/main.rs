@@ -483,6 +483,7 @@ fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
     for warning in rule_set.warnings() {
         tracing::warn!(%warning, "rule warning");
     }
+    mirrorgate::reload::check_strict(&config, &rule_set).context("refusing to start")?;
     for self_mirror in rule_set.self_mirrors() {
         tracing::info!(%self_mirror, "self mirror");
     }

@@ -313,7 +313,11 @@ const MISSPELT_HOSTED_CLUSTER_WARNING: &str = "hostedcluster.yaml: document 1 (H
 #[test]
 fn check_warns_about_a_misspelt_hosted_cluster_mirror_field_and_not_about_its_other_fields() {
     let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("hostedcluster.yaml"), MISSPELT_HOSTED_CLUSTER).unwrap();
+    fs::write(
+        dir.path().join("hostedcluster.yaml"),
+        MISSPELT_HOSTED_CLUSTER,
+    )
+    .unwrap();
     let output = mirrorgate_in(
         dir.path(),
         &["check", "--offline", "--rules", "hostedcluster.yaml"],
@@ -344,11 +348,21 @@ fn check_warns_about_a_misspelt_hosted_cluster_mirror_field_and_not_about_its_ot
 #[test]
 fn check_strict_fails_on_a_warning_and_lists_it() {
     let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("hostedcluster.yaml"), MISSPELT_HOSTED_CLUSTER).unwrap();
+    fs::write(
+        dir.path().join("hostedcluster.yaml"),
+        MISSPELT_HOSTED_CLUSTER,
+    )
+    .unwrap();
     fs::write(dir.path().join("rules.yaml"), RULES).unwrap();
     let strict = mirrorgate_in(
         dir.path(),
-        &["check", "--offline", "--strict", "--rules", "hostedcluster.yaml"],
+        &[
+            "check",
+            "--offline",
+            "--strict",
+            "--rules",
+            "hostedcluster.yaml",
+        ],
     );
     let clean = mirrorgate_in(
         dir.path(),

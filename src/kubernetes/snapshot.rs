@@ -427,7 +427,9 @@ mod tests {
             .collect();
         assert_eq!(
             warnings,
-            ["cluster: document 1 (HostedCluster/hc): spec.imageContentSource: unknown field; ignored (the API server would prune it) (did you mean \"imageContentSources\"?)"]
+            [
+                "cluster: document 1 (HostedCluster/hc): spec.imageContentSource: unknown field; ignored (the API server would prune it) (did you mean \"imageContentSources\"?)"
+            ]
         );
     }
 

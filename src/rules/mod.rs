@@ -37,9 +37,11 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-pub(crate) use objects::{HOSTED_CLUSTER_MIRROR_FIELDS, NODE_POOL_MIRROR_FIELDS, near_mirror_field};
 pub use load::{Documents, load, load_str, load_with_documents};
 pub use members::{InForce, Member, MemberError, MemberHistory, MemberObject, load_with_members};
+pub(crate) use objects::{
+    HOSTED_CLUSTER_MIRROR_FIELDS, NODE_POOL_MIRROR_FIELDS, near_mirror_field,
+};
 pub use resolve::{BlockedSource, PullSource, Resolution, ResolveError, Role, SkippedSource};
 pub use ruleset::{ConfigMapUse, Rule, RuleSet, Summary};
 pub use scope::{RepoScope, Scope, ScopeError};

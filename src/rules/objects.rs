@@ -1000,8 +1000,16 @@ mod tests {
         assert_eq!(
             judged,
             [
-                ("HostedCluster", "imageContentSource", Some("imageContentSources")),
-                ("HostedCluster", "imageMirorConfigRef", Some("imageMirrorConfigRef")),
+                (
+                    "HostedCluster",
+                    "imageContentSource",
+                    Some("imageContentSources")
+                ),
+                (
+                    "HostedCluster",
+                    "imageMirorConfigRef",
+                    Some("imageMirrorConfigRef")
+                ),
                 ("HostedCluster", "imageContentSources", None),
                 ("HostedCluster", "imageMirrorConfig", None),
                 ("HostedCluster", "pullSecret", None),
