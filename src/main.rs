@@ -699,12 +699,21 @@ fn resolve(args: &RuleArgs, json: bool, image: &str) -> Result<()> {
         let sources: Vec<_> = resolution
             .sources
             .iter()
-            .map(|s| serde_json::json!({"reference": s.reference.to_string(), "role": s.role.as_str()}))
+            .map(|s| {
+                serde_json::json!({
+                    "reference": s.reference.to_string(),
+                    "role": s.role.as_str(),
+                    "origin": s.origin.as_deref(),
+                })
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&sources)?);
     } else {
         for source in &resolution.sources {
-            println!("{} {}", source.role, source.reference);
+            match &source.origin {
+                Some(origin) => println!("{} {}  ({origin})", source.role, source.reference),
+                None => println!("{} {}", source.role, source.reference),
+            }
         }
     }
     Ok(())

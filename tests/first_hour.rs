@@ -323,10 +323,11 @@ fn check_warns_about_a_misspelt_hosted_cluster_mirror_field_and_not_about_its_ot
         &["check", "--offline", "--rules", "hostedcluster.yaml"],
     );
     let stdout = text(&output.stdout);
-    let warnings: Vec<&str> = stdout
+    let warnings: Vec<String> = stdout
         .lines()
         .skip_while(|l| !l.starts_with("warnings: "))
         .take_while(|l| *l != "ok")
+        .map(str::to_owned)
         .collect();
     assert_eq!(
         (output.status.success(), warnings),
@@ -336,9 +337,6 @@ fn check_warns_about_a_misspelt_hosted_cluster_mirror_field_and_not_about_its_ot
                 "warnings: 1".to_owned(),
                 format!("  {MISSPELT_HOSTED_CLUSTER_WARNING}")
             ]
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
         ),
         "{stdout}{}",
         text(&output.stderr)
@@ -387,5 +385,33 @@ fn check_strict_fails_on_a_warning_and_lists_it() {
         ),
         "{stderr}{}",
         text(&clean.stderr)
+    );
+}
+
+#[test]
+fn resolve_names_the_object_each_pull_source_comes_from_in_text_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("rules.yaml"), RULES).unwrap();
+    let image =
+        "quay.io/ns/app@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let text_output = mirrorgate_in(dir.path(), &["resolve", "--rules", "rules.yaml", image]);
+    let json_output = mirrorgate_in(
+        dir.path(),
+        &["resolve", "--json", "--rules", "rules.yaml", image],
+    );
+    let json: serde_json::Value = serde_json::from_slice(&json_output.stdout).unwrap_or_default();
+    let origin = "rules.yaml: document 1 (ImageDigestMirrorSet/x)";
+    let mirrored = image.replace("quay.io/ns", "mirror.internal/ns");
+    assert_eq!(
+        (text(&text_output.stdout), json),
+        (
+            format!("mirror {mirrored}  ({origin})\nsource {image}  ({origin})\n"),
+            serde_json::json!([
+                {"reference": mirrored, "role": "mirror", "origin": origin},
+                {"reference": image, "role": "source", "origin": origin},
+            ])
+        ),
+        "{}",
+        text(&text_output.stderr)
     );
 }

@@ -128,6 +128,21 @@ impl fmt::Display for Origin {
     }
 }
 
+impl Origin {
+    /// The object as `resolve` names it: `file: location`, without the loader's `document 1
+    /// (Kind/name)` where the origin is a cluster object's (`cluster: ImageDigestMirrorSet/foo`),
+    /// which is one document and already says what it is.
+    pub fn describe(&self) -> String {
+        if self.file.starts_with("cluster: ")
+            && let Some(label) = self.location.strip_prefix("document 1 (")
+            && let Some(end) = label.find(')')
+        {
+            return format!("{}{}", self.file, &label[end + 1..]);
+        }
+        self.to_string()
+    }
+}
+
 /// One `source → mirrors` entry of one object, validated: the unit the override map is built
 /// from.
 #[derive(Debug, Clone, PartialEq, Eq)]
