@@ -707,6 +707,7 @@ impl Metrics {
                 &metrics.fallbacks,
                 &metrics.blocked,
                 &metrics.source_after_mirrors,
+                &metrics.withdrawn_refused,
             ] {
                 let _ = family.get_or_create(&RouteLabels { route });
             }
