@@ -418,18 +418,24 @@ mod tests {
                          "pullSecret": {"name": "ps"}}
             }),
         );
-        let warnings: Vec<String> = Snapshot::new(vec![hosted])
-            .to_rule_set()
-            .unwrap()
-            .warnings()
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let snapshot = Snapshot::new(vec![hosted]);
+        let warnings = |rule_set: RuleSet| -> Vec<String> {
+            rule_set
+                .warnings()
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        // Alone (`to_rule_set`), and as serve, check and resolve read it (merged with files).
+        let (merged, _) = snapshot
+            .merged_with_files(&[], &rules::MemberHistory::default())
+            .unwrap();
         assert_eq!(
-            warnings,
-            [
-                "cluster: document 1 (HostedCluster/hc): spec.imageContentSource: unknown field; ignored (the API server would prune it) (did you mean \"imageContentSources\"?)"
-            ]
+            (warnings(snapshot.to_rule_set().unwrap()), warnings(merged)),
+            (
+                vec!["cluster: document 1 (HostedCluster/hc): spec.imageContentSource: unknown field; ignored (the API server would prune it) (did you mean \"imageContentSources\"?)".to_owned()],
+                vec!["cluster: HostedCluster clusters/hc: document 1 (HostedCluster/hc): spec.imageContentSource: unknown field; ignored (the API server would prune it) (did you mean \"imageContentSources\"?)".to_owned()],
+            )
         );
     }
 
