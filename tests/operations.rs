@@ -175,14 +175,20 @@ fn misspelt_policy_rules(mirror: &str) -> String {
 
 const MISSPELT_POLICY_WARNING: &str = "document 1 (ImageTagMirrorSet/tags): spec.imageTagMirrors[0].mirrorSourcePolcy: unknown field; ignored (the API server would prune it) (did you mean \"mirrorSourcePolicy\"?)";
 
+/// mirrorgate routing tags to mirror `a` (`tag_rules`), with `b` configured too, tag answers not
+/// cached, and `extra_config_yaml`.
+fn routing_to_a(a: &Registry, b: &Registry, extra_config_yaml: &str) -> Mirrorgate {
+    Mirrorgate::start(
+        &tag_rules(MIRROR_A),
+        &[(MIRROR_A, &a.endpoint()), (MIRROR_B, &b.endpoint())],
+        &format!("cache:\n  tag_ttl: 0s\n{extra_config_yaml}"),
+    )
+}
+
 #[test]
 fn rules_strict_refuses_a_reload_with_warnings_keeping_the_last_good_rules() {
     let (a, b, old, _) = two_mirrors();
-    let proxy = Mirrorgate::start(
-        &tag_rules(MIRROR_A),
-        &[(MIRROR_A, &a.endpoint()), (MIRROR_B, &b.endpoint())],
-        "rules_strict: true\ncache:\n  tag_ttl: 0s\n",
-    );
+    let proxy = routing_to_a(&a, &b, "rules_strict: true\n");
     let blocked_before = metric(&proxy, "mirrorgate_blocked_scopes");
     proxy.write_rules(&misspelt_policy_rules(MIRROR_B));
     proxy.sighup();
@@ -208,11 +214,7 @@ fn rules_strict_refuses_a_reload_with_warnings_keeping_the_last_good_rules() {
 #[test]
 fn without_rules_strict_a_reload_with_warnings_applies_and_the_gauges_show_the_lifted_block() {
     let (a, b, _, new) = two_mirrors();
-    let proxy = Mirrorgate::start(
-        &tag_rules(MIRROR_A),
-        &[(MIRROR_A, &a.endpoint()), (MIRROR_B, &b.endpoint())],
-        "cache:\n  tag_ttl: 0s\n",
-    );
+    let proxy = routing_to_a(&a, &b, "");
     let before = (
         metric(&proxy, "mirrorgate_blocked_scopes"),
         metric(&proxy, "mirrorgate_rule_warnings"),

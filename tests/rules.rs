@@ -39,13 +39,22 @@ fn icsp(name: &str, entries: &str) -> String {
 const DIGEST: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
 fn sources(rule_set: &RuleSet, image: &str) -> Vec<String> {
+    sources_shown(rule_set, image, |s| format!("{} {}", s.role, s.reference))
+}
+
+/// Each pull source of `image`, as `show` writes it.
+fn sources_shown(
+    rule_set: &RuleSet,
+    image: &str,
+    show: impl Fn(&rules::PullSource) -> String,
+) -> Vec<String> {
     let reference = Reference::parse_normalized(image).unwrap();
     rule_set
         .resolve(&reference)
         .unwrap()
         .sources
         .iter()
-        .map(|s| format!("{} {}", s.role, s.reference))
+        .map(show)
         .collect()
 }
 
@@ -872,21 +881,10 @@ fn a_cycle_broken_at_the_source_keeps_the_source_as_a_mirror_as_runtime_utils_do
 
 /// `role reference (origin)` for each pull source of `image`.
 fn sources_with_origins(rule_set: &RuleSet, image: &str) -> Vec<String> {
-    let reference = Reference::parse_normalized(image).unwrap();
-    rule_set
-        .resolve(&reference)
-        .unwrap()
-        .sources
-        .iter()
-        .map(|s| {
-            format!(
-                "{} {} ({})",
-                s.role,
-                s.reference,
-                s.origin.as_deref().unwrap_or("no rule")
-            )
-        })
-        .collect()
+    sources_shown(rule_set, image, |s| {
+        let origin = s.origin.as_deref().unwrap_or("no rule");
+        format!("{} {} ({origin})", s.role, s.reference)
+    })
 }
 
 #[test]
