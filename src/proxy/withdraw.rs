@@ -132,7 +132,7 @@ impl Proxy {
         }
     }
 
-    /// Reads the shared record of withdrawals every [`REFRESH`], for as long as the proxy lives.
+    /// Reads the shared record of withdrawals every `REFRESH` (10 s), for as long as the proxy lives.
     pub async fn follow_withdrawn(self: Arc<Self>) {
         if self.shared.is_none() {
             return;
