@@ -211,10 +211,12 @@ echo "requests for the image at mirror.corp.com: $mirror_requests; at quay.io (t
 [ "$quay_requests" -eq 0 ] || fail "the source was contacted"
 
 step "resolve: why"
-run "$mirrorgate" resolve --config "$work/mirrorgate.yaml" quay.io/openshift-release-dev/hello:v1
-run "$mirrorgate" resolve --config "$work/mirrorgate.yaml" "quay.io/openshift-release-dev/hello@$manifest_digest"
-run "$mirrorgate" resolve --config "$work/mirrorgate.yaml" ghcr.io/example/app:v1 2>&1 || true
+# Each pull source names the object it comes from, in the work directory.
+run "$mirrorgate" resolve --config "$work/mirrorgate.yaml" quay.io/openshift-release-dev/hello:v1 | shown
+run "$mirrorgate" resolve --config "$work/mirrorgate.yaml" "quay.io/openshift-release-dev/hello@$manifest_digest" | shown
+run "$mirrorgate" resolve --config "$work/mirrorgate.yaml" ghcr.io/example/app:v1 2>&1 | shown || true
 echo "(tags follow the ImageTagMirrorSet, digests the ImageDigestMirrorSet, and the source comes last, as the"
-echo "policy allows; a registry that no rule, registries entry or default_registry names is refused, as serve does)"
+echo "policy allows; each line names the object it comes from; a registry that no rule, registries entry or"
+echo "default_registry names is refused, as serve does)"
 
 step "done: everything started here is stopped on exit"

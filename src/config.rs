@@ -69,6 +69,10 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// Reload the rule files and this file when they change (SIGHUP always reloads).
     pub watch: bool,
+    /// Refuse a rule set with warnings: at start (serve does not start) and on reload (the last
+    /// good set stays in force), as `mirrorgate check --strict` does. A misspelt field is only a
+    /// warning, yet it can lift NeverContactSource or drop a cluster's mirrors.
+    pub rules_strict: bool,
     /// The log filter (`info`, `warn`, `mirrorgate=debug`, …) unless `RUST_LOG` is set.
     pub log_level: String,
     /// Contact any registry a client names, not only those of the rules, `registries` and
@@ -110,6 +114,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             upstream: UpstreamConfig::default(),
             watch: true,
+            rules_strict: false,
             log_level: "info".to_owned(),
             allow_any_registry: false,
             tls: None,
@@ -428,6 +433,7 @@ struct RawConfig {
     cache: Option<CacheConfig>,
     upstream: Option<UpstreamConfig>,
     watch: Option<bool>,
+    rules_strict: Option<bool>,
     log_level: Option<String>,
     allow_any_registry: Option<bool>,
     tls: Option<TlsConfig>,
@@ -461,6 +467,7 @@ impl RawConfig {
             cache: self.cache.unwrap_or_default(),
             upstream: self.upstream.unwrap_or_default(),
             watch: self.watch.unwrap_or(default.watch),
+            rules_strict: self.rules_strict.unwrap_or(default.rules_strict),
             log_level: self.log_level.unwrap_or(default.log_level),
             allow_any_registry: self
                 .allow_any_registry

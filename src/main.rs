@@ -77,6 +77,10 @@ enum Command {
         /// cluster (for configurations checked away from where they run, e.g. in CI).
         #[arg(long)]
         offline: bool,
+        /// Treat warnings as errors: fail, listing them (a misspelt field can lift
+        /// NeverContactSource or drop a cluster's mirrors while the rules still load).
+        #[arg(long)]
+        strict: bool,
     },
     /// Print the rules as the containers-registries.conf(5) file the Machine Config Operator writes.
     RegistriesConf {
@@ -282,7 +286,11 @@ fn run(command: Command) -> Result<()> {
             log_format,
         ),
         Command::Resolve { rules, json, image } => resolve(&rules, json, &image),
-        Command::Check { rules, offline } => check(&rules, offline),
+        Command::Check {
+            rules,
+            offline,
+            strict,
+        } => check(&rules, offline, strict),
         Command::RegistriesConf { rules } => {
             let (rule_set, _, _) = rules.load(true)?;
             tell_refused(&rule_set);
@@ -475,6 +483,7 @@ fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
     for warning in rule_set.warnings() {
         tracing::warn!(%warning, "rule warning");
     }
+    mirrorgate::reload::check_strict(&config, &rule_set).context("refusing to start")?;
     for self_mirror in rule_set.self_mirrors() {
         tracing::info!(%self_mirror, "self mirror");
     }
@@ -690,12 +699,21 @@ fn resolve(args: &RuleArgs, json: bool, image: &str) -> Result<()> {
         let sources: Vec<_> = resolution
             .sources
             .iter()
-            .map(|s| serde_json::json!({"reference": s.reference.to_string(), "role": s.role.as_str()}))
+            .map(|s| {
+                serde_json::json!({
+                    "reference": s.reference.to_string(),
+                    "role": s.role.as_str(),
+                    "origin": s.origin.as_deref(),
+                })
+            })
             .collect();
         println!("{}", serde_json::to_string_pretty(&sources)?);
     } else {
         for source in &resolution.sources {
-            println!("{} {}", source.role, source.reference);
+            match &source.origin {
+                Some(origin) => println!("{} {}  ({origin})", source.role, source.reference),
+                None => println!("{} {}", source.role, source.reference),
+            }
         }
     }
     Ok(())
@@ -732,7 +750,7 @@ fn check_shared_cache(cache: &mirrorgate::cache::CacheConfig) -> Result<Option<S
     )))
 }
 
-fn check(args: &RuleArgs, offline: bool) -> Result<()> {
+fn check(args: &RuleArgs, offline: bool, strict: bool) -> Result<()> {
     let (rule_set, config, config_path) = args.load(!offline)?;
     // The files the proxy reads at start (pull secret, CA bundles, clients) must be good too.
     Upstream::new(&config).context("the upstream settings are invalid")?;
@@ -799,15 +817,19 @@ fn check(args: &RuleArgs, offline: bool) -> Result<()> {
         println!("  {self_mirror}");
     }
     let unused = Reachable::unused_registries(&rule_set, &(&config).into());
-    println!("warnings: {}", summary.warnings.len() + unused.len());
-    for warning in &summary.warnings {
-        println!("  {warning}");
-    }
+    let mut warnings: Vec<String> = summary.warnings.iter().map(ToString::to_string).collect();
     for registry in &unused {
         let at = config_path
             .as_ref()
             .map_or("built-in defaults".to_owned(), |p| p.display().to_string());
-        println!("  {at}: {}", Reachable::unused_registry_warning(registry));
+        warnings.push(format!(
+            "{at}: {}",
+            Reachable::unused_registry_warning(registry)
+        ));
+    }
+    println!("warnings: {}", warnings.len());
+    for warning in &warnings {
+        println!("  {warning}");
     }
     // A refused cluster object does not stop `serve` (the rest is served), but it is an error
     // of the configuration to fix: listed, and the check fails.
@@ -825,6 +847,13 @@ fn check(args: &RuleArgs, offline: bool) -> Result<()> {
                 .map(|e| e.member.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
+        );
+    }
+    if strict && !warnings.is_empty() {
+        bail!(
+            "--strict: {} warning(s) are errors:\n  {}",
+            warnings.len(),
+            warnings.join("\n  ")
         );
     }
     println!("ok");

@@ -377,6 +377,8 @@ pub struct Metrics {
     blocked: Family<RouteLabels, Counter>,
     source_after_mirrors: Family<RouteLabels, Counter>,
     rules_loaded: Family<KindLabels, Gauge>,
+    rule_warnings: Gauge,
+    blocked_scopes: Gauge,
     reloads: Family<ResultLabels, Counter>,
     last_reload: Gauge<f64, std::sync::atomic::AtomicU64>,
     last_reload_successful: Gauge,
@@ -610,6 +612,8 @@ impl Metrics {
             blocked: Family::default(),
             source_after_mirrors: Family::default(),
             rules_loaded: Family::default(),
+            rule_warnings: Gauge::default(),
+            blocked_scopes: Gauge::default(),
             reloads: Family::default(),
             last_reload: Gauge::default(),
             last_reload_successful: Gauge::default(),
@@ -669,6 +673,16 @@ impl Metrics {
             metrics.rules_loaded.clone(),
         );
         root.register(
+            "rule_warnings",
+            "Warnings of the rule set in force (unknown fields, ConfigMaps named but not loaded)",
+            metrics.rule_warnings.clone(),
+        );
+        root.register(
+            "blocked_scopes",
+            "Scopes of the rule set in force whose source is never contacted (NeverContactSource)",
+            metrics.blocked_scopes.clone(),
+        );
+        root.register(
             "reloads",
             "Rule and configuration reloads by result (success, failure)",
             metrics.reloads.clone(),
@@ -693,6 +707,7 @@ impl Metrics {
                 &metrics.fallbacks,
                 &metrics.blocked,
                 &metrics.source_after_mirrors,
+                &metrics.withdrawn_refused,
             ] {
                 let _ = family.get_or_create(&RouteLabels { route });
             }
@@ -733,13 +748,6 @@ impl Metrics {
             "Requests answered 404 because an operator withdrew the digest (mirrorgate deny), by route",
             metrics.withdrawn_refused.clone(),
         );
-        // Both routes a withdrawn digest is refused on export 0 from the start, so that a rate
-        // over them has a series before the first refusal.
-        for route in ["manifest", "blob"] {
-            let _ = metrics
-                .withdrawn_refused
-                .get_or_create(&RouteLabels { route });
-        }
         root.register(
             "withdrawn_digests",
             "Digests an operator has withdrawn (mirrorgate deny) and mirrorgate refuses to serve",
@@ -787,11 +795,16 @@ impl Metrics {
         }
     }
 
-    /// Records the rule set in force: objects per kind, the load time, and the registries that
+    /// Records the rule set in force: objects per kind, its warnings and blocked scopes, the load
+    /// time, and the registries that
     /// may appear as label values (with those of the configuration).
     pub fn rules_loaded<'a>(&self, rules: &RuleSet, configured: impl Iterator<Item = &'a str>) {
         self.rules_loaded.clear();
-        for (kind, count) in rules.summary().objects {
+        let summary = rules.summary();
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.rule_warnings.set(count(summary.warnings.len()));
+        self.blocked_scopes.set(count(summary.blocked_scopes.len()));
+        for (kind, count) in summary.objects {
             self.rules_loaded
                 .get_or_create(&KindLabels { kind })
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
@@ -1049,6 +1062,43 @@ mod tests {
                 .encode()
                 .contains("mirrorgate_rules_loaded{kind=\"ImageDigestMirrorSet\"} 1")
         );
+    }
+
+    #[test]
+    fn rule_warnings_and_blocked_scopes_follow_the_rule_set_in_force() {
+        let metrics = metrics_with_rules();
+        let before = lines_of(
+            &metrics,
+            &["mirrorgate_rule_warnings ", "mirrorgate_blocked_scopes "],
+        );
+        let misspelt = crate::rules::load_str(
+            "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: x\nspec:\n  imageDigestMirrors:\n  - source: quay.io/ns\n    mirrors: [mirror.example.com/ns]\n    mirrorSourcePolcy: NeverContactSource\n  - source: quay.io/blocked\n    mirrors: [mirror.example.com/blocked]\n    mirrorSourcePolicy: NeverContactSource\n",
+            "rules.yaml",
+        )
+        .unwrap();
+        metrics.rules_loaded(&misspelt, std::iter::empty());
+        let after = lines_of(
+            &metrics,
+            &["mirrorgate_rule_warnings ", "mirrorgate_blocked_scopes "],
+        );
+        assert_eq!(
+            (before, after),
+            (
+                ["mirrorgate_rule_warnings 0", "mirrorgate_blocked_scopes 0"].map(String::from),
+                ["mirrorgate_rule_warnings 1", "mirrorgate_blocked_scopes 1"].map(String::from)
+            )
+        );
+    }
+
+    /// The sample lines of `metrics` that start with each of `prefixes`, in that order.
+    fn lines_of<const N: usize>(metrics: &Metrics, prefixes: &[&str; N]) -> [String; N] {
+        let text = metrics.encode();
+        prefixes.map(|p| {
+            text.lines()
+                .find(|l| l.starts_with(p))
+                .unwrap_or_default()
+                .to_owned()
+        })
     }
 
     #[test]

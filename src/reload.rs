@@ -1,7 +1,7 @@
 //! Hot reload: the configuration file and every rule path are watched (and `SIGHUP` asks for a
 //! reload too); a change builds a new rule set and upstream client aside and swaps them in whole.
 //! A reload that fails keeps the last good rules in force, logs the file/object/field error and
-//! counts it; the proxy stays ready.
+//! counts it; the proxy stays ready. With `rules_strict`, a rule set with warnings fails too.
 //!
 //! Principal function: [`spawn`], which watches the files, debounces events and swaps in the new
 //! rules (through a [`RuleFeed`]), upstream client and client access.
@@ -458,6 +458,20 @@ fn outcome(refused: &[String]) -> Result<(), String> {
     }
 }
 
+/// With `rules_strict`, a rule set with warnings is refused: the error names every warning.
+pub fn check_strict(config: &Config, rule_set: &rules::RuleSet) -> anyhow::Result<()> {
+    let warnings = rule_set.warnings();
+    if !config.rules_strict || warnings.is_empty() {
+        return Ok(());
+    }
+    let listed: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    anyhow::bail!(
+        "rules_strict: the rule set has {} warning(s), which are errors: {}",
+        listed.len(),
+        listed.join("; ")
+    )
+}
+
 /// Merges a new cluster snapshot with the rule files of `config` and swaps the result in.
 /// Returns the cluster objects newly refused.
 async fn apply_cluster(
@@ -475,6 +489,7 @@ async fn apply_cluster(
         .context("the reload task failed")?
         .context("the rule set is invalid")?;
     let rule_set = rule_set.with_self_names(self_names);
+    check_strict(config, &rule_set)?;
     for warning in rule_set.warnings() {
         tracing::warn!(%warning, "rule warning");
     }
@@ -530,6 +545,7 @@ async fn reload(
     })
     .await
     .context("the reload task failed")??;
+    check_strict(&config, &rule_set)?;
     for setting in needs_restart(current, &config) {
         tracing::warn!(
             setting,

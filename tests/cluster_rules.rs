@@ -648,7 +648,7 @@ fn write_config(dir: &Path, kubeconfig: &Path) -> PathBuf {
 }
 
 #[test]
-fn check_and_resolve_list_the_cluster_once_and_answer_from_the_merged_set() {
+fn check_and_resolve_list_the_cluster_once_and_answer_from_the_merged_set_naming_each_object() {
     let kmock = Kmock::start(EVERY_KIND);
     create_release_mirror_set(&kmock);
     let dir = tempfile::tempdir().unwrap();
@@ -683,9 +683,19 @@ fn check_and_resolve_list_the_cluster_once_and_answer_from_the_merged_set() {
             true,
             true,
             true,
-            format!("mirror {MIRROR_A}/ns/app@{digest}\nsource {SOURCE}/ns/app@{digest}\n"),
+            // Each pull source names its object: the cluster's, or the file's.
+            format!(
+                "mirror {MIRROR_A}/ns/app@{digest}  ({cluster})\nsource {SOURCE}/ns/app@{digest}  ({cluster})\n",
+                cluster = "cluster: ImageDigestMirrorSet/release"
+            ),
             true,
-            format!("mirror {MIRROR_B}/files/app@{digest}\nsource {SOURCE}/files/app@{digest}\n"),
+            format!(
+                "mirror {MIRROR_B}/files/app@{digest}  ({file})\nsource {SOURCE}/files/app@{digest}  ({file})\n",
+                file = format!(
+                    "{}: document 1 (ImageDigestMirrorSet/files)",
+                    dir.path().join("rules.yaml").display()
+                )
+            ),
         ),
         "check: {check_out}{check_err}\nresolve: {resolve_err}"
     );

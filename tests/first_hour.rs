@@ -305,3 +305,113 @@ fn serve_warns_about_an_unused_registries_entry_at_start_and_on_reload() {
     let on_reload = warned(2);
     assert_eq!((at_start, on_reload), (Ok(()), Ok(())), "{}", proxy.log());
 }
+
+const MISSPELT_HOSTED_CLUSTER: &str = "apiVersion: hypershift.openshift.io/v1beta1\nkind: HostedCluster\nmetadata:\n  name: guest\n  namespace: clusters\nspec:\n  release: {image: quay.io/openshift-release-dev/ocp-release:4.16.0-x86_64}\n  pullSecret: {name: pull-secret}\n  imageContentSource:\n  - source: quay.io/openshift-release-dev\n    mirrors: [mirror.internal/openshift-release-dev]\n";
+
+const MISSPELT_HOSTED_CLUSTER_WARNING: &str = "hostedcluster.yaml: document 1 (HostedCluster/guest): spec.imageContentSource: unknown field; ignored (the API server would prune it) (did you mean \"imageContentSources\"?)";
+
+#[test]
+fn check_warns_about_a_misspelt_hosted_cluster_mirror_field_and_not_about_its_other_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("hostedcluster.yaml"),
+        MISSPELT_HOSTED_CLUSTER,
+    )
+    .unwrap();
+    let output = mirrorgate_in(
+        dir.path(),
+        &["check", "--offline", "--rules", "hostedcluster.yaml"],
+    );
+    let stdout = text(&output.stdout);
+    let warnings: Vec<String> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("warnings: "))
+        .take_while(|l| *l != "ok")
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        (output.status.success(), warnings),
+        (
+            true,
+            vec![
+                "warnings: 1".to_owned(),
+                format!("  {MISSPELT_HOSTED_CLUSTER_WARNING}")
+            ]
+        ),
+        "{stdout}{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn check_strict_fails_on_a_warning_and_lists_it() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("hostedcluster.yaml"),
+        MISSPELT_HOSTED_CLUSTER,
+    )
+    .unwrap();
+    fs::write(dir.path().join("rules.yaml"), RULES).unwrap();
+    let strict = mirrorgate_in(
+        dir.path(),
+        &[
+            "check",
+            "--offline",
+            "--strict",
+            "--rules",
+            "hostedcluster.yaml",
+        ],
+    );
+    let clean = mirrorgate_in(
+        dir.path(),
+        &["check", "--offline", "--strict", "--rules", "rules.yaml"],
+    );
+    let stderr = text(&strict.stderr);
+    assert_eq!(
+        (
+            strict.status.success(),
+            stderr.lines().collect::<Vec<_>>(),
+            text(&strict.stdout).lines().last().map(str::to_owned),
+            clean.status.success(),
+        ),
+        (
+            false,
+            vec![
+                "error: --strict: 1 warning(s) are errors:",
+                &format!("  {MISSPELT_HOSTED_CLUSTER_WARNING}"),
+            ],
+            Some(format!("  {MISSPELT_HOSTED_CLUSTER_WARNING}")),
+            true,
+        ),
+        "{stderr}{}",
+        text(&clean.stderr)
+    );
+}
+
+#[test]
+fn resolve_names_the_object_each_pull_source_comes_from_in_text_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("rules.yaml"), RULES).unwrap();
+    let image =
+        "quay.io/ns/app@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let text_output = mirrorgate_in(dir.path(), &["resolve", "--rules", "rules.yaml", image]);
+    let json_output = mirrorgate_in(
+        dir.path(),
+        &["resolve", "--json", "--rules", "rules.yaml", image],
+    );
+    let json: serde_json::Value = serde_json::from_slice(&json_output.stdout).unwrap_or_default();
+    let origin = "rules.yaml: document 1 (ImageDigestMirrorSet/x)";
+    let mirrored = image.replace("quay.io/ns", "mirror.internal/ns");
+    assert_eq!(
+        (text(&text_output.stdout), json),
+        (
+            format!("mirror {mirrored}  ({origin})\nsource {image}  ({origin})\n"),
+            serde_json::json!([
+                {"reference": mirrored, "role": "mirror", "origin": origin},
+                {"reference": image, "role": "source", "origin": origin},
+            ])
+        ),
+        "{}",
+        text(&text_output.stderr)
+    );
+}

@@ -246,41 +246,40 @@ fn check_reports_the_configmaps_each_hostedcluster_and_nodepool_applied() {
 }
 
 #[test]
-fn resolve_answers_each_example_from_the_command_line() {
+fn resolve_answers_each_example_from_the_command_line_naming_the_object_of_each_source() {
+    // (file, image, mirror, the object within the file that routes it)
     let cases = [
         (
             "image-content-sources.yaml",
             format!("registry.redhat.io/ubi9/ubi@{DIGEST}"),
-            format!(
-                "mirror mirror.example.com/redhat/ubi9/ubi@{DIGEST}\nsource registry.redhat.io/ubi9/ubi@{DIGEST}\n"
-            ),
+            format!("mirror.example.com/redhat/ubi9/ubi@{DIGEST}"),
+            "document 1 (HostedCluster/my-cluster)",
         ),
         (
             "hostedcluster-image-mirror-config-ref.yaml",
             "quay.io/openshift-release-dev/ocp-release:4.16.0-x86_64".to_owned(),
-            "mirror mirror.corp.com/openshift-release-dev/ocp-release:4.16.0-x86_64\nsource quay.io/openshift-release-dev/ocp-release:4.16.0-x86_64\n".to_owned(),
+            "mirror.corp.com/openshift-release-dev/ocp-release:4.16.0-x86_64".to_owned(),
+            "document 1 (ConfigMap/cluster-mirrors) data.itms.yaml (ImageTagMirrorSet/cluster-tag-mirrors)",
         ),
         (
             "nodepool-config.yaml",
             "quay.io/openshift-release-dev/ocp-release:4.16.0-x86_64".to_owned(),
-            "mirror mirror.corp.com/openshift-release-dev/ocp-release:4.16.0-x86_64\nsource quay.io/openshift-release-dev/ocp-release:4.16.0-x86_64\n".to_owned(),
+            "mirror.corp.com/openshift-release-dev/ocp-release:4.16.0-x86_64".to_owned(),
+            "document 1 (ConfigMap/nodepool-tag-mirrors) data.config document 1 (ImageTagMirrorSet/nodepool-tag-mirrors)",
         ),
         (
             "unified-idms-itms.yaml",
             format!("registry.redhat.io/ubi9/ubi@{DIGEST}"),
-            format!(
-                "mirror mirror.corp.com/redhat/ubi9/ubi@{DIGEST}\nsource registry.redhat.io/ubi9/ubi@{DIGEST}\n"
-            ),
+            format!("mirror.corp.com/redhat/ubi9/ubi@{DIGEST}"),
+            "document 1 (ConfigMap/unified-mirrors) data.idms.yaml (ImageDigestMirrorSet/cluster-digest-mirrors)",
         ),
     ];
-    for (file, image, expected) in cases {
+    for (file, image, mirror, object) in cases {
         let path = example(file);
-        let out = stdout(&mirrorgate(&[
-            "resolve",
-            "--rules",
-            path.to_str().unwrap(),
-            &image,
-        ]));
+        let path = path.to_str().unwrap();
+        let out = stdout(&mirrorgate(&["resolve", "--rules", path, &image]));
+        let expected =
+            format!("mirror {mirror}  ({path}: {object})\nsource {image}  ({path}: {object})\n");
         assert_eq!((file, out), (file, expected));
     }
 }

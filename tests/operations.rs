@@ -167,6 +167,120 @@ fn a_broken_rule_file_keeps_the_last_good_rules_and_counts_the_failure() {
     );
 }
 
+/// `tag_rules(mirror)` with its policy misspelt: the rules load (with a warning) and the source
+/// is no longer blocked.
+fn misspelt_policy_rules(mirror: &str) -> String {
+    tag_rules(mirror).replace("mirrorSourcePolicy:", "mirrorSourcePolcy:")
+}
+
+const MISSPELT_POLICY_WARNING: &str = "document 1 (ImageTagMirrorSet/tags): spec.imageTagMirrors[0].mirrorSourcePolcy: unknown field; ignored (the API server would prune it) (did you mean \"mirrorSourcePolicy\"?)";
+
+/// mirrorgate routing tags to mirror `a` (`tag_rules`), with `b` configured too, tag answers not
+/// cached, and `extra_config_yaml`.
+fn routing_to_a(a: &Registry, b: &Registry, extra_config_yaml: &str) -> Mirrorgate {
+    Mirrorgate::start(
+        &tag_rules(MIRROR_A),
+        &[(MIRROR_A, &a.endpoint()), (MIRROR_B, &b.endpoint())],
+        &format!("cache:\n  tag_ttl: 0s\n{extra_config_yaml}"),
+    )
+}
+
+#[test]
+fn rules_strict_refuses_a_reload_with_warnings_keeping_the_last_good_rules() {
+    let (a, b, old, _) = two_mirrors();
+    let proxy = routing_to_a(&a, &b, "rules_strict: true\n");
+    let blocked_before = metric(&proxy, "mirrorgate_blocked_scopes");
+    proxy.write_rules(&misspelt_policy_rules(MIRROR_B));
+    proxy.sighup();
+    let failed = eventually(Duration::from_secs(10), || {
+        metric(&proxy, "mirrorgate_reloads_total{result=\"failure\"}") >= 1.0
+    });
+    let log = proxy.log();
+    assert_eq!(
+        (
+            failed,
+            tag_digest(&proxy),
+            blocked_before,
+            metric(&proxy, "mirrorgate_blocked_scopes"),
+            metric(&proxy, "mirrorgate_rule_warnings"),
+            log.contains("rules_strict: the rule set has 1 warning(s), which are errors: "),
+            log.contains(MISSPELT_POLICY_WARNING),
+        ),
+        (true, (200, old), 1.0, 1.0, 0.0, true, true),
+        "{log}"
+    );
+}
+
+#[test]
+fn without_rules_strict_a_reload_with_warnings_applies_and_the_gauges_show_the_lifted_block() {
+    let (a, b, _, new) = two_mirrors();
+    let proxy = routing_to_a(&a, &b, "");
+    let before = (
+        metric(&proxy, "mirrorgate_blocked_scopes"),
+        metric(&proxy, "mirrorgate_rule_warnings"),
+    );
+    proxy.write_rules(&misspelt_policy_rules(MIRROR_B));
+    proxy.sighup();
+    let switched = eventually(Duration::from_secs(10), || tag_digest(&proxy).1 == new);
+    assert_eq!(
+        (
+            switched,
+            before,
+            (
+                metric(&proxy, "mirrorgate_blocked_scopes"),
+                metric(&proxy, "mirrorgate_rule_warnings"),
+            )
+        ),
+        (true, (1.0, 0.0), (0.0, 1.0)),
+        "{}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn rules_strict_refuses_to_start_with_a_rule_set_that_has_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(&rules, misspelt_policy_rules(MIRROR_A)).unwrap();
+    let config = dir.path().join("mirrorgate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{}\nrules_strict: true\nrules: [{}]\ncache:\n  dir: {}\n",
+            support::free_port(),
+            rules.display(),
+            dir.path().join("cache").display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("serve.log");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mirrorgate"));
+    command.arg("serve").arg("--config").arg(&config);
+    let mut serve = support::spawn_logged(command, &log, &log);
+    let mut exit = None;
+    let exited = support::wait_until(support::READY_TIMEOUT, || {
+        exit = serve.exited();
+        Ok(exit.is_some())
+    });
+    let output = std::fs::read_to_string(&log).unwrap_or_default();
+    let error = output
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_default();
+    assert_eq!(
+        (
+            exited,
+            exit.as_deref(),
+            error.starts_with(
+                "error: refusing to start: rules_strict: the rule set has 1 warning(s), which are errors: "
+            ),
+            error.contains(MISSPELT_POLICY_WARNING),
+        ),
+        (Ok(()), Some("exit status: 1"), true, true),
+        "{output}"
+    );
+}
+
 #[test]
 fn a_config_map_data_symlink_swap_is_picked_up() {
     let (a, b, old, new) = two_mirrors();

@@ -199,6 +199,13 @@ fn failing_registry() -> String {
     format!("http://{addr}")
 }
 
+/// The expression of `MirrorgateMirrorFailing`.
+const MIRROR_FAILING: &str = r#"sum by (namespace, job, registry) (rate(mirrorgate_upstream_requests_total{role="mirror",outcome=~"error|timeout|skipped|unauthorized|rejected|digest_mismatch|size_mismatch"}[5m])) > 0"#;
+
+/// The expression of `MirrorgateBlockedScopesDropped`.
+const BLOCKED_SCOPES_DROPPED: &str =
+    "mirrorgate_blocked_scopes < max_over_time(mirrorgate_blocked_scopes[1h])";
+
 fn rules() -> String {
     format!(
         "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: digests\nspec:\n  imageDigestMirrors:\n  - source: {SOURCE}/ns\n    mirrors:\n    - {MIRROR}/ns\n    - {DOWN}/ns\n---\napiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: blocked\nspec:\n  imageDigestMirrors:\n  - source: {SOURCE}/blocked\n    mirrors:\n    - {MIRROR}/blocked\n    mirrorSourcePolicy: NeverContactSource\n"
@@ -355,10 +362,7 @@ fn expectations(
             by("result", &[("failure", 1.0)]),
         ),
         // Alerts
-        (
-            r#"sum by (namespace, job, registry) (rate(mirrorgate_upstream_requests_total{role="mirror",outcome=~"error|timeout|skipped|unauthorized|rejected|digest_mismatch|size_mismatch"}[5m])) > 0 and on (namespace, job) sum by (namespace, job) (rate(mirrorgate_source_after_mirrors_total[5m])) > 0"#,
-            by("registry", &[(DOWN, rate(2.0))]),
-        ),
+        (MIRROR_FAILING, by("registry", &[(DOWN, rate(2.0))])),
         (
             r#"sum by (namespace, job) (rate(mirrorgate_http_requests_total{route=~"manifest|blob|tags|referrers",status=~"5.."}[5m])) / sum by (namespace, job) (rate(mirrorgate_http_requests_total{route=~"manifest|blob|tags|referrers"}[5m])) > 0.05"#,
             one(1.0 / 7.0),
@@ -372,6 +376,7 @@ fn expectations(
             },
         ),
         ("mirrorgate_last_reload_successful == 0", one(0.0)),
+        (BLOCKED_SCOPES_DROPPED, Samples(vec![])),
         (
             "sum by (namespace, job) (rate(mirrorgate_cache_store_failures_total[5m])) > 0",
             Samples(vec![]),
@@ -564,6 +569,100 @@ fn every_readme_alert_and_dashboard_expression_returns_what_the_workload_implies
         (Vec::<String>::new(), Vec::new()),
         "evaluated {} expressions over a window of {window} ending at {time}\n--- prometheus log\n{}",
         expressions.len(),
+        prometheus.log()
+    );
+}
+
+/// The expression of the alert `name` in the plain rules file (so a test follows what ships).
+fn alert_expression(name: &str) -> String {
+    alert_expressions()
+        .into_iter()
+        .find(|(alert, _)| alert == name)
+        .unwrap_or_else(|| panic!("no alert {name}"))
+        .1
+}
+
+/// The `registry` labels of the samples `expr` returns at the first scrape after now.
+fn registries_after_a_scrape(prometheus: &Prometheus, expr: &str) -> Result<Vec<String>, String> {
+    let at = scrape_after(prometheus, now_seconds());
+    let time = format!("{}.{:03}", at / 1000, at % 1000);
+    let samples = prometheus.query(expr, Some(&time))?;
+    Ok(samples
+        .iter()
+        .map(|s| labels(s).get("registry").cloned().unwrap_or_default())
+        .collect())
+}
+
+#[test]
+fn a_failing_mirror_of_a_never_contact_source_scope_fires_mirror_failing_and_a_lifted_block_fires_blocked_scopes_dropped()
+ {
+    let down = failing_registry();
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let blocked = format!(
+        "apiVersion: config.openshift.io/v1\nkind: ImageDigestMirrorSet\nmetadata:\n  name: blocked\nspec:\n  imageDigestMirrors:\n  - source: {SOURCE}/blocked\n    mirrors:\n    - {DOWN}/blocked\n    mirrorSourcePolicy: NeverContactSource\n"
+    );
+    let proxy = Mirrorgate::start(
+        &blocked,
+        &[(DOWN, &down)],
+        &format!("metrics_listen: \"{metrics_addr}\"\n"),
+    );
+    let rules_file = root().join("deploy/prometheus/mirrorgate-rules.yaml");
+    let prometheus = Prometheus::start(std::slice::from_ref(&metrics_addr), &[rules_file]);
+    // Pulls on both sides of a scrape, so that the failures counter moves between two samples.
+    let pull = |run: u32| {
+        let digest = sha256_digest(format!("never served {run}").as_bytes());
+        let status = proxy
+            .get(&format!("/v2/{SOURCE}/blocked/app/manifests/{digest}"), &[])
+            .status;
+        scrape_after(&prometheus, now_seconds());
+        status
+    };
+    let pulls: Vec<u16> = (0..3).map(pull).collect();
+    let mirror_failing =
+        registries_after_a_scrape(&prometheus, &alert_expression("MirrorgateMirrorFailing"));
+    let dropped_before = registries_after_a_scrape(
+        &prometheus,
+        &alert_expression("MirrorgateBlockedScopesDropped"),
+    );
+    // A misspelt policy: the rules load with a warning, and the source is no longer blocked.
+    let successes = metric(
+        &metrics_addr,
+        "mirrorgate_reloads_total{result=\"success\"}",
+    );
+    proxy.write_rules(&blocked.replace("mirrorSourcePolicy:", "mirrorSourcePolcy:"));
+    proxy.sighup();
+    wait_for("the reload", || {
+        metric(
+            &metrics_addr,
+            "mirrorgate_reloads_total{result=\"success\"}",
+        ) > successes
+    });
+    let dropped_after = registries_after_a_scrape(
+        &prometheus,
+        &alert_expression("MirrorgateBlockedScopesDropped"),
+    );
+    assert_eq!(
+        (
+            pulls,
+            metric(
+                &metrics_addr,
+                "mirrorgate_source_after_mirrors_total{route=\"manifest\"}"
+            ),
+            mirror_failing,
+            dropped_before,
+            dropped_after,
+            metric(&metrics_addr, "mirrorgate_rule_warnings"),
+        ),
+        (
+            vec![502, 502, 502],
+            0.0,
+            Ok(vec![DOWN.to_owned()]),
+            Ok(vec![]),
+            Ok(vec![String::new()]),
+            1.0,
+        ),
+        "{}",
         prometheus.log()
     );
 }

@@ -39,13 +39,22 @@ fn icsp(name: &str, entries: &str) -> String {
 const DIGEST: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
 fn sources(rule_set: &RuleSet, image: &str) -> Vec<String> {
+    sources_shown(rule_set, image, |s| format!("{} {}", s.role, s.reference))
+}
+
+/// Each pull source of `image`, as `show` writes it.
+fn sources_shown(
+    rule_set: &RuleSet,
+    image: &str,
+    show: impl Fn(&rules::PullSource) -> String,
+) -> Vec<String> {
     let reference = Reference::parse_normalized(image).unwrap();
     rule_set
         .resolve(&reference)
         .unwrap()
         .sources
         .iter()
-        .map(|s| format!("{} {}", s.role, s.reference))
+        .map(show)
         .collect()
 }
 
@@ -865,5 +874,57 @@ fn a_cycle_broken_at_the_source_keeps_the_source_as_a_mirror_as_runtime_utils_do
             format!("mirror c.io/x/app@{DIGEST}"),
             format!("source a.io/app@{DIGEST}")
         ]
+    );
+}
+
+// ---- origins: which object each pull source comes from ----
+
+/// `role reference (origin)` for each pull source of `image`.
+fn sources_with_origins(rule_set: &RuleSet, image: &str) -> Vec<String> {
+    sources_shown(rule_set, image, |s| {
+        let origin = s.origin.as_deref().unwrap_or("no rule");
+        format!("{} {} ({origin})", s.role, s.reference)
+    })
+}
+
+#[test]
+fn each_merged_mirror_names_the_objects_that_list_it_and_the_source_its_rule() {
+    let rule_set = load(&format!(
+        "{}---\n{}---\n{}",
+        idms(
+            "first",
+            "  - source: quay.io/ns\n    mirrors: [a.example.com/ns, shared.example.com/ns]\n"
+        ),
+        icsp(
+            "second",
+            "  - source: quay.io/ns\n    mirrors: [shared.example.com/ns, b.example.com/ns]\n"
+        ),
+        itms(
+            "tags",
+            "  - source: quay.io/ns\n    mirrors: [t.example.com/ns]\n"
+        ),
+    ));
+    let first = "rules/test.yaml: document 1 (ImageDigestMirrorSet/first)";
+    let second = "rules/test.yaml: document 2 (ImageContentSourcePolicy/second)";
+    let tags = "rules/test.yaml: document 3 (ImageTagMirrorSet/tags)";
+    assert_eq!(
+        (
+            sources_with_origins(&rule_set, &format!("quay.io/ns/app@{DIGEST}")),
+            sources_with_origins(&rule_set, "quay.io/ns/app:v1"),
+            sources_with_origins(&rule_set, "quay.io/other/app:v1"),
+        ),
+        (
+            vec![
+                format!("mirror a.example.com/ns/app@{DIGEST} ({first})"),
+                format!("mirror shared.example.com/ns/app@{DIGEST} ({first}; {second})"),
+                format!("mirror b.example.com/ns/app@{DIGEST} ({second})"),
+                format!("source quay.io/ns/app@{DIGEST} ({first}; {second})"),
+            ],
+            vec![
+                format!("mirror t.example.com/ns/app:v1 ({tags})"),
+                format!("source quay.io/ns/app:v1 ({tags})"),
+            ],
+            vec!["source quay.io/other/app:v1 (no rule)".to_owned()],
+        )
     );
 }

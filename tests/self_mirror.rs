@@ -326,7 +326,13 @@ fn resolve_shows_the_self_mirror_skipped_and_check_reports_it_once_per_rule() {
         (
             (
                 true,
-                format!("mirror mirror.test/app@{digest}\nsource registry.test/app@{digest}\n"),
+                format!(
+                    "mirror mirror.test/app@{digest}  ({origin})\nsource registry.test/app@{digest}  ({origin})\n",
+                    origin = format!(
+                        "{}: document 1 (ImageDigestMirrorSet/through-mirrorgate)",
+                        rules.display()
+                    )
+                ),
                 format!(
                     "skipped: mirror mirrorgate.mirrorgate.svc:5000/registry.test/app@{digest} is mirrorgate itself (self name mirrorgate.mirrorgate.svc:5000): already routing it\n"
                 )

@@ -77,6 +77,7 @@ fn defaults_match_the_documented_values() {
             redirect_allowed_networks: Vec::new(),
         },
         watch: true,
+        rules_strict: false,
         log_level: "info".to_owned(),
         allow_any_registry: false,
         tls: None,
@@ -683,6 +684,17 @@ fn a_bad_redirect_network_is_rejected_with_location() {
     assert!(
         err.starts_with("config/mirrorgate.yaml:2:") && err.contains("is not an IP network"),
         "{err}"
+    );
+}
+
+#[test]
+fn rules_strict_is_off_unless_set() {
+    assert_eq!(
+        (
+            parse("").map(|c| c.rules_strict).ok(),
+            parse("rules_strict: true\n").map(|c| c.rules_strict).ok(),
+        ),
+        (Some(false), Some(true))
     );
 }
 

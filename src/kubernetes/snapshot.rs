@@ -5,7 +5,8 @@
 //! change often and carry no rules, so dropping them keeps memory small and lets a status-only
 //! update leave the snapshot unchanged. A HostedCluster keeps only its mirror fields
 //! (`imageContentSources`, `imageMirrorConfigRef`, `imageMirrorConfig`), a NodePool its
-//! `config` and `clusterName`.
+//! `config` and `clusterName`; each also keeps a key that looks like a misspelling of one, so
+//! that it is warned about as in a file.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -63,7 +64,12 @@ impl ClusterObject {
             Some(match (keys, found) {
                 (Some(keys), Value::Object(map)) => Value::Object(
                     map.iter()
-                        .filter(|(k, _)| keys.contains(&k.as_str()))
+                        // A near miss of a mirror field is kept so that `check` and the
+                        // rules engine can warn about it, as they do for a file.
+                        .filter(|(k, _)| {
+                            keys.contains(&k.as_str())
+                                || rules::near_mirror_field(kind.as_str(), k).is_some()
+                        })
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect(),
                 ),
@@ -72,15 +78,8 @@ impl ClusterObject {
         };
         let (field, keys): (&str, Option<&[&str]>) = match kind {
             Kind::ConfigMap => ("data", None),
-            Kind::HostedCluster => (
-                "spec",
-                Some(&[
-                    "imageContentSources",
-                    "imageMirrorConfigRef",
-                    "imageMirrorConfig",
-                ]),
-            ),
-            Kind::NodePool => ("spec", Some(&["config", "clusterName"])),
+            Kind::HostedCluster => ("spec", Some(&rules::HOSTED_CLUSTER_MIRROR_FIELDS)),
+            Kind::NodePool => ("spec", Some(&rules::NODE_POOL_MIRROR_FIELDS)),
             _ => ("spec", None),
         };
         if let Some(kept) = keep(field, keys) {
@@ -405,6 +404,37 @@ mod tests {
                     ("clusters".to_owned(), "a".to_owned()),
                     ("clusters".to_owned(), "b".to_owned())
                 ],
+            )
+        );
+    }
+
+    #[test]
+    fn a_misspelt_hosted_cluster_mirror_field_is_kept_and_warned_about() {
+        let hosted = ClusterObject::new(
+            Kind::HostedCluster,
+            &json!({
+                "metadata": {"name": "hc", "namespace": "clusters"},
+                "spec": {"imageContentSource": [{"source": "quay.io/a", "mirrors": ["mirror.example.com/a"]}],
+                         "pullSecret": {"name": "ps"}}
+            }),
+        );
+        let snapshot = Snapshot::new(vec![hosted]);
+        let warnings = |rule_set: RuleSet| -> Vec<String> {
+            rule_set
+                .warnings()
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        // Alone (`to_rule_set`), and as serve, check and resolve read it (merged with files).
+        let (merged, _) = snapshot
+            .merged_with_files(&[], &rules::MemberHistory::default())
+            .unwrap();
+        assert_eq!(
+            (warnings(snapshot.to_rule_set().unwrap()), warnings(merged)),
+            (
+                vec!["cluster: document 1 (HostedCluster/hc): spec.imageContentSource: unknown field; ignored (the API server would prune it) (did you mean \"imageContentSources\"?)".to_owned()],
+                vec!["cluster: HostedCluster clusters/hc: document 1 (HostedCluster/hc): spec.imageContentSource: unknown field; ignored (the API server would prune it) (did you mean \"imageContentSources\"?)".to_owned()],
             )
         );
     }

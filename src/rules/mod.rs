@@ -39,6 +39,9 @@ use thiserror::Error;
 
 pub use load::{Documents, load, load_str, load_with_documents};
 pub use members::{InForce, Member, MemberError, MemberHistory, MemberObject, load_with_members};
+pub(crate) use objects::{
+    HOSTED_CLUSTER_MIRROR_FIELDS, NODE_POOL_MIRROR_FIELDS, near_mirror_field,
+};
 pub use resolve::{BlockedSource, PullSource, Resolution, ResolveError, Role, SkippedSource};
 pub use ruleset::{ConfigMapUse, Rule, RuleSet, Summary};
 pub use scope::{RepoScope, Scope, ScopeError};
@@ -122,6 +125,21 @@ pub struct Origin {
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.file, self.location)
+    }
+}
+
+impl Origin {
+    /// The object as `resolve` names it: `file: location`, without the loader's `document 1
+    /// (Kind/name)` where the origin is a cluster object's (`cluster: ImageDigestMirrorSet/foo`),
+    /// which is one document and already says what it is.
+    pub fn describe(&self) -> String {
+        if self.file.starts_with("cluster: ")
+            && let Some(label) = self.location.strip_prefix("document 1 (")
+            && let Some(end) = label.find(')')
+        {
+            return format!("{}{}", self.file, &label[end + 1..]);
+        }
+        self.to_string()
     }
 }
 

@@ -139,6 +139,81 @@ fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
         .map(|(_, k)| k)
 }
 
+/// The HostedCluster `spec` fields mirrorgate reads.
+pub(crate) const HOSTED_CLUSTER_MIRROR_FIELDS: [&str; 3] = [
+    "imageContentSources",
+    "imageMirrorConfigRef",
+    "imageMirrorConfig",
+];
+/// The NodePool `spec` fields mirrorgate reads.
+pub(crate) const NODE_POOL_MIRROR_FIELDS: [&str; 2] = ["config", "clusterName"];
+/// The other fields of HyperShift's HostedClusterSpec (v1beta1): never a misspelling, however
+/// close to a mirror field they are.
+const HOSTED_CLUSTER_OTHER_FIELDS: [&str; 32] = [
+    "release",
+    "controlPlaneRelease",
+    "clusterID",
+    "infraID",
+    "updateService",
+    "channel",
+    "platform",
+    "controllerAvailabilityPolicy",
+    "infrastructureAvailabilityPolicy",
+    "dns",
+    "networking",
+    "autoscaling",
+    "autoNode",
+    "etcd",
+    "services",
+    "pullSecret",
+    "sshKey",
+    "issuerURL",
+    "serviceAccountSigningKey",
+    "configuration",
+    "auditWebhook",
+    "additionalTrustBundle",
+    "secretEncryption",
+    "fips",
+    "pausedUntil",
+    "olmCatalogPlacement",
+    "nodeSelector",
+    "tolerations",
+    "labels",
+    "capabilities",
+    "operatorConfiguration",
+    "kubeAPIServerDNSName",
+];
+/// The other fields of HyperShift's NodePoolSpec (v1beta1).
+const NODE_POOL_OTHER_FIELDS: [&str; 12] = [
+    "release",
+    "platform",
+    "replicas",
+    "management",
+    "autoScaling",
+    "nodeDrainTimeout",
+    "nodeVolumeDetachTimeout",
+    "nodeLabels",
+    "taints",
+    "pausedUntil",
+    "tuningConfig",
+    "arch",
+];
+
+/// The mirror field a HostedCluster or NodePool `spec` key is most likely a misspelling of, if
+/// it is close to one and is no other HyperShift field: a HostedCluster spec has dozens of
+/// legitimate fields, so only a near miss of a field that carries mirrors is worth a warning.
+pub(crate) fn near_mirror_field(kind: &str, key: &str) -> Option<&'static str> {
+    let (mirror, other): (&[&'static str], &[&str]) = match kind {
+        "HostedCluster" => (&HOSTED_CLUSTER_MIRROR_FIELDS, &HOSTED_CLUSTER_OTHER_FIELDS),
+        "NodePool" => (&NODE_POOL_MIRROR_FIELDS, &NODE_POOL_OTHER_FIELDS),
+        _ => return None,
+    };
+    if mirror.contains(&key) || other.contains(&key) {
+        return None;
+    }
+    closest(key, mirror)
+}
+
 /// Limits of HostedCluster `spec.imageContentSources`.
 const HOSTED_CLUSTER_MAX: usize = 255;
 
@@ -433,6 +508,7 @@ impl Decoder<'_> {
             return Err(self.invalid(&origin.location, "spec", Problem::Required));
         };
         let spec = as_map(spec).map_err(|p| self.invalid(&origin.location, "spec", p))?;
+        self.near_mirror_fields(out, &origin.location, "HostedCluster", spec);
         // `imageMirrorConfigRef` is the field's name in the API; an earlier revision called it
         // `imageMirrorConfig`.
         for field in ["imageMirrorConfigRef", "imageMirrorConfig"] {
@@ -493,6 +569,7 @@ impl Decoder<'_> {
             None | Some(Value::Null) => return Ok(()),
             Some(spec) => as_map(spec).map_err(|p| self.invalid(labelled, "spec", p))?,
         };
+        self.near_mirror_fields(out, labelled, "NodePool", spec);
         let configs = match spec.get("config") {
             None | Some(Value::Null) => return Ok(()),
             Some(list) => as_array(list).map_err(|p| self.invalid(labelled, "spec.config", p))?,
@@ -551,6 +628,29 @@ impl Decoder<'_> {
                 &field,
                 format!("unknown field; ignored (the API server would prune it){hint}"),
             );
+        }
+    }
+
+    /// Warns about each key of a HostedCluster or NodePool `spec` that looks like a misspelt
+    /// mirror field: the API server prunes it, and the cluster's mirrors silently vanish.
+    fn near_mirror_fields(
+        &self,
+        out: &mut Decoded,
+        location: &str,
+        kind: &str,
+        spec: &Map<String, Value>,
+    ) {
+        for key in spec.keys() {
+            if let Some(meant) = near_mirror_field(kind, key) {
+                self.warn(
+                    out,
+                    location,
+                    &format!("spec.{key}"),
+                    format!(
+                        "unknown field; ignored (the API server would prune it) (did you mean \"{meant}\"?)"
+                    ),
+                );
+            }
         }
     }
 
@@ -872,5 +972,54 @@ fn optional_str<'v>(map: &'v Map<String, Value>, key: &str) -> Result<Option<&'v
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(other) => Err(wrong_type("a string", other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_near_miss_of_a_mirror_field_that_is_no_hypershift_field_is_suspect() {
+        let judged: Vec<(&str, &str, Option<&str>)> = [
+            ("HostedCluster", "imageContentSource"),
+            ("HostedCluster", "imageMirorConfigRef"),
+            ("HostedCluster", "imageContentSources"),
+            ("HostedCluster", "imageMirrorConfig"),
+            ("HostedCluster", "pullSecret"),
+            ("HostedCluster", "configuration"),
+            ("NodePool", "configs"),
+            ("NodePool", "clustername"),
+            ("NodePool", "tuningConfig"),
+            ("NodePool", "replicas"),
+            ("ImageDigestMirrorSet", "configs"),
+        ]
+        .into_iter()
+        .map(|(kind, key)| (kind, key, near_mirror_field(kind, key)))
+        .collect();
+        assert_eq!(
+            judged,
+            [
+                (
+                    "HostedCluster",
+                    "imageContentSource",
+                    Some("imageContentSources")
+                ),
+                (
+                    "HostedCluster",
+                    "imageMirorConfigRef",
+                    Some("imageMirrorConfigRef")
+                ),
+                ("HostedCluster", "imageContentSources", None),
+                ("HostedCluster", "imageMirrorConfig", None),
+                ("HostedCluster", "pullSecret", None),
+                ("HostedCluster", "configuration", None),
+                ("NodePool", "configs", Some("config")),
+                ("NodePool", "clustername", Some("clusterName")),
+                ("NodePool", "tuningConfig", None),
+                ("NodePool", "replicas", None),
+                ("ImageDigestMirrorSet", "configs", None),
+            ]
+        );
     }
 }

@@ -14,6 +14,7 @@
 //! 7. If nothing is left, the pull is refused as blocked.
 
 use std::fmt;
+use std::sync::Arc;
 
 use thiserror::Error;
 
@@ -54,6 +55,10 @@ pub struct PullSource {
     pub reference: Reference,
     /// Whether it is a mirror or the source.
     pub role: Role,
+    /// The objects it comes from (`file: location`, `; `-separated): for a mirror those that list
+    /// it, for the source those of the matched rule that route this kind of reference (see
+    /// [`super::Rule::source_origin`]); `None` when no rule applies.
+    pub origin: Option<Arc<str>>,
 }
 
 /// An attempt dropped because its repository lies in a blocked scope.
@@ -151,6 +156,7 @@ impl RuleSet {
                 sources: vec![PullSource {
                     reference: reference.clone(),
                     role: Role::Source,
+                    origin: None,
                 }],
                 blocked: Vec::new(),
                 skipped: Vec::new(),
@@ -162,13 +168,14 @@ impl RuleSet {
             Serves::Tag
         };
         let mirrors = rule.mirrors(serves);
+        let origins = rule.mirror_origins(serves);
 
         // Rewrite every mirror first: one bad rewrite fails the pull, blocked or not.
         let full = reference.as_str();
         let rest = &full[rewrite_from..];
         let mut attempts = Vec::with_capacity(mirrors.len() + 1);
         let mut skipped = Vec::new();
-        for mirror in mirrors {
+        for (mirror, origin) in mirrors.iter().zip(origins) {
             let mut rewritten = String::with_capacity(mirror.as_str().len() + rest.len());
             rewritten.push_str(mirror.as_str());
             rewritten.push_str(rest);
@@ -178,7 +185,9 @@ impl RuleSet {
                         reference: physical,
                         self_name: name.to_owned(),
                     }),
-                    None => attempts.push((physical, Role::Mirror, self.is_exposed(mirror))),
+                    None => {
+                        attempts.push((physical, Role::Mirror, self.is_exposed(mirror), origin))
+                    }
                 },
                 Err(reason) => {
                     return Err(ResolveError::RewriteFailed {
@@ -191,11 +200,16 @@ impl RuleSet {
                 }
             }
         }
-        attempts.push((reference.clone(), Role::Source, rule.blocked));
+        attempts.push((
+            reference.clone(),
+            Role::Source,
+            rule.blocked,
+            rule.source_origin(serves),
+        ));
 
         let mut sources = Vec::with_capacity(attempts.len());
         let mut blocked = Vec::new();
-        for (physical, role, exposed) in attempts {
+        for (physical, role, exposed, origin) in attempts {
             // The source's own rule is the matched one; a mirror may fall under any rule.
             let governing = match role {
                 Role::Source => Some(rule),
@@ -211,6 +225,7 @@ impl RuleSet {
                 _ => sources.push(PullSource {
                     reference: physical,
                     role,
+                    origin: Some(origin.clone()),
                 }),
             }
         }

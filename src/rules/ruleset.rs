@@ -36,6 +36,18 @@ pub struct Rule {
     pub defined_by: Vec<String>,
     /// The entries that set NeverContactSource, as `file: location: field`.
     pub blocked_by: Vec<String>,
+    /// The objects the rule was merged from (`file: location`, `; `-separated).
+    pub origin: Arc<str>,
+    /// The objects that route the source of a digest reference: those with digest mirrors
+    /// (IDMS, ICSP), else the whole rule.
+    pub digest_source_origin: Arc<str>,
+    /// The objects that route the source of a tag reference: those with tag mirrors (ITMS),
+    /// else the whole rule.
+    pub tag_source_origin: Arc<str>,
+    /// For each of `digest_mirrors`, the objects that list it.
+    pub digest_origins: Vec<Arc<str>>,
+    /// For each of `tag_mirrors`, the objects that list it.
+    pub tag_origins: Vec<Arc<str>>,
 }
 
 impl Rule {
@@ -44,6 +56,22 @@ impl Rule {
         match serves {
             Serves::Digest => &self.digest_mirrors,
             Serves::Tag => &self.tag_mirrors,
+        }
+    }
+
+    /// The objects that route the source of a reference of the given kind.
+    pub fn source_origin(&self, serves: Serves) -> &Arc<str> {
+        match serves {
+            Serves::Digest => &self.digest_source_origin,
+            Serves::Tag => &self.tag_source_origin,
+        }
+    }
+
+    /// For each of [`Rule::mirrors`], the objects that list it.
+    pub fn mirror_origins(&self, serves: Serves) -> &[Arc<str>] {
+        match serves {
+            Serves::Digest => &self.digest_origins,
+            Serves::Tag => &self.tag_origins,
         }
     }
 }
@@ -80,6 +108,18 @@ pub struct RuleSet {
     config_map_uses: Vec<ConfigMapUse>,
     /// The members refused, and what of each is in force instead.
     errors: Vec<MemberError>,
+}
+
+/// The distinct objects of `sets`, in order, as one `; `-separated text.
+fn origins_of<'a>(sets: impl Iterator<Item = &'a MirrorSet>) -> Arc<str> {
+    let mut seen: Vec<String> = Vec::new();
+    for set in sets {
+        let described = set.origin.describe();
+        if !seen.contains(&described) {
+            seen.push(described);
+        }
+    }
+    Arc::from(seen.join("; "))
 }
 
 /// The ConfigMaps a HostedCluster (`spec.imageMirrorConfigRef`) or NodePool (`spec.config`) of
@@ -168,6 +208,34 @@ impl RuleSet {
             };
             let entry_name = |s: &&MirrorSet| format!("{}: {}", s.origin, s.field);
             let (digest_mirrors, tag_mirrors) = (merged(Serves::Digest), merged(Serves::Tag));
+            let origin = origins_of(sets.iter().copied());
+            // A mirror comes from the objects that list it; the source itself, where a broken
+            // cycle leaves it in the list, from the rule.
+            let mirror_origins = |serves: Serves, mirrors: &[RepoScope]| -> Vec<Arc<str>> {
+                mirrors
+                    .iter()
+                    .map(|mirror| {
+                        let listing = sets
+                            .iter()
+                            .copied()
+                            .filter(|s| s.serves == serves && s.mirrors.contains(mirror));
+                        match origins_of(listing) {
+                            none if none.is_empty() => origin.clone(),
+                            some => some,
+                        }
+                    })
+                    .collect()
+            };
+            let source_origin = |serves: Serves| match origins_of(
+                sets.iter().copied().filter(|s| s.serves == serves),
+            ) {
+                none if none.is_empty() => origin.clone(),
+                some => some,
+            };
+            let (digest_source_origin, tag_source_origin) =
+                (source_origin(Serves::Digest), source_origin(Serves::Tag));
+            let digest_origins = mirror_origins(Serves::Digest, &digest_mirrors);
+            let tag_origins = mirror_origins(Serves::Tag, &tag_mirrors);
             check_mirror_count(&sets, Serves::Digest, digest_mirrors.len())?;
             check_mirror_count(&sets, Serves::Tag, tag_mirrors.len())?;
             rules.push(Rule {
@@ -181,6 +249,11 @@ impl RuleSet {
                     .filter(|s| s.policy == Policy::NeverContactSource)
                     .map(entry_name)
                     .collect(),
+                origin,
+                digest_source_origin,
+                tag_source_origin,
+                digest_origins,
+                tag_origins,
             });
         }
 

@@ -43,7 +43,7 @@ pub use image::{
 };
 pub use kmock::Kmock;
 pub use mirrorgate::{Mirrorgate, SELF_ADDR, serve_in_process};
-pub use process::{PROBE_USER_AGENT, READY_TIMEOUT, free_port, wait_until};
+pub use process::{PROBE_USER_AGENT, READY_TIMEOUT, free_port, spawn_logged, wait_until};
 pub use prometheus::Prometheus;
 pub use registry::{LoggedRequest, Registry, parse_access_line};
 pub use release::{RegistryFetcher, ReleaseSpec, SyntheticRelease};
