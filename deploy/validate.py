@@ -69,6 +69,9 @@ RESTRICTED_VOLUMES = {
 PROCESS_OVERHEAD = 64 << 20
 # How long mirrorgate lets in-flight requests finish after SIGTERM (src/http/server.rs).
 MIRRORGATE_GRACE_SECONDS = 30
+COMPONENTS = KUSTOMIZATIONS / "components"
+BASE = KUSTOMIZATIONS / "base"
+COMPONENT_API = "kustomize.config.k8s.io/v1alpha1"
 
 
 class Report:
@@ -1064,8 +1067,116 @@ def serve_smoke_test(
                 R.fail(f"{where}: `mirrorgate serve` did not stop on SIGTERM")
 
 
+def component_needs(name: str, config: dict) -> tuple[str, str] | None:
+    """What an overlay's mirrorgate.yaml must hold for a component of deploy/kubernetes/components:
+    (what is needed, what is missing), or None when it is there or the component is not one of
+    ours. mirrorgate reads one configuration file, so a component adds objects, mounts and rule
+    files but cannot add its section to that file: the overlay has to, and forgetting would deploy
+    the component's mounts with nothing using them."""
+    shared = ((config.get("cache") or {}).get("shared")) or {}
+    services = ("mirrorgate.mirrorgate.svc", "mirrorgate.mirrorgate.svc.cluster.local")
+    if name == "cluster-rules":
+        if config.get("kubernetes") is None:
+            return "a `kubernetes:` section", "none"
+    elif name == "shared-cache":
+        if not (shared.get("s3") and shared.get("key_file")):
+            return "`cache.shared` with `s3` and `key_file`", f"cache.shared is {shared or None}"
+    elif name == "management-cluster":
+        names = [n for n in config.get("self_names") or [] if n.rsplit(":", 1)[0] not in services]
+        if not names or not config.get("via_token"):
+            return (
+                "`self_names` with the address the cluster's mirror sets use (besides the "
+                "Service's names) and a `via_token`",
+                f"self_names {config.get('self_names')}, via_token {config.get('via_token')!r}",
+            )
+    return None
+
+
+def check_component_sections(directory: Path, objects: list[dict], where: str) -> None:
+    k = load_yaml_docs(kustomization_file(directory))[0]
+    used = [
+        (directory / c).resolve()
+        for c in k.get("components") or []
+        if (directory / c).resolve().parent == COMPONENTS.resolve()
+    ]
+    if not used:
+        return
+    configs = [
+        o["data"]["mirrorgate.yaml"]
+        for o in objects
+        if o.get("kind") == "ConfigMap"
+        and o["metadata"]["name"].startswith("mirrorgate-config")
+        and "mirrorgate.yaml" in (o.get("data") or {})
+    ]
+    if not R.check(len(configs) == 1, f"{where}: one mirrorgate-config ConfigMap"):
+        return
+    config = yaml.safe_load(configs[0]) or {}
+    for component in used:
+        need = component_needs(component.name, config)
+        R.check(
+            need is None,
+            f"{where}: mirrorgate.yaml has what component {component.name} needs",
+            need and f"it needs {need[0]}; found {need[1]}",
+        )
+
+
+def check_component(directory: Path, args, tmp: Path) -> None:
+    """A Kustomize Component cannot be built alone: it is rendered on top of the base (in a
+    kustomization of its own in tmp), and the objects checked like an overlay's. Its configuration
+    section comes from the overlay using it, so `mirrorgate check` runs there (each component must
+    be used by one overlay at least)."""
+    where = rel(directory)
+    R.section(where)
+    check_kustomization_files(directory)
+    k = load_yaml_docs(kustomization_file(directory))[0]
+    R.check(
+        k.get("apiVersion") == COMPONENT_API and k.get("kind") == "Component",
+        f"{where}: apiVersion {COMPONENT_API}, kind Component",
+        f"apiVersion {k.get('apiVersion')}, kind {k.get('kind')}",
+    )
+    users = [
+        rel(d)
+        for d in sorted(KUSTOMIZATIONS.glob("overlays/*"))
+        if kustomization_file(d)
+        and directory.resolve()
+        in [(d / c).resolve() for c in load_yaml_docs(kustomization_file(d))[0].get("components") or []]
+    ]
+    R.check(
+        bool(users),
+        f"{where}: used by {', '.join(users) or 'no overlay'} (where its configuration is checked)",
+        "add it to an overlay in deploy/kubernetes/overlays, so that `mirrorgate check` runs on a "
+        "configuration made for it",
+    )
+    if not args.renderer:
+        R.skip(f"{where}: not rendered on the base (no kustomize or kubectl binary)")
+        return
+    work = tmp / ("component-" + directory.name)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(BASE, work)],
+                "components": [os.path.relpath(directory, work)],
+            }
+        ),
+        encoding="utf-8",
+    )
+    objects = render(args.renderer, work)
+    if objects is None:
+        return
+    where = f"{where} (on the base)"
+    check_schemas(objects, args.versions, where)
+    check_labels(objects, where)
+    check_deployment(objects, where)
+
+
 def check_kustomization(directory: Path, args, tmp: Path) -> None:
     where = rel(directory)
+    if load_yaml_docs(kustomization_file(directory))[0].get("kind") == "Component":
+        check_component(directory, args, tmp)
+        return
     R.section(f"{where}")
     check_kustomization_files(directory)
     read_error = None
@@ -1103,6 +1214,7 @@ def check_kustomization(directory: Path, args, tmp: Path) -> None:
         return
     check_schemas(objects, args.versions, where)
     check_labels(objects, where)
+    check_component_sections(directory, objects, where)
     found = check_deployment(objects, where)
     if found:
         pod, deployment = found

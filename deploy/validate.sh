@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Validates deploy/ without a cluster (run by scripts/test.sh; takes a few seconds once mirrorgate is
 # built):
-#  - the Kustomize base and overlays: referenced files exist, no manifest is left out; built-in kinds
+#  - the Kustomize base, components and overlays: referenced files exist, no manifest is left out;
+#    each component (kind Component) rendered on top of the base and used by an overlay whose
+#    mirrorgate.yaml has the section the component needs (the combined overlay uses all three); built-in kinds
 #    against the Kubernetes JSON schemas (strict, kubernetes-validate from PyPI), the ServiceMonitor
 #    (a CRD) for shape; the wiring between the objects and the restricted-v2 SCC rules;
 #  - the mirrorgate configuration in each config ConfigMap: `mirrorgate check` on it, with the rules
