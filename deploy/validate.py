@@ -1336,11 +1336,26 @@ def containerfile_instructions() -> list[tuple[str, str]]:
 def check_containerfile(deployments: list[tuple[str, dict]]) -> None:
     R.section(rel(CONTAINERFILE))
     instructions = containerfile_instructions()
-    froms = [rest.split()[0] for word, rest in instructions if word == "FROM"]
+    # Base images may be build arguments (so that a disconnected site names its mirrored copies):
+    # what is checked is each argument's default, the image a plain build uses.
+    defaults = {}
+    for word, rest in instructions:
+        if word == "ARG":
+            name, _, value = rest.partition("=")
+            defaults[name.strip()] = value.strip().strip('"')
+    froms = [
+        re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: defaults.get(m[1] or m[2], m[0]), rest.split()[0])
+        for word, rest in instructions
+        if word == "FROM"
+    ]
     R.check(
         len(froms) >= 2
-        and all(re.search(r":[\w.-]+$|@sha256:", f) and not f.endswith(":latest") for f in froms),
-        f"multi-stage, base images pinned to a tag or digest ({', '.join(froms)})",
+        and all(
+            "$" not in f and re.search(r":[\w.-]+$|@sha256:", f) and not f.endswith(":latest")
+            for f in froms
+        ),
+        f"multi-stage, base images (or their build arguments' defaults) pinned to a tag or digest "
+        f"({', '.join(froms)})",
     )
     problems = []
     destinations = {}
