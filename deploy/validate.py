@@ -1092,13 +1092,13 @@ def component_needs(name: str, config: dict) -> tuple[str, str] | None:
     return None
 
 
-def check_component_sections(directory: Path, objects: list[dict], where: str) -> None:
+def components_of(directory: Path) -> list[Path]:
     k = load_yaml_docs(kustomization_file(directory))[0]
-    used = [
-        (directory / c).resolve()
-        for c in k.get("components") or []
-        if (directory / c).resolve().parent == COMPONENTS.resolve()
-    ]
+    return [(directory / c).resolve() for c in k.get("components") or []]
+
+
+def check_component_sections(directory: Path, objects: list[dict], where: str) -> None:
+    used = [c for c in components_of(directory) if c.parent == COMPONENTS.resolve()]
     if not used:
         return
     configs = [
@@ -1135,11 +1135,10 @@ def check_component(directory: Path, args, tmp: Path) -> None:
         f"apiVersion {k.get('apiVersion')}, kind {k.get('kind')}",
     )
     users = [
-        rel(d)
-        for d in sorted(KUSTOMIZATIONS.glob("overlays/*"))
-        if kustomization_file(d)
-        and directory.resolve()
-        in [(d / c).resolve() for c in load_yaml_docs(kustomization_file(d))[0].get("components") or []]
+        rel(overlay)
+        for overlay in sorted(KUSTOMIZATIONS.glob("overlays/*"))
+        if kustomization_file(overlay)
+        and directory.resolve() in components_of(overlay)
     ]
     R.check(
         bool(users),
