@@ -415,3 +415,84 @@ fn resolve_names_the_object_each_pull_source_comes_from_in_text_and_json() {
         text(&text_output.stderr)
     );
 }
+
+/// The subcommands `mirrorgate --help` lists, and the long options `mirrorgate CMD --help` lists
+/// for each (`--help` and `--version` aside).
+fn commands_and_options() -> Vec<(String, Vec<String>)> {
+    let help = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_mirrorgate"))
+            .args(args)
+            .output()
+            .expect("run mirrorgate --help");
+        text(&output.stdout)
+    };
+    let top = help(&["--help"]);
+    let commands: Vec<String> = top
+        .lines()
+        .skip_while(|line| *line != "Commands:")
+        .skip(1)
+        .take_while(|line| line.starts_with("  "))
+        .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
+        .filter(|command| command != "help")
+        .collect();
+    commands
+        .into_iter()
+        .map(|command| {
+            let options = help(&[command.as_str(), "--help"])
+                .split_whitespace()
+                .filter(|word| word.starts_with("--") && word.len() > 2)
+                .map(|word| {
+                    word.trim_end_matches([',', '.', ')', ':'])
+                        .split(['=', '['])
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .filter(|option| option != "--help" && option != "--version")
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            (command, options)
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_command_table_names_every_command_and_option_help_lists() {
+    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("read README.md");
+    let table: Vec<&str> = readme
+        .lines()
+        .skip_while(|line| *line != "## Command line")
+        .skip(1)
+        .take_while(|line| !line.starts_with("## "))
+        .filter(|line| line.starts_with("| `mirrorgate "))
+        .collect();
+    let missing: Vec<String> = commands_and_options()
+        .into_iter()
+        .flat_map(|(command, options)| {
+            let row = table.iter().find(|row| {
+                row.contains(&format!("`mirrorgate {command} "))
+                    || row.contains(&format!("`mirrorgate {command}`"))
+            });
+            // `[ADMIN]` stands for the options the table spells out once, in the status row.
+            let admin = table
+                .iter()
+                .find(|row| row.contains("`ADMIN`"))
+                .copied()
+                .unwrap_or_default();
+            match row {
+                None => vec![format!("mirrorgate {command}")],
+                Some(row) => options
+                    .into_iter()
+                    .filter(|option| {
+                        !(row.contains(option.as_str())
+                            || row.contains("[ADMIN]") && admin.contains(option.as_str()))
+                    })
+                    .map(|option| format!("mirrorgate {command} {option}"))
+                    .collect(),
+            }
+        })
+        .collect();
+    assert_eq!(missing, Vec::<String>::new(), "rows: {table:#?}");
+}
