@@ -164,24 +164,31 @@ async fn route(
 
 /// The release of a `{"image": …}` body.
 async fn release_of(request: Request<Incoming>) -> Result<Reference, ApiError> {
+    let asked: WarmRequest =
+        json_body(request, MAX_BODY, "{\"image\": \"<release image>\"}").await?;
+    Reference::parse_normalized(asked.image.trim())
+        .map_err(|e| ApiError::name_invalid(format!("invalid image \"{}\": {e}", asked.image)))
+}
+
+/// The JSON body of an admin API request, at most `max` bytes, of the shape `shape` describes
+/// (for the 400 that says what was expected).
+pub(super) async fn json_body<T: serde::de::DeserializeOwned>(
+    request: Request<Incoming>,
+    max: usize,
+    shape: &str,
+) -> Result<T, ApiError> {
     let bad =
         |message: String| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, message);
-    let body = Limited::new(request.into_body(), MAX_BODY)
+    let body = Limited::new(request.into_body(), max)
         .collect()
         .await
         .map_err(|e| {
             bad(format!(
-                "cannot read the request body (at most {MAX_BODY} bytes): {e}"
+                "cannot read the request body (at most {max} bytes): {e}"
             ))
         })?
         .to_bytes();
-    let asked: WarmRequest = serde_json::from_slice(&body).map_err(|e| {
-        bad(format!(
-            "the body must be {{\"image\": \"<release image>\"}}: {e}"
-        ))
-    })?;
-    Reference::parse_normalized(asked.image.trim())
-        .map_err(|e| ApiError::name_invalid(format!("invalid image \"{}\": {e}", asked.image)))
+    serde_json::from_slice(&body).map_err(|e| bad(format!("the body must be {shape}: {e}")))
 }
 
 /// Whether the client at `peer`, on the listener bound to `local`, may use an admin API (the

@@ -12,13 +12,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
 use super::Body;
 use super::error::{ApiError, ErrorCode};
-use super::warm_endpoint::{AdminClient, answer_admin, json};
+use super::warm_endpoint::{AdminClient, answer_admin, json, json_body};
 use crate::proxy::Proxy;
 use crate::reference::Digest;
 use crate::warm::Warmer;
@@ -110,24 +109,18 @@ fn texts(digests: Vec<Digest>) -> Vec<String> {
 
 /// The digests (and reason) of a change's body; every digest must parse, or nothing changes.
 async fn change_of(request: Request<Incoming>) -> Result<(Vec<Digest>, String), ApiError> {
-    let bad =
-        |message: String| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::Unsupported, message);
-    let body = Limited::new(request.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| {
-            bad(format!(
-                "cannot read the request body (at most {MAX_BODY} bytes): {e}"
-            ))
-        })?
-        .to_bytes();
-    let change: Change = serde_json::from_slice(&body).map_err(|e| {
-        bad(format!(
-            "the body must be {{\"digests\": [\"sha256:…\"], \"reason\": \"…\"}}: {e}"
-        ))
-    })?;
+    let change: Change = json_body(
+        request,
+        MAX_BODY,
+        "{\"digests\": [\"sha256:…\"], \"reason\": \"…\"}",
+    )
+    .await?;
     if change.digests.is_empty() {
-        return Err(bad("no digests given".to_owned()));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::Unsupported,
+            "no digests given",
+        ));
     }
     let digests = change
         .digests
