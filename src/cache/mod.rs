@@ -102,9 +102,9 @@ impl Cache {
     pub fn withdraw(
         &self,
         digests: &[crate::reference::Digest],
-        reason: &str,
+        withdrawal: &withdrawn::Withdrawal,
     ) -> Result<Vec<crate::reference::Digest>, withdrawn::WithdrawnError> {
-        let added = self.withdrawn.withdraw(digests, reason)?;
+        let added = self.withdrawn.withdraw(digests, withdrawal)?;
         self.purge_withdrawn();
         Ok(added)
     }

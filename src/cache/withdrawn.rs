@@ -34,6 +34,18 @@ pub struct Withdrawal {
     pub at: u64,
 }
 
+impl Withdrawal {
+    /// A withdrawal made now, for `reason`.
+    pub fn now(reason: &str) -> Withdrawal {
+        Withdrawal {
+            reason: reason.to_owned(),
+            at: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }
+    }
+}
+
 /// The withdrawn digests in force.
 pub struct Withdrawn {
     entries: ArcSwap<BTreeMap<String, Withdrawal>>,
@@ -139,27 +151,18 @@ impl Withdrawn {
         self.len() == 0
     }
 
-    /// Withdraws `digests` (already withdrawn ones keep their first reason and time) and keeps
-    /// the set on disk. Returns the digests newly withdrawn.
+    /// Withdraws `digests` as `withdrawal` says (already withdrawn ones keep their first reason
+    /// and time) and keeps the set on disk. Returns the digests newly withdrawn.
     pub fn withdraw(
         &self,
         digests: &[Digest],
-        reason: &str,
+        withdrawal: &Withdrawal,
     ) -> Result<Vec<Digest>, WithdrawnError> {
-        let at = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
         self.change(|entries| {
             let mut added = Vec::new();
             for digest in digests {
                 if !entries.contains_key(digest.as_str()) {
-                    entries.insert(
-                        digest.as_str().to_owned(),
-                        Withdrawal {
-                            reason: reason.to_owned(),
-                            at,
-                        },
-                    );
+                    entries.insert(digest.as_str().to_owned(), withdrawal.clone());
                     added.push(digest.clone());
                 }
             }
@@ -231,9 +234,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = open(dir.path());
         let added = first
-            .withdraw(&[digest(A), digest(B)], "CVE-2026-0001")
+            .withdraw(&[digest(A), digest(B)], &Withdrawal::now("CVE-2026-0001"))
             .unwrap();
-        let again = first.withdraw(&[digest(A)], "another reason").unwrap();
+        let again = first
+            .withdraw(&[digest(A)], &Withdrawal::now("another reason"))
+            .unwrap();
         let reopened = open(dir.path());
         let lifted = reopened.allow(&[digest(B), digest(B)]).unwrap();
         let after_allow = open(dir.path());
@@ -276,7 +281,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let missing_tmp = dir.path().join("no-such-dir");
         let withdrawn = Withdrawn::open(dir.path(), &missing_tmp).unwrap();
-        let result = withdrawn.withdraw(&[digest(A)], "");
+        let result = withdrawn.withdraw(&[digest(A)], &Withdrawal::now(""));
         assert_eq!((result.is_err(), withdrawn.contains(A)), (true, false));
     }
 }

@@ -115,17 +115,19 @@ impl Proxy {
             missing: Missing::Manifest,
             message: format!("{logical}: the request's Accept header refuses every manifest type"),
         })?;
-        let manifest = match logical.digest() {
+        match logical.digest() {
             Some(digest) => {
                 self.refuse_withdrawn(digest.as_str(), Missing::Manifest, Route::Manifest)?;
                 self.manifest_by_digest(logical, &digest, resolution, asked)
                     .await
             }
-            None => self.manifest_by_tag(logical, resolution, asked).await,
-        }?;
-        // A tag is only known to lead to a withdrawn digest once it is answered.
-        self.refuse_withdrawn(&manifest.digest, Missing::Manifest, Route::Manifest)?;
-        Ok(manifest)
+            None => {
+                let manifest = self.manifest_by_tag(logical, resolution, asked).await?;
+                // A tag is only known to lead to a withdrawn digest once it is answered.
+                self.refuse_withdrawn(&manifest.digest, Missing::Manifest, Route::Manifest)?;
+                Ok(manifest)
+            }
+        }
     }
 
     /// A manifest by digest: from the cache, else fetched along the digest route (one fetch

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use super::{Error, Missing, Proxy, Route};
 use crate::cache::shared::SharedError;
@@ -39,13 +39,9 @@ impl Proxy {
         digests: &[Digest],
         reason: &str,
     ) -> Result<Vec<Digest>, WithdrawError> {
+        // One withdrawal, the same in the bucket and here.
+        let withdrawal = Withdrawal::now(reason);
         if let Some(tier) = &self.shared {
-            let withdrawal = Withdrawal {
-                reason: reason.to_owned(),
-                at: SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
-            };
             // A record is whole lines: the seal is the line after them.
             let record =
                 serde_json::to_string(&withdrawal).expect("a withdrawal serialises") + "\n";
@@ -53,7 +49,7 @@ impl Proxy {
                 tier.store().withdraw(digest, &record).await?;
             }
         }
-        let added = self.cache.withdraw(digests, reason)?;
+        let added = self.cache.withdraw(digests, &withdrawal)?;
         for digest in &added {
             tracing::warn!(%digest, reason, "digest withdrawn by an operator: refused and deleted from the cache");
         }
