@@ -37,8 +37,8 @@ use serde::Deserialize;
 use serde_saphyr::{DefaultMessageFormatter, MessageFormatter};
 use sha2::{Digest as _, Sha256};
 
+use crate::config::settings::Invalid;
 use crate::reference::Host;
-use crate::settings::Invalid;
 
 /// The realm named in `WWW-Authenticate` challenges.
 pub const REALM: &str = "mirrorgate";

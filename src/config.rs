@@ -23,7 +23,8 @@
 //! `crate::kubernetes`)
 //! and [`ConfigError`]. Each section parses and validates itself; this module keeps the file format,
 //! the top-level keys, the checks that span sections, and the names of the file and key in
-//! errors.
+//! errors. Its child [`settings`] holds the building blocks every section is made of (byte sizes,
+//! durations, [`Invalid`]), below all the modules that own one.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -34,14 +35,16 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use serde_saphyr::MessageFormatter;
 
+pub mod settings;
+
 pub use crate::access::{ClientMode, ClientsConfig};
 pub use crate::cache::CacheConfig;
 pub use crate::http::LimitsConfig;
 use crate::reference::Host;
-pub use crate::settings::{ByteSize, ByteSizeError, Invalid};
 pub use crate::tls::TlsConfig;
 pub use crate::upstream::{Endpoint, EndpointError, RegistrySettings, Scheme, UpstreamConfig};
 pub use crate::warm::WarmConfig;
+pub use settings::{ByteSize, ByteSizeError, Invalid};
 
 /// Where the CLI looks for the configuration file when `--config` is not given.
 pub const DEFAULT_PATH: &str = "config/mirrorgate.yaml";

@@ -4,7 +4,6 @@
 //! The crate is a library with a thin binary on top (`src/main.rs`). Each module is one concept:
 //! - [`reference`](mod@reference): the image reference grammar, Docker Hub normalisation and digests;
 //! - [`rules`]: the mirror objects, their validation, the merged override map and `resolve`;
-//! - [`settings`]: the building blocks of configuration sections (sizes, durations, errors);
 //! - [`source`]: where rule sets come from, and the stream of them;
 //! - [`access`]: who may pull: client credentials (htpasswd, tokens) and repository scopes;
 //! - [`upstream`]: the client for upstream registries (endpoints, TLS, credentials, tokens);
@@ -16,7 +15,9 @@
 //! - [`warm`]: release warm-up jobs run inside the server through the proxy, and their progress
 //!   (HostedClusters watched through `kubernetes`);
 //! - [`http`]: the OCI distribution API surface (routing of paths, addressing, error bodies);
-//! - [`config`]: the proxy's own configuration file, composed of each module's section;
+//! - [`config`]: the proxy's own configuration file, composed of each module's section; its
+//!   building blocks ([`config::settings`]: sizes, durations, errors) sit below every module that
+//!   owns a section;
 //! - [`reload`]: picking up changed rules and settings without a restart;
 //! - [`status`]: the state of a running proxy for `/status` and `mirrorgate status`;
 //! - `kubernetes` (feature `kubernetes`, on by default): mirror objects watched in a live cluster.
@@ -38,7 +39,6 @@ pub mod reference;
 pub mod release;
 pub mod reload;
 pub mod rules;
-pub mod settings;
 pub mod source;
 pub mod status;
 pub mod tls;

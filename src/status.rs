@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::settings::ByteSize;
+use crate::config::settings::ByteSize;
 
 /// Everything `/status` reports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use mirrorgate::settings::ByteSize;
+use mirrorgate::config::ByteSize;
 use support::{
     Mirrorgate, Registry, ReleaseSpec, SyntheticRelease, Throttle, http_get, http_request,
     layouts_identical, push, single_arch, skopeo, wait_until,

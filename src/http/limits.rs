@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::settings::{ByteSize, HumanDuration, Invalid};
+use crate::config::settings::{ByteSize, HumanDuration, Invalid};
 
 /// The `limits` section.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

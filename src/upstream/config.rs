@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
+use crate::config::settings::{HumanDuration, Invalid};
 use crate::reference::Host;
-use crate::settings::{HumanDuration, Invalid};
 
 /// The `upstream` section.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -4,9 +4,9 @@
 
 use serde::Deserialize;
 
+use crate::config::settings::Invalid;
 use crate::reference::Reference;
 use crate::release::PlatformFilter;
-use crate::settings::Invalid;
 
 /// The `warm` section.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -308,7 +308,7 @@ impl SyntheticRelease {
             "manifests {}\nunique blobs {} ({})\n",
             self.components.len() + 1,
             blobs.len(),
-            mirrorgate::settings::ByteSize(blobs.values().sum()).human()
+            mirrorgate::config::ByteSize(blobs.values().sum()).human()
         ));
         expected
     }
