@@ -37,6 +37,7 @@ use serde::Deserialize;
 use serde_saphyr::{DefaultMessageFormatter, MessageFormatter};
 use sha2::{Digest as _, Sha256};
 
+use crate::config::section::section;
 use crate::config::settings::Invalid;
 use crate::reference::Host;
 
@@ -54,8 +55,7 @@ pub const MIN_TOKEN_LEN: usize = 16;
 /// The files it names are read when the proxy starts (a bad one fails `serve`, naming the file
 /// and the line or key) and again on every reload; a reload whose files are bad keeps the access
 /// in force.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(from = "RawClients")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientsConfig {
     /// How requests are authenticated.
     pub mode: ClientMode,
@@ -72,9 +72,23 @@ pub struct ClientsConfig {
     pub trust_loopback: bool,
 }
 
+section!(ClientsConfig {
+    mode,
+    htpasswd_file,
+    tokens_file,
+    scopes,
+    trust_loopback,
+});
+
 impl Default for ClientsConfig {
     fn default() -> Self {
-        ClientsConfig::from(RawClients::default())
+        ClientsConfig {
+            mode: ClientMode::default(),
+            htpasswd_file: None,
+            tokens_file: None,
+            scopes: BTreeMap::new(),
+            trust_loopback: true,
+        }
     }
 }
 
@@ -89,29 +103,6 @@ pub enum ClientMode {
     Htpasswd,
     /// `Authorization: Bearer <token>`, looked up in `tokens_file`.
     Token,
-}
-
-/// The section as written: every key optional, `null` meaning the default.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct RawClients {
-    mode: Option<ClientMode>,
-    htpasswd_file: Option<PathBuf>,
-    tokens_file: Option<PathBuf>,
-    scopes: Option<BTreeMap<String, Vec<ClientScope>>>,
-    trust_loopback: Option<bool>,
-}
-
-impl From<RawClients> for ClientsConfig {
-    fn from(raw: RawClients) -> Self {
-        ClientsConfig {
-            mode: raw.mode.unwrap_or_default(),
-            htpasswd_file: raw.htpasswd_file,
-            tokens_file: raw.tokens_file,
-            scopes: raw.scopes.unwrap_or_default(),
-            trust_loopback: raw.trust_loopback.unwrap_or(true),
-        }
-    }
 }
 
 impl ClientsConfig {

@@ -23,8 +23,11 @@
 //! `crate::kubernetes`)
 //! and [`ConfigError`]. Each section parses and validates itself; this module keeps the file format,
 //! the top-level keys, the checks that span sections, and the names of the file and key in
-//! errors. Its child [`settings`] holds the building blocks every section is made of (byte sizes,
-//! durations, [`Invalid`]), below all the modules that own one.
+//! errors.
+//!
+//! Its two children are the building blocks every section is made of, below all the modules that
+//! own one: [`settings`] (byte sizes, durations, [`Invalid`]) and [`section`] (reading a section
+//! key by key over its defaults, so that a missing or `null` key means the default).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -35,6 +38,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use serde_saphyr::MessageFormatter;
 
+pub mod section;
 pub mod settings;
 
 pub use crate::access::{ClientMode, ClientsConfig};
@@ -44,6 +48,7 @@ use crate::reference::Host;
 pub use crate::tls::TlsConfig;
 pub use crate::upstream::{Endpoint, EndpointError, RegistrySettings, Scheme, UpstreamConfig};
 pub use crate::warm::WarmConfig;
+use section::{Written, section};
 pub use settings::{ByteSize, ByteSizeError, Invalid};
 
 /// Where the CLI looks for the configuration file when `--config` is not given.
@@ -105,6 +110,33 @@ pub struct Config {
     pub warm: WarmConfig,
 }
 
+section!(Config {
+    listen as ListenAddr,
+    metrics_listen as ListenAddr,
+    rules,
+    default_registry,
+    registries,
+    pull_secret,
+    cache,
+    upstream,
+    watch,
+    rules_strict,
+    log_level,
+    allow_any_registry,
+    tls,
+    clients,
+    limits,
+    self_names,
+    via_token,
+    #[cfg(feature = "kubernetes")]
+    kubernetes,
+    warm,
+} accepting [
+    // Refused after parsing, with the reason (see `Config::from_yaml_str`).
+    #[cfg(not(feature = "kubernetes"))]
+    kubernetes,
+]);
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -147,10 +179,10 @@ impl Config {
     /// Parses and validates configuration text; `origin` names its source in error messages
     /// (normally the file path).
     pub fn from_yaml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig =
+        let written: Written<Config> =
             serde_saphyr::from_str(text).map_err(|err| parse_error(&err, origin))?;
         #[cfg(not(feature = "kubernetes"))]
-        if raw.kubernetes.is_some() {
+        if written.gave("kubernetes") {
             return Err(ConfigError::Invalid {
                 origin: origin.to_owned(),
                 key: "kubernetes".to_owned(),
@@ -159,8 +191,8 @@ impl Config {
                     .to_owned(),
             });
         }
-        let clients_stated = raw.clients.is_some();
-        let config = raw.into_config();
+        let clients_stated = written.gave("clients");
+        let config = written.section;
         config.validate(origin)?;
         // Anonymous access is the default only where nobody else can connect: on any other
         // address it would lend the pull secret and the network position to whoever reaches it,
@@ -336,6 +368,18 @@ fn check_via_token(token: &str) -> Result<(), String> {
 /// syntax") does not say that a host name such as `localhost` is the usual cause.
 struct ListenAddr(SocketAddr);
 
+impl From<ListenAddr> for SocketAddr {
+    fn from(address: ListenAddr) -> SocketAddr {
+        address.0
+    }
+}
+
+impl From<ListenAddr> for Option<SocketAddr> {
+    fn from(address: ListenAddr) -> Option<SocketAddr> {
+        Some(address.0)
+    }
+}
+
 impl<'de> Deserialize<'de> for ListenAddr {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
@@ -417,75 +461,6 @@ fn parse_error(err: &serde_saphyr::Error, origin: &str) -> ConfigError {
         snippet: err.render_with_options(serde_saphyr::render_options! {
             source_name: Some(origin),
         }),
-    }
-}
-
-// The file as written: every key optional and `null` treated as absent, so that defaults live
-// in one place (the `Default` impls) and a key written as `key:` with nothing after it (as when
-// its value is commented out) means the default rather than an error.
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct RawConfig {
-    listen: Option<ListenAddr>,
-    metrics_listen: Option<ListenAddr>,
-    rules: Option<Vec<PathBuf>>,
-    default_registry: Option<String>,
-    registries: Option<BTreeMap<String, Option<RegistrySettings>>>,
-    pull_secret: Option<PathBuf>,
-    cache: Option<CacheConfig>,
-    upstream: Option<UpstreamConfig>,
-    watch: Option<bool>,
-    rules_strict: Option<bool>,
-    log_level: Option<String>,
-    allow_any_registry: Option<bool>,
-    tls: Option<TlsConfig>,
-    clients: Option<ClientsConfig>,
-    limits: Option<LimitsConfig>,
-    self_names: Option<Vec<String>>,
-    via_token: Option<String>,
-    /// `kubernetes: {}` takes every default of the section; absent (or `null`): no cluster rules.
-    #[cfg(feature = "kubernetes")]
-    kubernetes: Option<crate::kubernetes::RawConfig>,
-    #[cfg(not(feature = "kubernetes"))]
-    kubernetes: Option<de::IgnoredAny>,
-    warm: Option<WarmConfig>,
-}
-
-impl RawConfig {
-    fn into_config(self) -> Config {
-        let default = Config::default();
-        Config {
-            listen: self.listen.map_or(default.listen, |a| a.0),
-            metrics_listen: self.metrics_listen.map(|a| a.0),
-            rules: self.rules.unwrap_or(default.rules),
-            default_registry: self.default_registry.unwrap_or(default.default_registry),
-            registries: self
-                .registries
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(host, settings)| (host, settings.unwrap_or_default()))
-                .collect(),
-            pull_secret: self.pull_secret,
-            cache: self.cache.unwrap_or_default(),
-            upstream: self.upstream.unwrap_or_default(),
-            watch: self.watch.unwrap_or(default.watch),
-            rules_strict: self.rules_strict.unwrap_or(default.rules_strict),
-            log_level: self.log_level.unwrap_or(default.log_level),
-            allow_any_registry: self
-                .allow_any_registry
-                .unwrap_or(default.allow_any_registry),
-            tls: self.tls,
-            clients: self.clients.unwrap_or_default(),
-            limits: self.limits.unwrap_or_default(),
-            self_names: self.self_names.unwrap_or_default(),
-            via_token: self.via_token,
-            #[cfg(feature = "kubernetes")]
-            kubernetes: self
-                .kubernetes
-                .map(crate::kubernetes::Config::from_raw_unchecked),
-            warm: self.warm.unwrap_or_default(),
-        }
     }
 }
 

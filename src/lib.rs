@@ -16,8 +16,8 @@
 //!   (HostedClusters watched through `kubernetes`);
 //! - [`http`]: the OCI distribution API surface (routing of paths, addressing, error bodies);
 //! - [`config`]: the proxy's own configuration file, composed of each module's section; its
-//!   building blocks ([`config::settings`]: sizes, durations, errors) sit below every module that
-//!   owns a section;
+//!   building blocks sit below every module that owns a section: [`config::settings`] (sizes,
+//!   durations, errors) and [`config::section`] (a missing or `null` key means the default);
 //! - [`reload`]: picking up changed rules and settings without a restart;
 //! - [`status`]: the state of a running proxy for `/status` and `mirrorgate status`;
 //! - `kubernetes` (feature `kubernetes`, on by default): mirror objects watched in a live cluster.

@@ -55,6 +55,12 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+impl From<HumanDuration> for Duration {
+    fn from(duration: HumanDuration) -> Duration {
+        duration.0
+    }
+}
+
 /// A number of bytes, written with binary units (`KiB`, `MiB`, `GiB`, `TiB`), `B`, or as a bare
 /// integer.
 ///

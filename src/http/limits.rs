@@ -6,13 +6,11 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
-
+use crate::config::section::section;
 use crate::config::settings::{ByteSize, HumanDuration, Invalid};
 
 /// The `limits` section.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(from = "RawLimits")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LimitsConfig {
     /// Connections served at once on the API address; further ones wait in the listen backlog
     /// until one closes.
@@ -42,6 +40,17 @@ pub struct LimitsConfig {
     /// in `SETTINGS_MAX_CONCURRENT_STREAMS`; further ones are refused (`REFUSED_STREAM`).
     pub max_concurrent_streams: u32,
 }
+
+section!(LimitsConfig {
+    max_connections,
+    header_read_timeout as HumanDuration,
+    max_header_size,
+    max_headers,
+    max_upstream_fetches,
+    upstream_queue_timeout as HumanDuration,
+    write_stall_timeout as HumanDuration,
+    max_concurrent_streams,
+});
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -106,45 +115,5 @@ impl LimitsConfig {
             ));
         }
         Ok(())
-    }
-}
-
-/// The section as written: every key optional, `null` meaning the default.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct RawLimits {
-    max_connections: Option<usize>,
-    header_read_timeout: Option<HumanDuration>,
-    max_header_size: Option<ByteSize>,
-    max_headers: Option<usize>,
-    max_upstream_fetches: Option<usize>,
-    upstream_queue_timeout: Option<HumanDuration>,
-    write_stall_timeout: Option<HumanDuration>,
-    max_concurrent_streams: Option<u32>,
-}
-
-impl From<RawLimits> for LimitsConfig {
-    fn from(raw: RawLimits) -> Self {
-        let default = LimitsConfig::default();
-        LimitsConfig {
-            max_connections: raw.max_connections.unwrap_or(default.max_connections),
-            header_read_timeout: raw
-                .header_read_timeout
-                .map_or(default.header_read_timeout, |d| d.0),
-            max_header_size: raw.max_header_size.unwrap_or(default.max_header_size),
-            max_headers: raw.max_headers.unwrap_or(default.max_headers),
-            max_upstream_fetches: raw
-                .max_upstream_fetches
-                .unwrap_or(default.max_upstream_fetches),
-            upstream_queue_timeout: raw
-                .upstream_queue_timeout
-                .map_or(default.upstream_queue_timeout, |d| d.0),
-            write_stall_timeout: raw
-                .write_stall_timeout
-                .map_or(default.write_stall_timeout, |d| d.0),
-            max_concurrent_streams: raw
-                .max_concurrent_streams
-                .unwrap_or(default.max_concurrent_streams),
-        }
     }
 }

@@ -15,11 +15,12 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use serde::Deserialize;
 use thiserror::Error;
 
-/// The parsed `kubernetes:` section. Build it with [`Config::from_raw`] (the configuration file)
-/// or by hand followed by [`Config::validate`].
+use crate::config::section::section;
+
+/// The parsed `kubernetes:` section. Read it with [`Config::from_yaml_str`] (or as a key of the
+/// configuration file), or build it by hand followed by [`Config::validate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// A kubeconfig file; `None`: the in-cluster service account when running in a pod, else
@@ -35,6 +36,13 @@ pub struct Config {
     pub namespaces: Vec<String>,
 }
 
+section!(Config {
+    kubeconfig,
+    mirror_sets,
+    hosted_clusters,
+    namespaces,
+});
+
 impl Default for Config {
     fn default() -> Config {
         Config {
@@ -44,16 +52,6 @@ impl Default for Config {
             namespaces: Vec::new(),
         }
     }
-}
-
-/// The section as written: every key optional, `null` meaning the default.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawConfig {
-    kubeconfig: Option<PathBuf>,
-    mirror_sets: Option<bool>,
-    hosted_clusters: Option<bool>,
-    namespaces: Option<Vec<String>>,
 }
 
 /// A `kubernetes:` section that cannot be used; `key` is the path below `kubernetes`.
@@ -67,32 +65,14 @@ pub struct ConfigError {
 }
 
 impl Config {
-    /// Applies the defaults to the section as written and validates it.
-    pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
-        let config = Config::from_raw_unchecked(raw);
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Applies the defaults to the section as written, leaving [`Config::validate`] to the
-    /// caller (the configuration file validates every section in the order of its keys).
-    pub fn from_raw_unchecked(raw: RawConfig) -> Config {
-        let defaults = Config::default();
-        Config {
-            kubeconfig: raw.kubeconfig,
-            mirror_sets: raw.mirror_sets.unwrap_or(defaults.mirror_sets),
-            hosted_clusters: raw.hosted_clusters.unwrap_or(defaults.hosted_clusters),
-            namespaces: raw.namespaces.unwrap_or_default(),
-        }
-    }
-
     /// Parses and validates the section from YAML text (the value of the `kubernetes` key).
     pub fn from_yaml_str(text: &str) -> Result<Config, ConfigError> {
-        let raw: Option<RawConfig> = serde_saphyr::from_str(text).map_err(|e| ConfigError {
+        let config: Config = serde_saphyr::from_str(text).map_err(|e| ConfigError {
             key: String::new(),
             message: e.to_string(),
         })?;
-        Config::from_raw(raw.unwrap_or_default())
+        config.validate()?;
+        Ok(config)
     }
 
     /// Checks what the types cannot: namespace names, duplicates, and that something is watched.

@@ -30,7 +30,7 @@ mod watch;
 
 use thiserror::Error;
 
-pub use config::{Config, ConfigError, RawConfig};
+pub use config::{Config, ConfigError};
 pub use discovery::{Capabilities, Kind, detect};
 pub use snapshot::{ClusterObject, Snapshot};
 pub use watch::{ClusterWatch, Health, Options, list_once};

@@ -12,12 +12,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
+use crate::config::section::section;
 use crate::config::settings::{HumanDuration, Invalid};
 use crate::reference::Host;
 
 /// The `upstream` section.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(from = "RawUpstream")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
     /// Bound on establishing a connection (TCP and TLS) to an upstream registry.
     pub connect_timeout: Duration,
@@ -29,6 +29,12 @@ pub struct UpstreamConfig {
     /// at its own host or at the instance's credentials).
     pub redirect_allowed_networks: Vec<ipnet::IpNet>,
 }
+
+section!(UpstreamConfig {
+    connect_timeout as HumanDuration,
+    timeout as HumanDuration,
+    redirect_allowed_networks as Networks,
+});
 
 impl Default for UpstreamConfig {
     fn default() -> Self {
@@ -55,8 +61,7 @@ impl UpstreamConfig {
 }
 
 /// How to reach one registry. A registry with no entry uses [`RegistrySettings::default`].
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(from = "RawRegistrySettings")]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RegistrySettings {
     /// Where to connect instead of `https://<host>`, e.g. an address behind a load balancer.
     pub endpoint: Option<Endpoint>,
@@ -65,6 +70,12 @@ pub struct RegistrySettings {
     /// Extra PEM root certificates trusted for this registry only.
     pub ca_file: Option<PathBuf>,
 }
+
+section!(RegistrySettings {
+    endpoint,
+    insecure,
+    ca_file,
+});
 
 /// The registry settings used for a host with no `registries` entry.
 pub static NO_SETTINGS: RegistrySettings = RegistrySettings {
@@ -260,47 +271,13 @@ impl<'de> Deserialize<'de> for Endpoint {
     }
 }
 
-// The sections as written: every key optional and `null` treated as absent (see
-// `crate::config`).
+/// The networks of `redirect_allowed_networks` as written.
+#[derive(Deserialize)]
+struct Networks(Vec<Network>);
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct RawRegistrySettings {
-    endpoint: Option<Endpoint>,
-    insecure: Option<bool>,
-    ca_file: Option<PathBuf>,
-}
-
-impl From<RawRegistrySettings> for RegistrySettings {
-    fn from(raw: RawRegistrySettings) -> Self {
-        RegistrySettings {
-            endpoint: raw.endpoint,
-            insecure: raw.insecure.unwrap_or(false),
-            ca_file: raw.ca_file,
-        }
-    }
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct RawUpstream {
-    connect_timeout: Option<HumanDuration>,
-    timeout: Option<HumanDuration>,
-    redirect_allowed_networks: Option<Vec<Network>>,
-}
-
-impl From<RawUpstream> for UpstreamConfig {
-    fn from(raw: RawUpstream) -> Self {
-        let default = UpstreamConfig::default();
-        UpstreamConfig {
-            connect_timeout: raw.connect_timeout.map_or(default.connect_timeout, |d| d.0),
-            timeout: raw.timeout.map_or(default.timeout, |d| d.0),
-            redirect_allowed_networks: raw
-                .redirect_allowed_networks
-                .map_or(default.redirect_allowed_networks, |networks| {
-                    networks.into_iter().map(|n| n.0).collect()
-                }),
-        }
+impl From<Networks> for Vec<ipnet::IpNet> {
+    fn from(networks: Networks) -> Self {
+        networks.0.into_iter().map(|n| n.0).collect()
     }
 }
 

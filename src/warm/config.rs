@@ -2,15 +2,13 @@
 //!
 //! Principal type: [`WarmConfig`].
 
-use serde::Deserialize;
-
+use crate::config::section::section;
 use crate::config::settings::Invalid;
 use crate::reference::Reference;
 use crate::release::PlatformFilter;
 
 /// The `warm` section.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(from = "RawWarm")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WarmConfig {
     /// Release images warmed at start and whenever this list changes (new entries on reload).
     pub releases: Vec<String>,
@@ -25,6 +23,14 @@ pub struct WarmConfig {
     /// this host it needs nothing).
     pub admins: Vec<String>,
 }
+
+section!(WarmConfig {
+    releases,
+    hosted_clusters,
+    architectures,
+    concurrency,
+    admins,
+});
 
 impl Default for WarmConfig {
     fn default() -> Self {
@@ -66,30 +72,6 @@ impl WarmConfig {
             .iter()
             .filter_map(|r| Reference::parse_normalized(r).ok())
             .collect()
-    }
-}
-
-/// The section as written: every key optional, `null` meaning the default.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct RawWarm {
-    releases: Option<Vec<String>>,
-    hosted_clusters: Option<bool>,
-    architectures: Option<PlatformFilter>,
-    concurrency: Option<usize>,
-    admins: Option<Vec<String>>,
-}
-
-impl From<RawWarm> for WarmConfig {
-    fn from(raw: RawWarm) -> Self {
-        let default = WarmConfig::default();
-        WarmConfig {
-            releases: raw.releases.unwrap_or(default.releases),
-            hosted_clusters: raw.hosted_clusters.unwrap_or(default.hosted_clusters),
-            architectures: raw.architectures.unwrap_or(default.architectures),
-            concurrency: raw.concurrency.unwrap_or(default.concurrency),
-            admins: raw.admins.unwrap_or(default.admins),
-        }
     }
 }
 
