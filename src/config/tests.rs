@@ -132,6 +132,13 @@ fn null_value_means_default() {
 }
 
 #[test]
+fn null_keys_inside_sections_keep_defaults_that_are_not_their_types_own() {
+    let text = "limits:\n  max_connections:\nwarm:\n  concurrency: ~\n  hosted_clusters: null\n\
+                clients:\n  trust_loopback:\nupstream:\n  timeout:\n";
+    assert_eq!(parse(text).ok(), Some(Config::default()));
+}
+
+#[test]
 fn json_config_is_accepted() {
     let text = r#"{"listen": "[::1]:5001", "cache": {"max_size": "1GiB", "tag_ttl": "0s"},
                        "registries": {"localhost:5000": {"endpoint": "http://localhost:5000",
@@ -166,6 +173,19 @@ fn unknown_top_level_key_is_rejected_and_named() {
 fn unknown_nested_key_is_rejected() {
     let err = error_text("cache:\n  maxsize: 10GiB\n");
     assert!(err.contains("unknown field `maxsize`"), "{err}");
+}
+
+#[test]
+fn an_unknown_key_lists_the_keys_of_its_section_in_order() {
+    let err = error_text("limits:\n  max_conections: 1\n");
+    assert!(
+        err.contains(
+            "unknown field `max_conections`, expected one of max_connections, \
+             header_read_timeout, max_header_size, max_headers, max_upstream_fetches, \
+             upstream_queue_timeout, write_stall_timeout, max_concurrent_streams"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
