@@ -18,7 +18,8 @@
 //! - [`http`]: the OCI distribution API surface (routing of paths, addressing, error bodies);
 //! - [`config`]: the proxy's own configuration file, composed of each module's section;
 //! - [`reload`]: picking up changed rules and settings without a restart;
-//! - [`status`]: the state of a running proxy for `/status` and `mirrorgate status`;
+//! - [`status_report`]: the report of a running proxy's state that `/status` answers and
+//!   `mirrorgate status` prints;
 //! - `kubernetes` (feature `kubernetes`, on by default): mirror objects watched in a live cluster.
 //!
 //! Dependencies point one way, in the order of this list (each module owns its configuration
@@ -40,7 +41,7 @@ pub mod reload;
 pub mod rules;
 pub mod settings;
 pub mod source;
-pub mod status;
+pub mod status_report;
 pub mod tls;
 pub mod upstream;
 pub mod warm;

@@ -431,7 +431,7 @@ fn status(admin: &warm_cli::Admin, json: bool) -> Result<()> {
     let runtime = runtime()?;
     let path = http::status_endpoint::PATH;
     let body = runtime.block_on(admin.call(reqwest::Method::GET, path, None))?;
-    let status: mirrorgate::status::Status = serde_json::from_str(&body)
+    let status: mirrorgate::status_report::Status = serde_json::from_str(&body)
         .with_context(|| format!("{}{path} did not answer a mirrorgate status", admin.server))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);

@@ -1,4 +1,4 @@
-//! `GET /status`: the proxy's [`Status`](crate::status::Status) as JSON, for `mirrorgate
+//! `GET /status`: the proxy's [`Status`](crate::status_report::Status) as JSON, for `mirrorgate
 //! status`. Served where `/metrics` is (on `metrics_listen` when that is set, else on `listen`).
 //!
 //! It tells whoever reads it the rules, the registries and their errors, so it is never open
