@@ -1,7 +1,8 @@
 //! mirrorgate: a pull-through OCI registry proxy that applies OpenShift image mirror rules
 //! (ImageContentSourcePolicy, ImageDigestMirrorSet, ImageTagMirrorSet) exactly as a node would.
 //!
-//! The crate is a library with a thin binary on top (`src/main.rs`). Each module is one concept:
+//! The crate is a library with a thin binary on top (`src/main.rs`, its commands in `src/cli/`).
+//! Each module is one concept:
 //! - [`reference`](mod@reference): the image reference grammar, Docker Hub normalisation and digests;
 //! - [`rules`]: the mirror objects, their validation, the merged override map and `resolve`;
 //! - [`source`]: where rule sets come from, and the stream of them;
@@ -19,7 +20,8 @@
 //!   building blocks sit below every module that owns a section: [`config::settings`] (sizes,
 //!   durations, errors) and [`config::section`] (a missing or `null` key means the default);
 //! - [`reload`]: picking up changed rules and settings without a restart;
-//! - [`status`]: the state of a running proxy for `/status` and `mirrorgate status`;
+//! - [`status_report`]: the report of a running proxy's state that `/status` answers and
+//!   `mirrorgate status` prints;
 //! - `kubernetes` (feature `kubernetes`, on by default): mirror objects watched in a live cluster.
 //!
 //! Dependencies point one way, in the order of this list (each module owns its configuration
@@ -40,7 +42,7 @@ pub mod release;
 pub mod reload;
 pub mod rules;
 pub mod source;
-pub mod status;
+pub mod status_report;
 pub mod tls;
 pub mod upstream;
 pub mod warm;

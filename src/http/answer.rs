@@ -9,6 +9,7 @@ use http::{HeaderMap, Response, StatusCode, header};
 
 use super::Body;
 use super::error::{ApiError, ErrorCode};
+use super::operator::{Plain, within_registry_api};
 use super::route::{self, ApiRequest, Route};
 use crate::proxy::Proxy;
 use crate::proxy::bytes_response;
@@ -208,27 +209,10 @@ async fn handle(
                 "mirrorgate keeps no catalog: /v2/_catalog is not part of the OCI distribution spec, and an upstream's catalog is not a mirror's to give; list a repository's tags with /v2/<name>/tags/list",
             ));
         }
-        ApiRequest::Metrics if proxy.metrics_elsewhere() => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                ErrorCode::NameUnknown,
-                "metrics are served on metrics_listen",
-            ));
-        }
-        ApiRequest::Metrics => {
-            let accept = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok());
-            let (content_type, text) = proxy.metrics().exposition(accept);
-            bytes_response(StatusCode::OK, content_type, Bytes::from(text), head)
-        }
-        ApiRequest::Healthz => text_response(StatusCode::OK, "ok\n", head),
-        ApiRequest::Readyz => match proxy.readiness() {
-            Ok(()) => text_response(StatusCode::OK, "ready\n", head),
-            Err(reason) => text_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("not ready: {reason}\n"),
-                head,
-            ),
-        },
+        // Where the operator endpoints are served is the operator router's to say.
+        ApiRequest::Metrics => within_registry_api(Plain::Metrics, proxy, headers, head)?,
+        ApiRequest::Healthz => within_registry_api(Plain::Healthz, proxy, headers, head)?,
+        ApiRequest::Readyz => within_registry_api(Plain::Readyz, proxy, headers, head)?,
         // The proxy's futures are boxed: they hold every upstream path inline (many KiB), and
         // each layer above that takes a future by value (task-locals, hyper's per-request and
         // per-stream state) would otherwise copy all of it at every request.

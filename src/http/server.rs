@@ -1,5 +1,6 @@
 //! The server loop: HTTP/1.1 and HTTP/2 (hyper-util's builders, told which by the `protocol`
-//! module) on a TCP listener, in plain text or over TLS ([`ServerTls`]), each request parsed by
+//! module) on a TCP listener, in plain text or over TLS ([`ServerTls`]), each request answered
+//! by the operator endpoint [`operator`](super::operator) routes it to, or else parsed by
 //! [`route`](super::route) and answered by the [`Proxy`], with a graceful stop.
 //!
 //! What a client can hold is bounded (`limits`): connections (beyond the bound, new ones wait
@@ -29,8 +30,9 @@ use tokio_util::either::Either;
 use super::LimitsConfig;
 use super::coalesce::Coalesced;
 use super::connection::{Activity, Deadlines, InProgress, Socket, Tracked, drive};
+use super::operator::{self, Listener};
 use super::protocol::{self, Builders, Version};
-use super::{API_VERSION_HEADER, ServerTls, status_endpoint, warm_endpoint, withdrawn_endpoint};
+use super::{API_VERSION_HEADER, ServerTls};
 use crate::proxy::Proxy;
 use crate::warm::Warmer;
 
@@ -323,31 +325,22 @@ async fn handle(
     in_progress: InProgress,
     http2: bool,
 ) -> Result<Response<Tracked>, Infallible> {
-    if let Some(warmer) = &warm
-        && request.uri().path().starts_with(warm_endpoint::PREFIX)
-        && !proxy.metrics_elsewhere()
-    {
+    if let Some(endpoint) = operator::route(
+        Listener::Registry,
+        request.uri().path(),
+        &proxy,
+        warm.as_ref(),
+    ) {
         // Boxed, like the proxy's answers: a rare request must not grow every request's future.
-        let response = Box::pin(warm_endpoint::answer(&proxy, warmer, request, local, peer)).await;
-        return Ok(response.map(|body| Tracked::new(body, in_progress, http2)));
-    }
-    if let Some(warmer) = &warm
-        && withdrawn_endpoint::is_for(request.uri().path())
-        && !proxy.metrics_elsewhere()
-    {
-        let response = Box::pin(withdrawn_endpoint::answer(
-            &proxy, warmer, request, local, peer,
+        let response = Box::pin(operator::answer(
+            Listener::Registry,
+            endpoint,
+            &proxy,
+            request,
+            local,
+            peer,
         ))
         .await;
-        return Ok(response.map(|body| Tracked::new(body, in_progress, http2)));
-    }
-    // `/status` depends on who is asking from where, which only this layer knows.
-    if request.uri().path() == status_endpoint::PATH && !proxy.metrics_elsewhere() {
-        let mut response =
-            status_endpoint::answer(&proxy, request.method(), request.headers(), local, peer).await;
-        response
-            .headers_mut()
-            .insert(API_VERSION_HEADER, HeaderValue::from_static("registry/2.0"));
         return Ok(response.map(|body| Tracked::new(body, in_progress, http2)));
     }
     // Routing, serving and counting are the proxy's; this layer only speaks HTTP.

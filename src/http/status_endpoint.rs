@@ -1,4 +1,4 @@
-//! `GET /status`: the proxy's [`Status`](crate::status::Status) as JSON, for `mirrorgate
+//! `GET /status`: the proxy's [`Status`](crate::status_report::Status) as JSON, for `mirrorgate
 //! status`. Served where `/metrics` is (on `metrics_listen` when that is set, else on `listen`).
 //!
 //! It tells whoever reads it the rules, the registries and their errors, so it is never open
@@ -9,15 +9,14 @@
 //! elsewhere, and so is every request with `clients.trust_loopback: false`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, Response, header};
 
-use super::error::{ApiError, ErrorCode};
+use super::error::ApiError;
 use super::{Body, empty_body, full_body};
-use crate::access::{Access, Client};
+use crate::access::Access;
 use crate::proxy::Proxy;
 
 /// The path.
@@ -68,7 +67,7 @@ async fn allowed(
     if !matches!(*method, Method::GET | Method::HEAD) {
         return Err(ApiError::unsupported(method).into_response(head));
     }
-    operator(
+    super::operator::client(
         access,
         PATH,
         headers,
@@ -79,50 +78,6 @@ async fn allowed(
     .await
     .map(|_| ())
     .map_err(|refusal| refusal.into_response(head))
-}
-
-/// The headers by which a proxy says it forwards a request for another client: a front on
-/// this host connects from loopback, so without them its clients would be taken for this
-/// host's.
-const FORWARDING: [&str; 4] = ["forwarded", "x-forwarded-for", "x-real-ip", "via"];
-
-/// Who may use an endpoint for operators (`/status`, the warm API) at `path`: anyone on this
-/// host (`None`: the listener or the peer is loopback, no proxy forwarded the request and
-/// `clients.trust_loopback` holds); from elsewhere, the client `access` authenticates, never an
-/// anonymous one (`anonymous_refusal` says what to do instead).
-pub(super) async fn operator(
-    access: &Access,
-    path: &str,
-    headers: &HeaderMap,
-    local: SocketAddr,
-    peer: SocketAddr,
-    anonymous_refusal: &str,
-) -> Result<Option<Arc<Client>>, ApiError> {
-    if local.ip().is_loopback() || peer.ip().is_loopback() {
-        let forwarded = FORWARDING.iter().find(|name| headers.contains_key(**name));
-        match forwarded {
-            None if access.trusts_loopback() => return Ok(None),
-            None => {
-                tracing::debug!(%peer, path, "a client on this host, not trusted by itself (clients.trust_loopback: false)");
-            }
-            Some(header) => {
-                tracing::debug!(%peer, path, header, "a request forwarded by a proxy on this host: not trusted as this host's");
-            }
-        }
-    }
-    if access.is_anonymous() {
-        tracing::info!(%peer, path, "refused: an operator endpoint to an anonymous client from elsewhere");
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            ErrorCode::Denied,
-            anonymous_refusal,
-        ));
-    }
-    let client = access
-        .authenticate(path, headers, Some(peer.ip()))
-        .await
-        .map_err(ApiError::unauthorized)?;
-    Ok(Some(client))
 }
 
 /// A JSON answer of `body` (its head alone for `HEAD`); also the warm API's.

@@ -8,7 +8,7 @@
 //!
 //! Starting jobs makes the proxy fetch whole releases, so the API is never open to anonymous
 //! clients from elsewhere: a client on the same host (a loopback listener, or a loopback peer;
-//! not a request a proxy forwarded, see [`status_endpoint`](super::status_endpoint)) needs
+//! not a request a proxy forwarded, see [`operator`](super::operator)) needs
 //! nothing; any other needs the credentials of `clients` of a name listed in `warm.admins`.
 
 use std::net::SocketAddr;
@@ -201,7 +201,7 @@ pub(super) async fn allowed(
     local: SocketAddr,
     peer: SocketAddr,
 ) -> Result<(), ApiError> {
-    let Some(client) = super::status_endpoint::operator(
+    let Some(client) = super::operator::client(
         access,
         JOBS,
         headers,

@@ -1,4 +1,4 @@
-//! What the proxy remembers for `/status` ([`crate::status`]): how each upstream registry has
+//! What the proxy remembers for `/status` ([`crate::status_report`]): how each upstream registry has
 //! been answering ([`Health`]), the reloads ([`Reloads`]), and the snapshot built from them and
 //! the rest of the proxy's state ([`Proxy::status`]).
 
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::Proxy;
 use crate::cache::stats::CacheStats;
-use crate::status::{
+use crate::status_report::{
     CacheStatus, DownloadStatus, ErrorStatus, FetchesStatus, RegistryStatus, ReloadStatus,
     RulesStatus, Status, WithdrawnStatus,
 };

@@ -1,8 +1,5 @@
-//! `mirrorgate warm` (part of the binary): starts warm-up jobs on a running server through its
-//! admin API, follows them, and prints their summaries; `--dry-run` prints their plans.
-//!
-//! Principal type: [`Admin`], a running server's admin API (also what `mirrorgate status` reads
-//! `/status` through).
+//! `mirrorgate warm`: starts warm-up jobs on a running server through its admin API
+//! ([`Admin`]), follows them, and prints their summaries; `--dry-run` prints their plans.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -13,64 +10,15 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mirrorgate::http::warm_endpoint::{JOBS, PLAN};
 use mirrorgate::warm::Progress;
 
-use super::StatusCredentials;
+use super::admin::Admin;
 
 /// How often running jobs are asked for their progress.
 const POLL: Duration = Duration::from_millis(250);
 /// How often a progress line is printed when stderr is not a terminal.
 const LINE_EVERY: Duration = Duration::from_secs(2);
 
-/// A running server's admin API.
-pub struct Admin {
-    /// The HTTP client.
-    pub client: reqwest::Client,
-    /// The base URL, without a trailing slash.
-    pub server: String,
-    /// Credentials for a server on another host.
-    pub credentials: Option<StatusCredentials>,
-}
-
 impl Admin {
-    /// `method path` with `body` as JSON; the answer's text, or an error naming the URL and
-    /// the server's message.
-    pub async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> Result<String> {
-        let url = format!("{}{path}", self.server);
-        let mut request = self.client.request(method, &url);
-        request = match &self.credentials {
-            Some(StatusCredentials::Basic(creds)) => {
-                let (user, password) = creds.split_once(':').unwrap_or((creds, ""));
-                request.basic_auth(user, Some(password))
-            }
-            Some(StatusCredentials::Bearer(token)) => request.bearer_auth(token),
-            None => request,
-        };
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {url}"))?;
-        let code = response.status();
-        let text = response
-            .text()
-            .await
-            .with_context(|| format!("cannot read the answer of {url}"))?;
-        if !code.is_success() {
-            let message = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| text.trim().to_owned());
-            bail!("{url} answered {code}: {message}");
-        }
-        Ok(text)
-    }
-
+    /// The progress of the warm job `path` names (`body`: start it with that request).
     async fn progress(&self, path: &str, body: Option<serde_json::Value>) -> Result<Progress> {
         let method = if body.is_some() {
             reqwest::Method::POST

@@ -1,5 +1,6 @@
-//! The status of a running proxy, for people and scripts: [`Status`] is what `GET /status`
-//! answers (JSON) and what `mirrorgate status` prints ([`Status::render`]).
+//! The status report of a running proxy, for people and scripts: [`Status`] is what `GET /status`
+//! answers (JSON) and what `mirrorgate status` prints ([`Status::render`]). The proxy builds it
+//! (`proxy::Proxy::status`); the `/status` endpoint (`http::status_endpoint`) serves it.
 //!
 //! It is a snapshot of state the proxy already keeps: the rule set in force and the last reload
 //! ([`RulesStatus`]), each upstream registry's health ([`RegistryStatus`]), the caches
