@@ -459,10 +459,9 @@ fn commands_and_options() -> Vec<(String, Vec<String>)> {
 
 #[test]
 fn the_manual_command_table_names_every_command_and_option_help_lists() {
-    let chapter = fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/src/commands.md"),
-    )
-    .expect("read docs/src/commands.md");
+    let chapter =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/src/commands.md"))
+            .expect("read docs/src/commands.md");
     let table: Vec<&str> = chapter
         .lines()
         .skip_while(|line| *line != "# Command line")
