@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine with the Rust toolchain: style, lints, unit and
-# integration tests. The rule vectors are the project's own test data (tests/data).
+# integration tests, the manual (docs/) and the quickstart. The rule vectors are the project's own test
+# data (tests/data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
