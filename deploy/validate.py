@@ -65,7 +65,7 @@ RESTRICTED_VOLUMES = {
     "ephemeral",
     "csi",
 }
-# mirrorgate's own memory besides cache.memory (README: the process needs cache.memory + ~64 MiB).
+# mirrorgate's own memory besides cache.memory (the manual: the process needs cache.memory + ~64 MiB).
 PROCESS_OVERHEAD = 64 << 20
 # How long mirrorgate lets in-flight requests finish after SIGTERM (src/http/server.rs).
 MIRRORGATE_GRACE_SECONDS = 30

@@ -7,7 +7,7 @@
 # Needs: docker-registry and skopeo (Debian packages; `bash scripts/test.sh` installs them), python3, and a
 # mirrorgate binary (MIRRORGATE=path, else target/debug/mirrorgate, built with cargo when missing). No
 # network. Everything it starts is stopped and its work directory removed on exit (KEEP=1 keeps the
-# directory). Run by scripts/test.sh, so the README's copy of its output cannot rot.
+# directory). Run by scripts/test.sh, so the manual's copy of its output cannot rot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

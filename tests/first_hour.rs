@@ -458,14 +458,15 @@ fn commands_and_options() -> Vec<(String, Vec<String>)> {
 }
 
 #[test]
-fn the_readme_command_table_names_every_command_and_option_help_lists() {
-    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("read README.md");
-    let table: Vec<&str> = readme
+fn the_manual_command_table_names_every_command_and_option_help_lists() {
+    let chapter =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/src/commands.md"))
+            .expect("read docs/src/commands.md");
+    let table: Vec<&str> = chapter
         .lines()
-        .skip_while(|line| *line != "## Command line")
+        .skip_while(|line| *line != "# Command line")
         .skip(1)
-        .take_while(|line| !line.starts_with("## "))
+        .take_while(|line| !line.starts_with("# "))
         .filter(|line| line.starts_with("| `mirrorgate "))
         .collect();
     let missing: Vec<String> = commands_and_options()

@@ -1,9 +1,9 @@
 //! Observability checked by the real tools: a real Prometheus scrapes mirrorgate while a workload
-//! runs against real registries, and every PromQL expression README prints, every alert and every
+//! runs against real registries, and every PromQL expression the manual prints, every alert and every
 //! dashboard query is evaluated through its HTTP API against the values the workload implies;
 //! `promtool check metrics` on `/metrics`, `promtool check rules` and `promtool test rules` on the
-//! alerts; the shipped copies of the alerts and the dashboard agree; every metric README names
-//! exists.
+//! alerts; the shipped copies of the alerts and the dashboard agree; every metric README or the
+//! manual names exists, and every alert has a runbook under its name in the manual.
 //!
 //! Exact values from `rate` and `increase`: the workload runs twice with the same shape (new images
 //! each time), so the first run creates every series the second moves. The window of each
@@ -45,11 +45,24 @@ fn normalize(expr: &str) -> String {
     expr.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The expressions of README's ```promql blocks.
+/// README and every chapter of the manual (docs/src), one after the other.
+fn docs() -> String {
+    let mut chapters: Vec<PathBuf> = std::fs::read_dir(root().join("docs/src"))
+        .expect("docs/src")
+        .map(|entry| entry.expect("docs/src entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "md"))
+        .collect();
+    chapters.sort();
+    chapters.iter().fold(read("README.md"), |text, chapter| {
+        text + "\n" + &std::fs::read_to_string(chapter).expect("read a chapter")
+    })
+}
+
+/// The expressions of the ```promql blocks of README and the manual.
 fn readme_expressions() -> Vec<String> {
-    let readme = read("README.md");
+    let docs = docs();
     let mut found = Vec::new();
-    let mut rest = readme.as_str();
+    let mut rest = docs.as_str();
     while let Some(start) = rest.find("```promql\n") {
         let block = &rest[start + "```promql\n".len()..];
         let end = block.find("```").expect("a ```promql block is closed");
@@ -332,7 +345,7 @@ fn expectations(
     // 3 manifest misses, 1 blob hit, 1 blob miss; 1 failed reload.
     let refused = rate(1.0);
     vec![
-        // README
+        // the manual (docs/src/operations.md)
         (
             r#"sum(rate(mirrorgate_upstream_requests_total{route="manifest",role="mirror",outcome="ok"}[5m])) / sum(rate(mirrorgate_upstream_requests_total{route="manifest",outcome="ok"}[5m]))"#,
             one(0.5),
@@ -507,7 +520,7 @@ fn every_readme_alert_and_dashboard_expression_returns_what_the_workload_implies
 
     let mut expressions: Vec<(String, String)> = readme_expressions()
         .into_iter()
-        .map(|e| ("README".to_owned(), e))
+        .map(|e| ("the manual".to_owned(), e))
         .collect();
     expressions.extend(
         alert_expressions()
@@ -753,16 +766,20 @@ fn the_alerts_pass_promtool_check_and_their_unit_tests() {
                 .collect::<Vec<_>>()
         })
         .collect();
-    let readme = read("README.md");
+    // A runbook is found by the alert's name: a heading of its own in the operations chapter.
+    let operations = read("docs/src/operations.md");
     let untested: Vec<String> = alert_expressions()
         .into_iter()
         .map(|(name, _)| name)
-        .filter(|name| !tested_alerts.contains(name) || !readme.contains(&format!("**{name}**")))
+        .filter(|name| {
+            !tested_alerts.contains(name)
+                || !operations.lines().any(|line| line == format!("### {name}"))
+        })
         .collect();
     assert_eq!(
         untested,
         Vec::<String>::new(),
-        "alerts without a unit test or a README runbook"
+        "alerts without a unit test or a runbook in docs/src/operations.md"
     );
 }
 
@@ -813,9 +830,9 @@ fn the_dashboard_config_maps_hold_the_dashboard() {
     );
 }
 
-/// The metric names README mentions, each `mirrorgate_…` word.
+/// The metric names README and the manual mention, each `mirrorgate_…` word.
 fn readme_metric_names() -> BTreeSet<String> {
-    let readme = read("README.md");
+    let readme = docs();
     let mut names = BTreeSet::new();
     for (start, _) in readme.match_indices("mirrorgate_") {
         let name: String = readme[start..]
@@ -856,7 +873,7 @@ fn every_metric_readme_names_exists_on_metrics() {
     assert_eq!(
         (names.len() > 25, missing),
         (true, vec![]),
-        "README names metrics /metrics does not export:\n{text}"
+        "README or the manual names metrics /metrics does not export:\n{text}"
     );
 }
 
