@@ -12,6 +12,7 @@ mod conditional;
 mod connection;
 pub mod error;
 mod limits;
+pub mod metrics;
 mod metrics_endpoint;
 mod protocol;
 pub mod route;

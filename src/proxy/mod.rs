@@ -22,6 +22,7 @@ mod error;
 mod listing;
 mod log_limit;
 mod manifest;
+pub mod metrics;
 mod reach;
 mod repository;
 mod route;

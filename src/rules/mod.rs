@@ -24,6 +24,7 @@
 mod load;
 mod members;
 mod merge;
+pub mod metrics;
 mod objects;
 mod registries_conf;
 mod resolve;
