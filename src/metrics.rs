@@ -8,6 +8,10 @@
 //! attempts, fallbacks, refusals, fetch slots), [`RulesMetrics`] (the rules in force, reloads),
 //! [`ClusterMetrics`] (the cluster rule source, under `cluster_`), [`WarmMetrics`] (warm-up jobs,
 //! under `warm_`) and [`CacheMetrics`] (the caches, and the shared tier under `shared_`).
+//! A part below this module keeps its families beside it (`cache/metrics.rs`,
+//! `kubernetes/metrics.rs`, `rules/metrics.rs`); a part above it (`http`, `proxy`, `warm`), which
+//! reaches its families through [`crate::proxy::Proxy::metrics`], keeps them in a submodule named
+//! after it here, since this module cannot import upwards without a cycle.
 //!
 //! `prometheus-client` (the Prometheus organisation's crate, typed label sets) rather than the
 //! older `prometheus` crate: label sets are structs, so a label can only take the values the code
@@ -24,15 +28,19 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use self::http::HttpMetrics;
+use self::proxy::ProxyMetrics;
+use self::warm::WarmMetrics;
 use crate::cache::metrics::CacheMetrics;
 use crate::cache::shared::SharedStore;
 use crate::cache::stats::CacheStats;
-use crate::http::metrics::HttpMetrics;
 use crate::kubernetes::metrics::ClusterMetrics;
-use crate::proxy::metrics::ProxyMetrics;
 use crate::rules::RuleSet;
 use crate::rules::metrics::RulesMetrics;
-use crate::warm::metrics::WarmMetrics;
+
+pub mod http;
+pub mod proxy;
+pub mod warm;
 
 /// The content type of OpenMetrics text.
 pub const OPENMETRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -12,7 +12,6 @@ mod conditional;
 mod connection;
 pub mod error;
 mod limits;
-pub mod metrics;
 mod metrics_endpoint;
 mod protocol;
 pub mod route;

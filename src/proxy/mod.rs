@@ -22,7 +22,6 @@ mod error;
 mod listing;
 mod log_limit;
 mod manifest;
-pub mod metrics;
 mod reach;
 mod repository;
 mod route;

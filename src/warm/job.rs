@@ -8,10 +8,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::warm::WarmMetrics;
 use crate::reference::Digest;
 use crate::release::Plan;
 use crate::settings::ByteSize;
-use crate::warm::metrics::WarmMetrics;
 
 /// Where a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

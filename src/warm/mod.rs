@@ -22,7 +22,6 @@ mod fetcher;
 #[cfg(feature = "kubernetes")]
 pub mod hosted;
 mod job;
-pub mod metrics;
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,5 +1,6 @@
-//! What the proxy counts: attempts at upstream registries and their timings, requests served by
-//! a later pull source or refused (blocked, withdrawn), and the upstream fetch slots.
+//! What the proxy ([`crate::proxy`]) counts: attempts at upstream registries and their timings,
+//! requests served by a later pull source or refused (blocked, withdrawn), and the upstream
+//! fetch slots.
 //!
 //! Principal type: [`ProxyMetrics`], a part of [`crate::metrics::Metrics`], which registers it.
 //! Every registry label is bounded: it names a registry known from the configuration or the

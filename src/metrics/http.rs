@@ -1,6 +1,6 @@
-//! What the HTTP surface counts: client requests and the time to their response headers, the
-//! connections open on the API address and those closed for a stalled response, and requests
-//! refused as loops.
+//! What the HTTP surface ([`crate::http`]) counts: client requests and the time to their response
+//! headers, the connections open on the API address and those closed for a stalled response, and
+//! requests refused as loops.
 //!
 //! Principal type: [`HttpMetrics`], a part of [`crate::metrics::Metrics`], which registers it.
 

@@ -1,5 +1,5 @@
-//! What release warm-up jobs did: jobs by outcome and under way, images made warm, blobs and
-//! bytes by where they came from, and what could not be fetched.
+//! What release warm-up jobs ([`crate::warm`]) did: jobs by outcome and under way, images made
+//! warm, blobs and bytes by where they came from, and what could not be fetched.
 //!
 //! Principal type: [`WarmMetrics`], a part of [`crate::metrics::Metrics`], which registers it
 //! under the `warm` prefix; each job holds a clone.
