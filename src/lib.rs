@@ -35,6 +35,12 @@ pub mod config;
 pub mod http;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
+/// Without the `kubernetes` feature: only the metrics of the cluster rule source, so that its
+/// series exist (at 0) either way.
+#[cfg(not(feature = "kubernetes"))]
+pub mod kubernetes {
+    pub mod metrics;
+}
 pub mod metrics;
 pub mod proxy;
 pub mod reference;

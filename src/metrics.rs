@@ -1,7 +1,17 @@
 //! Prometheus metrics, served as OpenMetrics text on `/metrics`.
 //!
-//! Principal type: [`Metrics`], one per proxy, which every part calls to count what it did and
-//! which encodes the whole registry for `/metrics`.
+//! Principal type: [`Metrics`], one per proxy: the registry, composed of each part's families
+//! (each part owns its metrics struct beside its code and registers it here), and the
+//! exposition of the whole registry for `/metrics` as OpenMetrics or Prometheus text.
+//!
+//! The parts: [`HttpMetrics`] (client requests, connections), [`ProxyMetrics`] (upstream
+//! attempts, fallbacks, refusals, fetch slots), [`RulesMetrics`] (the rules in force, reloads),
+//! [`ClusterMetrics`] (the cluster rule source, under `cluster_`), [`WarmMetrics`] (warm-up jobs,
+//! under `warm_`) and [`CacheMetrics`] (the caches, and the shared tier under `shared_`).
+//! A part below this module keeps its families beside it (`cache/metrics.rs`,
+//! `kubernetes/metrics.rs`, `rules/metrics.rs`); a part above it (`http`, `proxy`, `warm`), which
+//! reaches its families through [`crate::proxy::Proxy::metrics`], keeps them in a submodule named
+//! after it here, since this module cannot import upwards without a cycle.
 //!
 //! `prometheus-client` (the Prometheus organisation's crate, typed label sets) rather than the
 //! older `prometheus` crate: label sets are structs, so a label can only take the values the code
@@ -11,20 +21,26 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use self::http::HttpMetrics;
+use self::proxy::ProxyMetrics;
+use self::warm::WarmMetrics;
+use crate::cache::metrics::CacheMetrics;
+use crate::cache::shared::SharedStore;
 use crate::cache::stats::CacheStats;
-use crate::rules::{InForce, MemberError, RuleSet};
+use crate::kubernetes::metrics::ClusterMetrics;
+use crate::rules::RuleSet;
+use crate::rules::metrics::RulesMetrics;
+
+pub mod http;
+pub mod proxy;
+pub mod warm;
 
 /// The content type of OpenMetrics text.
 pub const OPENMETRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -70,52 +86,9 @@ const BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
 ];
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    route: &'static str,
-    method: &'static str,
-    status: u16,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteMethodLabels {
-    route: &'static str,
-    method: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct UpstreamLabels {
-    registry: String,
-    role: &'static str,
-    route: &'static str,
-    outcome: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct UpstreamTimingLabels {
-    registry: String,
-    role: &'static str,
-    route: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteLabels {
-    route: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabels {
-    kind: String,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct InForceLabels {
-    in_force: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabels {
-    result: &'static str,
+/// A histogram of latencies in [`BUCKETS`], for the parts that time something.
+fn latency() -> Histogram {
+    Histogram::new(BUCKETS)
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -123,280 +96,22 @@ struct VersionLabels {
     version: &'static str,
 }
 
-/// The state of the cluster rule source, as the watch reports it (counts are totals since
-/// start).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClusterSync {
-    /// A complete list of the cluster has been applied at least once.
-    pub synced: bool,
-    /// When the cluster part of the rules was last known to be current.
-    pub last_sync: Option<SystemTime>,
-    /// Per kind, whether the cluster serves it.
-    pub capabilities: Vec<(String, bool)>,
-    /// Objects per kind in the cluster part of the rules.
-    pub objects: Vec<(String, usize)>,
-    /// Re-lists of watches after their first complete list.
-    pub watch_restarts: u64,
-    /// Failed list, watch and discovery requests, per kind (`discovery` for discovery).
-    pub failures: Vec<(String, u64)>,
-}
-
-#[derive(Debug, Default)]
-struct ClusterMetrics {
-    synced: Gauge,
-    last_sync: Gauge<f64, std::sync::atomic::AtomicU64>,
-    objects: Family<KindLabels, Gauge>,
-    capability: Family<KindLabels, Gauge>,
-    watch_restarts: Counter,
-    failures: Family<KindLabels, Counter>,
-    refused: Family<InForceLabels, Gauge>,
-    /// The totals already counted, to turn the watch's totals into increments.
-    counted: std::sync::Mutex<ClusterSync>,
-}
-
-/// The kinds the cluster rule source reads (`kubernetes::Kind`), whose series exist from the
-/// start at 0 (objects, failures), so that a family is listed before the first sync and
-/// `increase()` sees the first failure. ConfigMaps are always served: no capability series.
-const CLUSTER_KINDS: [&str; 6] = [
-    "ImageContentSourcePolicy",
-    "ImageDigestMirrorSet",
-    "ImageTagMirrorSet",
-    "HostedCluster",
-    "NodePool",
-    "ConfigMap",
-];
-
-impl ClusterMetrics {
-    fn register(&self, root: &mut Registry) {
-        for kind in CLUSTER_KINDS {
-            let kind = KindLabels {
-                kind: kind.to_owned(),
-            };
-            let _ = self.objects.get_or_create(&kind);
-            let _ = self.failures.get_or_create(&kind);
-            if kind.kind != "ConfigMap" {
-                let _ = self.capability.get_or_create(&kind);
-            }
-        }
-        let _ = self.failures.get_or_create(&KindLabels {
-            kind: "discovery".to_owned(),
-        });
-        for in_force in [InForce::LastGood, InForce::Nothing] {
-            let _ = self.refused.get_or_create(&InForceLabels {
-                in_force: in_force.as_str(),
-            });
-        }
-        root.register(
-            "cluster_synced",
-            "Whether the cluster's mirror objects have been listed completely and applied (1), or pulls wait for it (0); 0 without a kubernetes section",
-            self.synced.clone(),
-        );
-        root.register(
-            "cluster_last_sync_timestamp_seconds",
-            "When the cluster part of the rules was last known to be current (Unix time); its age is time() minus this",
-            self.last_sync.clone(),
-        );
-        root.register(
-            "cluster_objects",
-            "Mirror objects read from the cluster, by kind",
-            self.objects.clone(),
-        );
-        root.register(
-            "cluster_capability",
-            "Whether the cluster serves a kind (1) or not (0), by kind, from API discovery",
-            self.capability.clone(),
-        );
-        root.register(
-            "cluster_watch_restarts",
-            "Re-lists of a cluster watch after its first complete list (errors, expired versions)",
-            self.watch_restarts.clone(),
-        );
-        root.register(
-            "cluster_objects_refused",
-            "Cluster objects refused because they are invalid or conflict (a mirror set, or a HostedCluster or NodePool with its ConfigMaps), by what of them is in force: their last good version, or nothing (left out)",
-            self.refused.clone(),
-        );
-        root.register(
-            "cluster_sync_failures",
-            "Failed list, watch and discovery requests to the API server, by kind (discovery for discovery)",
-            self.failures.clone(),
-        );
-    }
-
-    fn record(&self, sync: &ClusterSync) {
-        self.synced.set(i64::from(sync.synced));
-        if let Some(at) = sync.last_sync {
-            let at = at.duration_since(UNIX_EPOCH).unwrap_or_default();
-            self.last_sync.set(at.as_secs_f64());
-        }
-        let gauge = |count: usize| i64::try_from(count).unwrap_or(i64::MAX);
-        // A kind absent from the counts has no object (any more): 0, not a stale count.
-        for kind in CLUSTER_KINDS {
-            let count = sync
-                .objects
-                .iter()
-                .find(|(k, _)| k == kind)
-                .map_or(0, |(_, n)| *n);
-            self.objects
-                .get_or_create(&KindLabels {
-                    kind: kind.to_owned(),
-                })
-                .set(gauge(count));
-        }
-        for (kind, count) in &sync.objects {
-            self.objects
-                .get_or_create(&KindLabels { kind: kind.clone() })
-                .set(gauge(*count));
-        }
-        for (kind, served) in &sync.capabilities {
-            self.capability
-                .get_or_create(&KindLabels { kind: kind.clone() })
-                .set(i64::from(*served));
-        }
-        let Ok(mut counted) = self.counted.lock() else {
-            return;
-        };
-        self.watch_restarts
-            .inc_by(sync.watch_restarts.saturating_sub(counted.watch_restarts));
-        for (kind, total) in &sync.failures {
-            let before = counted
-                .failures
-                .iter()
-                .find(|(k, _)| k == kind)
-                .map_or(0, |(_, n)| *n);
-            self.failures
-                .get_or_create(&KindLabels { kind: kind.clone() })
-                .inc_by(total.saturating_sub(before));
-        }
-        *counted = sync.clone();
-    }
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabels {
-    outcome: &'static str,
-}
-
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct WarmSourceLabels {
-    source: &'static str,
-}
-
-/// What release warm-up jobs did (`crate::warm`).
-#[derive(Debug, Clone, Default)]
-pub struct WarmMetrics {
-    jobs: Family<OutcomeLabels, Counter>,
-    running: Gauge,
-    images: Counter,
-    blobs: Family<WarmSourceLabels, Counter>,
-    bytes: Family<WarmSourceLabels, Counter>,
-    failures: Counter,
-}
-
-impl WarmMetrics {
-    /// A job started.
-    pub fn job_started(&self) {
-        self.running.inc();
-    }
-
-    /// A job ended, `succeeded` or `failed`.
-    pub fn job_finished(&self, succeeded: bool) {
-        self.running.dec();
-        let outcome = if succeeded { "succeeded" } else { "failed" };
-        self.jobs.get_or_create(&OutcomeLabels { outcome }).inc();
-    }
-
-    /// An image (all of its blobs) is warm.
-    pub fn image_warmed(&self) {
-        self.images.inc();
-    }
-
-    /// A blob of `size` bytes is warm: `fetched` from an upstream by the job, or found cached.
-    pub fn blob_warmed(&self, size: u64, fetched: bool) {
-        let source = if fetched { "fetched" } else { "cached" };
-        let labels = WarmSourceLabels { source };
-        self.blobs.get_or_create(&labels).inc();
-        self.bytes.get_or_create(&labels).inc_by(size);
-    }
-
-    /// A component, manifest or blob could not be warmed.
-    pub fn failure(&self) {
-        self.failures.inc();
-    }
-
-    fn register(&self, root: &mut Registry) {
-        for outcome in ["succeeded", "failed"] {
-            let _ = self.jobs.get_or_create(&OutcomeLabels { outcome });
-        }
-        for source in ["fetched", "cached"] {
-            let _ = self.blobs.get_or_create(&WarmSourceLabels { source });
-            let _ = self.bytes.get_or_create(&WarmSourceLabels { source });
-        }
-        root.register(
-            "warm_jobs",
-            "Release warm-up jobs ended, by outcome (succeeded, failed)",
-            self.jobs.clone(),
-        );
-        root.register(
-            "warm_jobs_running",
-            "Release warm-up jobs under way",
-            self.running.clone(),
-        );
-        root.register(
-            "warm_images",
-            "Images (manifests with all their blobs) made warm by warm-up jobs",
-            self.images.clone(),
-        );
-        root.register(
-            "warm_blobs",
-            "Blobs of warm-up jobs, by source (fetched from an upstream, or already cached)",
-            self.blobs.clone(),
-        );
-        root.register(
-            "warm_bytes",
-            "Blob bytes of warm-up jobs, by source (fetched from an upstream, or already cached)",
-            self.bytes.clone(),
-        );
-        root.register(
-            "warm_failures",
-            "Components, manifests and blobs warm-up jobs could not fetch",
-            self.failures.clone(),
-        );
-    }
-}
-
-/// Every metric mirrorgate exports.
+/// Every metric mirrorgate exports: each part's families, and the registry they are
+/// registered in.
 pub struct Metrics {
     registry: Registry,
-    warm: WarmMetrics,
-    requests: Family<RequestLabels, Counter>,
-    request_duration: Family<RouteMethodLabels, Histogram>,
-    upstream_requests: Family<UpstreamLabels, Counter>,
-    upstream_duration: Family<UpstreamTimingLabels, Histogram>,
-    fallbacks: Family<RouteLabels, Counter>,
-    blocked: Family<RouteLabels, Counter>,
-    source_after_mirrors: Family<RouteLabels, Counter>,
-    rules_loaded: Family<KindLabels, Gauge>,
-    rule_warnings: Gauge,
-    blocked_scopes: Gauge,
-    reloads: Family<ResultLabels, Counter>,
-    last_reload: Gauge<f64, std::sync::atomic::AtomicU64>,
-    last_reload_successful: Gauge,
-    connections: Gauge,
-    connections_stalled: Counter,
-    fetches_in_flight: Gauge,
-    fetches_queued: Gauge,
-    fetches_refused: Counter,
-    loops_refused: Counter,
-    withdrawn_refused: Family<RouteLabels, Counter>,
-    withdrawn_digests: Gauge,
-    cluster: ClusterMetrics,
-    /// The shared cache tier whose counters are exported, once there is one.
-    shared: Arc<std::sync::OnceLock<crate::cache::shared::SharedStore>>,
-    /// Registries that may appear as label values.
-    known_registries: ArcSwap<HashSet<String>>,
-    /// Wildcard suffixes (`.example.com`) of rule scopes, for hosts under them.
-    known_wildcards: ArcSwap<Vec<String>>,
+    /// Client requests, connections and loops ([`crate::http`]).
+    pub http: HttpMetrics,
+    /// Upstream attempts, fallbacks, refusals and fetch slots ([`crate::proxy`]).
+    pub proxy: ProxyMetrics,
+    /// The rules in force and their reloads ([`crate::rules`]).
+    pub rules: RulesMetrics,
+    /// The cluster rule source (the `kubernetes` section).
+    pub cluster: ClusterMetrics,
+    /// Release warm-up jobs ([`crate::warm`]).
+    pub warm: WarmMetrics,
+    /// The caches and the shared cache tier, read at scrape time ([`crate::cache`]).
+    cache: CacheMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -405,355 +120,28 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-/// Reads the cache counters at scrape time.
-#[derive(Debug)]
-struct CacheCollector(Arc<CacheStats>);
-
-impl Collector for CacheCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let s = &self.0;
-        let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 13] = [
-            (
-                "cache_manifest_hits",
-                "Manifests served from the cache.",
-                &s.manifest_hits,
-            ),
-            (
-                "cache_manifest_misses",
-                "Manifest fetches from upstreams because the cache could not answer.",
-                &s.manifest_misses,
-            ),
-            (
-                "cache_tag_hits",
-                "Tag answers reused within their TTL.",
-                &s.tag_hits,
-            ),
-            (
-                "cache_tag_revalidations",
-                "Tag answers checked upstream after their TTL.",
-                &s.tag_revalidations,
-            ),
-            (
-                "cache_stale_answers",
-                "Expired tag answers served because every source failed.",
-                &s.stale_served,
-            ),
-            (
-                "cache_blob_hits",
-                "Blobs served from the store.",
-                &s.blob_hits,
-            ),
-            (
-                "cache_blob_misses",
-                "Blobs that had to be fetched.",
-                &s.blob_misses,
-            ),
-            (
-                "cache_coalesced",
-                "Requests that joined a fetch already under way.",
-                &s.coalesced,
-            ),
-            (
-                "cache_evictions",
-                "Entries evicted from memory or disk.",
-                &s.evictions,
-            ),
-            (
-                "bytes_served_from_cache",
-                "Blob bytes served from the store.",
-                &s.bytes_from_cache,
-            ),
-            (
-                "bytes_fetched",
-                "Blob bytes fetched from upstreams into the store.",
-                &s.bytes_fetched,
-            ),
-            (
-                "cache_store_failures",
-                "Blobs or manifests that could not be stored and were served without caching.",
-                &s.store_failures,
-            ),
-            (
-                "bytes_served_from_upstream",
-                "Blob bytes served as they arrived from upstreams.",
-                &s.bytes_from_upstream,
-            ),
-        ];
-        for (name, help, value) in counters {
-            let counter = ConstCounter::new(CacheStats::get(value));
-            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
-            counter.encode(metric)?;
-        }
-        let gauges: [(&str, &str, &std::sync::atomic::AtomicU64); 2] = [
-            (
-                "cache_blob_bytes",
-                "Bytes held in the blob store.",
-                &s.blob_bytes,
-            ),
-            (
-                "cache_manifest_memory_bytes",
-                "Bytes of manifests held in memory.",
-                &s.manifest_memory_bytes,
-            ),
-        ];
-        for (name, help, value) in gauges {
-            let gauge = ConstGauge::new(i64::try_from(CacheStats::get(value)).unwrap_or(i64::MAX));
-            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
-            gauge.encode(metric)?;
-        }
-        Ok(())
-    }
-}
-
-/// Reads the shared cache tier's counters at scrape time (all zero without a shared tier, so
-/// that dashboards and alerts find the series either way).
-#[derive(Debug)]
-struct SharedCollector(Arc<std::sync::OnceLock<crate::cache::shared::SharedStore>>);
-
-impl Collector for SharedCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let c = self
-            .0
-            .get()
-            .map(|store| store.stats().snapshot())
-            .unwrap_or_default();
-        let counters: [(&str, &str, u64); 10] = [
-            (
-                "shared_hits",
-                "Reads from the shared cache that found the object.",
-                c.hits,
-            ),
-            (
-                "shared_misses",
-                "Reads from the shared cache that did not find the object.",
-                c.misses,
-            ),
-            (
-                "shared_uploads",
-                "Objects this replica stored in the shared cache.",
-                c.uploads,
-            ),
-            (
-                "shared_uploads_already_present",
-                "Uploads that found the object stored already (by another replica).",
-                c.already_present,
-            ),
-            (
-                "shared_upload_failures",
-                "Uploads to the shared cache that failed (nothing became visible).",
-                c.upload_failures,
-            ),
-            (
-                "shared_corrupt_objects",
-                "Objects in the shared cache found corrupt (never served).",
-                c.corrupt,
-            ),
-            (
-                "shared_replaced_objects",
-                "Corrupt objects in the shared cache replaced with verified bytes.",
-                c.replaced,
-            ),
-            (
-                "shared_errors",
-                "Operations on the shared cache that failed (unreachable, slow, denied, full); the pull went on without it.",
-                c.errors,
-            ),
-            (
-                "shared_bytes_read",
-                "Object bytes read from the shared cache.",
-                c.bytes_read,
-            ),
-            (
-                "shared_bytes_written",
-                "Object bytes sent to the shared cache.",
-                c.bytes_written,
-            ),
-        ];
-        for (name, help, value) in counters {
-            let counter = ConstCounter::new(value);
-            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
-            counter.encode(metric)?;
-        }
-        let mut family = encoder.encode_descriptor(
-            "shared_rejected_records",
-            "Confirmation markers, tag answers and withdrawals in the shared cache not sealed with this replica's key (cache.shared.key_file); treated as absent.",
-            None,
-            MetricType::Counter,
-        )?;
-        for (kind, value) in [
-            ("marker", c.rejected_markers),
-            ("tag", c.rejected_tags),
-            ("withdrawal", c.rejected_withdrawals),
-        ] {
-            let labels = [("kind", kind)];
-            ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
-        }
-        Ok(())
-    }
-}
-
 impl Metrics {
     /// These metrics and the counters of the shared cache tier `store`.
-    pub fn with_shared(self, store: crate::cache::shared::SharedStore) -> Metrics {
-        let _ = self.shared.set(store);
+    pub fn with_shared(self, store: SharedStore) -> Metrics {
+        self.cache.set_shared(store);
         self
     }
 
     /// The metrics of a proxy whose caches count into `cache`.
     pub fn new(cache: Arc<CacheStats>) -> Metrics {
+        let http = HttpMetrics::new(latency);
+        let proxy = ProxyMetrics::new(latency);
+        let rules = RulesMetrics::default();
+        let cluster = ClusterMetrics::default();
+        let warm = WarmMetrics::default();
+        let cache = CacheMetrics::new(cache);
+        // Parts whose families share a prefix get a sub-registry with it (linkerd's pattern);
+        // the others name their families in full under `mirrorgate_`.
         let mut root = Registry::with_prefix("mirrorgate");
-        let histogram = || Histogram::new(BUCKETS);
-        let metrics = Metrics {
-            requests: Family::default(),
-            request_duration: Family::new_with_constructor(histogram),
-            upstream_requests: Family::default(),
-            upstream_duration: Family::new_with_constructor(histogram),
-            fallbacks: Family::default(),
-            blocked: Family::default(),
-            source_after_mirrors: Family::default(),
-            rules_loaded: Family::default(),
-            rule_warnings: Gauge::default(),
-            blocked_scopes: Gauge::default(),
-            reloads: Family::default(),
-            last_reload: Gauge::default(),
-            last_reload_successful: Gauge::default(),
-            connections: Gauge::default(),
-            connections_stalled: Counter::default(),
-            fetches_in_flight: Gauge::default(),
-            fetches_queued: Gauge::default(),
-            fetches_refused: Counter::default(),
-            loops_refused: Counter::default(),
-            withdrawn_refused: Family::default(),
-            withdrawn_digests: Gauge::default(),
-            cluster: ClusterMetrics::default(),
-            shared: Arc::default(),
-            known_registries: ArcSwap::from_pointee(HashSet::new()),
-            known_wildcards: ArcSwap::from_pointee(Vec::new()),
-            registry: Registry::default(),
-            warm: WarmMetrics::default(),
-        };
-        root.register(
-            "http_requests",
-            "Client requests by route, method and status",
-            metrics.requests.clone(),
-        );
-        root.register(
-            "http_request_duration_seconds",
-            "Time to the response headers, by route and method",
-            metrics.request_duration.clone(),
-        );
-        root.register(
-            "upstream_requests",
-            "Requests to upstream registries by registry, role (mirror/source), route and outcome",
-            metrics.upstream_requests.clone(),
-        );
-        root.register(
-            "upstream_request_duration_seconds",
-            "Time to an upstream's response headers, by registry, role and route",
-            metrics.upstream_duration.clone(),
-        );
-        root.register(
-            "fallbacks",
-            "Requests served by another than the first pull source, by route",
-            metrics.fallbacks.clone(),
-        );
-        root.register(
-            "blocked",
-            "Requests refused because the source is blocked and no mirror applies, by route",
-            metrics.blocked.clone(),
-        );
-        root.register(
-            "source_after_mirrors",
-            "Source attempts made because every mirror attempt before them failed, by route",
-            metrics.source_after_mirrors.clone(),
-        );
-        root.register(
-            "rules_loaded",
-            "Objects in the rule set in force, by kind",
-            metrics.rules_loaded.clone(),
-        );
-        root.register(
-            "rule_warnings",
-            "Warnings of the rule set in force (unknown fields, ConfigMaps named but not loaded)",
-            metrics.rule_warnings.clone(),
-        );
-        root.register(
-            "blocked_scopes",
-            "Scopes of the rule set in force whose source is never contacted (NeverContactSource)",
-            metrics.blocked_scopes.clone(),
-        );
-        root.register(
-            "reloads",
-            "Rule and configuration reloads by result (success, failure)",
-            metrics.reloads.clone(),
-        );
-        root.register(
-            "last_reload_success_timestamp_seconds",
-            "When the rules in force were loaded (Unix time)",
-            metrics.last_reload.clone(),
-        );
-        root.register(
-            "last_reload_successful",
-            "Whether the last reload attempt succeeded (1) or failed and the last good rules stay in force (0)",
-            metrics.last_reload_successful.clone(),
-        );
-        // Both results, and the per-route counters of what alerts watch, exist from the start
-        // at 0, so that increase() and rate() see the first event.
-        for result in ["success", "failure"] {
-            let _ = metrics.reloads.get_or_create(&ResultLabels { result });
-        }
-        for route in ["manifest", "blob", "tags", "referrers"] {
-            for family in [
-                &metrics.fallbacks,
-                &metrics.blocked,
-                &metrics.source_after_mirrors,
-                &metrics.withdrawn_refused,
-            ] {
-                let _ = family.get_or_create(&RouteLabels { route });
-            }
-        }
-        metrics.last_reload_successful.set(1);
-        root.register(
-            "connections",
-            "Client connections open on the API address",
-            metrics.connections.clone(),
-        );
-        root.register(
-            "connections_stalled",
-            "Client connections closed because a response got no bytes out within limits.write_stall_timeout",
-            metrics.connections_stalled.clone(),
-        );
-        root.register(
-            "upstream_fetches_in_flight",
-            "Upstream fetches under way (bounded by limits.max_upstream_fetches)",
-            metrics.fetches_in_flight.clone(),
-        );
-        root.register(
-            "upstream_fetches_queued",
-            "Requests waiting for an upstream fetch slot",
-            metrics.fetches_queued.clone(),
-        );
-        root.register(
-            "upstream_fetches_refused",
-            "Requests answered 429 because no upstream fetch slot freed up in time",
-            metrics.fetches_refused.clone(),
-        );
-        root.register(
-            "loops_refused",
-            "Requests answered 508 Loop Detected because they carried this mirrorgate's own Via token",
-            metrics.loops_refused.clone(),
-        );
-        root.register(
-            "withdrawn_refused",
-            "Requests answered 404 because an operator withdrew the digest (mirrorgate deny), by route",
-            metrics.withdrawn_refused.clone(),
-        );
-        root.register(
-            "withdrawn_digests",
-            "Digests an operator has withdrawn (mirrorgate deny) and mirrorgate refuses to serve",
-            metrics.withdrawn_digests.clone(),
-        );
-        metrics.cluster.register(&mut root);
+        http.register(&mut root);
+        proxy.register(&mut root);
+        rules.register(&mut root);
+        cluster.register(root.sub_registry_with_prefix("cluster"));
         let build = Family::<VersionLabels, Gauge>::default();
         build
             .get_or_create(&VersionLabels {
@@ -761,18 +149,17 @@ impl Metrics {
             })
             .set(1);
         root.register("build_info", "The running version (value 1)", build);
-        root.register_collector(Box::new(CacheCollector(cache)));
-        metrics.warm.register(&mut root);
-        root.register_collector(Box::new(SharedCollector(metrics.shared.clone())));
+        warm.register(root.sub_registry_with_prefix("warm"));
+        cache.register(&mut root);
         Metrics {
             registry: root,
-            ..metrics
+            http,
+            proxy,
+            rules,
+            cluster,
+            warm,
+            cache,
         }
-    }
-
-    /// The counters of release warm-up jobs.
-    pub fn warm(&self) -> &WarmMetrics {
-        &self.warm
     }
 
     /// The OpenMetrics text of every metric.
@@ -795,170 +182,21 @@ impl Metrics {
         }
     }
 
-    /// Records the rule set in force: objects per kind, its warnings and blocked scopes, the load
-    /// time, and the registries that
-    /// may appear as label values (with those of the configuration).
+    /// Records the rule set in force (objects per kind, warnings, blocked scopes, load time) and
+    /// the registries that may appear as label values: those of the rules and those the
+    /// configuration names (`configured`).
     pub fn rules_loaded<'a>(&self, rules: &RuleSet, configured: impl Iterator<Item = &'a str>) {
-        self.rules_loaded.clear();
-        let summary = rules.summary();
-        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        self.rule_warnings.set(count(summary.warnings.len()));
-        self.blocked_scopes.set(count(summary.blocked_scopes.len()));
-        for (kind, count) in summary.objects {
-            self.rules_loaded
-                .get_or_create(&KindLabels { kind })
-                .set(i64::try_from(count).unwrap_or(i64::MAX));
-        }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        self.last_reload.set(now.as_secs_f64());
-        let (mut known, wildcards) = rules.registries();
-        known.extend(configured.map(str::to_owned));
-        self.known_registries.store(Arc::new(known));
-        self.known_wildcards.store(Arc::new(wildcards));
-    }
-
-    /// The gauge of open client connections.
-    pub fn connections(&self) -> Gauge {
-        self.connections.clone()
-    }
-
-    /// The counter of client connections closed for a stalled response.
-    pub fn connections_stalled(&self) -> Counter {
-        self.connections_stalled.clone()
-    }
-
-    /// The gauges of upstream fetches under way and waiting, and the counter of those refused.
-    pub fn fetch_slots(&self) -> (Gauge, Gauge, Counter) {
-        (
-            self.fetches_in_flight.clone(),
-            self.fetches_queued.clone(),
-            self.fetches_refused.clone(),
-        )
-    }
-
-    /// Records the state of the cluster rule source (the `kubernetes` section): exported as
-    /// `mirrorgate_cluster_*`.
-    pub fn cluster_sync(&self, sync: &ClusterSync) {
-        self.cluster.record(sync);
-    }
-
-    /// Records the cluster objects the rule set in force refused
-    /// ([`RuleSet::errors`]): exported as `mirrorgate_cluster_objects_refused`.
-    pub fn cluster_refused(&self, errors: &[MemberError]) {
-        for in_force in [InForce::LastGood, InForce::Nothing] {
-            let count = errors.iter().filter(|e| e.in_force == in_force).count();
-            self.cluster
-                .refused
-                .get_or_create(&InForceLabels {
-                    in_force: in_force.as_str(),
-                })
-                .set(i64::try_from(count).unwrap_or(i64::MAX));
-        }
-    }
-
-    /// Counts a reload attempt.
-    pub fn reload(&self, success: bool) {
-        let result = if success { "success" } else { "failure" };
-        self.reloads.get_or_create(&ResultLabels { result }).inc();
-        self.last_reload_successful.set(i64::from(success));
-    }
-
-    /// Counts one answered client request.
-    pub fn request(&self, route: &'static str, method: &'static str, status: u16, took: Duration) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                route,
-                method,
-                status,
-            })
-            .inc();
-        self.request_duration
-            .get_or_create(&RouteMethodLabels { route, method })
-            .observe(took.as_secs_f64());
-    }
-
-    /// Counts one attempt at an upstream registry.
-    pub fn upstream(
-        &self,
-        registry: &str,
-        role: &'static str,
-        route: &'static str,
-        outcome: &'static str,
-        took: Duration,
-    ) {
-        let registry = self.registry_label(registry);
-        self.upstream_duration
-            .get_or_create(&UpstreamTimingLabels {
-                registry: registry.clone(),
-                role,
-                route,
-            })
-            .observe(took.as_secs_f64());
-        self.upstream_requests
-            .get_or_create(&UpstreamLabels {
-                registry,
-                role,
-                route,
-                outcome,
-            })
-            .inc();
-    }
-
-    /// Counts a request served by another than the first pull source.
-    pub fn fallback(&self, route: &'static str) {
-        self.fallbacks.get_or_create(&RouteLabels { route }).inc();
-    }
-
-    /// Counts a source attempt made after mirror attempts failed.
-    pub fn source_after_mirrors(&self, route: &'static str) {
-        self.source_after_mirrors
-            .get_or_create(&RouteLabels { route })
-            .inc();
-    }
-
-    /// Counts a request refused as a loop (508).
-    pub fn loop_refused(&self) {
-        self.loops_refused.inc();
-    }
-
-    /// Counts a request refused because its digest is withdrawn.
-    pub fn withdrawn_refused(&self, route: &'static str) {
-        self.withdrawn_refused
-            .get_or_create(&RouteLabels { route })
-            .inc();
-    }
-
-    /// Sets how many digests are withdrawn.
-    pub fn withdrawn_digests(&self, count: usize) {
-        self.withdrawn_digests
-            .set(i64::try_from(count).unwrap_or(i64::MAX));
-    }
-
-    /// Counts a request refused because the source is blocked.
-    pub fn blocked(&self, route: &'static str) {
-        self.blocked.get_or_create(&RouteLabels { route }).inc();
-    }
-
-    /// The label value for a registry: itself if known, the wildcard scope it falls under, or
-    /// `other`.
-    fn registry_label(&self, registry: &str) -> String {
-        if self.known_registries.load().contains(registry) {
-            return registry.to_owned();
-        }
-        let host = registry.split(':').next().unwrap_or(registry);
-        self.known_wildcards
-            .load()
-            .iter()
-            .find(|suffix| host.ends_with(suffix.as_str()))
-            .map_or_else(|| "other".to_owned(), |suffix| format!("*{suffix}"))
+        self.rules.loaded(rules);
+        self.proxy.label_registries_of(rules, configured);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
     use super::*;
+    use crate::kubernetes::metrics::ClusterSync;
 
     #[test]
     fn cluster_totals_become_counter_increments_and_a_deleted_kind_counts_zero() {
@@ -975,8 +213,8 @@ mod tests {
             watch_restarts: restarts,
             failures: vec![("discovery".to_owned(), failures)],
         };
-        metrics.cluster_sync(&sync(1, 2, 3));
-        metrics.cluster_sync(&sync(3, 2, 0));
+        metrics.cluster.cluster_sync(&sync(1, 2, 3));
+        metrics.cluster.cluster_sync(&sync(3, 2, 0));
         let text = metrics.encode();
         let sample = |name: &str| {
             text.lines()
@@ -1017,7 +255,7 @@ mod tests {
     #[test]
     fn unknown_registries_are_labelled_other() {
         let metrics = metrics_with_rules();
-        metrics.upstream(
+        metrics.proxy.upstream(
             "evil.example.net",
             "mirror",
             "manifest",
@@ -1030,7 +268,7 @@ mod tests {
     #[test]
     fn registries_of_the_rules_are_their_own_label() {
         let metrics = metrics_with_rules();
-        metrics.upstream(
+        metrics.proxy.upstream(
             "mirror.example.com",
             "mirror",
             "manifest",
@@ -1045,7 +283,7 @@ mod tests {
     #[test]
     fn hosts_under_a_wildcard_scope_are_labelled_with_it() {
         let metrics = metrics_with_rules();
-        metrics.upstream(
+        metrics.proxy.upstream(
             "a.corp.example.com:5000",
             "source",
             "blob",
@@ -1117,7 +355,7 @@ mod tests {
         let stats = Arc::new(CacheStats::default());
         CacheStats::count(&stats.blob_hits);
         let metrics = Metrics::new(stats);
-        metrics.reload(false);
+        metrics.rules.reload(false);
         let (om_type, om) =
             metrics.exposition(Some("application/openmetrics-text;version=1.0.0,*/*;q=0.1"));
         let (text_type, text) = metrics.exposition(Some("*/*"));

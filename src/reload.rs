@@ -118,7 +118,7 @@ impl ClusterPart {
                         };
                         (cluster_sync(&health), waiting)
                     };
-                    metrics.cluster_sync(&sync);
+                    metrics.cluster.cluster_sync(&sync);
                     // Before the first sync, /readyz and refused pulls say what stands in the way
                     // (a 403 names the permission to grant).
                     if let Some(why) = waiting {
@@ -182,7 +182,7 @@ impl ClusterPart {
             })
             .map(ToString::to_string)
             .collect();
-        proxy.metrics().cluster_refused(refused);
+        proxy.metrics().cluster.cluster_refused(refused);
         self.refused = refused.to_vec();
         new
     }
@@ -224,12 +224,12 @@ impl ClusterPart {
 }
 
 #[cfg(feature = "kubernetes")]
-fn cluster_sync(health: &crate::kubernetes::Health) -> crate::metrics::ClusterSync {
+fn cluster_sync(health: &crate::kubernetes::Health) -> crate::kubernetes::metrics::ClusterSync {
     let kind = |k: &crate::kubernetes::Kind| k.as_str().to_owned();
     let mut failures: Vec<(String, u64)> =
         health.failures.iter().map(|(k, n)| (kind(k), *n)).collect();
     failures.push(("discovery".to_owned(), health.discovery_failures));
-    crate::metrics::ClusterSync {
+    crate::kubernetes::metrics::ClusterSync {
         synced: health.synced,
         last_sync: health.last_sync,
         capabilities: health

@@ -15,6 +15,7 @@ mod config;
 pub mod flights;
 pub mod lru;
 pub mod manifests;
+pub mod metrics;
 pub mod shared;
 pub mod stats;
 pub mod tags;

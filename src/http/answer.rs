@@ -65,8 +65,8 @@ async fn answer_in_chain(proxy: &Arc<Proxy>, request: Incoming<'_>) -> Response<
         let chain = crate::upstream::via::received(headers).unwrap_or_default();
         tracing::warn!(%method, path, via = %chain, token = via.as_str(), "loop refused: the request carries this mirrorgate's own Via token");
         let response = ApiError::loop_detected(via.as_str(), &chain).into_response(head);
-        proxy.metrics().loop_refused();
-        proxy.metrics().request(
+        proxy.metrics().http.loop_refused();
+        proxy.metrics().http.request(
             route.as_str(),
             method_label(method),
             response.status().as_u16(),
@@ -101,7 +101,7 @@ async fn respond_in_chain(
         Ok(client) => client,
         Err(refusal) => {
             let status = StatusCode::UNAUTHORIZED.as_u16();
-            proxy.metrics().request(
+            proxy.metrics().http.request(
                 Route::Unauthorized.as_str(),
                 method_label(method),
                 status,
@@ -144,7 +144,7 @@ async fn respond_in_chain(
             (Route::Invalid, error.into_response(head))
         }
     };
-    proxy.metrics().request(
+    proxy.metrics().http.request(
         route.as_str(),
         method_label(method),
         response.status().as_u16(),

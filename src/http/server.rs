@@ -125,11 +125,11 @@ pub async fn serve_with_warm(
     let builders = Arc::new(Builders::new(builder, http1));
     let max_connections = limits.max_connections;
     let connections = Arc::new(Semaphore::new(max_connections));
-    let open = proxy.metrics().connections();
+    let open = proxy.metrics().http.connections();
     let deadlines = Arc::new(Deadlines {
         idle,
         stall: limits.write_stall_timeout,
-        stalled: proxy.metrics().connections_stalled(),
+        stalled: proxy.metrics().http.connections_stalled(),
     });
     let local = listener.local_addr()?;
     // Dropped when the server stops: handshakes in progress end, connections are asked to finish.

@@ -44,7 +44,7 @@ pub async fn answer(
         Method::HEAD => "HEAD",
         _ => "OTHER",
     };
-    proxy.metrics().request(
+    proxy.metrics().http.request(
         crate::proxy::Route::Status.as_str(),
         method,
         response.status().as_u16(),

@@ -107,6 +107,7 @@ where
     };
     proxy
         .metrics()
+        .http
         .request(label, method, response.status().as_u16(), started.elapsed());
     response
 }

@@ -25,6 +25,7 @@
 
 mod config;
 mod discovery;
+pub mod metrics;
 mod snapshot;
 mod watch;
 

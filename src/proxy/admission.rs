@@ -90,7 +90,7 @@ impl Drop for FetchSlot {
 impl FetchSlots {
     /// `size` slots; a request waits at most `wait` for one.
     pub(crate) fn new(size: usize, wait: Duration, metrics: &Metrics) -> FetchSlots {
-        let (in_flight, queued, refused) = metrics.fetch_slots();
+        let (in_flight, queued, refused) = metrics.proxy.fetch_slots();
         FetchSlots {
             semaphore: Arc::new(Semaphore::new(size)),
             background: Arc::new(Semaphore::new(background_size(size))),

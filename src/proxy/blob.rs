@@ -530,7 +530,7 @@ impl Proxy {
                     CacheStats::add(&self.cache.stats.bytes_fetched, size);
                     self.remember_content(logical.name(), digest.as_str());
                     if !failures.is_empty() {
-                        self.metrics.fallback(Route::Blob.as_str());
+                        self.metrics.proxy.fallback(Route::Blob.as_str());
                     }
                     tracing::info!(reference = %logical, served_by = %physical, %role, size, failed = %summary(&failures), "blob fetched");
                     // Verified and stored: now other replicas may have it too.
@@ -732,7 +732,7 @@ impl Proxy {
                         self.remember_content(logical.name(), digest.as_str());
                     }
                     if !failures.is_empty() {
-                        self.metrics.fallback(Route::Blob.as_str());
+                        self.metrics.proxy.fallback(Route::Blob.as_str());
                     }
                     tracing::info!(
                         method = %method,

@@ -167,7 +167,7 @@ impl Proxy {
             match self.attempt(request, source.role, route).await {
                 Ok(response) => {
                     if !failures.is_empty() {
-                        self.metrics.fallback(route.as_str());
+                        self.metrics.proxy.fallback(route.as_str());
                     }
                     tracing::info!(
                         reference = %logical,

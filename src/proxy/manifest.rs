@@ -335,7 +335,7 @@ impl Proxy {
                     Ok(Some(digest)) if digest == answer.digest => {
                         self.record_tag(logical, &asked, &digest, source, route);
                         if !failures.is_empty() {
-                            self.metrics.fallback(Route::Manifest.as_str());
+                            self.metrics.proxy.fallback(Route::Manifest.as_str());
                         }
                         tracing::info!(reference = %logical, served_by = "cache", confirmed_by = %source.reference, "manifest served");
                         return Ok(cached.clone());
@@ -419,7 +419,7 @@ impl Proxy {
         self.remember_source(logical, &source.reference);
         self.remember_content(logical.name(), &manifest.digest);
         if !failures.is_empty() {
-            self.metrics.fallback(Route::Manifest.as_str());
+            self.metrics.proxy.fallback(Route::Manifest.as_str());
         }
         tracing::info!(
             reference = %logical,

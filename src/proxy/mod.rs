@@ -228,7 +228,7 @@ impl Proxy {
         }
         let metrics = Arc::new(metrics);
         metrics.rules_loaded(&rules, settings.configured_registries());
-        metrics.withdrawn_digests(cache.withdrawn.len());
+        metrics.proxy.withdrawn_digests(cache.withdrawn.len());
         Ok(Proxy {
             reachable: ArcSwap::from_pointee(Reachable::new(&rules, &settings)),
             rules: ArcSwap::new(rules),
@@ -763,6 +763,7 @@ impl Proxy {
         let started = Instant::now();
         if let Some((remaining, cause)) = self.backoff.skipping(&registry, started) {
             self.metrics
+                .proxy
                 .upstream(&registry, role.as_str(), route, "skipped", Duration::ZERO);
             return Err(AttemptError::Connect(format!(
                 "not contacted: {cause}, retried in {}s",
@@ -792,6 +793,7 @@ impl Proxy {
             Err(error) => error.outcome(),
         };
         self.metrics
+            .proxy
             .upstream(&registry, role.as_str(), route, outcome, started.elapsed());
         result
     }
@@ -799,13 +801,13 @@ impl Proxy {
     /// Counts a source attempt that only happens because mirror attempts failed.
     fn note_attempt(&self, role: Role, failures: &[Failure], route: Route) {
         if role == Role::Source && failures.iter().any(|f| f.role == Role::Mirror) {
-            self.metrics.source_after_mirrors(route.as_str());
+            self.metrics.proxy.source_after_mirrors(route.as_str());
         }
     }
 
     /// Counts an attempt whose outcome is known only after its body was read.
     fn count_attempt(&self, registry: &str, role: Role, route: Route, outcome: &'static str) {
-        self.metrics.upstream(
+        self.metrics.proxy.upstream(
             registry,
             role.as_str(),
             route.as_str(),
@@ -818,7 +820,7 @@ impl Proxy {
     /// counted.
     fn refuse(&self, route: Route, error: ResolveError) -> Error {
         if matches!(error, ResolveError::Blocked { .. }) {
-            self.metrics.blocked(route.as_str());
+            self.metrics.proxy.blocked(route.as_str());
         }
         Error::Resolve(error)
     }

@@ -124,7 +124,7 @@ impl Proxy {
     /// Records the result of a reload: counted, and kept for `/status`. A failed reload keeps
     /// the last good rules, so their load time stays.
     pub fn record_reload(&self, result: Result<(), String>) {
-        self.metrics.reload(result.is_ok());
+        self.metrics.rules.reload(result.is_ok());
         let now = SystemTime::now();
         let mut state = self.reloads.state();
         if result.is_ok() {

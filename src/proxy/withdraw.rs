@@ -53,7 +53,9 @@ impl Proxy {
         for digest in &added {
             tracing::warn!(%digest, reason, "digest withdrawn by an operator: refused and deleted from the cache");
         }
-        self.metrics.withdrawn_digests(self.cache.withdrawn.len());
+        self.metrics
+            .proxy
+            .withdrawn_digests(self.cache.withdrawn.len());
         Ok(added)
     }
 
@@ -68,7 +70,9 @@ impl Proxy {
         for digest in &lifted {
             tracing::warn!(%digest, "withdrawal lifted by an operator: the digest may be served again");
         }
-        self.metrics.withdrawn_digests(self.cache.withdrawn.len());
+        self.metrics
+            .proxy
+            .withdrawn_digests(self.cache.withdrawn.len());
         Ok(lifted)
     }
 
@@ -119,7 +123,9 @@ impl Proxy {
                     purged,
                     "withdrawn digests taken from the shared store"
                 );
-                self.metrics.withdrawn_digests(self.cache.withdrawn.len());
+                self.metrics
+                    .proxy
+                    .withdrawn_digests(self.cache.withdrawn.len());
             }
             Ok(false) => {}
             Err(error) => {
@@ -151,7 +157,7 @@ impl Proxy {
         match self.cache.withdrawn.get(digest) {
             None => Ok(()),
             Some(withdrawal) => {
-                self.metrics.withdrawn_refused(route.as_str());
+                self.metrics.proxy.withdrawn_refused(route.as_str());
                 tracing::info!(digest, reason = %withdrawal.reason, "withdrawn digest refused");
                 Err(Error::Withdrawn {
                     missing,

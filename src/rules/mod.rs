@@ -24,6 +24,7 @@
 mod load;
 mod members;
 mod merge;
+pub mod metrics;
 mod objects;
 mod registries_conf;
 mod resolve;
@@ -39,6 +40,8 @@ use thiserror::Error;
 
 pub use load::{Documents, load, load_str, load_with_documents};
 pub use members::{InForce, Member, MemberError, MemberHistory, MemberObject, load_with_members};
+// Read by the cluster rule source only.
+#[cfg(feature = "kubernetes")]
 pub(crate) use objects::{
     HOSTED_CLUSTER_MIRROR_FIELDS, NODE_POOL_MIRROR_FIELDS, near_mirror_field,
 };

@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::config::settings::ByteSize;
-use crate::metrics::WarmMetrics;
+use crate::metrics::warm::WarmMetrics;
 use crate::reference::Digest;
 use crate::release::Plan;
 

@@ -124,7 +124,7 @@ impl Warmer {
             id,
             release.to_string(),
             trigger.to_owned(),
-            self.proxy.metrics().warm().clone(),
+            self.proxy.metrics().warm.clone(),
         ));
         jobs.push_back(job.clone());
         while jobs.len() > FINISHED_KEPT {
