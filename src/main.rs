@@ -12,13 +12,11 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use mirrorgate::config::{self, Config};
 use mirrorgate::http;
-#[cfg(feature = "kubernetes")]
-use mirrorgate::kubernetes;
 use mirrorgate::proxy::{Proxy, Reachable};
 use mirrorgate::reference::Reference;
 use mirrorgate::reload;
 use mirrorgate::rules::{self, ResolveError, RuleSet};
-use mirrorgate::source::RuleSource;
+use mirrorgate::source;
 use mirrorgate::upstream::Upstream;
 use mirrorgate::warm::Warmer;
 use tokio::net::TcpListener;
@@ -190,28 +188,17 @@ impl RuleArgs {
                 missing.display()
             );
         }
-        let source = RuleSource::Files(paths.clone());
-        #[cfg(feature = "kubernetes")]
-        let source = match &config.kubernetes {
-            Some(cluster) if with_cluster => RuleSource::FilesAndCluster {
-                files: paths.clone(),
-                cluster: Arc::new(list_cluster(cluster)?),
-            },
-            _ => source,
+        let source = source::Config::from_config(&config).with_files(paths.clone());
+        let source = if with_cluster {
+            source
+        } else {
+            source.files_only()
         };
-        #[cfg(not(feature = "kubernetes"))]
-        let _ = with_cluster;
-        let rule_set = source
-            .load()
-            .context("the rule set is invalid")?
-            .with_self_names(rules::SelfNames::new(config.self_names()));
+        let views = source.load_once(&rules::SelfNames::new(config.self_names()))?;
+        let rule_set = Arc::unwrap_or_clone(views.into_management());
         Ok((rule_set, config, config_path))
     }
 }
-
-/// How long `check` and `resolve` wait for a complete list of the cluster.
-#[cfg(feature = "kubernetes")]
-const LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A runtime on this thread for a command that does one piece of I/O and ends.
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -219,50 +206,6 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the runtime")
-}
-
-/// Lists the cluster's mirror objects once (`check`, `resolve`).
-#[cfg(feature = "kubernetes")]
-fn list_cluster(config: &kubernetes::Config) -> Result<kubernetes::Snapshot> {
-    let runtime = runtime()?;
-    runtime
-        .block_on(async {
-            let client = kubernetes::connect(config).await?;
-            kubernetes::list_once(client, config, LIST_TIMEOUT).await
-        })
-        .context("cannot list the cluster's mirror objects (the kubernetes section)")
-}
-
-/// Starts watching the cluster when the configuration has a `kubernetes` section.
-#[cfg(feature = "kubernetes")]
-async fn watch_cluster(config: &Config) -> Result<Option<mirrorgate::source::ClusterSource>> {
-    let Some(cluster) = &config.kubernetes else {
-        return Ok(None);
-    };
-    let client = kubernetes::connect(cluster)
-        .await
-        .context("cannot connect to the cluster (the kubernetes section)")?;
-    let mut options = kubernetes::Options::default();
-    // A tuning knob for tests and impatient upgrades: how soon a kind installed later is seen.
-    if let Ok(text) = std::env::var("MIRRORGATE_KUBERNETES_REDISCOVERY") {
-        options.rediscovery = humantime::parse_duration(&text).with_context(|| {
-            format!("MIRRORGATE_KUBERNETES_REDISCOVERY={text:?} is not a duration (e.g. 60s)")
-        })?;
-    }
-    tracing::info!(
-        mirror_sets = cluster.mirror_sets,
-        hosted_clusters = cluster.hosted_clusters,
-        namespaces = ?cluster.namespaces,
-        "watching the cluster's mirror objects; pulls wait for their first complete list"
-    );
-    Ok(Some(kubernetes::ClusterWatch::start(
-        client, cluster, options,
-    )))
-}
-
-#[cfg(not(feature = "kubernetes"))]
-async fn watch_cluster(_config: &Config) -> Result<Option<mirrorgate::source::ClusterSource>> {
-    Ok(None)
 }
 
 fn main() -> ExitCode {
@@ -516,9 +459,9 @@ fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
         );
         let proxy = Arc::new(Proxy::new(Arc::new(rule_set), upstream, &config)?);
         proxy.set_config_path(config_path.as_deref());
-        let cluster = watch_cluster(&config).await?;
+        let source = source::Config::from_config(&config).build(&proxy).await?;
         let mut reloaded =
-            reload::spawn(proxy.clone(), config_path.clone(), config.clone(), cluster);
+            reload::spawn(proxy.clone(), config_path.clone(), config.clone(), source);
         proxy.check_shared_cache();
         // Withdrawals made on other replicas (the shared store's record), every 10 s.
         tokio::spawn(proxy.clone().follow_withdrawn());
