@@ -24,6 +24,7 @@ mod cluster;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::proxy::Proxy;
@@ -101,7 +102,9 @@ impl Config {
                 ..Loader::default()
             },
         };
-        let loaded = loader.load(self.files(), self_names)?;
+        let loaded = loader
+            .load(self.files(), self_names)
+            .context("the rule set is invalid")?;
         Ok(loaded.views)
     }
 
