@@ -5,7 +5,6 @@
 //! - [`reference`](mod@reference): the image reference grammar, Docker Hub normalisation and digests;
 //! - [`rules`]: the mirror objects, their validation, the merged override map and `resolve`;
 //! - [`settings`]: the building blocks of configuration sections (sizes, durations, errors);
-//! - [`source`]: where rule sets come from, and the stream of them;
 //! - [`access`]: who may pull: client credentials (htpasswd, tokens) and repository scopes;
 //! - [`upstream`]: the client for upstream registries (endpoints, TLS, credentials, tokens);
 //! - [`cache`]: manifests, tag answers and blobs kept so that repeated pulls cost nothing;
@@ -17,6 +16,8 @@
 //!   (HostedClusters watched through `kubernetes`);
 //! - [`http`]: the OCI distribution API surface (routing of paths, addressing, error bodies);
 //! - [`config`]: the proxy's own configuration file, composed of each module's section;
+//! - [`source`]: where the rules in force come from (rule files, a live cluster), as complete
+//!   views, and the stream of them;
 //! - [`reload`]: picking up changed rules and settings without a restart;
 //! - [`status`]: the state of a running proxy for `/status` and `mirrorgate status`;
 //! - `kubernetes` (feature `kubernetes`, on by default): mirror objects watched in a live cluster.

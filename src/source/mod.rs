@@ -112,6 +112,7 @@ impl Config {
     /// watching it; `proxy` is held incomplete until the first complete list, and follows the
     /// watch's health.
     pub async fn build(self, proxy: &Arc<Proxy>) -> anyhow::Result<Source> {
+        #[cfg(not(feature = "kubernetes"))]
         let _ = proxy;
         let source = Source {
             #[cfg(feature = "kubernetes")]
