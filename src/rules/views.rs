@@ -191,17 +191,6 @@ impl Views {
             .remove(&ViewName::Management)
             .expect("the management view is always present")
     }
-
-    /// Every view's rule set passed through `change` (e.g. to set mirrorgate's own names).
-    pub fn map(self, mut change: impl FnMut(RuleSet) -> RuleSet) -> Views {
-        Views {
-            sets: self
-                .sets
-                .into_iter()
-                .map(|(view, rules)| (view, Arc::new(change(Arc::unwrap_or_clone(rules)))))
-                .collect(),
-        }
-    }
 }
 
 #[cfg(test)]
