@@ -5,7 +5,6 @@
 //! Each module is one concept:
 //! - [`reference`](mod@reference): the image reference grammar, Docker Hub normalisation and digests;
 //! - [`rules`]: the mirror objects, their validation, the merged override map and `resolve`;
-//! - [`source`]: where rule sets come from, and the stream of them;
 //! - [`access`]: who may pull: client credentials (htpasswd, tokens) and repository scopes;
 //! - [`upstream`]: the client for upstream registries (endpoints, TLS, credentials, tokens);
 //! - [`cache`]: manifests, tag answers and blobs kept so that repeated pulls cost nothing;
@@ -19,6 +18,8 @@
 //! - [`config`]: the proxy's own configuration file, composed of each module's section; its
 //!   building blocks sit below every module that owns a section: [`config::settings`] (sizes,
 //!   durations, errors) and [`config::section`] (a missing or `null` key means the default);
+//! - [`source`]: where the rules in force come from (rule files, a live cluster), as complete
+//!   views, and the stream of them;
 //! - [`reload`]: picking up changed rules and settings without a restart;
 //! - [`status_report`]: the report of a running proxy's state that `/status` answers and
 //!   `mirrorgate status` prints;

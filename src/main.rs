@@ -6,17 +6,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-#[cfg(feature = "kubernetes")]
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use mirrorgate::config::{self, Config};
-#[cfg(feature = "kubernetes")]
-use mirrorgate::kubernetes;
 use mirrorgate::rules::{self, RuleSet};
-use mirrorgate::source::RuleSource;
+use mirrorgate::source;
 
 mod cli;
 
@@ -187,28 +184,17 @@ impl RuleArgs {
                 missing.display()
             );
         }
-        let source = RuleSource::Files(paths.clone());
-        #[cfg(feature = "kubernetes")]
-        let source = match &config.kubernetes {
-            Some(cluster) if with_cluster => RuleSource::FilesAndCluster {
-                files: paths.clone(),
-                cluster: Arc::new(list_cluster(cluster)?),
-            },
-            _ => source,
+        let source = source::Config::from_config(&config).with_files(paths.clone());
+        let source = if with_cluster {
+            source
+        } else {
+            source.files_only()
         };
-        #[cfg(not(feature = "kubernetes"))]
-        let _ = with_cluster;
-        let rule_set = source
-            .load()
-            .context("the rule set is invalid")?
-            .with_self_names(rules::SelfNames::new(config.self_names()));
+        let views = source.load_once(&rules::SelfNames::new(config.self_names()))?;
+        let rule_set = Arc::unwrap_or_clone(views.into_management());
         Ok((rule_set, config, config_path))
     }
 }
-
-/// How long `check` and `resolve` wait for a complete list of the cluster.
-#[cfg(feature = "kubernetes")]
-const LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A runtime on this thread for a command that does one piece of I/O and ends.
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -216,50 +202,6 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the runtime")
-}
-
-/// Lists the cluster's mirror objects once (`check`, `resolve`).
-#[cfg(feature = "kubernetes")]
-fn list_cluster(config: &kubernetes::Config) -> Result<kubernetes::Snapshot> {
-    let runtime = runtime()?;
-    runtime
-        .block_on(async {
-            let client = kubernetes::connect(config).await?;
-            kubernetes::list_once(client, config, LIST_TIMEOUT).await
-        })
-        .context("cannot list the cluster's mirror objects (the kubernetes section)")
-}
-
-/// Starts watching the cluster when the configuration has a `kubernetes` section.
-#[cfg(feature = "kubernetes")]
-async fn watch_cluster(config: &Config) -> Result<Option<mirrorgate::source::ClusterSource>> {
-    let Some(cluster) = &config.kubernetes else {
-        return Ok(None);
-    };
-    let client = kubernetes::connect(cluster)
-        .await
-        .context("cannot connect to the cluster (the kubernetes section)")?;
-    let mut options = kubernetes::Options::default();
-    // A tuning knob for tests and impatient upgrades: how soon a kind installed later is seen.
-    if let Ok(text) = std::env::var("MIRRORGATE_KUBERNETES_REDISCOVERY") {
-        options.rediscovery = humantime::parse_duration(&text).with_context(|| {
-            format!("MIRRORGATE_KUBERNETES_REDISCOVERY={text:?} is not a duration (e.g. 60s)")
-        })?;
-    }
-    tracing::info!(
-        mirror_sets = cluster.mirror_sets,
-        hosted_clusters = cluster.hosted_clusters,
-        namespaces = ?cluster.namespaces,
-        "watching the cluster's mirror objects; pulls wait for their first complete list"
-    );
-    Ok(Some(kubernetes::ClusterWatch::start(
-        client, cluster, options,
-    )))
-}
-
-#[cfg(not(feature = "kubernetes"))]
-async fn watch_cluster(_config: &Config) -> Result<Option<mirrorgate::source::ClusterSource>> {
-    Ok(None)
 }
 
 fn main() -> ExitCode {

@@ -6,14 +6,14 @@
 //! Principal function: [`spawn`], which watches the files, debounces events and swaps in the new
 //! rules (through a [`RuleFeed`]), upstream client and client access.
 //!
-//! With a cluster rule source (the `kubernetes` section), its snapshots are the second input:
-//! each one (already debounced by the watch) is merged with the rule files into one new rule set,
-//! swapped in whole; a file reload keeps the cluster part and a cluster change keeps the files.
-//! Until the first complete snapshot the proxy is held incomplete (pulls 503, `/readyz` 503).
-//! A cluster object that is invalid or conflicts is refused on its own
-//! ([`crate::rules::load_with_members`]): it keeps its last good version (remembered here, across
-//! snapshots and file reloads) or is left out, everything else is applied, and the proxy stays
-//! ready; a change that brings a new refusal counts as a failed reload naming it.
+//! The rule [`Source`] built from the configuration (`crate::source`) is the second input: when
+//! a part it watches itself changes (a cluster's snapshot, already debounced by the watch), its
+//! views are loaded again with the rule files and swapped in whole; a file reload keeps the
+//! cluster part and a cluster change keeps the files. A cluster object that is invalid or
+//! conflicts is refused on its own ([`crate::rules::load_with_members`]): it keeps its last good
+//! version (the source remembers it, across snapshots and file reloads) or is left out,
+//! everything else is applied, and the proxy stays ready; a change that brings a new refusal
+//! counts as a failed reload naming it.
 //!
 //! Watching follows Kubernetes ConfigMap volumes: their files are symlinks into a `..data`
 //! directory that is replaced by an atomic symlink swap, which a watch on a file never sees after
@@ -33,7 +33,7 @@ use crate::access::Access;
 use crate::config::Config;
 use crate::proxy::Proxy;
 use crate::rules;
-use crate::source::{ClusterSource, RuleFeed, RuleSource};
+use crate::source::{Loaded, RuleFeed, Source};
 use crate::upstream::Upstream;
 
 /// How long the files must stay quiet before a reload: a ConfigMap update or an editor's save
@@ -41,17 +41,15 @@ use crate::upstream::Upstream;
 const DEBOUNCE: Duration = Duration::from_millis(300);
 
 /// Reloads the rules and upstream settings of `proxy` on change (when `config.watch`) and on
-/// SIGHUP, and follows `cluster`'s changes when there is one (the proxy is incomplete until its
-/// first snapshot). `config_path` is the configuration file, if one was read. Runs until the
+/// SIGHUP, and follows the changes `source` watches itself. `config_path` is the configuration file, if one was read. Runs until the
 /// process ends. The receiver sees each configuration that was reloaded successfully, for the
 /// parts that follow it (the `warm` section).
 pub fn spawn(
     proxy: Arc<Proxy>,
     config_path: Option<PathBuf>,
     config: Config,
-    cluster: Option<ClusterSource>,
+    source: Source,
 ) -> tokio::sync::watch::Receiver<Config> {
-    let cluster = ClusterPart::new(cluster, &proxy);
     let (configs, reloaded) = tokio::sync::watch::channel(config.clone());
     let (sender, receiver) = mpsc::channel::<()>(1);
     let watcher = if config.watch {
@@ -74,173 +72,10 @@ pub fn spawn(
     tokio::spawn(async move {
         // The watcher lives as long as the loop.
         let _watcher = watcher;
-        let feed = RuleFeed::new(proxy.rules());
-        run(proxy, feed, config_path, config, receiver, cluster, configs).await;
+        let feed = RuleFeed::new(proxy.views());
+        run(proxy, feed, config_path, config, receiver, source, configs).await;
     });
     reloaded
-}
-
-/// Why pulls wait, until the cluster's first snapshot.
-#[cfg(feature = "kubernetes")]
-const WAITING: &str = "waiting for the first complete list of the cluster's mirror objects";
-
-/// The cluster part of the rules: the running watch and the last complete snapshot it published.
-struct ClusterPart {
-    #[cfg(feature = "kubernetes")]
-    watch: Option<(
-        ClusterSource,
-        tokio::sync::watch::Receiver<Option<Arc<crate::kubernetes::Snapshot>>>,
-    )>,
-    #[cfg(feature = "kubernetes")]
-    current: Option<Arc<crate::kubernetes::Snapshot>>,
-    /// What the last rule set with the cluster remembers for the next: each cluster object's
-    /// last good version.
-    history: Arc<rules::MemberHistory>,
-    /// The refused cluster objects of the rule set in force, so that each change is logged once.
-    refused: Vec<rules::MemberError>,
-}
-
-impl ClusterPart {
-    #[cfg(feature = "kubernetes")]
-    fn new(cluster: Option<ClusterSource>, proxy: &Arc<Proxy>) -> ClusterPart {
-        if let Some(watch) = &cluster {
-            proxy.set_incomplete(Some(WAITING.to_owned()));
-            let metrics = proxy.metrics().clone();
-            let proxy = proxy.clone();
-            let mut health = watch.health_updates();
-            tokio::spawn(async move {
-                loop {
-                    let (sync, waiting) = {
-                        let health = health.borrow_and_update();
-                        let waiting = match (&health.last_error, health.synced) {
-                            (Some(error), false) => Some(format!("{WAITING}; last error: {error}")),
-                            _ => None,
-                        };
-                        (cluster_sync(&health), waiting)
-                    };
-                    metrics.cluster.cluster_sync(&sync);
-                    // Before the first sync, /readyz and refused pulls say what stands in the way
-                    // (a 403 names the permission to grant).
-                    if let Some(why) = waiting {
-                        proxy.explain_incomplete(why);
-                    }
-                    // Closed when the watch stops.
-                    if health.changed().await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        ClusterPart {
-            watch: cluster.map(|watch| {
-                let snapshots = watch.snapshots();
-                (watch, snapshots)
-            }),
-            current: None,
-            history: Arc::default(),
-            refused: Vec::new(),
-        }
-    }
-
-    #[cfg(not(feature = "kubernetes"))]
-    fn new(cluster: Option<ClusterSource>, _proxy: &Arc<Proxy>) -> ClusterPart {
-        match cluster {
-            None => ClusterPart {
-                history: Arc::default(),
-                refused: Vec::new(),
-            },
-            Some(never) => match never {},
-        }
-    }
-
-    /// Keeps the history of a rule set swapped in, logs the cluster objects it refuses that it
-    /// did not refuse before (and those no longer refused), and counts them. Returns the new
-    /// refusals.
-    fn swapped_in(
-        &mut self,
-        rule_set: &rules::RuleSet,
-        history: rules::MemberHistory,
-        proxy: &Proxy,
-    ) -> Vec<String> {
-        self.history = Arc::new(history);
-        let refused = rule_set.errors();
-        for gone in &self.refused {
-            if !refused.iter().any(|e| e.member == gone.member) {
-                tracing::info!(member = %gone.member, "a cluster object is no longer refused (fixed or deleted)");
-            }
-        }
-        let new: Vec<String> = refused
-            .iter()
-            .filter(|e| !self.refused.contains(e))
-            .inspect(|error| {
-                tracing::error!(
-                    member = %error.member,
-                    in_force = error.in_force.as_str(),
-                    %error,
-                    "a cluster object is refused; the rest of the rules are in force"
-                );
-            })
-            .map(ToString::to_string)
-            .collect();
-        proxy.metrics().cluster.cluster_refused(refused);
-        self.refused = refused.to_vec();
-        new
-    }
-
-    /// Whether the rules lack a cluster part they are waiting for.
-    fn waiting(&self) -> bool {
-        #[cfg(feature = "kubernetes")]
-        return self.watch.is_some() && self.current.is_none();
-        #[cfg(not(feature = "kubernetes"))]
-        false
-    }
-
-    /// The source of a complete rule set: `files` merged with the cluster part, if any.
-    fn source(&self, files: Vec<PathBuf>) -> RuleSource {
-        #[cfg(feature = "kubernetes")]
-        if let Some(cluster) = &self.current {
-            return RuleSource::FilesAndCluster {
-                files,
-                cluster: cluster.clone(),
-            };
-        }
-        RuleSource::Files(files)
-    }
-
-    /// Completes when the watch publishes a new snapshot (never without a watch), and keeps it.
-    async fn changed(&mut self) {
-        #[cfg(feature = "kubernetes")]
-        if let Some((_, snapshots)) = &mut self.watch {
-            if snapshots.changed().await.is_ok() {
-                self.current = snapshots.borrow_and_update().clone();
-                return;
-            }
-            // The watch task ended (it does not on its own): keep the last snapshot.
-            tracing::error!("the cluster watch stopped; the last cluster rules stay in force");
-            self.watch = None;
-        }
-        std::future::pending::<()>().await;
-    }
-}
-
-#[cfg(feature = "kubernetes")]
-fn cluster_sync(health: &crate::kubernetes::Health) -> crate::kubernetes::metrics::ClusterSync {
-    let kind = |k: &crate::kubernetes::Kind| k.as_str().to_owned();
-    let mut failures: Vec<(String, u64)> =
-        health.failures.iter().map(|(k, n)| (kind(k), *n)).collect();
-    failures.push(("discovery".to_owned(), health.discovery_failures));
-    crate::kubernetes::metrics::ClusterSync {
-        synced: health.synced,
-        last_sync: health.last_sync,
-        capabilities: health
-            .capabilities
-            .iter()
-            .map(|(k, served)| (kind(k), *served))
-            .collect(),
-        objects: health.objects.iter().map(|(k, n)| (kind(k), *n)).collect(),
-        watch_restarts: health.watch_restarts,
-        failures,
-    }
 }
 
 /// The directories to watch for `config`, and whether to watch below them: every rule directory
@@ -395,7 +230,7 @@ async fn run(
     config_path: Option<PathBuf>,
     mut config: Config,
     mut receiver: mpsc::Receiver<()>,
-    mut cluster: ClusterPart,
+    mut source: Source,
     configs: tokio::sync::watch::Sender<Config>,
 ) {
     loop {
@@ -412,7 +247,7 @@ async fn run(
                         Err(_quiet) => break,
                     }
                 }
-                match reload(&proxy, &feed, &config_path, &config, &mut cluster).await {
+                match reload(&proxy, &feed, &config_path, &config, &mut source).await {
                     Ok((new_config, refused)) => {
                         proxy.record_reload(outcome(&refused));
                         configs.send_replace(new_config.clone());
@@ -424,8 +259,8 @@ async fn run(
                     }
                 }
             }
-            () = cluster.changed() => {
-                match apply_cluster(&proxy, &feed, &config, &mut cluster).await {
+            () = source.changed() => {
+                match apply_source_change(&proxy, &feed, &config, &mut source).await {
                     Ok(refused) => proxy.record_reload(outcome(&refused)),
                     Err(error) => {
                         let error = format!("{error:#}");
@@ -472,31 +307,45 @@ pub fn check_strict(config: &Config, rule_set: &rules::RuleSet) -> anyhow::Resul
     )
 }
 
-/// Merges a new cluster snapshot with the rule files of `config` and swaps the result in.
-/// Returns the cluster objects newly refused.
-async fn apply_cluster(
+/// [`check_strict`] for every view of `loaded`.
+fn check_views(config: &Config, loaded: &Loaded) -> anyhow::Result<()> {
+    loaded
+        .views
+        .iter()
+        .try_for_each(|(_, rule_set)| check_strict(config, rule_set))
+}
+
+/// Logs the warnings of every view of `loaded`.
+fn log_warnings(loaded: &Loaded) {
+    for (_, rule_set) in loaded.views.iter() {
+        for warning in rule_set.warnings() {
+            tracing::warn!(%warning, "rule warning");
+        }
+    }
+}
+
+/// Loads the views of `source` again after a change it watches itself (with the rule files of
+/// `config`) and swaps them in. Returns the cluster objects newly refused.
+async fn apply_source_change(
     proxy: &Proxy,
     feed: &RuleFeed,
     config: &Config,
-    cluster: &mut ClusterPart,
+    source: &mut Source,
 ) -> anyhow::Result<Vec<String>> {
     use anyhow::Context;
-    let source = cluster.source(config.rules.clone());
+    let loader = source.loader();
+    let files = config.rules.clone();
     let self_names = rules::SelfNames::new(config.self_names());
-    let history = cluster.history.clone();
-    let (rule_set, history) = tokio::task::spawn_blocking(move || source.load_after(&history))
+    let loaded = tokio::task::spawn_blocking(move || loader.load(&files, &self_names))
         .await
         .context("the reload task failed")?
         .context("the rule set is invalid")?;
-    let rule_set = rule_set.with_self_names(self_names);
-    check_strict(config, &rule_set)?;
-    for warning in rule_set.warnings() {
-        tracing::warn!(%warning, "rule warning");
-    }
-    let refused = cluster.swapped_in(&rule_set, history, proxy);
-    let summary = rule_set.summary();
-    feed.publish(Arc::new(rule_set));
-    proxy.replace_rules(feed.current(), config);
+    check_views(config, &loaded)?;
+    log_warnings(&loaded);
+    let (views, refused) = source.swapped_in(loaded, proxy);
+    let summary = views.management().summary();
+    feed.publish(Arc::new(views));
+    proxy.replace_views(feed.current(), config);
     proxy.set_incomplete(None);
     tracing::info!(
         sources = summary.files.len(),
@@ -515,48 +364,39 @@ async fn reload(
     feed: &RuleFeed,
     config_path: &Option<PathBuf>,
     current: &Config,
-    cluster: &mut ClusterPart,
+    source: &mut Source,
 ) -> anyhow::Result<(Config, Vec<String>)> {
     use anyhow::Context;
     let config_path = config_path.clone();
     let fallback = current.clone();
-    let source = cluster.source(Vec::new());
-    let history = cluster.history.clone();
+    let loader = source.loader();
     // File reading and parsing are blocking work.
-    let (config, (rule_set, history), upstream) = tokio::task::spawn_blocking(move || {
+    let (config, loaded, upstream) = tokio::task::spawn_blocking(move || {
         let config = match &config_path {
             Some(path) => Config::load(path)?,
             None => fallback,
         };
-        let source = match source {
-            RuleSource::Files(_) => RuleSource::Files(config.rules.clone()),
-            #[cfg(feature = "kubernetes")]
-            RuleSource::FilesAndCluster { cluster, .. } => RuleSource::FilesAndCluster {
-                files: config.rules.clone(),
-                cluster,
-            },
-        };
-        let (rule_set, history) = source
-            .load_after(&history)
+        let self_names = rules::SelfNames::new(config.self_names());
+        let loaded = loader
+            .load(&config.rules, &self_names)
             .context("the rule set is invalid")?;
-        let rule_set = rule_set.with_self_names(rules::SelfNames::new(config.self_names()));
         let upstream = Upstream::new(&config).context("the upstream settings are invalid")?;
-        anyhow::Ok((config, (rule_set, history), upstream))
+        anyhow::Ok((config, loaded, upstream))
     })
     .await
     .context("the reload task failed")??;
-    check_strict(&config, &rule_set)?;
+    check_views(&config, &loaded)?;
     for setting in needs_restart(current, &config) {
         tracing::warn!(
             setting,
             "changed in the configuration; takes effect after a restart"
         );
     }
-    let summary = rule_set.summary();
-    for warning in rule_set.warnings() {
-        tracing::warn!(%warning, "rule warning");
-    }
-    for registry in crate::proxy::Reachable::unused_registries(&rule_set, &(&config).into()) {
+    let summary = loaded.views.management().summary();
+    log_warnings(&loaded);
+    for registry in
+        crate::proxy::Reachable::unused_registries(loaded.views.management(), &(&config).into())
+    {
         let warning = crate::proxy::Reachable::unused_registry_warning(&registry);
         tracing::warn!(registry, "{warning}");
     }
@@ -568,10 +408,10 @@ async fn reload(
             tracing::error!(%error, "cannot reload the clients files; the access in force is kept");
         }
     }
-    let refused = cluster.swapped_in(&rule_set, history, proxy);
-    feed.publish(Arc::new(rule_set));
-    proxy.replace_rules(feed.current(), &config);
-    if cluster.waiting() {
+    let (views, refused) = source.swapped_in(loaded, proxy);
+    feed.publish(Arc::new(views));
+    proxy.replace_views(feed.current(), &config);
+    if source.waiting() {
         tracing::info!("rule files reloaded; pulls still wait for the cluster's mirror objects");
     }
     tracing::info!(

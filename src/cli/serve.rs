@@ -12,7 +12,7 @@ use mirrorgate::upstream::Upstream;
 use mirrorgate::warm::Warmer;
 use tokio::net::TcpListener;
 
-use crate::{LogFormat, RuleArgs, watch_cluster};
+use crate::{LogFormat, RuleArgs};
 
 pub fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
     let (rule_set, config, config_path) = args.load(false)?;
@@ -64,9 +64,9 @@ pub fn serve(args: &RuleArgs, log_format: LogFormat) -> Result<()> {
         );
         let proxy = Arc::new(Proxy::new(Arc::new(rule_set), upstream, &config)?);
         proxy.set_config_path(config_path.as_deref());
-        let cluster = watch_cluster(&config).await?;
+        let source = mirrorgate::source::Config::from_config(&config).build(&proxy).await?;
         let mut reloaded =
-            reload::spawn(proxy.clone(), config_path.clone(), config.clone(), cluster);
+            reload::spawn(proxy.clone(), config_path.clone(), config.clone(), source);
         proxy.check_shared_cache();
         // Withdrawals made on other replicas (the shared store's record), every 10 s.
         tokio::spawn(proxy.clone().follow_withdrawn());

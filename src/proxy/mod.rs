@@ -51,7 +51,7 @@ use admission::FetchSlots;
 use sizes::DescriptorSizes;
 
 use crate::reference::Reference;
-use crate::rules::{ResolveError, Role, RuleSet};
+use crate::rules::{ResolveError, Role, RuleSet, ViewName, Views};
 use crate::upstream::{AttemptError, RegistrySettings, Upstream};
 pub use admission::Admission;
 pub use body::{Body, bytes_response, empty_body, full_body};
@@ -77,7 +77,8 @@ const BROKEN_BODIES: u32 = 2;
 /// The proxy: the current rules, the upstream client, the caches and what it remembers between
 /// requests.
 pub struct Proxy {
-    rules: ArcSwap<RuleSet>,
+    /// The rule set of each view; every request today is routed by the management view's.
+    rules: ArcSwap<Views>,
     /// The registries that may be contacted, from the rules and configuration in force.
     reachable: ArcSwap<Reachable>,
     /// Replaced whole when the upstream settings are reloaded.
@@ -231,7 +232,7 @@ impl Proxy {
         metrics.proxy.withdrawn_digests(cache.withdrawn.len());
         Ok(Proxy {
             reachable: ArcSwap::from_pointee(Reachable::new(&rules, &settings)),
-            rules: ArcSwap::new(rules),
+            rules: ArcSwap::from_pointee(Views::new(rules)),
             upstream: ArcSwap::from_pointee(upstream),
             default_registry: settings.default_registry.to_owned(),
             cache,
@@ -269,15 +270,24 @@ impl Proxy {
         &self.default_registry
     }
 
-    /// Replaces the rule set; requests already routed keep the set they started with.
-    /// `settings` gives the registries the configuration names (they stay reachable).
+    /// Replaces the management view's rule set, keeping the other views; requests already
+    /// routed keep the set they started with. `settings` gives the registries the configuration
+    /// names (they stay reachable).
     pub fn replace_rules<'a>(&self, rules: Arc<RuleSet>, settings: impl Into<ProxySettings<'a>>) {
+        let views = self.rules.load().replacing(ViewName::Management, rules);
+        self.replace_views(Arc::new(views), settings);
+    }
+
+    /// Replaces the rules of every view at once. The reachable registries and the rule metrics
+    /// follow the management view (the only view until views per tenant are served).
+    pub fn replace_views<'a>(&self, views: Arc<Views>, settings: impl Into<ProxySettings<'a>>) {
         let settings: ProxySettings<'a> = settings.into();
+        let management = views.management();
         self.metrics
-            .rules_loaded(&rules, settings.configured_registries());
+            .rules_loaded(management, settings.configured_registries());
         self.reachable
-            .store(Arc::new(Reachable::new(&rules, &settings)));
-        self.rules.store(rules);
+            .store(Arc::new(Reachable::new(management, &settings)));
+        self.rules.store(views);
     }
 
     /// Replaces who may pull; requests already authenticated keep the access they started with.
@@ -319,8 +329,13 @@ impl Proxy {
         &self.metrics
     }
 
-    /// The rule set in force.
+    /// The rule set in force for the management view, which routes every request today.
     pub fn rules(&self) -> Arc<RuleSet> {
+        self.rules.load().management().clone()
+    }
+
+    /// The rules in force, per view.
+    pub fn views(&self) -> Arc<Views> {
         self.rules.load_full()
     }
 

@@ -20,6 +20,9 @@
 //! Objects of many owners (a live cluster's tenants) are given as [`Member`]s to
 //! [`load_with_members`]: each stands or fails on its own ([`MemberError`]), keeping its last good
 //! version ([`MemberHistory`]) while the rest of the set is built.
+//!
+//! The rules in force are [`Views`]: one complete rule set per [`ViewName`] (today only
+//! `management`), each replaced on its own.
 
 mod load;
 mod members;
@@ -31,6 +34,7 @@ mod resolve;
 mod ruleset;
 mod scope;
 mod self_names;
+pub mod views;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -40,7 +44,7 @@ use thiserror::Error;
 
 pub use load::{Documents, load, load_str, load_with_documents};
 pub use members::{InForce, Member, MemberError, MemberHistory, MemberObject, load_with_members};
-// Read by the cluster rule source only.
+// Read by the cluster's objects (`crate::kubernetes`) only.
 #[cfg(feature = "kubernetes")]
 pub(crate) use objects::{
     HOSTED_CLUSTER_MIRROR_FIELDS, NODE_POOL_MIRROR_FIELDS, near_mirror_field,
@@ -49,6 +53,7 @@ pub use resolve::{BlockedSource, PullSource, Resolution, ResolveError, Role, Ski
 pub use ruleset::{ConfigMapUse, Rule, RuleSet, Summary};
 pub use scope::{RepoScope, Scope, ScopeError};
 pub use self_names::{SelfMirror, SelfNames};
+pub use views::{ViewName, Views};
 
 /// The most mirrors one scope may have for one kind of reference (digest or tag), after its
 /// objects are merged: each is an upstream request of a pull that they all fail, and a line of
