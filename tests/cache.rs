@@ -1,7 +1,7 @@
 //! Caching between real clients and real Distribution registries: repeated pulls cost the
 //! upstream nothing, concurrent pulls cost one fetch, and nothing unverified is ever stored.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -7,7 +7,7 @@
 //! `/status`), never as a sleep.
 #![cfg(feature = "kubernetes")]
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

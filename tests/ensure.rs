@@ -2,7 +2,7 @@
 //! blob is cached, along the rules") fills the caches, so that a client then pulls without any
 //! upstream contact.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! A second real client: oci-client (the maintained successor of oci-distribution) pulling through
 //! mirrorgate from a mirror, with its own digest checks.
 
-mod support;
+use crate::support;
 
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;

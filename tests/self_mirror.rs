@@ -3,7 +3,7 @@
 //! itself), `resolve` and `check` report it, and two mirrorgates whose rules send a repository to
 //! each other refuse the looped request with 508 once each instead of amplifying it.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

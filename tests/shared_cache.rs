@@ -3,7 +3,7 @@
 //! upstreams and skopeo as the client. Every test starts its own server; they run one at a time
 //! (see `support::SeaweedFs`).
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};

@@ -3,7 +3,7 @@
 //! `support::SeaweedFs`), and every store in a test is a separate client, as a separate replica
 //! would have.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::pin::Pin;

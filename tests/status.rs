@@ -2,7 +2,7 @@
 //! health, the caches and the fetches under way, as text and as JSON; `/status` is served where
 //! `/metrics` is.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

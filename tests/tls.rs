@@ -5,7 +5,7 @@
 //! The harness's `Mirrorgate::start` probes readiness in plain HTTP, so this file starts the
 //! binary itself ([`TlsProxy`]) and probes over TLS with the test CA as the only root.
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::io::{Read, Write};

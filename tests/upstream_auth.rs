@@ -4,7 +4,7 @@
 //! requests to a real registry). mirrorgate finds credentials in its pull secret by the registry
 //! it actually contacts.
 
-mod support;
+use crate::support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -2,7 +2,7 @@
 //! with a synthetic release payload on real registries (a source and an IDMS mirror), checked
 //! with skopeo and the registries' access logs.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
