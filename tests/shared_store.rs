@@ -39,9 +39,7 @@ struct Setup {
 
 impl Setup {
     fn start() -> Setup {
-        let server = SeaweedFs::start();
-        let dir = tempfile::tempdir().expect("tempdir");
-        SeaweedFs::write_replica_files(dir.path());
+        let (server, dir) = SeaweedFs::start_with_replica_files();
         Setup { server, dir }
     }
 
