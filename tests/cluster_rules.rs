@@ -10,7 +10,6 @@
 use crate::support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -616,15 +615,7 @@ fn a_cluster_without_image_tag_mirror_sets_serves_and_picks_the_kind_up_when_ins
 
 /// `mirrorgate ARGS…`: exit success, stdout, stderr.
 fn mirrorgate(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_mirrorgate"))
-        .args(args)
-        .output()
-        .expect("run mirrorgate");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    support::cli(args)
 }
 
 fn write_config(dir: &Path, kubeconfig: &Path) -> PathBuf {

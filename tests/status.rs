@@ -4,8 +4,6 @@
 
 use crate::support;
 
-use std::process::Command;
-
 use support::{Mirrorgate, Registry, free_port, push, single_arch};
 
 const SOURCE: &str = "source.test";
@@ -20,16 +18,7 @@ fn rules() -> String {
 
 /// `mirrorgate status ARGS…`: exit success, stdout, stderr.
 fn status(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_mirrorgate"))
-        .arg("status")
-        .args(args)
-        .output()
-        .expect("run mirrorgate status");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    support::cli(&[&["status"], args].concat())
 }
 
 #[test]

@@ -337,3 +337,28 @@ pub async fn serve_in_process(
     ));
     addr
 }
+
+/// `mirrorgate ARGS…` run to its end: whether it exited successfully, its stdout, its stderr.
+pub fn cli(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_mirrorgate"))
+        .args(args)
+        .output()
+        .expect("run mirrorgate");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Digest and tag rules (an IDMS and an ITMS) sending `{source}/ns` to each `{mirror}/ns` in
+/// order, the source never contacted.
+pub fn mirrored_rules(source: &str, mirrors: &[&str]) -> String {
+    let list: String = mirrors.iter().map(|m| format!("    - {m}/ns\n")).collect();
+    let set = |kind: &str, field: &str| {
+        format!(
+            "---\napiVersion: config.openshift.io/v1\nkind: {kind}\nmetadata:\n  name: m\nspec:\n  {field}:\n  - source: {source}/ns\n    mirrors:\n{list}    mirrorSourcePolicy: NeverContactSource\n"
+        )
+    };
+    set("ImageDigestMirrorSet", "imageDigestMirrors") + &set("ImageTagMirrorSet", "imageTagMirrors")
+}

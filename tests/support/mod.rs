@@ -42,7 +42,7 @@ pub use image::{
     push, push_as, push_with_creds, sha256_digest, single_arch, skopeo,
 };
 pub use kmock::Kmock;
-pub use mirrorgate::{Mirrorgate, SELF_ADDR, serve_in_process};
+pub use mirrorgate::{Mirrorgate, SELF_ADDR, cli, mirrored_rules, serve_in_process};
 pub use process::{PROBE_USER_AGENT, READY_TIMEOUT, free_port, spawn_logged, wait_until};
 pub use prometheus::Prometheus;
 pub use registry::{LoggedRequest, Registry, parse_access_line};
