@@ -275,6 +275,32 @@ impl Mirrorgate {
         self.dir.path().join("mirrorgate.log")
     }
 
+    /// The jobs `GET /warm/jobs` lists, once there is one and none is running (waits up to two
+    /// minutes: a release is warmed in the background).
+    pub fn finished_warm_jobs(&self) -> Vec<serde_json::Value> {
+        let mut jobs = Vec::new();
+        process::wait_until(std::time::Duration::from_secs(120), || {
+            let answer = http_get(&self.addr(), "/warm/jobs", &[]);
+            if answer.status != 200 {
+                return Err(format!(
+                    "GET /warm/jobs answered {}: {}",
+                    answer.status,
+                    answer.text()
+                ));
+            }
+            jobs = answer.json()["jobs"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            Ok(!jobs.is_empty()
+                && jobs
+                    .iter()
+                    .all(|j| j["state"] == "succeeded" || j["state"] == "failed"))
+        })
+        .unwrap_or_else(|e| panic!("warm jobs did not finish: {e}\n{}", self.log()));
+        jobs
+    }
+
     /// The log's contents so far.
     pub fn log(&self) -> String {
         String::from_utf8_lossy(&fs::read(self.log_path()).unwrap_or_default()).into_owned()

@@ -34,7 +34,7 @@ mod release;
 mod seaweedfs;
 mod throttle;
 
-pub use hostile::Hostile;
+pub use hostile::{Hostile, loopback_server};
 pub use http::{HttpResponse, http_get, http_request, try_http_request};
 pub use image::{
     CONTAINERS_IMAGE_ACCEPT, DOCKER_MANIFEST_MEDIA_TYPE, Image, LAYER_MEDIA_TYPE,
