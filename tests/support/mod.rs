@@ -1,6 +1,7 @@
 //! Test harness for integration tests: real registries, real images, real clients.
 //!
-//! Integration tests include it with `mod support;` and get:
+//! Compiled once, in the one integration test binary (tests/tests.rs); each feature module
+//! takes it with `use crate::support;` and gets:
 //! - [`Registry`]: a CNCF Distribution registry (Debian's `docker-registry`) on a free loopback
 //!   port, optionally behind htpasswd auth, with request accounting read from its access log;
 //! - [`Image`], [`single_arch`], [`multi_arch`]: images generated in Rust as OCI image layouts
