@@ -1,7 +1,7 @@
 //! Caching between real clients and real Distribution registries: repeated pulls cost the
 //! upstream nothing, concurrent pulls cost one fetch, and nothing unverified is ever stored.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,13 +14,7 @@ const MIRROR: &str = "mirror.test";
 const MIRROR_B: &str = "mirror-b.test";
 
 fn rules(mirrors: &[&str]) -> String {
-    let list: String = mirrors.iter().map(|m| format!("    - {m}/ns\n")).collect();
-    let set = |kind: &str, field: &str| {
-        format!(
-            "---\napiVersion: config.openshift.io/v1\nkind: {kind}\nmetadata:\n  name: m\nspec:\n  {field}:\n  - source: {SOURCE}/ns\n    mirrors:\n{list}    mirrorSourcePolicy: NeverContactSource\n"
-        )
-    };
-    set("ImageDigestMirrorSet", "imageDigestMirrors") + &set("ImageTagMirrorSet", "imageTagMirrors")
+    support::mirrored_rules(SOURCE, mirrors)
 }
 
 fn files_in(dir: &Path) -> Vec<(String, u64)> {

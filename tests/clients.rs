@@ -5,7 +5,7 @@
 //! then turns access control on by rewriting the configuration and sending SIGHUP: which also
 //! checks that the clients files are read on reload.
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::path::{Path, PathBuf};

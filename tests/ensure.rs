@@ -2,7 +2,7 @@
 //! blob is cached, along the rules") fills the caches, so that a client then pulls without any
 //! upstream contact.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 
@@ -17,12 +17,7 @@ const MIRROR: &str = "mirror.test";
 
 /// Digest and tag rules sending `source.test/ns` to the mirror, the source never contacted.
 fn rules() -> String {
-    let set = |kind: &str, field: &str| {
-        format!(
-            "---\napiVersion: config.openshift.io/v1\nkind: {kind}\nmetadata:\n  name: m\nspec:\n  {field}:\n  - source: {SOURCE}/ns\n    mirrors:\n    - {MIRROR}/ns\n    mirrorSourcePolicy: NeverContactSource\n"
-        )
-    };
-    set("ImageDigestMirrorSet", "imageDigestMirrors") + &set("ImageTagMirrorSet", "imageTagMirrors")
+    support::mirrored_rules(SOURCE, &[MIRROR])
 }
 
 /// A proxy in-process with the test's rules, `mirror` as the mirror registry and its cache in

@@ -1,7 +1,7 @@
 //! What a newcomer meets in the first hour: the command line says what went wrong and what to do,
 //! `resolve` answers what `serve` does, and `serve` says how to pull through it.
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! Smoke tests of the integration-test harness (`tests/support`) with its real parts: Debian's
 //! `docker-registry`, images generated as OCI layouts, and `skopeo`. They do not need mirrorgate.
 
-mod support;
+use crate::support;
 
 use std::fs;
 

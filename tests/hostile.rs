@@ -2,7 +2,7 @@
 //! the type it chose for a manifest they share, crash a handler with a tag list that is not one,
 //! or turn a pull into an unbounded error message.
 
-mod support;
+use crate::support;
 
 use support::{
     CONTAINERS_IMAGE_ACCEPT, DOCKER_MANIFEST_MEDIA_TYPE, Hostile, HttpResponse, Mirrorgate,

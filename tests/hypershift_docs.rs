@@ -3,7 +3,7 @@
 //! answers, and what `serve` does for skopeo with the rule hosts mapped to real Distribution
 //! registries (the mirror holds the image, the source holds nothing).
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::path::{Path, PathBuf};

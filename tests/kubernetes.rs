@@ -3,7 +3,7 @@
 //! publishes, down to the rules they resolve to.
 #![cfg(feature = "kubernetes")]
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

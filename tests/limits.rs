@@ -2,7 +2,7 @@
 //! heads, request bodies, upstream fetches, upstream silence, and bytes beyond what a manifest
 //! declares.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -1,7 +1,7 @@
 //! A second real client: oci-client (the maintained successor of oci-distribution) pulling through
 //! mirrorgate from a mirror, with its own digest checks.
 
-mod support;
+use crate::support;
 
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
@@ -11,12 +11,7 @@ const SOURCE: &str = "source.test";
 const MIRROR: &str = "mirror.test";
 
 fn rules() -> String {
-    let set = |kind: &str, field: &str| {
-        format!(
-            "---\napiVersion: config.openshift.io/v1\nkind: {kind}\nmetadata:\n  name: m\nspec:\n  {field}:\n  - source: {SOURCE}/ns\n    mirrors:\n    - {MIRROR}/ns\n    mirrorSourcePolicy: NeverContactSource\n"
-        )
-    };
-    set("ImageDigestMirrorSet", "imageDigestMirrors") + &set("ImageTagMirrorSet", "imageTagMirrors")
+    support::mirrored_rules(SOURCE, &[MIRROR])
 }
 
 fn client() -> oci_client::Client {

@@ -2,7 +2,7 @@
 //! restart (file changes, ConfigMap `..data` swaps, SIGHUP), a broken rule file that leaves the
 //! last good rules in force, and a graceful stop that lets a pull in flight finish.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! is vfs under the test's temporary directory (`--root`/`--runroot`), so nothing of the
 //! machine's own podman state is used or changed.
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::path::Path;

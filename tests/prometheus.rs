@@ -14,7 +14,7 @@
 //! range with both ends included, so the sample at T0 is the window's first.) Ranges are found
 //! by their brackets: no expression may use `[` inside a label matcher.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;

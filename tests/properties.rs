@@ -3,7 +3,7 @@
 //! The bodies of the fuzz targets in `fuzz/` are shared with these tests (`targets` below), so
 //! every input generated here also checks the invariants those targets assert. The `heavy_*`
 //! tests (ignored by default) push 100,000 inputs through each target, for stable toolchains
-//! where cargo-fuzz cannot run: `cargo test --release --test properties -- --ignored heavy`.
+//! where cargo-fuzz cannot run: `cargo test --release --test tests -- --ignored properties::heavy`.
 
 #[path = "../fuzz/src/lib.rs"]
 #[allow(dead_code)]
@@ -608,13 +608,13 @@ fn heavy(strategy: impl Strategy<Value = Vec<u8>>, cases: u32, target: impl Fn(&
 const HEAVY: u32 = 100_000;
 
 #[test]
-#[ignore = "heavy: 100k inputs; cargo test --release --test properties -- --ignored heavy"]
+#[ignore = "heavy: 100k inputs; cargo test --release --test tests -- --ignored properties::heavy"]
 fn heavy_reference() {
     heavy(any_input(), HEAVY, targets::reference);
 }
 
 #[test]
-#[ignore = "heavy: 100k inputs; cargo test --release --test properties -- --ignored heavy"]
+#[ignore = "heavy: 100k inputs; cargo test --release --test tests -- --ignored properties::heavy"]
 fn heavy_rules() {
     heavy(
         prop_oneof![
@@ -639,7 +639,7 @@ fn heavy_rules() {
 }
 
 #[test]
-#[ignore = "heavy: 100k inputs; cargo test --release --test properties -- --ignored heavy"]
+#[ignore = "heavy: 100k inputs; cargo test --release --test tests -- --ignored properties::heavy"]
 fn heavy_route() {
     heavy(
         prop_oneof![
@@ -656,7 +656,7 @@ fn heavy_route() {
 }
 
 #[test]
-#[ignore = "heavy: 100k inputs; cargo test --release --test properties -- --ignored heavy"]
+#[ignore = "heavy: 100k inputs; cargo test --release --test tests -- --ignored properties::heavy"]
 fn heavy_config() {
     heavy(
         prop_oneof![
@@ -670,7 +670,7 @@ fn heavy_config() {
 }
 
 #[test]
-#[ignore = "heavy: inputs through Upstream::new; cargo test --release --test properties -- --ignored heavy"]
+#[ignore = "heavy: inputs through Upstream::new; cargo test --release --test tests -- --ignored properties::heavy"]
 fn heavy_dockerconfigjson() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pull-secret.json");

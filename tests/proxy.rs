@@ -2,7 +2,7 @@
 //! a source and two mirrors, each holding what the test pushed, named in the rules by hosts that
 //! the configuration maps to their loopback ports.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

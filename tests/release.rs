@@ -2,7 +2,7 @@
 //! registry (Debian's docker-registry), walked through a plain HTTP fetcher. The expectations
 //! come from what the builder generated, never from the walk.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -2,7 +2,7 @@
 //! `default_registry` name, and a client naming any other host is refused before a connection is
 //! made. A client that never finishes its request headers is disconnected.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

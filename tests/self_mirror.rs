@@ -3,9 +3,8 @@
 //! itself), `resolve` and `check` report it, and two mirrorgates whose rules send a repository to
 //! each other refuse the looped request with 508 once each instead of amplifying it.
 
-mod support;
+use crate::support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::{
@@ -271,15 +270,7 @@ fn a_request_carrying_our_via_token_gets_508_naming_the_loop_without_contacting_
 
 /// Runs the mirrorgate binary; (status, stdout, stderr).
 fn cli(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_mirrorgate"))
-        .args(args)
-        .output()
-        .expect("run mirrorgate");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    support::cli(args)
 }
 
 #[test]

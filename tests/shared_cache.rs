@@ -3,7 +3,7 @@
 //! upstreams and skopeo as the client. Every test starts its own server; they run one at a time
 //! (see `support::SeaweedFs`).
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -31,12 +31,7 @@ const MIRROR: &str = "mirror.test";
 const UPLOADED: Duration = Duration::from_secs(60);
 
 fn rules() -> String {
-    let set = |kind: &str, field: &str| {
-        format!(
-            "---\napiVersion: config.openshift.io/v1\nkind: {kind}\nmetadata:\n  name: m\nspec:\n  {field}:\n  - source: {SOURCE}/ns\n    mirrors:\n    - {MIRROR}/ns\n    mirrorSourcePolicy: NeverContactSource\n"
-        )
-    };
-    set("ImageDigestMirrorSet", "imageDigestMirrors") + &set("ImageTagMirrorSet", "imageTagMirrors")
+    support::mirrored_rules(SOURCE, &[MIRROR])
 }
 
 /// A server, a credentials file and a record key for it, and the replicas' configuration.
@@ -47,9 +42,7 @@ struct Bucket {
 
 impl Bucket {
     fn start() -> Bucket {
-        let server = SeaweedFs::start();
-        let dir = tempfile::tempdir().expect("tempdir");
-        SeaweedFs::write_replica_files(dir.path());
+        let (server, dir) = SeaweedFs::start_with_replica_files();
         Bucket { server, dir }
     }
 

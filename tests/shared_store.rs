@@ -3,7 +3,7 @@
 //! `support::SeaweedFs`), and every store in a test is a separate client, as a separate replica
 //! would have.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -39,9 +39,7 @@ struct Setup {
 
 impl Setup {
     fn start() -> Setup {
-        let server = SeaweedFs::start();
-        let dir = tempfile::tempdir().expect("tempdir");
-        SeaweedFs::write_replica_files(dir.path());
+        let (server, dir) = SeaweedFs::start_with_replica_files();
         Setup { server, dir }
     }
 

@@ -2,9 +2,7 @@
 //! health, the caches and the fetches under way, as text and as JSON; `/status` is served where
 //! `/metrics` is.
 
-mod support;
-
-use std::process::Command;
+use crate::support;
 
 use support::{Mirrorgate, Registry, free_port, push, single_arch};
 
@@ -20,16 +18,7 @@ fn rules() -> String {
 
 /// `mirrorgate status ARGS…`: exit success, stdout, stderr.
 fn status(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_mirrorgate"))
-        .arg("status")
-        .args(args)
-        .output()
-        .expect("run mirrorgate status");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    support::cli(&[&["status"], args].concat())
 }
 
 #[test]

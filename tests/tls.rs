@@ -5,7 +5,7 @@
 //! The harness's `Mirrorgate::start` probes readiness in plain HTTP, so this file starts the
 //! binary itself ([`TlsProxy`]) and probes over TLS with the test CA as the only root.
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -35,12 +35,7 @@ const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Rules sending `source.test/ns` to `mirror.test/ns`, tags and digests alike, never the source.
 fn rules() -> String {
-    let set = |kind: &str, field: &str| {
-        format!(
-            "---\napiVersion: config.openshift.io/v1\nkind: {kind}\nmetadata:\n  name: m\nspec:\n  {field}:\n  - source: {SOURCE}/ns\n    mirrors:\n    - {MIRROR}/ns\n    mirrorSourcePolicy: NeverContactSource\n"
-        )
-    };
-    set("ImageDigestMirrorSet", "imageDigestMirrors") + &set("ImageTagMirrorSet", "imageTagMirrors")
+    support::mirrored_rules(SOURCE, &[MIRROR])
 }
 
 /// A test certificate authority.
@@ -667,18 +662,7 @@ fn mirrorgate_status_reads_an_https_server_that_its_ca_file_vouches_for() {
     let (setup, _) = Setup::start("tls-status");
     let certs = cert_dir(&setup.ca);
     let ca_file = certs.path().join("ca.crt").display().to_string();
-    let status = |args: &[&str]| {
-        let output = Command::new(env!("CARGO_BIN_EXE_mirrorgate"))
-            .arg("status")
-            .args(args)
-            .output()
-            .expect("run mirrorgate status");
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    };
+    let status = |args: &[&str]| support::cli(&[&["status"], args].concat());
     let config = setup.proxy.config_path().display().to_string();
     // The configuration names the server (https, since it has `tls`).
     let (trusted, out, err) = status(&["--config", &config, "--ca-file", &ca_file, "--json"]);

@@ -4,7 +4,7 @@
 //! requests to a real registry). mirrorgate finds credentials in its pull secret by the registry
 //! it actually contacts.
 
-mod support;
+use crate::support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -99,15 +99,7 @@ struct TokenFront {
 impl TokenFront {
     /// `credentials`: what the token endpoint requires (Basic), or `None` for anonymous tokens.
     fn start(backend: String, credentials: Option<(&str, &str)>) -> TokenFront {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (runtime, listener, addr) = support::loopback_server(2);
         let token_requests = Arc::new(AtomicUsize::new(0));
         let expected_basic = credentials.map(|(u, p)| {
             format!(

@@ -2,7 +2,7 @@
 //! registries, with a mirror behind a forwarder that misbehaves on some requests (closes them
 //! unanswered, answers 429, truncates every blob), and what the other pulls get meanwhile.
 
-mod support;
+use crate::support;
 
 use support::{HttpResponse, Image, Mirrorgate, Registry, Throttle, free_port, push, single_arch};
 

@@ -2,7 +2,7 @@
 //! with a synthetic release payload on real registries (a source and an IDMS mirror), checked
 //! with skopeo and the registries' access logs.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -349,36 +349,19 @@ fn the_dry_run_prints_the_plan_and_fetches_no_component_blob() {
 
 /// The jobs the server lists, as (image, trigger, state) once none is running.
 fn finished_jobs(mirrorgate: &Mirrorgate) -> Vec<(String, String, String, u64, u64)> {
-    let mut jobs = Vec::new();
-    wait_until(Duration::from_secs(120), || {
-        let answer = http_get(&mirrorgate.addr(), "/warm/jobs", &[]);
-        if answer.status != 200 {
-            return Err(format!(
-                "GET /warm/jobs answered {}: {}",
-                answer.status,
-                answer.text()
-            ));
-        }
-        let listed = answer.json()["jobs"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        jobs = listed
-            .iter()
-            .map(|j| {
-                (
-                    j["image"].as_str().unwrap_or_default().to_owned(),
-                    j["trigger"].as_str().unwrap_or_default().to_owned(),
-                    j["state"].as_str().unwrap_or_default().to_owned(),
-                    j["blobs"]["done"].as_u64().unwrap_or_default(),
-                    j["blobs"]["total"].as_u64().unwrap_or_default(),
-                )
-            })
-            .collect();
-        Ok(!jobs.is_empty() && jobs.iter().all(|j| j.2 == "succeeded" || j.2 == "failed"))
-    })
-    .unwrap_or_else(|e| panic!("warm jobs did not finish: {e}\n{}", mirrorgate.log()));
-    jobs
+    mirrorgate
+        .finished_warm_jobs()
+        .iter()
+        .map(|j| {
+            (
+                j["image"].as_str().unwrap_or_default().to_owned(),
+                j["trigger"].as_str().unwrap_or_default().to_owned(),
+                j["state"].as_str().unwrap_or_default().to_owned(),
+                j["blobs"]["done"].as_u64().unwrap_or_default(),
+                j["blobs"]["total"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect()
 }
 
 #[test]

@@ -5,7 +5,7 @@
 
 #![cfg(feature = "kubernetes")]
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -112,8 +112,8 @@ async fn a_hosted_cluster_release_is_warmed_when_created_and_again_when_upgraded
 /// (NeverContactSource): the source is never asked for a component.
 #[test]
 fn serve_warms_a_hosted_cluster_release_along_the_cluster_mirror_rules() {
+    use support::Mirrorgate;
     use support::kmock::{CONFIG_MAPS, IDMS};
-    use support::{Mirrorgate, http_get, wait_until};
 
     const COMPONENTS: &str = "quay.io/openshift-release-dev/ocp-v4.0-art-dev";
     let source = Registry::start();
@@ -152,24 +152,16 @@ fn serve_warms_a_hosted_cluster_release_along_the_cluster_mirror_rules() {
         }),
     );
 
-    let mut jobs = Vec::new();
-    wait_until(Duration::from_secs(120), || {
-        let listed = http_get(&mirrorgate.addr(), "/warm/jobs", &[]).json()["jobs"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        jobs = listed
-            .iter()
-            .map(|j| {
-                (
-                    j["trigger"].as_str().unwrap_or_default().to_owned(),
-                    j["state"].as_str().unwrap_or_default().to_owned(),
-                )
-            })
-            .collect();
-        Ok(!jobs.is_empty() && jobs.iter().all(|j| j.1 == "succeeded" || j.1 == "failed"))
-    })
-    .unwrap_or_else(|e| panic!("no finished warm job: {e}\n{}", mirrorgate.log()));
+    let jobs: Vec<(String, String)> = mirrorgate
+        .finished_warm_jobs()
+        .iter()
+        .map(|j| {
+            (
+                j["trigger"].as_str().unwrap_or_default().to_owned(),
+                j["state"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
     let component_requests_to_source: Vec<String> = source
         .content_requests_since(source_mark)
         .into_iter()

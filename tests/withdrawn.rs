@@ -3,7 +3,7 @@
 //! from the cache, counted, listed by `status`, kept across a restart, and served again once
 //! allowed.
 
-mod support;
+use crate::support;
 
 use support::{Mirrorgate, Registry, push, single_arch};
 

@@ -179,6 +179,36 @@ async fn a_403_names_the_resource_and_verb_to_grant() {
 }
 
 #[tokio::test]
+async fn a_refused_connection_ends_the_listing_before_its_deadline() {
+    // A port nothing listens on: a refused connection, not a slow server.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}").parse().unwrap();
+    // kube builds its TLS connector also for plain http; the binary installs ring in main.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = kube::Client::try_from(kube::Config::new(url)).unwrap();
+    let deadline = Duration::from_secs(60);
+    let error = list_once(client, &Config::default(), deadline)
+        .await
+        .unwrap_err();
+    let Error::NotSynced { waited, last_error } = &error else {
+        panic!("{error}");
+    };
+    assert_eq!(
+        (
+            *waited < deadline,
+            last_error
+                .as_ref()
+                .is_some_and(|e| e.contains("client error (Connect)"))
+        ),
+        (true, true),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn no_snapshot_is_published_before_every_kind_is_listed() {
     let icsp_gate = Arc::new(Notify::new());
     let gate = icsp_gate.clone();

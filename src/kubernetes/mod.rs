@@ -83,6 +83,8 @@ pub enum Error {
         namespace: Option<String>,
         /// What failed.
         cause: String,
+        /// Whether the connection was refused: nothing listens at the API server's address.
+        refused: bool,
     },
     /// No complete list of the cluster's mirror objects within the time given.
     #[error("no complete list of the cluster's mirror objects after {waited:?}{}", last_error.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
@@ -132,6 +134,7 @@ impl Error {
                 resource,
                 namespace,
                 cause: other.to_string(),
+                refused: is_refused(&other),
             },
         }
     }
@@ -140,6 +143,27 @@ impl Error {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::Api { code: 404, .. })
     }
+
+    /// Whether the connection to the API server was refused.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, Error::Connection { refused: true, .. })
+    }
+}
+
+/// Whether a refused TCP connection lies behind `error` (its text says only "client error
+/// (Connect)").
+fn is_refused(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// Builds a client the way [`Config::kubeconfig`] says: a named kubeconfig file; or, when it is

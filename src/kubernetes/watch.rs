@@ -81,6 +81,8 @@ pub struct Health {
     pub discovery_failures: u64,
     /// The last failure, for logs and status pages.
     pub last_error: Option<String>,
+    /// Whether the last failure was a refused connection.
+    pub last_error_refused: bool,
 }
 
 /// A running watch of the cluster. Dropping it stops every watcher.
@@ -162,7 +164,8 @@ impl ClusterWatch {
 
 /// Lists the cluster's mirror objects once (discovery, then a complete list of every kind and
 /// referenced ConfigMap): what `check` and `resolve` need. Fails when no complete list succeeded
-/// within `timeout`, with the last failure (a 403 names the missing permission).
+/// within `timeout`, with the last failure (a 403 names the missing permission). A 403 or a
+/// refused connection ends it at once.
 pub async fn list_once(
     client: kube::Client,
     config: &Config,
@@ -178,12 +181,18 @@ pub async fn list_once(
     );
     let started = Instant::now();
     let mut health = watch.health_updates();
-    let forbidden = async {
-        // A 403 does not heal by retrying: answer at once rather than at the deadline.
+    let hopeless = async {
+        // A 403 does not heal by retrying, and a refused connection is no slow server: answer at
+        // once rather than at the deadline.
         loop {
-            if let Some(error) = health.borrow_and_update().last_error.clone()
-                && error.contains("403 Forbidden")
-            {
+            let hopeless = {
+                let now = health.borrow_and_update();
+                let refused = now.last_error_refused;
+                now.last_error
+                    .clone()
+                    .filter(|error| refused || error.contains("403 Forbidden"))
+            };
+            if let Some(error) = hopeless {
                 return error;
             }
             if health.changed().await.is_err() {
@@ -196,7 +205,7 @@ pub async fn list_once(
             Ok(snapshot) => Ok((*snapshot).clone()),
             Err(_) => Err(Error::NotSynced { waited: timeout, last_error: watch.health().last_error }),
         },
-        error = forbidden => Err(Error::NotSynced { waited: started.elapsed(), last_error: Some(error) }),
+        error = hopeless => Err(Error::NotSynced { waited: started.elapsed(), last_error: Some(error) }),
     }
 }
 
@@ -395,6 +404,7 @@ impl Syncer {
                 self.health.discovery_failures += 1;
                 tracing::warn!(%error, retry_in = ?delay, "API discovery failed");
                 self.health.last_error = Some(error.to_string());
+                self.health.last_error_refused = error.is_refused();
             }
         }
     }
@@ -555,6 +565,7 @@ impl Syncer {
                 let error = watch_error(error, kind, key.namespace());
                 *self.health.failures.entry(kind).or_default() += 1;
                 self.health.last_error = Some(error.to_string());
+                self.health.last_error_refused = error.is_refused();
                 if !state.failing {
                     state.failing = true;
                     tracing::warn!(%error, "watch of {kind} failed; retrying with back-off (the last complete rules stay in force)");

@@ -59,15 +59,7 @@ impl Hostile {
         + Sync
         + 'static,
     ) -> Hostile {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let addr = listener.local_addr().expect("address");
+        let (runtime, listener, addr) = loopback_server(1);
         let answer: Arc<Answer> = Arc::new(answer);
         runtime.spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -135,4 +127,21 @@ impl Drop for Hostile {
             runtime.shutdown_background();
         }
     }
+}
+
+/// A runtime of its own with `workers` threads, for an in-process test server, and a listener on
+/// a free loopback port with its address. The server stops when the runtime is dropped.
+pub fn loopback_server(
+    workers: usize,
+) -> (tokio::runtime::Runtime, tokio::net::TcpListener, SocketAddr) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    (runtime, listener, addr)
 }

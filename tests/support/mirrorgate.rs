@@ -275,6 +275,32 @@ impl Mirrorgate {
         self.dir.path().join("mirrorgate.log")
     }
 
+    /// The jobs `GET /warm/jobs` lists, once there is one and none is running (waits up to two
+    /// minutes: a release is warmed in the background).
+    pub fn finished_warm_jobs(&self) -> Vec<serde_json::Value> {
+        let mut jobs = Vec::new();
+        process::wait_until(std::time::Duration::from_secs(120), || {
+            let answer = http_get(&self.addr(), "/warm/jobs", &[]);
+            if answer.status != 200 {
+                return Err(format!(
+                    "GET /warm/jobs answered {}: {}",
+                    answer.status,
+                    answer.text()
+                ));
+            }
+            jobs = answer.json()["jobs"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            Ok(!jobs.is_empty()
+                && jobs
+                    .iter()
+                    .all(|j| j["state"] == "succeeded" || j["state"] == "failed"))
+        })
+        .unwrap_or_else(|e| panic!("warm jobs did not finish: {e}\n{}", self.log()));
+        jobs
+    }
+
     /// The log's contents so far.
     pub fn log(&self) -> String {
         String::from_utf8_lossy(&fs::read(self.log_path()).unwrap_or_default()).into_owned()
@@ -336,4 +362,29 @@ pub async fn serve_in_process(
         std::future::pending(),
     ));
     addr
+}
+
+/// `mirrorgate ARGS…` run to its end: whether it exited successfully, its stdout, its stderr.
+pub fn cli(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_mirrorgate"))
+        .args(args)
+        .output()
+        .expect("run mirrorgate");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Digest and tag rules (an IDMS and an ITMS) sending `{source}/ns` to each `{mirror}/ns` in
+/// order, the source never contacted.
+pub fn mirrored_rules(source: &str, mirrors: &[&str]) -> String {
+    let list: String = mirrors.iter().map(|m| format!("    - {m}/ns\n")).collect();
+    let set = |kind: &str, field: &str| {
+        format!(
+            "---\napiVersion: config.openshift.io/v1\nkind: {kind}\nmetadata:\n  name: m\nspec:\n  {field}:\n  - source: {source}/ns\n    mirrors:\n{list}    mirrorSourcePolicy: NeverContactSource\n"
+        )
+    };
+    set("ImageDigestMirrorSet", "imageDigestMirrors") + &set("ImageTagMirrorSet", "imageTagMirrors")
 }

@@ -1,6 +1,7 @@
 //! Test harness for integration tests: real registries, real images, real clients.
 //!
-//! Integration tests include it with `mod support;` and get:
+//! Compiled once, in the one integration test binary (tests/tests.rs); each feature module
+//! takes it with `use crate::support;` and gets:
 //! - [`Registry`]: a CNCF Distribution registry (Debian's `docker-registry`) on a free loopback
 //!   port, optionally behind htpasswd auth, with request accounting read from its access log;
 //! - [`Image`], [`single_arch`], [`multi_arch`]: images generated in Rust as OCI image layouts
@@ -34,7 +35,7 @@ mod release;
 mod seaweedfs;
 mod throttle;
 
-pub use hostile::Hostile;
+pub use hostile::{Hostile, loopback_server};
 pub use http::{HttpResponse, http_get, http_request, try_http_request};
 pub use image::{
     CONTAINERS_IMAGE_ACCEPT, DOCKER_MANIFEST_MEDIA_TYPE, Image, LAYER_MEDIA_TYPE,
@@ -42,7 +43,7 @@ pub use image::{
     push, push_as, push_with_creds, sha256_digest, single_arch, skopeo,
 };
 pub use kmock::Kmock;
-pub use mirrorgate::{Mirrorgate, SELF_ADDR, serve_in_process};
+pub use mirrorgate::{Mirrorgate, SELF_ADDR, cli, mirrored_rules, serve_in_process};
 pub use process::{PROBE_USER_AGENT, READY_TIMEOUT, free_port, spawn_logged, wait_until};
 pub use prometheus::Prometheus;
 pub use registry::{LoggedRequest, Registry, parse_access_line};

@@ -3,9 +3,14 @@
 //! one bucket, [`SeaweedFs::BUCKET`], and the credentials [`SeaweedFs::ACCESS_KEY`] /
 //! [`SeaweedFs::SECRET_KEY`].
 //!
-//! `weed mini` also binds fixed ports (master, volume, filer, the Iceberg and Lance catalogs), so
-//! only one may run on the machine at a time: a [`SeaweedFs`] holds a process-wide lock and a
-//! lock file (`flock`) for its whole life, and tests that start one run one after the other.
+//! Every port `weed mini` listens on is chosen free and given on its command line (the Iceberg
+//! and Lance catalogs are off): left to itself it binds fixed ports, among them the admin
+//! server's gRPC port 33646, inside the range free ports are handed out from. When that one was
+//! taken (by another test's server), weed moved the admin server elsewhere but its worker kept
+//! dialling 33646, and the bucket, created only once the admin server is ready, came 20 s or
+//! more later: past the start timeout on a loaded machine. A server is still heavy (ten
+//! listeners in one process), so only one runs on the machine at a time: a [`SeaweedFs`] holds a
+//! process-wide lock and a lock file (`flock`) for its whole life.
 //! The binary is `$WEED`, else `weed` on `PATH`, else the one scripts/test.sh installed under
 //! the target directory.
 
@@ -23,20 +28,77 @@ use super::process::{self, ChildGuard, START_ATTEMPTS, spawn_logged};
 
 /// How long `weed mini` may take to answer on its S3 port and show the bucket.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// The filer's fixed port, where the bucket shows as a directory once created.
-const FILER: &str = "127.0.0.1:8888";
+/// What weed logs when it moves a component off a port it was given that is taken: the test
+/// would then probe the wrong port, so the start is retried on other ports.
+const PORT_MOVED: &str = "finding alternative";
 
 static IN_PROCESS: Mutex<()> = Mutex::new(());
 
 /// A running `weed mini`; killed when dropped (and its locks released).
 pub struct SeaweedFs {
     dir: TempDir,
-    port: u16,
-    /// The S3 gRPC port, whose unix socket weed leaves in /tmp (removed on stop).
-    grpc_port: u16,
+    /// Chosen at the first start, kept by a restart.
+    ports: Option<Ports>,
     process: Option<ChildGuard>,
     _file_lock: FileLock,
     _lock: MutexGuard<'static, ()>,
+}
+
+/// The ports of one server's components, each an HTTP port and a gRPC port.
+#[derive(Clone, Copy)]
+struct Ports {
+    s3: (u16, u16),
+    master: (u16, u16),
+    volume: (u16, u16),
+    filer: (u16, u16),
+    admin: (u16, u16),
+}
+
+impl Ports {
+    fn free() -> Ports {
+        let pair = || (process::free_port(), process::free_port());
+        Ports {
+            s3: pair(),
+            master: pair(),
+            volume: pair(),
+            filer: pair(),
+            admin: pair(),
+        }
+    }
+
+    /// Each component's name, as weed's flags spell it, and its ports.
+    fn components(&self) -> [(&'static str, (u16, u16)); 5] {
+        [
+            ("s3", self.s3),
+            ("master", self.master),
+            ("volume", self.volume),
+            ("filer", self.filer),
+            ("admin", self.admin),
+        ]
+    }
+
+    /// `weed mini` flags for these ports.
+    fn args(&self) -> Vec<String> {
+        self.components()
+            .iter()
+            .flat_map(|(name, (http, grpc))| {
+                [
+                    format!("-{name}.port={http}"),
+                    format!("-{name}.port.grpc={grpc}"),
+                ]
+            })
+            .collect()
+    }
+
+    /// The unix sockets weed leaves in /tmp, named by gRPC port.
+    fn sockets(&self) -> Vec<PathBuf> {
+        self.components()
+            .iter()
+            .map(|(name, (_, grpc))| {
+                std::env::temp_dir().join(format!("seaweedfs-{name}-grpc-{grpc}.sock"))
+            })
+            .collect()
+    }
 }
 
 struct FileLock(File);
@@ -104,14 +166,22 @@ impl SeaweedFs {
             .expect("tempdir");
         let mut server = SeaweedFs {
             dir,
-            port: 0,
-            grpc_port: 0,
+            ports: None,
             process: None,
             _file_lock: file_lock,
             _lock: lock,
         };
         server.launch(None);
         server
+    }
+
+    /// [`start`](Self::start), and a directory holding what a replica of the test bucket reads
+    /// ([`write_replica_files`](Self::write_replica_files)).
+    pub fn start_with_replica_files() -> (SeaweedFs, TempDir) {
+        let server = SeaweedFs::start();
+        let dir = tempfile::tempdir().expect("tempdir");
+        SeaweedFs::write_replica_files(dir.path());
+        (server, dir)
     }
 
     /// The `weed` binary.
@@ -141,14 +211,12 @@ impl SeaweedFs {
         );
     }
 
-    fn launch(&mut self, port: Option<u16>) {
-        let fixed = port.is_some();
-        if self.grpc_port == 0 {
-            self.grpc_port = process::free_port();
-        }
+    /// Starts weed on `ports`, or on free ones retried until a start succeeds.
+    fn launch(&mut self, ports: Option<Ports>) {
+        let fixed = ports.is_some();
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
-            let port = port.unwrap_or_else(process::free_port);
+            let ports = ports.unwrap_or_else(Ports::free);
             let mut command = Command::new(Self::binary());
             command
                 .arg("mini")
@@ -160,10 +228,11 @@ impl SeaweedFs {
                     "-webdav=false",
                     "-admin.ui=false",
                     "-s3.autoCreateBucket=false",
+                    "-s3.port.iceberg=0",
+                    "-s3.port.lance=0",
                 ])
                 .arg(format!("-bucket={}", Self::BUCKET))
-                .arg(format!("-s3.port={port}"))
-                .arg(format!("-s3.port.grpc={}", self.grpc_port))
+                .args(ports.args())
                 // Its unix sockets default to /tmp, named by port: keep them with the data.
                 .arg(format!(
                     "-s3.localSocket={}",
@@ -180,16 +249,22 @@ impl SeaweedFs {
             let log = self.log_path();
             let log_start = fs::metadata(&log).map_or(0, |m| m.len() as usize);
             let mut child = spawn_logged(command, &log, &log);
-            let s3 = format!("127.0.0.1:{port}");
+            let s3 = format!("127.0.0.1:{}", ports.s3.0);
+            let filer = format!("127.0.0.1:{}", ports.filer.0);
             let bucket_path = format!("/buckets/{}/", Self::BUCKET);
             let ready = process::wait_until(READY_TIMEOUT, || {
                 if let Some(status) = child.exited() {
                     return Err(format!("weed exited ({status})"));
                 }
+                let text = fs::read(&log).unwrap_or_default();
+                if String::from_utf8_lossy(&text[log_start.min(text.len())..]).contains(PORT_MOVED)
+                {
+                    return Err("a port it was given was taken".to_owned());
+                }
                 let s3_up = try_http_request("GET", &s3, "/", &[], &[]).is_ok();
                 let bucket = try_http_request(
                     "GET",
-                    FILER,
+                    &filer,
                     &bucket_path,
                     &[("Accept", "application/json")],
                     &[],
@@ -199,23 +274,24 @@ impl SeaweedFs {
             });
             match ready {
                 Ok(()) => {
-                    self.port = port;
+                    self.ports = Some(ports);
                     self.process = Some(child);
                     return;
                 }
                 Err(why) => {
                     child.stop();
-                    let text = fs::read(&log).unwrap_or_default();
-                    let ours = String::from_utf8_lossy(&text[log_start.min(text.len())..]);
-                    // A restart keeps its port: a conflict there is a failure, not a reason to
-                    // move.
-                    if fixed || !process::says_address_in_use(&ours) {
+                    Self::remove_sockets(&ports);
+                    // A restart keeps its ports (the clients know the endpoint): a failure there
+                    // is final. A first start tries again on other ports.
+                    if fixed {
                         panic!(
                             "weed mini did not become ready ({why})\n{}",
                             process::tail(&log, 40)
                         );
                     }
-                    failures.push(format!("port {port}: {}", ours.trim()));
+                    let text = fs::read(&log).unwrap_or_default();
+                    let ours = String::from_utf8_lossy(&text[log_start.min(text.len())..]);
+                    failures.push(format!("{why}: {}", ours.trim()));
                 }
             }
         }
@@ -227,7 +303,8 @@ impl SeaweedFs {
 
     /// `http://127.0.0.1:PORT`, the S3 endpoint (path-style addressing, plain http).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let ports = self.ports.expect("a started server has ports");
+        format!("http://127.0.0.1:{}", ports.s3.0)
     }
 
     /// A plain S3 client on the test bucket, to look at and tamper with objects behind
@@ -258,16 +335,23 @@ impl SeaweedFs {
     pub fn stop(&mut self) {
         if let Some(mut child) = self.process.take() {
             child.stop();
-            let socket = format!("seaweedfs-s3-grpc-{}.sock", self.grpc_port);
-            let _ = fs::remove_file(std::env::temp_dir().join(socket));
+            if let Some(ports) = &self.ports {
+                Self::remove_sockets(ports);
+            }
         }
     }
 
-    /// Starts it again on the same port with the same data.
+    fn remove_sockets(ports: &Ports) {
+        for socket in ports.sockets() {
+            let _ = fs::remove_file(socket);
+        }
+    }
+
+    /// Starts it again on the same ports with the same data.
     pub fn restart(&mut self) {
         self.stop();
-        let port = self.port;
-        self.launch(Some(port));
+        let ports = self.ports;
+        self.launch(ports);
     }
 }
 

@@ -183,15 +183,7 @@ impl Throttle {
         let cut = Arc::new(std::sync::atomic::AtomicBool::new(
             behaviour == Behaviour::CutFirst,
         ));
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (runtime, listener, addr) = super::hostile::loopback_server(2);
         let backend = Arc::new(backend);
         let gate = Arc::new(Gate::default());
         let gate_of_server = gate.clone();
