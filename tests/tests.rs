@@ -16,6 +16,7 @@ mod hostile;
 mod hypershift_docs;
 mod kubernetes;
 mod limits;
+mod manual;
 mod oci_client;
 mod operations;
 mod podman;
