@@ -32,6 +32,7 @@ pub mod config;
 pub mod http;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
+pub(crate) mod log_limit;
 pub mod metrics;
 pub mod proxy;
 pub mod reference;

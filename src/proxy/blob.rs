@@ -15,75 +15,28 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::{mpsc, watch};
 
 use super::admission::FetchSlot;
-use super::shared::SharedTier;
-use super::sizes;
 use super::verify::{Outcome, Verified};
 use super::{
     AttemptFailure, Body, Error, Failure, Missing, Proxy, Repository, empty_body, exhausted,
     summary,
 };
 use super::{Route, Stored};
-use crate::cache::blobs::{
-    BlobFile, BlobStore, DownloadState, Piece, Spool, TempWriter, follow, read_range,
-};
-use crate::cache::shared::{Kind, SharedError};
+use crate::cache::blobs::{BlobFile, DownloadState, Piece, follow, read_range};
 use crate::cache::stats::CacheStats;
+use crate::cache::{Filled, LEADER_QUEUE, lead, size_mismatch};
 use crate::reference::{Digest, Reference};
 use crate::rules::Role;
 use crate::upstream::UpstreamRequest;
 
-/// Chunks queued for the client that started a download before it counts as lagging.
-const LEADER_QUEUE: usize = 64;
 /// How many downloads started for other repositories a request follows, when each ends without
 /// the blob, before it gives up (each time it tries to start one of its own).
 const JOIN_ROUNDS: usize = 4;
-
-/// The body of the client that started a download: bytes from memory as they arrive, then, if
-/// the queue was dropped before `Done` (the client lagged, or the download failed), the rest
-/// from the file, where [`follow`] applies the same rules as for every other reader.
-fn lead(
-    leader: mpsc::Receiver<Piece>,
-    temp: Spool,
-    state: watch::Receiver<DownloadState>,
-) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send {
-    type Rest = futures_util::stream::BoxStream<'static, std::io::Result<Bytes>>;
-    enum Source {
-        Memory(
-            mpsc::Receiver<Piece>,
-            u64,
-            Box<(Spool, watch::Receiver<DownloadState>)>,
-        ),
-        File(Rest),
-    }
-    futures_util::stream::unfold(
-        Source::Memory(leader, 0, Box::new((temp, state))),
-        |source| async move {
-            let mut rest = match source {
-                Source::Memory(mut leader, position, file) => match leader.recv().await {
-                    Some(Piece::Data(bytes)) => {
-                        let position = position + bytes.len() as u64;
-                        return Some((Ok(bytes), Source::Memory(leader, position, file)));
-                    }
-                    Some(Piece::Done) => return None,
-                    None => {
-                        let (temp, state) = *file;
-                        follow(temp, state, position).boxed()
-                    }
-                },
-                Source::File(rest) => rest,
-            };
-            let next = rest.next().await?;
-            Some((next, Source::File(rest)))
-        },
-    )
-}
 
 impl Proxy {
     /// `GET|HEAD /v2/<name>/blobs/<digest>`, with `Range`.
@@ -99,7 +52,7 @@ impl Proxy {
         // The rules decide first: a stored blob is only served where they allow a pull.
         let candidates = self.blob_candidates(repository, &logical)?;
         // A hit costs one look at the index; only a miss checks for a commit under way.
-        if self.cache.blobs.stat(digest).is_none() {
+        if self.tiers.blob_size(digest).is_none() {
             self.wait_for_commit(digest).await;
         }
         if let Some(response) = self
@@ -137,7 +90,7 @@ impl Proxy {
                 .blob_passthrough(&logical, digest, candidates, head, range)
                 .await;
         }
-        CacheStats::count(&self.cache.stats.blob_misses);
+        CacheStats::count(&self.tiers.stats().blob_misses);
         'rounds: for _ in 0..JOIN_ROUNDS {
             let Some((mut state, leader, origin)) =
                 self.join_download(&logical, digest, &candidates).await?
@@ -176,7 +129,7 @@ impl Proxy {
                         }
                     }
                     DownloadState::Streaming { temp, len, .. } => {
-                        let stats = self.cache.stats.clone();
+                        let stats = self.tiers.stats().clone();
                         let bytes = match leader {
                             Some(leader) => lead(leader, temp, state).boxed(),
                             None => follow(temp, state, 0).boxed(),
@@ -194,17 +147,17 @@ impl Proxy {
                         ));
                     }
                     DownloadState::Complete { len, temp } => {
-                        if let Some(blob) = self.cache.blobs.open_blob(digest) {
+                        if let Some(blob) = self.tiers.open_blob(digest) {
                             return Ok(stored_blob_response(
                                 blob,
                                 digest,
                                 None,
                                 false,
-                                &self.cache.stats,
+                                self.tiers.stats(),
                             ));
                         }
                         // Verified but not yet in the store: read it where it is.
-                        let stats = self.cache.stats.clone();
+                        let stats = self.tiers.stats().clone();
                         let body = follow(temp, state, 0).map_ok(move |chunk| {
                             CacheStats::add(&stats.bytes_from_upstream, chunk.len() as u64);
                             hyper::body::Frame::data(chunk)
@@ -261,44 +214,6 @@ impl Proxy {
         true
     }
 
-    /// The outcome of a download the store has no room for.
-    fn no_room(&self, digest: &Digest) -> DownloadState {
-        tracing::warn!(digest = %digest, "the cache's filesystem is short of cache.min_free_space; serving the blob uncached");
-        CacheStats::count(&self.cache.stats.store_failures);
-        DownloadState::Uncacheable
-    }
-
-    /// The outcome of a download larger than the store may hold (`cache.max_size`): storing it
-    /// would evict everything else and keep nothing.
-    fn too_large(&self, digest: &Digest, len: u64) -> DownloadState {
-        tracing::warn!(digest = %digest, len, "the blob is larger than cache.max_size; serving it uncached");
-        CacheStats::count(&self.cache.stats.store_failures);
-        DownloadState::Uncacheable
-    }
-
-    /// Where a download of `temp` is written.
-    fn sink<'a>(&'a self, file: &'a mut TempWriter, temp: &'a Spool) -> Sink<'a> {
-        Sink {
-            file,
-            temp,
-            store: &self.cache.blobs,
-            stats: &self.cache.stats,
-        }
-    }
-
-    /// Whether the shared tier may serve `digest` for `logical`'s repository: the pair is
-    /// confirmed here or in the shared store.
-    async fn shared_serves(&self, logical: &Reference, digest: &Digest) -> bool {
-        let Some(tier) = &self.shared else {
-            return false;
-        };
-        if tier.is_confirmed(logical.name(), digest).await {
-            self.known.insert(logical.name(), digest.as_str());
-            return true;
-        }
-        false
-    }
-
     /// Blob `logical` from the store, whole or the part `range` asks, once the pair is
     /// confirmed for its repository; `None` when it is not stored.
     async fn serve_stored(
@@ -311,22 +226,22 @@ impl Proxy {
         let Some(digest) = logical.digest() else {
             return Ok(None);
         };
-        let Some(stored_len) = self.cache.blobs.stat(&digest) else {
+        let Some(stored_len) = self.tiers.blob_size(&digest) else {
             return Ok(None);
         };
         self.may_serve_cached(logical, candidates, Stored::Blob, Some(stored_len))
             .await?;
-        let Some(blob) = self.cache.blobs.open_blob(&digest) else {
+        let Some(blob) = self.tiers.open_blob(&digest) else {
             return Ok(None);
         };
-        CacheStats::count(&self.cache.stats.blob_hits);
+        CacheStats::count(&self.tiers.stats().blob_hits);
         tracing::info!(reference = %logical, served_by = "cache", "blob served");
         Ok(Some(stored_blob_response(
             blob,
             &digest,
             range,
             head,
-            &self.cache.stats,
+            self.tiers.stats(),
         )))
     }
 
@@ -348,16 +263,16 @@ impl Proxy {
         Error,
     > {
         if let Some((state, origin)) = self.downloads.get(digest.as_str()) {
-            CacheStats::count(&self.cache.stats.coalesced);
+            CacheStats::count(&self.tiers.stats().coalesced);
             return Ok(Some((state, None, origin)));
         }
-        if self.cache.blobs.stat(digest).is_some() {
+        if self.tiers.blob_size(digest).is_some() {
             return Ok(None);
         }
         // The slot is taken before the download starts, so that a refusal reaches this client
         // alone. A download started while it waited is joined instead (the slot goes back).
         let slot = self.fetch_slots.acquire(logical.as_str()).await?;
-        if self.cache.blobs.stat(digest).is_some() {
+        if self.tiers.blob_size(digest).is_some() {
             return Ok(None);
         }
         let (leader, leader_receiver) = mpsc::channel(LEADER_QUEUE);
@@ -379,7 +294,7 @@ impl Proxy {
             },
         );
         if let Some(origin) = joined {
-            CacheStats::count(&self.cache.stats.coalesced);
+            CacheStats::count(&self.tiers.stats().coalesced);
             return Ok(Some((state, None, origin)));
         }
         Ok(Some((
@@ -402,20 +317,24 @@ impl Proxy {
         leader: mpsc::Sender<Piece>,
     ) -> DownloadState {
         let mut leader = Some(leader);
-        let expected = self.sizes.get(logical.name(), digest);
+        let expected = self.tiers.declared_size(logical.name(), digest);
         // A full disk must cost the cache, not the pull: the readers fetch it for themselves.
-        if !self.cache.blobs.has_room(expected.unwrap_or(0)) {
-            return self.no_room(digest);
-        }
-        if let Some(len) = expected.filter(|len| !self.cache.blobs.fits(*len)) {
-            return self.too_large(digest, len);
+        if let Some(uncached) = self.tiers.room_for(digest, expected) {
+            return uncached;
         }
         // The bucket is asked here, in the download's own task, so that waiting for it never
         // widens the moment between a request's look at the store and its start of a download.
-        if let Some(tier) = &self.shared
-            && let Some(done) = self
-                .download_shared(tier, logical, digest, expected, state, &mut leader)
-                .await
+        if let Some(done) = self
+            .tiers
+            .download_shared(
+                logical.name(),
+                logical.as_str(),
+                digest,
+                expected,
+                state,
+                &mut leader,
+            )
+            .await
         {
             return done;
         }
@@ -451,7 +370,7 @@ impl Proxy {
                     continue;
                 }
             };
-            if let Some(reason) = sizes::size_mismatch(expected, response.content_length()) {
+            if let Some(reason) = size_mismatch(expected, response.content_length()) {
                 self.count_attempt(physical.domain(), role, Route::Blob, "size_mismatch");
                 failures.push(Failure {
                     reference: physical,
@@ -462,25 +381,6 @@ impl Proxy {
             }
             // Without a length announced, the manifest's size bounds the body.
             let len = response.content_length().or(expected);
-            if !self.cache.blobs.has_room(len.unwrap_or(0)) {
-                return self.no_room(digest);
-            }
-            if let Some(len) = len.filter(|len| !self.cache.blobs.fits(*len)) {
-                return self.too_large(digest, len);
-            }
-            let (temp, mut file) = match self.cache.blobs.begin_write(digest, len).await {
-                Ok(temp) => temp,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot write to the blob store; serving uncached");
-                    CacheStats::count(&self.cache.stats.store_failures);
-                    return DownloadState::Uncacheable;
-                }
-            };
-            state.send_replace(DownloadState::Streaming {
-                temp: temp.clone(),
-                len,
-                written: 0,
-            });
             // One verification for every download path (verify.rs): the last chunk is held
             // back until the bytes hash to the digest and their length is the one announced.
             let verdict: Arc<Mutex<Option<Outcome>>> = Arc::default();
@@ -503,22 +403,32 @@ impl Proxy {
                         })
                 })
             });
-            let sink = self.sink(&mut file, &temp);
-            let Spooled { outcome, in_file } = spool(body, sink, state, &mut leader).await;
-            let committed = match outcome {
-                Outcome::Complete(size) if !in_file => Ok(size),
-                Outcome::Complete(size) => {
-                    self.note_blob_body(&physical, true);
-                    self.commit_spool(digest, &temp, &mut file, size, state, &mut leader)
-                        .await
+            let (filled, temp) = match self
+                .tiers
+                .fill_blob(digest, len, body, state, &mut leader)
+                .await
+            {
+                Ok(filled) => filled,
+                Err(uncached) => return uncached,
+            };
+            let committed = match filled {
+                Filled::Complete { size, in_file } => {
+                    if in_file {
+                        self.note_blob_body(&physical, true);
+                    }
+                    Ok((size, in_file))
                 }
-                Outcome::Corrupt(reason) => {
+                Filled::Unstored(reason) => {
+                    self.note_blob_body(&physical, true);
+                    Err(reason)
+                }
+                Filled::Corrupt(reason) => {
                     tracing::warn!(served_by = %physical, %reason, "blob aborted: corrupt; the source is skipped for this blob for a while");
                     self.corrupt_recorder()(&physical);
                     self.count_attempt(physical.domain(), role, Route::Blob, "digest_mismatch");
                     Err(reason)
                 }
-                Outcome::Broken(reason) => {
+                Filled::Broken(reason) => {
                     if source_failed.load(std::sync::atomic::Ordering::Relaxed) {
                         self.note_blob_body(&physical, false);
                     }
@@ -526,19 +436,15 @@ impl Proxy {
                 }
             };
             return match committed {
-                Ok(size) => {
-                    CacheStats::add(&self.cache.stats.bytes_fetched, size);
+                Ok((size, in_file)) => {
+                    CacheStats::add(&self.tiers.stats().bytes_fetched, size);
                     self.remember_content(logical.name(), digest.as_str());
                     if !failures.is_empty() {
                         self.metrics.fallback(Route::Blob.as_str());
                     }
                     tracing::info!(reference = %logical, served_by = %physical, %role, size, failed = %summary(&failures), "blob fetched");
                     // Verified and stored: now other replicas may have it too.
-                    if let Some(tier) = &self.shared
-                        && let Some(blob) = self.cache.blobs.open_blob(digest)
-                    {
-                        tier.upload_blob_in_background(digest, blob);
-                    }
+                    self.tiers.share_blob(digest);
                     if !in_file {
                         return DownloadState::Uncacheable;
                     }
@@ -548,7 +454,6 @@ impl Proxy {
                     }
                 }
                 Err(reason) => {
-                    self.cache.blobs.discard(&temp).await;
                     tracing::warn!(reference = %logical, served_by = %physical, %reason, "blob download failed");
                     DownloadState::Failed {
                         reason: format!("blob {logical} from {physical}: {reason}").into(),
@@ -571,127 +476,6 @@ impl Proxy {
         }
     }
 
-    /// Downloads a blob from the shared tier into the store, if the tier holds it and may serve
-    /// it to `logical`'s repository (an upstream served or confirmed it there, here or on another
-    /// replica; otherwise the upstreams are asked, which confirms), streaming it to the readers
-    /// as an upstream download does (verified, the last chunk held back). `None` when the tier does not
-    /// hold it or fails, before or during the read: the caller goes on to the upstreams, and
-    /// readers that were following this attempt fail rather than take a broken blob.
-    async fn download_shared(
-        &self,
-        tier: &SharedTier,
-        logical: &Reference,
-        digest: &Digest,
-        expected: Option<u64>,
-        state: &watch::Sender<DownloadState>,
-        leader: &mut Option<mpsc::Sender<Piece>>,
-    ) -> Option<DownloadState> {
-        // The confirmation and the read are asked at once: a blob read from the bucket costs
-        // one round trip before its first byte, not two. A read without a confirmation is
-        // dropped unread.
-        let (confirmed, read) = if self.holds(logical.name(), digest.as_str(), expected) {
-            (true, tier.read_blob(digest, expected).await)
-        } else {
-            tokio::join!(
-                self.shared_serves(logical, digest),
-                tier.read_blob(digest, expected)
-            )
-        };
-        let read = read.filter(|_| confirmed)?;
-        let len = read.size;
-        if !self.cache.blobs.has_room(len) {
-            return Some(self.no_room(digest));
-        }
-        if !self.cache.blobs.fits(len) {
-            return Some(self.too_large(digest, len));
-        }
-        let (temp, mut file) = match self.cache.blobs.begin_write(digest, Some(len)).await {
-            Ok(temp) => temp,
-            Err(error) => {
-                tracing::warn!(%error, "cannot write to the blob store; serving uncached");
-                CacheStats::count(&self.cache.stats.store_failures);
-                return Some(DownloadState::Uncacheable);
-            }
-        };
-        state.send_replace(DownloadState::Streaming {
-            temp: temp.clone(),
-            len: Some(len),
-            written: 0,
-        });
-        let body = read.stream.map(|item| {
-            item.map_err(|error| match error {
-                SharedError::Corrupt { reason, .. } => Outcome::Corrupt(reason),
-                other => Outcome::Broken(other.to_string()),
-            })
-        });
-        let sink = self.sink(&mut file, &temp);
-        let Spooled { outcome, in_file } = spool(body, sink, state, leader).await;
-        let committed = match outcome {
-            Outcome::Complete(size) if !in_file => Ok(size),
-            Outcome::Complete(size) => {
-                self.commit_spool(digest, &temp, &mut file, size, state, leader)
-                    .await
-            }
-            Outcome::Corrupt(reason) => {
-                tier.mark_corrupt(Kind::Blob, digest, &reason);
-                Err(reason)
-            }
-            Outcome::Broken(reason) => {
-                tracing::warn!(reference = %logical, %reason, "reading the blob from the shared cache broke off; fetching it from upstream");
-                Err(reason)
-            }
-        };
-        match committed {
-            Ok(size) => {
-                tracing::info!(reference = %logical, served_by = "shared cache", size, "blob fetched");
-                if !in_file {
-                    return Some(DownloadState::Uncacheable);
-                }
-                Some(DownloadState::Complete { len: size, temp })
-            }
-            Err(_) => {
-                // Readers of this attempt fail (their spool is gone); the leader reads the file
-                // from now on, and fails the same way. The download starts over upstream.
-                state.send_replace(DownloadState::Connecting);
-                *leader = None;
-                self.cache.blobs.discard(&temp).await;
-                None
-            }
-        }
-    }
-
-    /// Makes the verified bytes of `temp` available: readers may finish at once, while the
-    /// store makes them durable and takes them in. The size, or why they could not be written.
-    async fn commit_spool(
-        &self,
-        digest: &Digest,
-        temp: &Spool,
-        file: &mut TempWriter,
-        size: u64,
-        state: &watch::Sender<DownloadState>,
-        leader: &mut Option<mpsc::Sender<Piece>>,
-    ) -> Result<u64, String> {
-        if let Err(error) = file.flush().await {
-            return Err(format!("writing the blob store: {error}"));
-        }
-        state.send_replace(DownloadState::Complete {
-            len: size,
-            temp: temp.clone(),
-        });
-        if let Some(sender) = leader.take() {
-            let _ = sender.try_send(Piece::Done);
-        }
-        let stored = file
-            .sync_data()
-            .await
-            .and_then(|()| self.cache.blobs.commit(temp, digest, size));
-        if let Err(error) = stored {
-            tracing::warn!(digest = %digest, %error, "verified blob served but not stored");
-            self.cache.blobs.discard(temp).await;
-        }
-        Ok(size)
-    }
-
     /// Serves a blob straight from the first candidate that has it, without storing it: HEAD,
     /// `Range` requests on blobs not stored, and a store that cannot take the blob.
     async fn blob_passthrough(
@@ -704,7 +488,7 @@ impl Proxy {
     ) -> Result<Response<Body>, Error> {
         let method = if head { Method::HEAD } else { Method::GET };
         let slot = self.fetch_slots.acquire(logical.as_str()).await?;
-        let expected = self.sizes.get(logical.name(), digest);
+        let expected = self.tiers.declared_size(logical.name(), digest);
         let mut failures = Vec::new();
         for (physical, role) in candidates {
             self.note_attempt(role, &failures, Route::Blob);
@@ -713,7 +497,7 @@ impl Proxy {
                 Ok(upstream)
                     if upstream.status() == StatusCode::OK
                         && let Some(reason) =
-                            sizes::size_mismatch(expected, announced_length(&upstream)) =>
+                            size_mismatch(expected, announced_length(&upstream)) =>
                 {
                     self.count_attempt(physical.domain(), role, Route::Blob, "size_mismatch");
                     failures.push(Failure {
@@ -727,7 +511,7 @@ impl Proxy {
                     // content: a whole blob once its bytes are verified (as it ends), a HEAD or a
                     // part by the digest and total length it announces.
                     let partial = upstream.status() == StatusCode::PARTIAL_CONTENT;
-                    let known = expected.or_else(|| self.cache.blobs.stat(digest));
+                    let known = expected.or_else(|| self.tiers.blob_size(digest));
                     if (head || partial) && vouches(&upstream, digest, known) {
                         self.remember_content(logical.name(), digest.as_str());
                     }
@@ -833,7 +617,7 @@ impl Proxy {
         physical: Reference,
         head: bool,
     ) -> Response<Body> {
-        let stats = self.cache.stats.clone();
+        let stats = self.tiers.stats().clone();
         let confirm = {
             let (this, repository, digest) =
                 (self.clone(), logical.name().to_owned(), digest.clone());
@@ -931,159 +715,6 @@ pub(super) fn blob_request(
         query: None,
         headers,
         follow_redirects: true,
-    }
-}
-
-/// How a body written into its spool ended: `Complete` with the bytes it had, and whether those
-/// bytes are all in the spool (writing it failed, a full disk say, and only the caching was
-/// abandoned: one reader got the rest from memory).
-struct Spooled {
-    outcome: Outcome,
-    in_file: bool,
-}
-
-/// Where a body is written: the writer of `temp`, in `store`.
-struct Sink<'a> {
-    file: &'a mut TempWriter,
-    temp: &'a Spool,
-    store: &'a BlobStore,
-    stats: &'a CacheStats,
-}
-
-/// Writes a verified body into its spool, handing each chunk to the leader while it keeps up
-/// and telling the readers as bytes reach the file; returns how the body ended.
-///
-/// A write that fails costs the cache, not the pull: the download goes on for one reader, from
-/// memory at that reader's pace — the leader if it kept up, else the first reader to reach the
-/// end of what the file holds ([`DownloadState::Relayed`]). The other readers fail (their
-/// clients retry, and fetch for themselves); the partial file is removed at the end.
-async fn spool(
-    body: impl futures_util::Stream<Item = Result<Bytes, Outcome>> + Unpin,
-    mut sink: Sink<'_>,
-    state: &watch::Sender<DownloadState>,
-    leader: &mut Option<mpsc::Sender<Piece>>,
-) -> Spooled {
-    let spooled = spool_body(body, &mut sink, state, leader).await;
-    if !spooled.in_file {
-        sink.store.discard(sink.temp).await;
-    }
-    spooled
-}
-
-async fn spool_body(
-    mut body: impl futures_util::Stream<Item = Result<Bytes, Outcome>> + Unpin,
-    sink: &mut Sink<'_>,
-    state: &watch::Sender<DownloadState>,
-    leader: &mut Option<mpsc::Sender<Piece>>,
-) -> Spooled {
-    let mut total = 0u64;
-    // Set once the file is lost: the one reader the rest goes to.
-    let mut relay: Option<mpsc::Sender<Piece>> = None;
-    loop {
-        let chunk = match body.next().await {
-            Some(Ok(chunk)) => chunk,
-            Some(Err(outcome)) => {
-                let in_file = relay.is_none();
-                return Spooled { outcome, in_file };
-            }
-            None => {
-                // Without a file there is no commit to send the end: every byte is verified.
-                let in_file = match relay {
-                    Some(relay) => {
-                        if !relayed(&relay, Piece::Done, state).await {
-                            return left_alone();
-                        }
-                        false
-                    }
-                    None => true,
-                };
-                return Spooled {
-                    outcome: Outcome::Complete(total),
-                    in_file,
-                };
-            }
-        };
-        total += chunk.len() as u64;
-        if let Some(relay) = &relay {
-            if !relayed(relay, Piece::Data(chunk), state).await {
-                return left_alone();
-            }
-            continue;
-        }
-        // The client that started the download gets the bytes from memory while it keeps up;
-        // once it lags (or leaves) it reads the file like the rest.
-        if let Some(sender) = leader
-            && sender.try_send(Piece::Data(chunk.clone())).is_err()
-        {
-            *leader = None;
-        }
-        // Readers are told about bytes once they are in the file.
-        match sink.file.push(chunk).await {
-            Ok(Some(written)) => {
-                state.send_modify(|s| {
-                    if let DownloadState::Streaming { written: w, .. } = s {
-                        *w = written;
-                    }
-                });
-            }
-            Ok(None) => {}
-            Err(error) => {
-                tracing::warn!(%error, "writing the blob store failed mid-download; the blob is served uncached");
-                CacheStats::count(&sink.stats.store_failures);
-                let rest = match leader.take() {
-                    // The leader kept up: it has every byte so far.
-                    Some(leader) => {
-                        state.send_replace(DownloadState::Uncacheable);
-                        leader
-                    }
-                    None => {
-                        let (from, unwritten) = sink.file.unwritten();
-                        let (rest, receiver) = mpsc::channel(LEADER_QUEUE);
-                        state.send_replace(DownloadState::Relayed {
-                            from,
-                            rest: Arc::new(Mutex::new(Some(receiver))),
-                        });
-                        for chunk in unwritten {
-                            if !relayed(&rest, Piece::Data(chunk), state).await {
-                                return left_alone();
-                            }
-                        }
-                        rest
-                    }
-                };
-                relay = Some(rest);
-            }
-        }
-    }
-}
-
-/// Hands `piece` to the one reader of a download that lost its file, waiting for it; false
-/// once that reader is gone, or nobody is left who could take the rest.
-async fn relayed(
-    relay: &mpsc::Sender<Piece>,
-    piece: Piece,
-    state: &watch::Sender<DownloadState>,
-) -> bool {
-    let sent = relay.send(piece);
-    tokio::pin!(sent);
-    loop {
-        tokio::select! {
-            sent = &mut sent => return sent.is_ok(),
-            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
-                // The map of downloads holds one receiver of the state; readers hold the others.
-                if state.receiver_count() <= 1 {
-                    return false;
-                }
-            }
-        }
-    }
-}
-
-/// The end of a download whose file was lost and whose last reader left.
-fn left_alone() -> Spooled {
-    Spooled {
-        outcome: Outcome::Broken("no reader is left for a download that lost its file".into()),
-        in_file: false,
     }
 }
 
@@ -1271,126 +902,6 @@ fn announced_length(response: &reqwest::Response) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A download of `chunks` into a store whose disk is full (every write of the spool fails,
-    /// ENOSPC), for the `leader` given; with a reader that follows the spool from its start when
-    /// `follower`. How it ended, what the leader and the follower got, and what the store has
-    /// in its temporary directory and counted as failures.
-    async fn into_a_full_disk(
-        chunks: &[Bytes],
-        leader: Option<mpsc::Sender<Piece>>,
-        follower: bool,
-    ) -> (Spooled, Option<Vec<u8>>, usize, u64) {
-        let dir = tempfile::tempdir().unwrap();
-        let stats = Arc::new(CacheStats::default());
-        let store = BlobStore::open(
-            dir.path().join("blobs"),
-            dir.path().join("tmp"),
-            u64::MAX,
-            0,
-            stats.clone(),
-        )
-        .unwrap();
-        let digest: Digest = crate::reference::digest_of(crate::reference::Algorithm::Sha256, b"")
-            .parse()
-            .unwrap();
-        let (temp, _unused) = store.begin_write(&digest, None).await.unwrap();
-        let full = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/full")
-            .unwrap();
-        let mut file = TempWriter::of_file(full);
-        let body = futures_util::stream::iter(chunks.iter().cloned().map(Ok));
-        let (state, readers) = watch::channel(DownloadState::Streaming {
-            temp: temp.clone(),
-            len: None,
-            written: 0,
-        });
-        let mut leader = leader;
-        let sink = Sink {
-            file: &mut file,
-            temp: &temp,
-            store: &store,
-            stats: &stats,
-        };
-        let download = async {
-            let spooled = spool(body, sink, &state, &mut leader).await;
-            // However it ended, the leader's queue ends with it.
-            leader.take();
-            spooled
-        };
-        let reader = async {
-            if !follower {
-                return None;
-            }
-            let read: std::io::Result<Vec<Bytes>> =
-                follow(temp.clone(), readers.clone(), 0).try_collect().await;
-            read.ok().map(|chunks| chunks.concat())
-        };
-        let (spooled, followed) = tokio::join!(download, reader);
-        let left = std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
-        (
-            spooled,
-            followed,
-            left,
-            CacheStats::get(&stats.store_failures),
-        )
-    }
-
-    fn chunks(count: usize) -> Vec<Bytes> {
-        (0..count)
-            .map(|i| Bytes::from(vec![i as u8; 64 * 1024]))
-            .collect()
-    }
-
-    fn complete(spooled: &Spooled, chunks: &[Bytes]) -> bool {
-        let total = chunks.iter().map(Bytes::len).sum::<usize>() as u64;
-        matches!(spooled.outcome, Outcome::Complete(n) if n == total)
-    }
-
-    #[tokio::test]
-    async fn a_leader_that_kept_up_gets_every_byte_when_the_spool_cannot_be_written() {
-        // Fewer chunks than the leader's queue holds: it keeps up without reading meanwhile,
-        // and more than two batches: the write of the first fails with the second.
-        let chunks = chunks(LEADER_QUEUE - 8);
-        let (sender, mut received) = mpsc::channel(LEADER_QUEUE);
-        let (spooled, _, left, failures) = into_a_full_disk(&chunks, Some(sender), false).await;
-        let (mut bytes, mut done) = (Vec::new(), false);
-        while let Some(piece) = received.recv().await {
-            match piece {
-                Piece::Data(chunk) => bytes.extend_from_slice(&chunk),
-                Piece::Done => done = true,
-            }
-        }
-        assert_eq!(
-            (
-                complete(&spooled, &chunks),
-                spooled.in_file,
-                bytes == chunks.concat(),
-                done,
-                left,
-                failures
-            ),
-            (true, false, true, true, 0, 1)
-        );
-    }
-
-    #[tokio::test]
-    async fn a_reader_of_the_spool_gets_every_byte_when_the_spool_cannot_be_written() {
-        // The leader lagged (or left): the reader of the file takes the rest from memory.
-        let chunks = chunks(4 * LEADER_QUEUE);
-        let (spooled, followed, left, failures) = into_a_full_disk(&chunks, None, true).await;
-        assert_eq!(
-            (
-                complete(&spooled, &chunks),
-                spooled.in_file,
-                followed == Some(chunks.concat()),
-                left,
-                failures
-            ),
-            (true, false, true, 0, 1)
-        );
-    }
 
     fn range(spec: &str, size: u64) -> RangeAnswer {
         parse_range(&HeaderValue::from_str(spec).unwrap(), size)

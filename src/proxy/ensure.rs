@@ -41,13 +41,13 @@ impl Proxy {
 
     /// The size of blob `digest` when it is in the blob store (counting as a use).
     pub fn cached_blob_size(&self, digest: &Digest) -> Option<u64> {
-        self.cache.blobs.stat(digest)
+        self.tiers.blob_size(digest)
     }
 
     /// Opens blob `digest` of the blob store for reading, if it is there; the file stays
     /// protected from eviction while the returned value lives.
     pub fn open_cached_blob(&self, digest: &Digest) -> Option<BlobFile> {
-        self.cache.blobs.open_blob(digest)
+        self.tiers.open_blob(digest)
     }
 
     /// Makes sure blob `digest` of the repository of `repository` (a logical reference; its
@@ -58,7 +58,7 @@ impl Proxy {
         repository: &Reference,
         digest: &Digest,
     ) -> Result<u64, Error> {
-        if let Some(size) = self.cache.blobs.stat(digest) {
+        if let Some(size) = self.tiers.blob_size(digest) {
             return Ok(size);
         }
         let repository = Repository {
@@ -95,7 +95,7 @@ impl Proxy {
             })
             .await?;
         self.wait_for_commit(digest).await;
-        self.cache.blobs.stat(digest).ok_or_else(|| {
+        self.tiers.blob_size(digest).ok_or_else(|| {
             Error::Upstream(format!(
                 "blob {digest} was fetched but not stored (the cache's filesystem is short of \
                  cache.min_free_space)"

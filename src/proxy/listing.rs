@@ -9,11 +9,12 @@ use serde_json::Value;
 
 use super::Route;
 use super::admission::FetchSlot;
-use super::manifest::{MAX_MANIFEST_BYTES, read_bounded};
+use super::manifest::read_bounded;
 use super::{
     AttemptFailure, Body, Error, Failure, Missing, Proxy, Repository, bytes_response, exhausted,
     summary,
 };
+use crate::cache::MAX_MANIFEST_BYTES;
 use crate::reference::{Digest, Reference};
 use crate::upstream::UpstreamRequest;
 

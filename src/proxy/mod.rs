@@ -16,17 +16,13 @@ mod admission;
 mod backoff;
 mod blob;
 mod body;
-mod confirmed;
 mod ensure;
 mod error;
 mod listing;
-mod log_limit;
 mod manifest;
 mod reach;
 mod repository;
 mod route;
-mod shared;
-pub mod sizes;
 mod status;
 mod withdraw;
 /// Content verification lives with the stores that only ever take verified bytes.
@@ -45,11 +41,11 @@ use crate::cache::blobs::DownloadState;
 use crate::cache::flights::Flights;
 use crate::cache::manifests::StoredManifest;
 use crate::cache::stats::CacheStats;
-use crate::cache::{Cache, CacheConfig};
+use crate::cache::{CacheConfig, Tiers};
 use crate::metrics::Metrics;
 use admission::FetchSlots;
-use sizes::DescriptorSizes;
 
+pub use crate::cache::WithdrawError;
 use crate::reference::Reference;
 use crate::rules::{ResolveError, Role, RuleSet};
 use crate::upstream::{AttemptError, RegistrySettings, Upstream};
@@ -59,7 +55,6 @@ pub use error::{Error, Missing, Tried};
 pub use reach::Reachable;
 pub use repository::Repository;
 pub use route::Route;
-pub use withdraw::WithdrawError;
 
 /// How long a repository keeps pulling its blobs from the source that served its manifest.
 const AFFINITY_TTL: Duration = Duration::from_secs(600);
@@ -83,14 +78,13 @@ pub struct Proxy {
     /// Replaced whole when the upstream settings are reloaded.
     upstream: ArcSwap<Upstream>,
     default_registry: String,
-    cache: Cache,
+    /// The cache tiers, in order, and what each may serve for which repository.
+    tiers: Tiers,
     /// Manifest fetches and tag revalidations under way.
     manifest_flights: Flights<Option<Result<Arc<StoredManifest>, Error>>>,
     /// Blob downloads under way, by digest, started by a logical repository: every client of
     /// a digest follows the one spool.
     downloads: Flights<DownloadState>,
-    /// The tier shared with other replicas (`cache.shared`), if configured and usable.
-    shared: Option<shared::SharedTier>,
     metrics: Arc<Metrics>,
     /// `/metrics` is served on `metrics_listen`, not on the API address.
     metrics_elsewhere: bool,
@@ -106,14 +100,8 @@ pub struct Proxy {
     backoff: backoff::Backoff,
     /// Who may pull what (the `clients` section and its files).
     access: ArcSwap<Access>,
-    /// `repository@digest` pairs an upstream served or confirmed. The stores are
-    /// content-addressed; this is what keeps a digest cached for one repository from being
-    /// served for another that does not hold it (an upstream would answer 404 there).
-    known: confirmed::Confirmations,
     /// Upstream fetches under way, bounded (`limits.max_upstream_fetches`).
     fetch_slots: FetchSlots,
-    /// The sizes the manifests fetched declare for the content they reference.
-    sizes: DescriptorSizes,
     /// How each upstream registry has been answering, for `/status`.
     health: status::Health,
     /// The start, the rules' load time and the last reload, for `/status`.
@@ -212,46 +200,37 @@ impl Proxy {
     ) -> Result<Proxy, OpenError> {
         let settings: ProxySettings<'a> = settings.into();
         let access = Access::load(settings.clients)?;
-        let cache = Cache::open(settings.cache).map_err(|cause| OpenError::Cache {
+        let tiers = Tiers::open(settings.cache).map_err(|cause| OpenError::Cache {
             dir: settings.cache.dir.clone(),
             cause,
         })?;
-        let known = confirmed::Confirmations::open(cache.dir());
-        let shared = settings
-            .cache
-            .shared
-            .as_ref()
-            .and_then(shared::SharedTier::open);
-        let mut metrics = Metrics::new(cache.stats.clone());
-        if let Some(tier) = &shared {
-            metrics = metrics.with_shared(tier.store().clone());
+        let mut metrics = Metrics::new(tiers.stats().clone());
+        if let Some(store) = tiers.shared_store() {
+            metrics = metrics.with_shared(store.clone());
         }
         let metrics = Arc::new(metrics);
         metrics.rules_loaded(&rules, settings.configured_registries());
-        metrics.withdrawn_digests(cache.withdrawn.len());
+        metrics.withdrawn_digests(tiers.withdrawn_len());
         Ok(Proxy {
             reachable: ArcSwap::from_pointee(Reachable::new(&rules, &settings)),
             rules: ArcSwap::new(rules),
             upstream: ArcSwap::from_pointee(upstream),
             default_registry: settings.default_registry.to_owned(),
-            cache,
+            tiers,
             metrics_elsewhere: settings.metrics_elsewhere,
             manifest_flights: Flights::default(),
             downloads: Flights::default(),
-            shared,
             affinity: Mutex::new(HashMap::new()),
             corrupt: Arc::new(Mutex::new(HashMap::new())),
             broken: Mutex::new(HashMap::new()),
             backoff: backoff::Backoff::default(),
             access: ArcSwap::from_pointee(access),
-            known,
             fetch_slots: FetchSlots::new(
                 settings.max_upstream_fetches,
                 settings.upstream_queue_timeout,
                 &metrics,
             ),
             metrics,
-            sizes: DescriptorSizes::new(),
             health: status::Health::default(),
             reloads: status::Reloads::new(),
             incomplete: ArcSwapOption::empty(),
@@ -261,7 +240,7 @@ impl Proxy {
 
     /// What the caches did so far.
     pub fn cache_stats(&self) -> &CacheStats {
-        &self.cache.stats
+        self.tiers.stats()
     }
 
     /// The registry of names that do not name one.
@@ -386,7 +365,7 @@ impl Proxy {
         if self.incomplete().is_some() {
             return Err(RULES_INCOMPLETE.to_owned());
         }
-        let dir = self.cache.dir();
+        let dir = self.tiers.dir();
         std::fs::create_dir_all(dir)
             .and_then(|()| tempfile_probe(dir))
             .map_err(|e| format!("cache directory {}: {e}", dir.display()))
@@ -411,30 +390,15 @@ impl Proxy {
         );
     }
 
-    /// Whether the logical `repository` holds `digest` (`len` bytes, when known), as far as
-    /// this replica knows without asking: an upstream served or confirmed the pair, or a
-    /// manifest it served or confirmed there names it.
-    fn holds(&self, repository: &str, digest: &str, len: Option<u64>) -> bool {
-        self.known.contains(repository, digest) || self.sizes.vouches(repository, digest, len)
-    }
-
     /// Records that an upstream served or confirmed `digest` in the logical `repository`.
     fn remember_content(&self, repository: &str, digest: &str) {
-        let new = self.known.insert(repository, digest);
-        if new
-            && let Some(tier) = &self.shared
-            && let Ok(digest) = digest.parse()
-        {
-            tier.confirm_in_background(repository, &digest);
-        }
+        self.tiers.confirm(repository, digest);
     }
 
     /// Checks the shared cache (`cache.shared`), if configured, in the background: wrong
     /// credentials or a missing bucket are logged as errors; pulls are served either way.
     pub fn check_shared_cache(&self) {
-        if let Some(tier) = &self.shared {
-            tier.check_in_background();
-        }
+        self.tiers.check_shared_in_background();
     }
 
     /// Whether cached content `digest` (`stored_len` bytes, when known) may be served for
@@ -457,15 +421,12 @@ impl Proxy {
         let Some(digest) = logical.digest_str() else {
             return Ok(());
         };
-        if self.holds(logical.name(), digest, stored_len) {
-            return Ok(());
-        }
-        // Another replica's confirmation, recorded in the shared store, is as good as ours.
-        if let Some(tier) = &self.shared
-            && let Ok(parsed) = digest.parse()
-            && tier.is_confirmed(logical.name(), &parsed).await
+        // Confirmed here, or by another replica in the shared store (as good as ours).
+        if self
+            .tiers
+            .confirmed(logical.name(), digest, stored_len)
+            .await
         {
-            self.known.insert(logical.name(), digest);
             return Ok(());
         }
         let _slot = self.fetch_slots.acquire(logical.as_str()).await?;
@@ -776,7 +737,8 @@ impl Proxy {
         self.health.record(&registry, result.as_ref().map(|_| ()));
         if let Err(error) = &result
             && !matches!(error, AttemptError::NotFound)
-            && let Some(held_back) = log_limit::ATTEMPT_FAILED.admit(&registry, Instant::now())
+            && let Some(held_back) =
+                crate::log_limit::ATTEMPT_FAILED.admit(&registry, Instant::now())
         {
             tracing::warn!(
                 registry,
@@ -784,7 +746,7 @@ impl Proxy {
                 %error,
                 similar_held_back = held_back,
                 "upstream registry failed (one line per registry every {}s)",
-                log_limit::INTERVAL.as_secs()
+                crate::log_limit::INTERVAL.as_secs()
             );
         }
         let outcome = match &result {
@@ -849,13 +811,13 @@ fn exhausted(what: &str, logical: &str, failures: &[Failure], missing: Missing) 
         tracing::info!(reference = logical, not_found = true, failed = %listed, "{what} not served");
     } else {
         let registry = logical.split('/').next().unwrap_or(logical);
-        if let Some(held_back) = log_limit::NOT_SERVED.admit(registry, Instant::now()) {
+        if let Some(held_back) = crate::log_limit::NOT_SERVED.admit(registry, Instant::now()) {
             tracing::warn!(
                 reference = logical,
                 failed = %listed,
                 similar_held_back = held_back,
                 "{what} not served: every source failed (one line per registry every {}s)",
-                log_limit::INTERVAL.as_secs()
+                crate::log_limit::INTERVAL.as_secs()
             );
         }
     }

@@ -138,7 +138,8 @@ impl Proxy {
         let rules = self.rules();
         let summary = rules.summary();
         let reloads = self.reloads.state().clone();
-        let stats = &self.cache.stats;
+        let stats = self.tiers.stats();
+        let occupancy = self.tiers.occupancy();
         let count = |counter| CacheStats::get(counter);
         let hits = count(&stats.manifest_hits) + count(&stats.tag_hits);
         let misses = count(&stats.manifest_misses);
@@ -175,12 +176,12 @@ impl Proxy {
             },
             registries: self.registry_statuses(),
             cache: CacheStatus {
-                manifest_entries: self.cache.manifests.len(),
+                manifest_entries: occupancy.manifest_entries,
                 manifest_memory_bytes: count(&stats.manifest_memory_bytes),
-                tag_entries: self.cache.tags.len(),
-                blob_entries: self.cache.blobs.len(),
-                blob_bytes: self.cache.blobs.stored_bytes(),
-                blob_max_bytes: self.cache.max_size,
+                tag_entries: occupancy.tag_entries,
+                blob_entries: occupancy.blob_entries,
+                blob_bytes: occupancy.blob_bytes,
+                blob_max_bytes: occupancy.blob_max_bytes,
                 manifest_hits: hits,
                 manifest_misses: misses,
                 blob_hits,

@@ -38,8 +38,10 @@ mod config;
 mod error;
 mod seal;
 mod store;
+mod tier;
 
 pub use config::{RawSharedConfig, S3Config, SharedConfig};
 pub use error::{SharedCounts, SharedError, SharedStats};
 pub use seal::Rejected;
 pub use store::{Kind, PART_SIZE, SharedRead, SharedStore, TagRecord, Timeouts, Uploaded};
+pub use tier::SharedTier;
