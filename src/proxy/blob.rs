@@ -21,12 +21,14 @@ use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::{mpsc, watch};
 
 use super::admission::FetchSlot;
+use super::attempt::{AttemptFailure, Failure, exhausted, summary};
+use super::body::{Body, empty_body};
+use super::cached::{Stored, answer_confirms};
+use super::error::{Error, Missing};
+use super::open::Proxy;
+use super::repository::Repository;
+use super::route::Route;
 use super::verify::{Outcome, Verified};
-use super::{
-    AttemptFailure, Body, Error, Failure, Missing, Proxy, Repository, empty_body, exhausted,
-    summary,
-};
-use super::{Route, Stored};
 use crate::cache::blobs::{BlobFile, DownloadState, Piece, follow, read_range};
 use crate::cache::stats::CacheStats;
 use crate::cache::{Filled, LEADER_QUEUE, lead, size_mismatch};
@@ -271,7 +273,7 @@ impl Proxy {
         }
         // The slot is taken before the download starts, so that a refusal reaches this client
         // alone. A download started while it waited is joined instead (the slot goes back).
-        let slot = self.fetch_slots.acquire(logical.as_str()).await?;
+        let slot = self.sources.fetch_slots.acquire(logical.as_str()).await?;
         if self.tiers.blob_size(digest).is_some() {
             return Ok(None);
         }
@@ -414,23 +416,23 @@ impl Proxy {
             let committed = match filled {
                 Filled::Complete { size, in_file } => {
                     if in_file {
-                        self.note_blob_body(&physical, true);
+                        self.sources.note_blob_body(&physical, true);
                     }
                     Ok((size, in_file))
                 }
                 Filled::Unstored(reason) => {
-                    self.note_blob_body(&physical, true);
+                    self.sources.note_blob_body(&physical, true);
                     Err(reason)
                 }
                 Filled::Corrupt(reason) => {
                     tracing::warn!(served_by = %physical, %reason, "blob aborted: corrupt; the source is skipped for this blob for a while");
-                    self.corrupt_recorder()(&physical);
+                    self.sources.corrupt_recorder()(&physical);
                     self.count_attempt(physical.domain(), role, Route::Blob, "digest_mismatch");
                     Err(reason)
                 }
                 Filled::Broken(reason) => {
                     if source_failed.load(std::sync::atomic::Ordering::Relaxed) {
-                        self.note_blob_body(&physical, false);
+                        self.sources.note_blob_body(&physical, false);
                     }
                     Err(reason)
                 }
@@ -487,7 +489,7 @@ impl Proxy {
         range: Option<&HeaderValue>,
     ) -> Result<Response<Body>, Error> {
         let method = if head { Method::HEAD } else { Method::GET };
-        let slot = self.fetch_slots.acquire(logical.as_str()).await?;
+        let slot = self.sources.fetch_slots.acquire(logical.as_str()).await?;
         let expected = self.tiers.declared_size(logical.name(), digest);
         let mut failures = Vec::new();
         for (physical, role) in candidates {
@@ -545,7 +547,7 @@ impl Proxy {
     /// the tag route's mirrors, with the source that recently served this repository's manifest
     /// moved to the front — if the current rules still route there at all. Sources that recently
     /// served corrupt bytes for this blob are left out; those whose bodies of it broke off
-    /// [`BROKEN_BODIES`](super::BROKEN_BODIES) times in a row go last.
+    /// [`BROKEN_BODIES`](super::sources::BROKEN_BODIES) times in a row go last.
     fn blob_candidates(
         &self,
         repository: &Repository,
@@ -587,9 +589,9 @@ impl Proxy {
         })?;
         let mut seen = HashSet::new();
         candidates.retain(|(physical, _)| {
-            seen.insert(physical.name().to_owned()) && !self.is_corrupt(physical)
+            seen.insert(physical.name().to_owned()) && !self.sources.is_corrupt(physical)
         });
-        if let Some(remembered) = self.remembered_source(repository.name())
+        if let Some(remembered) = self.sources.remembered_source(repository.name())
             && let Some(position) = candidates
                 .iter()
                 .position(|(physical, _)| physical.name() == remembered.name())
@@ -599,7 +601,7 @@ impl Proxy {
         }
         // Sources whose bodies of this blob keep breaking off go last (stable: the rest keep
         // their order), so the next pull tries the others.
-        candidates.sort_by_key(|(physical, _)| self.breaks_off(physical));
+        candidates.sort_by_key(|(physical, _)| self.sources.breaks_off(physical));
         Ok(candidates)
     }
 
@@ -623,7 +625,7 @@ impl Proxy {
                 (self.clone(), logical.name().to_owned(), digest.clone());
             move || this.remember_content(&repository, digest.as_str())
         };
-        let on_corrupt = self.corrupt_recorder();
+        let on_corrupt = self.sources.corrupt_recorder();
         let status = upstream.status();
         let partial = status == StatusCode::PARTIAL_CONTENT;
         let announced = announced_length(&upstream);
@@ -880,7 +882,7 @@ fn vouches(upstream: &reqwest::Response, digest: &Digest, known: Option<u64>) ->
     };
     let from_registry = upstream.url().path().starts_with("/v2/");
     known.is_some()
-        && super::answer_confirms(
+        && answer_confirms(
             upstream.headers(),
             from_registry,
             digest.as_str(),

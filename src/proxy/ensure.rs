@@ -12,7 +12,9 @@ use bytes::Buf;
 use http_body_util::BodyExt;
 
 use super::admission::Admission;
-use super::{Error, Proxy, Repository};
+use super::error::Error;
+use super::open::Proxy;
+use super::repository::Repository;
 use crate::cache::blobs::BlobFile;
 use crate::cache::manifests::StoredManifest;
 use crate::reference::{Digest, Reference};

@@ -7,13 +7,14 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::Route;
 use super::admission::FetchSlot;
+use super::attempt::{AttemptFailure, Failure, exhausted, summary};
+use super::body::{Body, bytes_response};
+use super::error::{Error, Missing};
 use super::manifest::read_bounded;
-use super::{
-    AttemptFailure, Body, Error, Failure, Missing, Proxy, Repository, bytes_response, exhausted,
-    summary,
-};
+use super::open::Proxy;
+use super::repository::Repository;
+use super::route::Route;
 use crate::cache::MAX_MANIFEST_BYTES;
 use crate::reference::{Digest, Reference};
 use crate::upstream::UpstreamRequest;
@@ -147,7 +148,7 @@ impl Proxy {
         self.reachable_only(logical, &mut resolution.sources, |s| {
             (s.reference.domain(), s.role)
         })?;
-        let slot = self.fetch_slots.acquire(logical.as_str()).await?;
+        let slot = self.sources.fetch_slots.acquire(logical.as_str()).await?;
         let mut failures = Vec::new();
         for source in &resolution.sources {
             self.note_attempt(source.role, &failures, route);

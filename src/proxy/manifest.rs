@@ -16,10 +16,12 @@ use super::accept::ManifestAccept;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use super::admission::Admission;
-use super::{
-    AttemptFailure, Body, Error, Failure, Missing, Proxy, bytes_response, exhausted, summary,
-};
-use super::{Route, Stored};
+use super::attempt::{AttemptFailure, Failure, exhausted, summary};
+use super::body::{Body, bytes_response};
+use super::cached::Stored;
+use super::error::{Error, Missing};
+use super::open::Proxy;
+use super::route::Route;
 use crate::cache::manifests::StoredManifest;
 use crate::cache::stats::CacheStats;
 use crate::cache::tags::TagAnswer;
@@ -252,7 +254,7 @@ impl Proxy {
         let known = answer
             .as_ref()
             .and_then(|a| Some((a, self.cached_manifest(&a.digest)?)));
-        let _slot = match self.fetch_slots.acquire(logical.as_str()).await {
+        let _slot = match self.sources.fetch_slots.acquire(logical.as_str()).await {
             Ok(slot) => slot,
             // Too busy to ask: like an upstream failure, a recent enough answer is served.
             Err(busy) => {
@@ -361,7 +363,7 @@ impl Proxy {
     ) -> Arc<StoredManifest> {
         let manifest = Arc::new(manifest);
         self.tiers.keep_fetched_manifest(logical.name(), &manifest);
-        self.remember_source(logical, &source.reference);
+        self.sources.remember_source(logical, &source.reference);
         self.remember_content(logical.name(), &manifest.digest);
         if !failures.is_empty() {
             self.metrics.fallback(Route::Manifest.as_str());
@@ -406,7 +408,7 @@ impl Proxy {
         sources: &[PullSource],
         accept: &HeaderValue,
     ) -> Result<Arc<StoredManifest>, Error> {
-        let _slot = self.fetch_slots.acquire(logical.as_str()).await?;
+        let _slot = self.sources.fetch_slots.acquire(logical.as_str()).await?;
         // A child of an index fetched before has a declared size.
         let expected = logical
             .digest()

@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Error, Missing, Proxy, Route};
+use super::error::{Error, Missing};
+use super::open::Proxy;
+use super::route::Route;
 use crate::cache::WithdrawError;
 use crate::cache::withdrawn::Withdrawal;
 use crate::reference::Digest;

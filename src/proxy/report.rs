@@ -1,138 +1,16 @@
-//! What the proxy remembers for `/status` ([`crate::status`]): how each upstream registry has
-//! been answering ([`Health`]), the reloads ([`Reloads`]), and the snapshot built from them and
-//! the rest of the proxy's state ([`Proxy::status`]).
+//! The proxy's state as `/status` reports it ([`Proxy::status`]): the rules, each registry, the
+//! cache tiers, the fetches under way and the withdrawn digests.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::Proxy;
+use super::open::Proxy;
 use crate::cache::stats::CacheStats;
 use crate::status::{
     CacheStatus, DownloadStatus, ErrorStatus, FetchesStatus, RegistryStatus, ReloadStatus,
     RulesStatus, Status, WithdrawnStatus,
 };
-use crate::upstream::AttemptError;
-
-/// At most this many registries are tracked (they are bounded by the rules and `registries`
-/// already; this bounds `allow_any_registry`).
-const HEALTH_CAPACITY: usize = 10_000;
-
-/// How each registry contacted has been answering.
-#[derive(Debug, Default)]
-pub(super) struct Health {
-    registries: Mutex<HashMap<String, RegistryHealth>>,
-}
-
-#[derive(Debug, Default, Clone)]
-struct RegistryHealth {
-    attempts: u64,
-    failures: u64,
-    last_success: Option<SystemTime>,
-    refusals: u64,
-    last_error: Option<(SystemTime, String)>,
-    /// Whether the last attempt failed.
-    failing: bool,
-    /// Whether the last attempt was answered with a refusal.
-    refusing: bool,
-}
-
-impl Health {
-    /// Records one attempt at `registry`. Any answer a registry gives about the content (found
-    /// or not found) is a success; a refusal (401, 403, 429, 400…) is an answer too, but kept
-    /// apart, since it is why nothing was served; no answer, a 5xx or a broken protocol is a
-    /// failure.
-    pub(super) fn record(&self, registry: &str, result: Result<(), &AttemptError>) {
-        let Ok(mut registries) = self.registries.lock() else {
-            return;
-        };
-        if registries.len() >= HEALTH_CAPACITY && !registries.contains_key(registry) {
-            return;
-        }
-        let entry = registries.entry(registry.to_owned()).or_default();
-        entry.attempts += 1;
-        match result {
-            Ok(()) | Err(AttemptError::NotFound) => {
-                entry.last_success = Some(SystemTime::now());
-                entry.failing = false;
-                entry.refusing = false;
-            }
-            Err(error) if error.is_refusal() => {
-                let now = SystemTime::now();
-                entry.refusals += 1;
-                entry.last_success = Some(now);
-                entry.last_error = Some((now, error.to_string()));
-                entry.failing = false;
-                entry.refusing = true;
-            }
-            Err(error) => {
-                entry.failures += 1;
-                entry.last_error = Some((SystemTime::now(), error.to_string()));
-                entry.failing = true;
-                entry.refusing = false;
-            }
-        }
-    }
-
-    fn snapshot(&self) -> HashMap<String, RegistryHealth> {
-        self.registries
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_default()
-    }
-}
-
-/// When the process started, when the rules in force were loaded, and the last reload.
-#[derive(Debug)]
-pub(super) struct Reloads {
-    started_at: SystemTime,
-    state: Mutex<ReloadState>,
-}
-
-#[derive(Debug, Clone)]
-struct ReloadState {
-    config: Option<String>,
-    loaded_at: SystemTime,
-    last: Option<(SystemTime, Result<(), String>)>,
-}
-
-impl Reloads {
-    pub(super) fn new() -> Reloads {
-        let now = SystemTime::now();
-        Reloads {
-            started_at: now,
-            state: Mutex::new(ReloadState {
-                config: None,
-                loaded_at: now,
-                last: None,
-            }),
-        }
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, ReloadState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 impl Proxy {
-    /// Names the configuration file the proxy was started from (`None`: built-in defaults),
-    /// for `/status`.
-    pub fn set_config_path(&self, path: Option<&std::path::Path>) {
-        self.reloads.state().config = path.map(|p| p.display().to_string());
-    }
-
-    /// Records the result of a reload: counted, and kept for `/status`. A failed reload keeps
-    /// the last good rules, so their load time stays.
-    pub fn record_reload(&self, result: Result<(), String>) {
-        self.metrics.reload(result.is_ok());
-        let now = SystemTime::now();
-        let mut state = self.reloads.state();
-        if result.is_ok() {
-            state.loaded_at = now;
-        }
-        state.last = Some((now, result));
-    }
-
     /// A snapshot of the proxy's state, for `/status`.
     pub fn status(&self) -> Status {
         let rules = self.rules();
@@ -189,10 +67,10 @@ impl Proxy {
                 hit_ratio: CacheStatus::ratio(hits + blob_hits, misses + blob_misses),
             },
             fetches: FetchesStatus {
-                in_flight: self.fetch_slots.in_flight(),
-                queued: self.fetch_slots.queued(),
-                max: self.fetch_slots.size(),
-                refused: self.fetch_slots.refused(),
+                in_flight: self.sources.fetch_slots.in_flight(),
+                queued: self.sources.fetch_slots.queued(),
+                max: self.sources.fetch_slots.size(),
+                refused: self.sources.fetch_slots.refused(),
                 downloads,
             },
             withdrawn: self
@@ -209,11 +87,11 @@ impl Proxy {
 
     /// Every registry that may be contacted (or was), with how it has been answering.
     fn registry_statuses(&self) -> Vec<RegistryStatus> {
-        let mut health = self.health.snapshot();
-        for registry in self.reachable.load().listed() {
+        let mut health = self.sources.health.snapshot();
+        for registry in self.in_force.reachable.load().listed() {
             health.entry(registry).or_default();
         }
-        let backoff = self.backoff.skipped();
+        let backoff = self.sources.backoff.skipped();
         let now = Instant::now();
         let mut statuses: Vec<RegistryStatus> = health
             .into_iter()
