@@ -35,14 +35,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use blobs::BlobStore;
+pub use blobs::{BlobFile, DownloadState, Piece, follow, read_range};
 pub use config::CacheConfig;
-pub use manifests::MAX_MANIFEST_BYTES;
 use manifests::ManifestStore;
+pub use manifests::{MAX_MANIFEST_BYTES, StoredManifest};
 pub(crate) use sizes::size_mismatch;
 pub use spool::{Filled, LEADER_QUEUE, lead};
 use stats::CacheStats;
+pub use tags::TagAnswer;
 use tags::TagStore;
 pub use tiers::{Occupancy, Tiers, WithdrawError};
+pub use withdrawn::Withdrawal;
 use withdrawn::Withdrawn;
 
 /// The local cache tiers (memory and disk), opened from the `cache` configuration.

@@ -16,21 +16,20 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use futures_util::{StreamExt, TryStreamExt};
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
-use http_body_util::{BodyExt, StreamBody};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use tokio::sync::{mpsc, watch};
 
 use super::admission::FetchSlot;
 use super::attempt::{AttemptFailure, Failure, exhausted, summary};
-use super::body::{Body, empty_body};
 use super::cached::{Stored, answer_confirms};
 use super::error::{Error, Missing};
 use super::open::Proxy;
 use super::repository::Repository;
 use super::route::Route;
+use super::served::{BlobRange, BlobStream, Served, ServedBlob};
 use super::verify::{Outcome, Verified};
-use crate::cache::blobs::{BlobFile, DownloadState, Piece, follow, read_range};
 use crate::cache::stats::CacheStats;
+use crate::cache::{BlobFile, DownloadState, Piece, follow, read_range};
 use crate::cache::{Filled, LEADER_QUEUE, lead, size_mismatch};
 use crate::reference::{Digest, Reference};
 use crate::rules::Role;
@@ -48,7 +47,20 @@ impl Proxy {
         digest: &Digest,
         head: bool,
         range: Option<&HeaderValue>,
-    ) -> Result<Response<Body>, Error> {
+    ) -> Result<Served, Error> {
+        self.blob_answer(repository, digest, head, range)
+            .await
+            .map(Served::Blob)
+    }
+
+    /// [`Proxy::blob`]'s answer.
+    pub(super) async fn blob_answer(
+        self: &Arc<Self>,
+        repository: &Repository,
+        digest: &Digest,
+        head: bool,
+        range: Option<&HeaderValue>,
+    ) -> Result<ServedBlob, Error> {
         self.refuse_withdrawn(digest.as_str(), Missing::Blob, Route::Blob)?;
         let logical = repository.with_digest(digest);
         // The rules decide first: a stored blob is only served where they allow a pull.
@@ -81,11 +93,7 @@ impl Proxy {
             let found = self
                 .blob_passthrough(&logical, digest, candidates, true, None)
                 .await?;
-            let size = found
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok());
-            return Ok(unsatisfiable_response(digest, size));
+            return Ok(ServedBlob::unsatisfiable(digest, found.len));
         }
         if head || range.is_some() {
             return self
@@ -136,16 +144,15 @@ impl Proxy {
                             Some(leader) => lead(leader, temp, state).boxed(),
                             None => follow(temp, state, 0).boxed(),
                         };
-                        let body = bytes.map_ok(move |chunk| {
+                        let body = bytes.inspect_ok(move |chunk| {
                             CacheStats::add(&stats.bytes_from_upstream, chunk.len() as u64);
-                            hyper::body::Frame::data(chunk)
                         });
-                        return Ok(blob_response(
-                            StatusCode::OK,
+                        return Ok(served_blob(
+                            BlobRange::Whole,
                             len,
                             digest,
                             None,
-                            StreamBody::new(body).boxed_unsync(),
+                            Some(body.boxed()),
                         ));
                     }
                     DownloadState::Complete { len, temp } => {
@@ -160,16 +167,15 @@ impl Proxy {
                         }
                         // Verified but not yet in the store: read it where it is.
                         let stats = self.tiers.stats().clone();
-                        let body = follow(temp, state, 0).map_ok(move |chunk| {
+                        let body = follow(temp, state, 0).inspect_ok(move |chunk| {
                             CacheStats::add(&stats.bytes_from_upstream, chunk.len() as u64);
-                            hyper::body::Frame::data(chunk)
                         });
-                        return Ok(blob_response(
-                            StatusCode::OK,
+                        return Ok(served_blob(
+                            BlobRange::Whole,
                             Some(len),
                             digest,
                             None,
-                            StreamBody::new(body).boxed_unsync(),
+                            Some(body.boxed()),
                         ));
                     }
                     // Another repository's failure is its route's (its 404 names it): this
@@ -224,7 +230,7 @@ impl Proxy {
         candidates: &[(Reference, Role)],
         range: Option<&HeaderValue>,
         head: bool,
-    ) -> Result<Option<Response<Body>>, Error> {
+    ) -> Result<Option<ServedBlob>, Error> {
         let Some(digest) = logical.digest() else {
             return Ok(None);
         };
@@ -487,7 +493,7 @@ impl Proxy {
         candidates: Vec<(Reference, Role)>,
         head: bool,
         range: Option<&HeaderValue>,
-    ) -> Result<Response<Body>, Error> {
+    ) -> Result<ServedBlob, Error> {
         let method = if head { Method::HEAD } else { Method::GET };
         let slot = self.sources.fetch_slots.acquire(logical.as_str()).await?;
         let expected = self.tiers.declared_size(logical.name(), digest);
@@ -618,7 +624,7 @@ impl Proxy {
         digest: &Digest,
         physical: Reference,
         head: bool,
-    ) -> Response<Body> {
+    ) -> ServedBlob {
         let stats = self.tiers.stats().clone();
         let confirm = {
             let (this, repository, digest) =
@@ -641,16 +647,11 @@ impl Proxy {
             let _held = &slot;
             chunk
         });
-        let body = if head {
-            empty_body()
+        let body: Option<BlobStream> = if head {
+            None
         } else if partial {
             // A part cannot be checked against the digest of the whole blob; it is passed through.
-            StreamBody::new(
-                bytes
-                    .map_ok(hyper::body::Frame::data)
-                    .map_err(std::io::Error::other),
-            )
-            .boxed_unsync()
+            Some(bytes.map_err(std::io::Error::other).boxed())
         } else {
             let verified = Verified::new(
                 bytes,
@@ -667,18 +668,20 @@ impl Proxy {
                     }
                 },
             );
-            StreamBody::new(verified.map_ok(move |chunk| {
-                CacheStats::add(&stats.bytes_from_upstream, chunk.len() as u64);
-                hyper::body::Frame::data(chunk)
-            }))
-            .boxed_unsync()
+            Some(
+                verified
+                    .inspect_ok(move |chunk| {
+                        CacheStats::add(&stats.bytes_from_upstream, chunk.len() as u64);
+                    })
+                    .boxed(),
+            )
         };
-        let status = if partial {
-            StatusCode::PARTIAL_CONTENT
+        let range = if partial {
+            BlobRange::Part
         } else {
-            StatusCode::OK
+            BlobRange::Whole
         };
-        blob_response(status, length, digest, content_range, body)
+        served_blob(range, length, digest, content_range, body)
     }
 }
 
@@ -724,46 +727,21 @@ fn download_lost() -> Error {
     Error::Upstream("the blob download ended without an outcome; try again".to_owned())
 }
 
-/// Response headers of a blob, with the body given.
-fn blob_response(
-    status: StatusCode,
+/// A blob answer of `len` bytes (when known), with the stream given (`None`: a `HEAD`).
+fn served_blob(
+    range: BlobRange,
     len: Option<u64>,
     digest: &Digest,
     content_range: Option<HeaderValue>,
-    body: Body,
-) -> Response<Body> {
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    if let Some(len) = len {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    stream: Option<BlobStream>,
+) -> ServedBlob {
+    ServedBlob {
+        digest: digest.clone(),
+        range,
+        len,
+        content_range,
+        stream,
     }
-    if let Ok(value) = HeaderValue::from_str(digest.as_str()) {
-        headers.insert("docker-content-digest", value);
-    }
-    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Some(range) = content_range {
-        headers.insert(header::CONTENT_RANGE, range);
-    }
-    response
-}
-
-/// 416 for a range the blob cannot satisfy, with `Content-Range: bytes */SIZE` when the size is
-/// known. It carries no digest: no content is served.
-fn unsatisfiable_response(digest: &Digest, size: Option<u64>) -> Response<Body> {
-    let mut response = blob_response(
-        StatusCode::RANGE_NOT_SATISFIABLE,
-        Some(0),
-        digest,
-        size.and_then(|size| HeaderValue::from_str(&format!("bytes */{size}")).ok()),
-        empty_body(),
-    );
-    response.headers_mut().remove("docker-content-digest");
-    response
 }
 
 /// A stored blob, whole or the part a single `Range` asks for.
@@ -773,20 +751,20 @@ fn stored_blob_response(
     range: Option<&HeaderValue>,
     head: bool,
     stats: &Arc<crate::cache::stats::CacheStats>,
-) -> Response<Body> {
+) -> ServedBlob {
     let size = blob.size;
-    let (status, start, len, content_range) = match range.map(|r| parse_range(r, size)) {
-        None | Some(RangeAnswer::Whole) => (StatusCode::OK, 0, size, None),
+    let (answer, start, len, content_range) = match range.map(|r| parse_range(r, size)) {
+        None | Some(RangeAnswer::Whole) => (BlobRange::Whole, 0, size, None),
         Some(RangeAnswer::Part { start, end }) => (
-            StatusCode::PARTIAL_CONTENT,
+            BlobRange::Part,
             start,
             end - start + 1,
             HeaderValue::from_str(&format!("bytes {start}-{end}/{size}")).ok(),
         ),
-        Some(RangeAnswer::Unsatisfiable) => return unsatisfiable_response(digest, Some(size)),
+        Some(RangeAnswer::Unsatisfiable) => return ServedBlob::unsatisfiable(digest, Some(size)),
     };
     if head {
-        return blob_response(status, Some(len), digest, content_range, empty_body());
+        return served_blob(answer, Some(len), digest, content_range, None);
     }
     let BlobFile { file, guard, .. } = blob;
     let stats = stats.clone();
@@ -796,15 +774,9 @@ fn stored_blob_response(
         if let Ok(chunk) = &chunk {
             CacheStats::add(&stats.bytes_from_cache, chunk.len() as u64);
         }
-        chunk.map(hyper::body::Frame::data)
+        chunk
     });
-    blob_response(
-        status,
-        Some(len),
-        digest,
-        content_range,
-        StreamBody::new(body).boxed_unsync(),
-    )
+    served_blob(answer, Some(len), digest, content_range, Some(body.boxed()))
 }
 
 /// What a `Range` header asks of a blob of `size` bytes.

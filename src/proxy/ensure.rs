@@ -8,15 +8,14 @@
 
 use std::sync::Arc;
 
-use bytes::Buf;
-use http_body_util::BodyExt;
+use futures_util::StreamExt;
 
 use super::admission::Admission;
 use super::error::Error;
 use super::open::Proxy;
 use super::repository::Repository;
-use crate::cache::blobs::BlobFile;
-use crate::cache::manifests::StoredManifest;
+use crate::cache::BlobFile;
+use crate::cache::StoredManifest;
 use crate::reference::{Digest, Reference};
 
 impl Proxy {
@@ -83,14 +82,14 @@ impl Proxy {
             .scope(async move {
                 // The download is driven by whoever reads it: read it to the end, as a client
                 // would, and let the store keep it.
-                let response = this.blob(&repository, &digest_owned, false, None).await?;
-                let mut body = response.into_body();
-                while let Some(frame) = body.frame().await {
-                    let frame = frame.map_err(|e| {
-                        Error::Upstream(format!("blob {digest_owned}: download failed: {e}"))
-                    })?;
-                    if let Ok(mut data) = frame.into_data() {
-                        data.advance(data.remaining());
+                let served = this
+                    .blob_answer(&repository, &digest_owned, false, None)
+                    .await?;
+                if let Some(mut stream) = served.stream {
+                    while let Some(chunk) = stream.next().await {
+                        chunk.map_err(|e| {
+                            Error::Upstream(format!("blob {digest_owned}: download failed: {e}"))
+                        })?;
                     }
                 }
                 Ok::<(), Error>(())

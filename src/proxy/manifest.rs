@@ -13,18 +13,18 @@ use futures_util::StreamExt;
 use http::header::{self, GetAll};
 
 use super::accept::ManifestAccept;
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method};
 
 use super::admission::Admission;
 use super::attempt::{AttemptFailure, Failure, exhausted, summary};
-use super::body::{Body, bytes_response};
 use super::cached::Stored;
 use super::error::{Error, Missing};
 use super::open::Proxy;
 use super::route::Route;
-use crate::cache::manifests::StoredManifest;
+use super::served::Served;
+use crate::cache::StoredManifest;
+use crate::cache::TagAnswer;
 use crate::cache::stats::CacheStats;
-use crate::cache::tags::TagAnswer;
 use crate::cache::{MAX_MANIFEST_BYTES, size_mismatch};
 use crate::reference::{Algorithm, Digest, Reference, manifest_digest};
 use crate::rules::{PullSource, Resolution, Role};
@@ -65,7 +65,7 @@ impl Proxy {
         logical: &Reference,
         head: bool,
         accept: GetAll<'_, HeaderValue>,
-    ) -> Result<Response<Body>, Error> {
+    ) -> Result<Served, Error> {
         let accept = ManifestAccept::from_headers(accept);
         let manifest = self.stored_manifest(logical, &accept).await?;
         // Cached, joined, or an upstream that ignored the Accept: never a type the client
@@ -80,7 +80,7 @@ impl Proxy {
                 ),
             });
         }
-        Ok(manifest_response(&manifest, head))
+        Ok(Served::Manifest { manifest, head })
     }
 
     /// The manifest `logical` names, from the cache or fetched along the rules (and cached).
@@ -582,19 +582,4 @@ pub(super) async fn read_bounded(
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
-}
-
-fn manifest_response(manifest: &StoredManifest, head: bool) -> Response<Body> {
-    let mut response = bytes_response(
-        StatusCode::OK,
-        &manifest.media_type,
-        manifest.bytes.clone(),
-        head,
-    );
-    if let Ok(digest) = HeaderValue::from_str(&manifest.digest) {
-        response
-            .headers_mut()
-            .insert("docker-content-digest", digest);
-    }
-    response
 }

@@ -1,13 +1,15 @@
 //! Serving each request from the pull sources the rules give.
 //!
-//! Principal types: [`Proxy`] (built from [`ProxySettings`]), [`Error`] (why a request was not
-//! served; `http::error` maps it to HTTP), [`Route`], [`Repository`] and [`Body`].
+//! Principal types: [`Proxy`] (built from [`ProxySettings`]), [`Served`] (what a request is
+//! answered with; `http` renders it), [`Error`] (why a request was not served; `http::error` maps
+//! it to HTTP), [`Route`], [`Repository`] and [`Body`].
 //!
 //! The rooms, by concern: what a reload swaps (`in_force`: rules, reachability, access, the
 //! upstream client); where content comes from (`sources`: fetch slots, back-off, `health`, the
 //! sources remembered per repository and blob; `attempt`: one upstream attempt and its failure);
 //! whether cached content may be served for a repository (`cached`); the request handlers
-//! (`manifest`, `blob`, `listing`, `ensure`, `withdraw`); and what `/status` reports (`report`,
+//! (`manifest`, `blob`, `listing`, `ensure`, `withdraw`), which answer with domain values
+//! (`served`: [`Served`], which `http` renders); and what `/status` reports (`report`,
 //! `reloads`). The proxy (`open`) holds them with the cache tiers (`crate::cache::Tiers`).
 //!
 //! Every request names a *logical* image (what the client asked for). The rule set turns it into
@@ -37,6 +39,7 @@ mod reloads;
 mod report;
 mod repository;
 mod route;
+mod served;
 mod sources;
 mod withdraw;
 /// Content verification lives with the stores that only ever take verified bytes.
@@ -52,3 +55,4 @@ pub use open::{OpenError, Proxy, ProxySettings};
 pub use reach::Reachable;
 pub use repository::Repository;
 pub use route::Route;
+pub use served::{BlobRange, BlobStream, OCI_FILTERS_APPLIED, Served, ServedBlob};

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::access::{Access, AccessError, ClientsConfig};
-use crate::cache::blobs::DownloadState;
+use crate::cache::DownloadState;
+use crate::cache::StoredManifest;
 use crate::cache::flights::Flights;
-use crate::cache::manifests::StoredManifest;
 use crate::cache::stats::CacheStats;
 use crate::cache::{CacheConfig, Tiers};
 use crate::metrics::Metrics;

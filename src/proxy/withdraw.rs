@@ -16,7 +16,7 @@ use super::error::{Error, Missing};
 use super::open::Proxy;
 use super::route::Route;
 use crate::cache::WithdrawError;
-use crate::cache::withdrawn::Withdrawal;
+use crate::cache::Withdrawal;
 use crate::reference::Digest;
 
 /// How often a replica reads the shared record of withdrawals.
