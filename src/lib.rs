@@ -42,6 +42,7 @@ pub mod kubernetes;
 pub mod kubernetes {
     pub mod metrics;
 }
+pub(crate) mod log_limit;
 pub mod metrics;
 pub mod proxy;
 pub mod reference;

@@ -17,6 +17,9 @@ use super::stats::CacheStats;
 use super::write_atomically;
 use crate::reference::{Digest, manifest_digest};
 
+/// The largest manifest accepted, as the Distribution registry bounds them.
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
 /// A manifest as it is served: the exact bytes, their media type and digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredManifest {

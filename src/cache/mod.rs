@@ -3,8 +3,10 @@
 //! upstream fetch per key however many clients ask at once ([`flights`]), and the digests an
 //! operator withdrew ([`withdrawn`]).
 //!
-//! Principal types: [`Cache`] (every tier, opened from [`CacheConfig`]), [`ManifestStore`],
-//! [`TagStore`], [`BlobStore`] and [`flights::Flights`].
+//! Principal types: [`Tiers`] (the one entry point: every tier in order, with the confirmations
+//! and declared sizes that decide what may be served for which repository), [`Cache`] (the local
+//! tiers, opened from [`CacheConfig`]), [`ManifestStore`], [`TagStore`], [`BlobStore`],
+//! [`shared::SharedTier`] and [`flights::Flights`].
 //!
 //! Only verified content is ever stored: manifests after their digest is checked, blobs renamed
 //! into the store only once the bytes hash to their digest. The cache knows nothing of routing;
@@ -12,13 +14,18 @@
 
 pub mod blobs;
 mod config;
+mod confirmed;
+mod content_key;
 pub mod flights;
 pub mod lru;
 pub mod manifests;
 pub mod metrics;
 pub mod shared;
+mod sizes;
+mod spool;
 pub mod stats;
 pub mod tags;
+mod tiers;
 pub mod verify;
 pub mod withdrawn;
 
@@ -29,13 +36,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use blobs::BlobStore;
+pub use blobs::{BlobFile, DownloadState, Piece, follow, read_range};
 pub use config::CacheConfig;
 use manifests::ManifestStore;
+pub use manifests::{MAX_MANIFEST_BYTES, StoredManifest};
+pub(crate) use sizes::size_mismatch;
+pub use spool::{Filled, LEADER_QUEUE, lead};
 use stats::CacheStats;
+pub use tags::TagAnswer;
 use tags::TagStore;
+pub use tiers::{Occupancy, Tiers, WithdrawError};
+pub use withdrawn::Withdrawal;
 use withdrawn::Withdrawn;
 
-/// Every cache tier, opened from the `cache` configuration.
+/// The local cache tiers (memory and disk), opened from the `cache` configuration.
 pub struct Cache {
     /// Manifests by digest.
     pub manifests: ManifestStore,

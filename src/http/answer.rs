@@ -11,8 +11,8 @@ use super::Body;
 use super::error::{ApiError, ErrorCode};
 use super::operator::{Plain, within_registry_api};
 use super::route::{self, ApiRequest, Route};
-use crate::proxy::Proxy;
 use crate::proxy::bytes_response;
+use crate::proxy::{BlobRange, Proxy, Served, ServedBlob};
 
 /// One request as it arrived.
 #[derive(Debug, Clone, Copy)]
@@ -216,27 +216,114 @@ async fn handle(
         // The proxy's futures are boxed: they hold every upstream path inline (many KiB), and
         // each layer above that takes a future by value (task-locals, hyper's per-request and
         // per-stream state) would otherwise copy all of it at every request.
-        ApiRequest::Manifest { reference, .. } => {
-            Box::pin(proxy.manifest(&reference, head, headers.get_all(header::ACCEPT))).await?
-        }
-        ApiRequest::Blob { repository, digest } => {
-            Box::pin(proxy.blob(&repository, &digest, head, headers.get(header::RANGE))).await?
-        }
+        ApiRequest::Manifest { reference, .. } => render(
+            Box::pin(proxy.manifest(&reference, head, headers.get_all(header::ACCEPT))).await?,
+        ),
+        ApiRequest::Blob { repository, digest } => render(
+            Box::pin(proxy.blob(&repository, &digest, head, headers.get(header::RANGE))).await?,
+        ),
         ApiRequest::TagsList {
             repository,
             n,
             last,
-        } => Box::pin(proxy.tags_list(&repository, n, last.as_deref(), head)).await?,
+        } => render(Box::pin(proxy.tags_list(&repository, n, last.as_deref(), head)).await?),
         ApiRequest::Referrers {
             repository,
             digest,
             artifact_type,
             page,
-        } => {
+        } => render(
             Box::pin(proxy.referrers(&repository, &digest, artifact_type.as_deref(), &page, head))
-                .await?
-        }
+                .await?,
+        ),
     })
+}
+
+/// The response for what the proxy served.
+fn render(served: Served) -> Response<Body> {
+    match served {
+        Served::Manifest { manifest, head } => {
+            let mut response = bytes_response(
+                StatusCode::OK,
+                &manifest.media_type,
+                manifest.bytes.clone(),
+                head,
+            );
+            if let Ok(digest) = http::HeaderValue::from_str(&manifest.digest) {
+                response
+                    .headers_mut()
+                    .insert("docker-content-digest", digest);
+            }
+            response
+        }
+        Served::Blob(blob) => blob_response(blob),
+        Served::List {
+            content_type,
+            body,
+            head,
+            link,
+            filters,
+        } => {
+            let mut response = bytes_response(StatusCode::OK, &content_type, body, head);
+            if let Some(filters) = filters {
+                response
+                    .headers_mut()
+                    .insert(crate::proxy::OCI_FILTERS_APPLIED, filters);
+            }
+            if let Some(link) = link {
+                response.headers_mut().insert(header::LINK, link);
+            }
+            response
+        }
+    }
+}
+
+/// A blob answer: its headers, and its bytes as they stream (none for a `HEAD`). A range no
+/// byte satisfies is 416 with `Content-Range: bytes */SIZE` when the size is known, and no
+/// digest: no content is served.
+fn blob_response(blob: ServedBlob) -> Response<Body> {
+    use futures_util::TryStreamExt;
+    use http_body_util::BodyExt;
+    let ServedBlob {
+        digest,
+        range,
+        len,
+        content_range,
+        stream,
+    } = blob;
+    let body = match stream {
+        Some(stream) => {
+            http_body_util::StreamBody::new(stream.map_ok(hyper::body::Frame::data)).boxed_unsync()
+        }
+        None => super::empty_body(),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = match range {
+        BlobRange::Whole => StatusCode::OK,
+        BlobRange::Part => StatusCode::PARTIAL_CONTENT,
+        BlobRange::Unsatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Some(len) = len {
+        headers.insert(header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    }
+    if range != BlobRange::Unsatisfiable
+        && let Ok(value) = http::HeaderValue::from_str(digest.as_str())
+    {
+        headers.insert("docker-content-digest", value);
+    }
+    headers.insert(
+        header::ACCEPT_RANGES,
+        http::HeaderValue::from_static("bytes"),
+    );
+    if let Some(range) = content_range {
+        headers.insert(header::CONTENT_RANGE, range);
+    }
+    response
 }
 
 /// The methods every API path takes: mirrorgate is read-only.

@@ -23,7 +23,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::Error;
+use super::error::Error;
 use crate::metrics::Metrics;
 
 /// The `Retry-After` of a refusal, in seconds: long enough for a fetch or two to finish, short

@@ -8,13 +8,14 @@
 
 use std::sync::Arc;
 
-use bytes::Buf;
-use http_body_util::BodyExt;
+use futures_util::StreamExt;
 
 use super::admission::Admission;
-use super::{Error, Proxy, Repository};
-use crate::cache::blobs::BlobFile;
-use crate::cache::manifests::StoredManifest;
+use super::error::Error;
+use super::open::Proxy;
+use super::repository::Repository;
+use crate::cache::BlobFile;
+use crate::cache::StoredManifest;
 use crate::reference::{Digest, Reference};
 
 impl Proxy {
@@ -41,13 +42,13 @@ impl Proxy {
 
     /// The size of blob `digest` when it is in the blob store (counting as a use).
     pub fn cached_blob_size(&self, digest: &Digest) -> Option<u64> {
-        self.cache.blobs.stat(digest)
+        self.tiers.blob_size(digest)
     }
 
     /// Opens blob `digest` of the blob store for reading, if it is there; the file stays
     /// protected from eviction while the returned value lives.
     pub fn open_cached_blob(&self, digest: &Digest) -> Option<BlobFile> {
-        self.cache.blobs.open_blob(digest)
+        self.tiers.open_blob(digest)
     }
 
     /// Makes sure blob `digest` of the repository of `repository` (a logical reference; its
@@ -58,7 +59,7 @@ impl Proxy {
         repository: &Reference,
         digest: &Digest,
     ) -> Result<u64, Error> {
-        if let Some(size) = self.cache.blobs.stat(digest) {
+        if let Some(size) = self.tiers.blob_size(digest) {
             return Ok(size);
         }
         let repository = Repository {
@@ -81,21 +82,21 @@ impl Proxy {
             .scope(async move {
                 // The download is driven by whoever reads it: read it to the end, as a client
                 // would, and let the store keep it.
-                let response = this.blob(&repository, &digest_owned, false, None).await?;
-                let mut body = response.into_body();
-                while let Some(frame) = body.frame().await {
-                    let frame = frame.map_err(|e| {
-                        Error::Upstream(format!("blob {digest_owned}: download failed: {e}"))
-                    })?;
-                    if let Ok(mut data) = frame.into_data() {
-                        data.advance(data.remaining());
+                let served = this
+                    .blob_answer(&repository, &digest_owned, false, None)
+                    .await?;
+                if let Some(mut stream) = served.stream {
+                    while let Some(chunk) = stream.next().await {
+                        chunk.map_err(|e| {
+                            Error::Upstream(format!("blob {digest_owned}: download failed: {e}"))
+                        })?;
                     }
                 }
                 Ok::<(), Error>(())
             })
             .await?;
         self.wait_for_commit(digest).await;
-        self.cache.blobs.stat(digest).ok_or_else(|| {
+        self.tiers.blob_size(digest).ok_or_else(|| {
             Error::Upstream(format!(
                 "blob {digest} was fetched but not stored (the cache's filesystem is short of \
                  cache.min_free_space)"

@@ -3,17 +3,19 @@
 //! ICSP mirrors, then the source). A tag list is answered under the name the client asked for,
 //! with its pagination link leading back through the proxy.
 
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, header};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::Route;
 use super::admission::FetchSlot;
-use super::manifest::{MAX_MANIFEST_BYTES, read_bounded};
-use super::{
-    AttemptFailure, Body, Error, Failure, Missing, Proxy, Repository, bytes_response, exhausted,
-    summary,
-};
+use super::attempt::{AttemptFailure, Failure, exhausted, summary};
+use super::error::{Error, Missing};
+use super::manifest::read_bounded;
+use super::open::Proxy;
+use super::repository::Repository;
+use super::route::Route;
+use super::served::{OCI_FILTERS_APPLIED, Served};
+use crate::cache::MAX_MANIFEST_BYTES;
 use crate::reference::{Digest, Reference};
 use crate::upstream::UpstreamRequest;
 
@@ -28,7 +30,7 @@ impl Proxy {
         n: Option<usize>,
         last: Option<&str>,
         head: bool,
-    ) -> Result<Response<Body>, Error> {
+    ) -> Result<Served, Error> {
         let logical = &repository.reference;
         let query = page_query(n, last, None);
         let (physical, upstream, _slot) = self
@@ -48,18 +50,22 @@ impl Proxy {
         // The upstream names its own (physical) repository; the client asked for the logical one.
         let list = serde_json::json!({"name": repository.client_name, "tags": tags});
         let body = bytes::Bytes::from(list.to_string());
-        let mut response = bytes_response(StatusCode::OK, "application/json", body, head);
+        let mut link = None;
         if has_next && let Some(last_tag) = last_tag {
             let next = page_query(n, Some(&last_tag), repository.ns.as_deref()).unwrap_or_default();
-            let link = format!(
+            let next_link = format!(
                 "</v2/{}/tags/list?{next}>; rel=\"next\"",
                 repository.client_name
             );
-            if let Ok(link) = HeaderValue::from_str(&link) {
-                response.headers_mut().insert(header::LINK, link);
-            }
+            link = HeaderValue::from_str(&next_link).ok();
         }
-        Ok(response)
+        Ok(Served::List {
+            content_type: "application/json".to_owned(),
+            body,
+            head,
+            link,
+            filters: None,
+        })
     }
 
     /// `GET /v2/<name>/referrers/<digest>[?artifactType=…]`, and its next pages. Never cached:
@@ -71,7 +77,7 @@ impl Proxy {
         artifact_type: Option<&str>,
         page: &[(String, String)],
         head: bool,
-    ) -> Result<Response<Body>, Error> {
+    ) -> Result<Served, Error> {
         let logical = repository.with_digest(digest);
         let query = {
             let mut query = form_urlencoded::Serializer::new(String::new());
@@ -104,10 +110,7 @@ impl Proxy {
         let bytes = read_bounded(upstream, MAX_LISTING_BYTES)
             .await
             .map_err(|e| listing_error(&physical, e))?;
-        let mut response = bytes_response(StatusCode::OK, &content_type, bytes, head);
-        if let Some(filters) = filters {
-            response.headers_mut().insert(OCI_FILTERS_APPLIED, filters);
-        }
+        let mut link = None;
         if let Some(next) = next {
             // The upstream's page parameters, under the client's name (and its `ns`).
             let mut query = form_urlencoded::Serializer::new(String::new());
@@ -117,15 +120,19 @@ impl Proxy {
             }
             let query = query.finish();
             let separator = if query.is_empty() { "" } else { "?" };
-            let link = format!(
+            let next_link = format!(
                 "</v2/{}/referrers/{digest}{separator}{query}>; rel=\"next\"",
                 repository.client_name
             );
-            if let Ok(link) = HeaderValue::from_str(&link) {
-                response.headers_mut().insert(header::LINK, link);
-            }
+            link = HeaderValue::from_str(&next_link).ok();
         }
-        Ok(response)
+        Ok(Served::List {
+            content_type,
+            body: bytes,
+            head,
+            link,
+            filters,
+        })
     }
 
     /// Tries the pull sources of `logical` for `/v2/<path>/<endpoint>` and returns the first
@@ -146,7 +153,7 @@ impl Proxy {
         self.reachable_only(logical, &mut resolution.sources, |s| {
             (s.reference.domain(), s.role)
         })?;
-        let slot = self.fetch_slots.acquire(logical.as_str()).await?;
+        let slot = self.sources.fetch_slots.acquire(logical.as_str()).await?;
         let mut failures = Vec::new();
         for source in &resolution.sources {
             self.note_attempt(source.role, &failures, route);
@@ -256,9 +263,6 @@ fn link_values(header: &str) -> Vec<(&str, &str)> {
     }
     values
 }
-
-/// The header naming the filters an upstream applied to a referrers list (distribution-spec).
-const OCI_FILTERS_APPLIED: &str = "oci-filters-applied";
 
 /// The tags of an upstream's tag list: an object whose `tags` is a list of strings, or null
 /// (what Distribution answers for a repository without tags). Anything else is no tag list.

@@ -7,42 +7,28 @@
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::header::{self, GetAll};
 
 use super::accept::ManifestAccept;
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method};
 
 use super::admission::Admission;
-use super::sizes;
-use super::{
-    AttemptFailure, Body, Error, Failure, Missing, Proxy, bytes_response, exhausted, summary,
-};
-use super::{Route, Stored};
-use crate::cache::manifests::StoredManifest;
-use crate::cache::shared::TagRecord;
+use super::attempt::{AttemptFailure, Failure, exhausted, summary};
+use super::cached::Stored;
+use super::error::{Error, Missing};
+use super::open::Proxy;
+use super::route::Route;
+use super::served::Served;
+use crate::cache::StoredManifest;
+use crate::cache::TagAnswer;
 use crate::cache::stats::CacheStats;
-use crate::cache::tags::TagAnswer;
+use crate::cache::{MAX_MANIFEST_BYTES, size_mismatch};
 use crate::reference::{Algorithm, Digest, Reference, manifest_digest};
 use crate::rules::{PullSource, Resolution, Role};
 use crate::upstream::UpstreamRequest;
-
-/// How often a tag answer that holds is recorded again in the shared tier, so that its age
-/// there stays close to the age of the answer here.
-const SHARED_TAG_REFRESH: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// Seconds since the Unix epoch.
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// The largest manifest accepted, as the Distribution registry bounds them.
-pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 
 /// What the upstreams are asked for on behalf of one client, and under which keys its answers
 /// are shared: a client that takes every standard type shares them with every other such client
@@ -79,7 +65,7 @@ impl Proxy {
         logical: &Reference,
         head: bool,
         accept: GetAll<'_, HeaderValue>,
-    ) -> Result<Response<Body>, Error> {
+    ) -> Result<Served, Error> {
         let accept = ManifestAccept::from_headers(accept);
         let manifest = self.stored_manifest(logical, &accept).await?;
         // Cached, joined, or an upstream that ignored the Accept: never a type the client
@@ -94,7 +80,7 @@ impl Proxy {
                 ),
             });
         }
-        Ok(manifest_response(&manifest, head))
+        Ok(Served::Manifest { manifest, head })
     }
 
     /// The manifest `logical` names, from the cache or fetched along the rules (and cached).
@@ -139,7 +125,7 @@ impl Proxy {
         resolution: Resolution,
         asked: Asked,
     ) -> Result<Arc<StoredManifest>, Error> {
-        if let Some(manifest) = self.cache.manifests.get(digest) {
+        if let Some(manifest) = self.tiers.manifest(digest) {
             let sources: Vec<(Reference, Role)> = resolution
                 .sources
                 .iter()
@@ -152,7 +138,7 @@ impl Proxy {
                 Some(manifest.bytes.len() as u64),
             )
             .await?;
-            CacheStats::count(&self.cache.stats.manifest_hits);
+            CacheStats::count(&self.tiers.stats().manifest_hits);
             tracing::info!(reference = %logical, served_by = "cache", "manifest served");
             return Ok(manifest);
         }
@@ -166,7 +152,7 @@ impl Proxy {
             .run(&key, move || {
                 crate::upstream::via::carried(class.scope(async move {
                     // One miss per fetch; requests joining it are counted as coalesced.
-                    CacheStats::count(&this.cache.stats.manifest_misses);
+                    CacheStats::count(&this.tiers.stats().manifest_misses);
                     if let Some(shared) = this.shared_manifest(&owned, &resolution).await {
                         return shared;
                     }
@@ -176,7 +162,7 @@ impl Proxy {
             })
             .await;
         if joined {
-            CacheStats::count(&self.cache.stats.coalesced);
+            CacheStats::count(&self.tiers.stats().coalesced);
         }
         result.unwrap_or_else(|| Err(interrupted()))
     }
@@ -188,9 +174,8 @@ impl Proxy {
         logical: &Reference,
         resolution: &Resolution,
     ) -> Option<Result<Arc<StoredManifest>, Error>> {
-        let tier = self.shared.as_ref()?;
         let digest = logical.digest()?;
-        let bytes = tier.read_manifest(&digest, MAX_MANIFEST_BYTES).await?;
+        let manifest = self.tiers.shared_manifest(&digest).await?;
         let sources: Vec<(Reference, Role)> = resolution
             .sources
             .iter()
@@ -201,49 +186,15 @@ impl Proxy {
                 logical,
                 &sources,
                 Stored::Manifest,
-                Some(bytes.len() as u64),
+                Some(manifest.bytes.len() as u64),
             )
             .await
         {
             return Some(Err(error));
         }
-        let manifest = Arc::new(StoredManifest::new(bytes, digest.to_string()));
-        self.sizes.learn(logical.name(), &manifest.bytes);
-        self.cache.manifests.put(manifest.clone());
+        self.tiers.keep_shared_manifest(logical.name(), &manifest);
         tracing::info!(reference = %logical, served_by = "shared cache", "manifest served");
         Some(Ok(manifest))
-    }
-
-    /// The manifest of the tag answer a replica recorded in the shared tier for `logical`, on
-    /// the same route and younger than `stale_if_error`: what a replica that never saw the tag
-    /// serves when every upstream fails, as one that saw it serves its own last answer.
-    async fn shared_tag_answer(
-        &self,
-        logical: &Reference,
-        route: u64,
-    ) -> Option<Arc<StoredManifest>> {
-        let tier = self.shared.as_ref()?;
-        let record = tier.tag(logical.name(), logical.tag()?).await?;
-        let age = unix_now().saturating_sub(record.recorded_at);
-        if record.route != route || age >= self.cache.stale_if_error.as_secs() {
-            return None;
-        }
-        let manifest = match self.cache.manifests.get(&record.digest) {
-            Some(manifest) => manifest,
-            None => {
-                let bytes = tier
-                    .read_manifest(&record.digest, MAX_MANIFEST_BYTES)
-                    .await?;
-                let manifest = Arc::new(StoredManifest::new(bytes, record.digest.to_string()));
-                self.cache.manifests.put(manifest.clone());
-                manifest
-            }
-        };
-        // An upstream served this manifest for this repository (that is what the record says).
-        self.known.insert(logical.name(), &manifest.digest);
-        self.sizes.learn(logical.name(), &manifest.bytes);
-        CacheStats::count(&self.cache.stats.stale_served);
-        Some(manifest)
     }
 
     /// A manifest by tag: the cached answer within its TTL, else revalidated (one revalidation
@@ -258,15 +209,14 @@ impl Proxy {
         let tag_key = asked.key(logical.as_str());
         // An answer found on another route is not an answer for this one.
         let answer = self
-            .cache
-            .tags
-            .get(&tag_key)
+            .tiers
+            .tag_answer(&tag_key)
             .filter(|answer| answer.route == route);
         if let Some(answer) = &answer
-            && answer.confirmed_at.elapsed() < self.cache.tag_ttl
+            && answer.confirmed_at.elapsed() < self.tiers.tag_ttl()
             && let Some(manifest) = self.cached_manifest(&answer.digest)
         {
-            CacheStats::count(&self.cache.stats.tag_hits);
+            CacheStats::count(&self.tiers.stats().tag_hits);
             tracing::info!(reference = %logical, served_by = "cache", digest = %answer.digest, "manifest served");
             return Ok(manifest);
         }
@@ -284,7 +234,7 @@ impl Proxy {
             })
             .await;
         if joined {
-            CacheStats::count(&self.cache.stats.coalesced);
+            CacheStats::count(&self.tiers.stats().coalesced);
         }
         result.unwrap_or_else(|| Err(interrupted()))
     }
@@ -304,15 +254,15 @@ impl Proxy {
         let known = answer
             .as_ref()
             .and_then(|a| Some((a, self.cached_manifest(&a.digest)?)));
-        let _slot = match self.fetch_slots.acquire(logical.as_str()).await {
+        let _slot = match self.sources.fetch_slots.acquire(logical.as_str()).await {
             Ok(slot) => slot,
             // Too busy to ask: like an upstream failure, a recent enough answer is served.
             Err(busy) => {
                 return match known {
                     Some((answer, cached))
-                        if answer.confirmed_at.elapsed() < self.cache.stale_if_error =>
+                        if answer.confirmed_at.elapsed() < self.tiers.stale_if_error() =>
                     {
-                        CacheStats::count(&self.cache.stats.stale_served);
+                        CacheStats::count(&self.tiers.stats().stale_served);
                         tracing::warn!(reference = %logical, digest = %answer.digest, "no upstream fetch slot free; serving the last known answer");
                         Ok(cached)
                     }
@@ -321,7 +271,7 @@ impl Proxy {
             }
         };
         if known.is_some() {
-            CacheStats::count(&self.cache.stats.tag_revalidations);
+            CacheStats::count(&self.tiers.stats().tag_revalidations);
         }
         let mut failures = Vec::new();
         let mut missed = false;
@@ -356,7 +306,7 @@ impl Proxy {
             // for a digest the cache does not hold (once per lookup, whatever it costs).
             if !missed {
                 missed = true;
-                CacheStats::count(&self.cache.stats.manifest_misses);
+                CacheStats::count(&self.tiers.stats().manifest_misses);
             }
             match self
                 .fetch_manifest(&source.reference, source.role, accept, None)
@@ -377,20 +327,26 @@ impl Proxy {
         let all_not_found = failures.iter().all(|f| f.reason.is_not_found());
         if let Some((answer, cached)) = known
             && !all_not_found
-            && answer.confirmed_at.elapsed() < self.cache.stale_if_error
+            && answer.confirmed_at.elapsed() < self.tiers.stale_if_error()
         {
-            CacheStats::count(&self.cache.stats.stale_served);
+            CacheStats::count(&self.tiers.stats().stale_served);
             tracing::warn!(reference = %logical, digest = %answer.digest, failed = %summary(&failures), "every source failed; serving the last known answer");
             return Ok(cached);
         }
         // The shared tier holds the answers of clients taking every standard type (the check of
         // the client's Accept applies to them all the same).
-        if !all_not_found && let Some(manifest) = self.shared_tag_answer(logical, route).await {
+        if !all_not_found
+            && let Some(tag) = logical.tag()
+            && let Some(manifest) = self
+                .tiers
+                .shared_tag_answer(logical.name(), tag, route)
+                .await
+        {
             tracing::warn!(reference = %logical, digest = %manifest.digest, failed = %summary(&failures), "every source failed; serving the answer recorded in the shared cache");
             return Ok(manifest);
         }
         if all_not_found {
-            self.cache.tags.remove(&asked.key(logical.as_str()));
+            self.tiers.forget_tag(&asked.key(logical.as_str()));
         }
         let error = exhausted("manifest", logical.as_str(), &failures, Missing::Manifest);
         Err(error)
@@ -406,17 +362,8 @@ impl Proxy {
         failures: &[Failure],
     ) -> Arc<StoredManifest> {
         let manifest = Arc::new(manifest);
-        self.sizes.learn(logical.name(), &manifest.bytes);
-        // Verified (by digest, or against the digest the upstream announced): other replicas
-        // may have it, once per manifest this replica did not have.
-        if let Some(tier) = &self.shared
-            && let Ok(digest) = manifest.digest.parse::<Digest>()
-            && self.cache.manifests.get(&digest).is_none()
-        {
-            tier.upload_manifest_in_background(&digest, manifest.bytes.clone());
-        }
-        self.cache.manifests.put(manifest.clone());
-        self.remember_source(logical, &source.reference);
+        self.tiers.keep_fetched_manifest(logical.name(), &manifest);
+        self.sources.remember_source(logical, &source.reference);
         self.remember_content(logical.name(), &manifest.digest);
         if !failures.is_empty() {
             self.metrics.proxy.fallback(Route::Manifest.as_str());
@@ -441,44 +388,17 @@ impl Proxy {
         route: u64,
     ) {
         let key = asked.key(logical.as_str());
-        // Other replicas learn the answer too (for when every upstream fails them): when it is
-        // new or changed here, and now and then while it holds. Only the answers every client
-        // taking the standard types would get: the record is keyed by the tag alone.
-        if let Some(tier) = &self.shared
-            && asked.variant.is_none()
-            && let Some(tag) = logical.tag()
-            && let Ok(parsed) = digest.parse::<Digest>()
-        {
-            let stale = self.cache.tags.get(&key).is_none_or(|previous| {
-                previous.digest != digest
-                    || previous.route != route
-                    || previous.confirmed_at.elapsed() > SHARED_TAG_REFRESH
-            });
-            if stale {
-                tier.record_tag_in_background(
-                    logical.name(),
-                    tag,
-                    TagRecord {
-                        digest: parsed,
-                        route,
-                        recorded_at: unix_now(),
-                    },
-                );
-            }
-        }
-        self.cache.tags.put(
-            &key,
-            TagAnswer {
-                digest: digest.to_owned(),
-                source: source.reference.to_string(),
-                route,
-                confirmed_at: Instant::now(),
-            },
-        );
+        // Only the answers every client taking the standard types would get are shared.
+        let shared = logical
+            .tag()
+            .filter(|_| asked.variant.is_none())
+            .map(|tag| (logical.name(), tag));
+        self.tiers
+            .record_tag(&key, shared, digest, source.reference.as_str(), route);
     }
 
     fn cached_manifest(&self, digest: &str) -> Option<Arc<StoredManifest>> {
-        self.cache.manifests.get(&digest.parse().ok()?)
+        self.tiers.manifest_by_str(digest)
     }
 
     /// Tries `sources` in order for the manifest `logical` names.
@@ -488,11 +408,11 @@ impl Proxy {
         sources: &[PullSource],
         accept: &HeaderValue,
     ) -> Result<Arc<StoredManifest>, Error> {
-        let _slot = self.fetch_slots.acquire(logical.as_str()).await?;
+        let _slot = self.sources.fetch_slots.acquire(logical.as_str()).await?;
         // A child of an index fetched before has a declared size.
         let expected = logical
             .digest()
-            .and_then(|digest| self.sizes.get(logical.name(), &digest));
+            .and_then(|digest| self.tiers.declared_size(logical.name(), &digest));
         let mut failures = Vec::new();
         for source in sources {
             self.note_attempt(source.role, &failures, Route::Manifest);
@@ -545,7 +465,7 @@ impl Proxy {
         let response = self
             .attempt(manifest_request(physical, accept), role, Route::Manifest)
             .await?;
-        if let Some(reason) = sizes::size_mismatch(expected, response.content_length()) {
+        if let Some(reason) = size_mismatch(expected, response.content_length()) {
             self.count_attempt(physical.domain(), role, Route::Manifest, "size_mismatch");
             return Err(AttemptFailure::SizeMismatch(reason));
         }
@@ -662,19 +582,4 @@ pub(super) async fn read_bounded(
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
-}
-
-fn manifest_response(manifest: &StoredManifest, head: bool) -> Response<Body> {
-    let mut response = bytes_response(
-        StatusCode::OK,
-        &manifest.media_type,
-        manifest.bytes.clone(),
-        head,
-    );
-    if let Ok(digest) = HeaderValue::from_str(&manifest.digest) {
-        response
-            .headers_mut()
-            .insert("docker-content-digest", digest);
-    }
-    response
 }

@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 
-use super::ProxySettings;
+use super::open::ProxySettings;
 use crate::rules::{Role, RuleSet};
 
 /// The registries mirrorgate may contact.

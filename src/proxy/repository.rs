@@ -1,6 +1,6 @@
 //! A repository as a client addressed it, resolved to its logical upstream name.
 
-use super::Error;
+use super::error::Error;
 use crate::reference::{Digest, Reference};
 
 /// A repository as the client addressed it, resolved to its logical upstream name.

@@ -16,8 +16,8 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::route::ContentKey;
-use crate::cache::lru::Lru;
+use super::content_key::ContentKey;
+use super::lru::Lru;
 
 /// How many pairs are remembered in memory.
 const IN_MEMORY: u64 = 1_000_000;

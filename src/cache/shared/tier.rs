@@ -1,4 +1,4 @@
-//! The shared cache tier as the proxy uses it: the bucket of [`crate::cache::shared`] behind
+//! The shared cache tier as the other tiers use it: the bucket of [`crate::cache::shared`] behind
 //! rules that keep it an optimisation, never a cause of a failed pull.
 //!
 //! Principal type: [`SharedTier`]. Every read waits a bounded time ([`WAIT`]); any failure
@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
-use super::log_limit;
-use crate::cache::blobs::BlobFile;
-use crate::cache::shared::{
+use super::{
     Kind, SharedConfig, SharedError, SharedRead, SharedStore, TagRecord, Timeouts, Uploaded,
 };
+use crate::cache::blobs::BlobFile;
+use crate::log_limit;
 use crate::reference::Digest;
 
 /// The longest a request waits for the bucket to start answering (a read's first byte, a

@@ -24,8 +24,8 @@ use std::sync::Mutex;
 
 use serde::Deserialize;
 
-use super::route::ContentKey;
-use crate::cache::lru::Lru;
+use super::content_key::ContentKey;
+use super::lru::Lru;
 use crate::reference::Digest;
 
 /// How many (repository, digest) sizes are remembered; each costs about 150 bytes.
