@@ -8,7 +8,7 @@
 //!
 //! Starting jobs makes the proxy fetch whole releases, so the API is never open to anonymous
 //! clients from elsewhere: a client on the same host (a loopback listener, or a loopback peer;
-//! not a request a proxy forwarded, see [`operator`](super::operator)) needs
+//! not a request a proxy forwarded, see `http::operator`) needs
 //! nothing; any other needs the credentials of `clients` of a name listed in `warm.admins`.
 
 use std::net::SocketAddr;

@@ -102,7 +102,7 @@ impl SharedConfig {
 
 impl S3Config {
     /// Checks the values; the error is `(key under cache.shared.s3, message)`. Reads no file and
-    /// contacts nothing: [`SharedStore::open`] and [`SharedStore::check`] do that.
+    /// contacts nothing: [`SharedStore::open`](super::SharedStore::open) and [`SharedStore::check`](super::SharedStore::check) do that.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let err = |key: &str, message: String| Err((key.to_owned(), message));
         if self.bucket.is_empty() {
