@@ -5,13 +5,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
-
+use crate::config::section::{Written, section};
 use crate::config::settings::{ByteSize, HumanDuration, Invalid};
 
 /// The `cache` section.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(from = "RawCache")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheConfig {
     /// Directory holding cached blobs and manifests.
     pub dir: PathBuf,
@@ -29,6 +27,16 @@ pub struct CacheConfig {
     /// The shared tier in S3-compatible object storage (`cache.shared.s3`); `None`: local only.
     pub shared: Option<super::shared::SharedConfig>,
 }
+
+section!(CacheConfig {
+    dir,
+    max_size,
+    memory,
+    tag_ttl as HumanDuration,
+    stale_if_error as HumanDuration,
+    min_free_space,
+    shared as Written<super::shared::SharedConfig>,
+});
 
 impl Default for CacheConfig {
     fn default() -> Self {
@@ -63,33 +71,5 @@ impl CacheConfig {
                 .map_err(|(key, message)| Invalid::new(format!("shared.{key}"), message))?;
         }
         Ok(())
-    }
-}
-
-/// The section as written: every key optional, `null` meaning the default.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct RawCache {
-    dir: Option<PathBuf>,
-    max_size: Option<ByteSize>,
-    memory: Option<ByteSize>,
-    tag_ttl: Option<HumanDuration>,
-    stale_if_error: Option<HumanDuration>,
-    min_free_space: Option<ByteSize>,
-    shared: Option<super::shared::RawSharedConfig>,
-}
-
-impl From<RawCache> for CacheConfig {
-    fn from(raw: RawCache) -> Self {
-        let default = CacheConfig::default();
-        CacheConfig {
-            dir: raw.dir.unwrap_or(default.dir),
-            max_size: raw.max_size.unwrap_or(default.max_size),
-            memory: raw.memory.unwrap_or(default.memory),
-            tag_ttl: raw.tag_ttl.map_or(default.tag_ttl, |d| d.0),
-            stale_if_error: raw.stale_if_error.map_or(default.stale_if_error, |d| d.0),
-            min_free_space: raw.min_free_space.unwrap_or(default.min_free_space),
-            shared: raw.shared.and_then(|raw| raw.into_config()),
-        }
     }
 }

@@ -1,12 +1,13 @@
 //! The `cache.shared` section: the bucket, its prefix and credentials, parsed and validated.
 
 use object_store::path::Path;
-use serde::Deserialize;
+
+use crate::config::section::{Written, section};
 
 use std::path::PathBuf;
 
 /// The `cache.shared` section.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SharedConfig {
     /// The S3-compatible bucket (`cache.shared.s3`).
     pub s3: S3Config,
@@ -39,47 +40,40 @@ pub struct S3Config {
     pub credentials_file: Option<PathBuf>,
 }
 
-/// The `cache.shared` section as written (every key optional, `null` meaning absent); the
-/// configuration loader turns it into a [`SharedConfig`] with [`RawSharedConfig::into_config`].
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct RawSharedConfig {
-    s3: Option<RawS3>,
-    key_file: Option<PathBuf>,
+section!(SharedConfig { s3, key_file });
+
+/// A `cache.shared` section that names no bucket (`shared:` or `shared: {}`) means the local
+/// cache only; a missing bucket name inside `s3` is left empty for [`SharedConfig::validate`] to
+/// report.
+impl From<Written<SharedConfig>> for Option<SharedConfig> {
+    fn from(written: Written<SharedConfig>) -> Self {
+        written.gave("s3").then_some(written.section)
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct RawS3 {
-    bucket: Option<String>,
-    prefix: Option<String>,
-    endpoint: Option<String>,
-    region: Option<String>,
-    path_style: Option<bool>,
-    insecure: Option<bool>,
-    ca_file: Option<PathBuf>,
-    credentials_file: Option<PathBuf>,
-}
+section!(S3Config {
+    bucket,
+    prefix,
+    endpoint,
+    region,
+    path_style,
+    insecure,
+    ca_file,
+    credentials_file,
+});
 
-impl RawSharedConfig {
-    /// The section with defaults filled in; `None` when it names no store (`shared:` or
-    /// `shared: {}`), which means the local cache only. A missing bucket is left empty for
-    /// [`SharedConfig::validate`] to report.
-    pub fn into_config(self) -> Option<SharedConfig> {
-        let raw = self.s3?;
-        Some(SharedConfig {
-            s3: S3Config {
-                bucket: raw.bucket.unwrap_or_default(),
-                prefix: raw.prefix.unwrap_or_default(),
-                endpoint: raw.endpoint,
-                region: raw.region.unwrap_or_else(|| "us-east-1".to_owned()),
-                path_style: raw.path_style.unwrap_or(false),
-                insecure: raw.insecure.unwrap_or(false),
-                ca_file: raw.ca_file,
-                credentials_file: raw.credentials_file,
-            },
-            key_file: self.key_file,
-        })
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            bucket: String::new(),
+            prefix: String::new(),
+            endpoint: None,
+            region: "us-east-1".to_owned(),
+            path_style: false,
+            insecure: false,
+            ca_file: None,
+            credentials_file: None,
+        }
     }
 }
 
@@ -230,16 +224,10 @@ mod tests {
     use super::*;
 
     fn config() -> S3Config {
-        RawSharedConfig {
-            s3: Some(RawS3 {
-                bucket: Some("mirrorgate-cache".to_owned()),
-                ..RawS3::default()
-            }),
-            key_file: None,
+        S3Config {
+            bucket: "mirrorgate-cache".to_owned(),
+            ..S3Config::default()
         }
-        .into_config()
-        .unwrap()
-        .s3
     }
 
     fn problem(edit: impl FnOnce(&mut S3Config)) -> Option<(String, String)> {
@@ -316,7 +304,16 @@ mod tests {
 
     #[test]
     fn an_empty_section_means_no_shared_store() {
-        assert_eq!(RawSharedConfig::default().into_config(), None);
+        let read = |text: &str| {
+            let written: Written<SharedConfig> = serde_saphyr::from_str(text).unwrap();
+            Option::<SharedConfig>::from(written)
+        };
+        assert_eq!(read("{}"), None);
+        assert_eq!(read("{key_file: /k, s3: null}"), None);
+        assert_eq!(
+            read("{s3: {bucket: b}}").map(|shared| shared.s3.bucket),
+            Some("b".to_owned())
+        );
     }
 
     #[test]

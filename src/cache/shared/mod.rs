@@ -40,7 +40,7 @@ mod seal;
 mod store;
 mod tier;
 
-pub use config::{RawSharedConfig, S3Config, SharedConfig};
+pub use config::{S3Config, SharedConfig};
 pub use error::{SharedCounts, SharedError, SharedStats};
 pub use seal::Rejected;
 pub use store::{Kind, PART_SIZE, SharedRead, SharedStore, TagRecord, Timeouts, Uploaded};
