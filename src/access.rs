@@ -37,9 +37,9 @@ use serde::Deserialize;
 use serde_saphyr::{DefaultMessageFormatter, MessageFormatter};
 use sha2::{Digest as _, Sha256};
 
-use crate::config::section::section;
-use crate::config::settings::Invalid;
 use crate::reference::Host;
+use crate::section::section;
+use crate::section::values::Invalid;
 
 /// The realm named in `WWW-Authenticate` challenges.
 pub const REALM: &str = "mirrorgate";

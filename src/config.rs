@@ -25,9 +25,9 @@
 //! the top-level keys, the checks that span sections, and the names of the file and key in
 //! errors.
 //!
-//! Its two children are the building blocks every section is made of, below all the modules that
-//! own one: [`settings`] (byte sizes, durations, [`Invalid`]) and [`section`] (reading a section
-//! key by key over its defaults, so that a missing or `null` key means the default).
+//! The building blocks every section is made of live below all the modules that own one, in
+//! [`crate::section`]: reading a section key by key over its defaults (a missing or `null` key
+//! means the default) and the values (byte sizes, durations, [`Invalid`]).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -38,18 +38,15 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use serde_saphyr::MessageFormatter;
 
-pub mod section;
-pub mod settings;
-
 pub use crate::access::{ClientMode, ClientsConfig};
 pub use crate::cache::CacheConfig;
 pub use crate::http::LimitsConfig;
 use crate::reference::Host;
+pub use crate::section::values::{ByteSize, ByteSizeError, Invalid};
+use crate::section::{Written, section};
 pub use crate::tls::TlsConfig;
 pub use crate::upstream::{Endpoint, EndpointError, RegistrySettings, Scheme, UpstreamConfig};
 pub use crate::warm::WarmConfig;
-use section::{Written, section};
-pub use settings::{ByteSize, ByteSizeError, Invalid};
 
 /// Where the CLI looks for the configuration file when `--config` is not given.
 pub const DEFAULT_PATH: &str = "config/mirrorgate.yaml";

@@ -5,6 +5,9 @@
 //! Each module is one concept:
 //! - [`reference`](mod@reference): the image reference grammar, Docker Hub normalisation and digests;
 //! - [`rules`]: the mirror objects, their validation, the merged override map and `resolve`;
+//! - [`section`]: how each module's configuration section is read (a missing or `null` key means
+//!   the default) and the values sections are made of ([`section::values`]: sizes, durations,
+//!   a section's validation error), below every module that owns a section;
 //! - [`access`]: who may pull: client credentials (htpasswd, tokens) and repository scopes;
 //! - [`upstream`]: the client for upstream registries (endpoints, TLS, credentials, tokens);
 //! - [`cache`]: manifests, tag answers and blobs kept so that repeated pulls cost nothing;
@@ -15,9 +18,7 @@
 //! - [`warm`]: release warm-up jobs run inside the server through the proxy, and their progress
 //!   (HostedClusters watched through `kubernetes`);
 //! - [`http`]: the OCI distribution API surface (routing of paths, addressing, error bodies);
-//! - [`config`]: the proxy's own configuration file, composed of each module's section; its
-//!   building blocks sit below every module that owns a section: [`config::settings`] (sizes,
-//!   durations, errors) and [`config::section`] (a missing or `null` key means the default);
+//! - [`config`]: the proxy's own configuration file, composed of each module's section;
 //! - [`source`]: where the rules in force come from (rule files, a live cluster), as complete
 //!   views, and the stream of them;
 //! - [`reload`]: picking up changed rules and settings without a restart;
@@ -49,6 +50,7 @@ pub mod reference;
 pub mod release;
 pub mod reload;
 pub mod rules;
+pub mod section;
 pub mod source;
 pub mod status_report;
 pub mod tls;

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::settings::ByteSize;
+use crate::section::values::ByteSize;
 
 /// Everything `/status` reports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

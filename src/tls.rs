@@ -37,7 +37,7 @@ use tokio_rustls::TlsAcceptor;
 
 use serde::Deserialize;
 
-use crate::config::settings::Invalid;
+use crate::section::values::Invalid;
 
 /// The `tls` section: the certificate and key the proxy serves HTTPS with.
 ///

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::section::{Written, section};
-use crate::config::settings::{ByteSize, HumanDuration, Invalid};
+use crate::section::values::{ByteSize, HumanDuration, Invalid};
+use crate::section::{Written, section};
 
 /// The `cache` section.
 #[derive(Debug, Clone, PartialEq, Eq)]

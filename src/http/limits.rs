@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use crate::config::section::section;
-use crate::config::settings::{ByteSize, HumanDuration, Invalid};
+use crate::section::section;
+use crate::section::values::{ByteSize, HumanDuration, Invalid};
 
 /// The `limits` section.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
-use crate::config::section::section;
+use crate::section::section;
 
 /// The parsed `kubernetes:` section. Read it with [`Config::from_yaml_str`] (or as a key of the
 /// configuration file), or build it by hand followed by [`Config::validate`].

@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use crate::config::settings::ByteSize;
 use crate::reference::{Digest, Reference};
 use crate::rules::RuleSet;
+use crate::section::values::ByteSize;
 
 use super::ReleaseError;
 use super::manifest::{Descriptor, Manifest, Platform, PlatformFilter};

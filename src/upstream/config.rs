@@ -12,9 +12,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 
-use crate::config::section::section;
-use crate::config::settings::{HumanDuration, Invalid};
 use crate::reference::Host;
+use crate::section::section;
+use crate::section::values::{HumanDuration, Invalid};
 
 /// The `upstream` section.
 #[derive(Debug, Clone, PartialEq, Eq)]

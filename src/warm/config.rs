@@ -2,10 +2,10 @@
 //!
 //! Principal type: [`WarmConfig`].
 
-use crate::config::section::section;
-use crate::config::settings::Invalid;
 use crate::reference::Reference;
 use crate::release::PlatformFilter;
+use crate::section::section;
+use crate::section::values::Invalid;
 
 /// The `warm` section.
 #[derive(Debug, Clone, PartialEq, Eq)]

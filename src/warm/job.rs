@@ -8,10 +8,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::settings::ByteSize;
 use crate::metrics::warm::WarmMetrics;
 use crate::reference::Digest;
 use crate::release::Plan;
+use crate::section::values::ByteSize;
 
 /// Where a job is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

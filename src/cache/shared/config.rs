@@ -2,7 +2,7 @@
 
 use object_store::path::Path;
 
-use crate::config::section::{Written, section};
+use crate::section::{Written, section};
 
 use std::path::PathBuf;
 

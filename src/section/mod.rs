@@ -1,5 +1,7 @@
 //! How a configuration section is read from the file: every key optional, a key that is missing
-//! or written `null` keeps the section's default, an unknown key is an error.
+//! or written `null` keeps the section's default, an unknown key is an error. The values sections
+//! are made of (sizes, durations, validation errors) are in [`values`]. This sits below every
+//! module that owns a section, and below [`crate::config`], which composes them.
 //!
 //! Principal items: the [`Section`] trait (a section's keys and how each is read), the
 //! `section!` macro that implements it and `Deserialize` from the list of keys, and [`Written`]
@@ -15,7 +17,7 @@
 //! Using it for a section type that has a `Default`:
 //!
 //! ```ignore
-//! crate::config::section::section!(LimitsConfig {
+//! crate::section::section!(LimitsConfig {
 //!     max_connections,                       // read as the field's own type
 //!     header_read_timeout as HumanDuration,  // read as HumanDuration, stored through `From`
 //! });
@@ -29,6 +31,8 @@ use std::marker::PhantomData;
 
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+
+pub mod values;
 
 /// A configuration section read key by key over its [`Default`]; implemented by `section!`.
 pub trait Section: Default {
@@ -186,7 +190,7 @@ macro_rules! section {
     ($section:ident {
         $( $(#[$attr:meta])* $key:ident $(as $written:ty)? ),* $(,)?
     } $(accepting [ $( $(#[$dropped_attr:meta])* $dropped:ident ),* $(,)? ])?) => {
-        impl $crate::config::section::Section for $section {
+        impl $crate::section::Section for $section {
             const NAME: &'static str = stringify!($section);
             const KEYS: &'static [&'static str] = &[
                 $( $(#[$attr])* stringify!($key), )*
@@ -204,7 +208,7 @@ macro_rules! section {
                 $(
                     $(#[$attr])*
                     if key == stringify!($key) {
-                        return $crate::config::section::read_key!($key, map $(, $written)?);
+                        return $crate::section::read_key!($key, map $(, $written)?);
                     }
                 )*
                 $($(
@@ -221,7 +225,7 @@ macro_rules! section {
 
         impl<'de> ::serde::Deserialize<'de> for $section {
             fn deserialize<D: ::serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                $crate::config::section::deserialize(deserializer)
+                $crate::section::deserialize(deserializer)
             }
         }
     };
@@ -230,10 +234,10 @@ macro_rules! section {
 /// One key's read for `section!`: as the field's own type, or as written and converted.
 macro_rules! read_key {
     ($place:ident, $map:ident) => {
-        $crate::config::section::read($place, $map)
+        $crate::section::read($place, $map)
     };
     ($place:ident, $map:ident, $written:ty) => {
-        $crate::config::section::read_as::<$written, _, _>($place, $map)
+        $crate::section::read_as::<$written, _, _>($place, $map)
     };
 }
 
@@ -244,7 +248,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::settings::HumanDuration;
+    use crate::section::values::HumanDuration;
 
     /// A section whose defaults are not its types' own (`usize` 0, `bool` false, no duration).
     #[derive(Debug, PartialEq, Eq)]
