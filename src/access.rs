@@ -21,25 +21,24 @@
 //! Credentials are never logged, counted or echoed: errors name users and tokens by name, and
 //! the `Debug` of every type here redacts hashes and tokens.
 
+mod config;
+mod files;
 mod logins;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use http::{HeaderMap, header};
-use serde::Deserialize;
-use serde_saphyr::{DefaultMessageFormatter, MessageFormatter};
 use sha2::{Digest as _, Sha256};
 
-use crate::reference::Host;
-use crate::section::section;
-use crate::section::values::Invalid;
+use config::allowed;
+pub use config::{ClientMode, ClientScope, ClientScopeError, ClientsConfig};
+use files::{parse_htpasswd, parse_tokens, read};
 
 /// The realm named in `WWW-Authenticate` challenges.
 pub const REALM: &str = "mirrorgate";
@@ -49,225 +48,6 @@ const VERIFIED_TTL: Duration = Duration::from_secs(120);
 const VERIFIED_CAPACITY: usize = 10_000;
 /// Tokens shorter than this are refused when the tokens file is read: they can be guessed.
 pub const MIN_TOKEN_LEN: usize = 16;
-
-/// The `clients` section: how clients authenticate and which repositories each may pull.
-///
-/// The files it names are read when the proxy starts (a bad one fails `serve`, naming the file
-/// and the line or key) and again on every reload; a reload whose files are bad keeps the access
-/// in force.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientsConfig {
-    /// How requests are authenticated.
-    pub mode: ClientMode,
-    /// Mode `htpasswd`: the file of `user:bcrypt-hash` lines (`htpasswd -B`).
-    pub htpasswd_file: Option<PathBuf>,
-    /// Mode `token`: the YAML file `tokens: [{name, token, scopes}]`.
-    pub tokens_file: Option<PathBuf>,
-    /// Mode `htpasswd`: the repository scopes of each user; a user not listed may pull
-    /// everything.
-    pub scopes: BTreeMap<String, Vec<ClientScope>>,
-    /// Whether a client on this host (a loopback listener or peer, without the headers a
-    /// proxy in front adds) is an operator without credentials (`/status`, the warm API).
-    /// `false` when a proxy on the same host forwards other hosts' requests.
-    pub trust_loopback: bool,
-}
-
-section!(ClientsConfig {
-    mode,
-    htpasswd_file,
-    tokens_file,
-    scopes,
-    trust_loopback,
-});
-
-impl Default for ClientsConfig {
-    fn default() -> Self {
-        ClientsConfig {
-            mode: ClientMode::default(),
-            htpasswd_file: None,
-            tokens_file: None,
-            scopes: BTreeMap::new(),
-            trust_loopback: true,
-        }
-    }
-}
-
-/// The `clients.mode` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientMode {
-    /// No credentials: everyone may pull everything.
-    #[default]
-    Anonymous,
-    /// `Authorization: Basic`, checked against `htpasswd_file`.
-    Htpasswd,
-    /// `Authorization: Bearer <token>`, looked up in `tokens_file`.
-    Token,
-}
-
-impl ClientsConfig {
-    /// Checks that the mode has its file and that keys of other modes are not set; keys are
-    /// relative to the section.
-    pub fn validate(&self) -> Result<(), Invalid> {
-        Invalid::empty_path("htpasswd_file", self.htpasswd_file.as_ref())?;
-        Invalid::empty_path("tokens_file", self.tokens_file.as_ref())?;
-        let (needed, unused): (Option<&str>, &[&str]) = match self.mode {
-            ClientMode::Anonymous => (None, &["htpasswd_file", "tokens_file", "scopes"]),
-            ClientMode::Htpasswd => (Some("htpasswd_file"), &["tokens_file"]),
-            ClientMode::Token => (Some("tokens_file"), &["htpasswd_file", "scopes"]),
-        };
-        let mode = match self.mode {
-            ClientMode::Anonymous => "anonymous",
-            ClientMode::Htpasswd => "htpasswd",
-            ClientMode::Token => "token",
-        };
-        let set = |key: &str| match key {
-            "htpasswd_file" => self.htpasswd_file.is_some(),
-            "tokens_file" => self.tokens_file.is_some(),
-            _ => !self.scopes.is_empty(),
-        };
-        if let Some(key) = needed
-            && !set(key)
-        {
-            return Err(Invalid::new(key, format!("mode {mode} needs {key}")));
-        }
-        if let Some(key) = unused.iter().find(|key| set(key)) {
-            let hint = if *key == "scopes" && self.mode == ClientMode::Token {
-                "; the scopes of a token are given in tokens_file"
-            } else {
-                ""
-            };
-            return Err(Invalid::new(
-                *key,
-                format!("not used with mode {mode}{hint}"),
-            ));
-        }
-        for (user, scopes) in &self.scopes {
-            if user.is_empty() || user.contains(':') {
-                return Err(Invalid::new(
-                    format!("scopes.{user:?}"),
-                    "not a user name (empty or has ':')",
-                ));
-            }
-            if scopes.is_empty() {
-                return Err(Invalid::new(
-                    format!("scopes.{user:?}"),
-                    "empty list: the user could pull nothing; remove the user from \
-                     htpasswd_file instead",
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A repository scope: `*` (everything), `<prefix>/*` (every repository under the prefix) or an
-/// exact logical repository name such as `quay.io/openshift-release-dev/ocp-release`.
-///
-/// Names are logical and normalised, registry first: `docker.io/library/busybox`, not `busybox`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ClientScope {
-    /// `*`: every repository.
-    All,
-    /// `<prefix>/*`: every repository whose name starts with `<prefix>/`.
-    Under(String),
-    /// An exact repository name.
-    Exact(String),
-}
-
-impl ClientScope {
-    /// Whether the logical repository `name` is in this scope.
-    pub fn allows(&self, name: &str) -> bool {
-        match self {
-            ClientScope::All => true,
-            ClientScope::Under(prefix) => name
-                .strip_prefix(prefix.as_str())
-                .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1),
-            ClientScope::Exact(exact) => name == exact,
-        }
-    }
-}
-
-impl fmt::Display for ClientScope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ClientScope::All => f.write_str("*"),
-            ClientScope::Under(prefix) => write!(f, "{prefix}/*"),
-            ClientScope::Exact(name) => f.write_str(name),
-        }
-    }
-}
-
-/// Why a string is not a [`ClientScope`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid scope {input:?}: {reason}")]
-pub struct ClientScopeError {
-    input: String,
-    reason: &'static str,
-}
-
-impl FromStr for ClientScope {
-    type Err = ClientScopeError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let fail = |reason: &'static str| ClientScopeError {
-            input: s.to_owned(),
-            reason,
-        };
-        if s == "*" {
-            return Ok(ClientScope::All);
-        }
-        let (name, under) = match s.strip_suffix("/*") {
-            Some(prefix) => (prefix, true),
-            None => (s, false),
-        };
-        if name.is_empty() {
-            return Err(fail("empty"));
-        }
-        if name.contains('*') {
-            return Err(fail(
-                "`*` is only allowed alone or as a trailing `/*` (everything under a prefix)",
-            ));
-        }
-        if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(fail("contains whitespace"));
-        }
-        if name.contains(['@', '?', '#']) || name.contains("://") {
-            return Err(fail(
-                "a scope is a repository name, without scheme, tag or digest",
-            ));
-        }
-        if name.split('/').any(str::is_empty) {
-            return Err(fail(
-                "empty path component (leading, trailing or double `/`)",
-            ));
-        }
-        let first = name.split('/').next().unwrap_or_default();
-        if !Host::is_registry_component(first) {
-            return Err(fail(
-                "a scope starts with the registry, e.g. docker.io/library/busybox or quay.io/ns/*",
-            ));
-        }
-        let name = name.to_owned();
-        Ok(if under {
-            ClientScope::Under(name)
-        } else {
-            ClientScope::Exact(name)
-        })
-    }
-}
-
-impl<'de> Deserialize<'de> for ClientScope {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// The repositories a client may pull: `None` is everything.
-fn allowed(scopes: Option<&[ClientScope]>, name: &str) -> bool {
-    scopes.is_none_or(|scopes| scopes.iter().any(|scope| scope.allows(name)))
-}
 
 /// An authenticated client (or, in `anonymous` mode, anyone).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -528,13 +308,6 @@ impl Access {
     }
 }
 
-fn read(path: &Path) -> Result<String, AccessError> {
-    std::fs::read_to_string(path).map_err(|cause| AccessError::Io {
-        path: path.to_owned(),
-        cause,
-    })
-}
-
 /// Why credentials were refused.
 enum Refused {
     /// Missing or wrong; the reason never holds a secret.
@@ -661,166 +434,10 @@ impl Unauthorized {
     }
 }
 
-fn invalid(path: &Path, location: impl fmt::Display, message: impl Into<String>) -> AccessError {
-    AccessError::Invalid {
-        path: path.to_owned(),
-        location: location.to_string(),
-        message: message.into(),
-    }
-}
-
-/// Parses `user:bcrypt-hash` lines; blank lines and `#` comments are skipped.
-fn parse_htpasswd(
-    text: &str,
-    path: &Path,
-    config: &ClientsConfig,
-) -> Result<HashMap<String, User>, AccessError> {
-    let mut users = HashMap::new();
-    for (index, line) in text.lines().enumerate() {
-        let number = index + 1;
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((user, hash)) = line.split_once(':') else {
-            return Err(invalid(path, number, "expected user:bcrypt-hash"));
-        };
-        if user.is_empty() {
-            return Err(invalid(path, number, "empty user name"));
-        }
-        if user.len() > logins::MAX_USER_NAME_BYTES {
-            return Err(invalid(
-                path,
-                number,
-                format!(
-                    "user name longer than {} bytes",
-                    logins::MAX_USER_NAME_BYTES
-                ),
-            ));
-        }
-        check_bcrypt(hash).map_err(|why| invalid(path, number, format!("user {user:?}: {why}")))?;
-        let client = Arc::new(Client {
-            name: Some(user.to_owned()),
-            scopes: config.scopes.get(user).cloned(),
-        });
-        let user_entry = User {
-            hash: Hash(hash.to_owned()),
-            client,
-        };
-        if users.insert(user.to_owned(), user_entry).is_some() {
-            return Err(invalid(
-                path,
-                number,
-                format!("user {user:?} appears twice"),
-            ));
-        }
-    }
-    Ok(users)
-}
-
-/// Checks the shape of a bcrypt hash (`$2y$NN$` + 53 characters) without running bcrypt.
-fn check_bcrypt(hash: &str) -> Result<(), &'static str> {
-    let bcrypt_prefix = ["$2y$", "$2b$", "$2a$"]
-        .iter()
-        .any(|prefix| hash.starts_with(prefix));
-    if !bcrypt_prefix {
-        return Err(
-            "only bcrypt hashes ($2y$ or $2b$) are supported; create them with `htpasswd -B`",
-        );
-    }
-    let cost = hash.get(4..6).and_then(|c| c.parse::<u32>().ok());
-    let well_formed = hash.len() == 60
-        && hash.as_bytes().get(6) == Some(&b'$')
-        && cost.is_some_and(|c| (4..=31).contains(&c))
-        && hash[7..]
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/');
-    if !well_formed {
-        return Err("malformed bcrypt hash");
-    }
-    Ok(())
-}
-
-/// The tokens file.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTokens {
-    tokens: Vec<RawToken>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawToken {
-    name: String,
-    token: String,
-    #[serde(default)]
-    scopes: Option<Vec<ClientScope>>,
-}
-
-/// Parses the tokens file: `tokens: [{name, token, scopes?}]`.
-fn parse_tokens(text: &str, path: &Path) -> Result<HashMap<[u8; 32], Arc<Client>>, AccessError> {
-    let raw: RawTokens = serde_saphyr::from_str(text).map_err(|err| {
-        let location = err
-            .location()
-            .filter(|loc| loc.line() > 0)
-            .map_or_else(String::new, |loc| {
-                format!("{}:{}", loc.line(), loc.column())
-            });
-        // The parser's message may quote the offending value, which can be a token: only
-        // messages known not to are passed on.
-        let message = DefaultMessageFormatter.format_message(err.without_snippet());
-        let safe = ["unknown field", "missing field", "invalid scope"]
-            .iter()
-            .any(|known| message.contains(known));
-        let message = if safe {
-            message.into_owned()
-        } else {
-            "not a tokens file: expected `tokens:` with a list of {name, token, scopes}".to_owned()
-        };
-        invalid(path, location, message)
-    })?;
-    let mut tokens = HashMap::new();
-    let mut names = std::collections::HashSet::new();
-    for (i, entry) in raw.tokens.into_iter().enumerate() {
-        if entry.name.trim().is_empty() {
-            return Err(invalid(path, format!("tokens[{i}].name"), "empty name"));
-        }
-        let name = entry.name;
-        if !names.insert(name.clone()) {
-            return Err(invalid(
-                path,
-                format!("tokens[{i}].name"),
-                format!("{name:?} appears twice"),
-            ));
-        }
-        let token = entry.token.trim();
-        if token.len() < MIN_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(invalid(
-                path,
-                format!("tokens[{i}].token"),
-                format!(
-                    "token of {name:?} must be at least {MIN_TOKEN_LEN} printable characters without spaces"
-                ),
-            ));
-        }
-        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let client = Arc::new(Client {
-            name: Some(name.clone()),
-            scopes: entry.scopes,
-        });
-        if tokens.insert(key, client).is_some() {
-            return Err(invalid(
-                path,
-                format!("tokens[{i}].token"),
-                format!("token of {name:?} is also another entry's token"),
-            ));
-        }
-    }
-    Ok(tokens)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
     use http::HeaderValue;
 
