@@ -1,4 +1,4 @@
-//! The proxy's own configuration file (README "Configuration" and `config/mirrorgate.yaml`).
+//! The proxy's own configuration file (the manual's "Configuration reference", docs/src/configuration.md, and `config/mirrorgate.yaml`).
 //!
 //! The file is YAML (JSON is valid YAML, so one parser reads both). Every key is optional: a
 //! missing key, or one set to `null`, takes the documented default, so an empty file is a

@@ -23,7 +23,7 @@ use cli::admin;
 /// (hyper's read buffer and response-head buffer) of which it has written the first page;
 /// jemalloc gives each two pages of their own and keeps its bookkeeping elsewhere, where glibc's
 /// chunk headers between neighbouring buffers make more of their pages resident (10,000 idle
-/// connections: README, "Where clusters hurt"). It also keeps freed pages for reuse and returns
+/// connections: the manual, Performance, "Where clusters hurt"). It also keeps freed pages for reuse and returns
 /// them to the kernel gradually, over about 10 s, so that a blob download does not page-fault in
 /// the receive buffers the previous one freed, and threads that come and go (tokio's blocking
 /// pool) leave nothing behind: what glibc needed `mallopt` settings for.

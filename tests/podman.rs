@@ -1,4 +1,4 @@
-//! podman (Debian's) pulling through mirrorgate with the registries.conf form README "Pointing
+//! podman (Debian's) pulling through mirrorgate with the registries.conf form the manual's "Pointing
 //! nodes at mirrorgate" gives: the registry as `[[registry]]`, mirrorgate as its mirror. Storage
 //! is vfs under the test's temporary directory (`--root`/`--runroot`), so nothing of the
 //! machine's own podman state is used or changed.
