@@ -17,6 +17,7 @@ pub mod error;
 mod limits;
 mod metrics_listener;
 mod operator;
+mod operator_client;
 mod protocol;
 pub mod route;
 mod server;

@@ -1,7 +1,7 @@
 //! The operator endpoints, and the one table of which listener serves each: `/metrics`,
 //! `/healthz`, `/readyz` ([`Plain`]), `/status` ([`status_endpoint`]), the warm-up admin API
 //! ([`warm_endpoint`]) and the withdrawal API ([`withdrawn_endpoint`]); and who may use the
-//! ones that are not for anyone ([`client`]).
+//! ones that are not for anyone (`operator_client`).
 //!
 //! `metrics_listen` ([`Listener::Operations`]) serves all of them and nothing else: any other
 //! path is `404 not found`. `listen` ([`Listener::Registry`]) serves the registry API, the
@@ -22,7 +22,6 @@ use super::error::{ApiError, ErrorCode};
 use super::{
     API_VERSION_HEADER, Body, full_body, status_endpoint, warm_endpoint, withdrawn_endpoint,
 };
-use crate::access::{Access, Client};
 use crate::proxy::{Proxy, bytes_response};
 use crate::warm::Warmer;
 
@@ -217,50 +216,6 @@ impl Plain {
             },
         }
     }
-}
-
-/// The headers by which a proxy says it forwards a request for another client: a front on
-/// this host connects from loopback, so without them its clients would be taken for this
-/// host's.
-const FORWARDING: [&str; 4] = ["forwarded", "x-forwarded-for", "x-real-ip", "via"];
-
-/// Who may use an endpoint for operators (`/status`, the admin APIs) at `path`: anyone on this
-/// host (`None`: the listener or the peer is loopback, no proxy forwarded the request and
-/// `clients.trust_loopback` holds); from elsewhere, the client `access` authenticates, never an
-/// anonymous one (`anonymous_refusal` says what to do instead).
-pub(super) async fn client(
-    access: &Access,
-    path: &str,
-    headers: &HeaderMap,
-    local: SocketAddr,
-    peer: SocketAddr,
-    anonymous_refusal: &str,
-) -> Result<Option<Arc<Client>>, ApiError> {
-    if local.ip().is_loopback() || peer.ip().is_loopback() {
-        let forwarded = FORWARDING.iter().find(|name| headers.contains_key(**name));
-        match forwarded {
-            None if access.trusts_loopback() => return Ok(None),
-            None => {
-                tracing::debug!(%peer, path, "a client on this host, not trusted by itself (clients.trust_loopback: false)");
-            }
-            Some(header) => {
-                tracing::debug!(%peer, path, header, "a request forwarded by a proxy on this host: not trusted as this host's");
-            }
-        }
-    }
-    if access.is_anonymous() {
-        tracing::info!(%peer, path, "refused: an operator endpoint to an anonymous client from elsewhere");
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            ErrorCode::Denied,
-            anonymous_refusal,
-        ));
-    }
-    let client = access
-        .authenticate(path, headers, Some(peer.ip()))
-        .await
-        .map_err(ApiError::unauthorized)?;
-    Ok(Some(client))
 }
 
 #[cfg(test)]

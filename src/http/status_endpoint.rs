@@ -67,7 +67,7 @@ async fn allowed(
     if !matches!(*method, Method::GET | Method::HEAD) {
         return Err(ApiError::unsupported(method).into_response(head));
     }
-    super::operator::client(
+    super::operator_client::client(
         access,
         PATH,
         headers,

@@ -202,7 +202,7 @@ pub(super) async fn allowed(
     local: SocketAddr,
     peer: SocketAddr,
 ) -> Result<(), ApiError> {
-    let Some(client) = super::operator::client(
+    let Some(client) = super::operator_client::client(
         access,
         JOBS,
         headers,
