@@ -126,58 +126,70 @@ fn is_object_name(text: &str) -> bool {
             .all(|c| alphanumeric(c) || c == '-' || c == '.')
 }
 
-/// The rules in force: one complete rule set per view, the management view always among them.
+/// The rules in force: one complete rule set per view. The management view is a field of its own,
+/// not a key among the others, so that it cannot be missing and the lookup every request makes
+/// for it is no lookup at all.
 #[derive(Debug, Clone)]
 pub struct Views {
-    sets: BTreeMap<ViewName, Arc<RuleSet>>,
+    management: Arc<RuleSet>,
+    /// The HostedCluster and NodePool views, by name (never `management`).
+    tenants: BTreeMap<ViewName, Arc<RuleSet>>,
 }
+
+/// The management view's name, for [`Views::iter`].
+static MANAGEMENT: ViewName = ViewName::Management;
 
 impl Views {
     /// Only the management view, with `management`.
     pub fn new(management: Arc<RuleSet>) -> Views {
         Views {
-            sets: BTreeMap::from([(ViewName::Management, management)]),
+            management,
+            tenants: BTreeMap::new(),
         }
     }
 
     /// The management view's rule set.
     pub fn management(&self) -> &Arc<RuleSet> {
-        self.sets
-            .get(&ViewName::Management)
-            .expect("the management view is always present")
+        &self.management
     }
 
     /// The rule set of `view`, if the view exists.
     pub fn get(&self, view: &ViewName) -> Option<&Arc<RuleSet>> {
-        self.sets.get(view)
+        match view {
+            ViewName::Management => Some(&self.management),
+            tenant => self.tenants.get(tenant),
+        }
     }
 
     /// These views with `view`'s rule set replaced by `rules` (or added); every other view keeps
     /// its `Arc`.
     pub fn replacing(&self, view: ViewName, rules: Arc<RuleSet>) -> Views {
-        let mut sets = self.sets.clone();
-        sets.insert(view, rules);
-        Views { sets }
+        let mut next = self.clone();
+        match view {
+            ViewName::Management => next.management = rules,
+            tenant => {
+                next.tenants.insert(tenant, rules);
+            }
+        }
+        next
     }
 
     /// These views without `view`; the management view cannot be removed (it is what a puller
     /// naming no view gets), so removing it changes nothing.
     pub fn without(&self, view: &ViewName) -> Views {
-        let mut sets = self.sets.clone();
-        if *view != ViewName::Management {
-            sets.remove(view);
-        }
-        Views { sets }
+        let mut next = self.clone();
+        next.tenants.remove(view);
+        next
     }
 
-    /// Every view and its rule set, in the order of their names (management first).
+    /// Every view and its rule set: management first, then the others in the order of their names.
     pub fn iter(&self) -> impl Iterator<Item = (&ViewName, &Arc<RuleSet>)> {
-        self.sets.iter()
+        std::iter::once((&MANAGEMENT, &self.management)).chain(self.tenants.iter())
     }
 
     /// How many views there are (at least one: management).
     pub fn len(&self) -> usize {
-        self.sets.len()
+        self.tenants.len() + 1
     }
 
     /// Never: the management view is always there.
@@ -186,10 +198,8 @@ impl Views {
     }
 
     /// The management view's rule set, given up by these views.
-    pub fn into_management(mut self) -> Arc<RuleSet> {
-        self.sets
-            .remove(&ViewName::Management)
-            .expect("the management view is always present")
+    pub fn into_management(self) -> Arc<RuleSet> {
+        self.management
     }
 }
 
